@@ -1,0 +1,76 @@
+"""The configuration as frozen values: what every layer below the service is handed.
+
+Built only by `gateway.config.load`, which has checked every field; tuples, not lists,
+so a running component can never see its configuration change under it.
+"""
+
+from dataclasses import dataclass
+
+BIND_MODES = ("transceiver", "transmitter+receiver")
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    name: str
+    host: str
+    port: int
+    system_id: str
+    password: str
+    system_type: str = ""
+    bind: str = "transceiver"                       # one of BIND_MODES
+    binds: int = 1                                  # parallel sessions
+    window: int = 100                               # outstanding submit_sm per session
+    tps: float = 500.0                              # operator's limit, all binds together
+    enquire_link_s: float = 30.0
+    reconnect_s: tuple[float, float] = (1.0, 30.0)  # backoff from, to
+    receipts: bool = True
+    response_timeout_s: float = 30.0
+    short_code_ton: int = 3                         # 4040 senders: network-specific
+    short_code_npi: int = 0
+
+
+@dataclass(frozen=True)
+class Webhook:
+    url: str
+    token: str
+
+
+@dataclass(frozen=True)
+class Agency:
+    id: str
+    name: str
+    keys: tuple[str, ...]                # "sha256:<64 lowercase hex>" each
+    numbers: tuple[str, ...]             # "4040…" short codes
+    masks: tuple[str, ...]               # alphanumeric senders, as configured
+    ussd_code: str | None                # "*4*0135#"
+    rate_per_s: float                    # parts per second
+    daily_parts: int                     # quota in parts per day
+    reply_webhook: Webhook | None
+
+
+@dataclass(frozen=True)
+class RoutingRule:
+    prefixes: tuple[str, ...]            # "98912", international form
+    operator: str
+    fallback: tuple[str, ...]            # used in order while `operator` has no session
+    origin: str                          # "file:line" of the rule, for logs
+
+
+@dataclass(frozen=True)
+class Routing:
+    rules: tuple[RoutingRule, ...]       # first match wins
+    default: str | None
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    path: str
+    http_listen: tuple[str, int]
+    metrics_listen: tuple[str, int] | None
+    store_path: str                      # absolute
+    agencies_path: str                   # absolute; file or directory
+    routing_rules_path: str              # absolute; directory or file
+    ussd_menus_path: str | None          # absolute
+    operators: tuple[OperatorConfig, ...]
+    agencies: tuple[Agency, ...]
+    routing: Routing
