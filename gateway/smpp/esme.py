@@ -1,0 +1,624 @@
+"""One SMPP session toward an SMSC: bind, a window of outstanding requests, keep-alive,
+inbound deliver_sm / data_sm, and a graceful unbind.
+
+`ESMEProtocol` knows one TCP connection; `ESMEFactory` holds the bind parameters and the
+owner's callbacks (the operator pool). Time comes from the factory's clock, so tests drive
+every timer with `twisted.internet.task.Clock`. Logs carry command names, sequence numbers
+and statuses only: never message text or whole phone numbers.
+"""
+
+import logging
+
+from twisted.internet import defer, protocol, task
+from twisted.python.failure import Failure
+
+from gateway.smpp import constants as c
+from gateway.smpp.pdu import PDU, Framer, FramingError, PDUError, decode, encode
+
+log = logging.getLogger("payam.smpp.esme")
+
+INTERFACE_VERSION = 0x34
+MAX_SEQUENCE = 0x7FFFFFFF
+# Several requests in a row left unanswered: the SMSC is wedged, a new bind is cheaper.
+MAX_CONSECUTIVE_TIMEOUTS = 3
+# Inbound PDUs handed to the owner and not yet answered. Past this the SMSC is sending
+# faster than we store; ESME_RMSGQFUL tells it to hold off and redeliver later (SMSCs
+# treat it as temporary), instead of letting memory grow without bound.
+MAX_UNANSWERED_INBOUND = 1000
+# One sweep over the window per interval replaces a callLater per PDU.
+SWEEP_INTERVAL_S = 1.0
+# After loseConnection, a peer that never reads would keep the socket open forever.
+CLOSE_GRACE_S = 5.0
+
+BIND_TYPES = {
+    "transmitter": c.BIND_TRANSMITTER,
+    "receiver": c.BIND_RECEIVER,
+    "transceiver": c.BIND_TRANSCEIVER,
+}
+
+# Longest C-Octet strings a bind may carry (SMPP 3.4 §4.1: sizes include the NUL).
+_BIND_FIELD_LIMITS = {"system_id": 15, "password": 8, "system_type": 12}
+
+CONNECTING, BINDING, BOUND, UNBINDING, CLOSING, CLOSED = (
+    "connecting", "binding", "bound", "unbinding", "closing", "closed")
+
+
+class SessionError(Exception):
+    """Base of the failures a session's requests can end with."""
+
+
+class SessionClosed(SessionError):
+    """The connection is gone (or going): the request's outcome is unknown."""
+
+
+class ResponseTimeout(SessionError):
+    """No response within response_timeout_s: the request's outcome is unknown."""
+
+
+class BadResponse(SessionError):
+    """The response to this request could not be decoded: its outcome is unknown."""
+
+
+class NotReady(SessionError):
+    """The session cannot take this request now (not bound, receiver-only, window full)."""
+
+
+class BindFailed(SessionError):
+    """The SMSC refused the bind with `status`."""
+
+    def __init__(self, status):
+        super().__init__(f"bind refused: {c.status_name(status)}")
+        self.status = status
+
+
+class _Pending:
+    """A request waiting for its response."""
+
+    __slots__ = ("deferred", "deadline", "command_id", "in_window")
+
+    def __init__(self, deferred, deadline, command_id, in_window):
+        self.deferred = deferred
+        self.deadline = deadline
+        self.command_id = command_id
+        self.in_window = in_window
+
+
+class ESMEProtocol(protocol.Protocol):
+    """One bind. Made by ESMEFactory.buildProtocol; see the module docstring."""
+
+    def __init__(self, factory, number):
+        self.factory = factory
+        self.number = number
+        self.label = f"{factory.label}#{number}"
+        self.bind_status = None            # command_status of a refused bind
+        self.close_reason = None
+        self._clock = factory.clock
+        self._state = CONNECTING
+        self._bind_result = None           # True, or the exception the bind ended with
+        self._bound_waiters = []
+        self._closed_waiters = []
+        self._framer = Framer()
+        self._pending = {}
+        self._in_window = 0
+        self._next_sequence = 1
+        self._last_received = 0.0
+        self._consecutive_timeouts = 0
+        self._enquiring = False
+        self._unanswered_inbound = 0
+        self._sweeper = None
+        self._abort_call = None
+        self._drain_call = None
+        self._unbind_sent = False
+        self._unbind_timeout = None
+
+    # --- what the owner sees ----------------------------------------------------------
+    @property
+    def bound(self):
+        """A Deferred firing with this session once bound (BindFailed / ResponseTimeout /
+        SessionClosed otherwise). Each access returns a fresh Deferred, so a bind failure
+        nobody asked about never turns into an 'Unhandled error in Deferred'."""
+        d = defer.Deferred()
+        if self._bind_result is None:
+            self._bound_waiters.append(d)
+        elif self._bind_result is True:
+            d.callback(self)
+        else:
+            d.errback(Failure(self._bind_result))
+        return d
+
+    @property
+    def is_bound(self):
+        return self._state == BOUND
+
+    @property
+    def can_transmit(self):
+        return self.factory.bind_type != "receiver"
+
+    @property
+    def can_receive(self):
+        return self.factory.bind_type != "transmitter"
+
+    @property
+    def window(self):
+        return self.factory.window
+
+    @property
+    def outstanding(self):
+        """Requests sent through send_request and not answered yet."""
+        return self._in_window
+
+    @property
+    def free_slots(self):
+        return self.factory.window - self._in_window if self.can_submit() else 0
+
+    def can_submit(self):
+        return (self._state == BOUND and self.factory.bind_type != "receiver"
+                and self._in_window < self.factory.window)
+
+    def send_request(self, pdu):
+        """Send a request (submit_sm, data_sm, query_sm...) in the window.
+
+        Sets pdu.sequence. The Deferred fires with the response PDU whatever its status
+        (a generic_nack included); it fails with SessionClosed, ResponseTimeout,
+        BadResponse, or NotReady when can_submit() was False."""
+        if pdu.command_id & c.RESPONSE_BIT:
+            raise ValueError(f"send_request takes a request, not {pdu.name}")
+        if self._state in (CLOSING, CLOSED):
+            return defer.fail(SessionClosed(f"session {self.label} is closed"))
+        if self._state == UNBINDING:
+            return defer.fail(SessionClosed(f"session {self.label} is unbinding"))
+        if not self.can_submit():
+            if self._state != BOUND:
+                why = "not bound"
+            elif not self.can_transmit:
+                why = "bound as receiver"
+            else:
+                why = f"window of {self.factory.window} is full"
+            return defer.fail(NotReady(f"session {self.label}: {why}"))
+        try:
+            return self._send(pdu, in_window=True)
+        except ValueError as e:          # the codec refused the PDU: the caller's bug
+            return defer.fail(e)
+
+    def unbind(self, timeout):
+        """Stop taking requests, wait up to `timeout` s for the outstanding ones, send
+        unbind, wait for unbind_resp (bounded), close. Fires once the connection is closed."""
+        if self._state == CLOSED or self.transport is None:
+            return defer.succeed(None)
+        closed = defer.Deferred()
+        self._closed_waiters.append(closed)
+        if self._state in (UNBINDING, CLOSING):
+            return closed
+        if self._state != BOUND:
+            self._close("closed before the bind completed")
+            return closed
+        self._state = UNBINDING
+        log.info("%s: unbinding (%d outstanding)", self.label, self._in_window)
+        self._unbind_timeout = max(timeout, 0.0)
+        if self._in_window == 0:
+            self._send_unbind()
+        else:
+            self._drain_call = self._clock.callLater(self._unbind_timeout, self._send_unbind)
+        return closed
+
+    # --- connection lifecycle ----------------------------------------------------------
+    def connectionMade(self):
+        self._state = BINDING
+        # Nagle would hold each small PDU ~40 ms waiting for the previous one's ACK.
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)
+        self._last_received = self._clock.seconds()
+        self._sweeper = task.LoopingCall(self._sweep)
+        self._sweeper.clock = self._clock
+        self._sweeper.start(self.factory.sweep_interval, now=False)
+        verb = "reconnected" if self.number > 1 else "connected"
+        log.info("%s: %s to %s, binding as %s", self.label, verb, _peer(self.transport),
+                 self.factory.bind_type)
+        factory = self.factory
+        bind = PDU(BIND_TYPES[factory.bind_type], fields={
+            "system_id": factory.system_id,
+            "password": factory.password,
+            "system_type": factory.system_type,
+            "interface_version": INTERFACE_VERSION,
+            "addr_ton": 0,
+            "addr_npi": 0,
+            "address_range": factory.address_range,
+        })
+        self._send(bind, in_window=False).addCallbacks(self._bind_answered,
+                                                       self._bind_unanswered)
+
+    def connectionLost(self, reason=protocol.connectionDone):
+        was_bound = self._state in (BOUND, UNBINDING)
+        self._state = CLOSED
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        for call in (self._abort_call, self._drain_call):
+            if call is not None and call.active():
+                call.cancel()
+        why = self.close_reason or reason.getErrorMessage()
+        log.info("%s: session lost (%s)%s", self.label, why,
+                 "" if was_bound else " before bind")
+        pending, self._pending = self._pending, {}
+        self._in_window = 0
+        if self._bind_result is None:
+            self._bind_done(SessionClosed(f"connection lost before bind: {why}"))
+        # The owner first, so it no longer counts this session when callers react below.
+        self.factory.session_lost(self)
+        for entry in pending.values():
+            entry.deferred.errback(SessionClosed(f"session {self.label} lost: {why}"))
+        waiters, self._closed_waiters = self._closed_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _close(self, reason):
+        """Close politely (buffered bytes still go out), then by force after a grace."""
+        if self._state in (CLOSING, CLOSED):
+            return
+        self._state = CLOSING
+        self.close_reason = reason
+        self.transport.loseConnection()
+        if hasattr(self.transport, "abortConnection"):
+            self._abort_call = self._clock.callLater(CLOSE_GRACE_S, self._abort)
+
+    def _abort(self):
+        log.warning("%s: peer did not close within %gs; aborting", self.label, CLOSE_GRACE_S)
+        self.transport.abortConnection()
+
+    # --- bytes in -----------------------------------------------------------------------
+    def dataReceived(self, data):
+        self._last_received = self._clock.seconds()
+        try:
+            frames = self._framer.feed(data)
+        except FramingError as e:
+            # The stream has lost sync: nothing after this can be trusted.
+            log.warning("%s: framing error (%s); closing", self.label, e)
+            self._close(f"framing error: {e}")
+            return
+        for frame in frames:
+            if self._state in (CLOSING, CLOSED):
+                return
+            self._frame_received(frame)
+
+    def _frame_received(self, frame):
+        try:
+            pdu = decode(frame)
+        except FramingError as e:
+            log.warning("%s: framing error (%s); closing", self.label, e)
+            self._close(f"framing error: {e}")
+            return
+        except PDUError as e:
+            self._undecodable(e)
+            return
+        if pdu.command_id & c.RESPONSE_BIT:
+            self._response_received(pdu)
+        else:
+            self._request_received(pdu)
+
+    def _undecodable(self, error):
+        command_id = error.command_id or 0
+        if command_id & c.RESPONSE_BIT:
+            entry = self._pending.pop(error.sequence, None)
+            if entry is None:
+                log.warning("%s: undecodable %s for unknown seq %d ignored (%s)",
+                            self.label, c.command_name(command_id), error.sequence, error)
+                return
+            log.warning("%s: undecodable %s seq %d (%s)", self.label,
+                        c.command_name(command_id), error.sequence, error)
+            self._consecutive_timeouts = 0
+            self._finish(entry, failure=Failure(BadResponse(str(error))))
+            return
+        log.warning("%s: bad %s seq %d: %s; answering %s", self.label,
+                    c.command_name(command_id), error.sequence, error,
+                    c.status_name(error.status))
+        self._write(_error_answer(command_id, error.sequence, error.status))
+
+    # --- responses ----------------------------------------------------------------------
+    def _response_received(self, pdu):
+        entry = self._pending.pop(pdu.sequence, None)
+        if entry is None:
+            log.warning("%s: %s for unknown seq %d ignored", self.label, pdu.name, pdu.sequence)
+            return
+        self._consecutive_timeouts = 0
+        expected = entry.command_id | c.RESPONSE_BIT
+        if pdu.command_id not in (expected, c.GENERIC_NACK):
+            log.warning("%s: %s answers seq %d, which was a %s", self.label, pdu.name,
+                        pdu.sequence, c.command_name(entry.command_id))
+        self._finish(entry, result=pdu)
+
+    def _finish(self, entry, result=None, failure=None):
+        if entry.in_window:
+            self._in_window -= 1
+        if failure is None:
+            entry.deferred.callback(result)
+        else:
+            entry.deferred.errback(failure)
+        if entry.in_window:
+            self._slot_freed()
+
+    def _slot_freed(self):
+        if self._state == UNBINDING and self._in_window == 0 and not self._unbind_sent:
+            self._send_unbind()
+        elif self.can_submit():
+            self.factory.session_ready(self)
+
+    # --- requests from the SMSC -----------------------------------------------------------
+    def _request_received(self, pdu):
+        command_id = pdu.command_id
+        if command_id == c.ENQUIRE_LINK:
+            self._write(pdu.response())
+        elif command_id in (c.DELIVER_SM, c.DATA_SM):
+            self._inbound(pdu)
+        elif command_id == c.UNBIND:
+            log.info("%s: SMSC asked to unbind", self.label)
+            self._write(pdu.response())
+            self._close("unbind from the SMSC")
+        elif command_id in c.BIND_COMMANDS:
+            self._write(pdu.response(status=c.ESME_RALYBND))
+        elif command_id == c.ALERT_NOTIFICATION:
+            log.info("%s: alert_notification ignored (no response in SMPP)", self.label)
+        else:
+            log.warning("%s: %s seq %d not served; generic_nack", self.label, pdu.name,
+                        pdu.sequence)
+            self._write(PDU(c.GENERIC_NACK, pdu.sequence, c.ESME_RINVCMDID))
+
+    def _inbound(self, pdu):
+        if self._state not in (BOUND, UNBINDING) or not self.can_receive:
+            self._write(pdu.response(status=c.ESME_RINVBNDSTS))
+            return
+        if self._unanswered_inbound >= MAX_UNANSWERED_INBOUND:
+            log.warning("%s: %d inbound PDUs unanswered; %s seq %d refused with "
+                        "ESME_RMSGQFUL", self.label, self._unanswered_inbound, pdu.name,
+                        pdu.sequence)
+            self._write(pdu.response(status=c.ESME_RMSGQFUL))
+            return
+        self._unanswered_inbound += 1
+        d = defer.maybeDeferred(self.factory.inbound, pdu)
+        d.addCallbacks(self._inbound_handled, self._inbound_failed,
+                       callbackArgs=(pdu,), errbackArgs=(pdu,))
+
+    def _inbound_handled(self, status, pdu):
+        if isinstance(status, bool) or not isinstance(status, int) \
+                or not 0 <= status <= 0xFFFFFFFF:
+            log.error("%s: inbound handler returned %r for %s seq %d; answering "
+                      "ESME_RX_T_APPN", self.label, status, pdu.name, pdu.sequence)
+            status = c.ESME_RX_T_APPN
+        self._answer_inbound(pdu, status)
+
+    def _inbound_failed(self, failure, pdu):
+        # Not stored: a temporary error makes the SMSC deliver it again later.
+        log.error("%s: inbound %s seq %d not handled (%s); answering ESME_RX_T_APPN",
+                  self.label, pdu.name, pdu.sequence, failure.getErrorMessage())
+        self._answer_inbound(pdu, c.ESME_RX_T_APPN)
+
+    def _answer_inbound(self, pdu, status):
+        self._unanswered_inbound -= 1
+        if self._state in (BOUND, UNBINDING):
+            self._write(pdu.response(status=status, message_id=""))
+        # Otherwise the connection went first: the SMSC redelivers the unanswered PDU.
+
+    # --- bytes out ------------------------------------------------------------------------
+    def _send(self, pdu, in_window, timeout=None):
+        sequence = self._take_sequence()
+        pdu.sequence = sequence
+        frame = encode(pdu)               # ValueError for a malformed PDU: caller's bug
+        d = defer.Deferred()
+        if timeout is None:
+            timeout = self.factory.response_timeout_s
+        self._pending[sequence] = _Pending(d, self._clock.seconds() + timeout,
+                                           pdu.command_id, in_window)
+        if in_window:
+            self._in_window += 1
+        self.transport.write(frame)
+        return d
+
+    def _take_sequence(self):
+        sequence = self._next_sequence
+        while sequence in self._pending:        # only after a wrap around 2**31
+            sequence = sequence % MAX_SEQUENCE + 1
+        self._next_sequence = sequence % MAX_SEQUENCE + 1
+        return sequence
+
+    def _write(self, pdu):
+        if self._state not in (CLOSING, CLOSED):
+            self.transport.write(encode(pdu))
+
+    # --- bind / keep-alive / unbind ----------------------------------------------------------
+    def _bind_answered(self, resp):
+        if self._state != BINDING:
+            return
+        if resp.status == c.ESME_ROK and resp.command_id != c.GENERIC_NACK:
+            self._state = BOUND
+            log.info("%s: bound (%s, SMSC system_id %r)", self.label, self.factory.bind_type,
+                     resp.fields.get("system_id", ""))
+            self.factory.session_bound(self)
+            self._bind_done(True)
+            return
+        self.bind_status = resp.status or c.ESME_RBINDFAIL
+        log.warning("%s: bind refused with %s", self.label, c.status_name(self.bind_status))
+        self._close(f"bind refused: {c.status_name(self.bind_status)}")
+        self._bind_done(BindFailed(self.bind_status))
+
+    def _bind_unanswered(self, failure):
+        failure.trap(SessionError)
+        if failure.check(SessionClosed):
+            return              # connectionLost has already reported the bind as failed
+        log.warning("%s: no usable bind_resp (%s)", self.label, failure.getErrorMessage())
+        self._close(f"bind failed: {failure.getErrorMessage()}")
+        self._bind_done(failure.value)
+
+    def _bind_done(self, result):
+        self._bind_result = result
+        waiters, self._bound_waiters = self._bound_waiters, []
+        for d in waiters:
+            if result is True:
+                d.callback(self)
+            else:
+                d.errback(Failure(result))
+
+    def _enquire(self):
+        self._enquiring = True
+        d = self._send(PDU(c.ENQUIRE_LINK), in_window=False)
+        d.addCallbacks(self._enquire_answered, self._enquire_unanswered)
+
+    def _enquire_answered(self, resp):
+        self._enquiring = False
+
+    def _enquire_unanswered(self, failure):
+        failure.trap(SessionError)
+        self._enquiring = False
+        if failure.check(ResponseTimeout):
+            log.warning("%s: enquire_link unanswered within %gs; dropping the session",
+                        self.label, self.factory.response_timeout_s)
+            self._close("enquire_link unanswered")
+
+    def _send_unbind(self):
+        if self._state != UNBINDING or self._unbind_sent:
+            return
+        if self._drain_call is not None and self._drain_call.active():
+            self._drain_call.cancel()
+        if self._in_window:
+            log.warning("%s: unbinding with %d requests still unanswered", self.label,
+                        self._in_window)
+        self._unbind_sent = True
+        wait = min(self.factory.response_timeout_s, max(self._unbind_timeout, SWEEP_INTERVAL_S))
+        d = self._send(PDU(c.UNBIND), in_window=False, timeout=wait)
+        d.addBoth(self._unbind_answered)
+
+    def _unbind_answered(self, result):
+        if isinstance(result, Failure):
+            result.trap(SessionError)
+            if result.check(SessionClosed):
+                return
+            self._close("unbind_resp timeout")
+        else:
+            self._close("unbound")
+
+    def _sweep(self):
+        """Expire overdue requests and keep an idle session alive; runs every interval."""
+        now = self._clock.seconds()
+        expired = [seq for seq, entry in self._pending.items() if entry.deadline <= now]
+        freed = False
+        for seq in expired:
+            entry = self._pending.pop(seq, None)
+            if entry is None:       # answered or failed by an earlier errback in this loop
+                continue
+            if entry.in_window:
+                self._consecutive_timeouts += 1
+                freed = True
+                log.warning("%s: no response to %s seq %d within %gs", self.label,
+                            c.command_name(entry.command_id), seq,
+                            self.factory.response_timeout_s)
+                self._in_window -= 1
+            entry.deferred.errback(ResponseTimeout(
+                f"{c.command_name(entry.command_id)} seq {seq} unanswered"))
+        if self._state in (CLOSING, CLOSED):
+            return
+        if self._consecutive_timeouts >= MAX_CONSECUTIVE_TIMEOUTS:
+            log.warning("%s: %d requests in a row unanswered; dropping the session",
+                        self.label, self._consecutive_timeouts)
+            self._close(f"{self._consecutive_timeouts} response timeouts in a row")
+            return
+        if freed:
+            self._slot_freed()
+        if (self._state == BOUND and not self._enquiring
+                and now - self._last_received >= self.factory.enquire_link_s):
+            self._enquire()
+
+
+def _error_answer(command_id, sequence, status):
+    """The answer to a request we could not decode: its own *_resp when SMPP defines one
+    and the fault is in a field, generic_nack when the command or its length is wrong."""
+    if (command_id in c.COMMAND_NAMES and status not in (c.ESME_RINVCMDID, c.ESME_RINVCMDLEN)
+            and command_id | c.RESPONSE_BIT in c.COMMAND_NAMES):
+        return PDU(command_id | c.RESPONSE_BIT, sequence, status)
+    return PDU(c.GENERIC_NACK, sequence, status)
+
+
+def _peer(transport):
+    peer = transport.getPeer()
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    return f"{host}:{port}" if host is not None else str(peer)
+
+
+class ESMEFactory(protocol.Factory):
+    """Bind parameters and the owner's callbacks; makes one ESMEProtocol per connection.
+
+    Callbacks (all optional): inbound(pdu) -> int | Deferred[int] (the deliver_sm_resp /
+    data_sm_resp status, fired once the PDU is stored); session_bound(session);
+    session_lost(session) (every connection, bound or not: see session.bind_status);
+    session_ready(session) (a window slot is free)."""
+
+    noisy = False
+
+    def __init__(self, *, operator, bind_type, system_id, password, system_type="",
+                 window=100, enquire_link_s=30.0, response_timeout_s=30.0, clock=None,
+                 inbound=None, session_bound=None, session_lost=None, session_ready=None,
+                 label=None, address_range=""):
+        if bind_type not in BIND_TYPES:
+            raise ValueError(f"bind_type must be one of {sorted(BIND_TYPES)}, "
+                             f"not {bind_type!r}")
+        for name, value in (("system_id", system_id), ("password", password),
+                            ("system_type", system_type)):
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be a string, not {type(value).__name__}")
+            if len(value) > _BIND_FIELD_LIMITS[name]:
+                raise ValueError(f"{name} takes at most {_BIND_FIELD_LIMITS[name]} "
+                                 f"characters in SMPP 3.4, got {len(value)}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be an integer >= 1, not {window!r}")
+        if not enquire_link_s > 0 or not response_timeout_s > 0:
+            raise ValueError("enquire_link_s and response_timeout_s must be > 0")
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.operator = operator
+        self.label = label or operator
+        self.bind_type = bind_type
+        self.system_id = system_id
+        self.password = password
+        self.system_type = system_type
+        self.address_range = address_range
+        self.window = window
+        self.enquire_link_s = float(enquire_link_s)
+        self.response_timeout_s = float(response_timeout_s)
+        self.sweep_interval = min(SWEEP_INTERVAL_S, self.response_timeout_s / 4,
+                                  self.enquire_link_s / 4)
+        self.clock = clock
+        self._on_inbound = inbound
+        self._on_bound = session_bound
+        self._on_lost = session_lost
+        self._on_ready = session_ready
+        self.connections = 0
+        self.current = None                 # the live session, if any
+
+    def buildProtocol(self, addr):
+        self.connections += 1
+        session = ESMEProtocol(self, self.connections)
+        self.current = session
+        return session
+
+    def inbound(self, pdu):
+        if self._on_inbound is None:
+            log.error("%s: %s received but no inbound handler is set", self.label, pdu.name)
+            return c.ESME_RX_T_APPN
+        return self._on_inbound(pdu)
+
+    def session_bound(self, session):
+        _notify(self._on_bound, session)
+
+    def session_lost(self, session):
+        if self.current is session:
+            self.current = None
+        _notify(self._on_lost, session)
+
+    def session_ready(self, session):
+        _notify(self._on_ready, session)
+
+
+def _notify(callback, session):
+    # An owner's bug must not tear down the session's own bookkeeping.
+    if callback is None:
+        return
+    try:
+        callback(session)
+    except Exception:
+        log.exception("%s: session callback %r failed", session.label, callback)

@@ -1,0 +1,259 @@
+"""An operator's binds: one ClientService per session, the operator's TPS shared by all.
+
+The dispatcher asks `free_slots()` (window room on bound transmit sessions, capped by the
+TPS bucket) and calls `submit()` that many times; `on_ready` tells it when to ask again.
+"""
+
+import logging
+import random
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint
+
+from gateway import metrics
+from gateway.smpp import constants as c
+from gateway.smpp.esme import ESMEFactory, SessionError
+from gateway.smpp.ratelimit import TokenBucket
+
+log = logging.getLogger("payam.smpp.pool")
+
+BIND_MODES = {
+    "transceiver": ("transceiver",),
+    "transmitter+receiver": ("transmitter", "receiver"),
+}
+_SHORT_KIND = {"transceiver": "trx", "transmitter": "tx", "receiver": "rx"}
+
+# The SMSC rejects our credentials: retrying fast only fills its logs (and may lock the
+# account), so wait the longest backoff and shout.
+BIND_ERRORS = frozenset({c.ESME_RBINDFAIL, c.ESME_RINVPASWD, c.ESME_RINVSYSID})
+STOP_UNBIND_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 10
+# Burst = this many seconds of TPS (at least one token): bursts stay small enough that
+# an operator counting per second never sees more than its limit plus a sliver.
+TPS_BURST_S = 0.1
+
+
+class NoSession(SessionError):
+    """The pool cannot take a submit now: no bound transmit session with room, the TPS
+    budget is spent, or the operator asked us to slow down."""
+
+
+class _Bind:
+    """One configured session slot: its factory, its ClientService, its retry state."""
+
+    def __init__(self, label):
+        self.label = label
+        self.factory = None
+        self.service = None
+        self.failures = 0              # connection/bind failures since the last bind
+        self.bind_refused = False      # the last failure was a credentials refusal
+
+
+class OperatorPool(MultiService):
+    """All binds toward one operator (see docs/architecture.md, "Session and pool")."""
+
+    def __init__(self, name, host, port, *, system_id, password, system_type, bind_mode,
+                 binds, window, tps, enquire_link_s, response_timeout_s, reconnect_s,
+                 inbound_handler, reactor):
+        super().__init__()
+        if bind_mode not in BIND_MODES:
+            raise ValueError(f"operator {name}: bind mode must be one of "
+                             f"{sorted(BIND_MODES)}, not {bind_mode!r}")
+        if isinstance(binds, bool) or not isinstance(binds, int) or binds < 1:
+            raise ValueError(f"operator {name}: binds must be an integer >= 1, not {binds!r}")
+        if not tps > 0:
+            raise ValueError(f"operator {name}: tps must be > 0, not {tps!r}")
+        try:
+            backoff_from, backoff_to = (float(x) for x in reconnect_s)
+        except (TypeError, ValueError):
+            raise ValueError(f"operator {name}: reconnect_s must be (from, to) seconds, "
+                             f"not {reconnect_s!r}") from None
+        if not 0 < backoff_from <= backoff_to:
+            raise ValueError(f"operator {name}: reconnect_s needs 0 < from <= to, "
+                             f"got {reconnect_s!r}")
+        self.operator = name
+        self.host = host
+        self.port = port
+        self.on_ready = None
+        self._clock = reactor
+        self._inbound_handler = inbound_handler
+        self._reconnect_max = backoff_to
+        # Jitter proportional to the first delay, so binds restarted together spread out.
+        self._backoff = backoffPolicy(initialDelay=backoff_from, maxDelay=backoff_to,
+                                      jitter=lambda: random.random() * backoff_from * 0.5)
+        self._bucket = TokenBucket(tps, max(1.0, tps * TPS_BURST_S), reactor)
+        self._sessions = []            # bound sessions, transmit-capable or not
+        self._slowed_until = 0.0
+        self._slow_call = None
+        self._tps_call = None
+        self._stopping = False
+        self._binds = {}               # ESMEFactory -> _Bind
+        kinds = [kind for kind in BIND_MODES[bind_mode] for _ in range(binds)]
+        counts = {}
+        for kind in kinds:
+            counts[kind] = counts.get(kind, 0) + 1
+            bind = _Bind(f"{name}:{_SHORT_KIND[kind]}{counts[kind]}")
+            bind.factory = ESMEFactory(
+                operator=name, bind_type=kind, system_id=system_id, password=password,
+                system_type=system_type, window=window, enquire_link_s=enquire_link_s,
+                response_timeout_s=response_timeout_s, clock=reactor,
+                inbound=self._inbound, session_bound=self._session_bound,
+                session_lost=self._session_lost, session_ready=self._session_ready,
+                label=bind.label)
+            endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT_S)
+            bind.service = ClientService(endpoint, bind.factory,
+                                         retryPolicy=self._retry_policy(bind), clock=reactor)
+            bind.service.setServiceParent(self)
+            self._binds[bind.factory] = bind
+
+    # --- capacity -------------------------------------------------------------------------
+    def bound_count(self):
+        """Bound sessions that can transmit (receiver binds do not count)."""
+        return sum(1 for s in self._sessions if s.can_transmit)
+
+    def sessions(self):
+        """The bound sessions (for health reports); do not submit through them directly."""
+        return list(self._sessions)
+
+    def free_slots(self):
+        """Submits the pool takes now: free window slots, capped by the TPS tokens."""
+        if self._stopping or self._clock.seconds() < self._slowed_until:
+            return 0
+        window = sum(s.free_slots for s in self._sessions)
+        if window == 0:
+            return 0
+        tokens = self._bucket.available()
+        if tokens == 0:
+            self._wake_on_tokens()
+        return min(window, tokens)
+
+    def submit(self, pdu):
+        """Send through the least-loaded bound session; Deferred[resp PDU], or a failure
+        (NoSession, SessionClosed, ResponseTimeout, BadResponse)."""
+        if self._stopping:
+            return defer.fail(NoSession(f"operator {self.operator} is stopping"))
+        wait = self._slowed_until - self._clock.seconds()
+        if wait > 0:
+            return defer.fail(NoSession(f"operator {self.operator} slowed down for "
+                                        f"{wait:.1f}s more"))
+        ready = [s for s in self._sessions if s.can_submit()]
+        if not ready:
+            return defer.fail(NoSession(f"operator {self.operator}: no bound session "
+                                        f"with a free window slot"))
+        if not self._bucket.take():
+            self._wake_on_tokens()
+            return defer.fail(NoSession(f"operator {self.operator}: TPS budget spent"))
+        if self._bucket.available() == 0:
+            # Callers submit free_slots() times without asking again: wake them when the
+            # bucket refills, or work would sit until some response happens to arrive.
+            self._wake_on_tokens()
+        session = min(ready, key=lambda s: s.outstanding)
+        return session.send_request(pdu)
+
+    def slow_down(self, seconds):
+        """Pause this operator's submits for `seconds` (after ESME_RTHROTTLED / RMSGQFUL);
+        on_ready is called when the pause ends."""
+        until = self._clock.seconds() + seconds
+        if until <= self._slowed_until:
+            return
+        log.info("operator %s: slowing down for %.1fs", self.operator, seconds)
+        self._slowed_until = until
+        if self._slow_call is not None and self._slow_call.active():
+            self._slow_call.cancel()
+        self._slow_call = self._clock.callLater(seconds, self._slow_down_over)
+
+    def _slow_down_over(self):
+        self._slow_call = None
+        self._ready()
+
+    def _wake_on_tokens(self):
+        # One timer at most: the dispatcher is woken when the bucket has a token again.
+        if self._tps_call is None or not self._tps_call.active():
+            self._tps_call = self._clock.callLater(self._bucket.delay_until_available(),
+                                                   self._tokens_back)
+
+    def _tokens_back(self):
+        self._tps_call = None
+        self._ready()
+
+    def _ready(self):
+        if self.on_ready is None or self._stopping:
+            return
+        try:
+            self.on_ready()
+        except Exception:
+            log.exception("operator %s: on_ready failed", self.operator)
+
+    # --- session callbacks ------------------------------------------------------------------
+    def _inbound(self, pdu):
+        return self._inbound_handler(self.operator, pdu)
+
+    def _session_bound(self, session):
+        bind = self._binds[session.factory]
+        if bind.failures:
+            log.info("%s: rebound after %d failed attempt(s)", session.label, bind.failures)
+        bind.failures = 0
+        self._sessions.append(session)
+        self._update_gauge()
+        self._ready()
+
+    def _session_lost(self, session):
+        bind = self._binds[session.factory]
+        if session.bind_status in BIND_ERRORS:
+            bind.bind_refused = True
+            log.error("ALERT operator %s: bind refused with %s; check system_id and "
+                      "password; next attempt in ~%gs", self.operator,
+                      c.status_name(session.bind_status), self._reconnect_max)
+        if session in self._sessions:
+            self._sessions.remove(session)
+            self._update_gauge()
+            # Parts buffered for this operator may now have to go to a fallback.
+            self._ready()
+
+    def _session_ready(self, session):
+        self._ready()
+
+    def _update_gauge(self):
+        metrics.BOUND_SESSIONS.labels(self.operator).set(len(self._sessions))
+
+    def _retry_policy(self, bind):
+        # ClientService resets its own count on every TCP connect, even when the bind
+        # then fails; counting here (reset only on a bind) keeps the backoff growing.
+        def delay(_client_service_attempts):
+            if self._stopping:
+                return self._reconnect_max
+            bind.failures += 1
+            if bind.bind_refused:
+                bind.bind_refused = False
+                return self._reconnect_max
+            return self._backoff(bind.failures - 1)
+        return delay
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def startService(self):
+        self._stopping = False
+        log.info("operator %s: starting %d bind(s) to %s:%s", self.operator,
+                 len(self._binds), self.host, self.port)
+        super().startService()
+
+    def stopService(self):
+        """Unbind every session gracefully (bounded), then stop reconnecting."""
+        self._stopping = True
+        for call in (self._slow_call, self._tps_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._slow_call = self._tps_call = None
+        live = [b.factory.current for b in self._binds.values() if b.factory.current]
+        log.info("operator %s: stopping, unbinding %d session(s)", self.operator, len(live))
+        unbinds = [s.unbind(STOP_UNBIND_TIMEOUT_S) for s in live]
+        d = defer.DeferredList(unbinds, consumeErrors=True)
+        d.addCallback(lambda _: MultiService.stopService(self))
+        d.addCallback(self._stopped)
+        return d
+
+    def _stopped(self, result):
+        self._sessions = []
+        self._update_gauge()
+        return result

@@ -1,0 +1,105 @@
+"""The store's schema, built by numbered sqlite-utils migrations.
+
+A later issue that needs a new table or column appends a function to MIGRATIONS;
+`migrate()` applies the ones a database has not seen yet and records each version in
+the `migrations` table.  Migrations are written to be re-runnable (IF NOT EXISTS), so
+a crash between a migration and its version row does no harm.
+"""
+
+import logging
+import time
+
+import sqlite_utils
+
+log = logging.getLogger("payam.store.schema")
+
+# Part and message states that never change again.
+FINAL_STATES = ("delivered", "failed", "expired")
+
+
+def _v1_initial(db):
+    db["messages"].create({
+        "id": str, "agency": str, "sender": str, "recipient": str, "text": str,
+        "priority": int, "reference": str, "validity_s": int, "receipt": int,
+        "data_coding": int, "esm_class": int, "parts": int,
+        "parts_submitted": int, "parts_delivered": int, "parts_failed": int,
+        "status": str, "operator": str, "error": str,
+        "created_at": float, "submitted_at": float, "done_at": float,
+    }, pk="id", not_null=["agency", "sender", "recipient", "text", "priority",
+                          "validity_s", "receipt", "data_coding", "esm_class", "parts",
+                          "parts_submitted", "parts_delivered", "parts_failed",
+                          "status", "created_at"],
+        defaults={"parts_submitted": 0, "parts_delivered": 0, "parts_failed": 0,
+                  "status": "queued"},
+        if_not_exists=True)
+    # priority is copied from the message so that the claim index covers it.
+    db["parts"].create({
+        "message_id": str, "seq": int, "priority": int, "payload": bytes, "state": str,
+        "attempts": int, "not_before": float, "operator": str, "smsc_id": str,
+        "error": str,
+    }, pk=("message_id", "seq"), foreign_keys=[("message_id", "messages", "id")],
+        not_null=["priority", "payload", "state", "attempts", "not_before"],
+        defaults={"state": "queued", "attempts": 0}, if_not_exists=True)
+    db["receipt_keys"].create({
+        "key": str, "operator": str, "message_id": str, "seq": int,
+    }, not_null=["key", "message_id", "seq"], if_not_exists=True)
+    db["pending_receipts"].create({
+        "key": str, "operator": str, "state": str, "error": str, "received_at": float,
+    }, not_null=["key", "state", "received_at"], if_not_exists=True)
+    db["idempotency"].create({
+        "agency": str, "key": str, "response": str, "created_at": float,
+    }, pk=("agency", "key"), not_null=["response", "created_at"], if_not_exists=True)
+    db["inbound"].create({
+        "id": int, "operator": str, "received_at": float, "fields": str, "tlvs": str,
+    }, pk="id", not_null=["received_at", "fields", "tlvs"], if_not_exists=True)
+    db["audit"].create({
+        "id": int, "at": float, "event": str, "agency": str, "detail": str,
+    }, pk="id", not_null=["at", "event", "detail"], if_not_exists=True)
+    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+
+    # Claim scans only queued parts: a partial index stays small however many finished
+    # parts the table holds, and (priority, not_before, rowid) is the claim order, so a
+    # claim reads exactly the rows it takes even with 1,000,000 parts waiting.
+    db.execute("CREATE INDEX IF NOT EXISTS parts_claim ON parts (priority DESC, not_before)"
+               " WHERE state = 'queued'")
+    db["receipt_keys"].create_index(["key"], "receipt_keys_key", if_not_exists=True)
+    db["receipt_keys"].create_index(["message_id"], "receipt_keys_message",
+                                    if_not_exists=True)
+    db["pending_receipts"].create_index(["key"], "pending_receipts_key", if_not_exists=True)
+    db["pending_receipts"].create_index(["received_at"], "pending_receipts_age",
+                                        if_not_exists=True)
+    # parts_used() sums parts per agency and day: covering index, no table reads.
+    db["messages"].create_index(["agency", "created_at", "parts"], "messages_agency_created",
+                                if_not_exists=True)
+    db.execute("CREATE INDEX IF NOT EXISTS messages_done ON messages (done_at)"
+               " WHERE done_at IS NOT NULL")
+    db["idempotency"].create_index(["created_at"], "idempotency_age", if_not_exists=True)
+
+
+# (version, function) in order; never renumber or edit one that has shipped.
+MIGRATIONS = [
+    (1, _v1_initial),
+]
+
+
+def migrate(path, now=None):
+    """Bring the database at `path` up to the newest version; returns that version."""
+    db = sqlite_utils.Database(path)
+    try:
+        # WAL is a property of the file: set once here, every connection then uses it.
+        db.execute("PRAGMA journal_mode=WAL")
+        db["migrations"].create({"version": int, "applied_at": float}, pk="version",
+                                if_not_exists=True)
+        done = {row["version"] for row in db["migrations"].rows}
+        version = max(done, default=0)
+        for number, step in MIGRATIONS:
+            if number in done:
+                continue
+            log.info("applying store migration %d (%s)", number, step.__name__)
+            step(db)
+            db["migrations"].insert({"version": number,
+                                     "applied_at": time.time() if now is None else now})
+            version = number
+        return version
+    finally:
+        db.close()

@@ -1,0 +1,580 @@
+"""The durable store: accepted messages, their parts, receipts, idempotency, audit.
+
+Writes run on the writer thread (see writer.py) and are acknowledged only after their
+group transaction has committed with synchronous=FULL, so a 202 to an agency means the
+rows are on disk.  Reads run on the reactor thread with their own read-only connection;
+WAL lets them proceed while the writer commits.
+"""
+
+import json
+import logging
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from twisted.internet import defer
+
+from gateway.smpp.receipt import match_keys
+from gateway.store import schema
+from gateway.store.writer import StoreClosed, Writer
+
+log = logging.getLogger("payam.store")
+
+IDEMPOTENCY_S = 24 * 3600
+PENDING_RECEIPT_S = 3 * 24 * 3600
+PROBE_EVERY_S = 1.0
+
+PRIORITY_NAMES = {0: "normal", 1: "high", 2: "emergency"}
+OUTCOME_KINDS = ("submitted", "requeue", "failed", "expired")
+_FINAL = schema.FINAL_STATES
+_BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"   # Crockford, in ASCII order: ids sort by time
+
+
+class DuplicateIdempotencyKey(Exception):
+    """The agency already used this idempotency key within 24 h; nothing was stored."""
+
+    def __init__(self, agency, key, response):
+        super().__init__(f"idempotency key already used by agency {agency!r}")
+        self.agency = agency
+        self.key = key
+        self.response = response
+
+
+@dataclass
+class NewMessage:
+    """One message to one recipient, built by the HTTP layer."""
+    id: str
+    agency: str
+    sender: str
+    recipient: str
+    text: str
+    priority: int
+    reference: str | None
+    validity_s: int
+    receipt: bool
+    data_coding: int
+    esm_class: int
+    parts: list[bytes]
+    created_at: float
+
+
+@dataclass
+class ClaimedPart:
+    message_id: str
+    seq: int
+    total: int
+    agency: str
+    sender: str
+    recipient: str
+    priority: int
+    data_coding: int
+    esm_class: int
+    payload: bytes
+    receipt: bool
+    attempts: int
+    expires_at: float
+
+
+@dataclass
+class PartOutcome:
+    message_id: str
+    seq: int
+    kind: str                          # "submitted" | "requeue" | "failed" | "expired"
+    operator: str | None = None
+    smsc_id: str | None = None
+    error: str | None = None
+    not_before: float | None = None
+    count_attempt: bool = True
+
+
+class Store:
+    def __init__(self, path, reactor=None, commit_interval=0.002):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.path = str(path)
+        self._reactor = reactor
+        self._commit_interval = commit_interval
+        self._writer = None
+        self._reader = None
+        self._closing = None
+        self._last_probe = None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def open(self):
+        """Migrate, start the writer, and put back parts a crash left in flight."""
+        if self._writer is not None:
+            raise RuntimeError("store already open")
+        now = self._reactor.seconds()
+        schema.migrate(self.path, now=now)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            # A part left 'sending' may or may not have reached the SMSC before the
+            # crash; we cannot know, so it is sent again: delivery is at-least-once.
+            recovered = conn.execute(
+                "UPDATE parts SET state = 'queued' WHERE state = 'sending'").rowcount
+        except sqlite3.Error:
+            conn.close()
+            raise
+        if recovered:
+            log.warning("requeued %d parts left in flight by the previous run", recovered)
+        uri = Path(self.path).resolve().as_uri() + "?mode=ro"
+        self._reader = sqlite3.connect(uri, uri=True, isolation_level=None)
+        self._reader.execute("PRAGMA busy_timeout=5000")
+        self._writer = Writer(conn, self._reactor, self._commit_interval)
+        self._writer.start()
+
+    def close(self):
+        """Commit every write already queued, stop the writer, close the connections."""
+        if self._writer is None:
+            return defer.succeed(None)
+        if self._closing is None:
+            self._closing = defer.Deferred()
+
+            def stopped(_):
+                self._writer.join(5)
+                self._reader.close()
+                self._closing.callback(None)
+
+            self._writer.stop().addCallback(stopped)
+        d = defer.Deferred()
+        self._closing.addBoth(lambda r: (d.callback(r), r)[1])
+        return d
+
+    @property
+    def commits(self):
+        """Group transactions committed since open (for tests and benchmarks)."""
+        return self._writer.commits if self._writer is not None else 0
+
+    def new_message_id(self):
+        """22 URL-safe characters: 48-bit millisecond time, then 62 random bits; ids
+        of different milliseconds sort in time order."""
+        millis = int(self._reactor.seconds() * 1000) & ((1 << 48) - 1)
+        value = (millis << 62) | secrets.randbits(62)
+        chars = []
+        for _ in range(22):
+            chars.append(_BASE32[value & 31])
+            value >>= 5
+        return "".join(reversed(chars))
+
+    # -- writes -------------------------------------------------------------------
+
+    def _write(self, operation):
+        if self._writer is None:
+            return defer.fail(StoreClosed("the store is not open"))
+        return self._writer.submit(operation)
+
+    def accept(self, messages, idempotency=None):
+        """Store new messages (all or none); Deferred fires with their ids once durable.
+
+        idempotency=(agency, key, response_json): a key the agency used within 24 h
+        fails with DuplicateIdempotencyKey carrying the first response."""
+        try:
+            messages = list(messages)
+            if not messages:
+                raise ValueError("accept needs at least one message")
+            for message in messages:
+                _check_message(message)
+            if idempotency is not None:
+                agency, key, response = idempotency
+                if not (isinstance(agency, str) and isinstance(key, str) and key
+                        and isinstance(response, str)):
+                    raise ValueError("idempotency must be (agency, non-empty key, response str)")
+        except (TypeError, ValueError) as e:
+            return defer.fail(e)
+        now = self._reactor.seconds()
+        message_rows = [
+            (m.id, m.agency, m.sender, m.recipient, m.text, m.priority, m.reference,
+             m.validity_s, int(bool(m.receipt)), m.data_coding, m.esm_class, len(m.parts),
+             m.created_at)
+            for m in messages]
+        # A fresh part is eligible from its creation: claim order within a priority is
+        # not_before then rowid, i.e. age.
+        part_rows = [(m.id, seq, m.priority, bytes(payload), m.created_at)
+                     for m in messages for seq, payload in enumerate(m.parts, 1)]
+        ids = [m.id for m in messages]
+
+        def operation(conn):
+            if idempotency is not None:
+                _claim_idempotency_key(conn, *idempotency, now)
+            conn.executemany(
+                "INSERT INTO messages (id, agency, sender, recipient, text, priority,"
+                " reference, validity_s, receipt, data_coding, esm_class, parts, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", message_rows)
+            conn.executemany(
+                "INSERT INTO parts (message_id, seq, priority, payload, not_before)"
+                " VALUES (?, ?, ?, ?, ?)", part_rows)
+            return ids
+
+        return self._write(operation)
+
+    def claim(self, limit, now):
+        """Up to `limit` queued parts due by `now`, highest priority first, then oldest;
+        they become 'sending'.  Deferred[list[ClaimedPart]]."""
+        if not isinstance(limit, int) or limit < 0:
+            return defer.fail(ValueError(f"claim limit must be an int >= 0, not {limit!r}"))
+        if limit == 0:
+            return defer.succeed([])
+        return self._write(lambda conn: _claim(conn, limit, now))
+
+    def record(self, outcomes):
+        """Apply submit outcomes to parts and their messages; Deferred fires with the
+        number of outcomes that changed a part (others named a finished or unknown one)."""
+        try:
+            outcomes = list(outcomes)
+            for outcome in outcomes:
+                _check_outcome(outcome)
+        except (TypeError, ValueError) as e:
+            return defer.fail(e)
+        now = self._reactor.seconds()
+
+        def operation(conn):
+            return sum(_apply_outcome(conn, outcome, now) for outcome in outcomes)
+
+        return self._write(operation)
+
+    def apply_receipt(self, operator, smsc_id, state, error=None):
+        """Apply a delivery receipt; Deferred[bool] whether it matched a submitted part.
+
+        An unmatched final receipt is kept (pending_receipts) and applied when a later
+        'submitted' outcome brings a matching id, since receipts can overtake the
+        submit_sm_resp."""
+        if not isinstance(smsc_id, str) or not smsc_id.strip():
+            return defer.fail(ValueError(f"receipt without a message id: {smsc_id!r}"))
+        if not isinstance(state, str) or not state:
+            return defer.fail(ValueError(f"receipt state must be a string, not {state!r}"))
+        try:
+            keys = match_keys(smsc_id)
+        except ValueError as e:
+            return defer.fail(e)
+        now = self._reactor.seconds()
+
+        def operation(conn):
+            found = _find_part(conn, operator, keys)
+            if found is not None:
+                _apply_part_receipt(conn, found[0], found[1], state, error, now)
+                return True
+            if state in _FINAL:
+                conn.execute(
+                    "INSERT INTO pending_receipts (key, operator, state, error, received_at)"
+                    " VALUES (?, ?, ?, ?, ?)", (keys[0], operator, state, error, now))
+            return False
+
+        return self._write(operation)
+
+    def store_inbound(self, operator, pdu_fields, tlvs):
+        """Keep a raw MO PDU; Deferred fires with its row id once durable."""
+        try:
+            fields_json = json.dumps({name: _jsonable(value)
+                                      for name, value in pdu_fields.items()})
+            tlvs_json = json.dumps({str(int(tag)): bytes(value).hex()
+                                    for tag, value in tlvs.items()})
+        except (TypeError, ValueError, AttributeError) as e:
+            return defer.fail(ValueError(f"inbound PDU not storable: {e}"))
+        now = self._reactor.seconds()
+        return self._write(lambda conn: conn.execute(
+            "INSERT INTO inbound (operator, received_at, fields, tlvs) VALUES (?, ?, ?, ?)",
+            (operator, now, fields_json, tlvs_json)).lastrowid)
+
+    def audit(self, event, agency, detail):
+        if not isinstance(event, str) or not event:
+            return defer.fail(ValueError(f"audit event must be a non-empty string: {event!r}"))
+        try:
+            detail_json = json.dumps(detail, ensure_ascii=False)
+        except (TypeError, ValueError) as e:
+            return defer.fail(ValueError(f"audit detail not JSON-serialisable: {e}"))
+        now = self._reactor.seconds()
+        return self._write(lambda conn: conn.execute(
+            "INSERT INTO audit (at, event, agency, detail) VALUES (?, ?, ?, ?)",
+            (now, event, agency, detail_json)).lastrowid)
+
+    def purge(self, older_than):
+        """Delete messages finished before `older_than` (with parts and receipt keys),
+        idempotency keys past 24 h and unmatched receipts past 3 days.
+        Deferred[dict] of rows removed per kind."""
+        now = self._reactor.seconds()
+
+        def operation(conn):
+            done = ("SELECT id FROM messages WHERE done_at < ?"
+                    " AND status IN ('delivered', 'failed', 'expired')")
+            removed = {
+                "receipt_keys": conn.execute(
+                    f"DELETE FROM receipt_keys WHERE message_id IN ({done})",
+                    (older_than,)).rowcount,
+                "parts": conn.execute(
+                    f"DELETE FROM parts WHERE message_id IN ({done})", (older_than,)).rowcount,
+            }
+            removed["messages"] = conn.execute(
+                "DELETE FROM messages WHERE done_at < ?"
+                " AND status IN ('delivered', 'failed', 'expired')", (older_than,)).rowcount
+            removed["idempotency"] = conn.execute(
+                "DELETE FROM idempotency WHERE created_at < ?",
+                (now - IDEMPOTENCY_S,)).rowcount
+            removed["pending_receipts"] = conn.execute(
+                "DELETE FROM pending_receipts WHERE received_at < ?",
+                (now - PENDING_RECEIPT_S,)).rowcount
+            return removed
+
+        return self._write(operation)
+
+    # -- reads (reactor thread) -----------------------------------------------------
+
+    def get_message(self, message_id):
+        row = self._reader.execute(
+            "SELECT id, agency, sender, recipient, status, parts, priority, reference,"
+            " operator, created_at, submitted_at, done_at, error FROM messages WHERE id = ?",
+            (message_id,)).fetchone()
+        if row is None:
+            return None
+        (id_, agency, sender, recipient, status, parts, priority, reference, operator,
+         created_at, submitted_at, done_at, error) = row
+        return {
+            "id": id_, "from": sender, "to": recipient, "status": status, "parts": parts,
+            "priority": PRIORITY_NAMES.get(priority, str(priority)),
+            "reference": reference, "operator": operator,
+            "created_at": _iso(created_at), "submitted_at": _iso(submitted_at),
+            "done_at": _iso(done_at), "error": error, "agency": agency,
+        }
+
+    def idempotent_response(self, agency, key, now):
+        row = self._reader.execute(
+            "SELECT response FROM idempotency WHERE agency = ? AND key = ? AND created_at > ?",
+            (agency, key, now - IDEMPOTENCY_S)).fetchone()
+        return row[0] if row else None
+
+    def parts_used(self, agency, since):
+        return self._reader.execute(
+            "SELECT COALESCE(SUM(parts), 0) FROM messages WHERE agency = ? AND created_at >= ?",
+            (agency, since)).fetchone()[0]
+
+    def has_queued(self):
+        return self._reader.execute(
+            "SELECT 1 FROM parts WHERE state = 'queued' LIMIT 1").fetchone() is not None
+
+    def writable(self):
+        """Whether the last transaction committed; at most once a second this also sends
+        a one-row write through the writer so that an idle store's answer stays fresh."""
+        writer = self._writer
+        if writer is None or not writer.alive():
+            return False
+        now = self._reactor.seconds()
+        if self._last_probe is None or now - self._last_probe >= PROBE_EVERY_S:
+            self._last_probe = now
+            d = writer.submit(lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?)", (str(now),)))
+            d.addErrback(lambda f: log.error("store write probe failed: %s",
+                                             f.getErrorMessage()))
+        return writer.last_commit_ok
+
+
+# -- validation -----------------------------------------------------------------------
+
+def _check_message(m):
+    if not isinstance(m, NewMessage):
+        raise TypeError(f"accept takes NewMessage objects, not {type(m).__name__}")
+    for name in ("id", "agency", "sender", "recipient", "text"):
+        if not isinstance(getattr(m, name), str) or (name != "text" and not getattr(m, name)):
+            raise ValueError(f"message {name} must be a non-empty string")
+    if m.priority not in PRIORITY_NAMES:
+        raise ValueError(f"message priority must be 0, 1 or 2, not {m.priority!r}")
+    if m.reference is not None and not isinstance(m.reference, str):
+        raise ValueError("message reference must be a string or None")
+    if not isinstance(m.validity_s, int) or m.validity_s <= 0:
+        raise ValueError(f"message validity_s must be a positive int, not {m.validity_s!r}")
+    for name in ("data_coding", "esm_class"):
+        value = getattr(m, name)
+        if not isinstance(value, int) or not 0 <= value <= 255:
+            raise ValueError(f"message {name} must be an octet, not {value!r}")
+    if not isinstance(m.parts, (list, tuple)) or not m.parts:
+        raise ValueError("message needs at least one part")
+    if not all(isinstance(p, (bytes, bytearray)) for p in m.parts):
+        raise ValueError("message parts must be bytes")
+    if not isinstance(m.created_at, (int, float)):
+        raise ValueError("message created_at must be a timestamp")
+
+
+def _check_outcome(o):
+    if not isinstance(o, PartOutcome):
+        raise TypeError(f"record takes PartOutcome objects, not {type(o).__name__}")
+    if o.kind not in OUTCOME_KINDS:
+        raise ValueError(f"unknown outcome kind {o.kind!r}")
+    if not isinstance(o.message_id, str) or not isinstance(o.seq, int):
+        raise ValueError("outcome needs a message_id string and an int seq")
+    if o.kind == "requeue" and o.not_before is not None \
+            and not isinstance(o.not_before, (int, float)):
+        raise ValueError("requeue not_before must be a timestamp")
+
+
+# -- operations (writer thread) ---------------------------------------------------------
+
+def _claim_idempotency_key(conn, agency, key, response, now):
+    row = conn.execute("SELECT response, created_at FROM idempotency"
+                       " WHERE agency = ? AND key = ?", (agency, key)).fetchone()
+    if row is not None and row[1] > now - IDEMPOTENCY_S:
+        raise DuplicateIdempotencyKey(agency, key, row[0])
+    conn.execute("INSERT OR REPLACE INTO idempotency (agency, key, response, created_at)"
+                 " VALUES (?, ?, ?, ?)", (agency, key, response, now))
+
+
+_CLAIM_SQL = (
+    "SELECT p.rowid, p.message_id, p.seq, m.parts, m.agency, m.sender, m.recipient,"
+    " m.priority, m.data_coding, m.esm_class, p.payload, m.receipt, p.attempts,"
+    " m.created_at + m.validity_s"
+    " FROM parts p JOIN messages m ON m.id = p.message_id"
+    # state = 'queued' written literally so that the partial index applies.
+    " WHERE p.state = 'queued' AND p.priority = ? AND p.not_before <= ?"
+    " ORDER BY p.not_before, p.rowid LIMIT ?")
+
+
+def _claim(conn, limit, now):
+    claimed = []
+    for priority in sorted(PRIORITY_NAMES, reverse=True):
+        # One index range per priority: only due parts are read, however many wait.
+        rows = conn.execute(_CLAIM_SQL, (priority, now, limit - len(claimed))).fetchall()
+        if rows:
+            conn.executemany("UPDATE parts SET state = 'sending' WHERE rowid = ?",
+                             [(row[0],) for row in rows])
+            claimed.extend(ClaimedPart(*row[1:11], bool(row[11]), *row[12:]) for row in rows)
+        if len(claimed) >= limit:
+            break
+    return claimed
+
+
+def _apply_outcome(conn, o, now):
+    """One PartOutcome; 1 if it changed the part, 0 if the part is gone or finished."""
+    row = conn.execute("SELECT state FROM parts WHERE message_id = ? AND seq = ?",
+                       (o.message_id, o.seq)).fetchone()
+    if row is None:
+        log.warning("outcome %s for unknown part %s/%d ignored", o.kind, o.message_id, o.seq)
+        return 0
+    state = row[0]
+    if o.kind == "submitted":
+        if state not in ("queued", "sending"):
+            return 0
+        _part_submitted(conn, o, now)
+    elif o.kind == "requeue":
+        if state not in ("queued", "sending"):
+            return 0
+        conn.execute(
+            "UPDATE parts SET state = 'queued', not_before = ?, attempts = attempts + ?,"
+            " error = COALESCE(?, error) WHERE message_id = ? AND seq = ?",
+            (now if o.not_before is None else o.not_before, 1 if o.count_attempt else 0,
+             o.error, o.message_id, o.seq))
+    else:
+        if state in _FINAL:
+            return 0
+        _part_final(conn, o.message_id, o.seq, o.kind, o.error or o.kind, now, o.operator)
+    return 1
+
+
+def _part_submitted(conn, o, now):
+    conn.execute("UPDATE parts SET state = 'submitted', operator = ?, smsc_id = ?"
+                 " WHERE message_id = ? AND seq = ?",
+                 (o.operator, o.smsc_id, o.message_id, o.seq))
+    # Right-hand sides see the row's old values, hence "parts_submitted + 1".
+    conn.execute(
+        "UPDATE messages SET parts_submitted = parts_submitted + 1,"
+        " operator = COALESCE(?, operator),"
+        " submitted_at = CASE WHEN status = 'queued' AND parts_submitted + 1 >= parts"
+        "   THEN ? ELSE submitted_at END,"
+        " status = CASE WHEN status = 'queued' AND parts_submitted + 1 >= parts"
+        "   THEN 'submitted' ELSE status END"
+        " WHERE id = ?", (o.operator, now, o.message_id))
+    if not o.smsc_id:
+        return  # the SMSC gave no id: no receipt can ever be matched
+    try:
+        keys = match_keys(o.smsc_id)
+    except ValueError as e:
+        # An id we cannot index must not undo the other outcomes of this batch.
+        log.warning("part %s/%d: SMSC id not indexable for receipts: %s",
+                    o.message_id, o.seq, e)
+        return
+    conn.executemany(
+        "INSERT INTO receipt_keys (key, operator, message_id, seq) VALUES (?, ?, ?, ?)",
+        [(key, o.operator, o.message_id, o.seq) for key in keys])
+    # Receipts that overtook this submit_sm_resp.  Another operator's receipt with a
+    # colliding id is not ours, but one whose operator is unknown may be.
+    marks = ", ".join("?" * len(keys))
+    pending = conn.execute(
+        f"SELECT rowid, state, error FROM pending_receipts WHERE key IN ({marks})"
+        " AND (operator = ? OR operator IS NULL OR ? IS NULL) ORDER BY rowid",
+        (*keys, o.operator, o.operator)).fetchall()
+    for rowid, state, error in pending:
+        _apply_part_receipt(conn, o.message_id, o.seq, state, error, now)
+        conn.execute("DELETE FROM pending_receipts WHERE rowid = ?", (rowid,))
+
+
+def _find_part(conn, operator, keys):
+    """(message_id, seq) for the first key that matches, this operator's ids first."""
+    other = None
+    for key in keys:
+        for message_id, seq, key_operator in conn.execute(
+                "SELECT message_id, seq, operator FROM receipt_keys WHERE key = ?"
+                " ORDER BY rowid DESC", (key,)):
+            if key_operator == operator:
+                return message_id, seq
+            if other is None:
+                other = (message_id, seq)
+    return other
+
+
+def _apply_part_receipt(conn, message_id, seq, state, error, now):
+    """A receipt's state on one part; final part states never change again."""
+    if state == "delivered":
+        changed = conn.execute(
+            "UPDATE parts SET state = 'delivered' WHERE message_id = ? AND seq = ?"
+            " AND state NOT IN ('delivered', 'failed', 'expired')",
+            (message_id, seq)).rowcount
+        if changed:
+            conn.execute(
+                "UPDATE messages SET parts_delivered = parts_delivered + 1,"
+                " done_at = CASE WHEN status IN ('queued', 'submitted')"
+                "   AND parts_delivered + 1 >= parts THEN ? ELSE done_at END,"
+                " status = CASE WHEN status IN ('queued', 'submitted')"
+                "   AND parts_delivered + 1 >= parts THEN 'delivered' ELSE status END"
+                " WHERE id = ?", (now, message_id))
+    elif state in ("failed", "expired"):
+        row = conn.execute("SELECT state FROM parts WHERE message_id = ? AND seq = ?",
+                           (message_id, seq)).fetchone()
+        if row is not None and row[0] not in _FINAL:
+            _part_final(conn, message_id, seq, state, error or state, now, None)
+    # Other states (ENROUTE, ACCEPTD, ...) say nothing final: matched, nothing to do.
+
+
+def _part_final(conn, message_id, seq, state, error, now, operator):
+    """Part failed or expired: so does its message, unless it is already final."""
+    conn.execute("UPDATE parts SET state = ?, error = ?, operator = COALESCE(?, operator)"
+                 " WHERE message_id = ? AND seq = ?", (state, error, operator, message_id, seq))
+    conn.execute(
+        "UPDATE messages SET parts_failed = parts_failed + 1,"
+        " error = CASE WHEN status IN ('delivered', 'failed', 'expired') THEN error ELSE ? END,"
+        " done_at = CASE WHEN status IN ('delivered', 'failed', 'expired')"
+        "   THEN done_at ELSE ? END,"
+        " operator = COALESCE(operator, ?),"
+        " status = CASE WHEN status IN ('delivered', 'failed', 'expired')"
+        "   THEN status ELSE ? END"
+        " WHERE id = ?", (error, now, operator, state, message_id))
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+def _iso(timestamp):
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _jsonable(value):
+    # bytes (short_message) become {"hex": ...}: unambiguous, since str and int never
+    # decode to an object.
+    if isinstance(value, (bytes, bytearray)):
+        return {"hex": bytes(value).hex()}
+    if isinstance(value, (str, int)) or value is None:
+        return value
+    raise TypeError(f"field value of type {type(value).__name__}")

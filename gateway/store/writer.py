@@ -1,0 +1,156 @@
+"""The writer thread: every write to the store, grouped into few transactions.
+
+Callers (on the reactor thread) hand `submit()` an operation, a function taking the
+write connection, and get a Deferred.  The thread takes everything queued since its
+last commit, runs it in one transaction with a SAVEPOINT around each operation, commits
+once, and only then fires each Deferred on the reactor thread.  One fsync thus covers
+thousands of writes (group commit), and an operation that raises is rolled back alone.
+"""
+
+import logging
+import sqlite3
+import threading
+import time
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from gateway import metrics
+
+log = logging.getLogger("payam.store.writer")
+
+
+class StoreClosed(Exception):
+    """A write was offered after the store began closing."""
+
+
+class TransactionLost(Exception):
+    """The group transaction failed as a whole, taking this write with it."""
+
+
+class Writer:
+    def __init__(self, conn, reactor, commit_interval=0.0):
+        """`conn` is an autocommit (isolation_level=None) connection used only by the
+        thread.  `commit_interval`: the least time between the starts of two commits.
+        An idle writer commits a lone write at once; a busy one gathers what arrives
+        while it waits (and while the previous commit's fsync runs)."""
+        self._conn = conn
+        self._reactor = reactor
+        self._commit_interval = commit_interval
+        self._cond = threading.Condition()
+        self._queue = []
+        self._stopping = False
+        self._stopped = defer.Deferred()
+        self._thread = threading.Thread(target=self._run, name="payam-store-writer",
+                                        daemon=True)
+        # Read by other threads; written only by the writer thread.
+        self.commits = 0          # transactions committed (tests count group commits)
+        self.last_commit_ok = True
+
+    def start(self):
+        self._thread.start()
+
+    def alive(self):
+        return self._thread.is_alive() and not self._stopping
+
+    def submit(self, operation):
+        """Queue `operation(conn) -> result`; Deferred fires after its commit."""
+        d = defer.Deferred()
+        with self._cond:
+            if self._stopping:
+                return defer.fail(StoreClosed("the store is closed"))
+            self._queue.append((operation, d))
+            self._cond.notify()
+        return d
+
+    def stop(self):
+        """Commit what is queued, then end the thread; Deferred fires once it has."""
+        with self._cond:
+            if not self._stopping:
+                self._stopping = True
+                self._cond.notify()
+        return self._stopped
+
+    def join(self, timeout=None):
+        self._thread.join(timeout)
+
+    # -- the thread ---------------------------------------------------------------
+
+    def _run(self):
+        last_start = 0.0
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._stopping:
+                        self._cond.wait()
+                    if not self._queue:
+                        break
+                wait = last_start + self._commit_interval - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                with self._cond:
+                    batch, self._queue = self._queue, []
+                last_start = time.monotonic()
+                self._reactor.callFromThread(_fire, self._transact(batch))
+        except BaseException:
+            # A bug here must not strand callers: fail whatever is still queued.
+            log.exception("store writer thread died")
+            self.last_commit_ok = False
+            with self._cond:
+                self._stopping = True
+                batch, self._queue = self._queue, []
+            failure = Failure(TransactionLost("the store writer stopped"))
+            self._reactor.callFromThread(_fire, [(d, False, failure) for _, d in batch])
+        finally:
+            try:
+                self._conn.close()
+            finally:
+                self._reactor.callFromThread(self._stopped.callback, None)
+
+    def _transact(self, batch):
+        """Run `batch` in one transaction; [(deferred, ok, result_or_failure)]."""
+        conn = self._conn
+        started = time.perf_counter()
+        results = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for operation, d in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = operation(conn)
+                except Exception:
+                    failure = Failure()
+                    if not conn.in_transaction:
+                        # SQLite rolled back the whole transaction (I/O error, disk
+                        # full): nothing of this batch survives.
+                        raise
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((d, False, failure))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((d, True, result))
+            conn.execute("COMMIT")
+        except Exception as e:
+            log.error("store transaction of %d writes failed: %s", len(batch), e)
+            self.last_commit_ok = False
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("rollback after a failed transaction failed")
+            lost = Failure(TransactionLost(f"store transaction failed: {e}"))
+            return [(d, False, lost) for _, d in batch]
+        self.commits += 1
+        self.last_commit_ok = True
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        return results
+
+
+def _fire(results):
+    """On the reactor thread: hand each write its result."""
+    for d, ok, value in results:
+        if ok:
+            d.callback(value)
+        else:
+            d.errback(value)

@@ -1,0 +1,40 @@
+"""Shared test helpers. How we test Twisted code under pytest (pytest-twisted is not used):
+
+* Timers and protocol logic: drive them with `twisted.internet.task.Clock` (the `clock`
+  fixture) and `twisted.internet.testing.StringTransport`; plain pytest functions, no
+  reactor at all. Advance time with `clock.advance(seconds)`.
+
+* Real sockets on 127.0.0.1: write a `twisted.trial.unittest.TestCase` subclass. pytest
+  runs trial TestCases through its unittest support, and trial itself spins the global
+  reactor for a test method that returns a Deferred (or is `@inlineCallbacks`) until it
+  fires. Set the class attribute `timeout = <seconds>` so a hung test fails instead of
+  hanging the run; register cleanups with `self.addCleanup(port.stopListening)` etc.
+  Trial also fails a test that leaves the reactor dirty (open sockets, pending
+  callLater), which catches leaked connections. Do not call reactor.run() yourself.
+  Use `wait_until` below to poll for a condition without sleeping the reactor.
+"""
+
+import pytest
+from twisted.internet import defer, task
+
+
+@pytest.fixture
+def clock():
+    return task.Clock()
+
+
+def wait_until(reactor, predicate, interval=0.01):
+    """A Deferred that fires once predicate() is true, polled on the real reactor.
+
+    Bound it with the trial TestCase's `timeout`; it never gives up on its own."""
+    d = defer.Deferred()
+
+    def check():
+        if predicate():
+            loop.stop()
+            d.callback(None)
+
+    loop = task.LoopingCall(check)
+    loop.clock = reactor
+    loop.start(interval, now=True).addErrback(d.errback)
+    return d

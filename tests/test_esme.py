@@ -1,0 +1,462 @@
+"""ESMEProtocol against a StringTransport, every timer driven by a Clock."""
+
+import struct
+
+import pytest
+from twisted.internet import defer, error
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from gateway.smpp import constants as c
+from gateway.smpp import esme
+from gateway.smpp.esme import (BindFailed, ESMEFactory, NotReady, ResponseTimeout,
+                               SessionClosed)
+from gateway.smpp.pdu import PDU, Framer, decode, encode
+
+TIMEOUT = 10.0
+ENQUIRE = 30.0
+
+
+class Harness:
+    """One session wired to a StringTransport; records the factory callbacks."""
+
+    def __init__(self, clock, bind_type="transceiver", window=3, inbound=None):
+        self.clock = clock
+        self.events = []
+        self.factory = ESMEFactory(
+            operator="mci", bind_type=bind_type, system_id="payam", password="secret",
+            system_type="GOV", window=window, enquire_link_s=ENQUIRE,
+            response_timeout_s=TIMEOUT, clock=clock, inbound=inbound,
+            session_bound=lambda s: self.events.append(("bound", s)),
+            session_lost=lambda s: self.events.append(("lost", s)),
+            session_ready=lambda s: self.events.append(("ready", s)))
+        self.session = self.factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self._framer = Framer()
+        self.session.makeConnection(self.transport)
+
+    def sent(self):
+        """PDUs the session wrote since the last call."""
+        data = self.transport.value()
+        self.transport.clear()
+        return [decode(frame) for frame in self._framer.feed(data)]
+
+    def receive(self, pdu):
+        self.session.dataReceived(encode(pdu))
+
+    def bind(self):
+        (bind,) = self.sent()
+        self.receive(bind.response(system_id="SMSC"))
+        assert self.session.is_bound
+        return bind
+
+    def lose(self):
+        self.session.connectionLost(Failure(error.ConnectionDone()))
+
+    def count(self, kind):
+        return sum(1 for event, _ in self.events if event == kind)
+
+
+def submit_sm():
+    return PDU(c.SUBMIT_SM, fields={"destination_addr": "989121234567",
+                                    "short_message": b"salam"})
+
+
+def results(d):
+    """Collect a Deferred's outcome without leaving an unhandled failure behind."""
+    out = []
+    d.addBoth(out.append)
+    return out
+
+
+@pytest.fixture
+def h(clock):
+    return Harness(clock)
+
+
+# --- bind ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("bind_type, command_id", [
+    ("transceiver", c.BIND_TRANSCEIVER),
+    ("transmitter", c.BIND_TRANSMITTER),
+    ("receiver", c.BIND_RECEIVER),
+])
+def test_bind_sent_on_connect_with_the_configured_fields(clock, bind_type, command_id):
+    h = Harness(clock, bind_type=bind_type)
+    (bind,) = h.sent()
+    assert bind.command_id == command_id
+    assert bind.sequence >= 1
+    assert bind.fields["system_id"] == "payam"
+    assert bind.fields["password"] == "secret"
+    assert bind.fields["system_type"] == "GOV"
+    assert bind.fields["interface_version"] == 0x34
+
+
+def test_bound_fires_on_rok_and_owner_is_told(h):
+    got = results(h.session.bound)
+    assert got == [] and not h.session.can_submit()
+    h.bind()
+    assert got == [h.session]
+    assert h.events == [("bound", h.session)]
+    assert h.session.can_submit()
+    # A late observer still learns the outcome.
+    assert results(h.session.bound) == [h.session]
+
+
+@pytest.mark.parametrize("status", [c.ESME_RINVPASWD, c.ESME_RBINDFAIL, c.ESME_RALYBND])
+def test_bind_refusal_errbacks_and_closes(h, status):
+    got = results(h.session.bound)
+    (bind,) = h.sent()
+    h.receive(bind.response(status=status))
+    assert isinstance(got[0].value, BindFailed)
+    assert got[0].value.status == status
+    assert h.session.bind_status == status
+    assert h.transport.disconnecting
+    assert not h.session.can_submit()
+
+
+def test_bind_without_answer_times_out_and_closes(h, clock):
+    got = results(h.session.bound)
+    clock.advance(TIMEOUT - 1)
+    assert got == [] and not h.transport.disconnecting
+    clock.advance(2)
+    assert got[0].check(ResponseTimeout)
+    assert h.transport.disconnecting
+
+
+def test_connection_lost_before_bind_fails_bound(h):
+    got = results(h.session.bound)
+    h.lose()
+    assert got[0].check(SessionClosed)
+    assert ("lost", h.session) in h.events
+
+
+def test_submit_before_bind_is_refused(h):
+    got = results(h.session.send_request(submit_sm()))
+    assert got[0].check(NotReady)
+
+
+def test_receiver_bind_cannot_submit(clock):
+    h = Harness(clock, bind_type="receiver")
+    h.bind()
+    assert not h.session.can_submit()
+    assert results(h.session.send_request(submit_sm()))[0].check(NotReady)
+
+
+# --- window ------------------------------------------------------------------------------
+def test_window_limits_outstanding_and_a_response_frees_a_slot(h):
+    h.bind()
+    pending = [results(h.session.send_request(submit_sm())) for _ in range(3)]
+    assert not h.session.can_submit()
+    assert h.session.outstanding == 3
+    refused = results(h.session.send_request(submit_sm()))
+    assert refused[0].check(NotReady)
+    sent = h.sent()
+    assert [p.command_id for p in sent] == [c.SUBMIT_SM] * 3
+    assert len({p.sequence for p in sent}) == 3
+
+    h.receive(sent[1].response(message_id="abc"))
+    assert pending[1][0].fields["message_id"] == "abc"
+    assert pending[0] == [] and pending[2] == []
+    assert h.session.can_submit() and h.session.outstanding == 2
+    assert h.count("ready") == 1
+
+
+def test_unencodable_pdu_fails_without_using_a_slot(h):
+    h.bind()
+    bad = PDU(c.SUBMIT_SM, fields={"no_such_field": 1})
+    assert results(h.session.send_request(bad))[0].check(ValueError)
+    assert h.session.outstanding == 0 and h.sent() == []
+
+
+def test_error_status_response_is_delivered_not_failed(h):
+    h.bind()
+    got = results(h.session.send_request(submit_sm()))
+    (sent,) = h.sent()
+    h.receive(sent.response(status=c.ESME_RTHROTTLED))
+    assert got[0].status == c.ESME_RTHROTTLED
+
+
+def test_generic_nack_for_an_outstanding_request_is_its_answer(h):
+    h.bind()
+    got = results(h.session.send_request(submit_sm()))
+    (sent,) = h.sent()
+    h.receive(PDU(c.GENERIC_NACK, sent.sequence, c.ESME_RINVCMDLEN))
+    assert got[0].command_id == c.GENERIC_NACK
+    assert got[0].status == c.ESME_RINVCMDLEN
+    assert h.session.outstanding == 0
+
+
+def test_response_with_unknown_sequence_is_ignored(h):
+    h.bind()
+    got = results(h.session.send_request(submit_sm()))
+    (sent,) = h.sent()
+    h.receive(PDU(c.SUBMIT_SM_RESP, sent.sequence + 100, 0, {"message_id": "x"}))
+    assert got == [] and h.session.outstanding == 1
+    assert not h.transport.disconnecting
+
+
+def test_sequence_numbers_wrap_and_skip_outstanding(h):
+    h.bind()
+    h.session._next_sequence = esme.MAX_SEQUENCE
+    first = h.session.send_request(submit_sm())
+    second = h.session.send_request(submit_sm())
+    seqs = [p.sequence for p in h.sent()]
+    assert seqs == [esme.MAX_SEQUENCE, 1] or seqs == [esme.MAX_SEQUENCE, 2]
+    for d in (first, second):
+        results(d)
+
+
+# --- timeouts -----------------------------------------------------------------------------
+def test_response_timeout_errbacks_after_the_deadline(h, clock):
+    h.bind()
+    got = results(h.session.send_request(submit_sm()))
+    h.sent()
+    clock.advance(TIMEOUT - 1)
+    assert got == []
+    clock.advance(2)
+    assert got[0].check(ResponseTimeout)
+    assert h.session.outstanding == 0
+    assert h.count("ready") == 1
+    assert not h.transport.disconnecting       # one timeout is not a dead session
+
+
+def test_consecutive_timeouts_drop_the_session(h, clock):
+    h.bind()
+    outcomes = [results(h.session.send_request(submit_sm()))
+                for _ in range(esme.MAX_CONSECUTIVE_TIMEOUTS)]
+    clock.advance(TIMEOUT + 1)
+    assert all(o[0].check(ResponseTimeout) for o in outcomes)
+    assert h.transport.disconnecting
+
+
+def test_a_late_answer_between_timeouts_resets_the_count(h, clock):
+    h.bind()
+    results(h.session.send_request(submit_sm()))
+    clock.advance(TIMEOUT / 2)
+    answered = results(h.session.send_request(submit_sm()))
+    results(h.session.send_request(submit_sm()))
+    sent = h.sent()
+    clock.advance(TIMEOUT / 2 + 1)          # the first one times out
+    h.receive(sent[1].response(message_id="1"))
+    assert answered[0].status == 0
+    clock.advance(TIMEOUT)                  # the third times out: 1 in a row, not 2
+    assert not h.transport.disconnecting
+
+
+# --- keep-alive -----------------------------------------------------------------------------
+def test_enquire_link_sent_when_idle_and_answer_keeps_the_session(h, clock):
+    h.bind()
+    clock.advance(ENQUIRE - 2)
+    assert h.sent() == []
+    clock.advance(3)
+    (enquire,) = h.sent()
+    assert enquire.command_id == c.ENQUIRE_LINK
+    h.receive(enquire.response())
+    clock.advance(TIMEOUT + 1)
+    assert not h.transport.disconnecting
+
+
+def test_unanswered_enquire_link_drops_the_session(h, clock):
+    h.bind()
+    clock.advance(ENQUIRE + 1)
+    (enquire,) = h.sent()
+    assert enquire.command_id == c.ENQUIRE_LINK
+    clock.advance(TIMEOUT + 1)
+    assert h.transport.disconnecting
+
+
+def test_traffic_postpones_enquire_link(h, clock):
+    h.bind()
+    for _ in range(3):
+        clock.advance(ENQUIRE - 5)
+        h.receive(PDU(c.ENQUIRE_LINK, 77))          # the SMSC's own keep-alive
+    assert [p.command_id for p in h.sent()] == [c.ENQUIRE_LINK_RESP] * 3
+
+
+def test_smsc_enquire_link_answered_at_once(h):
+    h.bind()
+    h.receive(PDU(c.ENQUIRE_LINK, 4242))
+    (resp,) = h.sent()
+    assert resp.command_id == c.ENQUIRE_LINK_RESP
+    assert resp.sequence == 4242 and resp.status == 0
+
+
+# --- bad input --------------------------------------------------------------------------------
+def test_unknown_command_gets_generic_nack_and_session_stays(h):
+    h.bind()
+    h.session.dataReceived(struct.pack(">IIII", 16, 0x00000099, 0, 31))
+    (nack,) = h.sent()
+    assert nack.command_id == c.GENERIC_NACK
+    assert nack.status == c.ESME_RINVCMDID
+    assert nack.sequence == 31
+    assert not h.transport.disconnecting
+    assert h.session.can_submit()
+
+
+def test_request_we_do_not_serve_gets_generic_nack(h):
+    h.bind()
+    h.receive(PDU(c.QUERY_SM, 8, fields={"message_id": "1", "source_addr": "4040"}))
+    (nack,) = h.sent()
+    assert (nack.command_id, nack.status, nack.sequence) == (
+        c.GENERIC_NACK, c.ESME_RINVCMDID, 8)
+
+
+def test_bind_from_the_smsc_is_answered_already_bound(h):
+    h.bind()
+    h.receive(PDU(c.BIND_TRANSMITTER, 9, fields={"system_id": "x"}))
+    (resp,) = h.sent()
+    assert (resp.command_id, resp.status, resp.sequence) == (
+        c.BIND_TRANSMITTER_RESP, c.ESME_RALYBND, 9)
+
+
+def test_command_length_under_16_closes_the_connection(h):
+    h.bind()
+    h.session.dataReceived(struct.pack(">IIII", 12, c.ENQUIRE_LINK, 0, 1))
+    assert h.transport.disconnecting
+    assert h.sent() == []
+
+
+def test_frames_split_across_reads_are_reassembled(h):
+    h.bind()
+    data = encode(PDU(c.ENQUIRE_LINK, 5)) + encode(PDU(c.ENQUIRE_LINK, 6))
+    for i in range(len(data)):
+        h.session.dataReceived(data[i:i + 1])
+    assert [p.sequence for p in h.sent()] == [5, 6]
+
+
+# --- inbound --------------------------------------------------------------------------------------
+def deliver_sm(sequence):
+    return PDU(c.DELIVER_SM, sequence, fields={
+        "source_addr": "989121234567", "destination_addr": "40401234",
+        "short_message": b"reply"})
+
+
+def test_inbound_answered_only_after_the_handler_fires(clock):
+    handled = []
+
+    def inbound(pdu):
+        d = defer.Deferred()
+        handled.append((pdu, d))
+        return d
+
+    h = Harness(clock, inbound=inbound)
+    h.bind()
+    h.receive(deliver_sm(17))
+    assert len(handled) == 1 and handled[0][0].fields["destination_addr"] == "40401234"
+    assert h.sent() == []                       # not stored yet: no answer
+    handled[0][1].callback(c.ESME_RX_P_APPN)
+    (resp,) = h.sent()
+    assert (resp.command_id, resp.sequence, resp.status) == (
+        c.DELIVER_SM_RESP, 17, c.ESME_RX_P_APPN)
+
+
+def test_data_sm_answered_with_data_sm_resp(clock):
+    h = Harness(clock, inbound=lambda pdu: c.ESME_ROK)
+    h.bind()
+    h.receive(PDU(c.DATA_SM, 3, fields={"source_addr": "989121234567",
+                                       "destination_addr": "40401234"}))
+    (resp,) = h.sent()
+    assert (resp.command_id, resp.sequence, resp.status) == (c.DATA_SM_RESP, 3, 0)
+
+
+@pytest.mark.parametrize("handler", [
+    lambda pdu: defer.fail(RuntimeError("disk full")),
+    lambda pdu: 1 / 0,
+    lambda pdu: "ok",                  # not a status
+])
+def test_inbound_handler_failure_answers_temporary_error(clock, handler):
+    h = Harness(clock, inbound=handler)
+    h.bind()
+    h.receive(deliver_sm(5))
+    (resp,) = h.sent()
+    assert (resp.command_id, resp.sequence, resp.status) == (
+        c.DELIVER_SM_RESP, 5, c.ESME_RX_T_APPN)
+
+
+def test_inbound_beyond_the_cap_answered_queue_full(clock, monkeypatch):
+    monkeypatch.setattr(esme, "MAX_UNANSWERED_INBOUND", 2)
+    waiting = []
+    h = Harness(clock, inbound=lambda pdu: waiting.append(defer.Deferred()) or waiting[-1])
+    h.bind()
+    for seq in (1, 2, 3):
+        h.receive(deliver_sm(seq))
+    (resp,) = h.sent()
+    assert (resp.sequence, resp.status) == (3, c.ESME_RMSGQFUL)
+    waiting[0].callback(0)
+    h.receive(deliver_sm(4))                # room again
+    assert [(p.sequence, p.status) for p in h.sent()] == [(1, 0)]
+    assert len(waiting) == 3
+
+
+def test_inbound_on_a_transmitter_bind_is_refused(clock):
+    h = Harness(clock, bind_type="transmitter", inbound=lambda pdu: 0)
+    h.bind()
+    h.receive(deliver_sm(8))
+    (resp,) = h.sent()
+    assert (resp.sequence, resp.status) == (8, c.ESME_RINVBNDSTS)
+
+
+# --- unbind and loss ------------------------------------------------------------------------------
+def test_unbind_from_the_smsc_is_answered_and_closes(h):
+    h.bind()
+    h.receive(PDU(c.UNBIND, 12))
+    (resp,) = h.sent()
+    assert (resp.command_id, resp.sequence, resp.status) == (c.UNBIND_RESP, 12, 0)
+    assert h.transport.disconnecting
+    assert not h.session.can_submit()
+
+
+def test_graceful_unbind_waits_for_outstanding_then_unbinds(h, clock):
+    h.bind()
+    got = results(h.session.send_request(submit_sm()))
+    (submit,) = h.sent()
+    closed = results(h.session.unbind(5.0))
+    assert not h.session.can_submit()
+    assert results(h.session.send_request(submit_sm()))[0].check(SessionClosed)
+    assert h.sent() == []                   # still draining
+    h.receive(submit.response(message_id="9"))
+    assert got[0].status == 0
+    (unbind,) = h.sent()
+    assert unbind.command_id == c.UNBIND
+    assert not h.transport.disconnecting
+    h.receive(unbind.response())
+    assert h.transport.disconnecting
+    assert closed == []
+    h.lose()
+    assert closed == [None]
+
+
+def test_graceful_unbind_gives_up_draining_after_the_timeout(h, clock):
+    h.bind()
+    got = results(h.session.send_request(submit_sm()))
+    h.sent()
+    closed = results(h.session.unbind(2.0))
+    clock.advance(2.5)
+    (unbind,) = h.sent()
+    assert unbind.command_id == c.UNBIND
+    assert not h.transport.disconnecting
+    clock.advance(3)                        # no unbind_resp either: close within the budget
+    assert h.transport.disconnecting
+    h.lose()
+    assert got[0].check(SessionClosed) and closed == [None]
+
+
+def test_connection_lost_fails_outstanding_and_tells_the_owner(h):
+    h.bind()
+    outcomes = [results(h.session.send_request(submit_sm())) for _ in range(2)]
+    h.lose()
+    assert all(o[0].check(SessionClosed) for o in outcomes)
+    assert h.events[-1] == ("lost", h.session)
+    assert not h.session.can_submit()
+    assert results(h.session.send_request(submit_sm()))[0].check(SessionClosed)
+    assert h.factory.current is None
+
+
+def test_factory_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="bind_type"):
+        ESMEFactory(operator="x", bind_type="both", system_id="a", password="b")
+    with pytest.raises(ValueError, match="system_id"):
+        ESMEFactory(operator="x", bind_type="transceiver", system_id="a" * 16, password="b")
+    with pytest.raises(ValueError, match="window"):
+        ESMEFactory(operator="x", bind_type="transceiver", system_id="a", password="b",
+                    window=0)

@@ -1,0 +1,437 @@
+"""OperatorPool and TokenBucket.
+
+Clock-driven tests use MemoryReactorClock (connections completed by hand over a
+StringTransport); the loopback tests run the real reactor through trial TestCases (see
+conftest.py) against a tiny SMSC peer written here with our codec.
+"""
+
+import pytest
+from conftest import wait_until
+from twisted.internet import defer, error, protocol, reactor, task
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from gateway import metrics
+from gateway.smpp import constants as c
+from gateway.smpp.esme import SessionClosed
+from gateway.smpp.pdu import PDU, Framer, decode, encode
+from gateway.smpp.pool import NoSession, OperatorPool
+from gateway.smpp.ratelimit import TokenBucket
+
+
+def submit_sm(n=0):
+    return PDU(c.SUBMIT_SM, fields={"destination_addr": f"98912{n:07d}",
+                                    "short_message": b"payam"})
+
+
+def make_pool(reactor, **overrides):
+    settings = dict(system_id="payam", password="secret", system_type="",
+                    bind_mode="transceiver", binds=1, window=3, tps=1000,
+                    enquire_link_s=30, response_timeout_s=10, reconnect_s=(0.05, 0.5),
+                    inbound_handler=lambda operator, pdu: c.ESME_ROK, reactor=reactor)
+    settings.update(overrides)
+    return OperatorPool("mci", "127.0.0.1", 2775, **settings)
+
+
+# --- TokenBucket -----------------------------------------------------------------------------
+def test_bucket_starts_full_and_refills_at_rate(clock):
+    bucket = TokenBucket(rate=10, burst=5, clock=clock)
+    assert bucket.available() == 5
+    assert all(bucket.take() for _ in range(5))
+    assert not bucket.take()
+    assert bucket.delay_until_available() == pytest.approx(0.1)
+    clock.advance(0.1)
+    assert bucket.available() == 1 and bucket.take() and not bucket.take()
+    clock.advance(100)
+    assert bucket.available() == 5                 # capped at burst
+
+
+def test_bucket_take_n_is_all_or_nothing(clock):
+    bucket = TokenBucket(rate=2, burst=4, clock=clock)
+    assert bucket.take(3)
+    assert not bucket.take(2)
+    assert bucket.available() == 1
+    assert bucket.delay_until_available(2) == pytest.approx(0.5)
+
+
+def test_bucket_holds_the_rate_over_time(clock):
+    bucket = TokenBucket(rate=50, burst=5, clock=clock)
+    taken = 0
+    for _ in range(1000):                           # 10 s in 10 ms steps
+        while bucket.take():
+            taken += 1
+        clock.advance(0.01)
+    assert 500 <= taken <= 505                      # rate * time + burst at most
+
+
+def test_bucket_rejects_bad_parameters(clock):
+    with pytest.raises(ValueError):
+        TokenBucket(rate=0, burst=1, clock=clock)
+    with pytest.raises(ValueError):
+        TokenBucket(rate=1, burst=0.5, clock=clock)
+    with pytest.raises(ValueError):
+        TokenBucket(rate=1, burst=2, clock=clock).delay_until_available(3)
+
+
+# --- pool with a MemoryReactorClock -------------------------------------------------------------
+class FakeSMSC:
+    """Completes the pool's pending connectTCP calls over StringTransports."""
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self.links = []
+
+    def accept(self, bind_status=c.ESME_ROK):
+        """Connect every pending attempt and answer its bind; returns the new links."""
+        new = []
+        while self.reactor.tcpClients:
+            _host, _port, factory, _timeout, _bind = self.reactor.tcpClients.pop(0)
+            link = Link(factory.buildProtocol(None))
+            (bind,) = link.sent()
+            assert bind.command_id in c.BIND_COMMANDS
+            link.receive(bind.response(status=bind_status, system_id="SIM"))
+            new.append(link)
+        self.links.extend(new)
+        return new
+
+
+class Link:
+    def __init__(self, proto):
+        self.proto = proto
+        self.transport = StringTransport()
+        self.framer = Framer()
+        proto.makeConnection(self.transport)
+
+    def sent(self):
+        data = self.transport.value()
+        self.transport.clear()
+        return [decode(frame) for frame in self.framer.feed(data)]
+
+    def receive(self, pdu):
+        self.proto.dataReceived(encode(pdu))
+
+    def drop(self):
+        self.proto.connectionLost(Failure(error.ConnectionLost()))
+
+
+@pytest.fixture
+def memory_reactor():
+    return MemoryReactorClock()
+
+
+def started(pool):
+    pool.startService()
+    return pool
+
+
+def test_pool_binds_each_configured_session(memory_reactor):
+    pool = started(make_pool(memory_reactor, binds=2))
+    smsc = FakeSMSC(memory_reactor)
+    assert pool.bound_count() == 0 and pool.free_slots() == 0
+    assert len(smsc.accept()) == 2
+    assert pool.bound_count() == 2
+    assert pool.free_slots() == 6
+    assert metrics.BOUND_SESSIONS.labels("mci")._value.get() == 2
+
+
+def test_transmitter_plus_receiver_mode_counts_only_transmitters(memory_reactor):
+    pool = started(make_pool(memory_reactor, bind_mode="transmitter+receiver", binds=2))
+    links = FakeSMSC(memory_reactor).accept()
+    assert len(links) == 4
+    assert pool.bound_count() == 2
+    assert pool.free_slots() == 6
+
+
+def test_submit_goes_to_the_least_loaded_session(memory_reactor):
+    pool = started(make_pool(memory_reactor, binds=2))
+    a, b = FakeSMSC(memory_reactor).accept()
+    for n in range(4):
+        pool.submit(submit_sm(n))
+    assert len(a.sent()) == 2 and len(b.sent()) == 2
+
+
+def test_submit_without_capacity_fails_no_session(memory_reactor):
+    pool = started(make_pool(memory_reactor, window=1))
+    failures = []
+    pool.submit(submit_sm()).addErrback(failures.append)
+    assert failures[0].check(NoSession)                 # nothing bound yet
+    FakeSMSC(memory_reactor).accept()
+    pool.submit(submit_sm())
+    pool.submit(submit_sm()).addErrback(failures.append)
+    assert failures[1].check(NoSession)                 # window of 1 is full
+
+
+def test_tps_caps_free_slots_and_wakes_when_tokens_return(memory_reactor):
+    # tps 100 → burst of 10; windows have room for 200.
+    pool = started(make_pool(memory_reactor, binds=2, window=100, tps=100))
+    FakeSMSC(memory_reactor).accept()
+    woken = []
+    pool.on_ready = lambda: woken.append(memory_reactor.seconds())
+    assert pool.free_slots() == 10
+    for n in range(10):
+        pool.submit(submit_sm(n))
+    assert pool.free_slots() == 0
+    refused = []
+    pool.submit(submit_sm()).addErrback(refused.append)
+    assert refused[0].check(NoSession)
+    woken.clear()
+    memory_reactor.advance(0.011)
+    assert woken, "on_ready is called once the bucket has a token again"
+    assert pool.free_slots() == 1
+
+
+def test_tps_holds_over_a_simulated_second(memory_reactor):
+    pool = started(make_pool(memory_reactor, window=10_000, tps=200))
+    (link,) = FakeSMSC(memory_reactor).accept()
+    sent = 0
+
+    def pump():
+        nonlocal sent
+        for _ in range(pool.free_slots()):
+            pool.submit(submit_sm(sent))
+            sent += 1
+
+    pool.on_ready = pump
+    pump()
+    for _ in range(100):                                 # 1 s in 10 ms steps
+        memory_reactor.advance(0.01)
+    assert 200 <= sent <= 200 + 20                       # rate * 1 s + burst
+    assert len(link.sent()) == sent
+
+
+def test_slow_down_pauses_submits_then_calls_on_ready(memory_reactor):
+    pool = started(make_pool(memory_reactor))
+    FakeSMSC(memory_reactor).accept()
+    woken = []
+    pool.on_ready = lambda: woken.append(True)
+    pool.slow_down(2.0)
+    assert pool.free_slots() == 0
+    failures = []
+    pool.submit(submit_sm()).addErrback(failures.append)
+    assert failures[0].check(NoSession)
+    memory_reactor.advance(1.9)
+    assert not woken and pool.free_slots() == 0
+    memory_reactor.advance(0.2)
+    assert woken and pool.free_slots() == 3
+
+
+def test_response_frees_a_slot_and_calls_on_ready(memory_reactor):
+    pool = started(make_pool(memory_reactor, window=1))
+    (link,) = FakeSMSC(memory_reactor).accept()
+    woken = []
+    pool.on_ready = lambda: woken.append(True)
+    answers = []
+    pool.submit(submit_sm()).addCallback(answers.append)
+    assert pool.free_slots() == 0
+    (sent,) = link.sent()
+    link.receive(sent.response(message_id="A1"))
+    assert answers[0].fields["message_id"] == "A1"
+    assert woken and pool.free_slots() == 1
+
+
+def test_lost_session_fails_outstanding_and_reconnects_with_backoff(memory_reactor):
+    pool = started(make_pool(memory_reactor, reconnect_s=(1.0, 8.0)))
+    smsc = FakeSMSC(memory_reactor)
+    (link,) = smsc.accept()
+    lost = []
+    pool.submit(submit_sm()).addErrback(lost.append)
+    link.drop()
+    assert lost[0].check(SessionClosed)
+    assert pool.bound_count() == 0
+    assert not memory_reactor.tcpClients
+    memory_reactor.advance(0.99)
+    assert not memory_reactor.tcpClients                 # backoff starts at 1 s
+    memory_reactor.advance(0.6)                          # + at most 50% jitter
+    assert len(smsc.accept()) == 1
+    assert pool.bound_count() == 1
+
+
+def test_bind_refusal_waits_the_longest_backoff(memory_reactor, caplog):
+    pool = started(make_pool(memory_reactor, reconnect_s=(1.0, 60.0)))
+    smsc = FakeSMSC(memory_reactor)
+    (link,) = smsc.accept(bind_status=c.ESME_RINVPASWD)
+    assert link.transport.disconnecting
+    link.drop()
+    assert "ALERT" in caplog.text and "ESME_RINVPASWD" in caplog.text
+    memory_reactor.advance(59)
+    assert not memory_reactor.tcpClients                 # not the short backoff
+    memory_reactor.advance(31)
+    assert len(memory_reactor.tcpClients) == 1
+
+
+def test_backoff_grows_while_binds_keep_failing(memory_reactor):
+    pool = started(make_pool(memory_reactor, reconnect_s=(1.0, 100.0)))
+    smsc = FakeSMSC(memory_reactor)
+    delays = []
+    for _ in range(4):
+        (link,) = smsc.accept(bind_status=c.ESME_RSYSERR)
+        link.drop()
+        start = memory_reactor.seconds()
+        while not memory_reactor.tcpClients:
+            memory_reactor.advance(0.05)
+        delays.append(memory_reactor.seconds() - start)
+    assert delays == sorted(delays) and delays[-1] > 2 * delays[0]
+    assert pool.bound_count() == 0
+
+
+def test_inbound_goes_to_the_handler_with_the_operator_name(memory_reactor):
+    seen = []
+    pool = started(make_pool(memory_reactor, inbound_handler=lambda op, pdu: (
+        seen.append((op, pdu.fields["destination_addr"])) or c.ESME_ROK)))
+    (link,) = FakeSMSC(memory_reactor).accept()
+    link.receive(PDU(c.DELIVER_SM, 7, fields={"source_addr": "989121234567",
+                                            "destination_addr": "40401234"}))
+    assert seen == [("mci", "40401234")]
+    (resp,) = link.sent()
+    assert (resp.command_id, resp.sequence, resp.status) == (c.DELIVER_SM_RESP, 7, 0)
+
+
+def test_pool_rejects_bad_parameters(memory_reactor):
+    with pytest.raises(ValueError, match="bind mode"):
+        make_pool(memory_reactor, bind_mode="both")
+    with pytest.raises(ValueError, match="reconnect_s"):
+        make_pool(memory_reactor, reconnect_s=(5, 1))
+    with pytest.raises(ValueError, match="binds"):
+        make_pool(memory_reactor, binds=0)
+
+
+# --- real loopback TCP ---------------------------------------------------------------------------
+class PeerSMSC(protocol.Protocol):
+    """A small SMSC: accepts binds, answers each submit_sm on a later reactor turn (so
+    requests pile up to the client's window), answers enquire_link and unbind."""
+
+    def connectionMade(self):
+        self.framer = Framer()
+        self.unanswered = 0
+        self.max_unanswered = 0
+        self.submits = 0
+        self.factory.links.append(self)
+
+    def dataReceived(self, data):
+        for frame in self.framer.feed(data):
+            pdu = decode(frame)
+            if pdu.command_id in c.BIND_COMMANDS:
+                self.send(pdu.response(system_id="PEER"))
+            elif pdu.command_id == c.SUBMIT_SM:
+                self.submits += 1
+                self.unanswered += 1
+                self.max_unanswered = max(self.max_unanswered, self.unanswered)
+                if not self.factory.hold:
+                    reactor.callLater(0, self.answer, pdu)
+            elif pdu.command_id == c.ENQUIRE_LINK:
+                self.send(pdu.response())
+            elif pdu.command_id == c.UNBIND:
+                self.factory.unbinds += 1
+                self.send(pdu.response())
+                self.transport.loseConnection()
+
+    def answer(self, pdu):
+        self.unanswered -= 1
+        self.factory.answered += 1
+        self.send(pdu.response(message_id=f"{self.factory.answered:X}"))
+
+    def send(self, pdu):
+        if self.transport.connected:
+            self.transport.write(encode(pdu))
+
+    def connectionLost(self, reason):
+        self.factory.links.remove(self)
+
+
+class PeerFactory(protocol.ServerFactory):
+    protocol = PeerSMSC
+
+    def __init__(self):
+        self.links = []
+        self.hold = False
+        self.answered = 0
+        self.unbinds = 0
+
+
+class LoopbackPoolTests(unittest.TestCase):
+    timeout = 20
+
+    def setUp(self):
+        self.peer = PeerFactory()
+        self.port = reactor.listenTCP(0, self.peer, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        # Runs before stopListening (cleanups are LIFO): the peer's side closes too.
+        self.addCleanup(lambda: wait_until(reactor, lambda: not self.peer.links))
+
+    def start_pool(self, **overrides):
+        settings = dict(system_id="payam", password="secret", system_type="",
+                        bind_mode="transceiver", binds=2, window=3, tps=100_000,
+                        enquire_link_s=30, response_timeout_s=5, reconnect_s=(0.05, 0.2),
+                        inbound_handler=lambda operator, pdu: c.ESME_ROK, reactor=reactor)
+        settings.update(overrides)
+        pool = OperatorPool("mci", "127.0.0.1", self.port.getHost().port, **settings)
+        pool.startService()
+        self.addCleanup(lambda: pool.stopService() if pool.running else None)
+        return pool
+
+    def pump(self, pool, count):
+        """Submit `count` PDUs as fast as free_slots allows; fires with the outcomes."""
+        outcomes = []
+        done = defer.Deferred()
+        state = {"next": 0}
+
+        def collect(result):
+            outcomes.append(result)
+            if len(outcomes) == count and not done.called:
+                done.callback(outcomes)
+
+        def feed():
+            while state["next"] < count and pool.free_slots() > 0:
+                d = pool.submit(submit_sm(state["next"]))
+                state["next"] += 1
+                d.addBoth(collect)
+
+        pool.on_ready = feed
+        feed()
+        return done
+
+    @defer.inlineCallbacks
+    def test_two_binds_carry_fifty_submits_within_the_window(self):
+        pool = self.start_pool()
+        yield wait_until(reactor, lambda: pool.bound_count() == 2)
+        outcomes = yield self.pump(pool, 50)
+        self.assertEqual(len(outcomes), 50)
+        for resp in outcomes:
+            self.assertIsInstance(resp, PDU)
+            self.assertEqual((resp.command_id, resp.status), (c.SUBMIT_SM_RESP, 0))
+        self.assertEqual(len({r.fields["message_id"] for r in outcomes}), 50)
+        self.assertEqual(len(self.peer.links), 2)
+        for link in self.peer.links:
+            self.assertGreater(link.submits, 0)
+            self.assertLessEqual(link.max_unanswered, 3)
+        self.assertEqual(sum(link.submits for link in self.peer.links), 50)
+
+    @defer.inlineCallbacks
+    def test_peer_drop_fails_outstanding_then_pool_reconnects_and_submits(self):
+        pool = self.start_pool(binds=1)
+        yield wait_until(reactor, lambda: pool.bound_count() == 1)
+        self.peer.hold = True
+        held = [pool.submit(submit_sm(n)) for n in range(3)]
+        yield wait_until(reactor, lambda: sum(l.unanswered for l in self.peer.links) == 3)
+        for link in list(self.peer.links):
+            link.transport.loseConnection()
+        for d in held:
+            yield self.assertFailure(d, SessionClosed)
+        self.peer.hold = False
+        yield wait_until(reactor, lambda: pool.bound_count() == 1)
+        outcomes = yield self.pump(pool, 5)
+        self.assertEqual([r.status for r in outcomes], [0] * 5)
+
+    @defer.inlineCallbacks
+    def test_graceful_stop_drains_and_unbinds_every_session(self):
+        pool = self.start_pool()
+        yield wait_until(reactor, lambda: pool.bound_count() == 2)
+        answers = [pool.submit(submit_sm(n)) for n in range(4)]
+        yield pool.stopService()
+        self.assertEqual(self.peer.unbinds, 2)
+        for d in answers:                    # drained before the unbind, not cut off
+            resp = yield d
+            self.assertEqual(resp.status, 0)
+        self.assertEqual(pool.bound_count(), 0)
+        self.assertEqual(metrics.BOUND_SESSIONS.labels("mci")._value.get(), 0)

@@ -1,0 +1,514 @@
+"""The durable store against real SQLite files.
+
+The writer thread hands results back through reactor.callFromThread; the test reactor
+below queues those calls and the test thread runs them while it waits, so each test
+drives the real writer thread without a running reactor and without sleeping blindly.
+"""
+
+import queue
+import shutil
+import sqlite3
+import time
+from dataclasses import replace
+
+import pytest
+from twisted.internet.task import Clock
+
+from gateway.smpp.receipt import match_keys
+from gateway.store import (
+    DuplicateIdempotencyKey, NewMessage, PartOutcome, Store, StoreClosed)
+
+T0 = 1_700_000_000.0
+
+
+class ThreadedClock(Clock):
+    """A Clock that also accepts callFromThread, run when the test waits."""
+
+    def __init__(self):
+        super().__init__()
+        self.advance(T0)
+        self._from_threads = queue.Queue()
+
+    def callFromThread(self, f, *args, **kwargs):
+        self._from_threads.put((f, args, kwargs))
+
+    def wait(self, d, timeout=20):
+        """Run thread calls until `d` fires; its result, or its failure."""
+        outcome = []
+        d.addBoth(outcome.append)
+        deadline = time.monotonic() + timeout
+        while not outcome:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("store write did not complete in time")
+            try:
+                f, args, kwargs = self._from_threads.get(timeout=left)
+            except queue.Empty:
+                continue
+            f(*args, **kwargs)
+        return outcome[0]
+
+
+@pytest.fixture
+def clock():
+    return ThreadedClock()
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "gateway.db"
+
+
+@pytest.fixture
+def store(db_path, clock):
+    s = Store(db_path, clock, commit_interval=0.0)
+    s.open()
+    yield s
+    clock.wait(s.close())
+
+
+def ok(clock, d):
+    result = clock.wait(d)
+    if hasattr(result, "raiseException"):
+        result.raiseException()
+    return result
+
+
+def failure(clock, d):
+    result = clock.wait(d)
+    assert hasattr(result, "trap"), f"expected a failure, got {result!r}"
+    return result
+
+
+def message(store, recipient="989121234567", priority=0, parts=1, agency="tax",
+            created_at=T0, validity_s=86400, **overrides):
+    fields = dict(id=store.new_message_id(), agency=agency, sender="40401234",
+                  recipient=recipient, text="salam", priority=priority,
+                  reference="ref-1", validity_s=validity_s, receipt=True,
+                  data_coding=8 if parts > 1 else 0, esm_class=0x40 if parts > 1 else 0,
+                  parts=[f"part {i}".encode() for i in range(1, parts + 1)],
+                  created_at=created_at)
+    fields.update(overrides)
+    return NewMessage(**fields)
+
+
+def submitted(m, seq, smsc_id, operator="mci"):
+    return PartOutcome(m.id, seq, "submitted", operator=operator, smsc_id=smsc_id)
+
+
+def counters(db_path, message_id):
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute("SELECT parts_submitted, parts_delivered, parts_failed"
+                            " FROM messages WHERE id = ?", (message_id,)).fetchone()
+
+
+def part_states(db_path, message_id):
+    with sqlite3.connect(db_path) as conn:
+        return [state for (state,) in conn.execute(
+            "SELECT state FROM parts WHERE message_id = ? ORDER BY seq", (message_id,))]
+
+
+# -- accept and claim ------------------------------------------------------------------
+
+def test_claim_returns_parts_by_priority_then_age(store, clock):
+    normal = message(store, priority=0, parts=2, created_at=T0 - 30)
+    high = message(store, priority=1, created_at=T0 - 20)
+    emergency = message(store, priority=2, created_at=T0 - 10)
+    older_normal = message(store, priority=0, created_at=T0 - 40)
+    ok(clock, store.accept([normal, high, emergency]))
+    ok(clock, store.accept([older_normal]))
+
+    claimed = ok(clock, store.claim(10, T0))
+
+    assert [(p.message_id, p.seq) for p in claimed] == [
+        (emergency.id, 1), (high.id, 1), (older_normal.id, 1), (normal.id, 1), (normal.id, 2)]
+    first = claimed[-1]
+    assert (first.total, first.agency, first.sender, first.recipient) == (
+        2, "tax", "40401234", "989121234567")
+    assert (first.priority, first.data_coding, first.esm_class) == (0, 8, 0x40)
+    assert first.payload == b"part 2" and first.receipt is True and first.attempts == 0
+    assert first.expires_at == T0 - 30 + 86400
+
+
+def test_claim_twice_never_returns_the_same_part(store, clock):
+    messages = [message(store) for _ in range(25)]
+    ok(clock, store.accept(messages))
+
+    first = ok(clock, store.claim(10, T0))
+    second = ok(clock, store.claim(10, T0))
+    third = ok(clock, store.claim(10, T0))
+
+    ids = [p.message_id for p in first + second + third]
+    assert len(first) == 10 and len(second) == 10 and len(third) == 5
+    assert sorted(ids) == sorted(m.id for m in messages)
+    assert ok(clock, store.claim(10, T0)) == []
+    assert not store.has_queued()
+
+
+def test_claim_skips_parts_not_yet_due_and_requeue_counts_attempts(store, clock):
+    m = message(store)
+    ok(clock, store.accept([m]))
+    [part] = ok(clock, store.claim(5, T0))
+    ok(clock, store.record([PartOutcome(m.id, 1, "requeue", not_before=T0 + 60,
+                                        error="ESME_RSYSERR")]))
+    assert store.has_queued()
+
+    assert ok(clock, store.claim(5, T0 + 59)) == []
+    [again] = ok(clock, store.claim(5, T0 + 60))
+    assert again.attempts == part.attempts + 1
+
+    ok(clock, store.record([PartOutcome(m.id, 1, "requeue", not_before=T0,
+                                        count_attempt=False)]))
+    [third] = ok(clock, store.claim(5, T0 + 60))
+    assert third.attempts == again.attempts
+
+
+def test_accept_is_all_or_nothing_and_one_bad_write_fails_alone(store, clock):
+    good = message(store)
+    ok(clock, store.accept([good]))
+    clash = message(store, id=good.id)           # primary key conflict
+    fresh = message(store)
+    # Queued together, they share a transaction: the bad one must not sink the other.
+    d_bad = store.accept([message(store), clash])
+    d_good = store.accept([fresh])
+
+    failure(clock, d_bad).trap(sqlite3.IntegrityError)
+    assert ok(clock, d_good) == [fresh.id]
+    assert store.get_message(fresh.id)["status"] == "queued"
+    assert len(ok(clock, store.claim(10, T0))) == 2   # good and fresh, nothing of d_bad
+
+
+def test_bad_input_is_refused_with_a_clear_error(store, clock):
+    failure(clock, store.accept([])).trap(ValueError)
+    failure(clock, store.accept([message(store, priority=5)])).trap(ValueError)
+    failure(clock, store.accept([replace(message(store), parts=[])])).trap(ValueError)
+    failure(clock, store.accept([replace(message(store), parts=["text"])])).trap(ValueError)
+    failure(clock, store.accept([replace(message(store), recipient="")])).trap(ValueError)
+    failure(clock, store.accept(["not a message"])).trap(TypeError)
+    failure(clock, store.record([PartOutcome("x", 1, "sent")])).trap(ValueError)
+    failure(clock, store.claim(-1, T0)).trap(ValueError)
+    failure(clock, store.apply_receipt("mci", "", "delivered")).trap(ValueError)
+    failure(clock, store.audit("", None, {})).trap(ValueError)
+    failure(clock, store.audit("x", None, {"bad": object()})).trap(ValueError)
+
+
+# -- outcomes and receipts -------------------------------------------------------------
+
+def test_three_part_message_is_submitted_then_delivered_only_when_all_parts_are(
+        store, clock, db_path):
+    m = message(store, parts=3, priority=1)
+    ok(clock, store.accept([m]))
+    ok(clock, store.claim(10, T0))
+
+    ok(clock, store.record([submitted(m, 1, "A1"), submitted(m, 2, "A2")]))
+    assert store.get_message(m.id)["status"] == "queued"
+    clock.advance(2)
+    ok(clock, store.record([submitted(m, 3, "A3")]))
+    view = store.get_message(m.id)
+    assert view["status"] == "submitted"
+    assert view["submitted_at"] == "2023-11-14T22:13:22.000Z"
+    assert view["operator"] == "mci"
+
+    assert ok(clock, store.apply_receipt("mci", "A1", "delivered")) is True
+    assert ok(clock, store.apply_receipt("mci", "A3", "delivered")) is True
+    assert store.get_message(m.id)["status"] == "submitted"
+    clock.advance(3)
+    assert ok(clock, store.apply_receipt("mci", "A2", "delivered")) is True
+
+    view = store.get_message(m.id)
+    assert view == {
+        "id": m.id, "from": "40401234", "to": "989121234567", "status": "delivered",
+        "parts": 3, "priority": "high", "reference": "ref-1", "operator": "mci",
+        "created_at": "2023-11-14T22:13:20.000Z",
+        "submitted_at": "2023-11-14T22:13:22.000Z",
+        "done_at": "2023-11-14T22:13:25.000Z", "error": None, "agency": "tax"}
+    assert counters(db_path, m.id) == (3, 3, 0)
+
+
+def test_receipt_arriving_before_the_submit_outcome_is_applied_later(store, clock):
+    m = message(store)
+    ok(clock, store.accept([m]))
+    ok(clock, store.claim(10, T0))
+
+    assert ok(clock, store.apply_receipt("mci", "77ab", "delivered")) is False
+    assert store.get_message(m.id)["status"] == "queued"
+    ok(clock, store.record([submitted(m, 1, "77AB")]))
+
+    assert store.get_message(m.id)["status"] == "delivered"
+
+
+def test_pending_receipt_of_another_operator_is_not_applied(store, clock):
+    m = message(store)
+    ok(clock, store.accept([m]))
+    ok(clock, store.claim(10, T0))
+    assert ok(clock, store.apply_receipt("irancell", "5000", "failed", "UNDELIV")) is False
+    ok(clock, store.record([submitted(m, 1, "5000", operator="mci")]))
+    assert store.get_message(m.id)["status"] == "submitted"
+
+
+@pytest.mark.parametrize("submit_id, receipt_id", [
+    ("0A1B2C", "662316"),       # submit_sm_resp in hex, receipt in decimal
+    ("660268", "a132c"),        # the reverse, lower case
+    ("000660268", "660268"),    # leading zeros
+])
+def test_receipt_ids_match_across_hex_and_decimal(store, clock, submit_id, receipt_id):
+    assert set(match_keys(submit_id)) & set(match_keys(receipt_id))
+    m = message(store)
+    ok(clock, store.accept([m]))
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([submitted(m, 1, submit_id)]))
+
+    assert ok(clock, store.apply_receipt("mci", receipt_id, "delivered")) is True
+    assert store.get_message(m.id)["status"] == "delivered"
+
+
+def test_receipt_prefers_the_same_operators_id(store, clock):
+    mci, irancell = message(store), message(store)
+    ok(clock, store.accept([mci, irancell]))
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([submitted(mci, 1, "123", operator="mci"),
+                            submitted(irancell, 1, "123", operator="irancell")]))
+
+    ok(clock, store.apply_receipt("mci", "123", "delivered"))
+
+    assert store.get_message(mci.id)["status"] == "delivered"
+    assert store.get_message(irancell.id)["status"] == "submitted"
+
+
+def test_duplicate_receipts_do_not_count_twice(store, clock, db_path):
+    m = message(store, parts=2)
+    ok(clock, store.accept([m]))
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([submitted(m, 1, "10"), submitted(m, 2, "11")]))
+
+    for _ in range(3):
+        assert ok(clock, store.apply_receipt("mci", "10", "delivered")) is True
+    assert ok(clock, store.apply_receipt("mci", "10", "enroute")) is True
+
+    assert store.get_message(m.id)["status"] == "submitted"
+    assert counters(db_path, m.id) == (2, 1, 0)
+    ok(clock, store.apply_receipt("mci", "11", "delivered"))
+    assert store.get_message(m.id)["status"] == "delivered"
+
+
+def test_failed_part_fails_the_message_and_final_states_never_regress(
+        store, clock, db_path):
+    m = message(store, parts=2)
+    ok(clock, store.accept([m]))
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([submitted(m, 1, "21"), submitted(m, 2, "22")]))
+    ok(clock, store.apply_receipt("mci", "21", "delivered"))
+
+    ok(clock, store.apply_receipt("mci", "22", "failed", "UNDELIV err:001"))
+    view = store.get_message(m.id)
+    assert (view["status"], view["error"]) == ("failed", "UNDELIV err:001")
+    assert view["done_at"] is not None
+
+    ok(clock, store.apply_receipt("mci", "22", "delivered"))     # too late
+    ok(clock, store.apply_receipt("mci", "21", "expired"))       # regress a delivered part
+    assert part_states(db_path, m.id) == ["delivered", "failed"]
+    assert store.get_message(m.id)["status"] == "failed"
+    assert counters(db_path, m.id) == (2, 1, 1)
+
+
+def test_submit_failure_and_expiry_outcomes_finish_the_message(store, clock, db_path):
+    failed, expired = message(store, parts=2), message(store)
+    ok(clock, store.accept([failed, expired]))
+    ok(clock, store.claim(10, T0))
+
+    changed = ok(clock, store.record([
+        submitted(failed, 1, "31"),
+        PartOutcome(failed.id, 2, "failed", operator="mci", error="ESME_RINVDSTADR"),
+        PartOutcome(expired.id, 1, "expired", error="validity period passed"),
+        PartOutcome(expired.id, 1, "submitted", operator="mci", smsc_id="32"),  # too late
+        PartOutcome("no-such-message", 1, "failed", error="x"),
+    ]))
+
+    assert changed == 3
+    assert store.get_message(failed.id)["status"] == "failed"
+    assert store.get_message(failed.id)["error"] == "ESME_RINVDSTADR"
+    assert store.get_message(expired.id)["status"] == "expired"
+    assert part_states(db_path, expired.id) == ["expired"]
+    # A later receipt for the submitted part does not revive the failed message.
+    ok(clock, store.apply_receipt("mci", "31", "delivered"))
+    assert store.get_message(failed.id)["status"] == "failed"
+
+
+def test_unmatched_receipts_are_kept_three_days(store, clock, db_path):
+    assert ok(clock, store.apply_receipt("mci", "999", "delivered")) is False
+    assert ok(clock, store.apply_receipt("mci", "998", "enroute")) is False
+    clock.advance(3 * 24 * 3600 + 1)
+    removed = ok(clock, store.purge(older_than=clock.seconds() - 3600))
+    assert removed["pending_receipts"] == 1
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM pending_receipts").fetchone()[0] == 0
+
+
+# -- durability --------------------------------------------------------------------------
+
+def test_restart_puts_parts_left_sending_back_in_the_queue(db_path, clock):
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    m = message(store, parts=2)
+    ok(clock, store.accept([m]))
+    assert len(ok(clock, store.claim(10, T0))) == 2
+    ok(clock, store.record([submitted(m, 1, "41")]))
+    ok(clock, store.close())
+
+    reopened = Store(db_path, clock, commit_interval=0.0)
+    reopened.open()
+    try:
+        [part] = ok(clock, reopened.claim(10, T0))
+        assert (part.message_id, part.seq) == (m.id, 2)
+    finally:
+        ok(clock, reopened.close())
+
+
+def test_committed_messages_survive_a_crash(tmp_path, db_path, clock):
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    messages = [message(store) for _ in range(50)]
+    ok(clock, store.accept(messages[:25]))
+    ok(clock, store.accept(messages[25:]))
+    ok(clock, store.claim(10, T0))
+    # The process dies: the files are left as they are, no close, no checkpoint.
+    crashed = tmp_path / "after-crash.db"
+    for suffix in ("", "-wal"):
+        shutil.copy(str(db_path) + suffix, str(crashed) + suffix)
+    try:
+        reopened = Store(crashed, clock, commit_interval=0.0)
+        reopened.open()
+        try:
+            assert all(reopened.get_message(m.id)["status"] == "queued" for m in messages)
+            assert len(ok(clock, reopened.claim(100, T0))) == 50
+        finally:
+            ok(clock, reopened.close())
+    finally:
+        ok(clock, store.close())
+
+
+def test_writes_after_close_fail(db_path, clock):
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    pending = store.accept([message(store)])
+    ok(clock, store.close())
+    assert ok(clock, pending)              # queued before close: committed
+    failure(clock, store.accept([message(store)])).trap(StoreClosed)
+
+
+@pytest.mark.parametrize("commit_interval", [0.0, 0.002])
+def test_many_accepts_issued_together_share_a_few_commits(db_path, clock, commit_interval):
+    store = Store(db_path, clock, commit_interval=commit_interval)
+    store.open()
+    messages = [message(store) for _ in range(1000)]
+    before = store.commits
+    ds = [store.accept([m]) for m in messages]
+    for d in ds:
+        ok(clock, d)
+    # Typically 2-6 here (the writer starts on the first while the rest are queued);
+    # a commit per accept would be 1000.
+    assert store.commits - before <= 20
+    assert store.parts_used("tax", T0 - 1) == 1000
+    ok(clock, store.close())
+
+
+# -- idempotency, quotas, housekeeping -----------------------------------------------------
+
+def test_idempotency_key_stores_messages_once_within_a_day(store, clock, db_path):
+    first = message(store)
+    response = '{"messages": [{"id": "%s"}]}' % first.id
+    ok(clock, store.accept([first], idempotency=("tax", "k-1", response)))
+    assert store.idempotent_response("tax", "k-1", clock.seconds()) == response
+    assert store.idempotent_response("health", "k-1", clock.seconds()) is None
+
+    again = message(store)
+    error = failure(clock, store.accept([again], idempotency=("tax", "k-1", "{}")))
+    error.trap(DuplicateIdempotencyKey)
+    assert error.value.response == response
+    assert store.get_message(again.id) is None
+
+    # Another agency may use the same key.
+    ok(clock, store.accept([message(store, agency="health")],
+                           idempotency=("health", "k-1", "{}")))
+    # After 24 h the key is free again.
+    clock.advance(24 * 3600 + 1)
+    assert store.idempotent_response("tax", "k-1", clock.seconds()) is None
+    later = message(store)
+    ok(clock, store.accept([later], idempotency=("tax", "k-1", "{}")))
+    assert store.get_message(later.id)["status"] == "queued"
+
+
+def test_two_accepts_with_one_key_in_the_same_batch(store, clock):
+    a, b = message(store), message(store)
+    d_a = store.accept([a], idempotency=("tax", "same", "first"))
+    d_b = store.accept([b], idempotency=("tax", "same", "second"))
+    ok(clock, d_a)
+    assert failure(clock, d_b).value.response == "first"
+    assert store.get_message(b.id) is None
+
+
+def test_parts_used_counts_an_agencys_parts_since_a_time(store, clock):
+    ok(clock, store.accept([message(store, parts=3, created_at=T0 - 100),
+                            message(store, parts=2, created_at=T0),
+                            message(store, parts=1, created_at=T0, agency="health")]))
+    assert store.parts_used("tax", T0 - 100) == 5
+    assert store.parts_used("tax", T0 - 50) == 2
+    assert store.parts_used("health", T0 - 100) == 1
+    assert store.parts_used("nobody", 0) == 0
+
+
+def test_purge_removes_finished_messages_and_keeps_the_rest(store, clock, db_path):
+    done, waiting = message(store), message(store)
+    ok(clock, store.accept([done, waiting]))
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([submitted(done, 1, "51"), submitted(waiting, 1, "52")]))
+    ok(clock, store.apply_receipt("mci", "51", "delivered"))
+    clock.advance(10)
+
+    removed = ok(clock, store.purge(older_than=clock.seconds()))
+
+    assert removed["messages"] == 1 and removed["parts"] == 1
+    assert removed["receipt_keys"] == len(match_keys("51"))
+    assert store.get_message(done.id) is None
+    assert store.get_message(waiting.id)["status"] == "submitted"
+    assert ok(clock, store.apply_receipt("mci", "52", "delivered")) is True
+
+
+def test_inbound_and_audit_rows_are_kept(store, clock, db_path):
+    inbound_id = ok(clock, store.store_inbound(
+        "mci", {"source_addr": "989121234567", "short_message": b"\x00\x01", "esm_class": 0},
+        {0x0501: b"\x01"}))
+    audit_id = ok(clock, store.audit("sender_refused", "tax", {"sender": "FAKE"}))
+    with sqlite3.connect(db_path) as conn:
+        fields, tlvs = conn.execute("SELECT fields, tlvs FROM inbound WHERE id = ?",
+                                    (inbound_id,)).fetchone()
+        event, detail = conn.execute("SELECT event, detail FROM audit WHERE id = ?",
+                                     (audit_id,)).fetchone()
+    assert '"short_message": {"hex": "0001"}' in fields
+    assert tlvs == '{"1281": "01"}'
+    assert (event, detail) == ("sender_refused", '{"sender": "FAKE"}')
+
+
+def test_message_ids_are_short_url_safe_and_time_ordered(store, clock):
+    ids = []
+    for _ in range(50):
+        ids.append(store.new_message_id())
+        clock.advance(0.002)
+    assert len(set(ids)) == 50 and ids == sorted(ids)
+    assert all(len(i) == 22 and i.isalnum() and i == i.lower() for i in ids)
+
+
+def test_writable_reports_the_writers_health(store, clock, db_path):
+    assert store.writable()
+    clock.advance(2)
+    assert store.writable()                 # sends a probe write
+    ok(clock, store.accept([message(store)]))   # queued behind the probe
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'probe'").fetchone() == (
+            str(clock.seconds()),)
+    ok(clock, store.close())
+    assert not store.writable()
+
+
+def test_get_message_of_unknown_id(store):
+    assert store.get_message("nope") is None
