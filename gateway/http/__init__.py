@@ -1,0 +1,8 @@
+"""HTTP/1.1 server (httptools) and the agency API on top of it."""
+
+from gateway.http.errors import ApiError, error_document
+from gateway.http.server import (
+    HTTPFactory, Request, Response, Router, error_response, json_response)
+
+__all__ = ["ApiError", "HTTPFactory", "Request", "Response", "Router", "error_document",
+           "error_response", "json_response"]

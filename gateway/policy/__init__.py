@@ -1,0 +1,1 @@
+"""Who may send what, how much and how fast: auth, sender policy, limits, audit."""

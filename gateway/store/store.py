@@ -108,6 +108,7 @@ class Store:
         if self._writer is not None:
             raise RuntimeError("store already open")
         now = self._reactor.seconds()
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         schema.migrate(self.path, now=now)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:

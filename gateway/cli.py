@@ -1,0 +1,126 @@
+"""`payam-gateway` console script: run, demo, check-config, smsc-sim, hash-key."""
+
+import argparse
+import logging
+import signal
+import sys
+
+log = logging.getLogger("payam.cli")
+
+
+def setup_logging(level):
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+
+
+def load_or_exit(path):
+    from gateway.config.load import check_config, load_gateway_config
+    problems = check_config(path)
+    if problems:
+        for line in problems:
+            print(line, file=sys.stderr)
+        sys.exit(2)
+    return load_gateway_config(path)
+
+
+def serve(reactor, service, *, announce=None):
+    """Run the service until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
+    outcome = {"code": 0}
+
+    def start():
+        try:
+            service.startService()
+        except Exception:
+            log.exception("could not start")
+            outcome["code"] = 1
+            reactor.stop()
+            return
+        if announce:
+            announce()
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: service.running and service.stopService())
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP,
+                      lambda *_: reactor.callFromThread(service.reload))
+    reactor.run()
+    return outcome["code"]
+
+
+def cmd_run(args):
+    config = load_or_exit(args.config)
+    setup_logging(args.log_level)
+    from twisted.internet import reactor
+    from gateway.service import GatewayService
+    return serve(reactor, GatewayService(config, reactor))
+
+
+def cmd_demo(args):
+    setup_logging(args.log_level)
+    from gateway.demo.run import run_demo
+    return run_demo(args, serve)
+
+
+def cmd_check_config(args):
+    from gateway.config.load import check_config
+    problems = check_config(args.config)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        return 2
+    print(f"{args.config}: OK")
+    return 0
+
+
+def cmd_smsc_sim(args, rest):
+    from gateway.simulator.main import run_simulator
+    return run_simulator(rest)
+
+
+def cmd_hash_key(args):
+    from gateway.policy.auth import generate_key
+    key, hashed = generate_key()
+    print(f"key:  {key}")
+    print(f"hash: {hashed}")
+    print(f'paste into the agency\'s keys list:  keys: ["{hashed}"]')
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="payam-gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="the daemon, in the foreground")
+    run.add_argument("-c", "--config", default="config/gateway.yaml")
+    run.add_argument("--log-level", default="info")
+
+    demo = sub.add_parser("demo", help="the daemon on embedded defaults with the SMSC simulator")
+    demo.add_argument("--http-port", type=int, default=8080)
+    demo.add_argument("--smsc-port", type=int, default=2775)
+    demo.add_argument("--var", default="var", help="directory for the demo's SQLite store")
+    demo.add_argument("--log-level", default="info")
+
+    check = sub.add_parser("check-config", help="validate everything `run` would load")
+    check.add_argument("-c", "--config", default="config/gateway.yaml")
+
+    sub.add_parser("smsc-sim", help="the built-in SMSC simulator alone", add_help=False)
+    sub.add_parser("hash-key", help="a new API key and the hash line for the agencies file")
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["smsc-sim"]:
+        # The simulator owns its own options (see `payam-gateway smsc-sim --help`).
+        return cmd_smsc_sim(None, argv[1:])
+    args = build_parser().parse_args(argv)
+    handlers = {"run": cmd_run, "demo": cmd_demo, "check-config": cmd_check_config,
+                "hash-key": cmd_hash_key}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""API errors as data: one exception type, one place that shapes the error document.
+
+Every refusal the agency API gives is `{"error": {"code": ..., "message": ...}}` with the
+HTTP status the contract fixes for the code; handlers raise `ApiError` and the router
+turns it into a response.
+"""
+
+# code -> HTTP status (CONTRACT.md, "Agency HTTP API"), plus the HTTP layer's own codes.
+STATUS_FOR_CODE = {
+    "invalid_request": 400,
+    "invalid_number": 400,
+    "text_too_long": 400,
+    "unauthorized": 401,
+    "sender_not_allowed": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "request_timeout": 408,
+    "payload_too_large": 413,
+    "uri_too_long": 414,
+    "headers_too_large": 431,
+    "rate_limited": 429,
+    "quota_exceeded": 429,
+    "internal_error": 500,
+    "overloaded": 503,
+}
+
+
+class ApiError(Exception):
+    """A refusal for the client: a contract error code, a human message, extra headers
+    (e.g. Retry-After). The status defaults to the one the contract fixes for the code."""
+
+    def __init__(self, code, message, status=None, headers=None):
+        if code not in STATUS_FOR_CODE and status is None:
+            raise ValueError(f"unknown API error code {code!r} needs an explicit status")
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status if status is not None else STATUS_FOR_CODE[code]
+        self.headers = dict(headers) if headers else {}
+
+
+def error_document(code, message):
+    """The JSON object of every error answer."""
+    return {"error": {"code": code, "message": message}}

@@ -1,0 +1,159 @@
+"""Request-body validation for POST /v1/messages, apart from the handler.
+
+Turns the raw body into a `Submission` of checked Python values, or raises ApiError with
+a message that names the offending field. Senders are checked by policy, not here:
+this module knows shapes, numbers and text lengths only.
+"""
+
+import json
+from dataclasses import dataclass
+
+from gateway.http.errors import ApiError
+from gateway.numbers import InvalidNumber, normalize_msisdn
+from gateway.text import MAX_PARTS, count_parts
+
+MAX_RECIPIENTS = 1000
+MAX_REFERENCE = 128
+MAX_IDEMPOTENCY_KEY = 128
+MIN_VALIDITY_S = 60
+MAX_VALIDITY_S = 7 * 86400
+DEFAULT_VALIDITY_S = 86400
+MAX_TEXT_CHARS = 10_000       # far beyond 10 parts: refused as too long, not parsed further
+MAX_REPORTED = 5              # offending recipients named in one error
+
+PRIORITIES = {"normal": 0, "high": 1, "emergency": 2}
+FIELDS = ("from", "to", "text", "priority", "reference", "idempotency_key", "validity_s",
+          "receipt")
+
+
+@dataclass(frozen=True)
+class Submission:
+    sender: object                 # as given; policy decides
+    recipients: list               # raw entries, in order
+    text: str
+    priority: int
+    reference: "str | None"
+    idempotency_key: "str | None"
+    validity_s: int
+    receipt: bool
+
+
+def invalid(message):
+    return ApiError("invalid_request", message)
+
+
+def parse_json_object(body):
+    """The body as a JSON object. The Content-Type is not checked: `curl -d` sends JSON
+    as form-urlencoded, and the body itself says what it is."""
+    if not body:
+        raise invalid("request body is empty; expected a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid("request body is not UTF-8") from None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        where = f" at line {error.lineno} column {error.colno}" if hasattr(error, "lineno") else ""
+        raise invalid(f"request body is not valid JSON{where}") from None
+    if not isinstance(value, dict):
+        raise invalid("request body must be a JSON object")
+    return value
+
+
+def _optional_string(document, name, limit):
+    value = document.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid(f"'{name}' must be a string")
+    if not value or len(value) > limit:
+        raise invalid(f"'{name}' must be 1 to {limit} characters")
+    return value
+
+
+def parse_submission(body):
+    """A Submission from a POST /v1/messages body, checking shape and types."""
+    document = parse_json_object(body)
+    unknown = sorted(name for name in document if name not in FIELDS)
+    if unknown:
+        shown = ", ".join(repr(name[:40]) for name in unknown[:MAX_REPORTED])
+        raise invalid(f"unknown field(s): {shown}; allowed: {', '.join(FIELDS)}")
+    for name in ("from", "to", "text"):
+        if name not in document:
+            raise invalid(f"'{name}' is required")
+
+    recipients = document["to"]
+    if isinstance(recipients, str):
+        recipients = [recipients]
+    elif isinstance(recipients, list):
+        if not 1 <= len(recipients) <= MAX_RECIPIENTS:
+            raise invalid(f"'to' must list 1 to {MAX_RECIPIENTS} numbers, "
+                          f"not {len(recipients)}")
+        for index, entry in enumerate(recipients):
+            if not isinstance(entry, str):
+                raise invalid(f"'to[{index}]' must be a string")
+    else:
+        raise invalid("'to' must be a number as a string, or a list of them")
+
+    text = document["text"]
+    if not isinstance(text, str) or not text:
+        raise invalid("'text' must be a non-empty string")
+
+    priority_name = document.get("priority", "normal")
+    if priority_name not in PRIORITIES:
+        raise invalid("'priority' must be one of: normal, high, emergency")
+
+    validity = document.get("validity_s", DEFAULT_VALIDITY_S)
+    if (not isinstance(validity, int) or isinstance(validity, bool)
+            or not MIN_VALIDITY_S <= validity <= MAX_VALIDITY_S):
+        raise invalid(f"'validity_s' must be a whole number of seconds from "
+                      f"{MIN_VALIDITY_S} to {MAX_VALIDITY_S}")
+
+    receipt = document.get("receipt", True)
+    if not isinstance(receipt, bool):
+        raise invalid("'receipt' must be true or false")
+
+    return Submission(
+        sender=document["from"], recipients=recipients, text=text,
+        priority=PRIORITIES[priority_name],
+        reference=_optional_string(document, "reference", MAX_REFERENCE),
+        idempotency_key=_optional_string(document, "idempotency_key", MAX_IDEMPOTENCY_KEY),
+        validity_s=validity, receipt=receipt)
+
+
+def normalize_recipients(entries):
+    """Every recipient in the stored form ("98912..."), or invalid_number naming the first
+    few bad entries by index and reason (the numbers themselves are not echoed)."""
+    normalized = []
+    problems = []
+    bad = 0
+    for index, entry in enumerate(entries):
+        try:
+            normalized.append(normalize_msisdn(entry))
+        except InvalidNumber as error:
+            bad += 1
+            if len(problems) < MAX_REPORTED:
+                problems.append(f"to[{index}]: {error.reason}")
+    if bad:
+        more = f" (and {bad - len(problems)} more)" if bad > len(problems) else ""
+        raise ApiError("invalid_number",
+                       f"{bad} recipient(s) are not Iranian mobile numbers: "
+                       + "; ".join(problems) + more)
+    return normalized
+
+
+def check_text_length(text):
+    """The number of SMS parts the text needs; text_too_long beyond MAX_PARTS."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise ApiError("text_too_long",
+                       f"text has {len(text)} characters; at most {MAX_PARTS} SMS parts "
+                       "are allowed")
+    try:
+        parts = count_parts(text)
+    except ValueError as error:        # e.g. an unpaired surrogate from a JSON escape
+        raise invalid(f"'text' cannot be sent: {error}") from None
+    if parts > MAX_PARTS:
+        raise ApiError("text_too_long",
+                       f"text needs {parts} SMS parts; at most {MAX_PARTS} are allowed")
+    return parts

@@ -1,0 +1,71 @@
+"""Security audit trail: refused senders and failed authentication.
+
+Every sender refusal becomes a row in the store's audit table (the contract requires it)
+and a WARNING on logger `payam.audit`. Sender ids (4040 numbers, masks) are not personal
+data and are kept as given, except when a caller puts a citizen's mobile number in
+`from`: that is masked like every other MSISDN. Failed authentication is audited per
+client address at most once per interval, so a key-guessing client cannot flood the
+table or the log; the suppressed attempts are counted in the next record.
+"""
+
+import logging
+
+from gateway.numbers import InvalidNumber, mask_msisdn, normalize_msisdn
+
+log = logging.getLogger("payam.audit")
+
+MAX_SENDER_CHARS = 32           # audit what was sent, not an attacker's megabyte
+UNAUTHORIZED_INTERVAL_S = 10.0
+MAX_TRACKED_PEERS = 10_000
+
+
+def safe_sender(sender):
+    """The refused sender as we may record it."""
+    if not isinstance(sender, str):
+        return f"<{type(sender).__name__}>"
+    text = sender[:MAX_SENDER_CHARS]
+    try:
+        return mask_msisdn(normalize_msisdn(text))
+    except InvalidNumber:
+        return text
+
+
+class AuditLog:
+    def __init__(self, store, clock=None):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.store = store
+        self.clock = clock
+        self._unauthorized = {}         # peer -> [window start, attempts suppressed]
+
+    def sender_refused(self, agency_id, sender, reason, peer, owner=None):
+        """Write the refusal (store row + log line). Returns the store's Deferred."""
+        shown = safe_sender(sender)
+        detail = {"sender": shown, "reason": reason, "peer": peer}
+        if owner is not None and owner != agency_id:
+            detail["owner"] = owner
+        log.warning("sender refused: agency=%s sender=%r reason=%s peer=%s%s", agency_id,
+                    shown, reason, peer, f" (belongs to {owner})" if owner else "")
+        return self._write("sender_refused", agency_id, detail)
+
+    def unauthorized(self, peer, reason):
+        """Audit a failed authentication, at most once per interval per peer."""
+        now = self.clock.seconds()
+        entry = self._unauthorized.get(peer)
+        if entry is not None and now - entry[0] < UNAUTHORIZED_INTERVAL_S:
+            entry[1] += 1
+            return None
+        suppressed = entry[1] if entry is not None else 0
+        if len(self._unauthorized) >= MAX_TRACKED_PEERS:
+            self._unauthorized.clear()
+        self._unauthorized[peer] = [now, 0]
+        log.warning("unauthorized request: peer=%s reason=%s%s", peer, reason,
+                    f" ({suppressed} more since the last record)" if suppressed else "")
+        return self._write("unauthorized", None,
+                           {"peer": peer, "reason": reason, "suppressed": suppressed})
+
+    def _write(self, event, agency_id, detail):
+        d = self.store.audit(event, agency_id, detail)
+        d.addErrback(lambda f: log.error("audit record %s lost: %s", event,
+                                         f.getErrorMessage()))
+        return d

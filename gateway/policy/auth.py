@@ -1,0 +1,73 @@
+"""API-key authentication: a presented bearer key is hashed and looked up, never compared.
+
+The configuration holds only "sha256:<hex>" of each key, so a leaked agencies file does
+not leak keys. Keys are random (>= 128 bits), so one unsalted SHA-256 suffices: there
+is nothing to brute-force, and a dict lookup on the digest leaks no timing about the key.
+"""
+
+import hashlib
+import secrets
+
+HASH_PREFIX = "sha256:"
+MAX_KEY_LENGTH = 256
+KEY_BYTES = 32                 # 256 bits of randomness per generated key
+
+# One message for every failure: a caller must not learn which part was wrong.
+UNAUTHORIZED_MESSAGE = "a valid API key is required: send 'Authorization: Bearer <key>'"
+
+
+class Unauthorized(Exception):
+    """No usable credentials; `reason` is for logs and audit only, never for the caller."""
+
+    def __init__(self, reason):
+        super().__init__(UNAUTHORIZED_MESSAGE)
+        self.reason = reason
+
+
+def hash_key(key: str) -> str:
+    return HASH_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def generate_key():
+    """(new key, its "sha256:..." line for the agencies file). The key is URL-safe."""
+    key = secrets.token_urlsafe(KEY_BYTES)
+    return key, hash_key(key)
+
+
+class KeyRing:
+    """Maps the SHA-256 of every configured key to its agency; swapped whole on reload."""
+
+    def __init__(self, agencies):
+        self.update(agencies)
+
+    def update(self, agencies):
+        by_digest = {}
+        for agency in agencies:
+            for configured in agency.keys:
+                if not configured.startswith(HASH_PREFIX):
+                    raise ValueError(f"agency {agency.id}: key hash must start with "
+                                     f"{HASH_PREFIX!r}")
+                digest = configured[len(HASH_PREFIX):].lower()
+                if digest in by_digest and by_digest[digest].id != agency.id:
+                    raise ValueError(f"agencies {by_digest[digest].id} and {agency.id} "
+                                     "share an API key")
+                by_digest[digest] = agency
+        # One assignment: a request sees the old ring or the new one, never half of each.
+        self._by_digest = by_digest
+        self.agencies = tuple(agencies)
+
+    def authenticate(self, authorization):
+        """The agency owning the bearer key in an Authorization header value, or
+        Unauthorized."""
+        if not authorization:
+            raise Unauthorized("missing Authorization header")
+        scheme, _, key = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise Unauthorized("not a Bearer credential")
+        key = key.strip()
+        if not key or len(key) > MAX_KEY_LENGTH or any(c.isspace() for c in key):
+            raise Unauthorized("malformed key")
+        agency = self._by_digest.get(hashlib.sha256(key.encode("utf-8")).hexdigest())
+        if agency is None:
+            raise Unauthorized("unknown key")
+        return agency

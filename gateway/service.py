@@ -1,0 +1,125 @@
+"""The daemon as a Twisted service tree, built from a loaded GatewayConfig.
+
+The only layer that reads configuration: everything below is handed plain values.
+Start order: store → binds → dispatcher → HTTP. Stop order is the reverse, so that
+nothing accepted is lost: HTTP stops taking requests, the dispatcher stops claiming,
+binds finish their in-flight PDUs and unbind, buffered parts go back to the store.
+"""
+
+import logging
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import inlineCallbacks
+
+from gateway.config.load import load_agencies, load_routing
+from gateway.deliver import InboundRouter
+from gateway.dispatch import Dispatcher
+from gateway.http.api import AgencyAPI
+from gateway.http.server import HTTPFactory
+from gateway.policy.audit import AuditLog
+from gateway.policy.auth import KeyRing
+from gateway.policy.limits import AgencyLimits
+from gateway.routing import Router
+from gateway.smpp.pool import OperatorPool
+from gateway.store.store import Store
+from gateway.submit_sm import SubmitSettings
+
+log = logging.getLogger("payam.service")
+
+
+def make_pool(op, inbound, reactor):
+    return OperatorPool(
+        op.name, op.host, op.port,
+        system_id=op.system_id, password=op.password, system_type=op.system_type,
+        bind_mode=op.bind, binds=op.binds, window=op.window, tps=op.tps,
+        enquire_link_s=op.enquire_link_s, response_timeout_s=op.response_timeout_s,
+        reconnect_s=op.reconnect_s, inbound_handler=inbound.received,
+        reactor=reactor)
+
+
+class GatewayService(MultiService):
+    def __init__(self, config, reactor):
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.store = None
+        self.pools = {}
+        self.dispatcher = None
+        self.api = None
+        self.http_port = None
+        self.metrics_port = None
+
+    # lifecycle -----------------------------------------------------------------
+    def startService(self):
+        config, reactor = self.config, self.reactor
+        self.store = Store(config.store_path, reactor)
+        self.store.open()
+
+        inbound = InboundRouter(self.store)
+        for op in config.operators:
+            pool = make_pool(op, inbound, reactor)
+            pool.setServiceParent(self)
+            self.pools[op.name] = pool
+        settings = {op.name: SubmitSettings(op.short_code_ton, op.short_code_npi, op.receipts)
+                    for op in config.operators}
+        self.dispatcher = Dispatcher(self.store, self.pools, settings, Router(config.routing),
+                                     clock=reactor)
+
+        self.keyring = KeyRing(config.agencies)
+        self.limits = AgencyLimits(config.agencies, self.store, clock=reactor)
+        self.api = AgencyAPI(self.store, self.keyring, self.limits, AuditLog(self.store),
+                             clock=reactor, on_accepted=self.dispatcher.wake,
+                             health=self.health)
+        super().startService()
+        self.dispatcher.start()
+
+        host, port = config.http_listen
+        self.http_port = reactor.listenTCP(port, HTTPFactory(self.api.router, clock=reactor),
+                                           interface=host, backlog=1024)
+        if config.metrics_listen:
+            self.metrics_port = listen_metrics(reactor, *config.metrics_listen)
+        log.info("agency API on http://%s:%d/ with %d operators, %d agencies", host,
+                 self.http_port.getHost().port, len(self.pools), len(config.agencies))
+
+    @inlineCallbacks
+    def stopService(self):
+        log.info("stopping: no new requests, finishing in-flight PDUs")
+        for port in (self.http_port, self.metrics_port):
+            if port is not None:
+                yield port.stopListening()
+        self.dispatcher.stop_claiming()
+        yield super().stopService()        # binds drain their windows and unbind
+        yield self.dispatcher.release_and_flush()
+        yield self.store.close()
+        log.info("stopped cleanly")
+
+    # queries and reload ------------------------------------------------------------
+    def health(self):
+        return {op.name: {"bound": self.pools[op.name].bound_count(), "binds": op.binds}
+                for op in self.config.operators}
+
+    def reload(self):
+        """SIGHUP: agencies and routing rules anew; on any error keep the old ones."""
+        config = self.config
+        try:
+            agencies = load_agencies(config.agencies_path)
+            routing = load_routing(config.routing_rules_path,
+                                   {op.name for op in config.operators})
+        except Exception as error:  # ConfigErrors carries every file:line problem
+            log.error("reload refused, keeping the running configuration:\n%s", error)
+            return False
+        self.keyring.update(agencies)
+        self.limits.update(agencies)
+        self.dispatcher.set_router(Router(routing))
+        log.info("reloaded %d agencies and %d routing rules", len(agencies), len(routing.rules))
+        return True
+
+
+def listen_metrics(reactor, host, port):
+    from prometheus_client.twisted import MetricsResource
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    root = Resource()
+    root.putChild(b"metrics", MetricsResource())
+    return reactor.listenTCP(port, Site(root), interface=host)

@@ -1,0 +1,211 @@
+"""Runs the real daemon and the SMSC simulator as subprocesses on loopback for end-to-end tests.
+
+Everything here talks to them only through their external interfaces: the CLI, YAML files,
+the agency HTTP API and the simulator's control API.
+"""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+# Demo keys of the sample agencies (config/agencies.yaml documents them).
+KEYS = {
+    "tax": "demo-tax-key-0000000000000000",
+    "judiciary": "demo-judiciary-key-000000000000",
+    "post": "demo-post-key-00000000000000000",
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_json(port, method, path, body=None, key=None, timeout=10.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    headers = {}
+    payload = None
+    if body is not None:
+        payload = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        conn.request(method, path, body=payload, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+        data = json.loads(raw) if raw else None
+        return resp.status, data, dict(resp.getheaders())
+    finally:
+        conn.close()
+
+
+class Simulator:
+    """`payam-gateway smsc-sim` on ephemeral ports."""
+
+    def __init__(self, *extra):
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "gateway.cli", "smsc-sim", "--port", "0", "--control-port", "0",
+             *extra],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self._ready_line()
+        fields = dict(part.split("=", 1) for part in line.split()[1:])
+        self.smpp_port = int(fields["smpp"].rsplit(":", 1)[1])
+        self.control_port = int(fields["control"].rsplit(":", 1)[1])
+
+    def _ready_line(self):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("SMSC_SIM_READY"):
+                return line
+        self.stop()
+        raise AssertionError("simulator did not start")
+
+    def control(self, method, path, body=None):
+        status, data, _ = http_json(self.control_port, method, path, body)
+        assert status == 200, (status, data)
+        return data
+
+    def submits(self):
+        return self.control("GET", "/submits?after=0&limit=100000")["submits"]
+
+    def stats(self):
+        return self.control("GET", "/stats")
+
+    def behave(self, **settings):
+        return self.control("POST", "/behaviour", settings)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def write_config(directory, smpp_port, *, operators=("mci", "irancell", "rightel"),
+                 window=10, binds=1, tps=1000, receipts=True, agencies=None):
+    """gateway.yaml + the sample agencies and routing rules, pointed at the simulator."""
+    directory = Path(directory)
+    http_port = free_port()
+    config = {
+        "http": {"listen": f"127.0.0.1:{http_port}"},
+        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+        "store": {"path": "var/gateway.db"},
+        "agencies": str(agencies or REPO / "config" / "agencies.yaml"),
+        "routing_rules": str(REPO / "routing_rules"),
+        "operators": [
+            {"name": name, "host": "127.0.0.1", "port": smpp_port, "system_id": name,
+             "password": "secret", "bind": "transceiver", "binds": binds, "window": window,
+             "tps": tps, "enquire_link_s": 30, "reconnect_s": [0.2, 1],
+             "receipts": receipts}
+            for name in operators
+        ],
+    }
+    path = directory / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    return path, http_port
+
+
+class Daemon:
+    """`payam-gateway run -c …` as a subprocess."""
+
+    def __init__(self, config_path, http_port):
+        self.config_path = Path(config_path)
+        self.http_port = http_port
+        self.log_path = self.config_path.parent / "daemon.log"
+        self.proc = None
+
+    def start(self, wait_bound=True):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "gateway.cli", "run", "-c", str(self.config_path)],
+            cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(self._healthy, 30, what="daemon /healthz")
+        if wait_bound:
+            wait_for(self.all_bound, 30, what="every operator bound")
+        return self
+
+    def _healthy(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.output()}")
+        try:
+            status, body, _ = http_json(self.http_port, "GET", "/healthz", timeout=2)
+        except OSError:
+            return None
+        return body if status == 200 else None
+
+    def health(self):
+        return http_json(self.http_port, "GET", "/healthz")[1]
+
+    def all_bound(self):
+        operators = self.health()["operators"]
+        return all(op["bound"] >= 1 for op in operators.values())
+
+    def send(self, key, **body):
+        return http_json(self.http_port, "POST", "/v1/messages", body, key=key)
+
+    def status(self, key, message_id):
+        return http_json(self.http_port, "GET", f"/v1/messages/{message_id}", key=key)
+
+    def wait_status(self, key, message_id, wanted, timeout=20):
+        def reached():
+            code, body, _ = self.status(key, message_id)
+            return body if code == 200 and body["status"] == wanted else None
+        return wait_for(reached, timeout, what=f"message {message_id} {wanted}")
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError("daemon did not stop within the bound")
+        finally:
+            self.log.close()
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(10)
+        self.log.close()
+
+    def output(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def db_path(self):
+        return self.config_path.parent / "var" / "gateway.db"

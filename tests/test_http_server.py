@@ -1,0 +1,464 @@
+"""The HTTP/1.1 server over real loopback sockets (trial TestCases on the global reactor,
+clients in threads), plus timer behaviour on a Clock with an in-memory transport."""
+
+import json
+import socket
+import threading
+
+import httptools
+import pytest
+from twisted.internet import defer, reactor, threads
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from gateway.http.errors import ApiError
+from gateway.http.server import HTTPFactory, Router, json_response
+
+
+# -- a raw HTTP client (runs in a thread) ----------------------------------------------
+
+class _Collected:
+    def __init__(self):
+        self.responses = []
+        self.parser = None
+        self._status = None
+        self._headers = {}
+        self._body = []
+
+    def on_headers_complete(self):
+        self._status = self.parser.get_status_code()
+
+    def on_header(self, name, value):
+        self._headers[name.decode().lower()] = value.decode("latin-1")
+
+    def on_body(self, body):
+        self._body.append(body)
+
+    def on_message_complete(self):
+        self.responses.append((self._status, self._headers, b"".join(self._body)))
+        self._headers, self._body = {}, []
+
+
+class RawClient:
+    """Sends bytes, reads whole responses; knows when the server closed."""
+
+    def __init__(self, port, timeout=5.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.collected = _Collected()
+        self.parser = httptools.HttpResponseParser(self.collected)
+        self.collected.parser = self.parser
+        self.closed = False
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def read(self, count):
+        """The next `count` responses as (status, headers, body)."""
+        start = len(self.collected.responses)
+        while len(self.collected.responses) < start + count:
+            if not self._receive():
+                break
+        out = self.collected.responses[start:start + count]
+        return out
+
+    def _receive(self):
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        if not data:
+            self.closed = True
+            return False
+        self.parser.feed_data(data)
+        return True
+
+    def wait_closed(self):
+        while not self.closed and self._receive():
+            pass
+        return self.closed
+
+    def close(self):
+        self.sock.close()
+
+
+def exchange(port, data, count):
+    """Send `data` on a fresh connection; the responses and whether the server closed."""
+    client = RawClient(port)
+    try:
+        client.send(data)
+        responses = client.read(count)
+        closed = client.wait_closed()
+        return responses, closed
+    finally:
+        client.close()
+
+
+def get(path, extra=b""):
+    return b"GET " + path + b" HTTP/1.1\r\nHost: t\r\n" + extra + b"\r\n"
+
+
+def post(path, body, extra=b""):
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n" % len(body)
+            + extra + b"\r\n" + body)
+
+
+# -- the routes under test ---------------------------------------------------------------
+
+def make_router(log):
+    router = Router()
+
+    def echo(request):
+        log.append(request)
+        return json_response(200, {"method": request.method, "path": request.path,
+                                   "query": request.query, "length": len(request.body),
+                                   "type": request.headers.get("content-type")})
+
+    def slow(request):
+        log.append(request)
+        return deferLater(reactor, 0.2, lambda: json_response(200, {"n": "slow"}))
+
+    def fast(request):
+        log.append(request)
+        return json_response(200, {"n": request.query.get("n")})
+
+    def boom(request):
+        raise RuntimeError("handler bug")
+
+    def refused(request):
+        raise ApiError("rate_limited", "slow down", headers={"Retry-After": "3"})
+
+    router.add("POST", "/echo", echo)
+    router.add("GET", "/echo", echo)
+    router.add("GET", "/slow", slow)
+    router.add("GET", "/fast", fast)
+    router.add("GET", "/boom", boom)
+    router.add("GET", "/refused", refused)
+    router.add_prefix("GET", "/items/", "/items/{id}",
+                      lambda request, item: json_response(200, {"item": item}))
+    return router
+
+
+class ServerTests(unittest.TestCase):
+    timeout = 30
+
+    def setUp(self):
+        self.requests = []
+        self.connections = 0
+
+    def serve(self, **options):
+        factory = HTTPFactory(make_router(self.requests), clock=reactor, **options)
+        build = factory.buildProtocol
+
+        def counting(addr):
+            self.connections += 1
+            return build(addr)
+
+        factory.buildProtocol = counting
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(factory.stop)          # runs last: waits for every connection
+        self.addCleanup(port.stopListening)
+        self.factory = factory
+        return port.getHost().port
+
+    @defer.inlineCallbacks
+    def test_keep_alive_serves_two_requests_on_one_connection(self):
+        port = self.serve()
+
+        def client():
+            import http.client
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                conn.request("POST", "/echo?a=1&b=%D8%B3", body=b'{"x": 1}',
+                             headers={"Content-Type": "application/json"})
+                first = conn.getresponse()
+                first_body, first_headers = json.loads(first.read()), dict(first.headers)
+                sock = conn.sock
+                conn.request("GET", "/items/abc")
+                second = conn.getresponse()
+                return (first.status, first_body, first_headers, second.status,
+                        json.loads(second.read()), conn.sock is sock and sock is not None)
+            finally:
+                conn.close()
+
+        status1, body1, headers1, status2, body2, same = yield threads.deferToThread(client)
+        self.assertEqual((status1, status2), (200, 200))
+        self.assertEqual(body1, {"method": "POST", "path": "/echo", "query": {"a": "1", "b": "س"},
+                                 "length": 8, "type": "application/json"})
+        self.assertEqual(headers1["Content-Length"], str(len(json.dumps(body1,
+                         ensure_ascii=False, separators=(",", ":")).encode())))
+        self.assertIn("Date", headers1)
+        self.assertEqual(body2, {"item": "abc"})
+        self.assertTrue(same)
+        self.assertEqual(self.connections, 1)
+
+    @defer.inlineCallbacks
+    def test_pipelined_requests_are_answered_in_order_even_when_the_first_is_slow(self):
+        port = self.serve()
+        data = get(b"/slow") + get(b"/fast?n=2") + get(b"/fast?n=3")
+        client = RawClient(port)
+        self.addCleanup(client.close)
+        responses = yield threads.deferToThread(lambda: (client.send(data), client.read(3))[1])
+        self.assertEqual([json.loads(r[2])["n"] for r in responses], ["slow", "2", "3"])
+        self.assertEqual([r[0] for r in responses], [200, 200, 200])
+        # The fast ones were handled before the slow one answered: real pipelining.
+        self.assertEqual([r.path for r in self.requests], ["/slow", "/fast", "/fast"])
+
+    @defer.inlineCallbacks
+    def test_body_over_the_limit_is_413_and_the_connection_closes(self):
+        port = self.serve(max_body=100)
+        [(status, headers, body)], closed = yield threads.deferToThread(
+            exchange, port, post(b"/echo", b"x" * 101), 1)
+        self.assertEqual(status, 413)
+        self.assertEqual(json.loads(body)["error"]["code"], "payload_too_large")
+        self.assertEqual(headers["connection"], "close")
+        self.assertTrue(closed)
+        self.assertEqual(self.requests, [])
+
+    @defer.inlineCallbacks
+    def test_chunked_body_over_the_limit_is_413(self):
+        port = self.serve(max_body=100)
+        data = (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"40\r\n" + b"y" * 64 + b"\r\n" + b"40\r\n" + b"y" * 64 + b"\r\n0\r\n\r\n")
+        [(status, _, body)], closed = yield threads.deferToThread(exchange, port, data, 1)
+        self.assertEqual((status, json.loads(body)["error"]["code"]), (413, "payload_too_large"))
+        self.assertTrue(closed)
+
+    @defer.inlineCallbacks
+    def test_chunked_body_within_the_limit_is_reassembled(self):
+        port = self.serve()
+        data = (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        [(status, _, body)], _ = yield threads.deferToThread(
+            exchange, port, data + get(b"/fast?n=1", b"Connection: close\r\n"), 1)
+        self.assertEqual((status, json.loads(body)["length"]), (200, 5))
+
+    @defer.inlineCallbacks
+    def test_malformed_request_is_400_and_the_connection_closes(self):
+        port = self.serve()
+        [(status, headers, body)], closed = yield threads.deferToThread(
+            exchange, port, b"GET /echo HTTP/1.1\r\nHost t\r\n\r\n", 1)
+        self.assertEqual(status, 400)
+        self.assertEqual(json.loads(body), {"error": {"code": "invalid_request",
+                                                      "message": "malformed HTTP request"}})
+        self.assertTrue(closed)
+
+    @defer.inlineCallbacks
+    def test_a_bad_request_after_good_ones_is_answered_after_them(self):
+        port = self.serve()
+        data = get(b"/slow") + b"BLAH\x00 / HTTP/1.1\r\n\r\n"
+        responses, closed = yield threads.deferToThread(exchange, port, data, 2)
+        self.assertEqual([r[0] for r in responses], [200, 400])
+        self.assertTrue(closed)
+
+    @defer.inlineCallbacks
+    def test_unknown_path_is_404_and_wrong_method_is_405_with_allow(self):
+        port = self.serve()
+        data = get(b"/nothing") + b"DELETE /echo HTTP/1.1\r\nHost: t\r\n\r\n" \
+            + get(b"/items/a/b", b"Connection: close\r\n")
+        responses, closed = yield threads.deferToThread(exchange, port, data, 3)
+        self.assertEqual([r[0] for r in responses], [404, 405, 404])
+        self.assertEqual(json.loads(responses[0][2])["error"]["code"], "not_found")
+        self.assertEqual(json.loads(responses[1][2])["error"]["code"], "method_not_allowed")
+        self.assertEqual(responses[1][1]["allow"], "GET, POST")
+        self.assertTrue(closed)
+
+    @defer.inlineCallbacks
+    def test_api_errors_and_handler_bugs_become_json_errors(self):
+        port = self.serve()
+        data = get(b"/refused") + get(b"/boom", b"Connection: close\r\n")
+        self.flushLoggedErrors()
+        responses, _ = yield threads.deferToThread(exchange, port, data, 2)
+        self.assertEqual(responses[0][0], 429)
+        self.assertEqual(responses[0][1]["retry-after"], "3")
+        self.assertEqual(json.loads(responses[0][2])["error"]["code"], "rate_limited")
+        self.assertEqual(responses[1][0], 500)
+        self.assertEqual(json.loads(responses[1][2])["error"]["code"], "internal_error")
+
+    @defer.inlineCallbacks
+    def test_connection_close_is_honoured_and_later_bytes_ignored(self):
+        port = self.serve()
+        data = get(b"/fast?n=1", b"Connection: close\r\n") + get(b"/fast?n=2")
+        responses, closed = yield threads.deferToThread(exchange, port, data, 2)
+        self.assertEqual(len(responses), 1)
+        self.assertEqual(responses[0][1]["connection"], "close")
+        self.assertTrue(closed)
+        self.assertEqual(len(self.requests), 1)
+
+    @defer.inlineCallbacks
+    def test_http_10_closes_unless_keep_alive_is_asked(self):
+        port = self.serve()
+        plain = b"GET /fast?n=1 HTTP/1.0\r\n\r\n"
+        responses, closed = yield threads.deferToThread(exchange, port, plain, 1)
+        self.assertEqual(responses[0][0], 200)
+        self.assertTrue(closed)
+
+        kept = b"GET /fast?n=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        responses, closed = yield threads.deferToThread(exchange, port, kept + plain, 2)
+        self.assertEqual([r[0] for r in responses], [200, 200])
+        self.assertEqual(responses[0][1]["connection"], "keep-alive")
+        self.assertTrue(closed)                # after the second, plain HTTP/1.0 request
+
+    @defer.inlineCallbacks
+    def test_expect_100_continue_gets_an_interim_answer_before_the_body(self):
+        port = self.serve()
+
+        def client():
+            c = RawClient(port)
+            try:
+                c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
+                       b"Expect: 100-continue\r\n\r\n")
+                head = c.sock.recv(100)
+                c.send(b"abcd")
+                final = c.read(1)
+                return head, final
+            finally:
+                c.close()
+
+        head, [(status, _, body)] = yield threads.deferToThread(client)
+        self.assertEqual(head, b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertEqual((status, json.loads(body)["length"]), (200, 4))
+
+    @defer.inlineCallbacks
+    def test_too_many_headers_are_431(self):
+        port = self.serve(max_headers=10)
+        extra = b"".join(b"X-H%d: v\r\n" % i for i in range(11))
+        [(status, _, body)], closed = yield threads.deferToThread(
+            exchange, port, get(b"/fast", extra), 1)
+        self.assertEqual((status, json.loads(body)["error"]["code"]), (431, "headers_too_large"))
+        self.assertTrue(closed)
+
+    @defer.inlineCallbacks
+    def test_head_gets_no_body_so_the_connection_stays_in_step(self):
+        port = self.serve()
+        data = b"HEAD /fast HTTP/1.1\r\nHost: t\r\n\r\n" + get(b"/fast?n=9",
+                                                              b"Connection: close\r\n")
+
+        def client():
+            c = RawClient(port)
+            try:
+                c.send(data)
+                raw = b""
+                while True:
+                    chunk = c.sock.recv(65536)
+                    if not chunk:
+                        return raw
+                    raw += chunk
+            finally:
+                c.close()
+
+        raw = yield threads.deferToThread(client)
+        first, _, rest = raw.partition(b"\r\n\r\n")
+        self.assertTrue(first.startswith(b"HTTP/1.1 405 "))
+        self.assertTrue(rest.startswith(b"HTTP/1.1 200 "))
+        self.assertTrue(rest.endswith(b'{"n":"9"}'))
+
+    @defer.inlineCallbacks
+    def test_stop_lets_an_in_flight_request_finish_then_closes(self):
+        port = self.serve()
+        client = RawClient(port)
+        self.addCleanup(client.close)
+        client.send(get(b"/slow"))
+        yield deferLater(reactor, 0.05, lambda: None)
+        while not self.requests:               # the request has reached the handler
+            yield deferLater(reactor, 0.01, lambda: None)
+        stopped = self.factory.stop()
+        self.assertFalse(stopped.called)
+        [(status, headers, body)] = yield threads.deferToThread(client.read, 1)
+        self.assertEqual((status, headers["connection"]), (200, "close"))
+        yield stopped
+        self.assertEqual(self.factory.open_connections, 0)
+
+
+# -- timers on a Clock -------------------------------------------------------------------
+
+class Pending:
+    """A handler whose answers the test releases."""
+
+    def __init__(self):
+        self.waiting = []
+        self.router = Router()
+        self.router.add("GET", "/wait", self.wait)
+
+    def wait(self, request):
+        d = defer.Deferred()
+        self.waiting.append(d)
+        return d
+
+
+def connect(factory):
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout():
+    clock = Clock()
+    factory = HTTPFactory(Router(), clock=clock, idle_timeout=60)
+    protocol, transport = connect(factory)
+    clock.advance(59)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting and transport.value() == b""
+
+
+def test_unfinished_request_gets_408_after_the_request_timeout():
+    clock = Clock()
+    factory = HTTPFactory(Router(), clock=clock, request_timeout=30)
+    protocol, transport = connect(factory)
+    protocol.dataReceived(b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+    clock.advance(10)
+    protocol.dataReceived(b"d")                # trickling does not extend the deadline
+    clock.advance(20)
+    assert transport.value().startswith(b"HTTP/1.1 408 ")
+    assert b'"request_timeout"' in transport.value()
+    assert transport.disconnecting
+
+
+def test_a_request_waiting_for_its_handler_is_not_timed_out_and_idle_restarts_after():
+    clock = Clock()
+    pending = Pending()
+    factory = HTTPFactory(pending.router, clock=clock, idle_timeout=5, request_timeout=5)
+    protocol, transport = connect(factory)
+    protocol.dataReceived(b"GET /wait HTTP/1.1\r\n\r\n")
+    clock.advance(100)
+    assert not transport.disconnecting and transport.value() == b""
+    pending.waiting[0].callback(json_response(200, {}))
+    assert transport.value().startswith(b"HTTP/1.1 200 ")
+    clock.advance(5)
+    assert transport.disconnecting
+    assert not clock.getDelayedCalls() or all(not c.active() for c in clock.getDelayedCalls())
+
+
+def test_connection_lost_cancels_timers_and_late_answers_are_dropped():
+    clock = Clock()
+    pending = Pending()
+    factory = HTTPFactory(pending.router, clock=clock)
+    protocol, transport = connect(factory)
+    protocol.dataReceived(b"GET /wait HTTP/1.1\r\n\r\n")
+    protocol.connectionLost(None)
+    assert clock.getDelayedCalls() == []
+    written = transport.value()
+    pending.waiting[0].callback(json_response(200, {}))
+    assert transport.value() == written
+    assert factory.open_connections == 0
+
+
+@pytest.mark.parametrize("url", [b"/" + b"a" * 5000])
+def test_overlong_url_is_414(url):
+    factory = HTTPFactory(Router(), clock=Clock())
+    protocol, transport = connect(factory)
+    protocol.dataReceived(b"GET " + url + b" HTTP/1.1\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 414 ")
+    assert transport.disconnecting
+
+
+def test_one_endless_header_is_cut_off():
+    factory = HTTPFactory(Router(), clock=Clock(), max_head_bytes=1024)
+    protocol, transport = connect(factory)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nX-Long: ")
+    for _ in range(10):
+        protocol.dataReceived(b"v" * 500)
+    assert transport.value().startswith(b"HTTP/1.1 431 ")
+    assert transport.disconnecting

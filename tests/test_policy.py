@@ -1,0 +1,329 @@
+"""Policy: API keys, sender rules, rate and quota limits, audit records.
+
+Time comes from a Clock; the store is the real SQLite store on tmp_path, driven the way
+tests/test_store.py drives it (writer-thread callbacks run while the test waits).
+"""
+
+import hashlib
+import json
+import logging
+import queue
+import sqlite3
+import time
+
+import pytest
+from twisted.internet.task import Clock
+
+from gateway.config.schema import Agency
+from gateway.policy.audit import AuditLog
+from gateway.policy.auth import KeyRing, Unauthorized, generate_key, hash_key
+from gateway.policy.limits import (
+    AgencyLimits, QuotaExceeded, RateLimited, start_of_tehran_day, tehran_day)
+from gateway.policy.senders import SenderNotAllowed, check_sender, owner_of
+from gateway.store import NewMessage, Store
+
+# 2023-11-14 22:13:20 UTC = 2023-11-15 01:43:20 in Tehran
+T0 = 1_700_000_000.0
+
+
+def agency(id_, key, numbers=(), masks=(), rate=10.0, daily=1000):
+    return Agency(id=id_, name=id_, keys=(hash_key(key),), numbers=tuple(numbers),
+                  masks=tuple(masks), ussd_code=None, rate_per_s=rate, daily_parts=daily,
+                  reply_webhook=None)
+
+
+TAX = agency("tax", "tax-secret-key", ["40401234"], ["MALIAT"])
+JUDICIARY = agency("judiciary", "judiciary-secret-key", ["40400135"], ["ADLIRAN"])
+
+
+class ThreadedClock(Clock):
+    """A Clock that accepts callFromThread from the store's writer and runs those calls
+    while the test waits for a Deferred."""
+
+    def __init__(self):
+        super().__init__()
+        self.advance(T0)
+        self._calls = queue.Queue()
+
+    def callFromThread(self, f, *args, **kwargs):
+        self._calls.put((f, args, kwargs))
+
+    def wait(self, d, timeout=20):
+        outcome = []
+        d.addBoth(outcome.append)
+        deadline = time.monotonic() + timeout
+        while not outcome:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("store write did not complete in time")
+            try:
+                f, args, kwargs = self._calls.get(timeout=left)
+            except queue.Empty:
+                continue
+            f(*args, **kwargs)
+        return outcome[0]
+
+
+@pytest.fixture
+def clock():
+    return ThreadedClock()
+
+
+@pytest.fixture
+def store(tmp_path, clock):
+    s = Store(tmp_path / "gateway.db", reactor=clock)
+    s.open()
+    yield s
+    clock.wait(s.close())
+
+
+# -- auth ------------------------------------------------------------------------------
+
+def test_generated_key_is_random_url_safe_and_its_hash_authenticates():
+    key, hashed = generate_key()
+    other, _ = generate_key()
+    assert key != other
+    assert len(key) >= 22 and all(c.isalnum() or c in "-_" for c in key)   # >= 128 bits
+    assert hashed == "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    ring = KeyRing([Agency(id="new", name="n", keys=(hashed,), numbers=(), masks=(),
+                           ussd_code=None, rate_per_s=1, daily_parts=1, reply_webhook=None)])
+    assert ring.authenticate(f"Bearer {key}").id == "new"
+
+
+def test_keyring_maps_each_key_to_its_agency_and_accepts_any_scheme_case():
+    ring = KeyRing([TAX, JUDICIARY])
+    assert ring.authenticate("Bearer tax-secret-key") is TAX
+    assert ring.authenticate("bearer  judiciary-secret-key ") is JUDICIARY
+
+
+@pytest.mark.parametrize("header, reason", [
+    (None, "missing Authorization header"),
+    ("", "missing Authorization header"),
+    ("Basic dGF4OnNlY3JldA==", "not a Bearer credential"),
+    ("Bearer", "malformed key"),
+    ("Bearer tax-secret-key extra", "malformed key"),
+    ("Bearer " + "x" * 1000, "malformed key"),
+    ("Bearer tax-secret-kez", "unknown key"),
+])
+def test_bad_credentials_are_refused_with_one_message(header, reason):
+    ring = KeyRing([TAX, JUDICIARY])
+    with pytest.raises(Unauthorized) as refused:
+        ring.authenticate(header)
+    assert refused.value.reason == reason
+    assert str(refused.value) == str(Unauthorized("anything"))   # caller learns nothing
+
+
+def test_keyring_update_swaps_keys_for_rotation():
+    ring = KeyRing([TAX])
+    rotated = Agency(**{**TAX.__dict__, "keys": (hash_key("tax-new-key"),)})
+    ring.update([rotated])
+    assert ring.authenticate("Bearer tax-new-key").id == "tax"
+    with pytest.raises(Unauthorized):
+        ring.authenticate("Bearer tax-secret-key")
+
+
+def test_keyring_refuses_a_key_shared_by_two_agencies():
+    twin = agency("twin", "tax-secret-key")
+    with pytest.raises(ValueError, match="share an API key"):
+        KeyRing([TAX, twin])
+
+
+# -- senders ---------------------------------------------------------------------------
+
+def test_own_number_and_mask_are_allowed():
+    assert check_sender(TAX, "40401234") == ("number", "40401234")
+    assert check_sender(TAX, "۴۰۴۰۱۲۳۴") == ("number", "40401234")   # Persian digits
+    assert check_sender(TAX, "MALIAT") == ("mask", "MALIAT")
+
+
+@pytest.mark.parametrize("sender, reason", [
+    ("40400135", "number_not_assigned"),        # the judiciary's number
+    ("40409999", "number_not_assigned"),        # nobody's 4040 number
+    ("ADLIRAN", "mask_not_registered"),         # the judiciary's mask
+    ("BANKMELLI", "mask_not_registered"),       # nobody's mask
+    ("maliat", "mask_not_registered"),          # masks match exactly
+    ("09121234567", "not_a_government_number"),
+    ("", "empty"),
+    ("   ", "empty"),
+    (None, "empty"),
+    (40401234, "empty"),                        # JSON number, not a string
+])
+def test_spoofed_or_unknown_senders_are_refused(sender, reason):
+    with pytest.raises(SenderNotAllowed) as refused:
+        check_sender(TAX, sender)
+    assert refused.value.reason == reason
+
+
+def test_owner_of_names_the_agency_a_refused_sender_belongs_to():
+    assert owner_of([TAX, JUDICIARY], "40400135") == "judiciary"
+    assert owner_of([TAX, JUDICIARY], "ADLIRAN") == "judiciary"
+    assert owner_of([TAX, JUDICIARY], "BANKMELLI") is None
+
+
+# -- limits ----------------------------------------------------------------------------
+
+class UsedParts:
+    """parts_used answers for limits tests that need no database."""
+
+    def __init__(self, used=0):
+        self.used = used
+        self.asked = []
+
+    def parts_used(self, agency, since):
+        self.asked.append((agency, since))
+        return self.used
+
+
+def test_tehran_day_starts_at_2030_utc():
+    start = start_of_tehran_day(T0)
+    assert start == 1_699_993_800.0           # 2023-11-14 20:30:00 UTC
+    assert tehran_day(start) == tehran_day(T0) != tehran_day(start - 1)
+
+
+def test_rate_bucket_allows_a_burst_then_asks_to_retry_after_whole_seconds():
+    clock = Clock()
+    clock.advance(T0)
+    limits = AgencyLimits([agency("a", "k", rate=4)], UsedParts(), clock)
+    for _ in range(4):
+        limits.reserve("a", 1)
+    with pytest.raises(RateLimited) as limited:
+        limits.reserve("a", 1)
+    assert limited.value.retry_after == 1
+    clock.advance(0.25)
+    limits.reserve("a", 1)
+
+
+def test_request_bigger_than_the_bucket_passes_when_full_and_leaves_a_debt():
+    clock = Clock()
+    clock.advance(T0)
+    limits = AgencyLimits([agency("a", "k", rate=10)], UsedParts(), clock)
+    limits.reserve("a", 50)                   # 1 s of burst, 4 s of debt
+    with pytest.raises(RateLimited) as limited:
+        limits.reserve("a", 1)
+    assert limited.value.retry_after == 5     # (1 - (10 - 50)) / 10 = 4.1 -> 5
+    clock.advance(5)
+    limits.reserve("a", 1)
+
+
+def test_quota_counts_parts_and_refuses_without_taking_anything():
+    clock = Clock()
+    clock.advance(T0)
+    limits = AgencyLimits([agency("a", "k", rate=1000, daily=10)], UsedParts(), clock)
+    limits.reserve("a", 8)
+    with pytest.raises(QuotaExceeded) as exceeded:
+        limits.reserve("a", 3)
+    assert (exceeded.value.used, exceeded.value.quota) == (8, 10)
+    # until Tehran midnight: 2023-11-15 20:30 UTC
+    assert exceeded.value.retry_after == int(start_of_tehran_day(T0) + 86400 - T0)
+    limits.reserve("a", 2)
+    assert limits.used_today("a") == 10
+
+
+def test_quota_resets_at_tehran_midnight():
+    clock = Clock()
+    clock.advance(T0)
+    limits = AgencyLimits([agency("a", "k", rate=1000, daily=5)], UsedParts(3), clock)
+    assert limits.used_today("a") == 3
+    with pytest.raises(QuotaExceeded):
+        limits.reserve("a", 3)
+    clock.advance(start_of_tehran_day(T0) + 86400 - T0)
+    limits.reserve("a", 5)
+
+
+def test_release_gives_back_rate_and_quota():
+    clock = Clock()
+    clock.advance(T0)
+    limits = AgencyLimits([agency("a", "k", rate=5, daily=5)], UsedParts(), clock)
+    reservation = limits.reserve("a", 5)
+    limits.release(reservation)
+    assert limits.used_today("a") == 0
+    limits.reserve("a", 5)                    # the tokens came back too
+
+
+def test_rate_limit_is_checked_before_quota_and_neither_takes_on_refusal():
+    clock = Clock()
+    clock.advance(T0)
+    limits = AgencyLimits([agency("a", "k", rate=2, daily=3)], UsedParts(), clock)
+    limits.reserve("a", 2)
+    with pytest.raises(RateLimited):
+        limits.reserve("a", 2)                # both limits would refuse: rate first
+    clock.advance(1)
+    with pytest.raises(QuotaExceeded):
+        limits.reserve("a", 2)
+    limits.reserve("a", 1)                    # the quota refusal consumed no tokens
+
+
+def test_update_keeps_counters_and_seeds_new_agencies():
+    clock = Clock()
+    clock.advance(T0)
+    used = UsedParts(7)
+    limits = AgencyLimits([agency("a", "k", daily=100)], used, clock)
+    limits.reserve("a", 3)
+    limits.update([agency("a", "k", daily=200), agency("b", "k2")])
+    assert limits.used_today("a") == 10
+    assert limits.used_today("b") == 7
+    assert used.asked == [("a", start_of_tehran_day(T0)), ("b", start_of_tehran_day(T0))]
+
+
+def _message(store, agency_id, parts, created_at):
+    return NewMessage(
+        id=store.new_message_id(), agency=agency_id, sender="40401234",
+        recipient="989121234567", text="x", priority=0, reference=None, validity_s=3600,
+        receipt=True, data_coding=0, esm_class=0x40 if parts > 1 else 0,
+        parts=[b"p"] * parts, created_at=created_at)
+
+
+def test_daily_count_is_seeded_from_the_store_since_tehran_midnight(store, clock):
+    today = start_of_tehran_day(T0)
+    clock.wait(store.accept([_message(store, "tax", 3, today - 60),     # yesterday
+                             _message(store, "tax", 2, today + 60),
+                             _message(store, "tax", 4, T0),
+                             _message(store, "judiciary", 5, T0)]))
+    limits = AgencyLimits([TAX, JUDICIARY], store, clock)
+    assert limits.used_today("tax") == 6
+    assert limits.used_today("judiciary") == 5
+
+
+# -- audit -----------------------------------------------------------------------------
+
+def _audit_rows(store):
+    with sqlite3.connect(f"file:{store.path}?mode=ro", uri=True) as db:
+        return [(event, agency, json.loads(detail)) for event, agency, detail in
+                db.execute("SELECT event, agency, detail FROM audit ORDER BY rowid")]
+
+
+def test_sender_refusal_is_stored_and_logged(store, clock, caplog):
+    audit = AuditLog(store, clock)
+    with caplog.at_level(logging.WARNING, logger="payam.audit"):
+        clock.wait(audit.sender_refused("tax", "40400135", "number_not_assigned",
+                                        "10.0.0.7", owner="judiciary"))
+    assert _audit_rows(store) == [("sender_refused", "tax", {
+        "sender": "40400135", "reason": "number_not_assigned", "peer": "10.0.0.7",
+        "owner": "judiciary"})]
+    assert "40400135" in caplog.text and "judiciary" in caplog.text
+
+
+def test_a_citizens_number_used_as_sender_is_masked_in_the_audit(store, clock, caplog):
+    audit = AuditLog(store, clock)
+    with caplog.at_level(logging.WARNING, logger="payam.audit"):
+        clock.wait(audit.sender_refused("tax", "09121234567", "not_a_government_number",
+                                        "10.0.0.7"))
+    [(_, _, detail)] = _audit_rows(store)
+    assert "1234567" not in detail["sender"] and detail["sender"].startswith("98912")
+    assert "09121234567" not in caplog.text and "989121234567" not in caplog.text
+
+
+def test_unauthorized_attempts_are_audited_once_per_interval_per_peer(store, clock, caplog):
+    audit = AuditLog(store, clock)
+    with caplog.at_level(logging.WARNING, logger="payam.audit"):
+        clock.wait(audit.unauthorized("10.0.0.9", "unknown key"))
+        for _ in range(5):
+            assert audit.unauthorized("10.0.0.9", "unknown key") is None
+        clock.wait(audit.unauthorized("10.0.0.10", "missing Authorization header"))
+        clock.advance(11)
+        clock.wait(audit.unauthorized("10.0.0.9", "unknown key"))
+    rows = _audit_rows(store)
+    assert [(r[0], r[2]["peer"], r[2]["suppressed"]) for r in rows] == [
+        ("unauthorized", "10.0.0.9", 0), ("unauthorized", "10.0.0.10", 0),
+        ("unauthorized", "10.0.0.9", 5)]
+    assert caplog.text.count("unauthorized request") == 3
