@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -31,6 +32,12 @@ def write_bench_agency(directory):
         "id": "bench", "name": "سازمان آزمون", "numbers": ["40409999"], "masks": ["BENCH"],
         "keys": ["sha256:" + hashlib.sha256(KEY.encode()).hexdigest()],
         "rate_per_s": 1_000_000, "daily_parts": 100_000_000}]}, allow_unicode=True))
+    return path
+
+
+def write_bench_routing(directory):
+    path = Path(directory) / "routing.yaml"
+    path.write_text(yaml.safe_dump({"rules": [{"prefixes": ["98"], "operator": "mci"}]}))
     return path
 
 
@@ -64,6 +71,23 @@ async def load(port, messages, clients, text):
     return time.perf_counter() - started, results
 
 
+def cpu_seconds(pid):
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid):
+    """CPU seconds per thread name (the daemon's reactor and store writer)."""
+    result = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        name = (task / "comm").read_text().strip()
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        result[name] = result.get(name, 0) + seconds
+    return result
+
+
 def peak_rss_mb(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -84,19 +108,27 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         config, http_port = write_config(tmp, sim.smpp_port, operators=("mci",),
                                          window=100, binds=2, tps=100_000,
-                                         agencies=write_bench_agency(tmp))
+                                         agencies=write_bench_agency(tmp),
+                                         routing=write_bench_routing(tmp))
         daemon = Daemon(config, http_port).start()
         try:
             base = sim.stats()["submits"]
+            cpu_before = {"daemon": cpu_seconds(daemon.proc.pid),
+                          "simulator": cpu_seconds(sim.proc.pid),
+                          "load client": cpu_seconds(os.getpid())}
             started = time.perf_counter()
             elapsed, results = asyncio.run(load(http_port, args.messages, args.clients, text))
             accepted = results.get(202, 0)
             wait_for(lambda: sim.stats()["submits"] - base >= accepted, 120, interval=0.01,
                      what="all submit_sm at the SMSC")
             submit_elapsed = time.perf_counter() - started
+            cpu = {"daemon": cpu_seconds(daemon.proc.pid) - cpu_before["daemon"],
+                   "simulator": cpu_seconds(sim.proc.pid) - cpu_before["simulator"],
+                   "load client": cpu_seconds(os.getpid()) - cpu_before["load client"]}
             receipts = wait_for(lambda: sim.stats()["receipts"] >= accepted
                                 and sim.stats()["receipts"], 60, what="receipts sent")
             rss = peak_rss_mb(daemon.proc.pid)
+            threads = thread_cpu_seconds(daemon.proc.pid)
         finally:
             code = daemon.stop()
             sim.stop()
@@ -106,6 +138,11 @@ def main():
     print(f"accepted/s (HTTP 202, durable):  {accepted / elapsed:8.0f}")
     print(f"submit_sm/s at the simulator:    {accepted / submit_elapsed:8.0f}")
     print(f"receipts sent by the simulator:  {receipts}")
+    print("CPU seconds during the run:      " + ", ".join(
+        f"{name} {seconds:.2f} ({seconds * 1e6 / max(accepted, 1):.0f} µs/msg)"
+        for name, seconds in cpu.items()))
+    print("daemon threads' CPU seconds (whole life): " + ", ".join(
+        f"{name} {seconds:.2f}" for name, seconds in threads.items()))
     print(f"daemon peak RSS:                 {rss:8.1f} MB   (exit code {code})")
     print(f"ratio to Kannel's ~{KANNEL_MSG_S} msg/s: {accepted / elapsed / KANNEL_MSG_S:.2f}x")
 

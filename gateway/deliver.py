@@ -6,16 +6,23 @@ the deliver_sm_resp only when it fires, i.e. after the store has committed what 
 
 import logging
 
+from twisted.internet.defer import Deferred
+
 from gateway import metrics
 from gateway.smpp import constants as c
 from gateway.smpp.receipt import parse_receipt
 
 log = logging.getLogger("payam.deliver")
 
+RECEIPT_GATHER_S = 0.002   # receipts arriving within this window share one store write
+
 
 class InboundRouter:
-    def __init__(self, store):
+    def __init__(self, store, clock):
         self.store = store
+        self.clock = clock
+        self._receipts = []       # [(operator, smsc_id, state, error, deferred)]
+        self._flush_call = None
 
     def received(self, operator, pdu):
         """The inbound_handler an OperatorPool calls for each deliver_sm / data_sm."""
@@ -30,11 +37,26 @@ class InboundRouter:
         return d
 
     def _receipt(self, operator, receipt):
-        d = self.store.apply_receipt(operator, receipt.smsc_id, receipt.state, receipt.error)
+        d = Deferred()
+        self._receipts.append((operator, receipt.smsc_id, receipt.state, receipt.error, d))
+        if self._flush_call is None:
+            self._flush_call = self.clock.callLater(RECEIPT_GATHER_S, self._flush)
+        return d
+
+    def _flush(self):
+        self._flush_call = None
+        batch, self._receipts = self._receipts, []
+        d = self.store.apply_receipts([item[:4] for item in batch])
 
         def applied(matched):
-            metrics.RECEIPTS.labels(operator, receipt.state, "yes" if matched else "later").inc()
-            return c.ESME_ROK
+            for (operator, _id, state, _error, waiting), hit in zip(batch, matched):
+                metrics.RECEIPTS.labels(operator, state, "yes" if hit else "later").inc()
+                waiting.callback(c.ESME_ROK)
 
-        d.addCallback(applied)
-        return d
+        def failed(failure):
+            # Not stored: the session answers a temporary error and the SMSC retries.
+            log.error("could not store %d receipts: %s", len(batch), failure.getErrorMessage())
+            for *_, waiting in batch:
+                waiting.errback(failure)
+
+        d.addCallbacks(applied, failed)

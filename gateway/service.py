@@ -55,7 +55,7 @@ class GatewayService(MultiService):
         self.store = Store(config.store_path, reactor)
         self.store.open()
 
-        inbound = InboundRouter(self.store)
+        inbound = InboundRouter(self.store, reactor)
         for op in config.operators:
             pool = make_pool(op, inbound, reactor)
             pool.setServiceParent(self)

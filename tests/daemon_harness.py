@@ -112,7 +112,7 @@ class Simulator:
 
 
 def write_config(directory, smpp_port, *, operators=("mci", "irancell", "rightel"),
-                 window=10, binds=1, tps=1000, receipts=True, agencies=None):
+                 window=10, binds=1, tps=1000, receipts=True, agencies=None, routing=None):
     """gateway.yaml + the sample agencies and routing rules, pointed at the simulator."""
     directory = Path(directory)
     http_port = free_port()
@@ -121,7 +121,7 @@ def write_config(directory, smpp_port, *, operators=("mci", "irancell", "rightel
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
         "store": {"path": "var/gateway.db"},
         "agencies": str(agencies or REPO / "config" / "agencies.yaml"),
-        "routing_rules": str(REPO / "routing_rules"),
+        "routing_rules": str(routing or REPO / "routing_rules"),
         "operators": [
             {"name": name, "host": "127.0.0.1", "port": smpp_port, "system_id": name,
              "password": "secret", "bind": "transceiver", "binds": binds, "window": window,

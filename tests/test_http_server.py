@@ -3,7 +3,6 @@ clients in threads), plus timer behaviour on a Clock with an in-memory transport
 
 import json
 import socket
-import threading
 
 import httptools
 import pytest
@@ -461,4 +460,28 @@ def test_one_endless_header_is_cut_off():
     for _ in range(10):
         protocol.dataReceived(b"v" * 500)
     assert transport.value().startswith(b"HTTP/1.1 431 ")
+    assert transport.disconnecting
+
+
+def test_upgrade_requests_are_answered_then_the_connection_closes():
+    router = Router()
+    router.add("GET", "/x", lambda request: json_response(200, {"ok": 1}))
+    protocol, transport = connect(HTTPFactory(router, clock=Clock()))
+    protocol.dataReceived(b"GET /x HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                          b"\r\nnot http any more")
+    assert transport.value().startswith(b"HTTP/1.1 200 ")
+    assert transport.value().endswith(b'{"ok":1}')
+    assert transport.disconnecting
+
+
+@pytest.mark.parametrize("head", [
+    b"GET /x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+])
+def test_ambiguous_framing_is_refused(head):
+    router = Router()
+    router.add("GET", "/x", lambda request: json_response(200, {"ok": 1}))
+    protocol, transport = connect(HTTPFactory(router, clock=Clock()))
+    protocol.dataReceived(head)
+    assert transport.value().startswith(b"HTTP/1.1 400 ")
     assert transport.disconnecting

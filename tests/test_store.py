@@ -468,7 +468,7 @@ def test_purge_removes_finished_messages_and_keeps_the_rest(store, clock, db_pat
     removed = ok(clock, store.purge(older_than=clock.seconds()))
 
     assert removed["messages"] == 1 and removed["parts"] == 1
-    assert removed["receipt_keys"] == len(match_keys("51"))
+    assert removed["receipt_keys"] == 1
     assert store.get_message(done.id) is None
     assert store.get_message(waiting.id)["status"] == "submitted"
     assert ok(clock, store.apply_receipt("mci", "52", "delivered")) is True

@@ -222,6 +222,8 @@ class HTTPChannel(Protocol):
             self._accepting = False
             if self._queue:
                 self._queue[-1].close = True
+            elif not self._closed:
+                self.transport.loseConnection()
             return
         except _Abort:
             return

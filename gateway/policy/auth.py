@@ -6,10 +6,12 @@ is nothing to brute-force, and a dict lookup on the digest leaks no timing about
 """
 
 import hashlib
+import re
 import secrets
 
 HASH_PREFIX = "sha256:"
 MAX_KEY_LENGTH = 256
+_KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_KEY_LENGTH)   # visible ASCII, no spaces
 KEY_BYTES = 32                 # 256 bits of randomness per generated key
 
 # One message for every failure: a caller must not learn which part was wrong.
@@ -65,7 +67,7 @@ class KeyRing:
         if scheme.lower() != "bearer":
             raise Unauthorized("not a Bearer credential")
         key = key.strip()
-        if not key or len(key) > MAX_KEY_LENGTH or any(c.isspace() for c in key):
+        if not _KEY_SHAPE.fullmatch(key):
             raise Unauthorized("malformed key")
         agency = self._by_digest.get(hashlib.sha256(key.encode("utf-8")).hexdigest())
         if agency is None:

@@ -98,9 +98,13 @@ def parse_receipt(pdu):
     SMSC sent is lost."""
     if not is_receipt(pdu):
         return None
-    keys = _text_fields(_receipt_text(pdu))
-
     smsc_id = (pdu.get_tlv(c.TLV_RECEIPTED_MESSAGE_ID) or "").strip()
+    message_state = pdu.get_tlv(c.TLV_MESSAGE_STATE)
+    if smsc_id and message_state == c.MESSAGE_STATE_DELIVERED:
+        # The common case says all in its TLVs: the text is not parsed (hot path).
+        return Receipt(smsc_id=smsc_id, state=DELIVERED, stat="DELIVRD", error=None,
+                       submit_date=None, done_date=None)
+    keys = _text_fields(_receipt_text(pdu))
     if not smsc_id:
         smsc_id = keys.get("id", "")
     if not smsc_id:
@@ -110,7 +114,6 @@ def parse_receipt(pdu):
 
     stat = keys.get("stat", "").upper()
     state = _STAT_STATES.get(stat, UNKNOWN)
-    message_state = pdu.get_tlv(c.TLV_MESSAGE_STATE)
     if message_state in _MESSAGE_STATES:
         state, tlv_stat = _MESSAGE_STATES[message_state]
         stat = stat or tlv_stat

@@ -6,9 +6,11 @@ rows are on disk.  Reads run on the reactor thread with their own read-only conn
 WAL lets them proceed while the writer commits.
 """
 
+import base64
 import json
+import os
+import random
 import logging
-import secrets
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,6 +32,7 @@ PRIORITY_NAMES = {0: "normal", 1: "high", 2: "emergency"}
 OUTCOME_KINDS = ("submitted", "requeue", "failed", "expired")
 _FINAL = schema.FINAL_STATES
 _BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"   # Crockford, in ASCII order: ids sort by time
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _BASE32.encode())
 
 
 class DuplicateIdempotencyKey(Exception):
@@ -100,6 +103,7 @@ class Store:
         self._reader = None
         self._closing = None
         self._last_probe = None
+        self._random = random.Random(os.urandom(32))
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -153,15 +157,16 @@ class Store:
         return self._writer.commits if self._writer is not None else 0
 
     def new_message_id(self):
-        """22 URL-safe characters: 48-bit millisecond time, then 62 random bits; ids
-        of different milliseconds sort in time order."""
+        """22 URL-safe characters: 48-bit millisecond time, then 62 random bits.
+
+        The random bits come from a generator seeded from os.urandom, not from
+        `secrets` (a system call per id): ids must not collide, and reading a message
+        is guarded by its owner check, not by the id being unguessable."""
         millis = int(self._reactor.seconds() * 1000) & ((1 << 48) - 1)
-        value = (millis << 62) | secrets.randbits(62)
-        chars = []
-        for _ in range(22):
-            chars.append(_BASE32[value & 31])
-            value >>= 5
-        return "".join(reversed(chars))
+        value = (millis << 62) | self._random.getrandbits(62)
+        # 110 bits in 15 octets → 24 base32 symbols, the first two always zero.
+        symbols = base64.b32encode(value.to_bytes(15, "big"))[2:]
+        return symbols.translate(_TO_CROCKFORD).decode("ascii")
 
     # -- writes -------------------------------------------------------------------
 
@@ -235,36 +240,37 @@ class Store:
         now = self._reactor.seconds()
 
         def operation(conn):
-            return sum(_apply_outcome(conn, outcome, now) for outcome in outcomes)
+            pending = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pending_receipts)").fetchone()[0]
+            return sum(_apply_outcome(conn, outcome, now, pending) for outcome in outcomes)
 
         return self._write(operation)
 
     def apply_receipt(self, operator, smsc_id, state, error=None):
-        """Apply a delivery receipt; Deferred[bool] whether it matched a submitted part.
+        """Apply one delivery receipt; Deferred[bool] whether it matched a submitted part."""
+        d = self.apply_receipts([(operator, smsc_id, state, error)])
+        d.addCallback(lambda matched: matched[0])
+        return d
+
+    def apply_receipts(self, receipts):
+        """Apply delivery receipts [(operator, smsc_id, state, error)] in one write;
+        Deferred[list[bool]], whether each matched a submitted part.
 
         An unmatched final receipt is kept (pending_receipts) and applied when a later
         'submitted' outcome brings a matching id, since receipts can overtake the
         submit_sm_resp."""
-        if not isinstance(smsc_id, str) or not smsc_id.strip():
-            return defer.fail(ValueError(f"receipt without a message id: {smsc_id!r}"))
-        if not isinstance(state, str) or not state:
-            return defer.fail(ValueError(f"receipt state must be a string, not {state!r}"))
-        try:
-            keys = match_keys(smsc_id)
-        except ValueError as e:
-            return defer.fail(e)
+        prepared = []
+        for operator, smsc_id, state, error in receipts:
+            if not isinstance(smsc_id, str) or not smsc_id.strip():
+                return defer.fail(ValueError(f"receipt without a message id: {smsc_id!r}"))
+            if not isinstance(state, str) or not state:
+                return defer.fail(ValueError(f"receipt state must be a string, not {state!r}"))
+            prepared.append((operator, match_keys(smsc_id), state, error))
         now = self._reactor.seconds()
 
         def operation(conn):
-            found = _find_part(conn, operator, keys)
-            if found is not None:
-                _apply_part_receipt(conn, found[0], found[1], state, error, now)
-                return True
-            if state in _FINAL:
-                conn.execute(
-                    "INSERT INTO pending_receipts (key, operator, state, error, received_at)"
-                    " VALUES (?, ?, ?, ?, ?)", (keys[0], operator, state, error, now))
-            return False
+            return [_apply_receipt(conn, operator, keys, state, error, now)
+                    for operator, keys, state, error in prepared]
 
         return self._write(operation)
 
@@ -446,8 +452,9 @@ def _claim(conn, limit, now):
     return claimed
 
 
-def _apply_outcome(conn, o, now):
-    """One PartOutcome; 1 if it changed the part, 0 if the part is gone or finished."""
+def _apply_outcome(conn, o, now, pending_receipts=True):
+    """One PartOutcome; 1 if it changed the part, 0 if the part is gone or finished.
+    pending_receipts=False: the caller knows no early receipt waits (saves a query)."""
     row = conn.execute("SELECT state FROM parts WHERE message_id = ? AND seq = ?",
                        (o.message_id, o.seq)).fetchone()
     if row is None:
@@ -457,7 +464,7 @@ def _apply_outcome(conn, o, now):
     if o.kind == "submitted":
         if state not in ("queued", "sending"):
             return 0
-        _part_submitted(conn, o, now)
+        _part_submitted(conn, o, now, pending_receipts)
     elif o.kind == "requeue":
         if state not in ("queued", "sending"):
             return 0
@@ -473,7 +480,7 @@ def _apply_outcome(conn, o, now):
     return 1
 
 
-def _part_submitted(conn, o, now):
+def _part_submitted(conn, o, now, pending_receipts=True):
     conn.execute("UPDATE parts SET state = 'submitted', operator = ?, smsc_id = ?"
                  " WHERE message_id = ? AND seq = ?",
                  (o.operator, o.smsc_id, o.message_id, o.seq))
@@ -495,9 +502,13 @@ def _part_submitted(conn, o, now):
         log.warning("part %s/%d: SMSC id not indexable for receipts: %s",
                     o.message_id, o.seq, e)
         return
-    conn.executemany(
-        "INSERT INTO receipt_keys (key, operator, message_id, seq) VALUES (?, ?, ?, ?)",
-        [(key, o.operator, o.message_id, o.seq) for key in keys])
+    # One row under the normalised raw id is enough: a receipt looks up every hex/decimal
+    # translation of its own id (see _find_part), which meets this one whichever base
+    # either side wrote.
+    conn.execute("INSERT INTO receipt_keys (key, operator, message_id, seq)"
+                 " VALUES (?, ?, ?, ?)", (keys[0], o.operator, o.message_id, o.seq))
+    if not pending_receipts:
+        return
     # Receipts that overtook this submit_sm_resp.  Another operator's receipt with a
     # colliding id is not ours, but one whose operator is unknown may be.
     marks = ", ".join("?" * len(keys))
@@ -508,6 +519,18 @@ def _part_submitted(conn, o, now):
     for rowid, state, error in pending:
         _apply_part_receipt(conn, o.message_id, o.seq, state, error, now)
         conn.execute("DELETE FROM pending_receipts WHERE rowid = ?", (rowid,))
+
+
+def _apply_receipt(conn, operator, keys, state, error, now):
+    found = _find_part(conn, operator, keys)
+    if found is not None:
+        _apply_part_receipt(conn, found[0], found[1], state, error, now)
+        return True
+    if state in _FINAL:
+        conn.execute(
+            "INSERT INTO pending_receipts (key, operator, state, error, received_at)"
+            " VALUES (?, ?, ?, ?, ?)", (keys[0], operator, state, error, now))
+    return False
 
 
 def _find_part(conn, operator, keys):
