@@ -78,10 +78,10 @@ def cpu_seconds(pid):
 
 
 def thread_cpu_seconds(pid):
-    """CPU seconds per thread name (the daemon's reactor and store writer)."""
+    """CPU seconds per thread (the daemon's reactor thread is the one named after the pid)."""
     result = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        name = (task / "comm").read_text().strip()
+        name = f"{(task / 'comm').read_text().strip()}[{task.name}]"
         fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         result[name] = result.get(name, 0) + seconds

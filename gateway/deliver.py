@@ -29,7 +29,7 @@ class InboundRouter:
         receipt = parse_receipt(pdu)
         if receipt is not None:
             return self._receipt(operator, receipt)
-        metrics.INBOUND.labels(operator, "mo").inc()
+        metrics.child(metrics.INBOUND, operator, "mo").inc()
         # Citizens' replies and USSD are later issues; until then the raw PDU is kept
         # durably so nothing acknowledged to the operator is lost.
         d = self.store.store_inbound(operator, pdu.fields, pdu.tlvs)
@@ -50,7 +50,7 @@ class InboundRouter:
 
         def applied(matched):
             for (operator, _id, state, _error, waiting), hit in zip(batch, matched):
-                metrics.RECEIPTS.labels(operator, state, "yes" if hit else "later").inc()
+                metrics.child(metrics.RECEIPTS, operator, state, "yes" if hit else "later").inc()
                 waiting.callback(c.ESME_ROK)
 
         def failed(failure):

@@ -182,7 +182,7 @@ class Dispatcher:
         self.buffered -= 1
         pdu = build_submit_sm(part, lane.settings, self.clock.seconds())
         self.in_flight += 1
-        metrics.SUBMIT_SM_SENT.labels(lane.operator).inc()
+        metrics.child(metrics.SUBMIT_SM_SENT, lane.operator).inc()
         d = lane.pool.submit(pdu)
         d.addCallbacks(self._answered, self._lost,
                        callbackArgs=(lane, part), errbackArgs=(lane, part))
@@ -190,7 +190,7 @@ class Dispatcher:
     def _answered(self, resp, lane, part):
         self.in_flight -= 1
         status = resp.status
-        metrics.SUBMIT_SM_RESULTS.labels(lane.operator, c.status_name(status)).inc()
+        metrics.child(metrics.SUBMIT_SM_RESULTS, lane.operator, c.status_name(status)).inc()
         kind = classify_status(status)
         if kind == "ok":
             smsc_id = resp.fields.get("message_id", "")

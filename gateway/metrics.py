@@ -1,6 +1,15 @@
 """Prometheus metrics shared by every layer; names are the operators' dashboard contract."""
 
+from functools import lru_cache
+
 from prometheus_client import Counter, Gauge, Histogram
+
+
+@lru_cache(maxsize=4096)
+def child(metric, *labels):
+    """metric.labels(*labels), cached: the hot path counts per message, and
+    prometheus_client's labels() validates and locks on every call (~5 µs)."""
+    return metric.labels(*labels)
 
 HTTP_REQUESTS = Counter(
     "payam_http_requests_total", "Agency API requests answered", ["route", "status"])

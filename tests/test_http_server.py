@@ -427,6 +427,7 @@ def test_a_request_waiting_for_its_handler_is_not_timed_out_and_idle_restarts_af
     assert transport.value().startswith(b"HTTP/1.1 200 ")
     clock.advance(5)
     assert transport.disconnecting
+    protocol.connectionLost(None)              # the transport finishes closing
     assert not clock.getDelayedCalls() or all(not c.active() for c in clock.getDelayedCalls())
 
 

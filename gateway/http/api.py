@@ -77,7 +77,7 @@ class AgencyAPI:
         try:
             _kind, address = check_sender(agency, sender)
         except SenderNotAllowed as refusal:
-            metrics.SENDER_REFUSALS.labels(refusal.reason).inc()
+            metrics.child(metrics.SENDER_REFUSALS, refusal.reason).inc()
             self.audit.sender_refused(agency.id, sender, refusal.reason, peer,
                                       owner=owner_of(self.keyring.agencies, sender))
             raise ApiError("sender_not_allowed", str(refusal)) from None
@@ -157,8 +157,8 @@ class AgencyAPI:
 
     def _committed(self, _ids, agency, messages, body):
         parts = sum(len(m.parts) for m in messages)
-        metrics.MESSAGES_ACCEPTED.labels(agency.id).inc(len(messages))
-        metrics.PARTS_ACCEPTED.labels(agency.id).inc(parts)
+        metrics.child(metrics.MESSAGES_ACCEPTED, agency.id).inc(len(messages))
+        metrics.child(metrics.PARTS_ACCEPTED, agency.id).inc(parts)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("accepted %d message(s), %d part(s) for %s, first to %s", len(messages),
                       parts, agency.id, mask_msisdn(messages[0].recipient))

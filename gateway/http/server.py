@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, unquote
 import httptools
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from gateway import metrics
@@ -36,6 +37,7 @@ DEFAULT_MAX_HEAD_BYTES = 16 * 1024     # request line + headers
 DEFAULT_MAX_URL = 4096
 DEFAULT_IDLE_TIMEOUT = 60.0            # a keep-alive connection with nothing to do
 DEFAULT_REQUEST_TIMEOUT = 30.0         # from a request's first byte to its last
+DEADLINE_SWEEP_S = 1.0                 # timeouts are checked this often, not timed each
 MAX_QUEUED = 64                        # pipelined requests in flight before we stop reading
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -139,7 +141,7 @@ def _as_response(failure):
 
 
 def _count(response, route):
-    metrics.HTTP_REQUESTS.labels(route, str(response.status)).inc()
+    metrics.child(metrics.HTTP_REQUESTS, route, response.status).inc()
     return response
 
 
@@ -169,7 +171,8 @@ class HTTPChannel(Protocol):
         self._queue = deque()
         self._closed = False
         self._accepting = True           # False once a request said close, or on error
-        self._timer = None
+        self._deadline = None            # idle or request timeout, see _set_timer
+        self._on_deadline = None
         self._in_request = False         # bytes of a request seen, not yet complete
         self._continue_owed = False
         self._paused = False
@@ -401,22 +404,25 @@ class HTTPChannel(Protocol):
     # -- timers --
 
     def _set_timer(self, seconds, what):
-        self._cancel_timer()
-        self._timer = self.factory.clock.callLater(seconds, what)
+        # A deadline checked by the factory's sweep, not a callLater per request: two
+        # timer operations per request cost more than the rest of the bookkeeping.
+        self._deadline = self.factory.clock.seconds() + seconds
+        self._on_deadline = what
+        self.factory.watch_deadlines()
 
     def _cancel_timer(self):
-        if self._timer is not None:
-            if self._timer.active():
-                self._timer.cancel()
-            self._timer = None
+        self._deadline = None
+
+    def deadline_passed(self, now):
+        if self._deadline is not None and now >= self._deadline:
+            self._deadline = None
+            self._on_deadline()
 
     def _idle_timeout(self):
-        self._timer = None
         if self.is_idle():
             self.transport.loseConnection()
 
     def _request_timeout(self):
-        self._timer = None
         if self._in_request:
             log.debug("request from %s timed out unfinished", self._peer)
             self._refuse(ApiError("request_timeout",
@@ -445,9 +451,22 @@ class HTTPFactory(Factory):
         self._all_gone = []
         self._date_second = None
         self._date_value = b""
+        self._sweep = None
 
     def buildProtocol(self, addr):
         return HTTPChannel(self)
+
+    def watch_deadlines(self):
+        """Run the once-a-second sweep of connection deadlines while any connection is open."""
+        if self._sweep is None:
+            self._sweep = LoopingCall(self._check_deadlines)
+            self._sweep.clock = self.clock
+            self._sweep.start(DEADLINE_SWEEP_S, now=False)
+
+    def _check_deadlines(self):
+        now = self.clock.seconds()
+        for channel in list(self._connections):
+            channel.deadline_passed(now)
 
     def date_header(self):
         # Formatting a date per response costs more than the rest of the head: once a second.
@@ -472,6 +491,9 @@ class HTTPFactory(Factory):
 
     def _connection_gone(self, channel):
         self._connections.discard(channel)
+        if not self._connections and self._sweep is not None:
+            self._sweep.stop()
+            self._sweep = None
         if not self._connections and self._all_gone:
             waiting, self._all_gone = self._all_gone, []
             for d in waiting:

@@ -216,7 +216,7 @@ class OperatorPool(MultiService):
         self._ready()
 
     def _update_gauge(self):
-        metrics.BOUND_SESSIONS.labels(self.operator).set(len(self._sessions))
+        metrics.child(metrics.BOUND_SESSIONS, self.operator).set(len(self._sessions))
 
     def _retry_policy(self, bind):
         # ClientService resets its own count on every TCP connect, even when the bind
