@@ -9,7 +9,7 @@ binds finish their in-flight PDUs and unbind, buffered parts go back to the stor
 import logging
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import CancelledError, inlineCallbacks
 
 from gateway.config.load import load_agencies, load_routing
 from gateway.deliver import InboundRouter
@@ -25,6 +25,16 @@ from gateway.store.store import Store
 from gateway.submit_sm import SubmitSettings
 
 log = logging.getLogger("payam.service")
+
+HTTP_DRAIN_S = 5.0      # at shutdown, how long in-flight HTTP requests may take to finish
+
+
+def bounded(reactor, d, seconds):
+    """d, but given up on (not failed) after `seconds`: shutdown must not hang."""
+    timeout = reactor.callLater(seconds, lambda: d.called or d.cancel())
+    d.addErrback(lambda failure: failure.trap(CancelledError))
+    d.addBoth(lambda result: timeout.active() and timeout.cancel())
+    return d
 
 
 def make_pool(op, inbound, reactor):
@@ -46,6 +56,7 @@ class GatewayService(MultiService):
         self.pools = {}
         self.dispatcher = None
         self.api = None
+        self.http_factory = None
         self.http_port = None
         self.metrics_port = None
 
@@ -74,8 +85,9 @@ class GatewayService(MultiService):
         self.dispatcher.start()
 
         host, port = config.http_listen
-        self.http_port = reactor.listenTCP(port, HTTPFactory(self.api.router, clock=reactor),
-                                           interface=host, backlog=1024)
+        self.http_factory = HTTPFactory(self.api.router, clock=reactor)
+        self.http_port = reactor.listenTCP(port, self.http_factory, interface=host,
+                                           backlog=1024)
         if config.metrics_listen:
             self.metrics_port = listen_metrics(reactor, *config.metrics_listen)
         log.info("agency API on http://%s:%d/ with %d operators, %d agencies", host,
@@ -87,6 +99,8 @@ class GatewayService(MultiService):
         for port in (self.http_port, self.metrics_port):
             if port is not None:
                 yield port.stopListening()
+        # Requests already received are answered (their messages stored) before the rest.
+        yield bounded(self.reactor, self.http_factory.stop(), HTTP_DRAIN_S)
         self.dispatcher.stop_claiming()
         yield super().stopService()        # binds drain their windows and unbind
         yield self.dispatcher.release_and_flush()

@@ -1,0 +1,152 @@
+"""End to end, the operator's side: check-config, SIGHUP reload, demo, fallback, SMSC errors."""
+
+import hashlib
+import shutil
+import signal
+import subprocess
+
+import pytest
+import yaml
+
+from daemon_harness import (KEYS, PYTHON, REPO, Daemon, Simulator, free_port, http_json,
+                            wait_for, write_config)
+
+TAX = KEYS["tax"]
+
+
+@pytest.fixture
+def sim():
+    simulator = Simulator("--receipt-delay", "0.05")
+    yield simulator
+    simulator.stop()
+
+
+def run_cli(*args):
+    return subprocess.run([PYTHON, "-m", "gateway.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_accepts_the_samples_and_names_file_and_line_of_each_error(tmp_path):
+    ok = run_cli("check-config", "-c", "config/gateway.yaml")
+    assert ok.returncode == 0, ok.stderr
+
+    shutil.copy(REPO / "config" / "agencies.yaml", tmp_path / "agencies.yaml")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.yaml").write_text("rules:\n  - prefixes: ['98912']\n"
+                                               "    operator: nobody\n")
+    (tmp_path / "gateway.yaml").write_text(
+        "http: {listen: '127.0.0.1:8080'}\n"
+        "agencies: agencies.yaml\n"
+        "routing_rules: rules/\n"
+        "operators:\n"
+        "  - name: mci\n"
+        "    host: 127.0.0.1\n"
+        "    port: 2775\n"
+        "    system_id: payam\n"
+        "    password: secret\n"
+        "    windw: 10\n")
+    bad = run_cli("check-config", "-c", str(tmp_path / "gateway.yaml"))
+    assert bad.returncode == 2
+    lines = bad.stderr.strip().splitlines()
+    assert any("gateway.yaml:10:" in line and "windw" in line for line in lines), lines
+    assert any("a.yaml:3:" in line and "nobody" in line for line in lines), lines
+
+
+def test_sighup_reloads_agencies_and_keeps_the_old_ones_when_the_file_is_bad(tmp_path, sim):
+    agencies = tmp_path / "agencies.yaml"
+    shutil.copy(REPO / "config" / "agencies.yaml", agencies)
+    config, http_port = write_config(tmp_path, sim.smpp_port, agencies=agencies)
+    daemon = Daemon(config, http_port).start()
+    try:
+        health_key = "health-ministry-key-0123456789abcdef"
+        body = {"from": "40405555", "to": "09121234567", "text": "Vaccination reminder"}
+        assert daemon.send(health_key, **body)[0] == 401
+
+        document = yaml.safe_load(agencies.read_text())
+        document["agencies"].append({
+            "id": "health", "name": "وزارت بهداشت", "numbers": ["40405555"],
+            "keys": ["sha256:" + hashlib.sha256(health_key.encode()).hexdigest()]})
+        agencies.write_text(yaml.safe_dump(document, allow_unicode=True))
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: daemon.send(health_key, **body)[0] == 202, 10, what="reload")
+
+        agencies.write_text("agencies:\n  - id: BROKEN ID\n")
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in daemon.output(), 10, what="refusal logged")
+        assert daemon.send(health_key, **body)[0] == 202     # the old config stays
+        assert daemon.send(TAX, **{"from": "40401234", "to": "09121234567",
+                                   "text": "still here"})[0] == 202
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_demo_runs_on_embedded_defaults_and_delivers(tmp_path):
+    http_port, smsc_port = free_port(), free_port()
+    demo = subprocess.Popen(
+        [PYTHON, "-m", "gateway.cli", "demo", "--http-port", str(http_port),
+         "--smsc-port", str(smsc_port), "--var", str(tmp_path / "var")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        banner = []
+        for line in demo.stdout:
+            banner.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        text = "".join(banner)
+        assert f"http://127.0.0.1:{http_port}" in text and "curl" in text
+        wait_for(lambda: all(op["bound"] for op in
+                             http_json(http_port, "GET", "/healthz")[1]["operators"].values()),
+                 what="demo binds")
+        code, body, _ = http_json(http_port, "POST", "/v1/messages",
+                                  {"from": "40401234", "to": "09121234567",
+                                   "text": "سلام از سامانه پیام"}, key=TAX)
+        assert code == 202
+        message_id = body["messages"][0]["id"]
+        wait_for(lambda: http_json(http_port, "GET", f"/v1/messages/{message_id}",
+                                   key=TAX)[1]["status"] == "delivered", what="delivery")
+        assert (tmp_path / "var" / "demo.db").exists()
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(20) == 0
+
+
+def test_fallback_operator_carries_traffic_while_the_preferred_one_is_down(tmp_path, sim):
+    config, http_port = write_config(tmp_path, sim.smpp_port)
+    document = yaml.safe_load(config.read_text())
+    for operator in document["operators"]:
+        if operator["name"] == "irancell":
+            operator["port"] = free_port()          # nothing listens there
+    config.write_text(yaml.safe_dump(document))
+    daemon = Daemon(config, http_port).start(wait_bound=False)
+    try:
+        wait_for(lambda: daemon.health()["operators"]["mci"]["bound"] >= 1, what="mci bound")
+        assert daemon.health()["operators"]["irancell"]["bound"] == 0
+        code, body, _ = daemon.send(TAX, **{"from": "40401234", "to": "09351234567",
+                                          "text": "fallback"})
+        assert code == 202
+        final = daemon.wait_status(TAX, body["messages"][0]["id"], "delivered")
+        assert final["operator"] == "mci"                 # irancell's rule falls back to mci
+    finally:
+        daemon.stop()
+
+
+def test_permanent_smsc_error_fails_the_message_and_temporary_ones_are_retried(tmp_path, sim):
+    config, http_port = write_config(tmp_path, sim.smpp_port)
+    daemon = Daemon(config, http_port).start()
+    try:
+        sim.behave(fail_every=1, fail_status=0x0B)        # ESME_RINVDSTADR: permanent
+        code, body, _ = daemon.send(TAX, **{"from": "40401234", "to": "09121234567",
+                                          "text": "bad destination"})
+        assert code == 202
+        failed = daemon.wait_status(TAX, body["messages"][0]["id"], "failed")
+        assert "ESME_RINVDSTADR" in failed["error"] and failed["done_at"]
+
+        sim.behave(fail_every=2, fail_status=0x45)        # ESME_RSUBMITFAIL: temporary
+        code, body, _ = daemon.send(TAX, **{"from": "40401234",
+                                          "to": ["09121110001", "09121110002"],
+                                          "text": "retried"})
+        for message in body["messages"]:
+            daemon.wait_status(TAX, message["id"], "delivered", timeout=30)
+        assert sim.stats()["failed"] >= 2
+    finally:
+        daemon.stop()
