@@ -7,12 +7,12 @@ tests/test_store.py drives it (writer-thread callbacks run while the test waits)
 import hashlib
 import json
 import logging
-import queue
 import sqlite3
-import time
 
 import pytest
 from twisted.internet.task import Clock
+
+from threaded_clock import T0, ThreadedClock
 
 from gateway.config.schema import Agency
 from gateway.policy.audit import AuditLog
@@ -23,7 +23,6 @@ from gateway.policy.senders import SenderNotAllowed, check_sender, owner_of
 from gateway.store import NewMessage, Store
 
 # 2023-11-14 22:13:20 UTC = 2023-11-15 01:43:20 in Tehran
-T0 = 1_700_000_000.0
 
 
 def agency(id_, key, numbers=(), masks=(), rate=10.0, daily=1000):
@@ -34,34 +33,6 @@ def agency(id_, key, numbers=(), masks=(), rate=10.0, daily=1000):
 
 TAX = agency("tax", "tax-secret-key", ["40401234"], ["MALIAT"])
 JUDICIARY = agency("judiciary", "judiciary-secret-key", ["40400135"], ["ADLIRAN"])
-
-
-class ThreadedClock(Clock):
-    """A Clock that accepts callFromThread from the store's writer and runs those calls
-    while the test waits for a Deferred."""
-
-    def __init__(self):
-        super().__init__()
-        self.advance(T0)
-        self._calls = queue.Queue()
-
-    def callFromThread(self, f, *args, **kwargs):
-        self._calls.put((f, args, kwargs))
-
-    def wait(self, d, timeout=20):
-        outcome = []
-        d.addBoth(outcome.append)
-        deadline = time.monotonic() + timeout
-        while not outcome:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("store write did not complete in time")
-            try:
-                f, args, kwargs = self._calls.get(timeout=left)
-            except queue.Empty:
-                continue
-            f(*args, **kwargs)
-        return outcome[0]
 
 
 @pytest.fixture

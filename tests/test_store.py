@@ -5,48 +5,17 @@ below queues those calls and the test thread runs them while it waits, so each t
 drives the real writer thread without a running reactor and without sleeping blindly.
 """
 
-import queue
 import shutil
 import sqlite3
-import time
 from dataclasses import replace
 
 import pytest
-from twisted.internet.task import Clock
+from threaded_clock import T0, ThreadedClock
 
 from gateway.smpp.receipt import match_keys
 from gateway.store import (
     DuplicateIdempotencyKey, NewMessage, PartOutcome, Store, StoreClosed)
 
-T0 = 1_700_000_000.0
-
-
-class ThreadedClock(Clock):
-    """A Clock that also accepts callFromThread, run when the test waits."""
-
-    def __init__(self):
-        super().__init__()
-        self.advance(T0)
-        self._from_threads = queue.Queue()
-
-    def callFromThread(self, f, *args, **kwargs):
-        self._from_threads.put((f, args, kwargs))
-
-    def wait(self, d, timeout=20):
-        """Run thread calls until `d` fires; its result, or its failure."""
-        outcome = []
-        d.addBoth(outcome.append)
-        deadline = time.monotonic() + timeout
-        while not outcome:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("store write did not complete in time")
-            try:
-                f, args, kwargs = self._from_threads.get(timeout=left)
-            except queue.Empty:
-                continue
-            f(*args, **kwargs)
-        return outcome[0]
 
 
 @pytest.fixture
