@@ -99,8 +99,9 @@ class GatewayService(MultiService):
         for port in (self.http_port, self.metrics_port):
             if port is not None:
                 yield port.stopListening()
-        # Requests already received are answered (their messages stored) before the rest.
-        yield bounded(self.reactor, self.http_factory.stop(), HTTP_DRAIN_S)
+        if self.http_factory is not None:
+            # Requests already received are answered (their messages stored) first.
+            yield bounded(self.reactor, self.http_factory.stop(), HTTP_DRAIN_S)
         self.dispatcher.stop_claiming()
         yield super().stopService()        # binds drain their windows and unbind
         yield self.dispatcher.release_and_flush()
