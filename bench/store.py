@@ -9,7 +9,9 @@
 3. receipts: one delivered receipt per part, `-c` in flight.
 4. with --backlog N: N more messages stored in bulk, then the time of a claim of
    `--batch` parts while they wait (the claim index must keep this flat).
-Prints messages/s, commits and writes per commit for each.
+Prints messages/s, commits and writes per commit for each, and CPU µs per operation:
+the writer thread's (inside its transactions) and the rest of the process's (mostly the
+reactor thread: the Store calls, _fire, and this script's own loop).
 """
 
 import argparse
@@ -21,6 +23,23 @@ import time
 from twisted.internet import defer, reactor
 
 from gateway.store import NewMessage, PartOutcome, Store
+from gateway.store import writer as writer_module
+
+# CPU seconds spent by the writer thread inside _transact (thread_time), so that each
+# phase can report writer µs/op and reactor-side (process minus writer) µs/op.
+WRITER_CPU = [0.0]
+_transact = writer_module.Writer._transact
+
+
+def _timed_transact(self, batch):
+    started = time.thread_time()
+    try:
+        return _transact(self, batch)
+    finally:
+        WRITER_CPU[0] += time.thread_time() - started
+
+
+writer_module.Writer._transact = _timed_transact
 
 
 def run_stream(make_call, total, concurrency):
@@ -45,9 +64,21 @@ def run_stream(make_call, total, concurrency):
     return done
 
 
+_MARK = {}
+
+
+def mark():
+    _MARK["cpu"] = time.process_time()
+    _MARK["writer"] = WRITER_CPU[0]
+
+
 def report(name, count, seconds, commits):
+    writer = WRITER_CPU[0] - _MARK.get("writer", 0.0)
+    other = time.process_time() - _MARK.get("cpu", 0.0) - writer
     print(f"{name:<16} {count:>8} in {seconds:6.2f} s = {count / seconds:>9,.0f}/s"
-          f"   {commits:>6} commits, {count / max(commits, 1):7.1f} per commit", flush=True)
+          f"   {commits:>6} commits, {count / max(commits, 1):7.1f} per commit;"
+          f" CPU µs/op writer {writer / count * 1e6:5.1f}, rest {other / count * 1e6:5.1f}",
+          flush=True)
 
 
 @defer.inlineCallbacks
@@ -70,11 +101,13 @@ def bench(args):
         return store.accept([new_message(index)])
 
     commits = store.commits
+    mark()
     started = time.perf_counter()
     yield run_stream(accept, args.n, args.concurrency)
     report("accept", args.n, time.perf_counter() - started, store.commits - commits)
 
     commits = store.commits
+    mark()
     started = time.perf_counter()
     claimed = 0
     smsc_ids = []
@@ -93,6 +126,7 @@ def bench(args):
     report("claim+record", claimed, time.perf_counter() - started, store.commits - commits)
 
     commits = store.commits
+    mark()
     started = time.perf_counter()
     yield run_stream(lambda i: store.apply_receipt("mci", str(int(smsc_ids[i], 16)),
                                                    "delivered"),
@@ -102,6 +136,7 @@ def bench(args):
 
     if args.backlog:
         commits = store.commits
+        mark()
         started = time.perf_counter()
         for first in range(0, args.backlog, 5000):
             yield store.accept([new_message(i)

@@ -481,3 +481,40 @@ def test_writable_reports_the_writers_health(store, clock, db_path):
 
 def test_get_message_of_unknown_id(store):
     assert store.get_message("nope") is None
+
+
+# -- the writer's transactions ---------------------------------------------------------------
+
+def _writer_on(tmp_path, clock):
+    from gateway.store.writer import Writer
+    conn = sqlite3.connect(tmp_path / "writer.db", isolation_level=None,
+                           check_same_thread=False)
+    conn.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+    return Writer(conn, clock), conn
+
+
+def test_a_failing_write_in_a_batch_is_undone_alone_and_the_rest_commit_once(
+        tmp_path, clock):
+    writer, conn = _writer_on(tmp_path, clock)
+
+    def insert(*values):
+        def operation(c):
+            for value in values:
+                c.execute("INSERT INTO t (x) VALUES (?)", (value,))
+            return values
+        return operation
+
+    batch = [(insert(1, 2), "a"), (insert(3, 1), "b"), (insert(4), "c")]  # b clashes late
+    results = writer._transact(batch)
+    assert [(tag, ok_) for tag, ok_, _ in results] == [("a", True), ("b", False), ("c", True)]
+    assert results[0][2] == (1, 2) and results[2][2] == (4,)
+    results[1][2].trap(sqlite3.IntegrityError)
+    # b's first insert (3) is rolled back with it; a and c are there exactly once.
+    assert [x for x, in conn.execute("SELECT x FROM t ORDER BY x")] == [1, 2, 4]
+    assert not conn.in_transaction and writer.commits == 1 and writer.last_commit_ok
+
+    lone = writer._transact([(insert(5, 4), "d")])
+    assert lone[0][:2] == ("d", False)
+    assert [x for x, in conn.execute("SELECT x FROM t ORDER BY x")] == [1, 2, 4]
+    assert not conn.in_transaction and writer.last_commit_ok
+    conn.close()

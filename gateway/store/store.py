@@ -6,7 +6,6 @@ rows are on disk.  Reads run on the reactor thread with their own read-only conn
 WAL lets them proceed while the writer commits.
 """
 
-import base64
 import json
 import os
 import random
@@ -32,7 +31,7 @@ PRIORITY_NAMES = {0: "normal", 1: "high", 2: "emergency"}
 OUTCOME_KINDS = ("submitted", "requeue", "failed", "expired")
 _FINAL = schema.FINAL_STATES
 _BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"   # Crockford, in ASCII order: ids sort by time
-_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _BASE32.encode())
+_SYMBOL_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)   # 10 bits → 2 symbols
 
 
 class DuplicateIdempotencyKey(Exception):
@@ -163,10 +162,17 @@ class Store:
         `secrets` (a system call per id): ids must not collide, and reading a message
         is guarded by its owner check, not by the id being unguessable."""
         millis = int(self._reactor.seconds() * 1000) & ((1 << 48) - 1)
-        value = (millis << 62) | self._random.getrandbits(62)
-        # 110 bits in 15 octets → 24 base32 symbols, the first two always zero.
-        symbols = base64.b32encode(value.to_bytes(15, "big"))[2:]
-        return symbols.translate(_TO_CROCKFORD).decode("ascii")
+        random_bits = self._random.getrandbits(62)
+        # The 110-bit value (millis << 62) | random_bits as 22 base32 symbols, two at a
+        # time from a 1024-entry table (base64.b32encode is pure Python here and cost
+        # ~3 µs per id).  Split in two machine-word halves: the top 50 bits, the low 60.
+        high = (millis << 2) | (random_bits >> 60)
+        low = random_bits & ((1 << 60) - 1)
+        p = _SYMBOL_PAIRS
+        return (p[high >> 40] + p[(high >> 30) & 1023] + p[(high >> 20) & 1023]
+                + p[(high >> 10) & 1023] + p[high & 1023]
+                + p[low >> 50] + p[(low >> 40) & 1023] + p[(low >> 30) & 1023]
+                + p[(low >> 20) & 1023] + p[(low >> 10) & 1023] + p[low & 1023])
 
     # -- writes -------------------------------------------------------------------
 
@@ -382,6 +388,25 @@ class Store:
 # -- validation -----------------------------------------------------------------------
 
 def _check_message(m):
+    # Fast path (reactor thread, once per recipient): exact built-in types only, one
+    # expression; anything it does not accept goes through the full checks below, which
+    # decide (subclasses, tuples, several parts...) and word the error.
+    parts = m.parts if type(m) is NewMessage else None
+    if (type(parts) is list and len(parts) == 1 and type(parts[0]) is bytes
+            and type(m.id) is str and m.id and type(m.agency) is str and m.agency
+            and type(m.sender) is str and m.sender and type(m.recipient) is str
+            and m.recipient and type(m.text) is str
+            and m.priority in PRIORITY_NAMES
+            and (m.reference is None or type(m.reference) is str)
+            and type(m.validity_s) is int and m.validity_s > 0
+            and type(m.data_coding) is int and 0 <= m.data_coding <= 255
+            and type(m.esm_class) is int and 0 <= m.esm_class <= 255
+            and type(m.created_at) in (float, int)):
+        return
+    _check_message_fully(m)
+
+
+def _check_message_fully(m):
     if not isinstance(m, NewMessage):
         raise TypeError(f"accept takes NewMessage objects, not {type(m).__name__}")
     for name in ("id", "agency", "sender", "recipient", "text"):
@@ -452,47 +477,84 @@ def _claim(conn, limit, now):
     return claimed
 
 
+# Each state change is one conditional UPDATE whose rowcount says whether it applied
+# (rather than a SELECT of the state, then an UPDATE): one statement fewer per outcome
+# and per receipt on the writer thread.  The conditions are the checks the SELECT made:
+# submitted / requeue only from queued or sending; no change ever over a final state.
+_SUBMIT_PART_SQL = (
+    "UPDATE parts SET state = 'submitted', operator = ?, smsc_id = ?"
+    " WHERE message_id = ? AND seq = ? AND state IN ('queued', 'sending')")
+_REQUEUE_PART_SQL = (
+    "UPDATE parts SET state = 'queued', not_before = ?, attempts = attempts + ?,"
+    " error = COALESCE(?, error)"
+    " WHERE message_id = ? AND seq = ? AND state IN ('queued', 'sending')")
+_FINAL_PART_SQL = (
+    "UPDATE parts SET state = ?, error = ?, operator = COALESCE(?, operator)"
+    " WHERE message_id = ? AND seq = ? AND state NOT IN ('delivered', 'failed', 'expired')")
+_DELIVERED_PART_SQL = (
+    "UPDATE parts SET state = 'delivered' WHERE message_id = ? AND seq = ?"
+    " AND state NOT IN ('delivered', 'failed', 'expired')")
+# Right-hand sides see the row's old values, hence "parts_submitted + 1".
+_SUBMIT_MESSAGE_SQL = (
+    "UPDATE messages SET parts_submitted = parts_submitted + 1,"
+    " operator = COALESCE(?, operator),"
+    " submitted_at = CASE WHEN status = 'queued' AND parts_submitted + 1 >= parts"
+    "   THEN ? ELSE submitted_at END,"
+    " status = CASE WHEN status = 'queued' AND parts_submitted + 1 >= parts"
+    "   THEN 'submitted' ELSE status END"
+    " WHERE id = ?")
+_DELIVERED_MESSAGE_SQL = (
+    "UPDATE messages SET parts_delivered = parts_delivered + 1,"
+    " done_at = CASE WHEN status IN ('queued', 'submitted')"
+    "   AND parts_delivered + 1 >= parts THEN ? ELSE done_at END,"
+    " status = CASE WHEN status IN ('queued', 'submitted')"
+    "   AND parts_delivered + 1 >= parts THEN 'delivered' ELSE status END"
+    " WHERE id = ?")
+_FINAL_MESSAGE_SQL = (
+    "UPDATE messages SET parts_failed = parts_failed + 1,"
+    " error = CASE WHEN status IN ('delivered', 'failed', 'expired') THEN error ELSE ? END,"
+    " done_at = CASE WHEN status IN ('delivered', 'failed', 'expired')"
+    "   THEN done_at ELSE ? END,"
+    " operator = COALESCE(operator, ?),"
+    " status = CASE WHEN status IN ('delivered', 'failed', 'expired')"
+    "   THEN status ELSE ? END"
+    " WHERE id = ?")
+_INSERT_RECEIPT_KEY_SQL = (
+    "INSERT INTO receipt_keys (key, operator, message_id, seq) VALUES (?, ?, ?, ?)")
+_FIND_PART_SQL = ("SELECT message_id, seq, operator FROM receipt_keys WHERE key = ?"
+                  " ORDER BY rowid DESC")
+
+
 def _apply_outcome(conn, o, now, pending_receipts=True):
     """One PartOutcome; 1 if it changed the part, 0 if the part is gone or finished.
     pending_receipts=False: the caller knows no early receipt waits (saves a query)."""
-    row = conn.execute("SELECT state FROM parts WHERE message_id = ? AND seq = ?",
-                       (o.message_id, o.seq)).fetchone()
-    if row is None:
-        log.warning("outcome %s for unknown part %s/%d ignored", o.kind, o.message_id, o.seq)
-        return 0
-    state = row[0]
-    if o.kind == "submitted":
-        if state not in ("queued", "sending"):
-            return 0
-        _part_submitted(conn, o, now, pending_receipts)
-    elif o.kind == "requeue":
-        if state not in ("queued", "sending"):
-            return 0
-        conn.execute(
-            "UPDATE parts SET state = 'queued', not_before = ?, attempts = attempts + ?,"
-            " error = COALESCE(?, error) WHERE message_id = ? AND seq = ?",
+    kind = o.kind
+    if kind == "submitted":
+        changed = conn.execute(_SUBMIT_PART_SQL,
+                               (o.operator, o.smsc_id, o.message_id, o.seq)).rowcount
+        if changed:
+            _message_submitted(conn, o, now, pending_receipts)
+    elif kind == "requeue":
+        changed = conn.execute(
+            _REQUEUE_PART_SQL,
             (now if o.not_before is None else o.not_before, 1 if o.count_attempt else 0,
-             o.error, o.message_id, o.seq))
+             o.error, o.message_id, o.seq)).rowcount
     else:
-        if state in _FINAL:
-            return 0
-        _part_final(conn, o.message_id, o.seq, o.kind, o.error or o.kind, now, o.operator)
-    return 1
+        changed = _part_final(conn, o.message_id, o.seq, kind, o.error or kind, now,
+                              o.operator)
+    if changed:
+        return 1
+    # Not applied (rare): say so only when the part does not exist at all.
+    if conn.execute("SELECT 1 FROM parts WHERE message_id = ? AND seq = ?",
+                    (o.message_id, o.seq)).fetchone() is None:
+        log.warning("outcome %s for unknown part %s/%d ignored", kind, o.message_id, o.seq)
+    return 0
 
 
-def _part_submitted(conn, o, now, pending_receipts=True):
-    conn.execute("UPDATE parts SET state = 'submitted', operator = ?, smsc_id = ?"
-                 " WHERE message_id = ? AND seq = ?",
-                 (o.operator, o.smsc_id, o.message_id, o.seq))
-    # Right-hand sides see the row's old values, hence "parts_submitted + 1".
-    conn.execute(
-        "UPDATE messages SET parts_submitted = parts_submitted + 1,"
-        " operator = COALESCE(?, operator),"
-        " submitted_at = CASE WHEN status = 'queued' AND parts_submitted + 1 >= parts"
-        "   THEN ? ELSE submitted_at END,"
-        " status = CASE WHEN status = 'queued' AND parts_submitted + 1 >= parts"
-        "   THEN 'submitted' ELSE status END"
-        " WHERE id = ?", (o.operator, now, o.message_id))
+def _message_submitted(conn, o, now, pending_receipts=True):
+    """The rest of a 'submitted' outcome once its part has changed: the message's
+    aggregate, the receipt key, and receipts that overtook the submit_sm_resp."""
+    conn.execute(_SUBMIT_MESSAGE_SQL, (o.operator, now, o.message_id))
     if not o.smsc_id:
         return  # the SMSC gave no id: no receipt can ever be matched
     try:
@@ -505,8 +567,7 @@ def _part_submitted(conn, o, now, pending_receipts=True):
     # One row under the normalised raw id is enough: a receipt looks up every hex/decimal
     # translation of its own id (see _find_part), which meets this one whichever base
     # either side wrote.
-    conn.execute("INSERT INTO receipt_keys (key, operator, message_id, seq)"
-                 " VALUES (?, ?, ?, ?)", (keys[0], o.operator, o.message_id, o.seq))
+    conn.execute(_INSERT_RECEIPT_KEY_SQL, (keys[0], o.operator, o.message_id, o.seq))
     if not pending_receipts:
         return
     # Receipts that overtook this submit_sm_resp.  Another operator's receipt with a
@@ -535,11 +596,11 @@ def _apply_receipt(conn, operator, keys, state, error, now):
 
 def _find_part(conn, operator, keys):
     """(message_id, seq) for the first key that matches, this operator's ids first."""
+    # One query per key, in order: the first (normalised raw) key nearly always matches
+    # with this operator, so this is one query (a single IN over all keys costs more).
     other = None
     for key in keys:
-        for message_id, seq, key_operator in conn.execute(
-                "SELECT message_id, seq, operator FROM receipt_keys WHERE key = ?"
-                " ORDER BY rowid DESC", (key,)):
+        for message_id, seq, key_operator in conn.execute(_FIND_PART_SQL, (key,)):
             if key_operator == operator:
                 return message_id, seq
             if other is None:
@@ -550,39 +611,21 @@ def _find_part(conn, operator, keys):
 def _apply_part_receipt(conn, message_id, seq, state, error, now):
     """A receipt's state on one part; final part states never change again."""
     if state == "delivered":
-        changed = conn.execute(
-            "UPDATE parts SET state = 'delivered' WHERE message_id = ? AND seq = ?"
-            " AND state NOT IN ('delivered', 'failed', 'expired')",
-            (message_id, seq)).rowcount
-        if changed:
-            conn.execute(
-                "UPDATE messages SET parts_delivered = parts_delivered + 1,"
-                " done_at = CASE WHEN status IN ('queued', 'submitted')"
-                "   AND parts_delivered + 1 >= parts THEN ? ELSE done_at END,"
-                " status = CASE WHEN status IN ('queued', 'submitted')"
-                "   AND parts_delivered + 1 >= parts THEN 'delivered' ELSE status END"
-                " WHERE id = ?", (now, message_id))
+        if conn.execute(_DELIVERED_PART_SQL, (message_id, seq)).rowcount:
+            conn.execute(_DELIVERED_MESSAGE_SQL, (now, message_id))
     elif state in ("failed", "expired"):
-        row = conn.execute("SELECT state FROM parts WHERE message_id = ? AND seq = ?",
-                           (message_id, seq)).fetchone()
-        if row is not None and row[0] not in _FINAL:
-            _part_final(conn, message_id, seq, state, error or state, now, None)
+        _part_final(conn, message_id, seq, state, error or state, now, None)
     # Other states (ENROUTE, ACCEPTD, ...) say nothing final: matched, nothing to do.
 
 
 def _part_final(conn, message_id, seq, state, error, now, operator):
-    """Part failed or expired: so does its message, unless it is already final."""
-    conn.execute("UPDATE parts SET state = ?, error = ?, operator = COALESCE(?, operator)"
-                 " WHERE message_id = ? AND seq = ?", (state, error, operator, message_id, seq))
-    conn.execute(
-        "UPDATE messages SET parts_failed = parts_failed + 1,"
-        " error = CASE WHEN status IN ('delivered', 'failed', 'expired') THEN error ELSE ? END,"
-        " done_at = CASE WHEN status IN ('delivered', 'failed', 'expired')"
-        "   THEN done_at ELSE ? END,"
-        " operator = COALESCE(operator, ?),"
-        " status = CASE WHEN status IN ('delivered', 'failed', 'expired')"
-        "   THEN status ELSE ? END"
-        " WHERE id = ?", (error, now, operator, state, message_id))
+    """Part failed or expired unless already final (then 0 is returned, nothing
+    changes); so does its message, unless it is already final."""
+    if not conn.execute(_FINAL_PART_SQL,
+                        (state, error, operator, message_id, seq)).rowcount:
+        return 0
+    conn.execute(_FINAL_MESSAGE_SQL, (error, now, operator, state, message_id))
+    return 1
 
 
 # -- helpers ---------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Callers (on the reactor thread) hand `submit()` an operation, a function taking the
 write connection, and get a Deferred.  The thread takes everything queued since its
-last commit, runs it in one transaction with a SAVEPOINT around each operation, commits
-once, and only then fires each Deferred on the reactor thread.  One fsync thus covers
-thousands of writes (group commit), and an operation that raises is rolled back alone.
+last commit, runs it in one transaction, commits once, and only then fires each
+Deferred on the reactor thread.  One fsync thus covers thousands of writes (group
+commit), and an operation that raises is rolled back alone: the batch is then run again
+with a SAVEPOINT around each operation (see _transact).
 """
 
 import logging
@@ -111,26 +112,18 @@ class Writer:
         """Run `batch` in one transaction; [(deferred, ok, result_or_failure)]."""
         conn = self._conn
         started = time.perf_counter()
-        results = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for operation, d in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    result = operation(conn)
-                except Exception:
-                    failure = Failure()
-                    if not conn.in_transaction:
-                        # SQLite rolled back the whole transaction (I/O error, disk
-                        # full): nothing of this batch survives.
-                        raise
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((d, False, failure))
-                else:
-                    conn.execute("RELEASE op")
-                    results.append((d, True, result))
-            conn.execute("COMMIT")
+            results = self._run_optimistic(batch)
+            if results is None:
+                # An operation failed and the transaction was rolled back: run the batch
+                # again, each operation in its own SAVEPOINT so the failure is undone
+                # alone.  Operations are functions of the connection (no state of their
+                # own), so a second run gives what the first would have.
+                conn.execute("BEGIN IMMEDIATE")
+                results = self._run_isolated(batch)
+            if conn.in_transaction:
+                conn.execute("COMMIT")
         except Exception as e:
             log.error("store transaction of %d writes failed: %s", len(batch), e)
             self.last_commit_ok = False
@@ -144,6 +137,49 @@ class Writer:
         self.commits += 1
         self.last_commit_ok = True
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        return results
+
+    def _run_optimistic(self, batch):
+        """Run every operation with no SAVEPOINT of its own (two statements fewer per
+        write; almost no write fails).  On the first failure, roll the transaction back
+        and return None, or, for a batch of one, return that failure (nothing else was
+        in the transaction, which is left rolled back)."""
+        conn = self._conn
+        results = []
+        for operation, d in batch:
+            try:
+                result = operation(conn)
+            except Exception:
+                failure = Failure()
+                if not conn.in_transaction:
+                    # SQLite rolled back the whole transaction (I/O error, disk full):
+                    # nothing of this batch survives.
+                    raise
+                conn.execute("ROLLBACK")
+                if len(batch) == 1:
+                    return [(d, False, failure)]
+                return None
+            results.append((d, True, result))
+        return results
+
+    def _run_isolated(self, batch):
+        """Run every operation in a SAVEPOINT; one that raises is rolled back alone."""
+        conn = self._conn
+        results = []
+        for operation, d in batch:
+            conn.execute("SAVEPOINT op")
+            try:
+                result = operation(conn)
+            except Exception:
+                failure = Failure()
+                if not conn.in_transaction:
+                    raise
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                results.append((d, False, failure))
+            else:
+                conn.execute("RELEASE op")
+                results.append((d, True, result))
         return results
 
 
