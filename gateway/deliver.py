@@ -49,9 +49,14 @@ class InboundRouter:
         d = self.store.apply_receipts([item[:4] for item in batch])
 
         def applied(matched):
+            # Metrics counted per label set and added once per batch (hot path).
+            counts = {}
             for (operator, _id, state, _error, waiting), hit in zip(batch, matched):
-                metrics.child(metrics.RECEIPTS, operator, state, "yes" if hit else "later").inc()
+                labels = (operator, state, "yes" if hit else "later")
+                counts[labels] = counts.get(labels, 0) + 1
                 waiting.callback(c.ESME_ROK)
+            for labels, n in counts.items():
+                metrics.child(metrics.RECEIPTS, *labels).inc(n)
 
         def failed(failure):
             # Not stored: the session answers a temporary error and the SMSC retries.

@@ -33,13 +33,23 @@ def retry_delay(attempts):
 class Lane:
     """Parts waiting for one operator, in claim order (retries go to the front)."""
 
-    __slots__ = ("operator", "pool", "settings", "parts")
+    __slots__ = ("operator", "pool", "settings", "parts", "sent_counter", "result_counters")
 
     def __init__(self, operator, pool, settings):
         self.operator = operator
         self.pool = pool
         self.settings = settings
         self.parts = deque()
+        # Metric children looked up once (per status for results), not per submit.
+        self.sent_counter = metrics.child(metrics.SUBMIT_SM_SENT, operator)
+        self.result_counters = {}
+
+    def count_result(self, status):
+        counter = self.result_counters.get(status)
+        if counter is None:
+            counter = self.result_counters[status] = metrics.child(
+                metrics.SUBMIT_SM_RESULTS, self.operator, c.status_name(status))
+        counter.inc()
 
 
 class Dispatcher:
@@ -173,16 +183,22 @@ class Dispatcher:
                 self._route(stranded)
                 continue
             free = lane.pool.free_slots()
-            while free > 0 and lane.parts:
-                self._send(lane, lane.parts.popleft())
-                free -= 1
+            parts = lane.parts
+            sent = 0
+            try:
+                while sent < free and parts:
+                    self._send(lane, parts.popleft())
+                    sent += 1
+            finally:
+                if sent:
+                    # One metric update per lane and turn instead of one per submit_sm.
+                    lane.sent_counter.inc(sent)
 
     # submitting ----------------------------------------------------------------
     def _send(self, lane, part):
         self.buffered -= 1
         pdu = build_submit_sm(part, lane.settings, self.clock.seconds())
         self.in_flight += 1
-        metrics.child(metrics.SUBMIT_SM_SENT, lane.operator).inc()
         d = lane.pool.submit(pdu)
         d.addCallbacks(self._answered, self._lost,
                        callbackArgs=(lane, part), errbackArgs=(lane, part))
@@ -190,8 +206,8 @@ class Dispatcher:
     def _answered(self, resp, lane, part):
         self.in_flight -= 1
         status = resp.status
-        metrics.child(metrics.SUBMIT_SM_RESULTS, lane.operator, c.status_name(status)).inc()
-        kind = classify_status(status)
+        lane.count_result(status)
+        kind = "ok" if status == c.ESME_ROK else classify_status(status)
         if kind == "ok":
             smsc_id = resp.fields.get("message_id", "")
             self._outcome(PartOutcome(part.message_id, part.seq, "submitted",

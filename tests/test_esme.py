@@ -373,6 +373,46 @@ def test_inbound_handler_failure_answers_temporary_error(clock, handler):
         c.DELIVER_SM_RESP, 5, c.ESME_RX_T_APPN)
 
 
+@pytest.mark.parametrize("command_id", [c.DELIVER_SM, c.DATA_SM])
+@pytest.mark.parametrize("status", [c.ESME_ROK, c.ESME_RX_T_APPN, 0xFFFFFFFF])
+def test_inbound_answer_octets_are_the_codecs(clock, command_id, status):
+    h = Harness(clock, inbound=lambda pdu: status)
+    h.bind()
+    request = PDU(command_id, 0x7FFFFFFF, fields={"source_addr": "989121234567",
+                                                   "destination_addr": "40401234"})
+    h.receive(request)
+    assert h.transport.value() == encode(request.response(status=status, message_id=""))
+
+
+@pytest.mark.parametrize("handler", [
+    lambda pdu: defer.succeed(c.ESME_RX_P_APPN),       # already fired
+    lambda pdu: c.ESME_RX_P_APPN,                      # plain int
+    lambda pdu: Failure(RuntimeError("x")),            # a Failure returned, not raised
+])
+def test_inbound_handler_result_forms(clock, handler):
+    h = Harness(clock, inbound=handler)
+    h.bind()
+    h.receive(deliver_sm(6))
+    (resp,) = h.sent()
+    expected = c.ESME_RX_T_APPN if isinstance(handler(None), Failure) else c.ESME_RX_P_APPN
+    assert (resp.command_id, resp.sequence, resp.status) == (c.DELIVER_SM_RESP, 6, expected)
+
+
+def test_inbound_handler_coroutine_is_awaited(clock):
+    waiting = defer.Deferred()
+
+    async def inbound(pdu):
+        return await waiting
+
+    h = Harness(clock, inbound=inbound)
+    h.bind()
+    h.receive(deliver_sm(9))
+    assert h.sent() == []
+    waiting.callback(c.ESME_ROK)
+    (resp,) = h.sent()
+    assert (resp.sequence, resp.status) == (9, c.ESME_ROK)
+
+
 def test_inbound_beyond_the_cap_answered_queue_full(clock, monkeypatch):
     monkeypatch.setattr(esme, "MAX_UNANSWERED_INBOUND", 2)
     waiting = []

@@ -516,6 +516,23 @@ def test_framer_several_pdus_in_one_chunk_and_a_partial_tail():
     assert framer.pending == 0
 
 
+def test_framer_any_chunking_gives_the_same_frames_as_bytes():
+    rng = random.Random(7)
+    pdus = [PDU(c.SUBMIT_SM, n, fields=dict(SUBMIT_FIELDS)) if n % 3 else
+            PDU(c.DELIVER_SM_RESP, n, fields={"message_id": ""}) for n in range(1, 60)]
+    stream = b"".join(encode(p) for p in pdus)
+    for kind in (bytes, bytearray, memoryview):
+        framer = Framer()
+        frames, pos = [], 0
+        while pos < len(stream):
+            step = rng.randint(1, 300)
+            frames.extend(framer.feed(kind(stream[pos:pos + step])))
+            pos += step
+        assert all(type(f) is bytes for f in frames)
+        assert [decode(f) for f in frames] == pdus
+        assert framer.pending == 0
+
+
 def test_framer_rejects_impossible_lengths_as_soon_as_they_arrive():
     with pytest.raises(FramingError):
         Framer().feed(struct.pack(">I", 15))

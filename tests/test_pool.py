@@ -55,6 +55,14 @@ def test_bucket_take_n_is_all_or_nothing(clock):
     assert bucket.delay_until_available(2) == pytest.approx(0.5)
 
 
+def test_bucket_take_one_reports_what_is_left(clock):
+    bucket = TokenBucket(rate=10, burst=3, clock=clock)
+    assert [bucket.take_one() for _ in range(4)] == [2, 1, 0, None]
+    assert bucket.available() == 0
+    clock.advance(0.1)
+    assert bucket.take_one() == 0 and bucket.take_one() is None
+
+
 def test_bucket_holds_the_rate_over_time(clock):
     bucket = TokenBucket(rate=50, burst=5, clock=clock)
     taken = 0

@@ -8,6 +8,7 @@ and statuses only: never message text or whole phone numbers.
 """
 
 import logging
+import struct
 
 from twisted.internet import defer, protocol, task
 from twisted.python.failure import Failure
@@ -382,7 +383,7 @@ class ESMEProtocol(protocol.Protocol):
             log.error("%s: inbound handler returned %r for %s seq %d; answering "
                       "ESME_RX_T_APPN", self.label, status, pdu.name, pdu.sequence)
             status = c.ESME_RX_T_APPN
-        self._answer_inbound(pdu, status)
+        self._answer_inbound(pdu, int(status))
 
     def _inbound_failed(self, failure, pdu):
         # Not stored: a temporary error makes the SMSC deliver it again later.
@@ -393,7 +394,12 @@ class ESMEProtocol(protocol.Protocol):
     def _answer_inbound(self, pdu, status):
         self._unanswered_inbound -= 1
         if self._state in (BOUND, UNBINDING):
-            self._write(pdu.response(status=status, message_id=""))
+            # deliver_sm_resp / data_sm_resp with an empty message_id, packed directly:
+            # the same octets as encode(pdu.response(status, message_id="")), without
+            # building a PDU per receipt (hot path).
+            self.transport.write(_EMPTY_ID_RESP.pack(_EMPTY_ID_RESP.size,
+                                                     pdu.command_id | c.RESPONSE_BIT,
+                                                     status, pdu.sequence))
         # Otherwise the connection went first: the SMSC redelivers the unanswered PDU.
 
     # --- bytes out ------------------------------------------------------------------------
@@ -523,6 +529,10 @@ class ESMEProtocol(protocol.Protocol):
         if (self._state == BOUND and not self._enquiring
                 and now - self._last_received >= self.factory.enquire_link_s):
             self._enquire()
+
+
+# Header + one NUL (message_id ""): the whole answer to a deliver_sm / data_sm.
+_EMPTY_ID_RESP = struct.Struct(">IIIIx")
 
 
 def _error_answer(command_id, sequence, status):

@@ -20,6 +20,7 @@ MAX_PDU = 70_000
 MAX_SHORT_MESSAGE = 254
 
 _TLV_HEAD = struct.Struct(">HH")
+_LENGTH = struct.Struct(">I")
 
 
 class PDUError(Exception):
@@ -501,22 +502,35 @@ class Framer:
         self._buffer = bytearray()
 
     def feed(self, data):
+        # Frames are sliced from one bytes object (one copy each); only what is left
+        # of an incomplete PDU is kept in the buffer.
         buffer = self._buffer
-        buffer += data
+        if buffer:
+            buffer += data
+            data = bytes(buffer)
+        elif type(data) is not bytes:
+            data = bytes(data)
         frames = []
         pos = 0
-        available = len(buffer)
+        available = len(data)
+        max_length = self.max_length
+        unpack = _LENGTH.unpack_from
         while available - pos >= 4:
-            length = int.from_bytes(buffer[pos:pos + 4], "big")
-            if length < HEADER_LENGTH or length > self.max_length:
+            length, = unpack(data, pos)
+            if length < HEADER_LENGTH or length > max_length:
+                if not buffer:
+                    buffer += data
                 raise FramingError(f"command_length {length} outside "
-                                   f"{HEADER_LENGTH}..{self.max_length}")
+                                   f"{HEADER_LENGTH}..{max_length}")
             if available - pos < length:
                 break
-            frames.append(bytes(buffer[pos:pos + length]))
+            frames.append(data[pos:pos + length])
             pos += length
-        if pos:
-            del buffer[:pos]
+        if buffer:
+            if pos:
+                del buffer[:pos]
+        elif pos < available:
+            buffer += data[pos:] if pos else data
         return frames
 
     @property

@@ -138,18 +138,26 @@ class OperatorPool(MultiService):
         if wait > 0:
             return defer.fail(NoSession(f"operator {self.operator} slowed down for "
                                         f"{wait:.1f}s more"))
-        ready = [s for s in self._sessions if s.can_submit()]
-        if not ready:
+        # The least-loaded session that can submit, in one pass (hot path: no list,
+        # no key function); ties go to the first, as min() would.
+        session = None
+        least = None
+        for candidate in self._sessions:
+            if candidate.can_submit():
+                outstanding = candidate.outstanding
+                if least is None or outstanding < least:
+                    session, least = candidate, outstanding
+        if session is None:
             return defer.fail(NoSession(f"operator {self.operator}: no bound session "
                                         f"with a free window slot"))
-        if not self._bucket.take():
+        left = self._bucket.take_one()
+        if left is None:
             self._wake_on_tokens()
             return defer.fail(NoSession(f"operator {self.operator}: TPS budget spent"))
-        if self._bucket.available() == 0:
+        if left == 0:
             # Callers submit free_slots() times without asking again: wake them when the
             # bucket refills, or work would sit until some response happens to arrive.
             self._wake_on_tokens()
-        session = min(ready, key=lambda s: s.outstanding)
         return session.send_request(pdu)
 
     def slow_down(self, seconds):
