@@ -221,6 +221,7 @@ class APITests(unittest.TestCase):
             ({**base, "to": [9121234567]}, "'to[0]' must be a string"),
             ({**base, "text": ""}, "'text'"),
             ({**base, "priority": "urgent"}, "'priority'"),
+            ({**base, "priority": ["high"]}, "'priority'"),
             ({**base, "validity_s": 10}, "'validity_s'"),
             ({**base, "validity_s": True}, "'validity_s'"),
             ({**base, "receipt": "yes"}, "'receipt'"),
@@ -386,3 +387,28 @@ class APITests(unittest.TestCase):
         status, _, raw = yield self.request("GET", "/healthz")
         self.assertEqual(status, 503)
         self.assertEqual(json.loads(raw)["store"], "not_writable")
+
+
+def test_accepted_body_matches_json_dumps():
+    """The hand-built 202 document is byte for byte json.dumps's, and falls back to it
+    for anything that would need escaping."""
+    import json as _json
+    from types import SimpleNamespace
+
+    from gateway.http.api import _accepted_body
+
+    def expected(messages):
+        return _json.dumps(
+            {"messages": [{"id": m.id, "to": m.recipient, "parts": len(m.parts),
+                           "status": "queued"} for m in messages]},
+            ensure_ascii=False, separators=(",", ":"))
+
+    cases = [
+        [SimpleNamespace(id="01HABCDEF0123456789XYZ", recipient="989121234567", parts=[b"a"])],
+        [SimpleNamespace(id="A1", recipient="989121234567", parts=[b"a", b"b"]),
+         SimpleNamespace(id="B2", recipient="989351234567", parts=[b"c"])],
+        [SimpleNamespace(id='we"ird', recipient="98912\\1234567", parts=[b"a"])],
+        [SimpleNamespace(id="id-1_x", recipient="۹۸۹۱۲", parts=[b"a"])],
+    ]
+    for messages in cases:
+        assert _accepted_body(messages) == expected(messages)

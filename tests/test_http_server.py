@@ -486,3 +486,31 @@ def test_ambiguous_framing_is_refused(head):
     protocol.dataReceived(head)
     assert transport.value().startswith(b"HTTP/1.1 400 ")
     assert transport.disconnecting
+
+
+def test_repeated_urls_and_headers_give_each_request_its_own_fresh_values():
+    """Decoded URLs and header names are remembered between requests; what a handler
+    gets must still be its own: mutating it changes nothing for the next request."""
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    seen = []
+
+    def mutate(request):
+        seen.append((dict(request.query), dict(request.headers), request.path))
+        request.query["n"] = "changed"
+        request.headers["x-tag"] = "changed"
+        return json_response(200, {})
+
+    router = Router()
+    router.add("GET", "/m x", mutate)
+    factory = HTTPFactory(router, clock=Clock())
+    channel = factory.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    request = get(b"/m%20x?n=1&n=2", b"X-Tag: a\r\nX-TAG: b\r\n")
+    channel.dataReceived(request + request)
+    expected = ({"n": "2"}, {"host": "t", "x-tag": "a, b"}, "/m x")
+    assert seen == [expected, expected]
+    assert transport.value().count(b"HTTP/1.1 200 OK") == 2
+    factory.stop()

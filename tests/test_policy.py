@@ -93,6 +93,23 @@ def test_keyring_update_swaps_keys_for_rotation():
         ring.authenticate("Bearer tax-secret-key")
 
 
+def test_keyring_update_forgets_keys_already_seen():
+    """Accepted headers are remembered per ring: a rotated-out key stops working at once."""
+    ring = KeyRing([TAX, JUDICIARY])
+    for _ in range(3):
+        assert ring.authenticate("Bearer tax-secret-key") is TAX
+    with pytest.raises(Unauthorized):
+        ring.authenticate("Bearer tax-secret-kez")
+    with pytest.raises(Unauthorized):              # refusals are never remembered
+        ring.authenticate("Bearer tax-secret-kez")
+    rotated = Agency(**{**TAX.__dict__, "keys": (hash_key("tax-new-key"),)})
+    ring.update([rotated, JUDICIARY])
+    with pytest.raises(Unauthorized) as refused:
+        ring.authenticate("Bearer tax-secret-key")
+    assert refused.value.reason == "unknown key"
+    assert ring.authenticate("Bearer tax-new-key") is rotated
+
+
 def test_keyring_refuses_a_key_shared_by_two_agencies():
     twin = agency("twin", "tax-secret-key")
     with pytest.raises(ValueError, match="share an API key"):

@@ -127,10 +127,18 @@ class Router:
         except Exception:
             result = _as_response(Failure())
         if isinstance(result, defer.Deferred):
-            result.addErrback(_as_response)
-            result.addCallback(_count, route or "unmatched")
+            # One callback for "failure → error answer, then count": each Deferred link
+            # costs µs on the hot path.
+            result.addBoth(_count_outcome, route or "unmatched")
             return result
         return _count(result, route or "unmatched")
+
+
+def _count_outcome(result, route):
+    if isinstance(result, Failure):
+        result = _as_response(result)
+    metrics.child(metrics.HTTP_REQUESTS, route, result.status).inc()
+    return result
 
 
 def _as_response(failure):
@@ -146,6 +154,24 @@ def _count(response, route):
 
 
 # -- the connection ----------------------------------------------------------------------
+
+# Clients send the same few header names and URLs again and again: their decoded forms
+# are remembered (first come, bounded; never evicted, so a client cannot churn them).
+_CACHE_LIMIT = 512
+_HEADER_NAMES = {}       # raw header name -> lower-case str
+_URLS = {}               # raw request target -> (path, ((name, value), ...))
+
+
+def _parse_target(url):
+    """(percent-decoded path, query pairs) of a request target, or None if malformed."""
+    try:
+        parsed = httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        return None
+    path = unquote(parsed.path.decode("latin-1"), errors="replace")
+    query = tuple(parse_qsl(parsed.query.decode("latin-1"))) if parsed.query else ()
+    return path, query
+
 
 class _Abort(Exception):
     """Raised inside a parser callback to stop parsing this connection."""
@@ -259,16 +285,22 @@ class HTTPChannel(Protocol):
             raise _Abort()
 
     def on_header(self, name, value):
-        self._header_count += 1
-        self._head_bytes += len(name) + len(value) + 4
-        if (self._header_count > self.factory.max_headers
-                or self._head_bytes + len(self._url) > self.factory.max_head_bytes):
+        factory = self.factory
+        count = self._header_count = self._header_count + 1
+        head_bytes = self._head_bytes = self._head_bytes + len(name) + len(value) + 4
+        if (count > factory.max_headers
+                or head_bytes + len(self._url) > factory.max_head_bytes):
             self._refuse(ApiError("headers_too_large", "too many or too large request headers"))
             raise _Abort()
-        key = name.decode("latin-1").lower()
+        key = _HEADER_NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_HEADER_NAMES) < _CACHE_LIMIT:
+                _HEADER_NAMES[name] = key
         text = value.decode("latin-1")
-        previous = self._headers.get(key)
-        self._headers[key] = text if previous is None else previous + ", " + text
+        headers = self._headers
+        previous = headers.get(key)
+        headers[key] = text if previous is None else previous + ", " + text
 
     def on_headers_complete(self):
         self._headers_done = True
@@ -299,14 +331,20 @@ class HTTPChannel(Protocol):
         self._cancel_timer()
         method = self._parser.get_method().decode("ascii", "replace")
         keep_alive = self._parser.should_keep_alive() and not self.factory.stopping
-        try:
-            parsed = httptools.parse_url(self._url)
-        except httptools.HttpParserInvalidURLError:
-            self._refuse(ApiError("invalid_request", "malformed request URL"))
-            raise _Abort() from None
-        path = unquote(parsed.path.decode("latin-1"), errors="replace")
-        query = dict(parse_qsl(parsed.query.decode("latin-1"))) if parsed.query else {}
-        request = Request(method, path, query, self._headers, b"".join(self._body), self._peer)
+        url = self._url
+        target = _URLS.get(url)
+        if target is None:
+            target = _parse_target(url)
+            if target is None:
+                self._refuse(ApiError("invalid_request", "malformed request URL"))
+                raise _Abort()
+            if len(_URLS) < _CACHE_LIMIT:
+                _URLS[url] = target
+        path, query_items = target
+        query = dict(query_items) if query_items else {}
+        body = self._body
+        request = Request(method, path, query, self._headers,
+                          body[0] if len(body) == 1 else b"".join(body), self._peer)
         slot = _Slot(close=not keep_alive, head_only=method == "HEAD")
         # An HTTP/1.0 client asked for keep-alive: it needs to hear that it got it.
         slot.say_keep_alive = keep_alive and self._parser.get_http_version() == "1.0"
@@ -327,11 +365,17 @@ class HTTPChannel(Protocol):
         except Exception:
             result = _as_response(Failure())
         if isinstance(result, defer.Deferred):
-            result.addErrback(_as_response)
-            result.addCallback(self._answer, slot)
-            result.addErrback(lambda f: log.error("answering failed: %s", f.getTraceback()))
+            result.addBoth(self._answer_outcome, slot)    # one link, not three
         else:
             self._answer(result, slot)
+
+    def _answer_outcome(self, result, slot):
+        try:
+            if isinstance(result, Failure):
+                result = _as_response(result)
+            self._answer(result, slot)
+        except Exception:
+            log.error("answering failed: %s", Failure().getTraceback())
 
     def _answer(self, response, slot):
         slot.response = response

@@ -46,24 +46,31 @@ class Reservation:
 
 
 class _AgencyState:
-    __slots__ = ("rate", "quota", "tokens", "stamp", "day", "used")
+    __slots__ = ("rate", "quota", "tokens", "stamp", "day", "used", "day_start", "day_end")
 
     def __init__(self, rate, quota, now, used):
         self.rate = rate
         self.quota = quota
         self.tokens = rate
         self.stamp = now
-        self.day = tehran_day(now)
+        self._set_day(tehran_day(now))
         self.used = used
+
+    def _set_day(self, day):
+        self.day = day
+        self.day_start = day * DAY_S - TEHRAN_OFFSET_S
+        self.day_end = self.day_start + DAY_S
 
     def refill(self, now):
         if now > self.stamp:
             self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
-        day = tehran_day(now)
-        if day != self.day:
-            self.day = day
-            self.used = 0
+        # Compare with the day's bounds, not tehran_day(now) per request.
+        if not self.day_start <= now < self.day_end:
+            day = tehran_day(now)
+            if day != self.day:
+                self._set_day(day)
+                self.used = 0
 
 
 class AgencyLimits:
