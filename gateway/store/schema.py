@@ -76,9 +76,68 @@ def _v1_initial(db):
     db["idempotency"].create_index(["created_at"], "idempotency_age", if_not_exists=True)
 
 
+FINAL_STATES_SQL = "(" + ", ".join(f"'{state}'" for state in FINAL_STATES) + ")"
+
+# A message's counters and status follow its parts: each part state change updates its
+# message inside the same statement.  The writer can then change a whole batch of parts
+# with one set-based UPDATE (see operations.py) instead of two statements per part.
+_PART_TRIGGERS = {
+    "part_submitted": f"""
+        AFTER UPDATE OF state ON parts
+        WHEN new.state = 'submitted' AND old.state IN ('queued', 'sending')
+        BEGIN
+          UPDATE messages SET parts_submitted = parts_submitted + 1,
+            operator = COALESCE(new.operator, operator),
+            submitted_at = CASE WHEN status = 'queued' AND parts_submitted + 1 >= parts
+              THEN new.changed_at ELSE submitted_at END,
+            status = CASE WHEN status = 'queued' AND parts_submitted + 1 >= parts
+              THEN 'submitted' ELSE status END
+          WHERE id = new.message_id;
+          INSERT INTO receipt_keys (key, operator, message_id, seq)
+            SELECT new.receipt_key, new.operator, new.message_id, new.seq
+            WHERE new.receipt_key IS NOT NULL;
+        END""",
+    "part_delivered": f"""
+        AFTER UPDATE OF state ON parts
+        WHEN new.state = 'delivered' AND old.state NOT IN {FINAL_STATES_SQL}
+        BEGIN
+          UPDATE messages SET parts_delivered = parts_delivered + 1,
+            done_at = CASE WHEN status IN ('queued', 'submitted')
+              AND parts_delivered + 1 >= parts THEN new.changed_at ELSE done_at END,
+            status = CASE WHEN status IN ('queued', 'submitted')
+              AND parts_delivered + 1 >= parts THEN 'delivered' ELSE status END
+          WHERE id = new.message_id;
+        END""",
+    # A failed or expired part ends its message, unless the message already ended.
+    "part_ended": f"""
+        AFTER UPDATE OF state ON parts
+        WHEN new.state IN ('failed', 'expired') AND old.state NOT IN {FINAL_STATES_SQL}
+        BEGIN
+          UPDATE messages SET parts_failed = parts_failed + 1,
+            error = CASE WHEN status IN {FINAL_STATES_SQL} THEN error ELSE new.error END,
+            done_at = CASE WHEN status IN {FINAL_STATES_SQL} THEN done_at ELSE new.changed_at END,
+            operator = COALESCE(operator, new.operator),
+            status = CASE WHEN status IN {FINAL_STATES_SQL} THEN status ELSE new.state END
+          WHERE id = new.message_id;
+        END""",
+}
+
+
+def _v2_part_triggers(db):
+    # changed_at: when the part last changed state; receipt_key: the normalised SMSC id
+    # its receipts are looked up under (the trigger files it in receipt_keys).
+    columns = db["parts"].columns_dict
+    for name, kind in (("changed_at", float), ("receipt_key", str)):
+        if name not in columns:
+            db["parts"].add_column(name, kind)
+    for name, body in _PART_TRIGGERS.items():
+        db.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {body}")
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
+    (2, _v2_part_triggers),
 ]
 
 

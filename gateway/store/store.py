@@ -18,30 +18,20 @@ from pathlib import Path
 from twisted.internet import defer
 
 from gateway.smpp.receipt import match_keys
-from gateway.store import schema
+from gateway.store import operations, schema
+from gateway.store.operations import IDEMPOTENCY_S, DuplicateIdempotencyKey
 from gateway.store.writer import StoreClosed, Writer
 
 log = logging.getLogger("payam.store")
 
-IDEMPOTENCY_S = 24 * 3600
 PENDING_RECEIPT_S = 3 * 24 * 3600
 PROBE_EVERY_S = 1.0
 
 PRIORITY_NAMES = {0: "normal", 1: "high", 2: "emergency"}
 OUTCOME_KINDS = ("submitted", "requeue", "failed", "expired")
-_FINAL = schema.FINAL_STATES
+_PRIORITIES = sorted(PRIORITY_NAMES, reverse=True)     # claim order
 _BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"   # Crockford, in ASCII order: ids sort by time
 _SYMBOL_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)   # 10 bits → 2 symbols
-
-
-class DuplicateIdempotencyKey(Exception):
-    """The agency already used this idempotency key within 24 h; nothing was stored."""
-
-    def __init__(self, agency, key, response):
-        super().__init__(f"idempotency key already used by agency {agency!r}")
-        self.agency = agency
-        self.key = key
-        self.response = response
 
 
 @dataclass
@@ -177,9 +167,12 @@ class Store:
     # -- writes -------------------------------------------------------------------
 
     def _write(self, operation):
+        return self._writer_call(lambda writer: writer.submit(operation))
+
+    def _writer_call(self, call):
         if self._writer is None:
             return defer.fail(StoreClosed("the store is not open"))
-        return self._writer.submit(operation)
+        return call(self._writer)
 
     def accept(self, messages, idempotency=None):
         """Store new messages (all or none); Deferred fires with their ids once durable.
@@ -210,20 +203,10 @@ class Store:
         part_rows = [(m.id, seq, m.priority, bytes(payload), m.created_at)
                      for m in messages for seq, payload in enumerate(m.parts, 1)]
         ids = [m.id for m in messages]
-
-        def operation(conn):
-            if idempotency is not None:
-                _claim_idempotency_key(conn, *idempotency, now)
-            conn.executemany(
-                "INSERT INTO messages (id, agency, sender, recipient, text, priority,"
-                " reference, validity_s, receipt, data_coding, esm_class, parts, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", message_rows)
-            conn.executemany(
-                "INSERT INTO parts (message_id, seq, priority, payload, not_before)"
-                " VALUES (?, ?, ?, ?, ?)", part_rows)
-            return ids
-
-        return self._write(operation)
+        return self._writer_call(
+            lambda writer: writer.submit_grouped(
+                operations.insert_messages,
+                (message_rows, part_rows, ids, idempotency, now)))
 
     def claim(self, limit, now):
         """Up to `limit` queued parts due by `now`, highest priority first, then oldest;
@@ -232,7 +215,8 @@ class Store:
             return defer.fail(ValueError(f"claim limit must be an int >= 0, not {limit!r}"))
         if limit == 0:
             return defer.succeed([])
-        return self._write(lambda conn: _claim(conn, limit, now))
+        return self._write(lambda conn: [
+            ClaimedPart(*row) for row in operations.claim(conn, limit, now, _PRIORITIES)])
 
     def record(self, outcomes):
         """Apply submit outcomes to parts and their messages; Deferred fires with the
@@ -244,13 +228,7 @@ class Store:
         except (TypeError, ValueError) as e:
             return defer.fail(e)
         now = self._reactor.seconds()
-
-        def operation(conn):
-            pending = conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM pending_receipts)").fetchone()[0]
-            return sum(_apply_outcome(conn, outcome, now, pending) for outcome in outcomes)
-
-        return self._write(operation)
+        return self._write(lambda conn: operations.record(conn, outcomes, now))
 
     def apply_receipt(self, operator, smsc_id, state, error=None):
         """Apply one delivery receipt; Deferred[bool] whether it matched a submitted part."""
@@ -273,12 +251,7 @@ class Store:
                 return defer.fail(ValueError(f"receipt state must be a string, not {state!r}"))
             prepared.append((operator, match_keys(smsc_id), state, error))
         now = self._reactor.seconds()
-
-        def operation(conn):
-            return [_apply_receipt(conn, operator, keys, state, error, now)
-                    for operator, keys, state, error in prepared]
-
-        return self._write(operation)
+        return self._write(lambda conn: operations.apply_receipts(conn, prepared, now))
 
     def store_inbound(self, operator, pdu_fields, tlvs):
         """Keep a raw MO PDU; Deferred fires with its row id once durable."""
@@ -440,192 +413,6 @@ def _check_outcome(o):
     if o.kind == "requeue" and o.not_before is not None \
             and not isinstance(o.not_before, (int, float)):
         raise ValueError("requeue not_before must be a timestamp")
-
-
-# -- operations (writer thread) ---------------------------------------------------------
-
-def _claim_idempotency_key(conn, agency, key, response, now):
-    row = conn.execute("SELECT response, created_at FROM idempotency"
-                       " WHERE agency = ? AND key = ?", (agency, key)).fetchone()
-    if row is not None and row[1] > now - IDEMPOTENCY_S:
-        raise DuplicateIdempotencyKey(agency, key, row[0])
-    conn.execute("INSERT OR REPLACE INTO idempotency (agency, key, response, created_at)"
-                 " VALUES (?, ?, ?, ?)", (agency, key, response, now))
-
-
-_CLAIM_SQL = (
-    "SELECT p.rowid, p.message_id, p.seq, m.parts, m.agency, m.sender, m.recipient,"
-    " m.priority, m.data_coding, m.esm_class, p.payload, m.receipt, p.attempts,"
-    " m.created_at + m.validity_s"
-    " FROM parts p JOIN messages m ON m.id = p.message_id"
-    # state = 'queued' written literally so that the partial index applies.
-    " WHERE p.state = 'queued' AND p.priority = ? AND p.not_before <= ?"
-    " ORDER BY p.not_before, p.rowid LIMIT ?")
-
-
-def _claim(conn, limit, now):
-    claimed = []
-    for priority in sorted(PRIORITY_NAMES, reverse=True):
-        # One index range per priority: only due parts are read, however many wait.
-        rows = conn.execute(_CLAIM_SQL, (priority, now, limit - len(claimed))).fetchall()
-        if rows:
-            conn.executemany("UPDATE parts SET state = 'sending' WHERE rowid = ?",
-                             [(row[0],) for row in rows])
-            claimed.extend(ClaimedPart(*row[1:11], bool(row[11]), *row[12:]) for row in rows)
-        if len(claimed) >= limit:
-            break
-    return claimed
-
-
-# Each state change is one conditional UPDATE whose rowcount says whether it applied
-# (rather than a SELECT of the state, then an UPDATE): one statement fewer per outcome
-# and per receipt on the writer thread.  The conditions are the checks the SELECT made:
-# submitted / requeue only from queued or sending; no change ever over a final state.
-_SUBMIT_PART_SQL = (
-    "UPDATE parts SET state = 'submitted', operator = ?, smsc_id = ?"
-    " WHERE message_id = ? AND seq = ? AND state IN ('queued', 'sending')")
-_REQUEUE_PART_SQL = (
-    "UPDATE parts SET state = 'queued', not_before = ?, attempts = attempts + ?,"
-    " error = COALESCE(?, error)"
-    " WHERE message_id = ? AND seq = ? AND state IN ('queued', 'sending')")
-_FINAL_PART_SQL = (
-    "UPDATE parts SET state = ?, error = ?, operator = COALESCE(?, operator)"
-    " WHERE message_id = ? AND seq = ? AND state NOT IN ('delivered', 'failed', 'expired')")
-_DELIVERED_PART_SQL = (
-    "UPDATE parts SET state = 'delivered' WHERE message_id = ? AND seq = ?"
-    " AND state NOT IN ('delivered', 'failed', 'expired')")
-# Right-hand sides see the row's old values, hence "parts_submitted + 1".
-_SUBMIT_MESSAGE_SQL = (
-    "UPDATE messages SET parts_submitted = parts_submitted + 1,"
-    " operator = COALESCE(?, operator),"
-    " submitted_at = CASE WHEN status = 'queued' AND parts_submitted + 1 >= parts"
-    "   THEN ? ELSE submitted_at END,"
-    " status = CASE WHEN status = 'queued' AND parts_submitted + 1 >= parts"
-    "   THEN 'submitted' ELSE status END"
-    " WHERE id = ?")
-_DELIVERED_MESSAGE_SQL = (
-    "UPDATE messages SET parts_delivered = parts_delivered + 1,"
-    " done_at = CASE WHEN status IN ('queued', 'submitted')"
-    "   AND parts_delivered + 1 >= parts THEN ? ELSE done_at END,"
-    " status = CASE WHEN status IN ('queued', 'submitted')"
-    "   AND parts_delivered + 1 >= parts THEN 'delivered' ELSE status END"
-    " WHERE id = ?")
-_FINAL_MESSAGE_SQL = (
-    "UPDATE messages SET parts_failed = parts_failed + 1,"
-    " error = CASE WHEN status IN ('delivered', 'failed', 'expired') THEN error ELSE ? END,"
-    " done_at = CASE WHEN status IN ('delivered', 'failed', 'expired')"
-    "   THEN done_at ELSE ? END,"
-    " operator = COALESCE(operator, ?),"
-    " status = CASE WHEN status IN ('delivered', 'failed', 'expired')"
-    "   THEN status ELSE ? END"
-    " WHERE id = ?")
-_INSERT_RECEIPT_KEY_SQL = (
-    "INSERT INTO receipt_keys (key, operator, message_id, seq) VALUES (?, ?, ?, ?)")
-_FIND_PART_SQL = ("SELECT message_id, seq, operator FROM receipt_keys WHERE key = ?"
-                  " ORDER BY rowid DESC")
-
-
-def _apply_outcome(conn, o, now, pending_receipts=True):
-    """One PartOutcome; 1 if it changed the part, 0 if the part is gone or finished.
-    pending_receipts=False: the caller knows no early receipt waits (saves a query)."""
-    kind = o.kind
-    if kind == "submitted":
-        changed = conn.execute(_SUBMIT_PART_SQL,
-                               (o.operator, o.smsc_id, o.message_id, o.seq)).rowcount
-        if changed:
-            _message_submitted(conn, o, now, pending_receipts)
-    elif kind == "requeue":
-        changed = conn.execute(
-            _REQUEUE_PART_SQL,
-            (now if o.not_before is None else o.not_before, 1 if o.count_attempt else 0,
-             o.error, o.message_id, o.seq)).rowcount
-    else:
-        changed = _part_final(conn, o.message_id, o.seq, kind, o.error or kind, now,
-                              o.operator)
-    if changed:
-        return 1
-    # Not applied (rare): say so only when the part does not exist at all.
-    if conn.execute("SELECT 1 FROM parts WHERE message_id = ? AND seq = ?",
-                    (o.message_id, o.seq)).fetchone() is None:
-        log.warning("outcome %s for unknown part %s/%d ignored", kind, o.message_id, o.seq)
-    return 0
-
-
-def _message_submitted(conn, o, now, pending_receipts=True):
-    """The rest of a 'submitted' outcome once its part has changed: the message's
-    aggregate, the receipt key, and receipts that overtook the submit_sm_resp."""
-    conn.execute(_SUBMIT_MESSAGE_SQL, (o.operator, now, o.message_id))
-    if not o.smsc_id:
-        return  # the SMSC gave no id: no receipt can ever be matched
-    try:
-        keys = match_keys(o.smsc_id)
-    except ValueError as e:
-        # An id we cannot index must not undo the other outcomes of this batch.
-        log.warning("part %s/%d: SMSC id not indexable for receipts: %s",
-                    o.message_id, o.seq, e)
-        return
-    # One row under the normalised raw id is enough: a receipt looks up every hex/decimal
-    # translation of its own id (see _find_part), which meets this one whichever base
-    # either side wrote.
-    conn.execute(_INSERT_RECEIPT_KEY_SQL, (keys[0], o.operator, o.message_id, o.seq))
-    if not pending_receipts:
-        return
-    # Receipts that overtook this submit_sm_resp.  Another operator's receipt with a
-    # colliding id is not ours, but one whose operator is unknown may be.
-    marks = ", ".join("?" * len(keys))
-    pending = conn.execute(
-        f"SELECT rowid, state, error FROM pending_receipts WHERE key IN ({marks})"
-        " AND (operator = ? OR operator IS NULL OR ? IS NULL) ORDER BY rowid",
-        (*keys, o.operator, o.operator)).fetchall()
-    for rowid, state, error in pending:
-        _apply_part_receipt(conn, o.message_id, o.seq, state, error, now)
-        conn.execute("DELETE FROM pending_receipts WHERE rowid = ?", (rowid,))
-
-
-def _apply_receipt(conn, operator, keys, state, error, now):
-    found = _find_part(conn, operator, keys)
-    if found is not None:
-        _apply_part_receipt(conn, found[0], found[1], state, error, now)
-        return True
-    if state in _FINAL:
-        conn.execute(
-            "INSERT INTO pending_receipts (key, operator, state, error, received_at)"
-            " VALUES (?, ?, ?, ?, ?)", (keys[0], operator, state, error, now))
-    return False
-
-
-def _find_part(conn, operator, keys):
-    """(message_id, seq) for the first key that matches, this operator's ids first."""
-    # One query per key, in order: the first (normalised raw) key nearly always matches
-    # with this operator, so this is one query (a single IN over all keys costs more).
-    other = None
-    for key in keys:
-        for message_id, seq, key_operator in conn.execute(_FIND_PART_SQL, (key,)):
-            if key_operator == operator:
-                return message_id, seq
-            if other is None:
-                other = (message_id, seq)
-    return other
-
-
-def _apply_part_receipt(conn, message_id, seq, state, error, now):
-    """A receipt's state on one part; final part states never change again."""
-    if state == "delivered":
-        if conn.execute(_DELIVERED_PART_SQL, (message_id, seq)).rowcount:
-            conn.execute(_DELIVERED_MESSAGE_SQL, (now, message_id))
-    elif state in ("failed", "expired"):
-        _part_final(conn, message_id, seq, state, error or state, now, None)
-    # Other states (ENROUTE, ACCEPTD, ...) say nothing final: matched, nothing to do.
-
-
-def _part_final(conn, message_id, seq, state, error, now, operator):
-    """Part failed or expired unless already final (then 0 is returned, nothing
-    changes); so does its message, unless it is already final."""
-    if not conn.execute(_FINAL_PART_SQL,
-                        (state, error, operator, message_id, seq)).rowcount:
-        return 0
-    conn.execute(_FINAL_MESSAGE_SQL, (error, now, operator, state, message_id))
-    return 1
 
 
 # -- helpers ---------------------------------------------------------------------------

@@ -6,6 +6,11 @@ last commit, runs it in one transaction, commits once, and only then fires each
 Deferred on the reactor thread.  One fsync thus covers thousands of writes (group
 commit), and an operation that raises is rolled back alone: the batch is then run again
 with a SAVEPOINT around each operation (see _transact).
+
+`submit_grouped(operation, item)` queues one item for an operation that takes a list:
+items queued for the same operation before a commit reach it in one call.  Each SQL
+statement costs this thread a GIL hand-off while the reactor thread is busy (~100 µs
+measured, against ~1 µs idle), so one statement for many rows beats one per row.
 """
 
 import logging
@@ -19,6 +24,9 @@ from twisted.python.failure import Failure
 from gateway import metrics
 
 log = logging.getLogger("payam.store.writer")
+
+
+_ALONE = object()     # the item of a plain submit(): the operation takes only the connection
 
 
 class StoreClosed(Exception):
@@ -56,11 +64,16 @@ class Writer:
 
     def submit(self, operation):
         """Queue `operation(conn) -> result`; Deferred fires after its commit."""
+        return self.submit_grouped(operation, _ALONE)
+
+    def submit_grouped(self, operation, item):
+        """Queue `item` for `operation(conn, items) -> [result per item]`, called once
+        per transaction with every item queued for it; Deferred of this item's result."""
         d = defer.Deferred()
         with self._cond:
             if self._stopping:
                 return defer.fail(StoreClosed("the store is closed"))
-            self._queue.append((operation, d))
+            self._queue.append((operation, item, d))
             self._cond.notify()
         return d
 
@@ -101,7 +114,7 @@ class Writer:
                 self._stopping = True
                 batch, self._queue = self._queue, []
             failure = Failure(TransactionLost("the store writer stopped"))
-            self._reactor.callFromThread(_fire, [(d, False, failure) for _, d in batch])
+            self._reactor.callFromThread(_fire, [(d, False, failure) for _, _, d in batch])
         finally:
             try:
                 self._conn.close()
@@ -133,7 +146,7 @@ class Writer:
                 except sqlite3.Error:
                     log.exception("rollback after a failed transaction failed")
             lost = Failure(TransactionLost(f"store transaction failed: {e}"))
-            return [(d, False, lost) for _, d in batch]
+            return [(d, False, lost) for _, _, d in batch]
         self.commits += 1
         self.last_commit_ok = True
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
@@ -141,14 +154,21 @@ class Writer:
 
     def _run_optimistic(self, batch):
         """Run every operation with no SAVEPOINT of its own (two statements fewer per
-        write; almost no write fails).  On the first failure, roll the transaction back
-        and return None, or, for a batch of one, return that failure (nothing else was
-        in the transaction, which is left rolled back)."""
+        write; almost no write fails), grouped items in one call per operation.  On the
+        first failure, roll the transaction back and return None, or, for a batch of
+        one, return that failure (nothing else was in the transaction, which is left
+        rolled back)."""
         conn = self._conn
         results = []
-        for operation, d in batch:
+        for operation, items, deferreds in _units(batch):
             try:
-                result = operation(conn)
+                if items is None:
+                    outcome = [operation(conn)]
+                else:
+                    outcome = operation(conn, items)
+                    if len(outcome) != len(items):
+                        raise RuntimeError(f"{operation.__name__} gave {len(outcome)} "
+                                           f"results for {len(items)} items")
             except Exception:
                 failure = Failure()
                 if not conn.in_transaction:
@@ -157,19 +177,23 @@ class Writer:
                     raise
                 conn.execute("ROLLBACK")
                 if len(batch) == 1:
-                    return [(d, False, failure)]
+                    return [(batch[0][2], False, failure)]
                 return None
-            results.append((d, True, result))
+            results.extend((d, True, result) for d, result in zip(deferreds, outcome))
         return results
 
     def _run_isolated(self, batch):
-        """Run every operation in a SAVEPOINT; one that raises is rolled back alone."""
+        """Run every operation, and every grouped item alone, in a SAVEPOINT; one that
+        raises is rolled back alone."""
         conn = self._conn
         results = []
-        for operation, d in batch:
+        for operation, item, d in batch:
             conn.execute("SAVEPOINT op")
             try:
-                result = operation(conn)
+                if item is _ALONE:
+                    result = operation(conn)
+                else:
+                    result, = operation(conn, [item])
             except Exception:
                 failure = Failure()
                 if not conn.in_transaction:
@@ -181,6 +205,24 @@ class Writer:
                 conn.execute("RELEASE op")
                 results.append((d, True, result))
         return results
+
+
+def _units(batch):
+    """The batch as units of work, in order: (operation, None, [d]) for a plain write;
+    (operation, items, deferreds) for grouped items, at the place of the first."""
+    units = []
+    groups = {}
+    for operation, item, d in batch:
+        if item is _ALONE:
+            units.append((operation, None, [d]))
+            continue
+        unit = groups.get(operation)
+        if unit is None:
+            unit = groups[operation] = (operation, [], [])
+            units.append(unit)
+        unit[1].append(item)
+        unit[2].append(d)
+    return units
 
 
 def _fire(results):
