@@ -514,3 +514,39 @@ def test_repeated_urls_and_headers_give_each_request_its_own_fresh_values():
     assert seen == [expected, expected]
     assert transport.value().count(b"HTTP/1.1 200 OK") == 2
     factory.stop()
+
+
+class RealSocketTests(unittest.TestCase):
+    timeout = 30
+
+    """Responses are sent straight to the socket when nothing waits before them; a
+    pipelined burst and a large body must still arrive complete and in order."""
+
+    @defer.inlineCallbacks
+    def test_pipelined_and_large_responses_arrive_whole_and_in_order(self):
+        big = "x" * 3_000_000
+        router = Router()
+        router.add("GET", "/n", lambda request: json_response(200, {"n": request.query["i"]}))
+        router.add("GET", "/big", lambda request: json_response(200, {"big": big}))
+        factory = HTTPFactory(router, clock=reactor)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.addCleanup(factory.stop)
+
+        def client():
+            received = bytearray()
+            with socket.create_connection(("127.0.0.1", port.getHost().port),
+                                          timeout=10) as s:
+                s.sendall(b"".join(b"GET /n?i=%d HTTP/1.1\r\nHost: t\r\n\r\n" % i
+                                   for i in range(20))
+                          + b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                while chunk := s.recv(65536):
+                    received.extend(chunk)
+            return bytes(received)
+
+        text = yield threads.deferToThread(client)
+        bodies = [text.find(b'{"n":"%d"}' % i) for i in range(20)]
+        self.assertTrue(all(b >= 0 for b in bodies) and bodies == sorted(bodies))
+        self.assertEqual(text.count(b"HTTP/1.1 200 OK"), 21)
+        self.assertTrue(text.endswith(b'"}'))
+        self.assertEqual(text.count(b"x"), 3_000_000)
