@@ -3,6 +3,8 @@
 The store is the queue: parts are claimed in batches (atomically, priority first), routed
 to an operator with a bound session, held in that operator's lane until its window and
 TPS allow, and their outcomes are written back in batches (one writer op per flush).
+Each lane holds a bounded share of the buffer, so a slow or stuck operator leaves its
+surplus in the store and the others keep being fed.
 """
 
 import logging
@@ -13,7 +15,8 @@ from twisted.internet.defer import succeed
 from gateway import metrics
 from gateway.smpp import constants as c
 from gateway.smpp.status import classify_status, needs_alert
-from gateway.store.store import PartOutcome
+from gateway.store.store import PRIORITY_NAMES, PartOutcome
+from gateway.store.writer import StoreClosed
 from gateway.submit_sm import build_submit_sm
 
 log = logging.getLogger("payam.dispatch")
@@ -23,6 +26,8 @@ THROTTLE_PAUSE_S = 1.0    # how long an operator rests after ESME_RTHROTTLED / R
 UNROUTABLE_RETRY_S = 2.0  # no bound session for any candidate operator
 RECORD_DELAY_S = 0.002    # outcomes are gathered this long into one store write
 POLL_S = 0.5              # catches parts whose retry time (not_before) has come
+LANE_FULL_RETRY_S = 2.0   # a part claimed for a full lane waits this long in the store
+RECORD_RETRY_S = 1.0      # outcomes the store could not write are written again
 
 
 def retry_delay(attempts):
@@ -31,18 +36,58 @@ def retry_delay(attempts):
 
 
 class Lane:
-    """Parts waiting for one operator, in claim order (retries go to the front)."""
+    """Parts waiting for one operator: highest priority first, then in claim order
+    (retries go to the front of their priority)."""
 
-    __slots__ = ("operator", "pool", "settings", "parts", "sent_counter", "result_counters")
+    __slots__ = ("operator", "pool", "settings", "limit", "size", "queues", "sent_counter",
+                 "result_counters")
 
-    def __init__(self, operator, pool, settings):
+    def __init__(self, operator, pool, settings, limit):
         self.operator = operator
         self.pool = pool
         self.settings = settings
-        self.parts = deque()
+        self.limit = limit          # claimed parts it holds at most (retries may exceed)
+        self.size = 0
+        self.queues = [deque() for _ in PRIORITY_NAMES]      # index: priority
         # Metric children looked up once (per status for results), not per submit.
         self.sent_counter = metrics.child(metrics.SUBMIT_SM_SENT, operator)
         self.result_counters = {}
+
+    def add(self, part, front=False):
+        if front:
+            self.queues[part.priority].appendleft(part)
+        else:
+            self.queues[part.priority].append(part)
+        self.size += 1
+
+    def add_claimed(self, part):
+        """Queue a newly claimed part within the limit; the part that must wait in the
+        store instead (the newest of the lowest priority below this one's, else this
+        one), or None."""
+        if self.size < self.limit:
+            self.add(part)
+            return None
+        for queue in self.queues[:part.priority]:
+            if queue:
+                bumped = queue.pop()
+                self.size -= 1
+                self.add(part)
+                return bumped
+        return part
+
+    def pop(self):
+        for queue in reversed(self.queues):
+            if queue:
+                self.size -= 1
+                return queue.popleft()
+        raise IndexError("pop from an empty lane")
+
+    def take_all(self):
+        parts = [part for queue in reversed(self.queues) for part in queue]
+        for queue in self.queues:
+            queue.clear()
+        self.size = 0
+        return parts
 
     def count_result(self, status):
         counter = self.result_counters.get(status)
@@ -64,7 +109,10 @@ class Dispatcher:
         self.clock = clock
         self.batch = batch
         self.buffer_limit = buffer_limit
-        self.lanes = {name: Lane(name, pool, settings[name]) for name, pool in pools.items()}
+        # Every lane full still leaves half the buffer free, so claiming goes on.
+        lane_limit = max(1, buffer_limit // (2 * max(1, len(pools))))
+        self.lanes = {name: Lane(name, pool, settings[name], lane_limit)
+                      for name, pool in pools.items()}
         for lane in self.lanes.values():
             lane.pool.on_ready = self.wake
         self.buffered = 0           # parts claimed and not yet handed to a bind
@@ -96,8 +144,7 @@ class Dispatcher:
         """Give buffered parts back to the store (nothing lost) and write all outcomes."""
         now = self.clock.seconds()
         for lane in self.lanes.values():
-            while lane.parts:
-                part = lane.parts.popleft()
+            for part in lane.take_all():
                 self._outcome(PartOutcome(part.message_id, part.seq, "requeue",
                                           not_before=now, count_attempt=False))
         self.buffered = 0
@@ -155,8 +202,7 @@ class Dispatcher:
         now = self.clock.seconds()
         for part in parts:
             if now >= part.expires_at:
-                self._outcome(PartOutcome(part.message_id, part.seq, "expired",
-                                          error="validity period passed before submission"))
+                self._expired(part)
                 continue
             operator = self.router.choose(part.recipient, self._is_bound)
             if operator is None:
@@ -166,33 +212,47 @@ class Dispatcher:
                 continue
             lane = self.lanes[operator]
             if front:
-                lane.parts.appendleft(part)
-            else:
-                lane.parts.append(part)
-            self.buffered += 1
+                lane.add(part, front=True)
+                self.buffered += 1
+                continue
+            waits = lane.add_claimed(part)
+            if waits is None:
+                self.buffered += 1
+            else:       # this part or a lower one: the lane's size is unchanged
+                self._outcome(PartOutcome(waits.message_id, waits.seq, "requeue",
+                                          not_before=now + LANE_FULL_RETRY_S,
+                                          count_attempt=False))
 
     def _feed_lanes(self):
+        now = self.clock.seconds()
         for lane in self.lanes.values():
-            if not lane.parts:
+            if not lane.size:
                 continue
             if lane.pool.bound_count() == 0:
                 # The session went away: route again (fallback) or give back.
-                stranded = list(lane.parts)
-                lane.parts.clear()
+                stranded = lane.take_all()
                 self.buffered -= len(stranded)
                 self._route(stranded)
                 continue
             free = lane.pool.free_slots()
-            parts = lane.parts
             sent = 0
             try:
-                while sent < free and parts:
-                    self._send(lane, parts.popleft())
+                while sent < free and lane.size:
+                    part = lane.pop()
+                    if now >= part.expires_at:      # held here past its validity
+                        self.buffered -= 1
+                        self._expired(part)
+                        continue
+                    self._send(lane, part)
                     sent += 1
             finally:
                 if sent:
                     # One metric update per lane and turn instead of one per submit_sm.
                     lane.sent_counter.inc(sent)
+
+    def _expired(self, part):
+        self._outcome(PartOutcome(part.message_id, part.seq, "expired",
+                                  error="validity period passed before submission"))
 
     # submitting ----------------------------------------------------------------
     def _send(self, lane, part):
@@ -215,7 +275,10 @@ class Dispatcher:
         elif kind == "throttled":
             lane.pool.slow_down(THROTTLE_PAUSE_S)
             self._back_to_lane(lane, part)
-        elif kind in ("temporary", "rebind"):
+        elif kind == "rebind":
+            # The session closes itself on this answer (see esme.py); the part is fine.
+            self._resend(part)
+        elif kind == "temporary":
             self._retry_later(part, lane.operator, status)
         else:  # permanent, bind_error: this message can never go as it is
             if needs_alert(status):
@@ -230,6 +293,10 @@ class Dispatcher:
         self.in_flight -= 1
         log.info("operator %s: submit_sm without answer (%s); requeued",
                  lane.operator, failure.type.__name__)
+        self._resend(part)
+
+    def _resend(self, part):
+        """Send again soon, through whichever session can take it (no attempt counted)."""
         if self.running:
             self._route([part], front=True)
             self.wake()
@@ -239,7 +306,7 @@ class Dispatcher:
 
     def _back_to_lane(self, lane, part):
         if self.running:
-            lane.parts.appendleft(part)
+            lane.add(part, front=True)
             self.buffered += 1
         else:
             self._outcome(PartOutcome(part.message_id, part.seq, "requeue",
@@ -273,5 +340,11 @@ class Dispatcher:
         return d
 
     def _record_failed(self, failure, outcomes):
-        # The parts stay 'sending' in the store and are requeued at the next start.
         log.error("could not record %d outcomes: %s", len(outcomes), failure.getErrorMessage())
+        if failure.check(StoreClosed):
+            return      # shutting down: the parts stay 'sending', requeued at the next start
+        # An outcome changes a part only from the states it expects, so writing it again
+        # is safe; until then its part stays 'sending' and is not claimed twice.
+        self._outcomes[:0] = outcomes
+        if self._record_call is None:
+            self._record_call = self.clock.callLater(RECORD_RETRY_S, self._flush_outcomes)

@@ -500,3 +500,23 @@ def test_factory_rejects_bad_parameters():
     with pytest.raises(ValueError, match="window"):
         ESMEFactory(operator="x", bind_type="transceiver", system_id="a", password="b",
                     window=0)
+
+
+@pytest.mark.parametrize("status", [c.ESME_RINVBNDSTS, c.ESME_RALYBND])
+def test_a_submit_answered_bind_status_closes_the_session_to_bind_again(h, status):
+    h.bind()
+    answered = []
+    h.session.send_request(submit_sm()).addCallback(answered.append)
+    (request,) = h.sent()
+    h.receive(request.response(status=status, message_id=""))
+    assert [resp.status for resp in answered] == [status]    # the caller hears it too
+    assert h.transport.disconnecting and not h.session.can_submit()
+    assert c.status_name(status) in h.session.close_reason
+
+
+def test_an_ordinary_refusal_keeps_the_session(h):
+    h.bind()
+    h.session.send_request(submit_sm())
+    (request,) = h.sent()
+    h.receive(request.response(status=c.ESME_RINVDSTADR, message_id=""))
+    assert not h.transport.disconnecting and h.session.can_submit()

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU, Framer, FramingError, PDUError, decode, encode
+from gateway.smpp.status import REBIND, classify_status
 
 log = logging.getLogger("payam.smpp.esme")
 
@@ -95,6 +96,7 @@ class ESMEProtocol(protocol.Protocol):
         self.close_reason = None
         self._clock = factory.clock
         self._state = CONNECTING
+        self._was_bound = False             # for the log line when the connection goes
         self._bind_result = None           # True, or the exception the bind ended with
         self._bound_waiters = []
         self._closed_waiters = []
@@ -229,7 +231,7 @@ class ESMEProtocol(protocol.Protocol):
                                                        self._bind_unanswered)
 
     def connectionLost(self, reason=protocol.connectionDone):
-        was_bound = self._state in (BOUND, UNBINDING)
+        was_bound = self._was_bound
         self._state = CLOSED
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
@@ -325,6 +327,11 @@ class ESMEProtocol(protocol.Protocol):
             log.warning("%s: %s answers seq %d, which was a %s", self.label, pdu.name,
                         pdu.sequence, c.command_name(entry.command_id))
         self._finish(entry, result=pdu)
+        if pdu.status and self._state == BOUND and classify_status(pdu.status) == REBIND:
+            # The SMSC no longer takes this bind as bound: a new bind is the cure.
+            log.warning("%s: SMSC answered %s: closing to bind again", self.label,
+                        c.status_name(pdu.status))
+            self._close(f"SMSC answered {c.status_name(pdu.status)}")
 
     def _finish(self, entry, result=None, failure=None):
         if entry.in_window:
@@ -434,6 +441,7 @@ class ESMEProtocol(protocol.Protocol):
             return
         if resp.status == c.ESME_ROK and resp.command_id != c.GENERIC_NACK:
             self._state = BOUND
+            self._was_bound = True
             log.info("%s: bound (%s, SMSC system_id %r)", self.label, self.factory.bind_type,
                      resp.fields.get("system_id", ""))
             self.factory.session_bound(self)

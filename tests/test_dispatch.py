@@ -1,0 +1,207 @@
+"""The dispatcher on a Clock: lanes per operator, priorities, expiry, resends and the
+store's outcomes, with in-memory stand-ins for the store and the operator pools."""
+
+import pytest
+from twisted.internet import defer
+
+from gateway.config.schema import Routing, RoutingRule
+from gateway.dispatch import LANE_FULL_RETRY_S, RECORD_RETRY_S, Dispatcher
+from gateway.routing import Router
+from gateway.smpp import constants as c
+from gateway.smpp.pdu import PDU
+from gateway.store import ClaimedPart, StoreClosed
+from gateway.submit_sm import SubmitSettings
+
+MCI, IRANCELL = "98912", "98935"
+
+
+class FakePool:
+    """An operator's binds: `capacity` submits per turn, answers held until told."""
+
+    def __init__(self, capacity=100, bound=1):
+        self.capacity = capacity
+        self.bound = bound
+        self.on_ready = None
+        self.waiting = []            # (pdu, deferred) not yet answered
+
+    def bound_count(self):
+        return self.bound
+
+    def free_slots(self):
+        return max(0, self.capacity - len(self.waiting)) if self.bound else 0
+
+    def submit(self, pdu):
+        d = defer.Deferred()
+        self.waiting.append((pdu, d))
+        return d
+
+    def slow_down(self, seconds):
+        pass
+
+    def answer_all(self, status=c.ESME_ROK):
+        waiting, self.waiting = self.waiting, []
+        for n, (pdu, d) in enumerate(waiting):
+            d.callback(pdu.response(status=status, message_id=f"{n:x}"))
+        return [pdu for pdu, _ in waiting]
+
+
+class FakeStore:
+    """Queued parts in memory; claim honours not_before, record keeps every outcome."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.queued = []             # [(not_before, part)]
+        self.outcomes = []
+        self.fail_records = 0
+
+    def put(self, part, not_before=0.0):
+        self.queued.append((not_before, part))
+
+    def claim(self, limit, now):
+        due = sorted((p for p in self.queued if p[0] <= now),
+                     key=lambda p: (-p[1].priority, p[0]))[:limit]
+        for entry in due:
+            self.queued.remove(entry)
+        return defer.succeed([part for _, part in due])
+
+    def record(self, outcomes):
+        if self.fail_records:
+            self.fail_records -= 1
+            return defer.fail(OSError("disk I/O error"))
+        self.outcomes.extend(outcomes)
+        for o in outcomes:
+            if o.kind == "requeue":
+                self.put(self.parts[(o.message_id, o.seq)], o.not_before)
+        return defer.succeed(len(outcomes))
+
+    parts = {}
+
+
+def part(n, prefix=MCI, priority=0, expires_at=1e9):
+    p = ClaimedPart(message_id=f"m{n}", seq=1, total=1, agency="tax", sender="40401234",
+                    recipient=f"{prefix}{n:07d}", priority=priority, data_coding=0,
+                    esm_class=0, payload=b"hi", receipt=True, attempts=0,
+                    expires_at=expires_at)
+    FakeStore.parts[(p.message_id, p.seq)] = p
+    return p
+
+
+@pytest.fixture
+def world(clock):
+    store = FakeStore(clock)
+    pools = {"mci": FakePool(), "irancell": FakePool()}
+    routing = Routing(rules=(
+        RoutingRule(prefixes=(MCI,), operator="mci", fallback=(), origin="t:1"),
+        RoutingRule(prefixes=(IRANCELL,), operator="irancell", fallback=(), origin="t:2")),
+        default="mci")
+    settings = {name: SubmitSettings() for name in pools}
+    dispatcher = Dispatcher(store, pools, settings, Router(routing), clock=clock,
+                            batch=50, buffer_limit=200)
+    yield store, pools, dispatcher
+    dispatcher.stop_claiming()
+
+
+def run(clock, seconds=0.01, steps=5):
+    for _ in range(steps):
+        clock.advance(seconds)
+
+
+def kinds(store, kind):
+    return sorted(o.message_id for o in store.outcomes if o.kind == kind)
+
+
+def test_a_stuck_operator_leaves_its_surplus_in_the_store_and_others_flow(clock, world):
+    store, pools, dispatcher = world
+    pools["irancell"].capacity = 0                   # bound but takes nothing
+    for n in range(300):
+        store.put(part(n, IRANCELL))
+    store.put(part(999, MCI), not_before=0.5)         # arrives behind the backlog
+    dispatcher.start()
+    run(clock, 0.1, 10)
+    lane_limit = dispatcher.lanes["irancell"].limit
+    assert lane_limit == 200 // 4
+    assert dispatcher.lanes["irancell"].size == lane_limit
+    assert dispatcher.buffered <= 200 // 2
+    sent = pools["mci"].answer_all()
+    assert [pdu.fields["destination_addr"] for pdu in sent] == [f"{MCI}0000999"]
+    run(clock)
+    assert kinds(store, "submitted") == ["m999"]
+    waiting = [o for o in store.outcomes if o.kind == "requeue"]
+    assert waiting and all(o.not_before >= LANE_FULL_RETRY_S and not o.count_attempt
+                           for o in waiting)
+
+
+def test_a_full_lane_takes_a_higher_priority_part_in_place_of_a_lower_one(clock, world):
+    store, pools, dispatcher = world
+    lane = dispatcher.lanes["mci"]
+    pools["mci"].capacity = 0
+    for n in range(lane.limit):
+        store.put(part(n))
+    dispatcher.start()
+    run(clock)
+    assert lane.size == lane.limit
+    store.put(part(500, priority=2))
+    run(clock, 0.6, 2)                                # the poll claims it
+    assert lane.size == lane.limit
+    assert [o.message_id for o in store.outcomes if o.kind == "requeue"] == [
+        f"m{lane.limit - 1}"]                          # the newest normal part waits
+    pools["mci"].capacity = 1
+    dispatcher.wake()
+    run(clock)
+    (sent,) = pools["mci"].waiting
+    assert sent[0].fields["destination_addr"] == f"{MCI}0000500"
+    assert sent[0].fields["priority_flag"] == 3
+
+
+def test_parts_held_past_their_validity_expire_instead_of_going_out(clock, world):
+    store, pools, dispatcher = world
+    pools["mci"].capacity = 0
+    store.put(part(1, expires_at=5.0))
+    store.put(part(2, expires_at=1e9))
+    dispatcher.start()
+    run(clock)
+    clock.advance(6)
+    pools["mci"].capacity = 10
+    dispatcher.wake()
+    run(clock)
+    assert kinds(store, "expired") == ["m1"]
+    assert [pdu.fields["destination_addr"] for pdu, _ in pools["mci"].waiting] == [
+        f"{MCI}0000002"]
+
+
+def test_a_bind_status_answer_sends_the_part_again_without_counting_it(clock, world):
+    store, pools, dispatcher = world
+    store.put(part(1))
+    dispatcher.start()
+    run(clock)
+    pools["mci"].answer_all(c.ESME_RINVBNDSTS)
+    run(clock)
+    assert len(pools["mci"].waiting) == 1             # at once, not after a backoff
+    pools["mci"].answer_all()
+    run(clock)
+    assert [o.kind for o in store.outcomes] == ["submitted"]
+
+
+def test_outcomes_the_store_could_not_write_are_written_again(clock, world):
+    store, pools, dispatcher = world
+    store.put(part(1))
+    dispatcher.start()
+    run(clock)
+    store.fail_records = 2
+    pools["mci"].answer_all()
+    run(clock)
+    assert store.outcomes == []
+    clock.advance(RECORD_RETRY_S)
+    clock.advance(RECORD_RETRY_S)
+    assert kinds(store, "submitted") == ["m1"]
+
+
+def test_no_retry_once_the_store_is_closed(clock, world):
+    store, pools, dispatcher = world
+    store.put(part(1))
+    dispatcher.start()
+    run(clock)
+    store.record = lambda outcomes: defer.fail(StoreClosed("closed"))
+    pools["mci"].answer_all()
+    run(clock)
+    assert dispatcher._record_call is None
