@@ -544,3 +544,22 @@ def test_grouped_items_reach_one_call_and_a_failing_item_fails_alone(tmp_path, c
     assert [(tag, ok_) for tag, ok_, _ in results] == [("c", True), ("d", False), ("e", True)]
     assert [x for x, in conn.execute("SELECT x FROM t ORDER BY x")] == [1, 2, 3, 4]
     conn.close()
+
+
+def test_housekeeping_purges_at_start_and_then_on_its_timer(store, clock):
+    from gateway.housekeeping import purge_service
+    old = message(store)
+    ok(clock, store.accept([old]))
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([PartOutcome(old.id, 1, "failed", error="x")]))
+    service = purge_service(store, clock, retention_s=100, every_s=60)
+    service.startService()
+    try:
+        # A write queued after the timer's purge returns once that purge is done.
+        clock.wait(store.purge(older_than=0))
+        assert store.get_message(old.id) is not None          # ended 0 s ago: kept
+        clock.advance(120)                                     # the next run: 120 s > 100 s
+        clock.wait(store.purge(older_than=0))
+        assert store.get_message(old.id) is None
+    finally:
+        service.stopService()

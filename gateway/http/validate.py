@@ -89,17 +89,16 @@ def parse_submission(body):
                 raise invalid(f"'{name}' is required")
 
     recipients = document["to"]
-    if isinstance(recipients, str):
-        recipients = [recipients]
-    elif isinstance(recipients, list):
+    if isinstance(recipients, list):
         if not 1 <= len(recipients) <= MAX_RECIPIENTS:
             raise invalid(f"'to' must list 1 to {MAX_RECIPIENTS} numbers, "
                           f"not {len(recipients)}")
-        for index, entry in enumerate(recipients):
-            if not isinstance(entry, str):
-                raise invalid(f"'to[{index}]' must be a string")
-    else:
+    elif isinstance(recipients, dict):
         raise invalid("'to' must be a number as a string, or a list of them")
+    else:
+        # A lone number; one that is not a string (a JSON number, say) is an
+        # invalid_number like any other unusable recipient (normalize_recipients).
+        recipients = [recipients]
 
     text = document["text"]
     if not isinstance(text, str) or not text:
