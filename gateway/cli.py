@@ -100,6 +100,10 @@ def build_parser():
     demo = sub.add_parser("demo", help="the daemon on embedded defaults with the SMSC simulator")
     demo.add_argument("--http-port", type=int, default=8080)
     demo.add_argument("--smsc-port", type=int, default=2775)
+    demo.add_argument("--control-port", type=int, default=8775,
+                      help="the simulator's control API (0: any free port)")
+    demo.add_argument("--metrics-port", type=int, default=9108,
+                      help="Prometheus /metrics (0: any free port)")
     demo.add_argument("--var", default="var", help="directory for the demo's SQLite store")
     demo.add_argument("--log-level", default="info")
 

@@ -157,3 +157,26 @@ def test_sigterm_unbinds_and_exits_zero(sim, daemon):
     binds_before = sim.stats()["unbinds"]
     assert daemon.stop(signal.SIGTERM) == 0
     assert sim.stats()["unbinds"] >= binds_before + 3     # one per operator
+
+
+@pytest.mark.parametrize("id_format", ["decimal", "mixed"])
+def test_text_receipts_match_whether_the_smsc_writes_ids_in_hex_or_decimal(
+        tmp_path, id_format):
+    """Receipts carrying only the text form (no TLVs), with the id in decimal after a
+    hex submit_sm_resp ("mixed") or decimal throughout, still deliver both parts."""
+    sim = Simulator("--receipt-delay", "0.05", "--receipts", "text",
+                    "--id-format", id_format)
+    try:
+        config, http_port = write_config(tmp_path, sim.smpp_port)
+        daemon = Daemon(config, http_port).start()
+        try:
+            code, body, _ = daemon.send(TAX, **{"from": "40401234", "to": "09121234567",
+                                              "text": PERSIAN})
+            assert code == 202 and body["messages"][0]["parts"] == 2
+            final = daemon.wait_status(TAX, body["messages"][0]["id"], "delivered")
+            assert final["done_at"]
+            assert sim.stats()["receipts"] >= 2
+        finally:
+            assert daemon.stop() == 0
+    finally:
+        sim.stop()

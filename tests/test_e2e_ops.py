@@ -84,7 +84,8 @@ def test_demo_runs_on_embedded_defaults_and_delivers(tmp_path):
     http_port, smsc_port = free_port(), free_port()
     demo = subprocess.Popen(
         [PYTHON, "-m", "gateway.cli", "demo", "--http-port", str(http_port),
-         "--smsc-port", str(smsc_port), "--var", str(tmp_path / "var")],
+         "--smsc-port", str(smsc_port), "--control-port", "0", "--metrics-port", "0",
+         "--var", str(tmp_path / "var")],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         banner = []

@@ -13,7 +13,7 @@ DEMO_KEY = "demo-tax-key-0000000000000000"   # the sample `tax` agency's key (de
 log = logging.getLogger("payam.demo")
 
 
-def demo_config(http_port, smsc_port, var_dir):
+def demo_config(http_port, smsc_port, var_dir, metrics_port=9108):
     """The packaged demo configuration, pointed at the simulator and a local store."""
     config = load_gateway_config(str(DEMO_DIR / "gateway.yaml"))
     operators = tuple(dataclasses.replace(op, host="127.0.0.1", port=smsc_port)
@@ -21,6 +21,7 @@ def demo_config(http_port, smsc_port, var_dir):
     os.makedirs(var_dir, exist_ok=True)
     return dataclasses.replace(
         config, operators=operators, http_listen=("127.0.0.1", http_port),
+        metrics_listen=("127.0.0.1", metrics_port),
         store_path=str(Path(var_dir).resolve() / "demo.db"))
 
 
@@ -30,8 +31,8 @@ def run_demo(args, serve):
     from gateway.service import GatewayService
     from gateway.simulator.main import start_simulator
 
-    simulator = start_simulator(reactor, "127.0.0.1", args.smsc_port, args.smsc_port + 6000)
-    config = demo_config(args.http_port, simulator.smpp_port, args.var)
+    simulator = start_simulator(reactor, "127.0.0.1", args.smsc_port, args.control_port)
+    config = demo_config(args.http_port, simulator.smpp_port, args.var, args.metrics_port)
     service = GatewayService(config, reactor)
 
     def announce():
