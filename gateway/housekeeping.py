@@ -1,8 +1,10 @@
-"""Housekeeping: what the store no longer needs leaves it, on a timer.
+"""Housekeeping on a timer: messages whose receipt never came end, and what the store
+no longer needs leaves it.
 
-Finished messages (with their parts and receipt keys) are kept RETENTION_S for status
-queries, idempotency keys 24 h and unmatched receipts 3 days (Store.purge); without
-this the tables would only grow.
+A part still waiting for its receipt RECEIPT_GRACE_S after its validity ended becomes
+'expired'.  Ended messages (with their parts and receipt keys) are kept RETENTION_S for
+status queries, idempotency keys 24 h and unmatched receipts 3 days (Store.purge);
+without this the tables would only grow.
 """
 
 import logging
@@ -12,19 +14,26 @@ from twisted.application.internet import TimerService
 log = logging.getLogger("payam.housekeeping")
 
 RETENTION_S = 30 * 86400     # GET /v1/messages/{id} answers for a month after the end
+RECEIPT_GRACE_S = 86400.0    # receipts may lag; after validity + a day none will come
 PURGE_EVERY_S = 3600.0
 
 
-def purge_service(store, clock, retention_s=RETENTION_S, every_s=PURGE_EVERY_S):
-    """A service that purges at start and then every `every_s` seconds."""
+def purge_service(store, clock, retention_s=RETENTION_S, grace_s=RECEIPT_GRACE_S,
+                  every_s=PURGE_EVERY_S):
+    """A service that does its round at start and then every `every_s` seconds."""
 
-    def purge():
+    def round_():
+        expired = store.expire_unreceipted(grace_s)
+        expired.addCallback(_expired)
         d = store.purge(older_than=clock.seconds() - retention_s)
-        d.addCallbacks(_purged, lambda failure: log.error(
-            "store purge failed: %s", failure.getErrorMessage()))
+        d.addCallback(_purged)
+        d.addErrback(lambda failure: log.error("store housekeeping failed: %s",
+                                               failure.getErrorMessage()))
+        expired.addErrback(lambda failure: log.error("receipt expiry failed: %s",
+                                                     failure.getErrorMessage()))
         return d
 
-    service = TimerService(every_s, purge)
+    service = TimerService(every_s, round_)
     service.clock = clock
     return service
 
@@ -33,3 +42,9 @@ def _purged(removed):
     if any(removed.values()):
         log.info("purged %s", ", ".join(f"{n} {kind}" for kind, n in removed.items() if n))
     return removed
+
+
+def _expired(count):
+    if count:
+        log.info("%d parts expired without a delivery receipt", count)
+    return count

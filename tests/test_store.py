@@ -546,7 +546,7 @@ def test_grouped_items_reach_one_call_and_a_failing_item_fails_alone(tmp_path, c
     conn.close()
 
 
-def test_housekeeping_purges_at_start_and_then_on_its_timer(store, clock):
+def test_housekeeping_runs_at_start_and_then_on_its_timer(store, clock):
     from gateway.housekeeping import purge_service
     old = message(store)
     ok(clock, store.accept([old]))
@@ -563,3 +563,27 @@ def test_housekeeping_purges_at_start_and_then_on_its_timer(store, clock):
         assert store.get_message(old.id) is None
     finally:
         service.stopService()
+
+
+def test_parts_whose_receipt_never_came_expire_and_receiptless_messages_end(
+        store, clock, db_path):
+    waiting = message(store, parts=2, validity_s=3600)
+    receiptless = message(store, receipt=False)
+    ok(clock, store.accept([waiting, receiptless]))
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([submitted(waiting, 1, "71"), submitted(waiting, 2, "72"),
+                            submitted(receiptless, 1, "73")]))
+    ok(clock, store.apply_receipt("mci", "71", "delivered"))
+
+    clock.advance(3600 + 500)                 # past validity, within the grace
+    assert ok(clock, store.expire_unreceipted(grace_s=1000)) == 0
+    clock.advance(600)
+    assert ok(clock, store.expire_unreceipted(grace_s=1000)) == 1
+    assert part_states(db_path, waiting.id) == ["delivered", "expired"]
+    ended = store.get_message(waiting.id)
+    assert ended["status"] == "expired" and "receipt" in ended["error"]
+    assert store.get_message(receiptless.id)["status"] == "submitted"   # stays, as sent
+
+    removed = ok(clock, store.purge(older_than=clock.seconds() + 1))
+    assert removed["messages"] == 2
+    assert store.get_message(receiptless.id) is None and store.get_message(waiting.id) is None

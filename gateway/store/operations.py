@@ -295,3 +295,38 @@ def _best_part(candidates, operator):
         if key_operator == operator:
             return message_id, seq
     return candidates[0][3], candidates[0][4]
+
+
+# -- housekeeping --------------------------------------------------------------------
+
+# Messages that ended: a final status, or 'submitted' when no receipt was asked for.
+_ENDED_BEFORE = (
+    "SELECT id FROM messages WHERE done_at < :older"
+    f" AND status IN {schema.FINAL_STATES_SQL}"
+    " UNION ALL SELECT id FROM messages WHERE status = 'submitted' AND receipt = 0"
+    " AND created_at < :older AND submitted_at < :older")
+
+
+def purge(conn, older_than, idempotency_before, pending_before):
+    ended = {"older": older_than}
+    removed = {}
+    for table in ("receipt_keys", "parts"):
+        removed[table] = conn.execute(
+            f"DELETE FROM {table} WHERE message_id IN ({_ENDED_BEFORE})", ended).rowcount
+    removed["messages"] = conn.execute(
+        f"DELETE FROM messages WHERE id IN ({_ENDED_BEFORE})", ended).rowcount
+    removed["idempotency"] = conn.execute(
+        "DELETE FROM idempotency WHERE created_at < ?", (idempotency_before,)).rowcount
+    removed["pending_receipts"] = conn.execute(
+        "DELETE FROM pending_receipts WHERE received_at < ?", (pending_before,)).rowcount
+    return removed
+
+
+def expire_unreceipted(conn, now, grace_s):
+    return conn.execute(
+        "UPDATE parts SET state = 'expired', changed_at = :now,"
+        " error = 'no delivery receipt by the end of the validity period'"
+        " WHERE state = 'submitted' AND message_id IN ("
+        "  SELECT id FROM messages WHERE status = 'submitted' AND receipt = 1"
+        "  AND created_at < :now - :grace AND created_at + validity_s + :grace < :now)",
+        {"now": now, "grace": grace_s}).rowcount

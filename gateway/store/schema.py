@@ -134,10 +134,18 @@ def _v2_part_triggers(db):
         db.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {body}")
 
 
+def _v3_awaiting_index(db):
+    # Housekeeping's sweep of messages still 'submitted' (receipts that never came,
+    # messages sent without receipts) reads only those.
+    db.execute("CREATE INDEX IF NOT EXISTS messages_awaiting ON messages (created_at)"
+               " WHERE status = 'submitted'")
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
     (2, _v2_part_triggers),
+    (3, _v3_awaiting_index),
 ]
 
 

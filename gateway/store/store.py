@@ -280,33 +280,20 @@ class Store:
             (now, event, agency, detail_json)).lastrowid)
 
     def purge(self, older_than):
-        """Delete messages finished before `older_than` (with parts and receipt keys),
-        idempotency keys past 24 h and unmatched receipts past 3 days.
-        Deferred[dict] of rows removed per kind."""
+        """Delete messages that ended before `older_than` (with parts and receipt keys),
+        idempotency keys past 24 h and unmatched receipts past 3 days.  A message sent
+        without receipts ends when it is submitted.  Deferred[dict] of rows removed per
+        kind."""
         now = self._reactor.seconds()
+        return self._write(lambda conn: operations.purge(
+            conn, older_than, now - IDEMPOTENCY_S, now - PENDING_RECEIPT_S))
 
-        def operation(conn):
-            done = ("SELECT id FROM messages WHERE done_at < ?"
-                    " AND status IN ('delivered', 'failed', 'expired')")
-            removed = {
-                "receipt_keys": conn.execute(
-                    f"DELETE FROM receipt_keys WHERE message_id IN ({done})",
-                    (older_than,)).rowcount,
-                "parts": conn.execute(
-                    f"DELETE FROM parts WHERE message_id IN ({done})", (older_than,)).rowcount,
-            }
-            removed["messages"] = conn.execute(
-                "DELETE FROM messages WHERE done_at < ?"
-                " AND status IN ('delivered', 'failed', 'expired')", (older_than,)).rowcount
-            removed["idempotency"] = conn.execute(
-                "DELETE FROM idempotency WHERE created_at < ?",
-                (now - IDEMPOTENCY_S,)).rowcount
-            removed["pending_receipts"] = conn.execute(
-                "DELETE FROM pending_receipts WHERE received_at < ?",
-                (now - PENDING_RECEIPT_S,)).rowcount
-            return removed
-
-        return self._write(operation)
+    def expire_unreceipted(self, grace_s):
+        """Parts still waiting for a receipt `grace_s` after their message's validity
+        ended become 'expired' (the SMSC has given up by then, or lost the receipt).
+        Deferred[int]: parts changed."""
+        now = self._reactor.seconds()
+        return self._write(lambda conn: operations.expire_unreceipted(conn, now, grace_s))
 
     # -- reads (reactor thread) -----------------------------------------------------
 
