@@ -66,6 +66,7 @@ def cmd_demo(args):
 
 def cmd_check_config(args):
     from gateway.config.load import check_config
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     problems = check_config(args.config)
     for line in problems:
         print(line, file=sys.stderr)

@@ -11,6 +11,7 @@ from gateway.config import (
     ConfigError, ConfigErrors, OperatorConfig, check_config, load_agencies,
     load_gateway_config, load_routing)
 from gateway.config.load import DEFAULT_DAILY_PARTS, DEFAULT_RATE_PER_S
+from gateway.routing import Router
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "config", "gateway.yaml")
@@ -651,11 +652,17 @@ def test_rule_required_keys_and_shapes(tmp_path):
     rules_error(tmp_path, "{}\n", 1, "expected 'rules' and/or 'default'")
 
 
-def test_a_rule_that_can_never_match_is_an_error(tmp_path):
+def test_a_rule_that_can_never_match_loads_with_a_warning(tmp_path, caplog):
     rules = RULES.replace("default: mci", '  - prefixes: ["989123", "98913"]\n'
                                           "    operator: irancell\ndefault: mci")
-    rules_error(tmp_path, rules, 5, "rules[1].prefixes[0]: 989123 can never match",
-                "10-rules.yaml:2 already takes it")
+    with caplog.at_level("WARNING", logger="payam.config"):
+        config = load_gateway_config(make_config(tmp_path, rules=rules))
+    first, second = config.routing.rules
+    assert second.prefixes == ("989123", "98913") and second.operator == "irancell"
+    assert Router(config.routing).candidates("989123456789")[0] == "mci"   # first wins
+    (warning,) = caplog.messages
+    assert "10-rules.yaml:5: warning: rules[1].prefixes[0]: 989123 can never match" in warning
+    assert "10-rules.yaml:2 already takes it" in warning
 
 
 def test_load_routing_standalone_checks_operator_names(tmp_path):

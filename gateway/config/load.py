@@ -4,6 +4,7 @@ Every function collects all problems of a load and raises them together as Confi
 each `file:line: message`, so an operator fixes a file in one pass.
 """
 
+import logging
 import os
 import re
 from urllib.parse import urlsplit
@@ -11,6 +12,10 @@ from urllib.parse import urlsplit
 from gateway.config.schema import (
     BIND_MODES, Agency, GatewayConfig, OperatorConfig, Routing, RoutingRule, Webhook)
 from gateway.config.yamlnodes import ConfigError, ConfigErrors, NodeReader, line_of
+
+# Warnings (a configuration that loads but likely does not say what was meant) go to this
+# logger as `file:line: warning: ...`; check-config prints them.
+log = logging.getLogger("payam.config")
 
 # Agencies that leave these out get limits that never bite a normal agency but still stop
 # a runaway script: 100 parts/s and 100,000 parts/day.
@@ -519,10 +524,11 @@ def _read_rule(reader, node, what, operator_names, earlier_prefixes):
                                for k in range(2, len(prefix) + 1)
                                if prefix[:k] in earlier_prefixes), None)
                 if shadow is not None:
-                    reader.fail(item, f"{where}: {prefix} can never match: the rule at "
-                                      f"{shadow} already takes it (first match wins)")
-                else:
-                    prefixes.append(prefix)
+                    # Legal (first match wins) but dead: said, not refused.
+                    log.warning("%s:%d: warning: %s: %s can never match: the rule at %s "
+                                "already takes it (first match wins)", reader.path,
+                                line_of(item), where, prefix, shadow)
+                prefixes.append(prefix)
     operator = None
     if "operator" in fields:
         operator = _read_operator_name(reader, fields["operator"][1], f"{what}.operator",
