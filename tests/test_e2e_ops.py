@@ -80,6 +80,39 @@ def test_sighup_reloads_agencies_and_keeps_the_old_ones_when_the_file_is_bad(tmp
         assert daemon.stop() == 0
 
 
+def test_sighup_reloads_routing_rules_and_keeps_the_old_ones_when_a_file_is_bad(
+        tmp_path, sim):
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    rules = rules_dir / "10-rules.yaml"
+    rules.write_text('rules:\n  - prefixes: ["98912"]\n    operator: mci\ndefault: mci\n')
+    config, http_port = write_config(tmp_path, sim.smpp_port, routing=rules_dir)
+    daemon = Daemon(config, http_port).start()
+
+    def carried_by():
+        code, body, _ = daemon.send(TAX, **{"from": "40401234", "to": "09121234567",
+                                          "text": "routing check"})
+        assert code == 202, body
+        message_id = body["messages"][0]["id"]
+        return daemon.wait_status(TAX, message_id, "delivered")["operator"]
+
+    try:
+        assert carried_by() == "mci"
+        rules.write_text('rules:\n  - prefixes: ["98912"]\n    operator: rightel\n'
+                         'default: mci\n')
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded" in daemon.output(), 10, what="reload")
+        assert carried_by() == "rightel"
+
+        (rules_dir / "20-broken.yaml").write_text("rules:\n  - prefixes: [\"98912\"]\n")
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in daemon.output(), 10, what="refusal logged")
+        assert "20-broken.yaml:2" in daemon.output()
+        assert carried_by() == "rightel"                   # the running rules stay
+    finally:
+        assert daemon.stop() == 0
+
+
 def test_demo_runs_on_embedded_defaults_and_delivers(tmp_path):
     http_port, smsc_port = free_port(), free_port()
     demo = subprocess.Popen(
