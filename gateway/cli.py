@@ -27,7 +27,13 @@ def load_or_exit(path):
 
 def serve(reactor, service, *, announce=None):
     """Run the service until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
-    outcome = {"code": 0}
+    outcome = {"code": 0, "stopping": False}
+
+    def stop():
+        # A second SIGTERM (or Ctrl-C) while stopping must not make the reactor raise.
+        if not outcome["stopping"]:
+            outcome["stopping"] = True
+            reactor.stop()
 
     def start():
         try:
@@ -35,11 +41,20 @@ def serve(reactor, service, *, announce=None):
         except Exception:
             log.exception("could not start")
             outcome["code"] = 1
-            reactor.stop()
+            stop()
             return
         if announce:
             announce()
 
+    def stop_once(*_):
+        reactor.callFromThread(stop)
+
+    def take_signals():
+        # After the reactor has put in its own SIGTERM/SIGINT handlers, which stop twice.
+        for name in ("SIGTERM", "SIGINT"):
+            signal.signal(getattr(signal, name), stop_once)
+
+    reactor.callWhenRunning(take_signals)
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: service.running and service.stopService())

@@ -159,6 +159,14 @@ def test_sigterm_unbinds_and_exits_zero(sim, daemon):
     assert sim.stats()["unbinds"] >= binds_before + 3     # one per operator
 
 
+def test_a_second_sigterm_while_stopping_changes_nothing(sim, daemon):
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.stop(signal.SIGTERM) == 0
+    output = daemon.output()
+    assert "stopped cleanly" in output
+    assert "ReactorNotRunning" not in output and "CRITICAL" not in output
+
+
 @pytest.mark.parametrize("id_format", ["decimal", "mixed"])
 def test_text_receipts_match_whether_the_smsc_writes_ids_in_hex_or_decimal(
         tmp_path, id_format):
