@@ -3,14 +3,15 @@
 The store is the queue: parts are claimed in batches (atomically, priority first), routed
 to an operator with a bound session, held in that operator's lane until its window and
 TPS allow, and their outcomes are written back in batches (one writer op per flush).
-Each lane holds a bounded share of the buffer, so a slow or stuck operator leaves its
-surplus in the store and the others keep being fed.
+Parts carry a route (the operator their recipient's rule prefers, fixed at accept) and
+are claimed per route, as much as the lane that will carry them has room for; so a slow
+or stuck operator's backlog waits in the store and every other operator keeps being fed.
 """
 
 import logging
 from collections import deque
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import gatherResults, succeed
 
 from gateway import metrics
 from gateway.smpp import constants as c
@@ -114,22 +115,22 @@ class Dispatcher:
         self.lanes = {name: Lane(name, pool, settings[name], lane_limit)
                       for name, pool in pools.items()}
         for lane in self.lanes.values():
-            lane.pool.on_ready = self.wake
+            lane.pool.on_ready = self.kick
         self.buffered = 0           # parts claimed and not yet handed to a bind
         self.in_flight = 0          # submit_sm sent, response pending
         self.running = False
         self._claiming = False
-        self._store_maybe_has_work = True
+        self._routes = set(self.lanes)   # routes claimed from (old ones join at start)
+        self._has_work = set()      # routes whose queued parts may be due now
         self._pump_call = None
         self._poll_call = None
         self._outcomes = []
         self._record_call = None
-        self._pending_records = []
 
     # lifecycle -----------------------------------------------------------------
     def start(self):
         self.running = True
-        self._store_maybe_has_work = True
+        self._adopt_stored_routes()
         self._poll()
 
     def stop_claiming(self):
@@ -152,16 +153,34 @@ class Dispatcher:
 
     def set_router(self, router):
         self.router = router
+        if self.running:
+            self._adopt_stored_routes()
+
+    def route_of(self, msisdn):
+        """The route stored with a new part to `msisdn`."""
+        return self.router.preferred(msisdn)
+
+    def _adopt_stored_routes(self):
+        """Claim from every route queued parts carry, also those the configuration no
+        longer names (and None, from before routes were stored): none is stranded."""
+        self._routes = set(self.lanes) | self.store.queued_routes()
+        self._has_work = set(self._routes)
 
     # scheduling ----------------------------------------------------------------
-    def wake(self):
-        """New work was stored or a bind has capacity: pump soon, once."""
-        self._store_maybe_has_work = True
+    def wake(self, routes=None):
+        """New work was stored (for `routes`, or any): claim soon."""
+        self._has_work.update(self._routes if routes is None else routes)
+        self._routes.update(self._has_work)
+        self.kick()
+
+    def kick(self):
+        """Capacity may have opened: pump soon, once."""
         if self.running and self._pump_call is None:
             self._pump_call = self.clock.callLater(0, self._pump)
 
     def _poll(self):
-        self._store_maybe_has_work = True
+        # Parts whose retry time (not_before) has come are due again on every route.
+        self._has_work.update(self._routes)
         self._poll_call = self.clock.callLater(POLL_S, self._poll)
         self._pump()
 
@@ -170,22 +189,52 @@ class Dispatcher:
         if not self.running:
             return
         self._feed_lanes()
-        if (not self._claiming and self._store_maybe_has_work
-                and self.buffered < self.buffer_limit // 2):
-            self._claim()
+        if not self._claiming and self.buffered < self.buffer_limit // 2:
+            limits = self._claim_limits()
+            if limits:
+                self._claim(limits)
         metrics.QUEUE_DEPTH.set(self.buffered)
 
-    def _claim(self):
-        self._claiming = True
-        limit = min(self.batch, self.buffer_limit - self.buffered)
-        d = self.store.claim(limit, self.clock.seconds())
+    def _claim_limits(self):
+        """{route: parts to claim}: for each route with work, what the lane that would
+        carry it (its operator, else the first bound fallback) has room for now.  A
+        route no lane can take now is not claimed: its parts wait in the store."""
+        # Lanes together hold at most half the buffer (see __init__), so their room
+        # bounds the claim.
+        room = {name: lane.limit - lane.size for name, lane in self.lanes.items()
+                if lane.pool.bound_count()}
+        limits = {}
+        for route in sorted(self._has_work, key=lambda r: (r is None, r or "")):
+            carriers = self.router.carriers(route) if route in self.lanes else ()
+            if not carriers:
+                # An orphan route: each part is routed on its own; what does not fit a
+                # lane goes back to the store (rare: old parts after a configuration
+                # change).
+                carriers = tuple(room)
+            target = next((name for name in carriers if room.get(name, 0) > 0), None)
+            if target is None:
+                continue
+            limits[route] = limit = min(room[target], self.batch)
+            room[target] -= limit
+        return limits
 
-        def claimed(parts):
+    def _claim(self, limits):
+        self._claiming = True
+        now = self.clock.seconds()
+        routes = list(limits)
+        d = gatherResults([self.store.claim(limits[route], now, route) for route in routes],
+                          consumeErrors=True)
+
+        def claimed(batches):
             self._claiming = False
-            self._store_maybe_has_work = len(parts) == limit
-            self._route(parts)
-            if parts:
-                self.wake()
+            for route, parts in zip(routes, batches):
+                if len(parts) < limits[route]:
+                    self._has_work.discard(route)   # nothing more is due there now
+                if route not in self.lanes and not parts:
+                    self._routes.discard(route)     # an orphan route, now empty
+                self._route(parts)
+            if any(batches):
+                self.kick()
 
         def failed(failure):
             self._claiming = False
@@ -286,7 +335,7 @@ class Dispatcher:
                           lane.operator, c.status_name(status))
             self._outcome(PartOutcome(part.message_id, part.seq, "failed",
                                       operator=lane.operator, error=c.status_name(status)))
-        self.wake()
+        self.kick()
 
     def _lost(self, failure, lane, part):
         """Session closed or the response never came: send again (at-least-once)."""
@@ -299,7 +348,7 @@ class Dispatcher:
         """Send again soon, through whichever session can take it (no attempt counted)."""
         if self.running:
             self._route([part], front=True)
-            self.wake()
+            self.kick()
         else:
             self._outcome(PartOutcome(part.message_id, part.seq, "requeue",
                                       not_before=self.clock.seconds(), count_attempt=False))

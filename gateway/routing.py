@@ -21,6 +21,14 @@ class Router:
         self._tables = tuple(sorted(tables.items()))
         self._key_length = max(tables, default=0)
         self._cache = {}
+        # Every operator that may carry a part preferring `operator`, in the order the
+        # rules name them (the operator itself first).
+        self._carriers = {}
+        for rule in routing.rules:
+            carriers = self._carriers.setdefault(rule.operator, [rule.operator])
+            carriers.extend(name for name in rule.fallback if name not in carriers)
+        if routing.default and routing.default not in self._carriers:
+            self._carriers[routing.default] = [routing.default]
 
     def candidates(self, msisdn):
         """Preferred operator first, then its fallbacks; (default,) or () on no match."""
@@ -32,6 +40,16 @@ class Router:
                 self._cache.clear()
             self._cache[key] = found
         return found
+
+    def preferred(self, msisdn):
+        """The operator a part to `msisdn` goes to when all are up (its route), or None."""
+        candidates = self.candidates(msisdn)
+        return candidates[0] if candidates else None
+
+    def carriers(self, operator):
+        """Operators that may carry parts whose route is `operator`: itself, then the
+        fallbacks of its rules; () for an operator no rule names."""
+        return tuple(self._carriers.get(operator, ()))
 
     def choose(self, msisdn, is_bound):
         """The first candidate with a bound session, or None: the caller waits for one."""

@@ -81,6 +81,7 @@ class GatewayService(MultiService):
         self.limits = AgencyLimits(config.agencies, self.store, clock=reactor)
         self.api = AgencyAPI(self.store, self.keyring, self.limits, AuditLog(self.store),
                              clock=reactor, on_accepted=self.dispatcher.wake,
+                             route_of=self.dispatcher.route_of,
                              health=self.health)
         purge_service(self.store, reactor).setServiceParent(self)
         super().startService()

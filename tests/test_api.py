@@ -83,11 +83,14 @@ class APITests(unittest.TestCase):
         self.port = listening.getHost().port
 
     def make_api(self, store, **options):
-        def woken():
+        def woken(routes):
             self.wakeups += 1
+            self.woken_routes = routes
 
         return AgencyAPI(store, KeyRing(AGENCIES), self.limits, AuditLog(store, reactor),
                          clock=reactor, on_accepted=woken,
+                         route_of=lambda msisdn: "mci" if msisdn.startswith("98912")
+                         else "irancell",
                          health=lambda: {"mci": {"bound": 1, "binds": 2}}, **options)
 
     def request(self, method, path, body=None, key=None, headers=None):
@@ -188,6 +191,16 @@ class APITests(unittest.TestCase):
         self.assertEqual(self.rows("SELECT COUNT(*) FROM messages"), [(0,)])
         rows = yield self.audit_rows(1)
         self.assertEqual(rows[0][:2], ("unauthorized", None))
+
+    @defer.inlineCallbacks
+    def test_each_part_is_stored_with_its_route_and_the_dispatcher_hears_which(self):
+        status, _, body = yield self.send(**{"from": "40401234", "text": "x",
+                                             "to": ["09121234567", "09351234567"]})
+        self.assertEqual(status, 202)
+        self.assertEqual(self.woken_routes, {"mci", "irancell"})
+        self.assertEqual(sorted(self.rows("SELECT m.recipient, p.route FROM parts p"
+                                          " JOIN messages m ON m.id = p.message_id")),
+                         [("989121234567", "mci"), ("989351234567", "irancell")])
 
     @defer.inlineCallbacks
     def test_recipients_that_are_not_strings_are_invalid_numbers(self):

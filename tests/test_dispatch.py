@@ -46,19 +46,26 @@ class FakePool:
 
 
 class FakeStore:
-    """Queued parts in memory; claim honours not_before, record keeps every outcome."""
+    """Queued parts in memory, each with its route; claim honours not_before, record
+    keeps every outcome and puts requeued parts back."""
 
     def __init__(self, clock):
         self.clock = clock
         self.queued = []             # [(not_before, part)]
         self.outcomes = []
         self.fail_records = 0
+        self.claims = []             # (route, limit) of each claim
 
     def put(self, part, not_before=0.0):
         self.queued.append((not_before, part))
 
-    def claim(self, limit, now):
-        due = sorted((p for p in self.queued if p[0] <= now),
+    def queued_routes(self):
+        return {ROUTES.get(part.recipient[:5]) for _, part in self.queued}
+
+    def claim(self, limit, now, route=None):
+        self.claims.append((route, limit))
+        due = sorted((p for p in self.queued
+                      if p[0] <= now and ROUTES.get(p[1].recipient[:5]) == route),
                      key=lambda p: (-p[1].priority, p[0]))[:limit]
         for entry in due:
             self.queued.remove(entry)
@@ -71,10 +78,12 @@ class FakeStore:
         self.outcomes.extend(outcomes)
         for o in outcomes:
             if o.kind == "requeue":
-                self.put(self.parts[(o.message_id, o.seq)], o.not_before)
+                self.put(PARTS[(o.message_id, o.seq)], o.not_before)
         return defer.succeed(len(outcomes))
 
-    parts = {}
+
+ROUTES = {MCI: "mci", IRANCELL: "irancell"}     # what the API stores, by prefix
+PARTS = {}
 
 
 def part(n, prefix=MCI, priority=0, expires_at=1e9):
@@ -82,7 +91,7 @@ def part(n, prefix=MCI, priority=0, expires_at=1e9):
                     recipient=f"{prefix}{n:07d}", priority=priority, data_coding=0,
                     esm_class=0, payload=b"hi", receipt=True, attempts=0,
                     expires_at=expires_at)
-    FakeStore.parts[(p.message_id, p.seq)] = p
+    PARTS[(p.message_id, p.seq)] = p
     return p
 
 
@@ -121,36 +130,37 @@ def test_a_stuck_operator_leaves_its_surplus_in_the_store_and_others_flow(clock,
     lane_limit = dispatcher.lanes["irancell"].limit
     assert lane_limit == 200 // 4
     assert dispatcher.lanes["irancell"].size == lane_limit
-    assert dispatcher.buffered <= 200 // 2
+    assert len(store.queued) == 300 - lane_limit      # the rest waits in the store
     sent = pools["mci"].answer_all()
     assert [pdu.fields["destination_addr"] for pdu in sent] == [f"{MCI}0000999"]
     run(clock)
     assert kinds(store, "submitted") == ["m999"]
-    waiting = [o for o in store.outcomes if o.kind == "requeue"]
-    assert waiting and all(o.not_before >= LANE_FULL_RETRY_S and not o.count_attempt
-                           for o in waiting)
+    assert kinds(store, "requeue") == []              # nothing claimed only to go back
+    # No claim for the full lane's route asked for more than its room.
+    assert all(limit <= lane_limit for route, limit in store.claims)
 
 
-def test_a_full_lane_takes_a_higher_priority_part_in_place_of_a_lower_one(clock, world):
+def test_an_emergency_part_goes_ahead_of_a_full_lane(clock, world):
     store, pools, dispatcher = world
     lane = dispatcher.lanes["mci"]
     pools["mci"].capacity = 0
-    for n in range(lane.limit):
+    for n in range(lane.limit + 20):
         store.put(part(n))
     dispatcher.start()
     run(clock)
     assert lane.size == lane.limit
     store.put(part(500, priority=2))
-    run(clock, 0.6, 2)                                # the poll claims it
-    assert lane.size == lane.limit
-    assert [o.message_id for o in store.outcomes if o.kind == "requeue"] == [
-        f"m{lane.limit - 1}"]                          # the newest normal part waits
-    pools["mci"].capacity = 1
-    dispatcher.wake()
+    dispatcher.wake({"mci"})
     run(clock)
-    (sent,) = pools["mci"].waiting
-    assert sent[0].fields["destination_addr"] == f"{MCI}0000500"
-    assert sent[0].fields["priority_flag"] == 3
+    pools["mci"].capacity = 1                         # one slot opens: m0 goes, and
+    dispatcher.kick()                                 # the room is claimed, emergency
+    run(clock)                                        # first
+    assert [pdu.fields["destination_addr"] for pdu in pools["mci"].answer_all()] == [
+        f"{MCI}0000000"]
+    run(clock)
+    (pdu, _), = pools["mci"].waiting                  # ahead of m1 … m49 in the lane
+    assert pdu.fields["destination_addr"] == f"{MCI}0000500"
+    assert pdu.fields["priority_flag"] == 3
 
 
 def test_parts_held_past_their_validity_expire_instead_of_going_out(clock, world):
@@ -205,3 +215,18 @@ def test_no_retry_once_the_store_is_closed(clock, world):
     pools["mci"].answer_all()
     run(clock)
     assert dispatcher._record_call is None
+
+
+def test_a_deep_backlog_is_claimed_only_as_its_lane_has_room(clock, world):
+    store, pools, dispatcher = world
+    pools["mci"].capacity = 7
+    for n in range(400):
+        store.put(part(n))
+    dispatcher.start()
+    for _ in range(200):
+        run(clock, 0.01, 1)
+        pools["mci"].answer_all()
+        assert dispatcher.lanes["mci"].size <= dispatcher.lanes["mci"].limit
+    run(clock)
+    assert len(kinds(store, "submitted")) == 400
+    assert kinds(store, "requeue") == []          # nothing bounced back to the store

@@ -36,13 +36,16 @@ _ACCEPTED_HEADERS = {"Content-Type": JSON_TYPE}
 
 class AgencyAPI:
     def __init__(self, store, keyring, limits, audit, *, clock, on_accepted=None,
-                 health=None, max_pending=DEFAULT_MAX_PENDING):
+                 route_of=None, health=None, max_pending=DEFAULT_MAX_PENDING):
+        """on_accepted(routes): called once messages are stored, with their routes;
+        route_of(msisdn): the route stored with a message (None without a router)."""
         self.store = store
         self.keyring = keyring
         self.limits = limits
         self.audit = audit
         self.clock = clock
         self.on_accepted = on_accepted
+        self.route_of = route_of
         self.health = health
         self.max_pending = max_pending
         self.pending = 0                 # accepts handed to the store, not yet committed
@@ -154,6 +157,7 @@ class AgencyAPI:
         except TextTooLong as error:
             raise ApiError("text_too_long", str(error)) from None
         messages = []
+        route_of = self.route_of
         for recipient in recipients:
             # Parts of different messages to one handset must not share a reference.
             encoded = (shared if len(shared.parts) == 1 or not messages
@@ -163,7 +167,8 @@ class AgencyAPI:
                 recipient=recipient, text=text, priority=submission.priority,
                 reference=submission.reference, validity_s=submission.validity_s,
                 receipt=submission.receipt, data_coding=encoded.data_coding,
-                esm_class=encoded.esm_class, parts=list(encoded.parts), created_at=now))
+                esm_class=encoded.esm_class, parts=list(encoded.parts), created_at=now,
+                route=route_of(recipient) if route_of is not None else None))
         return messages
 
     def _committed(self, _ids, agency, messages, body):
@@ -175,7 +180,7 @@ class AgencyAPI:
                       parts, agency.id, mask_msisdn(messages[0].recipient))
         if self.on_accepted is not None:
             try:
-                self.on_accepted()
+                self.on_accepted({m.route for m in messages})
             except Exception:
                 log.exception("dispatcher wake-up failed (messages are stored)")
         return Response(202, body.encode("utf-8"), _ACCEPTED_HEADERS)

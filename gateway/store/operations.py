@@ -24,7 +24,7 @@ _MAX_CHUNK = 256
 
 _MESSAGE_COLUMNS = ("id, agency, sender, recipient, text, priority, reference, validity_s,"
                     " receipt, data_coding, esm_class, parts, created_at")
-_PART_COLUMNS = "message_id, seq, priority, payload, not_before"
+_PART_COLUMNS = "message_id, seq, priority, payload, not_before, route"
 
 
 def _insert_rows(conn, table, columns, rows):
@@ -95,22 +95,22 @@ _CLAIM_SQL = (
     "  m.created_at + m.validity_s AS expires_at"
     "  FROM parts p JOIN messages m ON m.id = p.message_id"
     # state = 'queued' written literally so that the partial index applies.
-    "  WHERE p.state = 'queued' AND p.priority = ? AND p.not_before <= ?"
+    "  WHERE p.state = 'queued' AND p.route IS ? AND p.priority = ? AND p.not_before <= ?"
     "  ORDER BY p.not_before, p.rowid LIMIT ?)")
 _SENDING_SQL = ("UPDATE parts SET state = 'sending'"
                 " WHERE rowid IN (SELECT value FROM json_each(?))")
 
 
-def claim(conn, limit, now, priorities):
-    """Up to `limit` queued parts due by `now`, in the order of `priorities`, then
-    oldest first; they become 'sending'.  Each as [message_id, seq, total, agency,
+def claim(conn, limit, now, route, priorities):
+    """Up to `limit` queued parts of `route` due by `now`, in the order of `priorities`,
+    then oldest first; they become 'sending'.  Each as [message_id, seq, total, agency,
     sender, recipient, priority, data_coding, esm_class, payload, receipt, attempts,
     expires_at]."""
     claimed = []
     rowids = []
     for priority in priorities:
         # One index range per priority: only due parts are read, however many wait.
-        for row in _rows_of(conn, _CLAIM_SQL, (priority, now, limit - len(claimed))):
+        for row in _rows_of(conn, _CLAIM_SQL, (route, priority, now, limit - len(claimed))):
             rowids.append(row[0])
             row[10] = bytes.fromhex(row[10])
             row[11] = bool(row[11])

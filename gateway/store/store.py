@@ -50,6 +50,7 @@ class NewMessage:
     esm_class: int
     parts: list[bytes]
     created_at: float
+    route: str | None = None           # the operator the recipient's routing rule prefers
 
 
 @dataclass
@@ -200,7 +201,7 @@ class Store:
             for m in messages]
         # A fresh part is eligible from its creation: claim order within a priority is
         # not_before then rowid, i.e. age.
-        part_rows = [(m.id, seq, m.priority, bytes(payload), m.created_at)
+        part_rows = [(m.id, seq, m.priority, bytes(payload), m.created_at, m.route)
                      for m in messages for seq, payload in enumerate(m.parts, 1)]
         ids = [m.id for m in messages]
         return self._writer_call(
@@ -208,15 +209,17 @@ class Store:
                 operations.insert_messages,
                 (message_rows, part_rows, ids, idempotency, now)))
 
-    def claim(self, limit, now):
-        """Up to `limit` queued parts due by `now`, highest priority first, then oldest;
-        they become 'sending'.  Deferred[list[ClaimedPart]]."""
+    def claim(self, limit, now, route=None):
+        """Up to `limit` queued parts of `route` (None: parts stored without one) due by
+        `now`, highest priority first, then oldest; they become 'sending'.
+        Deferred[list[ClaimedPart]]."""
         if not isinstance(limit, int) or limit < 0:
             return defer.fail(ValueError(f"claim limit must be an int >= 0, not {limit!r}"))
         if limit == 0:
             return defer.succeed([])
         return self._write(lambda conn: [
-            ClaimedPart(*row) for row in operations.claim(conn, limit, now, _PRIORITIES)])
+            ClaimedPart(*row) for row in operations.claim(conn, limit, now, route,
+                                                          _PRIORITIES)])
 
     def record(self, outcomes):
         """Apply submit outcomes to parts and their messages; Deferred fires with the
@@ -325,6 +328,22 @@ class Store:
             "SELECT COALESCE(SUM(parts), 0) FROM messages WHERE agency = ? AND created_at >= ?",
             (agency, since)).fetchone()[0]
 
+    def queued_routes(self):
+        """The routes that queued parts carry (None among them for parts without).
+        One index probe per route, however many parts wait."""
+        reader = self._reader
+        routes = set()
+        if reader.execute("SELECT 1 FROM parts WHERE state = 'queued' AND route IS NULL"
+                          " LIMIT 1").fetchone():
+            routes.add(None)
+        row = reader.execute("SELECT MIN(route) FROM parts WHERE state = 'queued'"
+                             " AND route >= ''").fetchone()
+        while row is not None and row[0] is not None:
+            routes.add(row[0])
+            row = reader.execute("SELECT MIN(route) FROM parts WHERE state = 'queued'"
+                                 " AND route > ?", row).fetchone()
+        return routes
+
     def has_queued(self):
         return self._reader.execute(
             "SELECT 1 FROM parts WHERE state = 'queued' LIMIT 1").fetchone() is not None
@@ -361,7 +380,8 @@ def _check_message(m):
             and type(m.validity_s) is int and m.validity_s > 0
             and type(m.data_coding) is int and 0 <= m.data_coding <= 255
             and type(m.esm_class) is int and 0 <= m.esm_class <= 255
-            and type(m.created_at) in (float, int)):
+            and type(m.created_at) in (float, int)
+            and (m.route is None or type(m.route) is str)):
         return
     _check_message_fully(m)
 
@@ -388,6 +408,8 @@ def _check_message_fully(m):
         raise ValueError("message parts must be bytes")
     if not isinstance(m.created_at, (int, float)):
         raise ValueError("message created_at must be a timestamp")
+    if m.route is not None and not isinstance(m.route, str):
+        raise ValueError("message route must be an operator name or None")
 
 
 def _check_outcome(o):
