@@ -184,3 +184,32 @@ def test_permanent_smsc_error_fails_the_message_and_temporary_ones_are_retried(t
         assert sim.stats()["failed"] >= 2
     finally:
         daemon.stop()
+
+
+def test_a_slow_operators_backlog_does_not_hold_back_another_operators_message(
+        tmp_path, sim):
+    agencies = yaml.safe_load((REPO / "config" / "agencies.yaml").read_text())
+    for agency in agencies["agencies"]:
+        agency["rate_per_s"] = 100_000             # the agency's own limit is not tested
+    (tmp_path / "agencies.yaml").write_text(yaml.safe_dump(agencies, allow_unicode=True))
+    config, http_port = write_config(tmp_path, sim.smpp_port,
+                                     agencies=tmp_path / "agencies.yaml")
+    document = yaml.safe_load(config.read_text())
+    for operator in document["operators"]:
+        if operator["name"] == "irancell":
+            operator["tps"] = 2                      # 3,000 parts take 25 minutes
+    config.write_text(yaml.safe_dump(document))
+    daemon = Daemon(config, http_port).start()
+    try:
+        for first in range(0, 3000, 1000):          # more than the dispatcher buffers
+            backlog = [f"0935{n:07d}" for n in range(first, first + 1000)]
+            code, body, _ = daemon.send(TAX, **{"from": "40401234", "to": backlog,
+                                              "text": "slow lane"})
+            assert code == 202 and len(body["messages"]) == 1000
+        code, body, _ = daemon.send(TAX, **{"from": "40401234", "to": "09121234567",
+                                          "text": "fast lane", "priority": "normal"})
+        assert code == 202
+        final = daemon.wait_status(TAX, body["messages"][0]["id"], "delivered", timeout=10)
+        assert final["operator"] == "mci"
+    finally:
+        assert daemon.stop() == 0
