@@ -120,7 +120,7 @@ class Dispatcher:
         self.in_flight = 0          # submit_sm sent, response pending
         self.running = False
         self._claiming = False
-        self._routes = set(self.lanes)   # routes claimed from (old ones join at start)
+        self._routes = set(self.lanes)   # routes claimed from; stored ones join at start
         self._has_work = set()      # routes whose queued parts may be due now
         self._pump_call = None
         self._poll_call = None
@@ -198,24 +198,22 @@ class Dispatcher:
     def _claim_limits(self):
         """{route: parts to claim}: for each route with work, what the lane that would
         carry it (its operator, else the first bound fallback) has room for now.  A
-        route no lane can take now is not claimed: its parts wait in the store."""
-        # Lanes together hold at most half the buffer (see __init__), so their room
-        # bounds the claim.
+        route no lane can take now is not claimed: its parts wait in the store.
+
+        Routes that share a lane (a fallback in use, routes the configuration no longer
+        names) may together claim more than it holds; the surplus goes back to the store
+        (Lane.add_claimed).  Lanes hold at most half the buffer (see __init__)."""
         room = {name: lane.limit - lane.size for name, lane in self.lanes.items()
                 if lane.pool.bound_count()}
         limits = {}
-        for route in sorted(self._has_work, key=lambda r: (r is None, r or "")):
+        for route in self._has_work:
             carriers = self.router.carriers(route) if route in self.lanes else ()
             if not carriers:
-                # An orphan route: each part is routed on its own; what does not fit a
-                # lane goes back to the store (rare: old parts after a configuration
-                # change).
+                # Each part of an orphan route is routed on its own, wherever it goes.
                 carriers = tuple(room)
             target = next((name for name in carriers if room.get(name, 0) > 0), None)
-            if target is None:
-                continue
-            limits[route] = limit = min(room[target], self.batch)
-            room[target] -= limit
+            if target is not None:
+                limits[route] = min(room[target], self.batch)
         return limits
 
     def _claim(self, limits):
@@ -230,8 +228,6 @@ class Dispatcher:
             for route, parts in zip(routes, batches):
                 if len(parts) < limits[route]:
                     self._has_work.discard(route)   # nothing more is due there now
-                if route not in self.lanes and not parts:
-                    self._routes.discard(route)     # an orphan route, now empty
                 self._route(parts)
             if any(batches):
                 self.kick()

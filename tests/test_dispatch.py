@@ -82,7 +82,9 @@ class FakeStore:
         return defer.succeed(len(outcomes))
 
 
-ROUTES = {MCI: "mci", IRANCELL: "irancell"}     # what the API stores, by prefix
+# What the API stored, by prefix: "rightel" is no operator of this configuration any
+# more, and None stands for parts stored before routes were.
+ROUTES = {MCI: "mci", IRANCELL: "irancell", "98920": "rightel", "98921": None}
 PARTS = {}
 
 
@@ -230,3 +232,16 @@ def test_a_deep_backlog_is_claimed_only_as_its_lane_has_room(clock, world):
     run(clock)
     assert len(kinds(store, "submitted")) == 400
     assert kinds(store, "requeue") == []          # nothing bounced back to the store
+
+
+def test_parts_of_routes_the_configuration_no_longer_has_are_still_sent(clock, world):
+    store, pools, dispatcher = world
+    store.put(part(1, "98920"))
+    store.put(part(2, "98921"), not_before=1.0)       # due only later
+    dispatcher.start()
+    run(clock)
+    run(clock, 0.6, 2)                                 # polls claim the later one too
+    sent = pools["mci"].answer_all()                  # the default operator carries both
+    assert sorted(pdu.fields["destination_addr"] for pdu in sent) == [
+        "989200000001", "989210000002"]
+    assert {route for route, _ in store.claims} >= {"rightel", None}
