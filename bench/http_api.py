@@ -101,7 +101,8 @@ def main():
                        masks=(), ussd_code=None, rate_per_s=1e9, daily_parts=10**12,
                        reply_webhook=None)]
     api = AgencyAPI(store, KeyRing(agencies), AgencyLimits(agencies, store, reactor),
-                    AuditLog(store, reactor), clock=reactor, on_accepted=lambda: None,
+                    AuditLog(store, reactor), clock=reactor, on_accepted=lambda routes: None,
+                    route_of=lambda msisdn: "mci",
                     health=dict)
     port = reactor.listenTCP(0, HTTPFactory(api.router, clock=reactor), interface="127.0.0.1",
                              backlog=1024).getHost().port

@@ -68,7 +68,8 @@ def build():
                        masks=(), ussd_code=None, rate_per_s=1e9, daily_parts=10**12,
                        reply_webhook=None)]
     api = AgencyAPI(store, KeyRing(agencies), AgencyLimits(agencies, store, clock),
-                    AuditLog(store, clock), clock=clock, on_accepted=lambda: None)
+                    AuditLog(store, clock), clock=clock, on_accepted=lambda routes: None,
+                    route_of=lambda msisdn: "mci")
     factory = HTTPFactory(api.router, clock=clock)
     transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
     channel = factory.buildProtocol(None)
