@@ -22,24 +22,9 @@ class SubmitSettings:
     receipts: bool = True
 
 
-# Whole seconds → text: parts claimed together mostly share a remaining validity, so a
-# small memo saves the divmods and the f-string per submit_sm.
-_VALIDITY_MEMO = {}
-_VALIDITY_MEMO_LIMIT = 4096
-
-
 def relative_validity(seconds):
     """SMPP relative time 'YYMMDDhhmmss000R' for what is left of the validity period."""
     seconds = max(60, int(seconds))
-    text = _VALIDITY_MEMO.get(seconds)
-    if text is None:
-        if len(_VALIDITY_MEMO) >= _VALIDITY_MEMO_LIMIT:
-            _VALIDITY_MEMO.clear()
-        text = _VALIDITY_MEMO[seconds] = _relative_validity(seconds)
-    return text
-
-
-def _relative_validity(seconds):
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)

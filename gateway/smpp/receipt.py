@@ -13,7 +13,7 @@ TLV, when present, wins over the text's `stat:`.
 
 import logging
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.smpp import constants as c
 
@@ -68,8 +68,9 @@ _KEY_NAMES = {"id": "id", "sub": "sub", "dlvrd": "dlvrd", "submitdate": "submit 
 _TEXT_KEY = re.compile(r"(?<![0-9A-Za-z_])text\s*:", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Receipt:
+class Receipt(NamedTuple):
+    """A parsed delivery receipt (a NamedTuple: immutable and cheap to build, one per
+    receipt on the hot path)."""
     smsc_id: str                 # the SMSC's message id, as the SMSC wrote it
     state: str                   # delivered | expired | failed | accepted | enroute | unknown
     stat: str                    # the SMSC's word: DELIVRD, UNDELIV, ... ("" if none)
@@ -80,24 +81,6 @@ class Receipt:
     @property
     def final(self):
         return self.state in FINAL_STATES
-
-
-_RECEIPT_COMMANDS = (c.DELIVER_SM, c.DATA_SM)
-_new_receipt = object.__new__
-_set = object.__setattr__
-
-
-def _delivered(smsc_id):
-    """Receipt(smsc_id, DELIVERED, "DELIVRD", None, None, None) without the frozen
-    dataclass __init__ (half the cost of parsing the common receipt)."""
-    receipt = _new_receipt(Receipt)
-    _set(receipt, "smsc_id", smsc_id)
-    _set(receipt, "state", DELIVERED)
-    _set(receipt, "stat", "DELIVRD")
-    _set(receipt, "error", None)
-    _set(receipt, "submit_date", None)
-    _set(receipt, "done_date", None)
-    return receipt
 
 
 def is_receipt(pdu):
@@ -114,15 +97,13 @@ def parse_receipt(pdu):
     A PDU marked as a receipt that carries no message id anywhere is logged and also
     answers None: the caller then keeps it as an ordinary inbound PDU, so nothing the
     SMSC sent is lost."""
-    if pdu.command_id not in _RECEIPT_COMMANDS or (
-            pdu.fields.get("esm_class", 0) & c.ESM_CLASS_MESSAGE_TYPE_MASK
-            not in RECEIPT_MESSAGE_TYPES):
-        return None                         # is_receipt(pdu), inlined (hot path)
+    if not is_receipt(pdu):
+        return None
     smsc_id = (pdu.get_tlv(c.TLV_RECEIPTED_MESSAGE_ID) or "").strip()
     message_state = pdu.get_tlv(c.TLV_MESSAGE_STATE)
     if smsc_id and message_state == c.MESSAGE_STATE_DELIVERED:
         # The common case says all in its TLVs: the text is not parsed (hot path).
-        return _delivered(smsc_id)
+        return Receipt(smsc_id, DELIVERED, "DELIVRD", None, None, None)
     keys = _text_fields(_receipt_text(pdu))
     if not smsc_id:
         smsc_id = keys.get("id", "")

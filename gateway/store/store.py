@@ -367,26 +367,6 @@ class Store:
 # -- validation -----------------------------------------------------------------------
 
 def _check_message(m):
-    # Fast path (reactor thread, once per recipient): exact built-in types only, one
-    # expression; anything it does not accept goes through the full checks below, which
-    # decide (subclasses, tuples, several parts...) and word the error.
-    parts = m.parts if type(m) is NewMessage else None
-    if (type(parts) is list and len(parts) == 1 and type(parts[0]) is bytes
-            and type(m.id) is str and m.id and type(m.agency) is str and m.agency
-            and type(m.sender) is str and m.sender and type(m.recipient) is str
-            and m.recipient and type(m.text) is str
-            and m.priority in PRIORITY_NAMES
-            and (m.reference is None or type(m.reference) is str)
-            and type(m.validity_s) is int and m.validity_s > 0
-            and type(m.data_coding) is int and 0 <= m.data_coding <= 255
-            and type(m.esm_class) is int and 0 <= m.esm_class <= 255
-            and type(m.created_at) in (float, int)
-            and (m.route is None or type(m.route) is str)):
-        return
-    _check_message_fully(m)
-
-
-def _check_message_fully(m):
     if not isinstance(m, NewMessage):
         raise TypeError(f"accept takes NewMessage objects, not {type(m).__name__}")
     for name in ("id", "agency", "sender", "recipient", "text"):
