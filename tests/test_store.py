@@ -587,3 +587,37 @@ def test_parts_whose_receipt_never_came_expire_and_receiptless_messages_end(
     removed = ok(clock, store.purge(older_than=clock.seconds() + 1))
     assert removed["messages"] == 2
     assert store.get_message(receiptless.id) is None and store.get_message(waiting.id) is None
+
+
+def test_a_database_from_the_first_schema_is_migrated_and_its_parts_still_flow(
+        db_path, clock):
+    import sqlite_utils
+    from gateway.store import schema
+    old = sqlite_utils.Database(db_path)
+    old.execute("PRAGMA journal_mode=WAL")
+    schema._v1_initial(old)
+    old["migrations"].insert({"version": 1, "applied_at": T0})
+    old.execute("INSERT INTO messages (id, agency, sender, recipient, text, priority,"
+                " validity_s, receipt, data_coding, esm_class, parts, created_at)"
+                " VALUES ('old1', 'tax', '40401234', '989121234567', 'salam', 0, 86400,"
+                " 1, 0, 0, 1, ?)", (T0,))
+    old.execute("INSERT INTO parts (message_id, seq, priority, payload, not_before)"
+                " VALUES ('old1', 1, 0, x'73616c616d', ?)", (T0,))
+    old.conn.commit()
+    old.close()
+
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    try:
+        assert store.queued_routes() == {None}
+        (claimed,) = ok(clock, store.claim(10, T0, route=None))
+        assert (claimed.message_id, claimed.payload) == ("old1", b"salam")
+        ok(clock, store.record([PartOutcome("old1", 1, "submitted", operator="mci",
+                                            smsc_id="0A")]))
+        assert ok(clock, store.apply_receipt("mci", "10", "delivered")) is True
+        assert store.get_message("old1")["status"] == "delivered"
+    finally:
+        clock.wait(store.close())
+    with sqlite3.connect(db_path) as conn:
+        versions = [v for (v,) in conn.execute("SELECT version FROM migrations ORDER BY 1")]
+    assert versions == [number for number, _ in schema.MIGRATIONS]
