@@ -5,6 +5,8 @@ StringTransport); the loopback tests run the real reactor through trial TestCase
 conftest.py) against a tiny SMSC peer written here with our codec.
 """
 
+import struct
+
 import pytest
 from conftest import wait_until
 from twisted.internet import defer, error, protocol, reactor, task
@@ -311,6 +313,7 @@ class PeerSMSC(protocol.Protocol):
 
     def connectionMade(self):
         self.framer = Framer()
+        self.received = []           # every PDU the ESME sent, in order
         self.unanswered = 0
         self.max_unanswered = 0
         self.submits = 0
@@ -319,6 +322,7 @@ class PeerSMSC(protocol.Protocol):
     def dataReceived(self, data):
         for frame in self.framer.feed(data):
             pdu = decode(frame)
+            self.received.append(pdu)
             if pdu.command_id in c.BIND_COMMANDS:
                 self.send(pdu.response(system_id="PEER"))
             elif pdu.command_id == c.SUBMIT_SM:
@@ -443,3 +447,36 @@ class LoopbackPoolTests(unittest.TestCase):
             self.assertEqual(resp.status, 0)
         self.assertEqual(pool.bound_count(), 0)
         self.assertEqual(metrics.BOUND_SESSIONS.labels("mci")._value.get(), 0)
+
+    @defer.inlineCallbacks
+    def test_bad_pdus_from_the_smsc_get_answers_and_the_session_lives_on(self):
+        """Unknown command, truncated body, unfamiliar TLVs: each answered, none fatal."""
+        inbound = []
+        pool = self.start_pool(binds=1, inbound_handler=lambda operator, pdu: (
+            inbound.append(pdu), c.ESME_ROK)[1])
+        yield wait_until(reactor, lambda: pool.bound_count() == 1)
+        (link,) = self.peer.links
+        ussd = PDU(c.DELIVER_SM, 12, fields={"service_type": "USSD",
+                                             "source_addr": "989121234567",
+                                             "destination_addr": "*4*123#",
+                                             "short_message": b"*4*123#"})
+        ussd.tlvs[c.TLV_USSD_SERVICE_OP] = b"\x01"
+        ussd.tlvs[c.TLV_ITS_SESSION_INFO] = b"\x07\x00"
+        ussd.tlvs[0x3FFF] = b"vendor"                  # a TLV nobody knows
+        link.transport.write(struct.pack(">IIII", 16, 0x00000099, 0, 10)   # unknown command
+                             + struct.pack(">IIII", 17, c.DELIVER_SM, 0, 11) + b"x"  # cut short
+                             + encode(ussd))
+        yield wait_until(reactor, lambda: len(link.received) >= 4)
+        answers = {pdu.sequence: pdu for pdu in link.received[1:]}
+        self.assertEqual((answers[10].command_id, answers[10].status),
+                         (c.GENERIC_NACK, c.ESME_RINVCMDID))
+        self.assertIn(answers[11].command_id, (c.GENERIC_NACK, c.DELIVER_SM_RESP))
+        self.assertNotEqual(answers[11].status, c.ESME_ROK)
+        self.assertEqual((answers[12].command_id, answers[12].status),
+                         (c.DELIVER_SM_RESP, c.ESME_ROK))
+        (got,) = inbound
+        self.assertEqual(got.tlvs[0x3FFF], b"vendor")
+        self.assertEqual(got.get_tlv(c.TLV_USSD_SERVICE_OP), 1)
+        self.assertEqual(pool.bound_count(), 1)
+        outcomes = yield self.pump(pool, 3)             # and it still carries traffic
+        self.assertEqual([resp.status for resp in outcomes], [0, 0, 0])
