@@ -159,8 +159,7 @@ _PENDING_FOR_SQL = (
     " JOIN pending_receipts pr ON pr.key = j.key"
     # Another operator's receipt with a colliding id is not ours; one whose operator
     # is unknown may be.
-    " AND (pr.operator = j.operator OR pr.operator IS NULL OR j.operator IS NULL)"
-    " ORDER BY pr.rowid")
+    " AND (pr.operator = j.operator OR pr.operator IS NULL OR j.operator IS NULL)")
 
 
 def record(conn, outcomes, now):
@@ -198,9 +197,14 @@ def _record_run(conn, outcomes, now):
     changed = 0
     if submitted:
         changed += conn.execute(_SUBMITTED_SQL, (now, json.dumps(submitted))).rowcount
-        # Receipts that overtook their submit_sm_resp (rare): applied now.
-        for rowid, message_id, seq, state, error in _rows_of(
-                conn, _PENDING_FOR_SQL, (json.dumps(probes),)):
+        # Receipts that overtook their submit_sm_resp (rare): applied now, in arrival
+        # order, each to one part only (a hex and a decimal id may both match it).
+        applied = set()
+        for rowid, message_id, seq, state, error in sorted(_rows_of(
+                conn, _PENDING_FOR_SQL, (json.dumps(probes),))):
+            if rowid in applied:
+                continue
+            applied.add(rowid)
             end_parts(conn, [(message_id, seq, state, error, None)], now)
             conn.execute("DELETE FROM pending_receipts WHERE rowid = ?", (rowid,))
     if requeued:
