@@ -18,24 +18,24 @@ RECEIPT_GRACE_S = 86400.0    # receipts may lag; after validity + a day none wil
 PURGE_EVERY_S = 3600.0
 
 
-def purge_service(store, clock, retention_s=RETENTION_S, grace_s=RECEIPT_GRACE_S,
-                  every_s=PURGE_EVERY_S):
+def housekeeping_service(store, clock, retention_s=RETENTION_S, grace_s=RECEIPT_GRACE_S,
+                         every_s=PURGE_EVERY_S):
     """A service that does its round at start and then every `every_s` seconds."""
 
-    def round_():
+    def one_round():
         expired = store.expire_unreceipted(grace_s)
-        expired.addCallback(_expired)
-        d = store.purge(older_than=clock.seconds() - retention_s)
-        d.addCallback(_purged)
-        d.addErrback(lambda failure: log.error("store housekeeping failed: %s",
-                                               failure.getErrorMessage()))
-        expired.addErrback(lambda failure: log.error("receipt expiry failed: %s",
-                                                     failure.getErrorMessage()))
-        return d
+        expired.addCallbacks(_expired, _failed, errbackArgs=("receipt expiry",))
+        purged = store.purge(older_than=clock.seconds() - retention_s)
+        purged.addCallbacks(_purged, _failed, errbackArgs=("purge",))
+        return purged
 
-    service = TimerService(every_s, round_)
+    service = TimerService(every_s, one_round)
     service.clock = clock
     return service
+
+
+def _failed(failure, what):
+    log.error("store %s failed: %s", what, failure.getErrorMessage())
 
 
 def _purged(removed):

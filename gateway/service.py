@@ -14,7 +14,7 @@ from twisted.internet.defer import CancelledError, inlineCallbacks
 from gateway.config.load import load_agencies, load_routing
 from gateway.deliver import InboundRouter
 from gateway.dispatch import Dispatcher
-from gateway.housekeeping import purge_service
+from gateway.housekeeping import housekeeping_service
 from gateway.http.api import AgencyAPI
 from gateway.http.server import HTTPFactory
 from gateway.policy.audit import AuditLog
@@ -83,7 +83,7 @@ class GatewayService(MultiService):
                              clock=reactor, on_accepted=self.dispatcher.wake,
                              route_of=self.dispatcher.route_of,
                              health=self.health)
-        purge_service(self.store, reactor).setServiceParent(self)
+        housekeeping_service(self.store, reactor).setServiceParent(self)
         super().startService()
         self.dispatcher.start()
 

@@ -547,12 +547,12 @@ def test_grouped_items_reach_one_call_and_a_failing_item_fails_alone(tmp_path, c
 
 
 def test_housekeeping_runs_at_start_and_then_on_its_timer(store, clock):
-    from gateway.housekeeping import purge_service
+    from gateway.housekeeping import housekeeping_service
     old = message(store)
     ok(clock, store.accept([old]))
     ok(clock, store.claim(10, T0))
     ok(clock, store.record([PartOutcome(old.id, 1, "failed", error="x")]))
-    service = purge_service(store, clock, retention_s=100, every_s=60)
+    service = housekeeping_service(store, clock, retention_s=100, every_s=60)
     service.startService()
     try:
         # A write queued after the timer's purge returns once that purge is done.
