@@ -550,3 +550,27 @@ class RealSocketTests(unittest.TestCase):
         self.assertEqual(text.count(b"HTTP/1.1 200 OK"), 21)
         self.assertTrue(text.endswith(b'"}'))
         self.assertEqual(text.count(b"x"), 3_000_000)
+
+
+def test_a_wrapping_transport_is_never_bypassed():
+    """TLS and other wrappers forward attribute lookups to the TCP transport beneath;
+    a response must still go through the wrapper's write, never to the raw socket."""
+    from gateway.http.server import _write_now
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+
+    class RawSocket:
+        sent = b""
+
+        def send(self, data):
+            RawSocket.sent += data
+            return len(data)
+
+    below = StringTransport()
+    below.socket, below.dataBuffer, below._tempDataBuffer, below.TLS = RawSocket(), b"", [], False
+    wrapper = ProtocolWrapper(WrappingFactory(Factory()), Protocol())
+    wrapper.makeConnection(below)
+    written = []
+    wrapper.write = written.append              # what a TLS wrapper would encrypt
+    _write_now(wrapper, b"HTTP/1.1 200 OK\r\n\r\n")
+    assert written == [b"HTTP/1.1 200 OK\r\n\r\n"] and RawSocket.sent == b""

@@ -18,7 +18,7 @@ from http import HTTPStatus
 from urllib.parse import parse_qsl, unquote
 
 import httptools
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
@@ -181,12 +181,13 @@ def _write_now(transport, data):
     at 5,000 requests/s, measured).  Only a plain TCP transport with an empty buffer is
     written directly; anything else, and whatever the socket does not take, goes through
     transport.write as usual, so ordering and back-pressure are unchanged."""
-    sock = getattr(transport, "socket", None)
-    if (sock is not None and not transport.disconnecting
-            and not getattr(transport, "dataBuffer", True)
-            and not getattr(transport, "_tempDataBuffer", True)):
+    # Exactly a plain TCP connection: a wrapper (TLS, policies) forwards attribute
+    # lookups to the TCP transport below it, and writing to that socket would bypass it.
+    if (isinstance(transport, tcp.Connection) and not transport.TLS
+            and not transport.disconnecting
+            and not transport.dataBuffer and not transport._tempDataBuffer):
         try:
-            sent = sock.send(data)
+            sent = transport.socket.send(data)
         except OSError:          # EAGAIN or a dying connection: Twisted's path decides
             sent = 0
         if sent == len(data):
