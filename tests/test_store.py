@@ -485,7 +485,7 @@ def test_get_message_of_unknown_id(store):
 
 # -- the writer's transactions ---------------------------------------------------------------
 
-from gateway.store.writer import _ALONE, Writer  # noqa: E402
+from gateway.store.writer import Writer, run_each  # noqa: E402
 
 def _writer_on(tmp_path, clock):
     conn = sqlite3.connect(tmp_path / "writer.db", isolation_level=None,
@@ -505,8 +505,8 @@ def test_a_failing_write_in_a_batch_is_undone_alone_and_the_rest_commit_once(
             return values
         return operation
 
-    batch = [(insert(1, 2), _ALONE, "a"), (insert(3, 1), _ALONE, "b"),
-             (insert(4), _ALONE, "c")]  # b clashes late
+    batch = [(run_each, insert(1, 2), "a"), (run_each, insert(3, 1), "b"),
+             (run_each, insert(4), "c")]  # b clashes late
     results = writer._transact(batch)
     assert [(tag, ok_) for tag, ok_, _ in results] == [("a", True), ("b", False), ("c", True)]
     assert results[0][2] == (1, 2) and results[2][2] == (4,)
@@ -515,7 +515,7 @@ def test_a_failing_write_in_a_batch_is_undone_alone_and_the_rest_commit_once(
     assert [x for x, in conn.execute("SELECT x FROM t ORDER BY x")] == [1, 2, 4]
     assert not conn.in_transaction and writer.commits == 1 and writer.last_commit_ok
 
-    lone = writer._transact([(insert(5, 4), _ALONE, "d")])
+    lone = writer._transact([(run_each, insert(5, 4), "d")])
     assert lone[0][:2] == ("d", False)
     assert [x for x, in conn.execute("SELECT x FROM t ORDER BY x")] == [1, 2, 4]
     assert not conn.in_transaction and writer.last_commit_ok
@@ -531,7 +531,7 @@ def test_grouped_items_reach_one_call_and_a_failing_item_fails_alone(tmp_path, c
         c.execute("INSERT INTO t (x) VALUES " + ", ".join(["(?)"] * len(items)), items)
         return [f"row {x}" for x in items]
 
-    batch = [(insert_all, 1, "a"), (lambda c: "plain", _ALONE, "p"), (insert_all, 2, "b")]
+    batch = [(insert_all, 1, "a"), (run_each, lambda c: "plain", "p"), (insert_all, 2, "b")]
     results = writer._transact(batch)
     assert calls == [[1, 2]]                       # one call, at the first item's place
     assert [(tag, ok_, value) for tag, ok_, value in results] == [

@@ -167,13 +167,14 @@ class Store:
 
     # -- writes -------------------------------------------------------------------
 
-    def _write(self, operation):
-        return self._writer_call(lambda writer: writer.submit(operation))
-
-    def _writer_call(self, call):
+    def _write(self, operation, item=None):
+        """operation(conn) on the writer thread; with `item`, operation(conn, items)
+        takes every item queued for it before the commit (Writer.submit_grouped)."""
         if self._writer is None:
             return defer.fail(StoreClosed("the store is not open"))
-        return call(self._writer)
+        if item is None:
+            return self._writer.submit(operation)
+        return self._writer.submit_grouped(operation, item)
 
     def accept(self, messages, idempotency=None):
         """Store new messages (all or none); Deferred fires with their ids once durable.
@@ -204,10 +205,8 @@ class Store:
         part_rows = [(m.id, seq, m.priority, bytes(payload), m.created_at, m.route)
                      for m in messages for seq, payload in enumerate(m.parts, 1)]
         ids = [m.id for m in messages]
-        return self._writer_call(
-            lambda writer: writer.submit_grouped(
-                operations.insert_messages,
-                (message_rows, part_rows, ids, idempotency, now)))
+        return self._write(operations.insert_messages,
+                           (message_rows, part_rows, ids, idempotency, now))
 
     def claim(self, limit, now, route=None):
         """Up to `limit` queued parts of `route` (None: parts stored without one) due by

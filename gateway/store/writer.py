@@ -8,7 +8,8 @@ commit), and an operation that raises is rolled back alone: the batch is then ru
 with a SAVEPOINT around each operation (see _transact).
 
 `submit_grouped(operation, item)` queues one item for an operation that takes a list:
-items queued for the same operation before a commit reach it in one call.  Each SQL
+items queued for the same operation before a commit reach it in one call (a plain
+`submit` is an item of `run_each`).  Each SQL
 statement costs this thread a GIL hand-off while the reactor thread is busy (~100 µs
 measured, against ~1 µs idle), so one statement for many rows beats one per row.
 """
@@ -26,7 +27,10 @@ from gateway import metrics
 log = logging.getLogger("payam.store.writer")
 
 
-_ALONE = object()     # the item of a plain submit(): the operation takes only the connection
+def run_each(conn, operations):
+    """The grouped operation behind a plain submit(): each item is a function of the
+    connection, run in order."""
+    return [operation(conn) for operation in operations]
 
 
 class StoreClosed(Exception):
@@ -64,7 +68,7 @@ class Writer:
 
     def submit(self, operation):
         """Queue `operation(conn) -> result`; Deferred fires after its commit."""
-        return self.submit_grouped(operation, _ALONE)
+        return self.submit_grouped(run_each, operation)
 
     def submit_grouped(self, operation, item):
         """Queue `item` for `operation(conn, items) -> [result per item]`, called once
@@ -154,21 +158,18 @@ class Writer:
 
     def _run_optimistic(self, batch):
         """Run every operation with no SAVEPOINT of its own (two statements fewer per
-        write; almost no write fails), grouped items in one call per operation.  On the
+        write; almost no write fails), all its items in one call.  On the
         first failure, roll the transaction back and return None, or, for a batch of
         one, return that failure (nothing else was in the transaction, which is left
         rolled back)."""
         conn = self._conn
         results = []
-        for operation, items, deferreds in _units(batch):
+        for operation, items, deferreds in _groups(batch):
             try:
-                if items is None:
-                    outcome = [operation(conn)]
-                else:
-                    outcome = operation(conn, items)
-                    if len(outcome) != len(items):
-                        raise RuntimeError(f"{operation.__name__} gave {len(outcome)} "
-                                           f"results for {len(items)} items")
+                outcome = operation(conn, items)
+                if len(outcome) != len(items):
+                    raise RuntimeError(f"{operation.__name__} gave {len(outcome)} "
+                                       f"results for {len(items)} items")
             except Exception:
                 failure = Failure()
                 if not conn.in_transaction:
@@ -183,17 +184,13 @@ class Writer:
         return results
 
     def _run_isolated(self, batch):
-        """Run every operation, and every grouped item alone, in a SAVEPOINT; one that
-        raises is rolled back alone."""
+        """Run every item alone in a SAVEPOINT; one that raises is rolled back alone."""
         conn = self._conn
         results = []
         for operation, item, d in batch:
             conn.execute("SAVEPOINT op")
             try:
-                if item is _ALONE:
-                    result = operation(conn)
-                else:
-                    result, = operation(conn, [item])
+                result, = operation(conn, [item])
             except Exception:
                 failure = Failure()
                 if not conn.in_transaction:
@@ -207,22 +204,16 @@ class Writer:
         return results
 
 
-def _units(batch):
-    """The batch as units of work, in order: (operation, None, [d]) for a plain write;
-    (operation, items, deferreds) for grouped items, at the place of the first."""
-    units = []
+def _groups(batch):
+    """(operation, items, deferreds) per operation, in the order each first appears."""
     groups = {}
     for operation, item, d in batch:
-        if item is _ALONE:
-            units.append((operation, None, [d]))
-            continue
-        unit = groups.get(operation)
-        if unit is None:
-            unit = groups[operation] = (operation, [], [])
-            units.append(unit)
-        unit[1].append(item)
-        unit[2].append(d)
-    return units
+        group = groups.get(operation)
+        if group is None:
+            group = groups[operation] = (operation, [], [])
+        group[1].append(item)
+        group[2].append(d)
+    return list(groups.values())
 
 
 def _fire(results):
