@@ -579,3 +579,12 @@ def test_mangled_frames_raise_only_codec_errors():
         except FramingError:
             outcomes.add("framing_error")
     assert outcomes == {"pdu", "pdu_error", "framing_error"}
+
+
+@pytest.mark.parametrize("command_id", [c.DELIVER_SM, c.DATA_SM])
+@pytest.mark.parametrize("status", [c.ESME_ROK, c.ESME_RX_T_APPN])
+def test_empty_id_response_is_the_codecs_response(command_id, status):
+    from gateway.smpp.pdu import encode_empty_id_response
+    request = PDU(command_id, 0x7FFFFFFE)
+    assert encode_empty_id_response(request, status) == encode(
+        request.response(status=status, message_id=""))

@@ -8,13 +8,13 @@ and statuses only: never message text or whole phone numbers.
 """
 
 import logging
-import struct
 
 from twisted.internet import defer, protocol, task
 from twisted.python.failure import Failure
 
 from gateway.smpp import constants as c
-from gateway.smpp.pdu import PDU, Framer, FramingError, PDUError, decode, encode
+from gateway.smpp.pdu import (
+    PDU, Framer, FramingError, PDUError, decode, encode, encode_empty_id_response)
 from gateway.smpp.status import REBIND, classify_status
 
 log = logging.getLogger("payam.smpp.esme")
@@ -401,12 +401,7 @@ class ESMEProtocol(protocol.Protocol):
     def _answer_inbound(self, pdu, status):
         self._unanswered_inbound -= 1
         if self._state in (BOUND, UNBINDING):
-            # deliver_sm_resp / data_sm_resp with an empty message_id, packed directly:
-            # the same octets as encode(pdu.response(status, message_id="")), without
-            # building a PDU per receipt (hot path).
-            self.transport.write(_EMPTY_ID_RESP.pack(_EMPTY_ID_RESP.size,
-                                                     pdu.command_id | c.RESPONSE_BIT,
-                                                     status, pdu.sequence))
+            self.transport.write(encode_empty_id_response(pdu, status))
         # Otherwise the connection went first: the SMSC redelivers the unanswered PDU.
 
     # --- bytes out ------------------------------------------------------------------------
@@ -537,10 +532,6 @@ class ESMEProtocol(protocol.Protocol):
         if (self._state == BOUND and not self._enquiring
                 and now - self._last_received >= self.factory.enquire_link_s):
             self._enquire()
-
-
-# Header + one NUL (message_id ""): the whole answer to a deliver_sm / data_sm.
-_EMPTY_ID_RESP = struct.Struct(">IIIIx")
 
 
 def _error_answer(command_id, sequence, status):

@@ -424,6 +424,17 @@ def mask_address(address):
 
 
 # --- bytes ⇄ PDU ---------------------------------------------------------------------------
+_EMPTY_ID_RESPONSE = struct.Struct(">IIIIx")   # header + the NUL of message_id ""
+
+
+def encode_empty_id_response(request, status):
+    """encode(request.response(status=status, message_id="")) for a deliver_sm or
+    data_sm, packed directly: the answer to every receipt, without building a PDU."""
+    return _EMPTY_ID_RESPONSE.pack(_EMPTY_ID_RESPONSE.size,
+                                   request.command_id | c.RESPONSE_BIT, status,
+                                   request.sequence)
+
+
 def encode(pdu):
     """The PDU's bytes. Missing fields encode as 0 / ""; unknown field names, values
     that do not fit and non-latin-1 strings raise ValueError (they are our bugs)."""
