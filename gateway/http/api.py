@@ -45,7 +45,7 @@ class AgencyAPI:
         self.audit = audit
         self.clock = clock
         self.on_accepted = on_accepted
-        self.route_of = route_of
+        self.route_of = route_of if route_of is not None else (lambda msisdn: None)
         self.health = health
         self.max_pending = max_pending
         self.pending = 0                 # accepts handed to the store, not yet committed
@@ -157,7 +157,6 @@ class AgencyAPI:
         except TextTooLong as error:
             raise ApiError("text_too_long", str(error)) from None
         messages = []
-        route_of = self.route_of
         for recipient in recipients:
             # Parts of different messages to one handset must not share a reference.
             encoded = (shared if len(shared.parts) == 1 or not messages
@@ -168,7 +167,7 @@ class AgencyAPI:
                 reference=submission.reference, validity_s=submission.validity_s,
                 receipt=submission.receipt, data_coding=encoded.data_coding,
                 esm_class=encoded.esm_class, parts=list(encoded.parts), created_at=now,
-                route=route_of(recipient) if route_of is not None else None))
+                route=self.route_of(recipient)))
         return messages
 
     def _committed(self, _ids, agency, messages, body):

@@ -83,10 +83,9 @@ def parse_submission(body):
         unknown = sorted(name for name in document if name not in FIELDS)
         shown = ", ".join(repr(name[:40]) for name in unknown[:MAX_REPORTED])
         raise invalid(f"unknown field(s): {shown}; allowed: {', '.join(FIELDS)}")
-    if not ("from" in document and "to" in document and "text" in document):
-        for name in ("from", "to", "text"):
-            if name not in document:
-                raise invalid(f"'{name}' is required")
+    for name in ("from", "to", "text"):
+        if name not in document:
+            raise invalid(f"'{name}' is required")
 
     recipients = document["to"]
     if isinstance(recipients, list):
