@@ -169,8 +169,10 @@ class Dispatcher:
     # scheduling ----------------------------------------------------------------
     def wake(self, routes=None):
         """New work was stored (for `routes`, or any): claim soon."""
-        self._has_work.update(self._routes if routes is None else routes)
-        self._routes.update(self._has_work)
+        if routes is None:
+            routes = self._routes
+        self._routes.update(routes)
+        self._has_work.update(routes)
         self.kick()
 
     def kick(self):

@@ -23,12 +23,13 @@ class Router:
         self._cache = {}
         # Every operator that may carry a part preferring `operator`, in the order the
         # rules name them (the operator itself first).
-        self._carriers = {}
+        carriers = {}
         for rule in routing.rules:
-            carriers = self._carriers.setdefault(rule.operator, [rule.operator])
-            carriers.extend(name for name in rule.fallback if name not in carriers)
-        if routing.default and routing.default not in self._carriers:
-            self._carriers[routing.default] = [routing.default]
+            names = carriers.setdefault(rule.operator, [rule.operator])
+            names.extend(name for name in rule.fallback if name not in names)
+        if routing.default:
+            carriers.setdefault(routing.default, [routing.default])
+        self._carriers = {operator: tuple(names) for operator, names in carriers.items()}
 
     def candidates(self, msisdn):
         """Preferred operator first, then its fallbacks; (default,) or () on no match."""
@@ -49,7 +50,7 @@ class Router:
     def carriers(self, operator):
         """Operators that may carry parts whose route is `operator`: itself, then the
         fallbacks of its rules; () for an operator no rule names."""
-        return tuple(self._carriers.get(operator, ()))
+        return self._carriers.get(operator, ())
 
     def choose(self, msisdn, is_bound):
         """The first candidate with a bound session, or None: the caller waits for one."""

@@ -205,18 +205,18 @@ def _record_run(conn, outcomes, now):
             if rowid in applied:
                 continue
             applied.add(rowid)
-            end_parts(conn, [(message_id, seq, state, error, None)], now)
+            _end_parts(conn, [(message_id, seq, state, error, None)], now)
             conn.execute("DELETE FROM pending_receipts WHERE rowid = ?", (rowid,))
     if requeued:
         changed += conn.execute(_REQUEUE_SQL, (json.dumps(requeued),)).rowcount
     if ended:
-        changed += end_parts(conn, ended, now)
+        changed += _end_parts(conn, ended, now)
     if changed < len(outcomes):
         _warn_unknown(conn, outcomes)
     return changed
 
 
-def end_parts(conn, ends, now):
+def _end_parts(conn, ends, now):
     """(message_id, seq, state, error, operator) for parts reaching a final state;
     the number changed (a part already final keeps its state)."""
     return conn.execute(_ENDED_SQL, (now, json.dumps(ends))).rowcount
@@ -283,7 +283,7 @@ def apply_receipts(conn, receipts, now):
             seen.add(part)
             ends.append((*part, state, error or state, None))
     if ends:
-        end_parts(conn, ends, now)
+        _end_parts(conn, ends, now)
     if pending:
         conn.execute(_PENDING_SQL, (now, json.dumps(pending)))
     return matched
