@@ -40,8 +40,7 @@ class Lane:
     """Parts waiting for one operator: highest priority first, then in claim order
     (retries go to the front of their priority)."""
 
-    __slots__ = ("operator", "pool", "settings", "limit", "size", "queues", "sent_counter",
-                 "result_counters")
+    __slots__ = ("operator", "pool", "settings", "limit", "size", "queues", "sent_counter")
 
     def __init__(self, operator, pool, settings, limit):
         self.operator = operator
@@ -50,9 +49,7 @@ class Lane:
         self.limit = limit          # claimed parts it holds at most (retries may exceed)
         self.size = 0
         self.queues = [deque() for _ in PRIORITY_NAMES]      # index: priority
-        # Metric children looked up once (per status for results), not per submit.
         self.sent_counter = metrics.child(metrics.SUBMIT_SM_SENT, operator)
-        self.result_counters = {}
 
     def add(self, part, front=False):
         if front:
@@ -91,11 +88,8 @@ class Lane:
         return parts
 
     def count_result(self, status):
-        counter = self.result_counters.get(status)
-        if counter is None:
-            counter = self.result_counters[status] = metrics.child(
-                metrics.SUBMIT_SM_RESULTS, self.operator, c.status_name(status))
-        counter.inc()
+        # metrics.child caches the labelled counter.
+        metrics.child(metrics.SUBMIT_SM_RESULTS, self.operator, c.status_name(status)).inc()
 
 
 class Dispatcher:
