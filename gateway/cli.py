@@ -1,6 +1,7 @@
 """`payam-gateway` console script: run, demo, check-config, smsc-sim, hash-key."""
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -9,10 +10,13 @@ log = logging.getLogger("payam.cli")
 
 
 def setup_logging(level):
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Stderr logging with repeated warnings and errors aggregated (gateway.logsetup);
+    Twisted's log events go through the same handler.  Returns the RepeatFilter."""
+    from gateway import logsetup
+    repeats = logsetup.install(level, sys.stderr)
     from twisted.logger import STDLibLogObserver, globalLogBeginner
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+    return repeats
 
 
 def load_or_exit(path):
@@ -65,18 +69,33 @@ def serve(reactor, service, *, announce=None):
     return outcome["code"]
 
 
+@contextlib.contextmanager
+def logging_for_the_reactor(level):
+    """setup_logging, with the aggregated summaries flushed every second on the reactor
+    and once more at exit (run the reactor inside it)."""
+    from twisted.internet import reactor
+    from gateway.logsetup import flush_periodically
+    repeats = setup_logging(level)
+    flushing = flush_periodically(repeats, reactor)
+    try:
+        yield reactor
+    finally:
+        if flushing.running:
+            flushing.stop()
+        repeats.flush(everything=True)
+
+
 def cmd_run(args):
     config = load_or_exit(args.config)
-    setup_logging(args.log_level)
-    from twisted.internet import reactor
-    from gateway.service import GatewayService
-    return serve(reactor, GatewayService(config, reactor))
+    with logging_for_the_reactor(args.log_level) as reactor:
+        from gateway.service import GatewayService
+        return serve(reactor, GatewayService(config, reactor))
 
 
 def cmd_demo(args):
-    setup_logging(args.log_level)
-    from gateway.demo.run import run_demo
-    return run_demo(args, serve)
+    with logging_for_the_reactor(args.log_level):
+        from gateway.demo.run import run_demo
+        return run_demo(args, serve)
 
 
 def cmd_check_config(args):
