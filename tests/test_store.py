@@ -6,6 +6,7 @@ drives the real writer thread without a running reactor and without sleeping bli
 """
 
 import shutil
+from pathlib import Path
 import sqlite3
 from dataclasses import replace
 
@@ -621,3 +622,120 @@ def test_a_database_from_the_first_schema_is_migrated_and_its_parts_still_flow(
     with sqlite3.connect(db_path) as conn:
         versions = [v for (v,) in conn.execute("SELECT version FROM migrations ORDER BY 1")]
     assert versions == [number for number, _ in schema.MIGRATIONS]
+
+
+# -- the store file's safety: damage named, deletion noticed, WAL checkpointed -----------
+
+from gateway.store.guard import StoreUnusable, marker_path, problems  # noqa: E402
+
+
+def test_a_file_that_is_not_a_database_is_refused_naming_it(db_path, clock):
+    db_path.write_bytes(b"\x13" * 8192)
+    store = Store(db_path, clock)
+    with pytest.raises(StoreUnusable) as refused:
+        store.open()
+    assert refused.value.lasting
+    line = str(refused.value)
+    assert "\n" not in line and str(db_path) in line
+    assert "damaged" in line and "backup" in line
+    assert problems(db_path) == [line]
+
+
+def test_a_database_with_overwritten_pages_is_refused(db_path, clock, tmp_path):
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    ok(clock, store.accept([message(store) for _ in range(200)]))
+    ok(clock, store.close())
+    data = db_path.read_bytes()
+    db_path.write_bytes(data[:4096] + b"\xff" * (len(data) - 4096))  # pages overwritten
+    with pytest.raises(StoreUnusable) as refused:
+        Store(db_path, clock).open()
+    assert str(db_path) in str(refused.value) and refused.value.lasting
+
+
+def _used_store(db_path, clock, count=3):
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    ok(clock, store.accept([message(store) for _ in range(count)]))
+    ok(clock, store.close())
+
+
+@pytest.mark.parametrize("how", ["deleted", "emptied"])
+def test_a_store_that_existed_is_not_silently_replaced(db_path, clock, how):
+    _used_store(db_path, clock)
+    if how == "deleted":
+        db_path.unlink()
+    else:
+        db_path.write_bytes(b"")
+    with pytest.raises(StoreUnusable) as refused:
+        Store(db_path, clock).open()
+    assert "missing" in str(refused.value) and "--create-store" in str(refused.value)
+    assert not db_path.exists() or db_path.stat().st_size == 0      # nothing created
+    assert problems(db_path) == [str(refused.value)]
+
+    created = Store(db_path, clock, commit_interval=0.0)
+    created.open(create=True)
+    try:
+        assert not created.has_queued()
+    finally:
+        ok(clock, created.close())
+    again = Store(db_path, clock, commit_interval=0.0)
+    again.open()                       # the new store is now the marked one
+    ok(clock, again.close())
+
+
+def test_the_first_start_creates_the_store_and_its_marker(db_path, clock):
+    assert problems(db_path) == []
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    ok(clock, store.close())
+    store_id = open(marker_path(db_path)).readline().strip()
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone() \
+            == (store_id,)
+    assert problems(db_path) == []
+
+
+def test_a_store_from_before_markers_gets_one_and_another_store_is_refused(
+        db_path, clock, tmp_path):
+    _used_store(db_path, clock)
+    import os
+    os.unlink(marker_path(db_path))                     # as an older version left it
+    reopened = Store(db_path, clock, commit_interval=0.0)
+    reopened.open()
+    ok(clock, reopened.close())
+    assert os.path.exists(marker_path(db_path))
+
+    other = tmp_path / "other" / "gateway.db"
+    _used_store(other, clock)
+    shutil.copy(other, db_path)                         # a different store put in its place
+    with pytest.raises(StoreUnusable) as refused:
+        Store(db_path, clock).open()
+    assert "delete" in str(refused.value) and marker_path(db_path) in str(refused.value)
+
+
+def test_check_config_problems_for_a_foreign_database_and_an_unwritable_place(
+        tmp_path):
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    assert "not a Payam Gateway store" in problems(foreign)[0]
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert "not a directory" in problems(blocker / "var" / "gateway.db")[0]
+
+
+def test_after_a_clean_close_the_db_file_alone_holds_every_write(db_path, clock, tmp_path):
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    messages = [message(store) for _ in range(300)]
+    for start in range(0, 300, 30):
+        ok(clock, store.accept(messages[start:start + 30]))
+    assert store.has_queued() and store.get_message(messages[0].id)   # reads, as a daemon's
+    ok(clock, store.close())
+    wal = Path(str(db_path) + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    alone = tmp_path / "alone.db"
+    shutil.copy(db_path, alone)                 # the .db without its -wal
+    with sqlite3.connect(alone) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 300

@@ -18,7 +18,7 @@ from pathlib import Path
 from twisted.internet import defer
 
 from gateway.smpp.receipt import match_keys
-from gateway.store import operations, schema
+from gateway.store import guard, operations, schema
 from gateway.store.operations import IDEMPOTENCY_S, DuplicateIdempotencyKey
 from gateway.store.writer import StoreClosed, Writer
 
@@ -93,28 +93,42 @@ class Store:
         self._reader = None
         self._closing = None
         self._last_probe = None
+        self.store_id = None
         self._random = random.Random(os.urandom(32))
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def open(self):
-        """Migrate, start the writer, and put back parts a crash left in flight."""
+    def open(self, create=False):
+        """Migrate, start the writer, and put back parts a crash left in flight.
+
+        Raises StoreUnusable (one line naming the file and what to do) for a damaged
+        file, or a missing one whose marker says it existed (guard.py); `create` begins
+        an empty store there instead."""
         if self._writer is not None:
             raise RuntimeError("store already open")
         now = self._reactor.seconds()
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        schema.migrate(self.path, now=now)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = None
         try:
+            guard.before_open(self.path, create)
+            created = not guard.present(self.path)
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            schema.migrate(self.path, now=now)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
+            self.store_id = guard.adopt(conn, self.path, created)
             # A part left 'sending' may or may not have reached the SMSC before the
             # crash; we cannot know, so it is sent again: delivery is at-least-once.
             recovered = conn.execute(
                 "UPDATE parts SET state = 'queued' WHERE state = 'sending'").rowcount
-        except sqlite3.Error:
-            conn.close()
+        except (sqlite3.Error, OSError) as e:
+            if conn is not None:
+                conn.close()
+            raise guard.unusable(self.path, e) from e
+        except guard.StoreUnusable:
+            if conn is not None:
+                conn.close()
             raise
         if recovered:
             log.warning("requeued %d parts left in flight by the previous run", recovered)
@@ -125,7 +139,8 @@ class Store:
         self._writer.start()
 
     def close(self):
-        """Commit every write already queued, stop the writer, close the connections."""
+        """Commit every write already queued, stop the writer, checkpoint the WAL into
+        the database file (so the .db alone is complete), close the connections."""
         if self._writer is None:
             return defer.succeed(None)
         if self._closing is None:
@@ -133,13 +148,36 @@ class Store:
 
             def stopped(_):
                 self._writer.join(5)
+                # The read connection may hold a read snapshot (a statement not yet
+                # reset), which would keep the checkpoint from reaching the WAL's end.
                 self._reader.close()
+                self._checkpoint()
                 self._closing.callback(None)
 
             self._writer.stop().addCallback(stopped)
         d = defer.Deferred()
         self._closing.addBoth(lambda r: (d.callback(r), r)[1])
         return d
+
+    def _checkpoint(self):
+        """Copy the WAL into the database file and truncate it.  The read-only
+        connection, often the last one closed, cannot do it on close by itself: 162 of
+        2,000 accepted messages were once found only in the -wal after a clean stop."""
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                conn.execute("PRAGMA busy_timeout=5000")
+                busy, _frames, _moved = conn.execute(
+                    "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as e:
+            log.warning("store %s: WAL checkpoint at close failed (%s); the -wal file "
+                        "holds the latest writes, keep it with the database", self.path, e)
+            return
+        if busy:
+            log.warning("store %s: WAL checkpoint at close was blocked by another "
+                        "connection; keep the -wal file with the database", self.path)
 
     @property
     def commits(self):
