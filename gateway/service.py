@@ -84,7 +84,8 @@ class GatewayService(MultiService):
                              clock=reactor, on_accepted=self.dispatcher.wake,
                              route_of=self.dispatcher.route_of,
                              health=self.health)
-        housekeeping_service(self.store, reactor).setServiceParent(self)
+        housekeeping_service(self.store, reactor,
+                             config.retention).setServiceParent(self)
         super().startService()
         self.dispatcher.start()
 

@@ -180,9 +180,13 @@ def test_permanent_smsc_error_fails_the_message_and_temporary_ones_are_retried(t
         code, body, _ = daemon.send(TAX, **{"from": "40401234",
                                           "to": ["09121110001", "09121110002"],
                                           "text": "retried"})
-        for message in body["messages"]:
-            daemon.wait_status(TAX, message["id"], "delivered", timeout=30)
+        finals = [daemon.wait_status(TAX, message["id"], "delivered", timeout=30)
+                  for message in body["messages"]]
         assert sim.stats()["failed"] >= 2
+        # The retried one shows what it went through; the other went at the first try.
+        retried = [m for m in finals if m["attempts"]]
+        assert retried and all("ESME_RSUBMITFAIL" in m["last_error"] for m in retried)
+        assert all(m["last_error"] is None for m in finals if not m["attempts"])
     finally:
         daemon.stop()
 

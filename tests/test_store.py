@@ -191,7 +191,8 @@ def test_three_part_message_is_submitted_then_delivered_only_when_all_parts_are(
         "parts": 3, "priority": "high", "reference": "ref-1", "operator": "mci",
         "created_at": "2023-11-14T22:13:20.000Z",
         "submitted_at": "2023-11-14T22:13:22.000Z",
-        "done_at": "2023-11-14T22:13:25.000Z", "error": None, "agency": "tax"}
+        "done_at": "2023-11-14T22:13:25.000Z", "error": None,
+        "attempts": 0, "last_error": None, "agency": "tax"}
     assert counters(db_path, m.id) == (3, 3, 0)
 
 
@@ -553,7 +554,9 @@ def test_housekeeping_runs_at_start_and_then_on_its_timer(store, clock):
     ok(clock, store.accept([old]))
     ok(clock, store.claim(10, T0))
     ok(clock, store.record([PartOutcome(old.id, 1, "failed", error="x")]))
-    service = housekeeping_service(store, clock, retention_s=100, every_s=60)
+    from gateway.config.schema import Retention
+    service = housekeeping_service(store, clock, Retention(messages=100 / 86400),
+                                   every_s=60)
     service.startService()
     try:
         # A write queued after the timer's purge returns once that purge is done.
@@ -739,3 +742,78 @@ def test_after_a_clean_close_the_db_file_alone_holds_every_write(db_path, clock,
     shutil.copy(db_path, alone)                 # the .db without its -wal
     with sqlite3.connect(alone) as conn:
         assert conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 300
+
+
+# -- retention: each kind of record purged after its own days ------------------------------
+
+DAY = 86400.0
+
+
+def _count(db_path, table):
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def test_housekeeping_purges_each_kind_after_its_retention(store, clock, db_path):
+    from gateway.config.schema import Retention
+    from gateway.housekeeping import housekeeping_service
+    ended = message(store)
+    ok(clock, store.accept([ended]))
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([PartOutcome(ended.id, 1, "failed", error="x")]))
+    ok(clock, store.audit("sender_refused", "tax", {"sender": "FAKE"}))
+    ok(clock, store.store_inbound("mci", {"source_addr": "989121234567"}, {}))
+    assert ok(clock, store.apply_receipt("mci", "404", "delivered")) is False
+    retention = Retention(messages=2, audit=5, receipts=1, inbound=3, inbox=30)
+    service = housekeeping_service(store, clock, retention, every_s=DAY / 2)
+    service.startService()
+    try:
+        clock.wait(store.purge(older_than=0))           # the round at start is done
+        kept = {"messages": 1, "audit": 1, "inbound": 1, "pending_receipts": 1}
+        for day, gone in ((1.5, "pending_receipts"), (2.5, "messages"),
+                          (3.5, "inbound"), (5.5, "audit")):
+            clock.advance(day * DAY - (clock.seconds() - T0))
+            clock.wait(store.purge(older_than=0))       # queued behind the round's purge
+            kept[gone] = 0
+            assert {table: _count(db_path, table) for table in kept} == kept, day
+    finally:
+        service.stopService()
+
+
+def test_purge_without_audit_or_inbound_cutoffs_keeps_those_rows(store, clock, db_path):
+    ok(clock, store.audit("sender_refused", "tax", {"sender": "FAKE"}))
+    ok(clock, store.store_inbound("mci", {"source_addr": "989121234567"}, {}))
+    clock.advance(1000 * DAY)
+    removed = ok(clock, store.purge(older_than=clock.seconds()))
+    assert removed.get("audit", 0) == 0 and removed.get("inbound", 0) == 0
+    assert _count(db_path, "audit") == 1 and _count(db_path, "inbound") == 1
+    removed = ok(clock, store.purge(older_than=clock.seconds(),
+                                    audit_before=clock.seconds(),
+                                    inbound_before=clock.seconds()))
+    assert removed["audit"] == 1 and removed["inbound"] == 1
+
+
+def test_a_message_retrying_shows_its_attempts_and_last_error(store, clock):
+    m = message(store, parts=2)
+    ok(clock, store.accept([m]))
+    fresh = store.get_message(m.id)
+    assert fresh["attempts"] == 0 and fresh["last_error"] is None
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([
+        PartOutcome(m.id, 1, "requeue", error="ESME_RSYSERR (0x00000008)",
+                    not_before=T0),
+        submitted(m, 2, "77")]))
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([PartOutcome(m.id, 1, "requeue", not_before=T0,
+                                        error="ESME_RSUBMITFAIL (0x00000045)")]))
+    retrying = store.get_message(m.id)
+    assert retrying["status"] == "queued" and retrying["attempts"] == 2
+    assert retrying["last_error"] == "ESME_RSUBMITFAIL (0x00000045)"
+    assert retrying["error"] is None                      # not failed: no final error
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([submitted(m, 1, "78")]))
+    ok(clock, store.apply_receipts([("mci", "77", "delivered", None),
+                                    ("mci", "78", "delivered", None)]))
+    done = store.get_message(m.id)
+    assert done["status"] == "delivered" and done["attempts"] == 2
+    assert done["last_error"] == "ESME_RSUBMITFAIL (0x00000045)"   # what it went through

@@ -319,14 +319,20 @@ class Store:
             "INSERT INTO audit (at, event, agency, detail) VALUES (?, ?, ?, ?)",
             (now, event, agency, detail_json)).lastrowid)
 
-    def purge(self, older_than):
+    def purge(self, older_than, *, audit_before=None, receipts_before=None,
+              inbound_before=None, inbox_before=None):
         """Delete messages that ended before `older_than` (with parts and receipt keys),
-        idempotency keys past 24 h and unmatched receipts past 3 days.  A message sent
-        without receipts ends when it is submitted.  Deferred[dict] of rows removed per
-        kind."""
+        idempotency keys past 24 h, unmatched receipts received before
+        `receipts_before` (default: 3 days ago), and audit, raw inbound and inbox rows
+        from before their cutoff (None: kept).  A message sent without receipts ends
+        when it is submitted.  Deferred[dict] of rows removed per kind."""
         now = self._reactor.seconds()
+        if receipts_before is None:
+            receipts_before = now - PENDING_RECEIPT_S
         return self._write(lambda conn: operations.purge(
-            conn, older_than, now - IDEMPOTENCY_S, now - PENDING_RECEIPT_S))
+            conn, older_than, now - IDEMPOTENCY_S, receipts_before,
+            audit_before=audit_before, inbound_before=inbound_before,
+            inbox_before=inbox_before))
 
     def expire_unreceipted(self, grace_s):
         """Parts still waiting for a receipt `grace_s` after their message's validity
@@ -338,20 +344,28 @@ class Store:
     # -- reads (reactor thread) -----------------------------------------------------
 
     def get_message(self, message_id):
+        """The contract's fields, "agency", and how its sending went so far: `attempts`
+        (submits of its parts that met a temporary error or an unknown outcome and were
+        tried again) and `last_error` (the latest such error of its most-retried part)."""
         row = self._reader.execute(
             "SELECT id, agency, sender, recipient, status, parts, priority, reference,"
-            " operator, created_at, submitted_at, done_at, error FROM messages WHERE id = ?",
+            " operator, created_at, submitted_at, done_at, error,"
+            " (SELECT COALESCE(SUM(attempts), 0) FROM parts WHERE message_id = m.id),"
+            " (SELECT error FROM parts WHERE message_id = m.id AND error IS NOT NULL"
+            "  ORDER BY attempts DESC, seq LIMIT 1)"
+            " FROM messages m WHERE id = ?",
             (message_id,)).fetchone()
         if row is None:
             return None
         (id_, agency, sender, recipient, status, parts, priority, reference, operator,
-         created_at, submitted_at, done_at, error) = row
+         created_at, submitted_at, done_at, error, attempts, last_error) = row
         return {
             "id": id_, "from": sender, "to": recipient, "status": status, "parts": parts,
             "priority": PRIORITY_NAMES.get(priority, str(priority)),
             "reference": reference, "operator": operator,
             "created_at": _iso(created_at), "submitted_at": _iso(submitted_at),
-            "done_at": _iso(done_at), "error": error, "agency": agency,
+            "done_at": _iso(done_at), "error": error,
+            "attempts": attempts, "last_error": last_error, "agency": agency,
         }
 
     def idempotent_response(self, agency, key, now):
