@@ -250,12 +250,14 @@ def test_a_deleted_store_is_refused_until_told_to_create_one(tmp_path, sim):
         code, _body, _ = daemon.send(TAX, **{"from": "40401234", "to": "09121234567",
                                            "text": "kept"})
         assert code == 202
+        for suffix in ("", "-wal", "-shm"):            # deleted under the running daemon
+            path = daemon.db_path.with_name(daemon.db_path.name + suffix)
+            if path.exists():
+                path.unlink()
+        wait_for(lambda: http_json(http_port, "GET", "/healthz")[0] == 503, 10,
+                 what="/healthz 503")
     finally:
         assert daemon.stop() == 0
-    for suffix in ("", "-wal", "-shm"):
-        path = daemon.db_path.with_name(daemon.db_path.name + suffix)
-        if path.exists():
-            path.unlink()
 
     refused = run_cli("run", "-c", str(config))
     assert refused.returncode == EXIT_STORE

@@ -817,3 +817,20 @@ def test_a_message_retrying_shows_its_attempts_and_last_error(store, clock):
     done = store.get_message(m.id)
     assert done["status"] == "delivered" and done["attempts"] == 2
     assert done["last_error"] == "ESME_RSUBMITFAIL (0x00000045)"   # what it went through
+
+
+def test_a_store_deleted_while_open_is_not_writable_and_close_does_not_recreate_it(
+        db_path, clock):
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    assert store.writable()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db_path) + suffix).unlink(missing_ok=True)
+    clock.advance(2)
+    assert not store.writable()          # /healthz answers 503 instead of 200
+    clock.advance(0.1)
+    assert not store.writable()          # between file checks too
+    ok(clock, store.close())
+    assert not db_path.exists()          # the next start refuses (its marker remains)
+    with pytest.raises(StoreUnusable):
+        Store(db_path, clock).open()

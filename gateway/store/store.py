@@ -93,6 +93,7 @@ class Store:
         self._reader = None
         self._closing = None
         self._last_probe = None
+        self._file = None              # (device, inode) of the database file at open
         self.store_id = None
         self._random = random.Random(os.urandom(32))
 
@@ -132,6 +133,7 @@ class Store:
             raise
         if recovered:
             log.warning("requeued %d parts left in flight by the previous run", recovered)
+        self._file = _file_identity(self.path)
         uri = Path(self.path).resolve().as_uri() + "?mode=ro"
         self._reader = sqlite3.connect(uri, uri=True, isolation_level=None)
         self._reader.execute("PRAGMA busy_timeout=5000")
@@ -164,7 +166,9 @@ class Store:
         connection, often the last one closed, cannot do it on close by itself: 162 of
         2,000 accepted messages were once found only in the -wal after a clean stop."""
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None)
+            # mode=rw: a file deleted under the running store is not created anew here.
+            uri = Path(self.path).resolve().as_uri() + "?mode=rw"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
             try:
                 conn.execute("PRAGMA busy_timeout=5000")
                 busy, _frames, _moved = conn.execute(
@@ -400,19 +404,27 @@ class Store:
             "SELECT 1 FROM parts WHERE state = 'queued' LIMIT 1").fetchone() is not None
 
     def writable(self):
-        """Whether the last transaction committed; at most once a second this also sends
-        a one-row write through the writer so that an idle store's answer stays fresh."""
+        """Whether the last transaction committed and the file is still the one opened;
+        at most once a second this checks the file and sends a one-row write through
+        the writer so that an idle store's answer stays fresh."""
         writer = self._writer
         if writer is None or not writer.alive():
             return False
         now = self._reactor.seconds()
         if self._last_probe is None or now - self._last_probe >= PROBE_EVERY_S:
             self._last_probe = now
-            d = writer.submit(lambda conn: conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?)", (str(now),)))
-            d.addErrback(lambda f: log.error("store write probe failed: %s",
-                                             f.getErrorMessage()))
-        return writer.last_commit_ok
+            if self._file is not None and _file_identity(self.path) != self._file:
+                # Writes would go on into a file no longer there, lost at the next start.
+                log.error("store %s was deleted or replaced while open: stop the daemon "
+                          "and restore it", self.path)
+                self._file = None
+            if self._file is not None:
+                d = writer.submit(lambda conn: conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?)",
+                    (str(now),)))
+                d.addErrback(lambda f: log.error("store write probe failed: %s",
+                                                 f.getErrorMessage()))
+        return self._file is not None and writer.last_commit_ok
 
 
 # -- validation -----------------------------------------------------------------------
@@ -456,6 +468,14 @@ def _check_outcome(o):
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+def _file_identity(path):
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
 
 def _iso(timestamp):
     if timestamp is None:
