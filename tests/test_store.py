@@ -715,6 +715,7 @@ def test_a_store_from_before_markers_gets_one_and_another_store_is_refused(
     with pytest.raises(StoreUnusable) as refused:
         Store(db_path, clock).open()
     assert "delete" in str(refused.value) and marker_path(db_path) in str(refused.value)
+    assert "delete" in problems(db_path)[0]
 
 
 def test_check_config_problems_for_a_foreign_database_and_an_unwritable_place(

@@ -141,6 +141,8 @@ def problems(path):
         try:
             tables = {name for (name,) in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            row = conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone() \
+                if "meta" in tables else None
         finally:
             conn.close()
     except sqlite3.DatabaseError as e:
@@ -148,6 +150,11 @@ def problems(path):
     if "migrations" not in tables:
         return [f"store {path} is an SQLite database but not a Payam Gateway store: "
                 "name another store.path"]
+    marker = read_marker(path)
+    if row is not None and marker is not None and row[0] != marker:
+        return [f"store {path} is store {row[0]}, but {marker_path(path)} says store "
+                f"{marker} lives here: put that store back, or delete the marker if this "
+                "one is meant to replace it"]
     if not os.access(path, os.W_OK):
         return [f"store {path}: the file is not writable"]
     return []
