@@ -1,18 +1,26 @@
 """`payam-gateway` console script: run, demo, check-config, smsc-sim, hash-key."""
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 
 log = logging.getLogger("payam.cli")
 
+# `run` and `demo` exit with this when the store needs a person (damaged, or missing
+# where one existed): systemd's RestartPreventExitStatus keeps it from restarting.
+EXIT_STORE = 65
+
 
 def setup_logging(level):
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Stderr logging with repeated warnings and errors aggregated (gateway.logsetup);
+    Twisted's log events go through the same handler.  Returns the RepeatFilter."""
+    from gateway import logsetup
+    repeats = logsetup.install(level, sys.stderr)
     from twisted.logger import STDLibLogObserver, globalLogBeginner
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+    return repeats
 
 
 def load_or_exit(path):
@@ -36,8 +44,14 @@ def serve(reactor, service, *, announce=None):
             reactor.stop()
 
     def start():
+        from gateway.store.guard import StoreUnusable
         try:
             service.startService()
+        except StoreUnusable as e:
+            log.error("%s", e)         # one line: the file, the problem, what to do
+            outcome["code"] = EXIT_STORE if e.lasting else 1
+            stop()
+            return
         except Exception:
             log.exception("could not start")
             outcome["code"] = 1
@@ -65,24 +79,46 @@ def serve(reactor, service, *, announce=None):
     return outcome["code"]
 
 
+@contextlib.contextmanager
+def logging_for_the_reactor(level):
+    """setup_logging, with the aggregated summaries flushed every second on the reactor
+    and once more at exit (run the reactor inside it)."""
+    from twisted.internet import reactor
+    from gateway.logsetup import flush_periodically
+    repeats = setup_logging(level)
+    flushing = flush_periodically(repeats, reactor)
+    try:
+        yield reactor
+    finally:
+        if flushing.running:
+            flushing.stop()
+        repeats.flush(everything=True)
+
+
 def cmd_run(args):
     config = load_or_exit(args.config)
-    setup_logging(args.log_level)
-    from twisted.internet import reactor
-    from gateway.service import GatewayService
-    return serve(reactor, GatewayService(config, reactor))
+    with logging_for_the_reactor(args.log_level) as reactor:
+        from gateway.service import GatewayService
+        return serve(reactor, GatewayService(config, reactor,
+                                             create_store=args.create_store))
 
 
 def cmd_demo(args):
-    setup_logging(args.log_level)
-    from gateway.demo.run import run_demo
-    return run_demo(args, serve)
+    with logging_for_the_reactor(args.log_level):
+        from gateway.demo.run import run_demo
+        return run_demo(args, serve)
 
 
 def cmd_check_config(args):
-    from gateway.config.load import check_config
+    from gateway.config.load import check_config, load_gateway_config
+    from gateway.store.guard import problems as store_problems
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     problems = check_config(args.config)
+    if not problems:
+        # `run` would also open the store: a damaged or missing one is named here too.
+        config = load_gateway_config(args.config)
+        problems = [f"{config.path}: store.path: {problem}"
+                    for problem in store_problems(config.store_path)]
     for line in problems:
         print(line, file=sys.stderr)
     if problems:
@@ -112,6 +148,9 @@ def build_parser():
     run = sub.add_parser("run", help="the daemon, in the foreground")
     run.add_argument("-c", "--config", default="config/gateway.yaml")
     run.add_argument("--log-level", default="info")
+    run.add_argument("--create-store", action="store_true",
+                     help="begin an empty store where one existed but is now missing "
+                          "(a first start needs no flag)")
 
     demo = sub.add_parser("demo", help="the daemon on embedded defaults with the SMSC simulator")
     demo.add_argument("--http-port", type=int, default=8080)
@@ -122,6 +161,8 @@ def build_parser():
                       help="Prometheus /metrics (0: any free port)")
     demo.add_argument("--var", default="var", help="directory for the demo's SQLite store")
     demo.add_argument("--log-level", default="info")
+    demo.add_argument("--create-store", action="store_true",
+                      help="begin an empty demo store where one existed but is now missing")
 
     check = sub.add_parser("check-config", help="validate everything `run` would load")
     check.add_argument("-c", "--config", default="config/gateway.yaml")

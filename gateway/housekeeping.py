@@ -2,30 +2,41 @@
 no longer needs leaves it.
 
 A part still waiting for its receipt RECEIPT_GRACE_S after its validity ended becomes
-'expired'.  Ended messages (with their parts and receipt keys) are kept RETENTION_S for
-status queries, idempotency keys 24 h and unmatched receipts 3 days (Store.purge);
-without this the tables would only grow.
+'expired'.  Each kind of record is kept for its `retention:` days (gateway.yaml, see
+gateway.config.schema.Retention): ended messages (with their parts and receipt keys)
+for status queries, audit rows, unmatched receipts, raw inbound PDUs, inbox messages;
+idempotency keys for 24 h (Store.purge).  Without this the tables would only grow.
 """
 
 import logging
 
 from twisted.application.internet import TimerService
 
+from gateway.config.schema import Retention
+
 log = logging.getLogger("payam.housekeeping")
 
-RETENTION_S = 30 * 86400     # GET /v1/messages/{id} answers for a month after the end
+DAY_S = 86400.0
 RECEIPT_GRACE_S = 86400.0    # receipts may lag; after validity + a day none will come
 PURGE_EVERY_S = 3600.0
 
 
-def housekeeping_service(store, clock, retention_s=RETENTION_S, grace_s=RECEIPT_GRACE_S,
+def housekeeping_service(store, clock, retention=None, grace_s=RECEIPT_GRACE_S,
                          every_s=PURGE_EVERY_S):
-    """A service that does its round at start and then every `every_s` seconds."""
+    """A service that does its round at start and then every `every_s` seconds;
+    `retention` is a Retention (days per kind of record), its defaults when None."""
+    retention = retention or Retention()
 
     def one_round():
         expired = store.expire_unreceipted(grace_s)
         expired.addCallbacks(_expired, _failed, errbackArgs=("receipt expiry",))
-        purged = store.purge(older_than=clock.seconds() - retention_s)
+        now = clock.seconds()
+        purged = store.purge(
+            older_than=now - retention.messages * DAY_S,
+            audit_before=now - retention.audit * DAY_S,
+            receipts_before=now - retention.receipts * DAY_S,
+            inbound_before=now - retention.inbound * DAY_S,
+            inbox_before=now - retention.inbox * DAY_S)
         purged.addCallbacks(_purged, _failed, errbackArgs=("purge",))
         return purged
 

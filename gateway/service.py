@@ -49,10 +49,11 @@ def make_pool(op, inbound, reactor):
 
 
 class GatewayService(MultiService):
-    def __init__(self, config, reactor):
+    def __init__(self, config, reactor, create_store=False):
         super().__init__()
         self.config = config
         self.reactor = reactor
+        self.create_store = create_store     # begin an empty store where one existed
         self.store = None
         self.pools = {}
         self.dispatcher = None
@@ -65,7 +66,7 @@ class GatewayService(MultiService):
     def startService(self):
         config, reactor = self.config, self.reactor
         self.store = Store(config.store_path, reactor)
-        self.store.open()
+        self.store.open(create=self.create_store)
 
         inbound = InboundRouter(self.store, reactor)
         for op in config.operators:
@@ -83,7 +84,8 @@ class GatewayService(MultiService):
                              clock=reactor, on_accepted=self.dispatcher.wake,
                              route_of=self.dispatcher.route_of,
                              health=self.health)
-        housekeeping_service(self.store, reactor).setServiceParent(self)
+        housekeeping_service(self.store, reactor,
+                             config.retention).setServiceParent(self)
         super().startService()
         self.dispatcher.start()
 

@@ -144,10 +144,10 @@ class Daemon:
         self.log_path = self.config_path.parent / "daemon.log"
         self.proc = None
 
-    def start(self, wait_bound=True):
+    def start(self, wait_bound=True, extra=()):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "gateway.cli", "run", "-c", str(self.config_path)],
+            [PYTHON, "-m", "gateway.cli", "run", "-c", str(self.config_path), *extra],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for(self._healthy, 30, what="daemon /healthz")
         if wait_bound:

@@ -389,7 +389,8 @@ class APITests(unittest.TestCase):
         message = json.loads(raw)
         self.assertEqual(set(message), {"id", "from", "to", "status", "parts", "priority",
                                         "reference", "operator", "created_at",
-                                        "submitted_at", "done_at", "error"})
+                                        "submitted_at", "done_at", "error",
+                                        "attempts", "last_error"})
         self.assertEqual((message["id"], message["from"], message["to"], message["status"],
                           message["parts"], message["priority"], message["reference"]),
                          (message_id, "MALIAT", "989121234567", "queued", 2, "normal", "r-9"))

@@ -684,3 +684,36 @@ def test_every_problem_of_a_load_is_reported_in_reading_order(tmp_path):
                   ("gateway.yaml", "agencies.yaml", "rules/10-rules.yaml"))
     assert [line.split(": ", 1)[0] for line in lines] == [
         f"{gw}:10", f"{gw}:13", f"{ag}:5", f"{ag}:6", f"{ru}:2", f"{ru}:5"]
+
+
+# --- retention ------------------------------------------------------------------------
+
+def test_retention_defaults_when_left_out(tmp_path):
+    from gateway.config.schema import Retention
+    retention = load_gateway_config(make_config(tmp_path)).retention
+    assert retention == Retention()
+    assert (retention.messages, retention.audit, retention.receipts, retention.inbound,
+            retention.inbox) == (30, 365, 3, 30, 30)
+
+
+def test_retention_days_per_kind(tmp_path):
+    gateway = GATEWAY + "retention:\n  messages: 7\n  audit: 730\n  receipts: 0.5\n"
+    retention = load_gateway_config(make_config(tmp_path, gateway)).retention
+    assert (retention.messages, retention.audit, retention.receipts) == (7, 730, 0.5)
+    assert retention.inbound == 30 and retention.inbox == 30        # defaults kept
+
+
+@pytest.mark.parametrize("setting, line, fragment", [
+    ("  messages: 0", 16, "retention.messages: must be greater than 0"),
+    ("  audit: forever", 16, "retention.audit: expected a number"),
+    ("  inbond: 30", 16, "inbond"),
+    ("  inbox: 40000", 16, "retention.inbox"),
+])
+def test_retention_errors_name_file_and_line(tmp_path, setting, line, fragment):
+    gateway = GATEWAY + "retention:\n" + setting + "\n"
+    assert_single_error(make_config(tmp_path, gateway), "gateway.yaml", line, fragment)
+
+
+def test_retention_must_be_a_mapping(tmp_path):
+    gateway = GATEWAY + "retention: 30\n"
+    assert_single_error(make_config(tmp_path, gateway), "gateway.yaml", 15, "retention")

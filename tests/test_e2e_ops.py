@@ -139,6 +139,7 @@ def test_demo_runs_on_embedded_defaults_and_delivers(tmp_path):
         wait_for(lambda: http_json(http_port, "GET", f"/v1/messages/{message_id}",
                                    key=TAX)[1]["status"] == "delivered", what="delivery")
         assert (tmp_path / "var" / "demo.db").exists()
+        assert (tmp_path / "var" / "demo.db.id").exists()    # a fresh machine: both made
     finally:
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(20) == 0
@@ -179,9 +180,13 @@ def test_permanent_smsc_error_fails_the_message_and_temporary_ones_are_retried(t
         code, body, _ = daemon.send(TAX, **{"from": "40401234",
                                           "to": ["09121110001", "09121110002"],
                                           "text": "retried"})
-        for message in body["messages"]:
-            daemon.wait_status(TAX, message["id"], "delivered", timeout=30)
+        finals = [daemon.wait_status(TAX, message["id"], "delivered", timeout=30)
+                  for message in body["messages"]]
         assert sim.stats()["failed"] >= 2
+        # The retried one shows what it went through; the other went at the first try.
+        retried = [m for m in finals if m["attempts"]]
+        assert retried and all("ESME_RSUBMITFAIL" in m["last_error"] for m in retried)
+        assert all(m["last_error"] is None for m in finals if not m["attempts"])
     finally:
         daemon.stop()
 
@@ -213,3 +218,82 @@ def test_a_slow_operators_backlog_does_not_hold_back_another_operators_message(
         assert final["operator"] == "mci"
     finally:
         assert daemon.stop() == 0
+
+
+# -- the store file: damage named, deletion refused, WAL checkpointed at a clean stop -----
+
+def test_a_damaged_store_is_one_line_naming_it_and_an_exit_systemd_does_not_restart_on(
+        tmp_path):
+    from gateway.cli import EXIT_STORE
+    config, _http_port = write_config(tmp_path, free_port())
+    db = tmp_path / "var" / "gateway.db"
+    db.parent.mkdir()
+    db.write_bytes(b"not a database, a log file written over it\n" * 200)
+
+    checked = run_cli("check-config", "-c", str(config))
+    assert checked.returncode == 2
+    assert str(db) in checked.stderr and "damaged" in checked.stderr
+
+    ran = run_cli("run", "-c", str(config))
+    assert ran.returncode == EXIT_STORE
+    assert "Traceback" not in ran.stderr
+    named = [line for line in ran.stderr.splitlines() if str(db) in line]
+    assert len(named) == 1 and "backup" in named[0], ran.stderr
+    assert [line for line in ran.stderr.splitlines() if " ERROR " in line] == named
+
+
+def test_a_deleted_store_is_refused_until_told_to_create_one(tmp_path, sim):
+    from gateway.cli import EXIT_STORE
+    config, http_port = write_config(tmp_path, sim.smpp_port)
+    daemon = Daemon(config, http_port).start()
+    try:
+        code, _body, _ = daemon.send(TAX, **{"from": "40401234", "to": "09121234567",
+                                           "text": "kept"})
+        assert code == 202
+        for suffix in ("", "-wal", "-shm"):            # deleted under the running daemon
+            path = daemon.db_path.with_name(daemon.db_path.name + suffix)
+            if path.exists():
+                path.unlink()
+        wait_for(lambda: http_json(http_port, "GET", "/healthz")[0] == 503, 10,
+                 what="/healthz 503")
+    finally:
+        assert daemon.stop() == 0
+
+    refused = run_cli("run", "-c", str(config))
+    assert refused.returncode == EXIT_STORE
+    assert str(daemon.db_path) in refused.stderr and "--create-store" in refused.stderr
+    assert not daemon.db_path.exists()                  # no empty store put in its place
+    assert run_cli("check-config", "-c", str(config)).returncode == 2
+
+    daemon = Daemon(config, http_port).start(extra=("--create-store",))
+    try:
+        assert daemon.health()["status"] == "ok"
+    finally:
+        assert daemon.stop() == 0
+    again = Daemon(config, http_port).start()          # the new store is the marked one
+    assert again.stop() == 0
+
+
+def test_a_clean_stop_leaves_every_accepted_message_in_the_db_file_alone(tmp_path, sim):
+    import sqlite3
+    agencies = yaml.safe_load((REPO / "config" / "agencies.yaml").read_text())
+    for agency in agencies["agencies"]:
+        agency["rate_per_s"] = 100_000             # the agency's own limit is not tested
+    (tmp_path / "agencies.yaml").write_text(yaml.safe_dump(agencies, allow_unicode=True))
+    config, http_port = write_config(tmp_path, sim.smpp_port, tps=50,
+                                     agencies=tmp_path / "agencies.yaml")
+    daemon = Daemon(config, http_port).start()
+    accepted = 0
+    try:
+        for batch in range(10):
+            numbers = [f"0912{batch:03d}{n:04d}" for n in range(100)]
+            code, body, _ = daemon.send(TAX, **{"from": "40401234", "to": numbers,
+                                              "text": "checkpoint"})
+            assert code == 202
+            accepted += len(body["messages"])
+    finally:
+        assert daemon.stop() == 0
+    alone = tmp_path / "alone.db"
+    shutil.copy(daemon.db_path, alone)                   # without its -wal
+    with sqlite3.connect(alone) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == accepted

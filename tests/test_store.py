@@ -6,6 +6,7 @@ drives the real writer thread without a running reactor and without sleeping bli
 """
 
 import shutil
+from pathlib import Path
 import sqlite3
 from dataclasses import replace
 
@@ -190,7 +191,8 @@ def test_three_part_message_is_submitted_then_delivered_only_when_all_parts_are(
         "parts": 3, "priority": "high", "reference": "ref-1", "operator": "mci",
         "created_at": "2023-11-14T22:13:20.000Z",
         "submitted_at": "2023-11-14T22:13:22.000Z",
-        "done_at": "2023-11-14T22:13:25.000Z", "error": None, "agency": "tax"}
+        "done_at": "2023-11-14T22:13:25.000Z", "error": None,
+        "attempts": 0, "last_error": None, "agency": "tax"}
     assert counters(db_path, m.id) == (3, 3, 0)
 
 
@@ -552,7 +554,9 @@ def test_housekeeping_runs_at_start_and_then_on_its_timer(store, clock):
     ok(clock, store.accept([old]))
     ok(clock, store.claim(10, T0))
     ok(clock, store.record([PartOutcome(old.id, 1, "failed", error="x")]))
-    service = housekeeping_service(store, clock, retention_s=100, every_s=60)
+    from gateway.config.schema import Retention
+    service = housekeeping_service(store, clock, Retention(messages=100 / 86400),
+                                   every_s=60)
     service.startService()
     try:
         # A write queued after the timer's purge returns once that purge is done.
@@ -621,3 +625,213 @@ def test_a_database_from_the_first_schema_is_migrated_and_its_parts_still_flow(
     with sqlite3.connect(db_path) as conn:
         versions = [v for (v,) in conn.execute("SELECT version FROM migrations ORDER BY 1")]
     assert versions == [number for number, _ in schema.MIGRATIONS]
+
+
+# -- the store file's safety: damage named, deletion noticed, WAL checkpointed -----------
+
+from gateway.store.guard import StoreUnusable, marker_path, problems  # noqa: E402
+
+
+def test_a_file_that_is_not_a_database_is_refused_naming_it(db_path, clock):
+    db_path.write_bytes(b"\x13" * 8192)
+    store = Store(db_path, clock)
+    with pytest.raises(StoreUnusable) as refused:
+        store.open()
+    assert refused.value.lasting
+    line = str(refused.value)
+    assert "\n" not in line and str(db_path) in line
+    assert "damaged" in line and "backup" in line
+    assert problems(db_path) == [line]
+
+
+def test_a_database_with_overwritten_pages_is_refused(db_path, clock, tmp_path):
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    ok(clock, store.accept([message(store) for _ in range(200)]))
+    ok(clock, store.close())
+    data = db_path.read_bytes()
+    db_path.write_bytes(data[:4096] + b"\xff" * (len(data) - 4096))  # pages overwritten
+    with pytest.raises(StoreUnusable) as refused:
+        Store(db_path, clock).open()
+    assert str(db_path) in str(refused.value) and refused.value.lasting
+
+
+def _used_store(db_path, clock, count=3):
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    ok(clock, store.accept([message(store) for _ in range(count)]))
+    ok(clock, store.close())
+
+
+@pytest.mark.parametrize("how", ["deleted", "emptied"])
+def test_a_store_that_existed_is_not_silently_replaced(db_path, clock, how):
+    _used_store(db_path, clock)
+    if how == "deleted":
+        db_path.unlink()
+    else:
+        db_path.write_bytes(b"")
+    with pytest.raises(StoreUnusable) as refused:
+        Store(db_path, clock).open()
+    assert "missing" in str(refused.value) and "--create-store" in str(refused.value)
+    assert not db_path.exists() or db_path.stat().st_size == 0      # nothing created
+    assert problems(db_path) == [str(refused.value)]
+
+    created = Store(db_path, clock, commit_interval=0.0)
+    created.open(create=True)
+    try:
+        assert not created.has_queued()
+    finally:
+        ok(clock, created.close())
+    again = Store(db_path, clock, commit_interval=0.0)
+    again.open()                       # the new store is now the marked one
+    ok(clock, again.close())
+
+
+def test_the_first_start_creates_the_store_and_its_marker(db_path, clock):
+    assert problems(db_path) == []
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    ok(clock, store.close())
+    store_id = open(marker_path(db_path)).readline().strip()
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone() \
+            == (store_id,)
+    assert problems(db_path) == []
+
+
+def test_a_store_from_before_markers_gets_one_and_another_store_is_refused(
+        db_path, clock, tmp_path):
+    _used_store(db_path, clock)
+    import os
+    os.unlink(marker_path(db_path))                     # as an older version left it
+    reopened = Store(db_path, clock, commit_interval=0.0)
+    reopened.open()
+    ok(clock, reopened.close())
+    assert os.path.exists(marker_path(db_path))
+
+    other = tmp_path / "other" / "gateway.db"
+    _used_store(other, clock)
+    shutil.copy(other, db_path)                         # a different store put in its place
+    with pytest.raises(StoreUnusable) as refused:
+        Store(db_path, clock).open()
+    assert "delete" in str(refused.value) and marker_path(db_path) in str(refused.value)
+    assert "delete" in problems(db_path)[0]
+
+
+def test_check_config_problems_for_a_foreign_database_and_an_unwritable_place(
+        tmp_path):
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    assert "not a Payam Gateway store" in problems(foreign)[0]
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert "not a directory" in problems(blocker / "var" / "gateway.db")[0]
+
+
+def test_after_a_clean_close_the_db_file_alone_holds_every_write(db_path, clock, tmp_path):
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    messages = [message(store) for _ in range(300)]
+    for start in range(0, 300, 30):
+        ok(clock, store.accept(messages[start:start + 30]))
+    assert store.has_queued() and store.get_message(messages[0].id)   # reads, as a daemon's
+    ok(clock, store.close())
+    wal = Path(str(db_path) + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    alone = tmp_path / "alone.db"
+    shutil.copy(db_path, alone)                 # the .db without its -wal
+    with sqlite3.connect(alone) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 300
+
+
+# -- retention: each kind of record purged after its own days ------------------------------
+
+DAY = 86400.0
+
+
+def _count(db_path, table):
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def test_housekeeping_purges_each_kind_after_its_retention(store, clock, db_path):
+    from gateway.config.schema import Retention
+    from gateway.housekeeping import housekeeping_service
+    ended = message(store)
+    ok(clock, store.accept([ended]))
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([PartOutcome(ended.id, 1, "failed", error="x")]))
+    ok(clock, store.audit("sender_refused", "tax", {"sender": "FAKE"}))
+    ok(clock, store.store_inbound("mci", {"source_addr": "989121234567"}, {}))
+    assert ok(clock, store.apply_receipt("mci", "404", "delivered")) is False
+    retention = Retention(messages=2, audit=5, receipts=1, inbound=3, inbox=30)
+    service = housekeeping_service(store, clock, retention, every_s=DAY / 2)
+    service.startService()
+    try:
+        clock.wait(store.purge(older_than=0))           # the round at start is done
+        kept = {"messages": 1, "audit": 1, "inbound": 1, "pending_receipts": 1}
+        for day, gone in ((1.5, "pending_receipts"), (2.5, "messages"),
+                          (3.5, "inbound"), (5.5, "audit")):
+            clock.advance(day * DAY - (clock.seconds() - T0))
+            clock.wait(store.purge(older_than=0))       # queued behind the round's purge
+            kept[gone] = 0
+            assert {table: _count(db_path, table) for table in kept} == kept, day
+    finally:
+        service.stopService()
+
+
+def test_purge_without_audit_or_inbound_cutoffs_keeps_those_rows(store, clock, db_path):
+    ok(clock, store.audit("sender_refused", "tax", {"sender": "FAKE"}))
+    ok(clock, store.store_inbound("mci", {"source_addr": "989121234567"}, {}))
+    clock.advance(1000 * DAY)
+    removed = ok(clock, store.purge(older_than=clock.seconds()))
+    assert removed.get("audit", 0) == 0 and removed.get("inbound", 0) == 0
+    assert _count(db_path, "audit") == 1 and _count(db_path, "inbound") == 1
+    removed = ok(clock, store.purge(older_than=clock.seconds(),
+                                    audit_before=clock.seconds(),
+                                    inbound_before=clock.seconds()))
+    assert removed["audit"] == 1 and removed["inbound"] == 1
+
+
+def test_a_message_retrying_shows_its_attempts_and_last_error(store, clock):
+    m = message(store, parts=2)
+    ok(clock, store.accept([m]))
+    fresh = store.get_message(m.id)
+    assert fresh["attempts"] == 0 and fresh["last_error"] is None
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([
+        PartOutcome(m.id, 1, "requeue", error="ESME_RSYSERR (0x00000008)",
+                    not_before=T0),
+        submitted(m, 2, "77")]))
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([PartOutcome(m.id, 1, "requeue", not_before=T0,
+                                        error="ESME_RSUBMITFAIL (0x00000045)")]))
+    retrying = store.get_message(m.id)
+    assert retrying["status"] == "queued" and retrying["attempts"] == 2
+    assert retrying["last_error"] == "ESME_RSUBMITFAIL (0x00000045)"
+    assert retrying["error"] is None                      # not failed: no final error
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([submitted(m, 1, "78")]))
+    ok(clock, store.apply_receipts([("mci", "77", "delivered", None),
+                                    ("mci", "78", "delivered", None)]))
+    done = store.get_message(m.id)
+    assert done["status"] == "delivered" and done["attempts"] == 2
+    assert done["last_error"] == "ESME_RSUBMITFAIL (0x00000045)"   # what it went through
+
+
+def test_a_store_deleted_while_open_is_not_writable_and_close_does_not_recreate_it(
+        db_path, clock):
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    assert store.writable()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db_path) + suffix).unlink(missing_ok=True)
+    clock.advance(2)
+    assert not store.writable()          # /healthz answers 503 instead of 200
+    clock.advance(0.1)
+    assert not store.writable()          # between file checks too
+    ok(clock, store.close())
+    assert not db_path.exists()          # the next start refuses (its marker remains)
+    with pytest.raises(StoreUnusable):
+        Store(db_path, clock).open()

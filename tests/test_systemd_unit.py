@@ -30,6 +30,16 @@ def test_runs_the_daemon_and_reloads_with_sighup():
     assert service["KillSignal"] == "SIGTERM"
 
 
+def test_a_store_needing_a_person_or_a_bad_config_is_not_restarted():
+    from gateway.cli import EXIT_STORE
+    service = unit()["Service"]
+    prevented = service["RestartPreventExitStatus"].split()
+    assert str(EXIT_STORE) in prevented and "2" in prevented
+    # systemd applies RestartPreventExitStatus to the main process only: a failing
+    # ExecStartPre would restart in a loop, so check-config there must not be fatal.
+    assert service["ExecStartPre"].startswith("-")
+
+
 def test_runs_sandboxed_with_only_its_state_directory():
     service = unit()["Service"]
     assert service["DynamicUser"] == "yes"

@@ -10,7 +10,8 @@ import re
 from urllib.parse import urlsplit
 
 from gateway.config.schema import (
-    BIND_MODES, Agency, GatewayConfig, OperatorConfig, Routing, RoutingRule, Webhook)
+    BIND_MODES, Agency, GatewayConfig, OperatorConfig, Retention, Routing, RoutingRule,
+    Webhook)
 from gateway.config.yamlnodes import ConfigError, ConfigErrors, NodeReader, line_of
 
 # Warnings (a configuration that loads but likely does not say what was meant) go to this
@@ -38,7 +39,9 @@ SYSTEM_ID_MAX, PASSWORD_MAX, SYSTEM_TYPE_MAX = 15, 8, 12
 VALID_NPI = (0, 1, 3, 4, 6, 8, 9, 10, 14, 18)
 
 GATEWAY_KEYS = ("http", "metrics", "store", "agencies", "routing_rules", "ussd_menus",
-                "operators")
+                "operators", "retention")
+RETENTION_KEYS = ("messages", "audit", "receipts", "inbound", "inbox")
+RETENTION_MAX_DAYS = 36500
 OPERATOR_KEYS = ("name", "host", "port", "system_id", "password", "system_type", "bind",
                  "binds", "window", "tps", "enquire_link_s", "reconnect_s", "receipts",
                  "response_timeout_s", "short_code_ton", "short_code_npi")
@@ -76,7 +79,8 @@ def load_gateway_config(path):
         ussd_menus_path=settings["ussd_menus_path"],
         operators=settings["operators"],
         agencies=agencies,
-        routing=routing)
+        routing=routing,
+        retention=settings["retention"])
 
 
 def load_agencies(path):
@@ -127,7 +131,7 @@ def _read_gateway(reader, root):
         "http_listen": DEFAULT_HTTP_LISTEN, "metrics_listen": None,
         "store_path": os.path.normpath(os.path.join(base, DEFAULT_STORE_PATH)),
         "agencies_path": None, "routing_rules_path": None, "ussd_menus_path": None,
-        "operators": None, "named": set(),
+        "operators": None, "named": set(), "retention": Retention(),
     }
     if "http" in fields:
         settings["http_listen"] = _read_listen_section(reader, fields["http"][1], "http")
@@ -150,7 +154,21 @@ def _read_gateway(reader, root):
     if "operators" in fields:
         settings["operators"], settings["named"] = _read_operators(
             reader, fields["operators"][1])
+    if "retention" in fields:
+        settings["retention"] = _read_retention(reader, fields["retention"][1])
     return settings
+
+
+def _read_retention(reader, node):
+    """Days per kind of record; kinds left out keep their defaults."""
+    fields = reader.mapping(node, "retention", RETENTION_KEYS)
+    days = {}
+    for key, (_key_node, value) in (fields or {}).items():
+        value = reader.number(value, f"retention.{key}", above=0,
+                              maximum=RETENTION_MAX_DAYS)
+        if value is not None:
+            days[key] = value
+    return Retention(**days)
 
 
 def _read_listen_section(reader, node, section):

@@ -63,6 +63,16 @@ class Routing:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """Days each kind of record is kept before housekeeping purges it."""
+    messages: float = 30.0       # ended messages, with their parts and receipt keys
+    audit: float = 365.0         # audit rows (refused senders, ...)
+    receipts: float = 3.0        # receipts that matched no part (yet)
+    inbound: float = 30.0        # raw inbound PDUs as received
+    inbox: float = 30.0          # citizens' replies in the agencies' inboxes
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     path: str
     http_listen: tuple[str, int]
@@ -74,3 +84,4 @@ class GatewayConfig:
     operators: tuple[OperatorConfig, ...]
     agencies: tuple[Agency, ...]
     routing: Routing
+    retention: Retention = Retention()

@@ -33,7 +33,7 @@ def run_demo(args, serve):
 
     simulator = start_simulator(reactor, "127.0.0.1", args.smsc_port, args.control_port)
     config = demo_config(args.http_port, simulator.smpp_port, args.var, args.metrics_port)
-    service = GatewayService(config, reactor)
+    service = GatewayService(config, reactor, create_store=args.create_store)
 
     def announce():
         url = f"http://127.0.0.1:{args.http_port}"

@@ -2,7 +2,8 @@
 
 from gateway.store.store import (
     ClaimedPart, DuplicateIdempotencyKey, NewMessage, PartOutcome, Store)
+from gateway.store.guard import StoreUnusable
 from gateway.store.writer import StoreClosed, TransactionLost
 
 __all__ = ["ClaimedPart", "DuplicateIdempotencyKey", "NewMessage", "PartOutcome", "Store",
-           "StoreClosed", "TransactionLost"]
+           "StoreClosed", "StoreUnusable", "TransactionLost"]

@@ -311,7 +311,14 @@ _ENDED_BEFORE = (
     " AND created_at < :older AND submitted_at < :older")
 
 
-def purge(conn, older_than, idempotency_before, pending_before):
+# Records purged by age alone: (kind, table, time column).  The inbox table comes with
+# the national inbox; until a store has one, its retention has nothing to purge.
+_AGED = (("audit", "audit", "at"), ("inbound", "inbound", "received_at"),
+         ("inbox", "inbox", "received_at"))
+
+
+def purge(conn, older_than, idempotency_before, pending_before, audit_before=None,
+          inbound_before=None, inbox_before=None):
     ended = {"older": older_than}
     removed = {}
     for table in ("receipt_keys", "parts"):
@@ -323,6 +330,15 @@ def purge(conn, older_than, idempotency_before, pending_before):
         "DELETE FROM idempotency WHERE created_at < ?", (idempotency_before,)).rowcount
     removed["pending_receipts"] = conn.execute(
         "DELETE FROM pending_receipts WHERE received_at < ?", (pending_before,)).rowcount
+    cutoffs = {"audit": audit_before, "inbound": inbound_before, "inbox": inbox_before}
+    for kind, table, column in _AGED:
+        before = cutoffs[kind]
+        if before is None or not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                (table,)).fetchone():
+            continue
+        removed[kind] = conn.execute(
+            f"DELETE FROM {table} WHERE {column} < ?", (before,)).rowcount
     return removed
 
 

@@ -154,12 +154,20 @@ def _v4_part_routes(db):
     db.execute("DROP INDEX IF EXISTS parts_claim")
 
 
+def _v7_retention_indexes(db):
+    # Housekeeping purges audit and raw inbound rows by age (retention:); without an
+    # index each hourly round would read the whole table.
+    db.execute("CREATE INDEX IF NOT EXISTS audit_at ON audit (at)")
+    db.execute("CREATE INDEX IF NOT EXISTS inbound_received ON inbound (received_at)")
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
     (2, _v2_part_triggers),
     (3, _v3_awaiting_index),
     (4, _v4_part_routes),
+    (7, _v7_retention_indexes),
 ]
 
 
