@@ -195,6 +195,45 @@ def test_response_with_unknown_sequence_is_ignored(h):
     assert not h.transport.disconnecting
 
 
+@pytest.mark.parametrize("body, message_id", [
+    (b"A" * 100 + b"\0", "A" * 64),                  # over 65 octets: cut to 64
+    (b"ID42\0\x01\x02\x03", "ID42"),                  # stray octets after the NUL
+    (b"ID42", "ID42"),                                 # no NUL at all
+])
+def test_malformed_ok_response_is_an_answer_with_what_can_be_read(h, caplog, body, message_id):
+    h.bind()
+    got = results(h.session.send_request(submit_sm()))
+    (sent,) = h.sent()
+    h.session.dataReceived(struct.pack(">IIII", 16 + len(body), c.SUBMIT_SM_RESP, 0,
+                                       sent.sequence) + body)
+    (resp,) = got
+    assert (resp.command_id, resp.status) == (c.SUBMIT_SM_RESP, c.ESME_ROK)
+    assert resp.fields == {"message_id": message_id}
+    assert h.session.outstanding == 0 and not h.transport.disconnecting
+    assert "ALERT" in caplog.text and "malformed submit_sm_resp" in caplog.text
+
+
+def test_malformed_error_response_keeps_its_status(h):
+    h.bind()
+    got = results(h.session.send_request(submit_sm()))
+    (sent,) = h.sent()
+    h.session.dataReceived(struct.pack(">IIII", 19, c.SUBMIT_SM_RESP, c.ESME_RSYSERR,
+                                       sent.sequence) + b"xyz")
+    assert got[0].status == c.ESME_RSYSERR and got[0].fields == {}
+
+
+def test_responses_for_unknown_sequences_are_logged_once_per_interval(h, clock, caplog):
+    h.bind()
+    for n in range(500):
+        h.receive(PDU(c.SUBMIT_SM_RESP, 1000 + n, 0, {"message_id": "x"}))
+    lines = [r for r in caplog.records if "unknown seq" in r.getMessage()]
+    assert len(lines) == 1
+    clock.advance(11)
+    h.receive(PDU(c.SUBMIT_SM_RESP, 5000, 0, {"message_id": "x"}))
+    lines = [r.getMessage() for r in caplog.records if "unknown seq" in r.getMessage()]
+    assert len(lines) == 2 and "499 more like this" in lines[1]
+
+
 def test_sequence_numbers_wrap_and_skip_outstanding(h):
     h.bind()
     h.session._next_sequence = esme.MAX_SEQUENCE

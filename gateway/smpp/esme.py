@@ -12,9 +12,12 @@ import logging
 from twisted.internet import defer, protocol, task
 from twisted.python.failure import Failure
 
+from gateway import metrics
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import (
     PDU, Framer, FramingError, PDUError, decode, encode, encode_empty_id_response)
+from gateway.smpp.ratelog import RateLimitedLog
+from gateway.smpp.salvage import salvage_response
 from gateway.smpp.status import REBIND, classify_status
 
 log = logging.getLogger("payam.smpp.esme")
@@ -55,10 +58,6 @@ class SessionClosed(SessionError):
 
 class ResponseTimeout(SessionError):
     """No response within response_timeout_s: the request's outcome is unknown."""
-
-
-class BadResponse(SessionError):
-    """The response to this request could not be decoded: its outcome is unknown."""
 
 
 class NotReady(SessionError):
@@ -162,8 +161,10 @@ class ESMEProtocol(protocol.Protocol):
         """Send a request (submit_sm, data_sm, query_sm...) in the window.
 
         Sets pdu.sequence. The Deferred fires with the response PDU whatever its status
-        (a generic_nack included); it fails with SessionClosed, ResponseTimeout,
-        BadResponse, or NotReady when can_submit() was False."""
+        (a generic_nack included; a response whose body is malformed comes with its
+        header's status and what could be read of its message_id, see salvage.py); it
+        fails with SessionClosed, ResponseTimeout, or NotReady when can_submit() was
+        False."""
         if pdu.command_id & c.RESPONSE_BIT:
             raise ValueError(f"send_request takes a request, not {pdu.name}")
         if self._state in (CLOSING, CLOSED):
@@ -290,25 +291,36 @@ class ESMEProtocol(protocol.Protocol):
             self._close(f"framing error: {e}")
             return
         except PDUError as e:
-            self._undecodable(e)
+            self._undecodable(e, frame)
             return
         if pdu.command_id & c.RESPONSE_BIT:
             self._response_received(pdu)
         else:
             self._request_received(pdu)
 
-    def _undecodable(self, error):
+    def _undecodable(self, error, frame):
         command_id = error.command_id or 0
         if command_id & c.RESPONSE_BIT:
             entry = self._pending.pop(error.sequence, None)
             if entry is None:
-                log.warning("%s: undecodable %s for unknown seq %d ignored (%s)",
-                            self.label, c.command_name(command_id), error.sequence, error)
+                self.factory.rlog.warning(
+                    (self.factory.operator, "unknown-seq"),
+                    "%s: undecodable %s for unknown seq %d ignored (%s)",
+                    self.label, c.command_name(command_id), error.sequence, error)
                 return
-            log.warning("%s: undecodable %s seq %d (%s)", self.label,
-                        c.command_name(command_id), error.sequence, error)
-            self._consecutive_timeouts = 0
-            self._finish(entry, failure=Failure(BadResponse(str(error))))
+            # Its header still says whether the SMSC took the request: a status-0
+            # answer resent would reach the citizen twice (issue 6, item 3).
+            resp, truncated = salvage_response(frame)
+            metrics.child(metrics.MALFORMED_RESPONSES, self.factory.operator).inc()
+            self.factory.rlog.warning(
+                (self.factory.operator, "malformed-resp"),
+                "ALERT %s: malformed %s seq %d (%s) with %s; taken as that answer%s",
+                self.label, c.command_name(command_id), error.sequence, error,
+                c.status_name(resp.status),
+                f", message_id {resp.fields['message_id']!r}"
+                + (" (cut to 64 octets)" if truncated else "")
+                if "message_id" in resp.fields else "")
+            self._answered(entry, resp)
             return
         log.warning("%s: bad %s seq %d: %s; answering %s", self.label,
                     c.command_name(command_id), error.sequence, error,
@@ -319,8 +331,15 @@ class ESMEProtocol(protocol.Protocol):
     def _response_received(self, pdu):
         entry = self._pending.pop(pdu.sequence, None)
         if entry is None:
-            log.warning("%s: %s for unknown seq %d ignored", self.label, pdu.name, pdu.sequence)
+            # A peer answering foreign sequences may do so for every request: say it
+            # once per interval; the request itself times out (an unknown outcome).
+            self.factory.rlog.warning((self.factory.operator, "unknown-seq"),
+                                      "%s: %s for unknown seq %d ignored", self.label,
+                                      pdu.name, pdu.sequence)
             return
+        self._answered(entry, pdu)
+
+    def _answered(self, entry, pdu):
         self._consecutive_timeouts = 0
         expected = entry.command_id | c.RESPONSE_BIT
         if pdu.command_id not in (expected, c.GENERIC_NACK):
@@ -596,6 +615,9 @@ class ESMEFactory(protocol.Factory):
         self._on_bound = session_bound
         self._on_lost = session_lost
         self._on_ready = session_ready
+        # One per operator's bind: what a hostile peer can repeat is said once per
+        # interval (see ratelog.py).
+        self.rlog = RateLimitedLog(log, clock)
         self.connections = 0
         self.current = None                 # the live session, if any
 

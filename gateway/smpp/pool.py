@@ -131,7 +131,7 @@ class OperatorPool(MultiService):
 
     def submit(self, pdu):
         """Send through the least-loaded bound session; Deferred[resp PDU], or a failure
-        (NoSession, SessionClosed, ResponseTimeout, BadResponse)."""
+        (NoSession, SessionClosed, ResponseTimeout)."""
         if self._stopping:
             return defer.fail(NoSession(f"operator {self.operator} is stopping"))
         wait = self._slowed_until - self._clock.seconds()

@@ -1,0 +1,121 @@
+"""The real ESME, OperatorPool and Dispatcher (with a real store) against the hostile
+SMSC of hostile_smsc.py, over loopback sockets. Each test is bounded to a few seconds:
+timeouts and backoffs are set short, and every wait has a deadline."""
+
+import sqlite3
+
+from conftest import wait_until
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from gateway import metrics
+from gateway.config.schema import Routing
+from gateway.dispatch import Dispatcher
+from gateway.routing import Router
+from gateway.smpp import constants as c
+from gateway.smpp.pool import OperatorPool
+from gateway.store.store import NewMessage, Store
+from gateway.submit_sm import SubmitSettings
+from hostile_smsc import HostileFactory
+
+
+def sleep(seconds):
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def wait_for(predicate, seconds, interval=0.02):
+    """True once predicate() holds, False when `seconds` pass first (no trial timeout:
+    a test that fails says what it saw)."""
+    deadline = reactor.seconds() + seconds
+    while not predicate():
+        if reactor.seconds() >= deadline:
+            return False
+        yield sleep(interval)
+    return True
+
+
+class HostileTestCase(unittest.TestCase):
+    timeout = 15
+
+    def start_peer(self, mode, **options):
+        self.peer = HostileFactory(mode, reactor, **options)
+        self.port = reactor.listenTCP(0, self.peer, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.addCleanup(lambda: wait_until(reactor, lambda: not self.peer.links))
+        return self.peer
+
+    def start_pool(self, **overrides):
+        settings = dict(system_id="payam", password="secret", system_type="",
+                        bind_mode="transceiver", binds=1, window=10, tps=100_000,
+                        enquire_link_s=30, response_timeout_s=5, reconnect_s=(0.05, 0.2),
+                        inbound_handler=lambda operator, pdu: c.ESME_ROK, reactor=reactor)
+        settings.update(overrides)
+        self.pool = OperatorPool("mci", "127.0.0.1", self.port.getHost().port, **settings)
+        self.pool.startService()
+        self.addCleanup(lambda: self.pool.stopService() if self.pool.running else None)
+        return self.pool
+
+    def start_dispatcher(self, settings=None, **kwargs):
+        self.store = Store(self.mktemp() + ".db", reactor)
+        self.store.open()
+        self.dispatcher = Dispatcher(
+            self.store, {"mci": self.pool}, {"mci": settings or SubmitSettings()},
+            Router(Routing(rules=(), default="mci")), clock=reactor, **kwargs)
+        self.dispatcher.start()
+
+        @defer.inlineCallbacks
+        def stop():
+            self.dispatcher.stop_claiming()
+            if self.pool.running:
+                yield self.pool.stopService()
+            yield self.dispatcher.release_and_flush()
+            yield self.store.close()
+        self.addCleanup(stop)
+        return self.dispatcher
+
+    @defer.inlineCallbacks
+    def accept(self, count=1):
+        now = reactor.seconds()
+        messages = [NewMessage(
+            id=self.store.new_message_id(), agency="tax", sender="40401234",
+            recipient=f"98912{n:07d}", text="salam", priority=0, reference=None,
+            validity_s=3600, receipt=False, data_coding=0, esm_class=0, parts=[b"salam"],
+            created_at=now, route="mci") for n in range(count)]
+        ids = yield self.store.accept(messages)
+        self.dispatcher.wake({"mci"})
+        return ids
+
+    def part(self, message_id):
+        with sqlite3.connect(self.store.path) as conn:
+            return conn.execute("SELECT state, smsc_id, attempts, error FROM parts"
+                                " WHERE message_id = ?", (message_id,)).fetchone()
+
+
+class MalformedOkResponse(HostileTestCase):
+    """Item 3: a status-0 answer with a malformed body is 'submitted', never resent."""
+
+    @defer.inlineCallbacks
+    def check(self, malformed, expected_id):
+        self.start_peer("malformed_ok_resp", malformed=malformed)
+        self.start_pool()
+        self.start_dispatcher()
+        before = metrics.child(metrics.MALFORMED_RESPONSES, "mci")._value.get()
+        yield wait_until(reactor, lambda: self.pool.bound_count() == 1)
+        (message_id,) = yield self.accept()
+        yield wait_for(lambda: self.part(message_id)[0] == "submitted", 1.0)
+        yield sleep(0.5)                       # time enough for thousands of copies
+        self.assertEqual(self.peer.submits, 1, "copies sent")
+        state, smsc_id, attempts, _error = self.part(message_id)
+        self.assertEqual((state, smsc_id), ("submitted", expected_id))
+        self.assertEqual(metrics.child(metrics.MALFORMED_RESPONSES, "mci")._value.get(),
+                         before + 1)
+
+    def test_long_message_id_and_trailing_octets(self):
+        return self.check("long_and_trailing", "B" * 64)
+
+    def test_trailing_octets_after_the_id(self):
+        return self.check("trailing", "ID42")
+
+    def test_message_id_without_nul(self):
+        return self.check("no_nul", "ID42")
