@@ -15,6 +15,9 @@ from twisted.internet.defer import gatherResults, succeed
 
 from gateway import metrics
 from gateway.smpp import constants as c
+from gateway.smpp.esme import NotReady
+from gateway.smpp.pool import NoSession
+from gateway.smpp.ratelog import RateLimitedLog
 from gateway.smpp.status import classify_status, needs_alert
 from gateway.store.store import PRIORITY_NAMES, PartOutcome
 from gateway.store.writer import StoreClosed
@@ -24,6 +27,9 @@ log = logging.getLogger("payam.dispatch")
 
 MAX_ATTEMPTS = 8          # temporary errors, then the part fails
 THROTTLE_PAUSE_S = 1.0    # how long an operator rests after ESME_RTHROTTLED / RMSGQFUL
+UNKNOWN_OUTCOME = "unknown_outcome"   # the error of a part failed after unknown outcomes
+UNKNOWN_RETRY_S = (2.0, 300.0)        # backoff after an unknown outcome: first, cap
+REBIND_RETRY_S = 1.0      # a part answered "not bound" waits this long in the store
 UNROUTABLE_RETRY_S = 2.0  # no bound session for any candidate operator
 RECORD_DELAY_S = 0.002    # outcomes are gathered this long into one store write
 POLL_S = 0.5              # catches parts whose retry time (not_before) has come
@@ -34,6 +40,11 @@ RECORD_RETRY_S = 1.0      # outcomes the store could not write are written again
 def retry_delay(attempts):
     """Exponential backoff for temporary errors: 2, 4, 8 … capped at 5 minutes."""
     return min(300.0, 2.0 ** max(1, attempts))
+
+
+def unknown_retry_delay(unknowns, first=UNKNOWN_RETRY_S[0], cap=UNKNOWN_RETRY_S[1]):
+    """Backoff after the n-th unknown outcome of a part: first, 2×first, … up to cap."""
+    return min(cap, first * 2.0 ** max(0, unknowns - 1))
 
 
 class Lane:
@@ -94,12 +105,15 @@ class Lane:
 
 class Dispatcher:
     def __init__(self, store, pools, settings, router, *, clock,
-                 batch=500, buffer_limit=5000):
+                 batch=500, buffer_limit=5000, unknown_retry_s=UNKNOWN_RETRY_S):
         """
         pools: {operator name: OperatorPool}; settings: {operator name: SubmitSettings};
-        router: gateway.routing.Router (replaced on SIGHUP through set_router).
+        router: gateway.routing.Router (replaced on SIGHUP through set_router);
+        unknown_retry_s: (first, cap) of the backoff after an unknown outcome.
         """
         self.store = store
+        self.unknown_retry_s = unknown_retry_s
+        self.rlog = RateLimitedLog(log, clock)
         self.router = router
         self.clock = clock
         self.batch = batch
@@ -317,8 +331,11 @@ class Dispatcher:
             lane.pool.slow_down(THROTTLE_PAUSE_S)
             self._back_to_lane(lane, part)
         elif kind == "rebind":
-            # The session closes itself on this answer (see esme.py); the part is fine.
-            self._resend(part)
+            # The session closes itself on this answer (see esme.py); the part is fine
+            # and waits in the store a while (binds back off), uncounted.
+            self._outcome(PartOutcome(part.message_id, part.seq, "requeue",
+                                      not_before=self.clock.seconds() + REBIND_RETRY_S,
+                                      count_attempt=False))
         elif kind == "temporary":
             self._retry_later(part, lane.operator, status)
         else:  # permanent, bind_error: this message can never go as it is
@@ -330,14 +347,46 @@ class Dispatcher:
         self.kick()
 
     def _lost(self, failure, lane, part):
-        """Session closed or the response never came: send again (at-least-once)."""
+        """No answer to read: never sent (no capacity), unsendable, or unknown."""
         self.in_flight -= 1
-        log.info("operator %s: submit_sm without answer (%s); requeued",
-                 lane.operator, failure.type.__name__)
-        self._resend(part)
+        if failure.check(NoSession, NotReady):
+            self._resend(part)              # it never left: send it again, uncounted
+        elif failure.check(ValueError):
+            # The codec refused the PDU: sending it again would fail the same way.
+            log.error("operator %s: submit_sm for part %s/%d not encodable: %s",
+                      lane.operator, part.message_id, part.seq, failure.getErrorMessage())
+            self._outcome(PartOutcome(part.message_id, part.seq, "failed",
+                                      operator=lane.operator,
+                                      error=f"not encodable: {failure.getErrorMessage()}"))
+        else:       # SessionClosed, ResponseTimeout: the SMSC may or may not have it
+            self._unknown_outcome(lane, part, failure.type.__name__)
+
+    def _unknown_outcome(self, lane, part, why):
+        """Each send whose outcome is unknown may have reached the citizen: count it,
+        back off, and after max_unknown_outcomes of them fail the part (issue 6, item 4).
+        A part thus goes out at most max_unknown_outcomes times without an answer."""
+        unknowns = part.unknowns + 1
+        limit = lane.settings.max_unknown_outcomes
+        if unknowns >= limit:
+            self.rlog.warning((lane.operator, "unknown-failed"),
+                              "operator %s: part %s/%d failed after %d sends without an "
+                              "answer (last: %s)", lane.operator, part.message_id, part.seq,
+                              unknowns, why)
+            self._outcome(PartOutcome(part.message_id, part.seq, "failed",
+                                      operator=lane.operator, error=UNKNOWN_OUTCOME))
+            return
+        delay = unknown_retry_delay(unknowns, *self.unknown_retry_s)
+        self.rlog.warning((lane.operator, "unknown"),
+                          "operator %s: submit_sm without answer (%s); part %s/%d sent "
+                          "again in %gs (%d of %d)", lane.operator, why, part.message_id,
+                          part.seq, delay, unknowns, limit)
+        self._outcome(PartOutcome(part.message_id, part.seq, "requeue",
+                                  operator=lane.operator, error=f"{UNKNOWN_OUTCOME}: {why}",
+                                  not_before=self.clock.seconds() + delay, unknown=True))
 
     def _resend(self, part):
-        """Send again soon, through whichever session can take it (no attempt counted)."""
+        """Send again soon, through whichever session can take it (no attempt counted):
+        only for parts that never reached an SMSC."""
         if self.running:
             self._route([part], front=True)
             self.kick()

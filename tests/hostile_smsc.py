@@ -79,11 +79,12 @@ class HostileSMSC(protocol.Protocol):
             self.send(pdu.response(system_id="HOSTILE"))
             self.bound = True
             self._after_bind()
-        elif mode == "never_answer":
-            return
         elif pdu.command_id == c.SUBMIT_SM:
             factory.submits += 1
-            self.submit_received(pdu)
+            if mode != "never_answer":
+                self.submit_received(pdu)
+        elif mode == "never_answer":
+            return
         elif pdu.command_id == c.ENQUIRE_LINK:
             self.send(pdu.response())
         elif pdu.command_id == c.UNBIND:

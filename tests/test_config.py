@@ -684,3 +684,15 @@ def test_every_problem_of_a_load_is_reported_in_reading_order(tmp_path):
                   ("gateway.yaml", "agencies.yaml", "rules/10-rules.yaml"))
     assert [line.split(": ", 1)[0] for line in lines] == [
         f"{gw}:10", f"{gw}:13", f"{ag}:5", f"{ag}:6", f"{ru}:2", f"{ru}:5"]
+
+
+def test_max_unknown_outcomes_is_read_and_bounded(tmp_path):
+    config = load_gateway_config(make_config(tmp_path, with_operator_line(
+        "max_unknown_outcomes: 5")))
+    assert config.operators[0].max_unknown_outcomes == 5
+    assert OperatorConfig("x", "h", 1, "s", "p").max_unknown_outcomes == 3
+    gateway, line_no = with_operator_setting("max_unknown_outcomes: 0")
+    (error,) = [e for e in errors_of(make_config(tmp_path, gateway=gateway))
+                if "operators[0]" in e.message]
+    assert error.line == line_no and "max_unknown_outcomes: must be between 1 and 100" \
+        in error.message

@@ -119,3 +119,28 @@ class MalformedOkResponse(HostileTestCase):
 
     def test_message_id_without_nul(self):
         return self.check("no_nul", "ID42")
+
+
+class UnknownOutcomes(HostileTestCase):
+    """Item 4: sends without an answer are counted, backed off, and bounded."""
+
+    @defer.inlineCallbacks
+    def check(self, mode):
+        self.start_peer(mode)
+        self.start_pool(response_timeout_s=0.2)
+        self.start_dispatcher(SubmitSettings(max_unknown_outcomes=3),
+                              unknown_retry_s=(0.1, 0.4))
+        yield wait_until(reactor, lambda: self.pool.bound_count() == 1)
+        (message_id,) = yield self.accept()
+        yield wait_for(lambda: self.part(message_id)[0] == "failed", 4.0)
+        yield sleep(0.3)
+        self.assertEqual(self.peer.submits, 3, "copies sent")
+        state, _smsc_id, attempts, error = self.part(message_id)
+        self.assertEqual((state, error, attempts), ("failed", "unknown_outcome", 2))
+        self.assertEqual(self.store.get_message(message_id)["error"], "unknown_outcome")
+
+    def test_an_smsc_that_never_answers(self):
+        return self.check("never_answer")
+
+    def test_an_smsc_that_answers_foreign_sequences(self):
+        return self.check("foreign_sequence")
