@@ -18,7 +18,7 @@ from gateway.smpp import constants as c
 from gateway.smpp.esme import NotReady
 from gateway.smpp.pool import NoSession
 from gateway.smpp.ratelog import RateLimitedLog
-from gateway.smpp.status import classify_status, needs_alert
+from gateway.smpp.status import classify_status, needs_alert, status_label
 from gateway.store.store import PRIORITY_NAMES, PartOutcome
 from gateway.store.writer import StoreClosed
 from gateway.submit_sm import build_submit_sm
@@ -99,8 +99,8 @@ class Lane:
         return parts
 
     def count_result(self, status):
-        # metrics.child caches the labelled counter.
-        metrics.child(metrics.SUBMIT_SM_RESULTS, self.operator, c.status_name(status)).inc()
+        # metrics.child caches the labelled counter; the labels are bounded.
+        metrics.child(metrics.SUBMIT_SM_RESULTS, self.operator, status_label(status)).inc()
 
 
 class Dispatcher:
@@ -340,8 +340,9 @@ class Dispatcher:
             self._retry_later(part, lane.operator, status)
         else:  # permanent, bind_error: this message can never go as it is
             if needs_alert(status):
-                log.error("operator %s refused a submit_sm with %s: check our configuration",
-                          lane.operator, c.status_name(status))
+                self.rlog.error((lane.operator, "alert", status_label(status)),
+                                "ALERT operator %s refused a submit_sm with %s: check our "
+                                "configuration", lane.operator, c.status_name(status))
             self._outcome(PartOutcome(part.message_id, part.seq, "failed",
                                       operator=lane.operator, error=c.status_name(status)))
         self.kick()
@@ -404,6 +405,12 @@ class Dispatcher:
 
     def _retry_later(self, part, operator, status):
         attempts = part.attempts + 1
+        # An SMSC answering errors to everything must show in the log, once per interval.
+        self.rlog.warning((operator, "temporary", status_label(status)),
+                          "operator %s answered submit_sm with %s (temporary): part %s/%d %s",
+                          operator, c.status_name(status), part.message_id, part.seq,
+                          f"failed after {attempts} attempts" if attempts >= MAX_ATTEMPTS
+                          else f"retried in {retry_delay(attempts):g}s")
         if attempts >= MAX_ATTEMPTS:
             self._outcome(PartOutcome(part.message_id, part.seq, "failed", operator=operator,
                                       error=f"{c.status_name(status)} after {attempts} attempts"))

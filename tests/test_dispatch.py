@@ -312,3 +312,45 @@ def test_parts_of_routes_the_configuration_no_longer_has_are_still_sent(clock, w
     assert sorted(pdu.fields["destination_addr"] for pdu in sent) == [
         "989200000001", "989210000002"]
     assert {route for route, _ in store.claims} >= {"rightel", None}
+
+
+def test_a_thousand_unknown_statuses_make_one_metric_series(clock, world):
+    from gateway import metrics
+    store, pools, dispatcher = world
+    dispatcher.lanes["mci"].operator = "labels-op"       # series of this test only
+    for n in range(1000):
+        store.put(part(n))
+    dispatcher.start()
+    answered = 0
+    for _ in range(100):
+        run(clock)
+        waiting, pools["mci"].waiting = pools["mci"].waiting, []
+        for pdu, d in waiting:
+            d.callback(pdu.response(status=0x1000 + answered))   # codes SMPP never named
+            answered += 1
+        if answered >= 1000:
+            break
+    assert answered == 1000
+    (family,) = metrics.SUBMIT_SM_RESULTS.collect()
+    labels = {s.labels["status"] for s in family.samples
+              if s.labels["operator"] == "labels-op" and s.name.endswith("_total")}
+    assert labels == {"other"}
+
+
+def test_smsc_error_answers_are_logged_once_per_interval_with_a_count(clock, world, caplog):
+    store, pools, dispatcher = world
+    for n in range(40):
+        store.put(part(n))
+    dispatcher.start()
+    run(clock)
+    pools["mci"].answer_all(c.ESME_RSYSERR)
+    run(clock)
+    lines = [r for r in caplog.records if "ESME_RSYSERR" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelname == "WARNING"
+    assert "operator mci" in lines[0].getMessage()
+    clock.advance(10)
+    run(clock, 0.5, 2)
+    pools["mci"].answer_all(c.ESME_RSYSERR)        # the retries, 2 s later
+    run(clock)
+    lines = [r.getMessage() for r in caplog.records if "ESME_RSYSERR" in r.getMessage()]
+    assert len(lines) == 2 and "39 more like this" in lines[1]
