@@ -26,7 +26,9 @@ from gateway.submit_sm import build_submit_sm
 log = logging.getLogger("payam.dispatch")
 
 MAX_ATTEMPTS = 8          # temporary errors, then the part fails
-THROTTLE_PAUSE_S = 1.0    # how long an operator rests after ESME_RTHROTTLED / RMSGQFUL
+# After ESME_RTHROTTLED / RMSGQFUL the operator rests this long (the SMSC counts per
+# second) and its rate is cut (OperatorRate): the part goes back uncounted.
+THROTTLE_PAUSE_S = 1.0
 UNKNOWN_OUTCOME = "unknown_outcome"   # the error of a part failed after unknown outcomes
 UNKNOWN_RETRY_S = (2.0, 300.0)        # backoff after an unknown outcome: first, cap
 REBIND_RETRY_S = 1.0      # a part answered "not bound" waits this long in the store
@@ -328,6 +330,7 @@ class Dispatcher:
             self._outcome(PartOutcome(part.message_id, part.seq, "submitted",
                                       operator=lane.operator, smsc_id=smsc_id))
         elif kind == "throttled":
+            lane.pool.throttled()
             lane.pool.slow_down(THROTTLE_PAUSE_S)
             self._back_to_lane(lane, part)
         elif kind == "rebind":

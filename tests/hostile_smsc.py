@@ -10,6 +10,7 @@ depends on the factory's `mode`:
   drop_after_bind    closes the connection right after the bind_resp
   garbage_after_bind sends bytes that cannot be framed right after the bind_resp
   throttle_above_rate accepts at most `rate` submit_sm in any 1 s, ESME_RTHROTTLED beyond
+                     (answers after `latency` seconds, so a window's worth is in flight)
   flood_never_read   stops reading after the bind and floods enquire_link, as fast as its
                      own socket takes them (its buffer stays bounded, ours must too)
   error_status       answers every submit_sm with `status` (e.g. ESME_RSYSERR)
@@ -68,6 +69,16 @@ class HostileSMSC(protocol.Protocol):
     def send(self, pdu):
         self.transport.write(encode(pdu))
 
+    def send_later(self, pdu):
+        """Answer after the factory's latency (an SMSC's processing time)."""
+        if not self.factory.latency:
+            self.send(pdu)
+            return
+        def send():
+            if self.transport.connected:
+                self.send(pdu)
+        self.factory.clock.callLater(self.factory.latency, send)
+
     # --- requests from the ESME -----------------------------------------------------------
     def pdu_received(self, pdu):
         factory = self.factory
@@ -81,6 +92,7 @@ class HostileSMSC(protocol.Protocol):
             self._after_bind()
         elif pdu.command_id == c.SUBMIT_SM:
             factory.submits += 1
+            factory.submit_times.append(factory.clock.seconds())
             if mode != "never_answer":
                 self.submit_received(pdu)
         elif mode == "never_answer":
@@ -122,10 +134,11 @@ class HostileSMSC(protocol.Protocol):
             recent = sum(1 for t in window[-factory.rate:] if now - t < 1.0)
             if recent >= factory.rate:
                 factory.throttled += 1
-                self.send(pdu.response(status=c.ESME_RTHROTTLED))
+                factory.throttle_times.append(now)
+                self.send_later(pdu.response(status=c.ESME_RTHROTTLED))
             else:
                 window.append(now)
-                self.send(pdu.response(message_id=f"{len(window):X}"))
+                self.send_later(pdu.response(message_id=f"{len(window):X}"))
         elif mode == "error_status":
             self.send(pdu.response(status=factory.status))
         else:
@@ -157,7 +170,7 @@ class HostileFactory(protocol.ServerFactory):
     protocol = HostileSMSC
 
     def __init__(self, mode, clock, *, rate=100, malformed="long_and_trailing",
-                 status=c.ESME_RSYSERR):
+                 status=c.ESME_RSYSERR, latency=0.0):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
@@ -165,12 +178,15 @@ class HostileFactory(protocol.ServerFactory):
         self.rate = rate
         self.malformed = malformed
         self.status = status
+        self.latency = latency      # throttle_above_rate: seconds before each answer
         self.links = []
         self.received = []          # names of every PDU the ESME sent
         self.binds = 0
         self.bind_times = []
         self.submits = 0
+        self.submit_times = []
         self.throttled = 0
+        self.throttle_times = []
         self.accepted_times = []
         self.flooded = 0            # octets written by flood_never_read
         self.closed = 0

@@ -41,6 +41,9 @@ class FakePool:
     def slow_down(self, seconds):
         pass
 
+    def throttled(self):
+        pass
+
     def fail_all(self, error):
         waiting, self.waiting = self.waiting, []
         for pdu, d in waiting:

@@ -15,7 +15,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from gateway import metrics
 from gateway.smpp import constants as c
 from gateway.smpp.esme import ESMEFactory, SessionError
-from gateway.smpp.ratelimit import TokenBucket
+from gateway.smpp.ratelimit import OperatorRate
 
 log = logging.getLogger("payam.smpp.pool")
 
@@ -30,9 +30,6 @@ _SHORT_KIND = {"transceiver": "trx", "transmitter": "tx", "receiver": "rx"}
 BIND_ERRORS = frozenset({c.ESME_RBINDFAIL, c.ESME_RINVPASWD, c.ESME_RINVSYSID})
 STOP_UNBIND_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 10
-# Burst = this many seconds of TPS (at least one token): bursts stay small enough that
-# an operator counting per second never sees more than its limit plus a sliver.
-TPS_BURST_S = 0.1
 
 
 class NoSession(SessionError):
@@ -83,7 +80,9 @@ class OperatorPool(MultiService):
         # Jitter proportional to the first delay, so binds restarted together spread out.
         self._backoff = backoffPolicy(initialDelay=backoff_from, maxDelay=backoff_to,
                                       jitter=lambda: random.random() * backoff_from * 0.5)
-        self._bucket = TokenBucket(tps, max(1.0, tps * TPS_BURST_S), reactor)
+        # Paced in bursts of 0.1 s, never more than tps in any second, slower after
+        # throttling (see ratelimit.py).
+        self._bucket = OperatorRate(tps, reactor)
         self._sessions = []            # bound sessions, transmit-capable or not
         self._slowed_until = 0.0
         self._slow_call = None
@@ -159,6 +158,13 @@ class OperatorPool(MultiService):
             # bucket refills, or work would sit until some response happens to arrive.
             self._wake_on_tokens()
         return session.send_request(pdu)
+
+    def throttled(self):
+        """The SMSC answered ESME_RTHROTTLED / ESME_RMSGQFUL: lower the operator's rate
+        (see OperatorRate); it climbs back by itself while no throttle comes."""
+        if self._bucket.throttled():
+            log.info("operator %s: throttled by the SMSC; rate now %.1f/s (tps %g)",
+                     self.operator, self._bucket.rate, self._bucket.tps)
 
     def slow_down(self, seconds):
         """Pause this operator's submits for `seconds` (after ESME_RTHROTTLED / RMSGQFUL);
