@@ -110,13 +110,18 @@ class HostileSMSC(protocol.Protocol):
         if mode == "drop_after_bind":
             self.transport.loseConnection()
         elif mode == "garbage_after_bind":
-            # command_length 5: no PDU is that short, the stream cannot be framed.
-            self.transport.write(struct.pack(">I", 5) + b"garbage!")
+            # command_length 5: no PDU is that short, the stream cannot be framed. A
+            # moment later, so that the bind_resp is read (and the bind done) first.
+            self.factory.clock.callLater(0.02, self._garbage)
         elif mode == "flood_never_read":
             self.transport.pauseProducing()          # never read again
             self.transport.registerProducer(self, True)
             self._flooding = True
             self.factory.clock.callLater(0, self._flood)
+
+    def _garbage(self):
+        if self.transport.connected:
+            self.transport.write(struct.pack(">I", 5) + b"garbage!")
 
     def submit_received(self, pdu):
         factory = self.factory

@@ -165,3 +165,24 @@ class Throttling(HostileTestCase):
         self.assertEqual(self.store.get_message(ids[-1])["status"], "submitted")
         self.assertLessEqual(self.peer.max_per_second(self.peer.submit_times), 400)
         self.assertLess(self.peer.throttled, 60, "throttled answers")
+
+
+class BindsThatDie(HostileTestCase):
+    """Item 5: a peer that binds and then dies at once does not get a bind per minimum
+    delay: the backoff grows (0.05 s doubling-ish to 1 s here) until a session stays
+    healthy. Measured: 39 (drop) and 30 (garbage) binds in 2.5 s before, 8 after."""
+
+    @defer.inlineCallbacks
+    def check(self, mode):
+        self.start_peer(mode)
+        self.start_pool(reconnect_s=(0.05, 1.0))
+        yield sleep(2.5)
+        self.assertLessEqual(self.peer.binds, 9, "binds in 2.5 s")
+        gaps = [b - a for a, b in zip(self.peer.bind_times, self.peer.bind_times[1:])]
+        self.assertGreater(gaps[-1], 3 * gaps[0])
+
+    def test_garbage_after_bind(self):
+        return self.check("garbage_after_bind")
+
+    def test_drop_after_bind(self):
+        return self.check("drop_after_bind")

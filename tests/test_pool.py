@@ -6,6 +6,7 @@ conftest.py) against a tiny SMSC peer written here with our codec.
 """
 
 import bisect
+import logging
 import struct
 
 import pytest
@@ -339,6 +340,98 @@ def test_backoff_grows_while_binds_keep_failing(memory_reactor):
         delays.append(memory_reactor.seconds() - start)
     assert delays == sorted(delays) and delays[-1] > 2 * delays[0]
     assert pool.bound_count() == 0
+
+
+def next_connect_delay(memory_reactor, step=0.01):
+    start = memory_reactor.seconds()
+    while not memory_reactor.tcpClients:
+        memory_reactor.advance(step)
+    return memory_reactor.seconds() - start
+
+
+def test_backoff_grows_while_binds_die_right_after_binding(memory_reactor):
+    pool = started(make_pool(memory_reactor, reconnect_s=(1.0, 100.0)))
+    smsc = FakeSMSC(memory_reactor)
+    delays = []
+    for _ in range(5):
+        (link,) = smsc.accept()                          # bound ...
+        link.proto.dataReceived(struct.pack(">I", 5) + b"garbage")   # ... then garbage
+        assert link.transport.disconnecting
+        link.drop()
+        delays.append(next_connect_delay(memory_reactor))
+    assert delays == sorted(delays) and delays[-1] > 2.5 * delays[0], delays
+    assert pool.bound_count() == 0
+
+
+def test_backoff_resets_once_a_session_stayed_healthy(memory_reactor):
+    pool = started(make_pool(memory_reactor, reconnect_s=(1.0, 100.0),
+                             enquire_link_s=10, healthy_after_s=30))
+    smsc = FakeSMSC(memory_reactor)
+    for _ in range(4):                                   # grow the backoff
+        (link,) = smsc.accept()
+        link.drop()
+        grown = next_connect_delay(memory_reactor)
+    assert grown > 3
+    (link,) = smsc.accept()
+    for _ in range(35):                                  # 35 s bound, enquire_link answered
+        memory_reactor.advance(1)
+        for pdu in link.sent():
+            link.receive(pdu.response())
+    link.drop()
+    assert next_connect_delay(memory_reactor) <= 1.5     # from the start again
+
+
+def test_a_session_that_never_answers_is_not_healthy(memory_reactor):
+    pool = started(make_pool(memory_reactor, reconnect_s=(1.0, 100.0),
+                             enquire_link_s=1000, response_timeout_s=1000,
+                             healthy_after_s=30))
+    smsc = FakeSMSC(memory_reactor)
+    for _ in range(4):
+        (link,) = smsc.accept()
+        link.drop()
+        grown = next_connect_delay(memory_reactor)
+    (link,) = smsc.accept()
+    memory_reactor.advance(100)                          # bound, but nothing answered
+    link.drop()
+    assert next_connect_delay(memory_reactor) > grown
+
+
+def test_reconnect_after_a_bound_session_drops_logs_no_failed_attempt(memory_reactor,
+                                                                      caplog):
+    caplog.set_level(logging.INFO)
+    pool = started(make_pool(memory_reactor))
+    smsc = FakeSMSC(memory_reactor)
+    (link,) = smsc.accept()
+    link.drop()
+    next_connect_delay(memory_reactor)
+    smsc.accept()
+    assert "failed attempt" not in caplog.text
+    assert pool.bound_count() == 1
+
+
+def test_unreachable_smsc_is_logged_with_name_address_and_reason_once(memory_reactor,
+                                                                     caplog):
+    caplog.set_level(logging.INFO)
+    pool = started(make_pool(memory_reactor, reconnect_s=(0.1, 0.2)))
+    for _ in range(20):
+        next_connect_delay(memory_reactor)
+        *_, factory, _timeout, _bind = memory_reactor.tcpClients.pop(0)
+        factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
+    lines = [r for r in caplog.records if "cannot connect" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelname == "WARNING"
+    message = lines[0].getMessage()
+    assert "operator mci" in message and "127.0.0.1:2775" in message
+    assert "refused" in message
+    next_connect_delay(memory_reactor)
+    *_, factory, _timeout, _bind = memory_reactor.tcpClients.pop(0)
+    memory_reactor.advance(10)
+    factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
+    lines = [r.getMessage() for r in caplog.records if "cannot connect" in r.getMessage()]
+    assert len(lines) == 2 and "19 more like this" in lines[1]
+    smsc = FakeSMSC(memory_reactor)
+    next_connect_delay(memory_reactor)
+    smsc.accept()
+    assert "bound again after 21 failed attempt" in caplog.text
 
 
 def test_inbound_goes_to_the_handler_with_the_operator_name(memory_reactor):

@@ -104,6 +104,7 @@ class ESMEProtocol(protocol.Protocol):
         self._in_window = 0
         self._next_sequence = 1
         self._last_received = 0.0
+        self.answered_at = None             # when the SMSC last answered us since bind
         self._consecutive_timeouts = 0
         self._enquiring = False
         self._unanswered_inbound = 0
@@ -341,6 +342,8 @@ class ESMEProtocol(protocol.Protocol):
 
     def _answered(self, entry, pdu):
         self._consecutive_timeouts = 0
+        if self._state == BOUND:
+            self.answered_at = self._clock.seconds()
         expected = entry.command_id | c.RESPONSE_BIT
         if pdu.command_id not in (expected, c.GENERIC_NACK):
             log.warning("%s: %s answers seq %d, which was a %s", self.label, pdu.name,
