@@ -304,12 +304,62 @@ def test_unanswered_enquire_link_drops_the_session(h, clock):
     assert h.transport.disconnecting
 
 
-def test_traffic_postpones_enquire_link(h, clock):
+def test_answers_to_our_requests_postpone_enquire_link(h, clock):
     h.bind()
     for _ in range(3):
         clock.advance(ENQUIRE - 5)
+        got = results(h.session.send_request(submit_sm()))
+        (sent,) = h.sent()
+        h.receive(sent.response(message_id="1"))
+        assert got[0].status == 0
+    assert h.sent() == []
+
+
+def test_requests_from_the_smsc_do_not_prove_it_alive(h, clock):
+    """A peer flooding us with its own requests but never answering ours is dropped."""
+    h.bind()
+    for _ in range(int((ENQUIRE + TIMEOUT) / 5) + 2):
+        clock.advance(5)
         h.receive(PDU(c.ENQUIRE_LINK, 77))          # the SMSC's own keep-alive
-    assert [p.command_id for p in h.sent()] == [c.ENQUIRE_LINK_RESP] * 3
+    assert c.ENQUIRE_LINK in [p.command_id for p in h.sent()]
+    assert h.transport.disconnecting
+
+
+# --- back-pressure --------------------------------------------------------------------------
+def test_session_is_a_push_producer_on_its_transport(h):
+    assert h.transport.producer is h.session and h.transport.streaming
+
+
+def test_a_full_write_buffer_stops_reading_and_submitting_until_drained(h):
+    h.bind()
+    h.events.clear()
+    h.session.pauseProducing()                    # the transport's buffer is full
+    assert h.transport.producerState == "paused"  # we stop reading from the peer
+    assert not h.session.can_submit() and h.session.free_slots == 0
+    h.session.resumeProducing()
+    assert h.transport.producerState == "producing"
+    assert h.session.can_submit() and h.count("ready") == 1
+
+
+def test_a_peer_that_does_not_read_is_dropped_after_the_stall_limit(h, clock):
+    h.bind()
+    h.session.pauseProducing()
+    clock.advance(esme.WRITE_STALL_S - 1)
+    assert not h.transport.disconnecting
+    clock.advance(2)
+    assert h.transport.disconnected                # aborted: the buffer cannot drain
+
+
+def test_writes_piling_up_while_blocked_are_bounded(h, clock):
+    h.bind()
+    h.session.pauseProducing()
+    # Answers to requests already read still go out; each counts against the limit.
+    n = 0
+    while not h.transport.disconnecting and n < 10 ** 6:
+        h.session._write(PDU(c.ENQUIRE_LINK_RESP, n))
+        n += 1
+    assert h.transport.disconnected
+    assert n * 16 <= esme.MAX_BLOCKED_WRITE_BYTES + 16
 
 
 def test_smsc_enquire_link_answered_at_once(h):

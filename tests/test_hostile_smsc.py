@@ -186,3 +186,39 @@ class BindsThatDie(HostileTestCase):
 
     def test_drop_after_bind(self):
         return self.check("drop_after_bind")
+
+
+def buffered(transport):
+    """Octets a Twisted TCP transport holds, not yet written to the socket."""
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+class FloodNeverRead(HostileTestCase):
+    """Item 7: an SMSC that floods enquire_link and never reads our answers. Measured:
+    before, the session kept answering into its buffer (hundreds of MB within a minute
+    in the field) and was never dropped; now reading stops once the buffer is full, and
+    the session goes when our own enquire_link is not answered."""
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_buffer_stays_bounded_and_the_session_is_dropped_and_rebound(self):
+        self.start_peer("flood_never_read")
+        pool = self.start_pool(enquire_link_s=0.5, response_timeout_s=0.5)
+        (bind,) = pool._binds.values()
+        yield wait_until(reactor, lambda: pool.bound_count() == 1)
+        first = bind.factory.current
+        most = 0
+
+        def watch():
+            nonlocal most
+            if first.transport is not None and first.transport.connected:
+                most = max(most, buffered(first.transport))
+            return self.peer.binds >= 2
+
+        rebound = yield wait_for(watch, 4.0, interval=0.01)
+        print(f"\nlargest outgoing buffer {most} octets; peer flooded "
+              f"{self.peer.flooded} octets; binds {self.peer.binds}")
+        self.assertLess(most, 2 * 1024 * 1024, "outgoing buffer")
+        self.assertFalse(first.transport.connected, "the flooding session is closed")
+        self.assertTrue(rebound, "a new bind follows")
