@@ -2,7 +2,10 @@
 SMSC of hostile_smsc.py, over loopback sockets. Each test is bounded to a few seconds:
 timeouts and backoffs are set short, and every wait has a deadline."""
 
+import os
+import shutil
 import sqlite3
+import tempfile
 
 from conftest import wait_until
 from twisted.internet import defer, reactor, task
@@ -57,7 +60,9 @@ class HostileTestCase(unittest.TestCase):
         return self.pool
 
     def start_dispatcher(self, settings=None, **kwargs):
-        self.store = Store(self.mktemp() + ".db", reactor)
+        directory = tempfile.mkdtemp(prefix="payam-hostile-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        self.store = Store(os.path.join(directory, "gateway.db"), reactor)
         self.store.open()
         self.dispatcher = Dispatcher(
             self.store, {"mci": self.pool}, {"mci": settings or SubmitSettings()},
