@@ -227,3 +227,28 @@ class FloodNeverRead(HostileTestCase):
         self.assertLess(most, 2 * 1024 * 1024, "outgoing buffer")
         self.assertFalse(first.transport.connected, "the flooding session is closed")
         self.assertTrue(rebound, "a new bind follows")
+
+
+class ErrorAnswers(HostileTestCase):
+    """Item 12: an SMSC answering ESME_RSYSERR to everything is visible in the log, at
+    WARNING and once per interval (before: not one line for 4,255 such answers)."""
+
+    @defer.inlineCallbacks
+    def test_system_errors_are_logged_once_naming_the_operator(self):
+        import logging
+        records = []
+        handler = logging.Handler(logging.WARNING)
+        handler.emit = records.append
+        logger = logging.getLogger("payam.dispatch")
+        logger.addHandler(handler)
+        self.addCleanup(logger.removeHandler, handler)
+        self.start_peer("error_status", status=c.ESME_RSYSERR)
+        self.start_pool()
+        self.start_dispatcher()
+        yield wait_until(reactor, lambda: self.pool.bound_count() == 1)
+        yield self.accept(20)
+        yield wait_for(lambda: self.peer.submits >= 20, 2.0)
+        yield sleep(0.1)
+        lines = [r.getMessage() for r in records if "ESME_RSYSERR" in r.getMessage()]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("operator mci", lines[0])

@@ -283,7 +283,7 @@ class OperatorPool(MultiService):
     def _session_lost(self, session):
         bind = self._binds[session.factory]
         self._cancel_health(bind)
-        if not session.is_bound and session not in self._sessions:
+        if session not in self._sessions:
             bind.failed_attempts += 1          # connected, but never bound
         if session.bind_status in BIND_ERRORS:
             bind.bind_refused = True
