@@ -15,7 +15,10 @@ from twisted.internet.defer import gatherResults, succeed
 
 from gateway import metrics
 from gateway.smpp import constants as c
-from gateway.smpp.status import classify_status, needs_alert
+from gateway.smpp.esme import NotReady
+from gateway.smpp.pool import NoSession
+from gateway.smpp.ratelog import RateLimitedLog
+from gateway.smpp.status import classify_status, needs_alert, status_label
 from gateway.store.store import PRIORITY_NAMES, PartOutcome
 from gateway.store.writer import StoreClosed
 from gateway.submit_sm import build_submit_sm
@@ -23,7 +26,12 @@ from gateway.submit_sm import build_submit_sm
 log = logging.getLogger("payam.dispatch")
 
 MAX_ATTEMPTS = 8          # temporary errors, then the part fails
-THROTTLE_PAUSE_S = 1.0    # how long an operator rests after ESME_RTHROTTLED / RMSGQFUL
+# After ESME_RTHROTTLED / RMSGQFUL the operator rests this long (the SMSC counts per
+# second) and its rate is cut (OperatorRate): the part goes back uncounted.
+THROTTLE_PAUSE_S = 1.0
+UNKNOWN_OUTCOME = "unknown_outcome"   # the error of a part failed after unknown outcomes
+UNKNOWN_RETRY_S = (2.0, 300.0)        # backoff after an unknown outcome: first, cap
+REBIND_RETRY_S = 1.0      # a part answered "not bound" waits this long in the store
 UNROUTABLE_RETRY_S = 2.0  # no bound session for any candidate operator
 RECORD_DELAY_S = 0.002    # outcomes are gathered this long into one store write
 POLL_S = 0.5              # catches parts whose retry time (not_before) has come
@@ -34,6 +42,11 @@ RECORD_RETRY_S = 1.0      # outcomes the store could not write are written again
 def retry_delay(attempts):
     """Exponential backoff for temporary errors: 2, 4, 8 … capped at 5 minutes."""
     return min(300.0, 2.0 ** max(1, attempts))
+
+
+def unknown_retry_delay(unknowns, first=UNKNOWN_RETRY_S[0], cap=UNKNOWN_RETRY_S[1]):
+    """Backoff after the n-th unknown outcome of a part: first, 2×first, … up to cap."""
+    return min(cap, first * 2.0 ** max(0, unknowns - 1))
 
 
 class Lane:
@@ -88,18 +101,21 @@ class Lane:
         return parts
 
     def count_result(self, status):
-        # metrics.child caches the labelled counter.
-        metrics.child(metrics.SUBMIT_SM_RESULTS, self.operator, c.status_name(status)).inc()
+        # metrics.child caches the labelled counter; the labels are bounded.
+        metrics.child(metrics.SUBMIT_SM_RESULTS, self.operator, status_label(status)).inc()
 
 
 class Dispatcher:
     def __init__(self, store, pools, settings, router, *, clock,
-                 batch=500, buffer_limit=5000):
+                 batch=500, buffer_limit=5000, unknown_retry_s=UNKNOWN_RETRY_S):
         """
         pools: {operator name: OperatorPool}; settings: {operator name: SubmitSettings};
-        router: gateway.routing.Router (replaced on SIGHUP through set_router).
+        router: gateway.routing.Router (replaced on SIGHUP through set_router);
+        unknown_retry_s: (first, cap) of the backoff after an unknown outcome.
         """
         self.store = store
+        self.unknown_retry_s = unknown_retry_s
+        self.rlog = RateLimitedLog(log, clock)
         self.router = router
         self.clock = clock
         self.batch = batch
@@ -314,30 +330,67 @@ class Dispatcher:
             self._outcome(PartOutcome(part.message_id, part.seq, "submitted",
                                       operator=lane.operator, smsc_id=smsc_id))
         elif kind == "throttled":
+            lane.pool.throttled()
             lane.pool.slow_down(THROTTLE_PAUSE_S)
             self._back_to_lane(lane, part)
         elif kind == "rebind":
-            # The session closes itself on this answer (see esme.py); the part is fine.
-            self._resend(part)
+            # The session closes itself on this answer (see esme.py); the part is fine
+            # and waits in the store a while (binds back off), uncounted.
+            self._outcome(PartOutcome(part.message_id, part.seq, "requeue",
+                                      not_before=self.clock.seconds() + REBIND_RETRY_S,
+                                      count_attempt=False))
         elif kind == "temporary":
             self._retry_later(part, lane.operator, status)
         else:  # permanent, bind_error: this message can never go as it is
             if needs_alert(status):
-                log.error("operator %s refused a submit_sm with %s: check our configuration",
-                          lane.operator, c.status_name(status))
+                self.rlog.error((lane.operator, "alert", status_label(status)),
+                                "ALERT operator %s refused a submit_sm with %s: check our "
+                                "configuration", lane.operator, c.status_name(status))
             self._outcome(PartOutcome(part.message_id, part.seq, "failed",
                                       operator=lane.operator, error=c.status_name(status)))
         self.kick()
 
     def _lost(self, failure, lane, part):
-        """Session closed or the response never came: send again (at-least-once)."""
+        """No answer to read: never sent (no capacity), unsendable, or unknown."""
         self.in_flight -= 1
-        log.info("operator %s: submit_sm without answer (%s); requeued",
-                 lane.operator, failure.type.__name__)
-        self._resend(part)
+        if failure.check(NoSession, NotReady):
+            self._resend(part)              # it never left: send it again, uncounted
+        elif failure.check(ValueError):
+            # The codec refused the PDU: sending it again would fail the same way.
+            log.error("operator %s: submit_sm for part %s/%d not encodable: %s",
+                      lane.operator, part.message_id, part.seq, failure.getErrorMessage())
+            self._outcome(PartOutcome(part.message_id, part.seq, "failed",
+                                      operator=lane.operator,
+                                      error=f"not encodable: {failure.getErrorMessage()}"))
+        else:       # SessionClosed, ResponseTimeout: the SMSC may or may not have it
+            self._unknown_outcome(lane, part, failure.type.__name__)
+
+    def _unknown_outcome(self, lane, part, why):
+        """Each send whose outcome is unknown may have reached the citizen: count it,
+        back off, and after max_unknown_outcomes of them fail the part (issue 6, item 4).
+        A part thus goes out at most max_unknown_outcomes times without an answer."""
+        unknowns = part.unknowns + 1
+        limit = lane.settings.max_unknown_outcomes
+        if unknowns >= limit:
+            self.rlog.warning((lane.operator, "unknown-failed"),
+                              "operator %s: part %s/%d failed after %d sends without an "
+                              "answer (last: %s)", lane.operator, part.message_id, part.seq,
+                              unknowns, why)
+            self._outcome(PartOutcome(part.message_id, part.seq, "failed",
+                                      operator=lane.operator, error=UNKNOWN_OUTCOME))
+            return
+        delay = unknown_retry_delay(unknowns, *self.unknown_retry_s)
+        self.rlog.warning((lane.operator, "unknown"),
+                          "operator %s: submit_sm without answer (%s); part %s/%d sent "
+                          "again in %gs (%d of %d)", lane.operator, why, part.message_id,
+                          part.seq, delay, unknowns, limit)
+        self._outcome(PartOutcome(part.message_id, part.seq, "requeue",
+                                  operator=lane.operator, error=f"{UNKNOWN_OUTCOME}: {why}",
+                                  not_before=self.clock.seconds() + delay, unknown=True))
 
     def _resend(self, part):
-        """Send again soon, through whichever session can take it (no attempt counted)."""
+        """Send again soon, through whichever session can take it (no attempt counted):
+        only for parts that never reached an SMSC."""
         if self.running:
             self._route([part], front=True)
             self.kick()
@@ -355,6 +408,12 @@ class Dispatcher:
 
     def _retry_later(self, part, operator, status):
         attempts = part.attempts + 1
+        # An SMSC answering errors to everything must show in the log, once per interval.
+        self.rlog.warning((operator, "temporary", status_label(status)),
+                          "operator %s answered submit_sm with %s (temporary): part %s/%d %s",
+                          operator, c.status_name(status), part.message_id, part.seq,
+                          f"failed after {attempts} attempts" if attempts >= MAX_ATTEMPTS
+                          else f"retried in {retry_delay(attempts):g}s")
         if attempts >= MAX_ATTEMPTS:
             self._outcome(PartOutcome(part.message_id, part.seq, "failed", operator=operator,
                                       error=f"{c.status_name(status)} after {attempts} attempts"))

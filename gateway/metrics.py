@@ -34,3 +34,6 @@ QUEUE_DEPTH = Gauge(
 COMMIT_SECONDS = Histogram(
     "payam_store_commit_seconds", "Group commit duration",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1))
+MALFORMED_RESPONSES = Counter(
+    "payam_smpp_malformed_responses_total",
+    "Responses whose body could not be decoded (status and id salvaged)", ["operator"])

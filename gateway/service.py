@@ -73,7 +73,8 @@ class GatewayService(MultiService):
             pool = make_pool(op, inbound, reactor)
             pool.setServiceParent(self)
             self.pools[op.name] = pool
-        settings = {op.name: SubmitSettings(op.short_code_ton, op.short_code_npi, op.receipts)
+        settings = {op.name: SubmitSettings(op.short_code_ton, op.short_code_npi, op.receipts,
+                                            op.max_unknown_outcomes)
                     for op in config.operators}
         self.dispatcher = Dispatcher(self.store, self.pools, settings, Router(config.routing),
                                      clock=reactor)

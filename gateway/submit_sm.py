@@ -20,6 +20,9 @@ class SubmitSettings:
     short_code_ton: int = 3
     short_code_npi: int = 0
     receipts: bool = True
+    # Sends of one part whose outcome stays unknown (no response, session lost) before
+    # it fails with "unknown_outcome": each may have reached the citizen.
+    max_unknown_outcomes: int = 3
 
 
 def relative_validity(seconds):

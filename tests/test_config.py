@@ -717,3 +717,14 @@ def test_retention_errors_name_file_and_line(tmp_path, setting, line, fragment):
 def test_retention_must_be_a_mapping(tmp_path):
     gateway = GATEWAY + "retention: 30\n"
     assert_single_error(make_config(tmp_path, gateway), "gateway.yaml", 15, "retention")
+
+def test_max_unknown_outcomes_is_read_and_bounded(tmp_path):
+    config = load_gateway_config(make_config(tmp_path, with_operator_line(
+        "max_unknown_outcomes: 5")))
+    assert config.operators[0].max_unknown_outcomes == 5
+    assert OperatorConfig("x", "h", 1, "s", "p").max_unknown_outcomes == 3
+    gateway, line_no = with_operator_setting("max_unknown_outcomes: 0")
+    (error,) = [e for e in errors_of(make_config(tmp_path, gateway=gateway))
+                if "operators[0]" in e.message]
+    assert error.line == line_no and "max_unknown_outcomes: must be between 1 and 100" \
+        in error.message

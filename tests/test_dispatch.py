@@ -5,7 +5,10 @@ import pytest
 from twisted.internet import defer
 
 from gateway.config.schema import Routing, RoutingRule
-from gateway.dispatch import LANE_FULL_RETRY_S, RECORD_RETRY_S, Dispatcher
+from gateway.dispatch import (LANE_FULL_RETRY_S, RECORD_RETRY_S, REBIND_RETRY_S,
+                              UNKNOWN_OUTCOME, Dispatcher)
+from gateway.smpp.esme import ResponseTimeout, SessionClosed
+from gateway.smpp.pool import NoSession
 from gateway.routing import Router
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU
@@ -37,6 +40,15 @@ class FakePool:
 
     def slow_down(self, seconds):
         pass
+
+    def throttled(self):
+        pass
+
+    def fail_all(self, error):
+        waiting, self.waiting = self.waiting, []
+        for pdu, d in waiting:
+            d.errback(error)
+        return [pdu for pdu, _ in waiting]
 
     def answer_all(self, status=c.ESME_ROK):
         waiting, self.waiting = self.waiting, []
@@ -78,7 +90,10 @@ class FakeStore:
         self.outcomes.extend(outcomes)
         for o in outcomes:
             if o.kind == "requeue":
-                self.put(PARTS[(o.message_id, o.seq)], o.not_before)
+                p = PARTS[(o.message_id, o.seq)]
+                p.attempts += o.count_attempt
+                p.unknowns += o.unknown
+                self.put(p, o.not_before)
         return defer.succeed(len(outcomes))
 
 
@@ -181,17 +196,72 @@ def test_parts_held_past_their_validity_expire_instead_of_going_out(clock, world
         f"{MCI}0000002"]
 
 
-def test_a_bind_status_answer_sends_the_part_again_without_counting_it(clock, world):
+def test_a_bind_status_answer_sends_the_part_again_later_without_counting_it(clock, world):
     store, pools, dispatcher = world
     store.put(part(1))
     dispatcher.start()
     run(clock)
     pools["mci"].answer_all(c.ESME_RINVBNDSTS)
     run(clock)
-    assert len(pools["mci"].waiting) == 1             # at once, not after a backoff
+    assert pools["mci"].waiting == []                 # not at once: it waits in the store
+    (requeue,) = store.outcomes
+    assert requeue.kind == "requeue" and not requeue.count_attempt and not requeue.unknown
+    assert requeue.not_before == pytest.approx(clock.seconds() + REBIND_RETRY_S, abs=0.1)
+    clock.advance(REBIND_RETRY_S)
+    run(clock, 0.5, 2)
     pools["mci"].answer_all()
     run(clock)
-    assert [o.kind for o in store.outcomes] == ["submitted"]
+    assert [o.kind for o in store.outcomes] == ["requeue", "submitted"]
+
+
+@pytest.mark.parametrize("error", [ResponseTimeout("seq 1 unanswered"),
+                                   SessionClosed("session lost")])
+def test_unknown_outcomes_back_off_and_end_the_part_failed(clock, world, error):
+    store, pools, dispatcher = world
+    store.put(part(1))
+    dispatcher.start()
+    run(clock)
+    sends, delays = 0, []
+    for _ in range(10):
+        if not pools["mci"].waiting:
+            break
+        pools["mci"].fail_all(error)
+        sends += 1
+        run(clock)
+        last = store.outcomes[-1]
+        if last.kind != "requeue":
+            break
+        assert last.unknown and last.count_attempt
+        delays.append(last.not_before - clock.seconds())
+        clock.advance(last.not_before - clock.seconds())
+        run(clock, 0.5, 2)
+    assert sends == 3                                  # SubmitSettings' default bound
+    assert delays == pytest.approx([2.0, 4.0], abs=0.1)
+    failed = store.outcomes[-1]
+    assert (failed.kind, failed.error) == ("failed", UNKNOWN_OUTCOME)
+    assert PARTS[("m1", 1)].unknowns == 2 and PARTS[("m1", 1)].attempts == 2
+
+
+def test_a_submit_the_pool_could_not_take_is_sent_again_uncounted(clock, world):
+    store, pools, dispatcher = world
+    store.put(part(1))
+    dispatcher.start()
+    run(clock)
+    pools["mci"].fail_all(NoSession("no free slot"))
+    run(clock)
+    assert len(pools["mci"].waiting) == 1 and store.outcomes == []
+
+
+def test_an_unencodable_submit_fails_instead_of_looping(clock, world):
+    store, pools, dispatcher = world
+    store.put(part(1))
+    dispatcher.start()
+    run(clock)
+    pools["mci"].fail_all(ValueError("destination_addr too long"))
+    run(clock)
+    assert pools["mci"].waiting == []
+    (failed,) = store.outcomes
+    assert failed.kind == "failed" and "not encodable" in failed.error
 
 
 def test_outcomes_the_store_could_not_write_are_written_again(clock, world):
@@ -245,3 +315,45 @@ def test_parts_of_routes_the_configuration_no_longer_has_are_still_sent(clock, w
     assert sorted(pdu.fields["destination_addr"] for pdu in sent) == [
         "989200000001", "989210000002"]
     assert {route for route, _ in store.claims} >= {"rightel", None}
+
+
+def test_a_thousand_unknown_statuses_make_one_metric_series(clock, world):
+    from gateway import metrics
+    store, pools, dispatcher = world
+    dispatcher.lanes["mci"].operator = "labels-op"       # series of this test only
+    for n in range(1000):
+        store.put(part(n))
+    dispatcher.start()
+    answered = 0
+    for _ in range(100):
+        run(clock)
+        waiting, pools["mci"].waiting = pools["mci"].waiting, []
+        for pdu, d in waiting:
+            d.callback(pdu.response(status=0x1000 + answered))   # codes SMPP never named
+            answered += 1
+        if answered >= 1000:
+            break
+    assert answered == 1000
+    (family,) = metrics.SUBMIT_SM_RESULTS.collect()
+    labels = {s.labels["status"] for s in family.samples
+              if s.labels["operator"] == "labels-op" and s.name.endswith("_total")}
+    assert labels == {"other"}
+
+
+def test_smsc_error_answers_are_logged_once_per_interval_with_a_count(clock, world, caplog):
+    store, pools, dispatcher = world
+    for n in range(40):
+        store.put(part(n))
+    dispatcher.start()
+    run(clock)
+    pools["mci"].answer_all(c.ESME_RSYSERR)
+    run(clock)
+    lines = [r for r in caplog.records if "ESME_RSYSERR" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelname == "WARNING"
+    assert "operator mci" in lines[0].getMessage()
+    clock.advance(10)
+    run(clock, 0.5, 2)
+    pools["mci"].answer_all(c.ESME_RSYSERR)        # the retries, 2 s later
+    run(clock)
+    lines = [r.getMessage() for r in caplog.records if "ESME_RSYSERR" in r.getMessage()]
+    assert len(lines) == 2 and "39 more like this" in lines[1]

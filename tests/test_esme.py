@@ -195,6 +195,45 @@ def test_response_with_unknown_sequence_is_ignored(h):
     assert not h.transport.disconnecting
 
 
+@pytest.mark.parametrize("body, message_id", [
+    (b"A" * 100 + b"\0", "A" * 64),                  # over 65 octets: cut to 64
+    (b"ID42\0\x01\x02\x03", "ID42"),                  # stray octets after the NUL
+    (b"ID42", "ID42"),                                 # no NUL at all
+])
+def test_malformed_ok_response_is_an_answer_with_what_can_be_read(h, caplog, body, message_id):
+    h.bind()
+    got = results(h.session.send_request(submit_sm()))
+    (sent,) = h.sent()
+    h.session.dataReceived(struct.pack(">IIII", 16 + len(body), c.SUBMIT_SM_RESP, 0,
+                                       sent.sequence) + body)
+    (resp,) = got
+    assert (resp.command_id, resp.status) == (c.SUBMIT_SM_RESP, c.ESME_ROK)
+    assert resp.fields == {"message_id": message_id}
+    assert h.session.outstanding == 0 and not h.transport.disconnecting
+    assert "ALERT" in caplog.text and "malformed submit_sm_resp" in caplog.text
+
+
+def test_malformed_error_response_keeps_its_status(h):
+    h.bind()
+    got = results(h.session.send_request(submit_sm()))
+    (sent,) = h.sent()
+    h.session.dataReceived(struct.pack(">IIII", 19, c.SUBMIT_SM_RESP, c.ESME_RSYSERR,
+                                       sent.sequence) + b"xyz")
+    assert got[0].status == c.ESME_RSYSERR and got[0].fields == {}
+
+
+def test_responses_for_unknown_sequences_are_logged_once_per_interval(h, clock, caplog):
+    h.bind()
+    for n in range(500):
+        h.receive(PDU(c.SUBMIT_SM_RESP, 1000 + n, 0, {"message_id": "x"}))
+    lines = [r for r in caplog.records if "unknown seq" in r.getMessage()]
+    assert len(lines) == 1
+    clock.advance(11)
+    h.receive(PDU(c.SUBMIT_SM_RESP, 5000, 0, {"message_id": "x"}))
+    lines = [r.getMessage() for r in caplog.records if "unknown seq" in r.getMessage()]
+    assert len(lines) == 2 and "499 more like this" in lines[1]
+
+
 def test_sequence_numbers_wrap_and_skip_outstanding(h):
     h.bind()
     h.session._next_sequence = esme.MAX_SEQUENCE
@@ -265,12 +304,62 @@ def test_unanswered_enquire_link_drops_the_session(h, clock):
     assert h.transport.disconnecting
 
 
-def test_traffic_postpones_enquire_link(h, clock):
+def test_answers_to_our_requests_postpone_enquire_link(h, clock):
     h.bind()
     for _ in range(3):
         clock.advance(ENQUIRE - 5)
+        got = results(h.session.send_request(submit_sm()))
+        (sent,) = h.sent()
+        h.receive(sent.response(message_id="1"))
+        assert got[0].status == 0
+    assert h.sent() == []
+
+
+def test_requests_from_the_smsc_do_not_prove_it_alive(h, clock):
+    """A peer flooding us with its own requests but never answering ours is dropped."""
+    h.bind()
+    for _ in range(int((ENQUIRE + TIMEOUT) / 5) + 2):
+        clock.advance(5)
         h.receive(PDU(c.ENQUIRE_LINK, 77))          # the SMSC's own keep-alive
-    assert [p.command_id for p in h.sent()] == [c.ENQUIRE_LINK_RESP] * 3
+    assert c.ENQUIRE_LINK in [p.command_id for p in h.sent()]
+    assert h.transport.disconnecting
+
+
+# --- back-pressure --------------------------------------------------------------------------
+def test_session_is_a_push_producer_on_its_transport(h):
+    assert h.transport.producer is h.session and h.transport.streaming
+
+
+def test_a_full_write_buffer_stops_reading_and_submitting_until_drained(h):
+    h.bind()
+    h.events.clear()
+    h.session.pauseProducing()                    # the transport's buffer is full
+    assert h.transport.producerState == "paused"  # we stop reading from the peer
+    assert not h.session.can_submit() and h.session.free_slots == 0
+    h.session.resumeProducing()
+    assert h.transport.producerState == "producing"
+    assert h.session.can_submit() and h.count("ready") == 1
+
+
+def test_a_peer_that_does_not_read_is_dropped_after_the_stall_limit(h, clock):
+    h.bind()
+    h.session.pauseProducing()
+    clock.advance(esme.WRITE_STALL_S - 1)
+    assert not h.transport.disconnecting
+    clock.advance(2)
+    assert h.transport.disconnected                # aborted: the buffer cannot drain
+
+
+def test_writes_piling_up_while_blocked_are_bounded(h, clock):
+    h.bind()
+    h.session.pauseProducing()
+    # Answers to requests already read still go out; each counts against the limit.
+    n = 0
+    while not h.transport.disconnecting and n < 10 ** 6:
+        h.session._write(PDU(c.ENQUIRE_LINK_RESP, n))
+        n += 1
+    assert h.transport.disconnected
+    assert n * 16 <= esme.MAX_BLOCKED_WRITE_BYTES + 16
 
 
 def test_smsc_enquire_link_answered_at_once(h):

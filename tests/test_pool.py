@@ -5,6 +5,8 @@ StringTransport); the loopback tests run the real reactor through trial TestCase
 conftest.py) against a tiny SMSC peer written here with our codec.
 """
 
+import bisect
+import logging
 import struct
 
 import pytest
@@ -19,7 +21,7 @@ from gateway.smpp import constants as c
 from gateway.smpp.esme import SessionClosed
 from gateway.smpp.pdu import PDU, Framer, decode, encode
 from gateway.smpp.pool import NoSession, OperatorPool
-from gateway.smpp.ratelimit import TokenBucket
+from gateway.smpp.ratelimit import SlidingWindow, TokenBucket
 
 
 def submit_sm(n=0):
@@ -73,6 +75,21 @@ def test_bucket_holds_the_rate_over_time(clock):
             taken += 1
         clock.advance(0.01)
     assert 500 <= taken <= 505                      # rate * time + burst at most
+
+
+def test_sliding_window_counts_a_closed_second(clock):
+    window = SlidingWindow(3, clock)
+    for _ in range(3):
+        window.add()
+    assert window.room() == 0
+    clock.advance(1.0)
+    assert window.room() == 0                          # 1 s apart: the same window
+    clock.advance(window.delay())
+    assert window.room() == 3
+    window.limit = 1                                   # lowered: counts stay
+    window.add()
+    window.add()
+    assert window.room() == 0 and window.delay() > 1.0 - 1e-6
 
 
 def test_bucket_rejects_bad_parameters(clock):
@@ -191,23 +208,63 @@ def test_tps_caps_free_slots_and_wakes_when_tokens_return(memory_reactor):
     assert pool.free_slots() == 1
 
 
-def test_tps_holds_over_a_simulated_second(memory_reactor):
+def sliding_max(times, span=1.0):
+    """The most events in any window of `span` seconds, closed at both ends."""
+    times, best, start = sorted(times), 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] > span + 1e-9:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def test_tps_is_never_exceeded_in_any_second(memory_reactor):
     pool = started(make_pool(memory_reactor, window=10_000, tps=200))
     (link,) = FakeSMSC(memory_reactor).accept()
-    sent = 0
+    sent = []
 
     def pump():
-        nonlocal sent
         for _ in range(pool.free_slots()):
-            pool.submit(submit_sm(sent))
-            sent += 1
+            pool.submit(submit_sm(len(sent)))
+            sent.append(memory_reactor.seconds())
 
     pool.on_ready = pump
     pump()
-    for _ in range(100):                                 # 1 s in 10 ms steps
+    for _ in range(500):                                 # 5 s in 10 ms steps
         memory_reactor.advance(0.01)
-    assert 200 <= sent <= 200 + 20                       # rate * 1 s + burst
-    assert len(link.sent()) == sent
+    assert sliding_max(sent) <= 200                      # the burst came on top: 220
+    assert len(sent) >= 5 * 200 - 25                     # and the rate is still had
+    assert len(link.sent()) == len(sent)
+
+
+def test_throttling_lowers_the_rate_which_climbs_back_to_tps(memory_reactor):
+    # Nothing is answered here: timeouts long enough not to drop the session.
+    pool = started(make_pool(memory_reactor, window=10_000, tps=200,
+                             response_timeout_s=1000, enquire_link_s=1000))
+    FakeSMSC(memory_reactor).accept()
+    sent = []
+
+    def pump():
+        for _ in range(pool.free_slots()):
+            pool.submit(submit_sm(len(sent)))
+            sent.append(memory_reactor.seconds())
+
+    pool.on_ready = pump
+    for _ in range(200):                                 # 2 s at full rate
+        memory_reactor.advance(0.01)
+        pump()
+    pool.throttled()
+    pool.throttled()                                     # the same burst: one cut
+    start = memory_reactor.seconds()
+    for _ in range(200):
+        memory_reactor.advance(0.01)
+    after = [t for t in sent if t > start]
+    # Cut to 0.7 × 200, climbing 6/s: no second after the cut holds more than that.
+    assert 250 <= len(after) and sliding_max(after) <= 140 + 2 * 6 + 1
+    for _ in range(1000):                                # 10 s without a throttle
+        memory_reactor.advance(0.01)
+    last = [t for t in sent if memory_reactor.seconds() - 1 < t]
+    assert 195 <= len(last) <= 200
 
 
 def test_slow_down_pauses_submits_then_calls_on_ready(memory_reactor):
@@ -283,6 +340,98 @@ def test_backoff_grows_while_binds_keep_failing(memory_reactor):
         delays.append(memory_reactor.seconds() - start)
     assert delays == sorted(delays) and delays[-1] > 2 * delays[0]
     assert pool.bound_count() == 0
+
+
+def next_connect_delay(memory_reactor, step=0.01):
+    start = memory_reactor.seconds()
+    while not memory_reactor.tcpClients:
+        memory_reactor.advance(step)
+    return memory_reactor.seconds() - start
+
+
+def test_backoff_grows_while_binds_die_right_after_binding(memory_reactor):
+    pool = started(make_pool(memory_reactor, reconnect_s=(1.0, 100.0)))
+    smsc = FakeSMSC(memory_reactor)
+    delays = []
+    for _ in range(5):
+        (link,) = smsc.accept()                          # bound ...
+        link.proto.dataReceived(struct.pack(">I", 5) + b"garbage")   # ... then garbage
+        assert link.transport.disconnecting
+        link.drop()
+        delays.append(next_connect_delay(memory_reactor))
+    assert delays == sorted(delays) and delays[-1] > 2.5 * delays[0], delays
+    assert pool.bound_count() == 0
+
+
+def test_backoff_resets_once_a_session_stayed_healthy(memory_reactor):
+    pool = started(make_pool(memory_reactor, reconnect_s=(1.0, 100.0),
+                             enquire_link_s=10, healthy_after_s=30))
+    smsc = FakeSMSC(memory_reactor)
+    for _ in range(4):                                   # grow the backoff
+        (link,) = smsc.accept()
+        link.drop()
+        grown = next_connect_delay(memory_reactor)
+    assert grown > 3
+    (link,) = smsc.accept()
+    for _ in range(35):                                  # 35 s bound, enquire_link answered
+        memory_reactor.advance(1)
+        for pdu in link.sent():
+            link.receive(pdu.response())
+    link.drop()
+    assert next_connect_delay(memory_reactor) <= 1.5     # from the start again
+
+
+def test_a_session_that_never_answers_is_not_healthy(memory_reactor):
+    pool = started(make_pool(memory_reactor, reconnect_s=(1.0, 100.0),
+                             enquire_link_s=1000, response_timeout_s=1000,
+                             healthy_after_s=30))
+    smsc = FakeSMSC(memory_reactor)
+    for _ in range(4):
+        (link,) = smsc.accept()
+        link.drop()
+        grown = next_connect_delay(memory_reactor)
+    (link,) = smsc.accept()
+    memory_reactor.advance(100)                          # bound, but nothing answered
+    link.drop()
+    assert next_connect_delay(memory_reactor) > grown
+
+
+def test_reconnect_after_a_bound_session_drops_logs_no_failed_attempt(memory_reactor,
+                                                                      caplog):
+    caplog.set_level(logging.INFO)
+    pool = started(make_pool(memory_reactor))
+    smsc = FakeSMSC(memory_reactor)
+    (link,) = smsc.accept()
+    link.drop()
+    next_connect_delay(memory_reactor)
+    smsc.accept()
+    assert "failed attempt" not in caplog.text
+    assert pool.bound_count() == 1
+
+
+def test_unreachable_smsc_is_logged_with_name_address_and_reason_once(memory_reactor,
+                                                                     caplog):
+    caplog.set_level(logging.INFO)
+    pool = started(make_pool(memory_reactor, reconnect_s=(0.1, 0.2)))
+    for _ in range(20):
+        next_connect_delay(memory_reactor)
+        *_, factory, _timeout, _bind = memory_reactor.tcpClients.pop(0)
+        factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
+    lines = [r for r in caplog.records if "cannot connect" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelname == "WARNING"
+    message = lines[0].getMessage()
+    assert "operator mci" in message and "127.0.0.1:2775" in message
+    assert "refused" in message
+    next_connect_delay(memory_reactor)
+    *_, factory, _timeout, _bind = memory_reactor.tcpClients.pop(0)
+    memory_reactor.advance(10)
+    factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
+    lines = [r.getMessage() for r in caplog.records if "cannot connect" in r.getMessage()]
+    assert len(lines) == 2 and "19 more like this" in lines[1]
+    smsc = FakeSMSC(memory_reactor)
+    next_connect_delay(memory_reactor)
+    smsc.accept()
+    assert "bound again after 21 failed attempt" in caplog.text
 
 
 def test_inbound_goes_to_the_handler_with_the_operator_name(memory_reactor):
@@ -480,3 +629,47 @@ class LoopbackPoolTests(unittest.TestCase):
         self.assertEqual(pool.bound_count(), 1)
         outcomes = yield self.pump(pool, 3)             # and it still carries traffic
         self.assertEqual([resp.status for resp in outcomes], [0, 0, 0])
+
+
+def test_a_throttling_smsc_sees_few_throttled_submits(memory_reactor):
+    """An SMSC taking 100 submit_sm/s (ESME_RTHROTTLED beyond, answers after 100 ms) and
+    an operator configured for 500 tps: 2,000 parts through the real dispatcher. With a
+    fixed 1 s pause per throttle and the rate left at tps: 972 throttled answers."""
+    from gateway.config.schema import Routing
+    from gateway.dispatch import Dispatcher
+    from gateway.routing import Router
+    from gateway.submit_sm import SubmitSettings
+    from test_dispatch import FakeStore, part
+
+    clock = memory_reactor
+    pool = started(make_pool(clock, window=100, tps=500))
+    (link,) = FakeSMSC(clock).accept()
+    store = FakeStore(clock)
+    for n in range(2000):
+        store.put(part(n))
+    dispatcher = Dispatcher(store, {"mci": pool}, {"mci": SubmitSettings()},
+                            Router(Routing(rules=(), default="mci")), clock=clock)
+    dispatcher.start()
+    accepted, sent, throttled = [], [], 0
+
+    def answer(pdu, status):
+        link.receive(pdu.response(status=status, message_id="" if status else "1"))
+
+    while len(accepted) < 2000 and clock.seconds() < 100:
+        for pdu in link.sent():
+            if pdu.command_id != c.SUBMIT_SM:
+                link.receive(pdu.response())
+                continue
+            now = clock.seconds()
+            sent.append(now)
+            if len(accepted) - bisect.bisect_right(accepted, now - 1.0) >= 100:
+                throttled += 1
+                clock.callLater(0.1, answer, pdu, c.ESME_RTHROTTLED)
+            else:
+                accepted.append(now)
+                clock.callLater(0.1, answer, pdu, c.ESME_ROK)
+        clock.advance(0.005)
+    dispatcher.stop_claiming()
+    assert len(accepted) == 2000
+    assert throttled < 100                     # 64 measured
+    assert sliding_max(sent) <= 500

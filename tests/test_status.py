@@ -85,3 +85,10 @@ def test_tlv_names():
     assert c.tlv_name(0x1402) == "0x1402"
     for tag, name in c.TLV_NAMES.items():
         assert getattr(c, "TLV_" + name.upper()) == tag
+
+
+def test_metric_labels_are_bounded():
+    from gateway.smpp.status import status_label
+    assert status_label(c.ESME_RTHROTTLED) == "ESME_RTHROTTLED (0x00000058)"
+    assert {status_label(code) for code in range(0x1000, 0x1000 + 1000)} == {"other"}
+    assert status_label(0x400) == "other"                 # vendor range: one series too

@@ -44,7 +44,8 @@ RETENTION_KEYS = ("messages", "audit", "receipts", "inbound", "inbox")
 RETENTION_MAX_DAYS = 36500
 OPERATOR_KEYS = ("name", "host", "port", "system_id", "password", "system_type", "bind",
                  "binds", "window", "tps", "enquire_link_s", "reconnect_s", "receipts",
-                 "response_timeout_s", "short_code_ton", "short_code_npi")
+                 "response_timeout_s", "short_code_ton", "short_code_npi",
+                 "max_unknown_outcomes")
 AGENCY_KEYS = ("id", "name", "keys", "numbers", "masks", "ussd_code", "rate_per_s",
                "daily_parts", "reply_webhook")
 RULE_KEYS = ("prefixes", "operator", "fallback")
@@ -277,6 +278,7 @@ def _read_operator(reader, node, what):
     read("response_timeout_s", lambda n, w: reader.number(n, w, above=0))
     read("short_code_ton", lambda n, w: reader.integer(n, w, 0, 6))
     read("short_code_npi", lambda n, w: _read_npi(reader, n, w))
+    read("max_unknown_outcomes", lambda n, w: reader.integer(n, w, 1, 100))
     return values
 
 

@@ -27,6 +27,7 @@ class OperatorConfig:
     response_timeout_s: float = 30.0
     short_code_ton: int = 3                         # 4040 senders: network-specific
     short_code_npi: int = 0
+    max_unknown_outcomes: int = 3                   # sends without an answer, then failed
 
 
 @dataclass(frozen=True)

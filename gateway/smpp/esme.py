@@ -10,11 +10,16 @@ and statuses only: never message text or whole phone numbers.
 import logging
 
 from twisted.internet import defer, protocol, task
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from gateway import metrics
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import (
     PDU, Framer, FramingError, PDUError, decode, encode, encode_empty_id_response)
+from gateway.smpp.ratelog import RateLimitedLog
+from gateway.smpp.salvage import salvage_response
 from gateway.smpp.status import REBIND, classify_status
 
 log = logging.getLogger("payam.smpp.esme")
@@ -31,6 +36,11 @@ MAX_UNANSWERED_INBOUND = 1000
 SWEEP_INTERVAL_S = 1.0
 # After loseConnection, a peer that never reads would keep the socket open forever.
 CLOSE_GRACE_S = 5.0
+# Back-pressure (issue 6, item 7): once the transport's write buffer is full we stop
+# reading from the SMSC (and take no submits); a peer that still has not read after
+# WRITE_STALL_S, or while we owe it more than MAX_BLOCKED_WRITE_BYTES, is dropped.
+WRITE_STALL_S = 30.0
+MAX_BLOCKED_WRITE_BYTES = 1024 * 1024
 
 BIND_TYPES = {
     "transmitter": c.BIND_TRANSMITTER,
@@ -57,10 +67,6 @@ class ResponseTimeout(SessionError):
     """No response within response_timeout_s: the request's outcome is unknown."""
 
 
-class BadResponse(SessionError):
-    """The response to this request could not be decoded: its outcome is unknown."""
-
-
 class NotReady(SessionError):
     """The session cannot take this request now (not bound, receiver-only, window full)."""
 
@@ -85,8 +91,13 @@ class _Pending:
         self.in_window = in_window
 
 
+@implementer(IPushProducer)
 class ESMEProtocol(protocol.Protocol):
-    """One bind. Made by ESMEFactory.buildProtocol; see the module docstring."""
+    """One bind. Made by ESMEFactory.buildProtocol; see the module docstring.
+
+    It is the streaming producer of its own transport: the transport pauses it when
+    its write buffer is full (pauseProducing), and it then stops reading from the SMSC,
+    whose requests are what we would have to answer."""
 
     def __init__(self, factory, number):
         self.factory = factory
@@ -104,7 +115,10 @@ class ESMEProtocol(protocol.Protocol):
         self._pending = {}
         self._in_window = 0
         self._next_sequence = 1
-        self._last_received = 0.0
+        self._last_answer = 0.0             # when the SMSC last answered one of ours
+        self.answered_at = None             # when the SMSC last answered us since bind
+        self._blocked_since = None          # our write buffer is full since then
+        self._blocked_bytes = 0             # written since then
         self._consecutive_timeouts = 0
         self._enquiring = False
         self._unanswered_inbound = 0
@@ -156,14 +170,16 @@ class ESMEProtocol(protocol.Protocol):
 
     def can_submit(self):
         return (self._state == BOUND and self.factory.bind_type != "receiver"
-                and self._in_window < self.factory.window)
+                and self._in_window < self.factory.window and self._blocked_since is None)
 
     def send_request(self, pdu):
         """Send a request (submit_sm, data_sm, query_sm...) in the window.
 
         Sets pdu.sequence. The Deferred fires with the response PDU whatever its status
-        (a generic_nack included); it fails with SessionClosed, ResponseTimeout,
-        BadResponse, or NotReady when can_submit() was False."""
+        (a generic_nack included; a response whose body is malformed comes with its
+        header's status and what could be read of its message_id, see salvage.py); it
+        fails with SessionClosed, ResponseTimeout, or NotReady when can_submit() was
+        False."""
         if pdu.command_id & c.RESPONSE_BIT:
             raise ValueError(f"send_request takes a request, not {pdu.name}")
         if self._state in (CLOSING, CLOSED):
@@ -175,6 +191,8 @@ class ESMEProtocol(protocol.Protocol):
                 why = "not bound"
             elif not self.can_transmit:
                 why = "bound as receiver"
+            elif self._blocked_since is not None:
+                why = "the SMSC is not reading"
             else:
                 why = f"window of {self.factory.window} is full"
             return defer.fail(NotReady(f"session {self.label}: {why}"))
@@ -210,7 +228,8 @@ class ESMEProtocol(protocol.Protocol):
         # Nagle would hold each small PDU ~40 ms waiting for the previous one's ACK.
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
-        self._last_received = self._clock.seconds()
+        self.transport.registerProducer(self, True)
+        self._last_answer = self._clock.seconds()
         self._sweeper = task.LoopingCall(self._sweep)
         self._sweeper.clock = self._clock
         self._sweeper.start(self.factory.sweep_interval, now=False)
@@ -259,6 +278,12 @@ class ESMEProtocol(protocol.Protocol):
             return
         self._state = CLOSING
         self.close_reason = reason
+        if self._blocked_since is not None and hasattr(self.transport, "abortConnection"):
+            # What we buffered cannot drain to a peer that does not read.
+            self.transport.abortConnection()
+            return
+        # A registered producer would hold loseConnection until it is unregistered.
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
         if hasattr(self.transport, "abortConnection"):
             self._abort_call = self._clock.callLater(CLOSE_GRACE_S, self._abort)
@@ -267,9 +292,34 @@ class ESMEProtocol(protocol.Protocol):
         log.warning("%s: peer did not close within %gs; aborting", self.label, CLOSE_GRACE_S)
         self.transport.abortConnection()
 
+    # --- back-pressure (IPushProducer, called by the transport) ---------------------------
+    def pauseProducing(self):
+        """Our write buffer is full: stop reading the SMSC's requests, take no submits."""
+        if self._blocked_since is not None or self._state in (CLOSING, CLOSED):
+            return
+        self._blocked_since = self._clock.seconds()
+        self._blocked_bytes = 0
+        self.factory.rlog.warning((self.factory.operator, "blocked"),
+                                  "%s: the SMSC is not reading what we send; reading from "
+                                  "it paused", self.label)
+        self.transport.pauseProducing()
+
+    def resumeProducing(self):
+        """The buffer drained: read again and take submits."""
+        if self._blocked_since is None:
+            return
+        self._blocked_since = None
+        if self._state in (CLOSING, CLOSED):
+            return
+        self.transport.resumeProducing()
+        if self.can_submit():
+            self.factory.session_ready(self)
+
+    def stopProducing(self):
+        """The connection is going; connectionLost does the rest."""
+
     # --- bytes in -----------------------------------------------------------------------
     def dataReceived(self, data):
-        self._last_received = self._clock.seconds()
         try:
             frames = self._framer.feed(data)
         except FramingError as e:
@@ -290,25 +340,36 @@ class ESMEProtocol(protocol.Protocol):
             self._close(f"framing error: {e}")
             return
         except PDUError as e:
-            self._undecodable(e)
+            self._undecodable(e, frame)
             return
         if pdu.command_id & c.RESPONSE_BIT:
             self._response_received(pdu)
         else:
             self._request_received(pdu)
 
-    def _undecodable(self, error):
+    def _undecodable(self, error, frame):
         command_id = error.command_id or 0
         if command_id & c.RESPONSE_BIT:
             entry = self._pending.pop(error.sequence, None)
             if entry is None:
-                log.warning("%s: undecodable %s for unknown seq %d ignored (%s)",
-                            self.label, c.command_name(command_id), error.sequence, error)
+                self.factory.rlog.warning(
+                    (self.factory.operator, "unknown-seq"),
+                    "%s: undecodable %s for unknown seq %d ignored (%s)",
+                    self.label, c.command_name(command_id), error.sequence, error)
                 return
-            log.warning("%s: undecodable %s seq %d (%s)", self.label,
-                        c.command_name(command_id), error.sequence, error)
-            self._consecutive_timeouts = 0
-            self._finish(entry, failure=Failure(BadResponse(str(error))))
+            # Its header still says whether the SMSC took the request: a status-0
+            # answer resent would reach the citizen twice (issue 6, item 3).
+            resp, truncated = salvage_response(frame)
+            metrics.child(metrics.MALFORMED_RESPONSES, self.factory.operator).inc()
+            self.factory.rlog.warning(
+                (self.factory.operator, "malformed-resp"),
+                "ALERT %s: malformed %s seq %d (%s) with %s; taken as that answer%s",
+                self.label, c.command_name(command_id), error.sequence, error,
+                c.status_name(resp.status),
+                f", message_id {resp.fields['message_id']!r}"
+                + (" (cut to 64 octets)" if truncated else "")
+                if "message_id" in resp.fields else "")
+            self._answered(entry, resp)
             return
         log.warning("%s: bad %s seq %d: %s; answering %s", self.label,
                     c.command_name(command_id), error.sequence, error,
@@ -319,9 +380,21 @@ class ESMEProtocol(protocol.Protocol):
     def _response_received(self, pdu):
         entry = self._pending.pop(pdu.sequence, None)
         if entry is None:
-            log.warning("%s: %s for unknown seq %d ignored", self.label, pdu.name, pdu.sequence)
+            # A peer answering foreign sequences may do so for every request: say it
+            # once per interval; the request itself times out (an unknown outcome).
+            self.factory.rlog.warning((self.factory.operator, "unknown-seq"),
+                                      "%s: %s for unknown seq %d ignored", self.label,
+                                      pdu.name, pdu.sequence)
             return
+        self._answered(entry, pdu)
+
+    def _answered(self, entry, pdu):
         self._consecutive_timeouts = 0
+        # Only answers to our own requests show the SMSC alive: a peer can flood us
+        # with requests while ignoring ours.
+        self._last_answer = self._clock.seconds()
+        if self._state == BOUND:
+            self.answered_at = self._last_answer
         expected = entry.command_id | c.RESPONSE_BIT
         if pdu.command_id not in (expected, c.GENERIC_NACK):
             log.warning("%s: %s answers seq %d, which was a %s", self.label, pdu.name,
@@ -401,7 +474,7 @@ class ESMEProtocol(protocol.Protocol):
     def _answer_inbound(self, pdu, status):
         self._unanswered_inbound -= 1
         if self._state in (BOUND, UNBINDING):
-            self.transport.write(encode_empty_id_response(pdu, status))
+            self._out(encode_empty_id_response(pdu, status))
         # Otherwise the connection went first: the SMSC redelivers the unanswered PDU.
 
     # --- bytes out ------------------------------------------------------------------------
@@ -416,7 +489,7 @@ class ESMEProtocol(protocol.Protocol):
                                            pdu.command_id, in_window)
         if in_window:
             self._in_window += 1
-        self.transport.write(frame)
+        self._out(frame)
         return d
 
     def _take_sequence(self):
@@ -428,7 +501,22 @@ class ESMEProtocol(protocol.Protocol):
 
     def _write(self, pdu):
         if self._state not in (CLOSING, CLOSED):
-            self.transport.write(encode(pdu))
+            self._out(encode(pdu))
+
+    def _out(self, frame):
+        """Every frame goes out here: what piles up while the peer does not read is
+        bounded."""
+        if self._blocked_since is not None:
+            self._blocked_bytes += len(frame)
+            if self._blocked_bytes > MAX_BLOCKED_WRITE_BYTES:
+                self._drop(f"{self._blocked_bytes} octets owed to a peer that does not "
+                           "read")
+                return
+        self.transport.write(frame)
+
+    def _drop(self, reason):
+        log.warning("%s: %s; dropping the session", self.label, reason)
+        self._close(reason)
 
     # --- bind / keep-alive / unbind ----------------------------------------------------------
     def _bind_answered(self, resp):
@@ -522,6 +610,9 @@ class ESMEProtocol(protocol.Protocol):
                 f"{c.command_name(entry.command_id)} seq {seq} unanswered"))
         if self._state in (CLOSING, CLOSED):
             return
+        if self._blocked_since is not None and now - self._blocked_since >= WRITE_STALL_S:
+            self._drop(f"the SMSC has not read for {now - self._blocked_since:.0f}s")
+            return
         if self._consecutive_timeouts >= MAX_CONSECUTIVE_TIMEOUTS:
             log.warning("%s: %d requests in a row unanswered; dropping the session",
                         self.label, self._consecutive_timeouts)
@@ -530,7 +621,7 @@ class ESMEProtocol(protocol.Protocol):
         if freed:
             self._slot_freed()
         if (self._state == BOUND and not self._enquiring
-                and now - self._last_received >= self.factory.enquire_link_s):
+                and now - self._last_answer >= self.factory.enquire_link_s):
             self._enquire()
 
 
@@ -596,6 +687,9 @@ class ESMEFactory(protocol.Factory):
         self._on_bound = session_bound
         self._on_lost = session_lost
         self._on_ready = session_ready
+        # One per operator's bind: what a hostile peer can repeat is said once per
+        # interval (see ratelog.py).
+        self.rlog = RateLimitedLog(log, clock)
         self.connections = 0
         self.current = None                 # the live session, if any
 

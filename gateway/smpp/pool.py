@@ -15,7 +15,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from gateway import metrics
 from gateway.smpp import constants as c
 from gateway.smpp.esme import ESMEFactory, SessionError
-from gateway.smpp.ratelimit import TokenBucket
+from gateway.smpp.ratelimit import OperatorRate
+from gateway.smpp.ratelog import RateLimitedLog
 
 log = logging.getLogger("payam.smpp.pool")
 
@@ -30,9 +31,10 @@ _SHORT_KIND = {"transceiver": "trx", "transmitter": "tx", "receiver": "rx"}
 BIND_ERRORS = frozenset({c.ESME_RBINDFAIL, c.ESME_RINVPASWD, c.ESME_RINVSYSID})
 STOP_UNBIND_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 10
-# Burst = this many seconds of TPS (at least one token): bursts stay small enough that
-# an operator counting per second never sees more than its limit plus a sliver.
-TPS_BURST_S = 0.1
+# A session resets the reconnect backoff only once it has stayed bound this long and the
+# SMSC has answered it since binding: a peer that binds and then dies (garbage, a
+# framing error, a drop) must not get a bind attempt per minimum delay.
+HEALTHY_AFTER_S = 30.0
 
 
 class NoSession(SessionError):
@@ -47,8 +49,32 @@ class _Bind:
         self.label = label
         self.factory = None
         self.service = None
-        self.failures = 0              # connection/bind failures since the last bind
+        self.backoff_step = 0          # reconnect waits since a session was last healthy
+        self.failed_attempts = 0       # connects/binds that failed since the last bind
         self.bind_refused = False      # the last failure was a credentials refusal
+        self.healthy_call = None       # checks whether the bound session is healthy
+
+
+class _NamedEndpoint:
+    """The TCP endpoint, reporting failed connects to the pool and named in Twisted's
+    own log lines by operator and address (not by object repr)."""
+
+    def __init__(self, endpoint, name, on_failure):
+        self._endpoint = endpoint
+        self._name = name
+        self._on_failure = on_failure
+
+    def connect(self, factory):
+        d = self._endpoint.connect(factory)
+        d.addErrback(self._failed)
+        return d
+
+    def _failed(self, failure):
+        self._on_failure(failure)
+        return failure
+
+    def __repr__(self):
+        return self._name
 
 
 class OperatorPool(MultiService):
@@ -56,7 +82,7 @@ class OperatorPool(MultiService):
 
     def __init__(self, name, host, port, *, system_id, password, system_type, bind_mode,
                  binds, window, tps, enquire_link_s, response_timeout_s, reconnect_s,
-                 inbound_handler, reactor):
+                 inbound_handler, reactor, healthy_after_s=HEALTHY_AFTER_S):
         super().__init__()
         if bind_mode not in BIND_MODES:
             raise ValueError(f"operator {name}: bind mode must be one of "
@@ -80,10 +106,14 @@ class OperatorPool(MultiService):
         self._clock = reactor
         self._inbound_handler = inbound_handler
         self._reconnect_max = backoff_to
+        self._healthy_after_s = healthy_after_s
+        self._rlog = RateLimitedLog(log, reactor)
         # Jitter proportional to the first delay, so binds restarted together spread out.
         self._backoff = backoffPolicy(initialDelay=backoff_from, maxDelay=backoff_to,
                                       jitter=lambda: random.random() * backoff_from * 0.5)
-        self._bucket = TokenBucket(tps, max(1.0, tps * TPS_BURST_S), reactor)
+        # Paced in bursts of 0.1 s, never more than tps in any second, slower after
+        # throttling (see ratelimit.py).
+        self._bucket = OperatorRate(tps, reactor)
         self._sessions = []            # bound sessions, transmit-capable or not
         self._slowed_until = 0.0
         self._slow_call = None
@@ -102,7 +132,10 @@ class OperatorPool(MultiService):
                 inbound=self._inbound, session_bound=self._session_bound,
                 session_lost=self._session_lost, session_ready=self._session_ready,
                 label=bind.label)
-            endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT_S)
+            endpoint = _NamedEndpoint(
+                TCP4ClientEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT_S),
+                f"operator {name} at {host}:{port}",
+                lambda failure, bind=bind: self._connect_failed(bind, failure))
             bind.service = ClientService(endpoint, bind.factory,
                                          retryPolicy=self._retry_policy(bind), clock=reactor)
             bind.service.setServiceParent(self)
@@ -131,7 +164,7 @@ class OperatorPool(MultiService):
 
     def submit(self, pdu):
         """Send through the least-loaded bound session; Deferred[resp PDU], or a failure
-        (NoSession, SessionClosed, ResponseTimeout, BadResponse)."""
+        (NoSession, SessionClosed, ResponseTimeout)."""
         if self._stopping:
             return defer.fail(NoSession(f"operator {self.operator} is stopping"))
         wait = self._slowed_until - self._clock.seconds()
@@ -159,6 +192,13 @@ class OperatorPool(MultiService):
             # bucket refills, or work would sit until some response happens to arrive.
             self._wake_on_tokens()
         return session.send_request(pdu)
+
+    def throttled(self):
+        """The SMSC answered ESME_RTHROTTLED / ESME_RMSGQFUL: lower the operator's rate
+        (see OperatorRate); it climbs back by itself while no throttle comes."""
+        if self._bucket.throttled():
+            log.info("operator %s: throttled by the SMSC; rate now %.1f/s (tps %g)",
+                     self.operator, self._bucket.rate, self._bucket.tps)
 
     def slow_down(self, seconds):
         """Pause this operator's submits for `seconds` (after ESME_RTHROTTLED / RMSGQFUL);
@@ -200,15 +240,51 @@ class OperatorPool(MultiService):
 
     def _session_bound(self, session):
         bind = self._binds[session.factory]
-        if bind.failures:
-            log.info("%s: rebound after %d failed attempt(s)", session.label, bind.failures)
-        bind.failures = 0
+        if bind.failed_attempts:
+            log.info("%s: bound again after %d failed attempt(s)", session.label,
+                     bind.failed_attempts)
+        bind.failed_attempts = 0
+        self._watch_health(bind, session)
         self._sessions.append(session)
         self._update_gauge()
         self._ready()
 
+    def _watch_health(self, bind, session):
+        """Reset the backoff once the session has been bound for healthy_after_s and
+        the SMSC has answered it since (enquire_link or any request); look again every
+        healthy_after_s until then."""
+        bound_at = self._clock.seconds()
+
+        def check():
+            bind.healthy_call = None
+            if session not in self._sessions:
+                return
+            if session.answered_at is not None and session.answered_at > bound_at:
+                bind.backoff_step = 0
+                return
+            bind.healthy_call = self._clock.callLater(self._healthy_after_s, check)
+
+        self._cancel_health(bind)
+        bind.healthy_call = self._clock.callLater(self._healthy_after_s, check)
+
+    @staticmethod
+    def _cancel_health(bind):
+        if bind.healthy_call is not None and bind.healthy_call.active():
+            bind.healthy_call.cancel()
+        bind.healthy_call = None
+
+    def _connect_failed(self, bind, failure):
+        bind.failed_attempts += 1
+        self._rlog.warning((self.operator, "connect"),
+                           "operator %s: cannot connect to %s:%s: %s (bind %s, %d failed "
+                           "attempt(s) in a row)", self.operator, self.host, self.port,
+                           failure.getErrorMessage(), bind.label, bind.failed_attempts)
+
     def _session_lost(self, session):
         bind = self._binds[session.factory]
+        self._cancel_health(bind)
+        if session not in self._sessions:
+            bind.failed_attempts += 1          # connected, but never bound
         if session.bind_status in BIND_ERRORS:
             bind.bind_refused = True
             log.error("ALERT operator %s: bind refused with %s; check system_id and "
@@ -228,15 +304,17 @@ class OperatorPool(MultiService):
 
     def _retry_policy(self, bind):
         # ClientService resets its own count on every TCP connect, even when the bind
-        # then fails; counting here (reset only on a bind) keeps the backoff growing.
+        # then fails; counting here (reset only once a session proved healthy, see
+        # _watch_health) keeps the backoff growing for a peer that binds and dies.
         def delay(_client_service_attempts):
             if self._stopping:
                 return self._reconnect_max
-            bind.failures += 1
+            step = bind.backoff_step
+            bind.backoff_step += 1
             if bind.bind_refused:
                 bind.bind_refused = False
                 return self._reconnect_max
-            return self._backoff(bind.failures - 1)
+            return self._backoff(step)
         return delay
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -249,6 +327,8 @@ class OperatorPool(MultiService):
     def stopService(self):
         """Unbind every session gracefully (bounded), then stop reconnecting."""
         self._stopping = True
+        for bind in self._binds.values():
+            self._cancel_health(bind)
         for call in (self._slow_call, self._tps_call):
             if call is not None and call.active():
                 call.cancel()

@@ -76,6 +76,16 @@ def classify_status(code):
     return _CLASSES.get(code, TEMPORARY)
 
 
+OTHER_LABEL = "other"
+
+
+def status_label(code):
+    """The metric label of a command_status: its name for a code SMPP 3.4 defines, one
+    "other" for every other value (vendor range included), so an SMSC inventing codes
+    cannot grow /metrics without bound (issue 6, item 9)."""
+    return c.status_name(code) if code in c.STATUS_NAMES else OTHER_LABEL
+
+
 def needs_alert(code):
     """True when the SMSC's answer means our configuration or our PDUs are wrong."""
     return code in ALERT_STATUSES

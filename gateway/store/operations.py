@@ -87,12 +87,13 @@ def _claim_idempotency_key(conn, agency, key, response, now):
 
 _CLAIM_SQL = (
     "SELECT json_group_array(json_array(rowid, message_id, seq, parts, agency, sender,"
-    " recipient, priority, data_coding, esm_class, payload, receipt, attempts, expires_at))"
+    " recipient, priority, data_coding, esm_class, payload, receipt, attempts, expires_at,"
+    " unknowns))"
     " FROM (SELECT p.rowid AS rowid, p.message_id AS message_id, p.seq AS seq,"
     "  m.parts AS parts, m.agency AS agency, m.sender AS sender, m.recipient AS recipient,"
     "  m.priority AS priority, m.data_coding AS data_coding, m.esm_class AS esm_class,"
     "  hex(p.payload) AS payload, m.receipt AS receipt, p.attempts AS attempts,"
-    "  m.created_at + m.validity_s AS expires_at"
+    "  m.created_at + m.validity_s AS expires_at, p.unknowns AS unknowns"
     "  FROM parts p JOIN messages m ON m.id = p.message_id"
     # state = 'queued' written literally so that the partial index applies.
     "  WHERE p.state = 'queued' AND p.route IS ? AND p.priority = ? AND p.not_before <= ?"
@@ -105,7 +106,7 @@ def claim(conn, limit, now, route, priorities):
     """Up to `limit` queued parts of `route` due by `now`, in the order of `priorities`,
     then oldest first; they become 'sending'.  Each as [message_id, seq, total, agency,
     sender, recipient, priority, data_coding, esm_class, payload, receipt, attempts,
-    expires_at]."""
+    expires_at, unknowns]."""
     claimed = []
     rowids = []
     for priority in priorities:
@@ -141,8 +142,9 @@ _SUBMITTED_SQL = (
     " AND parts.state IN ('queued', 'sending')")
 _REQUEUE_SQL = (
     "UPDATE parts SET state = 'queued', not_before = j.not_before,"
-    " attempts = attempts + j.counted, error = COALESCE(j.error, parts.error)"
-    f" FROM {_batch(('message_id', 'seq', 'not_before', 'counted', 'error'))} AS j"
+    " attempts = attempts + j.counted, error = COALESCE(j.error, parts.error),"
+    " unknowns = unknowns + j.unknown"
+    f" FROM {_batch(('message_id', 'seq', 'not_before', 'counted', 'error', 'unknown'))} AS j"
     " WHERE parts.message_id = j.message_id AND parts.seq = j.seq"
     " AND parts.state IN ('queued', 'sending')")
 _ENDED_SQL = (
@@ -191,7 +193,8 @@ def _record_run(conn, outcomes, now):
         elif o.kind == "requeue":
             requeued.append((o.message_id, o.seq,
                              now if o.not_before is None else o.not_before,
-                             1 if o.count_attempt else 0, o.error))
+                             1 if o.count_attempt else 0, o.error,
+                             1 if o.unknown else 0))
         else:
             ended.append((o.message_id, o.seq, o.kind, o.error or o.kind, o.operator))
     changed = 0

@@ -154,6 +154,14 @@ def _v4_part_routes(db):
     db.execute("DROP INDEX IF EXISTS parts_claim")
 
 
+def _v5_unknown_outcomes(db):
+    # unknowns: sends of this part whose outcome we never learnt (no response, a lost
+    # session). Each may have reached the citizen, so they are capped per operator
+    # (max_unknown_outcomes) apart from the attempts that temporary errors count.
+    if "unknowns" not in db["parts"].columns_dict:
+        db.execute("ALTER TABLE parts ADD COLUMN unknowns INTEGER NOT NULL DEFAULT 0")
+
+
 def _v7_retention_indexes(db):
     # Housekeeping purges audit and raw inbound rows by age (retention:); without an
     # index each hourly round would read the whole table.
@@ -167,6 +175,7 @@ MIGRATIONS = [
     (2, _v2_part_triggers),
     (3, _v3_awaiting_index),
     (4, _v4_part_routes),
+    (5, _v5_unknown_outcomes),
     (7, _v7_retention_indexes),
 ]
 

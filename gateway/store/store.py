@@ -68,6 +68,7 @@ class ClaimedPart:
     receipt: bool
     attempts: int
     expires_at: float
+    unknowns: int = 0                  # sends whose outcome never came (migration 5)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class PartOutcome:
     error: str | None = None
     not_before: float | None = None
     count_attempt: bool = True
+    unknown: bool = False              # with "requeue": the send's outcome is unknown
 
 
 class Store:
