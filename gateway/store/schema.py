@@ -154,12 +154,30 @@ def _v4_part_routes(db):
     db.execute("DROP INDEX IF EXISTS parts_claim")
 
 
+def _v6_receipt_id_bases(db):
+    # id_base: the base (gateway.smpp.receipt.ID_BASES) under which a kept receipt's key
+    # was read, i.e. its key is the submit_sm_resp id it waits for; NULL while its
+    # operator's base is not known yet (the key is then the receipt's own normal id),
+    # "-" when the id cannot be read in that base.  Receipts kept before this migration
+    # are NULL: they are read again once their operator's base is known.
+    if "id_base" not in db["pending_receipts"].columns_dict:
+        db["pending_receipts"].add_column("id_base", str)
+    db.execute("CREATE INDEX IF NOT EXISTS pending_receipts_unread"
+               " ON pending_receipts (operator) WHERE id_base IS NULL")
+    # A receipt reaches only parts of its own operator: keys filed without one take
+    # the part's.
+    db.execute("UPDATE receipt_keys SET operator = (SELECT p.operator FROM parts p"
+               " WHERE p.message_id = receipt_keys.message_id AND p.seq = receipt_keys.seq)"
+               " WHERE operator IS NULL")
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
     (2, _v2_part_triggers),
     (3, _v3_awaiting_index),
     (4, _v4_part_routes),
+    (6, _v6_receipt_id_bases),
 ]
 
 
