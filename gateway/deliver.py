@@ -66,7 +66,7 @@ class InboundRouter:
                 waiting.callback(c.ESME_ROK)
             for labels, n in counts.items():
                 metrics.child(metrics.RECEIPTS, *labels).inc(n)
-            self._still_learning({operator for operator, *_ in batch})
+            self._still_learning({item[0] for item in batch})
 
         def failed(failure):
             # Not stored: the session answers a temporary error and the SMSC retries.

@@ -130,7 +130,7 @@ _CANDIDATES_SQL = (
     " AND (p.state <> 'submitted' OR j.at >= COALESCE(p.changed_at, m.created_at) - ?)")
 _KEEP_SQL = (
     "INSERT INTO pending_receipts (key, operator, state, error, received_at, id_base)"
-    f" SELECT key, operator, state, error, at, id_base"
+    " SELECT key, operator, state, error, at, id_base"
     f" FROM {_batch(('key', 'operator', 'state', 'error', 'at', 'id_base'))}")
 _MATURE_SQL = (
     "SELECT json_group_array(json_array(rowid, key, received_at))"
