@@ -11,16 +11,25 @@ from twisted.internet.defer import Deferred
 from gateway import metrics
 from gateway.smpp import constants as c
 from gateway.smpp.receipt import parse_receipt
+from gateway.store.receipts import MATURE_S
 
 log = logging.getLogger("payam.deliver")
 
 RECEIPT_GATHER_S = 0.002   # receipts arriving within this window share one store write
+# While an `auto` operator's id base is learned, its kept receipts are judged as they
+# come of age; after its last receipt, one more round once they all have.
+LEARN_AGAIN_S = MATURE_S + 1.0
 
 
 class InboundRouter:
-    def __init__(self, store, clock):
+    def __init__(self, store, clock, receipt_ids=None):
         self.store = store
         self.clock = clock
+        # operator → how its receipts write the submit_sm_resp id (raw | dec | hex |
+        # auto); the store matches each receipt under exactly that base.
+        self.receipt_ids = dict(receipt_ids or {})
+        self._learning = set()    # auto operators whose base is not known yet
+        self._learn_call = None
         self._receipts = []       # [(operator, smsc_id, state, error, deferred)]
         self._flush_call = None
 
@@ -46,7 +55,7 @@ class InboundRouter:
     def _flush(self):
         self._flush_call = None
         batch, self._receipts = self._receipts, []
-        d = self.store.apply_receipts([item[:4] for item in batch])
+        d = self.store.apply_receipts([item[:4] for item in batch], self.receipt_ids)
 
         def applied(matched):
             # Metrics counted per label set and added once per batch (hot path).
@@ -57,6 +66,7 @@ class InboundRouter:
                 waiting.callback(c.ESME_ROK)
             for labels, n in counts.items():
                 metrics.child(metrics.RECEIPTS, *labels).inc(n)
+            self._still_learning({item[0] for item in batch})
 
         def failed(failure):
             # Not stored: the session answers a temporary error and the SMSC retries.
@@ -65,3 +75,24 @@ class InboundRouter:
                 waiting.errback(failure)
 
         d.addCallbacks(applied, failed)
+
+    def _still_learning(self, operators):
+        """(Re)arm one round of judging for the auto operators not learned yet, due
+        when the receipts they just sent have come of age."""
+        learning = {operator for operator in operators
+                    if self.receipt_ids.get(operator, "auto") == "auto"
+                    and self.store.learned_receipt_ids(operator) is None}
+        if not learning:
+            return
+        self._learning |= learning
+        if self._learn_call is not None and self._learn_call.active():
+            self._learn_call.reset(LEARN_AGAIN_S)
+        else:
+            self._learn_call = self.clock.callLater(LEARN_AGAIN_S, self._learn)
+
+    def _learn(self):
+        self._learn_call = None
+        operators, self._learning = self._learning, set()
+        d = self.store.apply_receipts([], self.receipt_ids, learn=sorted(operators))
+        d.addErrback(lambda failure: log.error("could not judge kept receipts: %s",
+                                               failure.getErrorMessage()))

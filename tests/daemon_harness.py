@@ -112,8 +112,11 @@ class Simulator:
 
 
 def write_config(directory, smpp_port, *, operators=("mci", "irancell", "rightel"),
-                 window=10, binds=1, tps=1000, receipts=True, agencies=None, routing=None):
-    """gateway.yaml + the sample agencies and routing rules, pointed at the simulator."""
+                 window=10, binds=1, tps=1000, receipts=True, agencies=None, routing=None,
+                 receipt_ids="raw"):
+    """gateway.yaml + the sample agencies and routing rules, pointed at the simulator
+    (whose receipts carry the submit_sm_resp id as it is unless told otherwise:
+    receipt_ids raw, so that a single receipt is matched without learning)."""
     directory = Path(directory)
     http_port = free_port()
     config = {
@@ -126,7 +129,7 @@ def write_config(directory, smpp_port, *, operators=("mci", "irancell", "rightel
             {"name": name, "host": "127.0.0.1", "port": smpp_port, "system_id": name,
              "password": "secret", "bind": "transceiver", "binds": binds, "window": window,
              "tps": tps, "enquire_link_s": 30, "reconnect_s": [0.2, 1],
-             "receipts": receipts}
+             "receipts": receipts, "receipt_ids": receipt_ids}
             for name in operators
         ],
     }

@@ -163,8 +163,8 @@ def test_omitted_keys_take_the_contract_defaults(tmp_path):
     assert config.operators == (OperatorConfig("mci", "smsc.example", 2775, "payam", "pw"),)
     op = config.operators[0]
     assert (op.bind, op.binds, op.window, op.tps, op.enquire_link_s, op.reconnect_s,
-            op.receipts, op.short_code_ton, op.short_code_npi) == (
-        "transceiver", 1, 100, 500.0, 30.0, (1.0, 30.0), True, 3, 0)
+            op.receipts, op.short_code_ton, op.short_code_npi, op.receipt_ids) == (
+        "transceiver", 1, 100, 500.0, 30.0, (1.0, 30.0), True, 3, 0, "auto")
     assert config.http_listen == ("127.0.0.1", 8080)
     assert config.metrics_listen is None
     assert config.store_path == str(tmp_path / "var" / "gateway.db")
@@ -186,6 +186,7 @@ def test_every_value_is_read(tmp_path):
     enquire_link_s: 15
     reconnect_s: [0.5, 60]
     receipts: false
+    receipt_ids: dec
     response_timeout_s: 10
     short_code_ton: 0
     short_code_npi: 1
@@ -202,7 +203,7 @@ store: {path: "/srv/payam/gateway.db"}
     op = config.operators[1]
     assert op == OperatorConfig("irancell", "127.0.0.1", 2776, "payam", "secret", "VMA",
                                 "transmitter+receiver", 3, 250, 12.5, 15.0, (0.5, 60.0),
-                                False, 10.0, 0, 1)
+                                False, 10.0, 0, 1, receipt_ids="dec")
     assert config.http_listen == ("::1", 8443)
     assert config.metrics_listen == ("0.0.0.0", 9108)
     assert config.store_path == "/srv/payam/gateway.db"
@@ -436,6 +437,7 @@ def test_operator_required_keys(tmp_path, key):
     ("reconnect_s: [0, 5]", "operators[0].reconnect_s[0]: must be greater than 0"),
     ("bind: receiver", "operators[0].bind: must be one of transceiver, transmitter+receiver"),
     ("receipts: 1", "operators[0].receipts: expected true or false, got an integer"),
+    ("receipt_ids: decimal", "operators[0].receipt_ids: must be one of auto, raw, dec, hex"),
     ("short_code_ton: 7", "operators[0].short_code_ton: must be between 0 and 6"),
     ("short_code_npi: 2", "operators[0].short_code_npi: not an SMPP NPI value"),
     ("system_type: ABCDEFGHIJKLM", "operators[0].system_type: SMPP allows at most 12"),

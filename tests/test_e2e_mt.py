@@ -167,15 +167,15 @@ def test_a_second_sigterm_while_stopping_changes_nothing(sim, daemon):
     assert "ReactorNotRunning" not in output and "CRITICAL" not in output
 
 
-@pytest.mark.parametrize("id_format", ["decimal", "mixed"])
+@pytest.mark.parametrize("id_format, receipt_ids", [("decimal", "raw"), ("mixed", "dec")])
 def test_text_receipts_match_whether_the_smsc_writes_ids_in_hex_or_decimal(
-        tmp_path, id_format):
+        tmp_path, id_format, receipt_ids):
     """Receipts carrying only the text form (no TLVs), with the id in decimal after a
     hex submit_sm_resp ("mixed") or decimal throughout, still deliver both parts."""
     sim = Simulator("--receipt-delay", "0.05", "--receipts", "text",
                     "--id-format", id_format)
     try:
-        config, http_port = write_config(tmp_path, sim.smpp_port)
+        config, http_port = write_config(tmp_path, sim.smpp_port, receipt_ids=receipt_ids)
         daemon = Daemon(config, http_port).start()
         try:
             code, body, _ = daemon.send(TAX, **{"from": "40401234", "to": "09121234567",

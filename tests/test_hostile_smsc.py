@@ -108,7 +108,7 @@ class MalformedOkResponse(HostileTestCase):
         before = metrics.child(metrics.MALFORMED_RESPONSES, "mci")._value.get()
         yield wait_until(reactor, lambda: self.pool.bound_count() == 1)
         (message_id,) = yield self.accept()
-        yield wait_for(lambda: self.part(message_id)[0] == "submitted", 1.0)
+        yield wait_for(lambda: self.part(message_id)[0] == "submitted", 5.0)
         yield sleep(0.5)                       # time enough for thousands of copies
         self.assertEqual(self.peer.submits, 1, "copies sent")
         state, smsc_id, attempts, _error = self.part(message_id)
@@ -137,7 +137,7 @@ class UnknownOutcomes(HostileTestCase):
                               unknown_retry_s=(0.1, 0.4))
         yield wait_until(reactor, lambda: self.pool.bound_count() == 1)
         (message_id,) = yield self.accept()
-        yield wait_for(lambda: self.part(message_id)[0] == "failed", 4.0)
+        yield wait_for(lambda: self.part(message_id)[0] == "failed", 8.0)
         yield sleep(0.3)
         self.assertEqual(self.peer.submits, 3, "copies sent")
         state, _smsc_id, attempts, error = self.part(message_id)
@@ -221,7 +221,7 @@ class FloodNeverRead(HostileTestCase):
                 most = max(most, buffered(first.transport))
             return self.peer.binds >= 2
 
-        rebound = yield wait_for(watch, 4.0, interval=0.01)
+        rebound = yield wait_for(watch, 10.0, interval=0.01)
         print(f"\nlargest outgoing buffer {most} octets; peer flooded "
               f"{self.peer.flooded} octets; binds {self.peer.binds}")
         self.assertLess(most, 2 * 1024 * 1024, "outgoing buffer")
@@ -247,7 +247,7 @@ class ErrorAnswers(HostileTestCase):
         self.start_dispatcher()
         yield wait_until(reactor, lambda: self.pool.bound_count() == 1)
         yield self.accept(20)
-        yield wait_for(lambda: self.peer.submits >= 20, 2.0)
+        yield wait_for(lambda: self.peer.submits >= 20, 5.0)
         yield sleep(0.1)
         lines = [r.getMessage() for r in records if "ESME_RSYSERR" in r.getMessage()]
         self.assertEqual(len(lines), 1, lines)

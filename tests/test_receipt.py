@@ -4,7 +4,8 @@ import pytest
 
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU, decode, encode
-from gateway.smpp.receipt import Receipt, is_receipt, match_keys, parse_receipt
+from gateway.smpp.receipt import (
+    ID_BASES, Receipt, is_receipt, normal_id, parse_receipt, receipt_key)
 
 STANDARD = ("id:1A2B sub:001 dlvrd:001 submit date:2311231230 done date:2311231232 "
             "stat:DELIVRD err:000 text:Your tax payment")
@@ -147,39 +148,48 @@ def test_receipt_without_any_id_is_not_taken_for_a_receipt(caplog):
     assert "without receipted_message_id" in caplog.text
 
 
-# --- match keys --------------------------------------------------------------------------
-def test_match_keys_forms():
-    assert match_keys("1A2B") == ["1A2B", "6699"]
-    assert match_keys("6699") == ["6699", "26265", "1A2B"]
-    assert match_keys("000123") == ["123", "291", "7B"]
-    assert match_keys("0") == ["0"] == match_keys("0000")
-    assert match_keys("msg-7f") == ["MSG-7F"]
-    assert match_keys(" abc\x00") == ["ABC", "2748"]
-
-
-@pytest.mark.parametrize("submitted, receipted", [
-    ("1A2B", "6699"),            # resp in hex, receipt in decimal
-    ("6699", "1a2b"),            # the reverse, lower case
-    ("000123", "123"),           # leading zeros
-    ("123", "0000123"),
-    ("0A1B2C", "662316"),
-    ("ff", "00255"),
-    ("abc-def", "ABC-DEF"),      # not numeric: raw form only, case-insensitive
-])
-def test_receipt_id_finds_the_submitted_id(submitted, receipted):
-    # The store indexes every key of the submit_sm_resp id and looks a receipt up by
-    # its first key (or all of them): either must meet.
-    assert match_keys(receipted)[0] in match_keys(submitted)
-    assert set(match_keys(submitted)) & set(match_keys(receipted))
-
-
-@pytest.mark.parametrize("submitted, receipted", [("1A2B", "6698"), ("123", "124"),
-                                                  ("ABC-DEF", "ABCDEF")])
-def test_different_ids_do_not_meet(submitted, receipted):
-    assert match_keys(receipted)[0] not in match_keys(submitted)
+# --- message ids: one base per operator -------------------------------------------------
+def test_normal_id_forms():
+    assert normal_id("1a2b") == "1A2B"
+    assert normal_id("000123") == "123"
+    assert normal_id("0") == "0" == normal_id("0000")
+    assert normal_id("msg-7f") == "MSG-7F"
+    assert normal_id(" abc\x00") == "ABC"
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "\x00", None, 123])
-def test_match_keys_rejects_empty_or_non_text(bad):
+def test_normal_id_rejects_empty_or_non_text(bad):
     with pytest.raises(ValueError):
-        match_keys(bad)
+        normal_id(bad)
+
+
+@pytest.mark.parametrize("base, submitted, receipted", [
+    ("raw", "1A2B", "1a2b"),     # the same id, any case
+    ("raw", "000123", "123"),    # leading zeros
+    ("raw", "abc-def", "ABC-DEF"),
+    ("dec", "1A2B", "6699"),     # resp in hex, receipt in decimal
+    ("dec", "0A1B2C", "662316"),
+    ("dec", "FF", "00255"),
+    ("hex", "6699", "1a2b"),     # resp in decimal, receipt in hex
+    ("hex", "660268", "a132c"),
+])
+def test_a_receipt_id_read_in_its_base_is_the_submitted_id(base, submitted, receipted):
+    assert receipt_key(normal_id(receipted), base) == normal_id(submitted)
+
+
+def test_each_base_reads_an_id_one_way_only():
+    # The store looks a receipt up under exactly one key, that of its operator's base:
+    # "49" is never also tried as "31" (decimal read) or "73" (hex read).
+    assert {base: receipt_key("49", base) for base in ID_BASES} == {
+        "raw": "49", "dec": "31", "hex": "73"}
+
+
+@pytest.mark.parametrize("base, receipted", [("dec", "1A2B"), ("dec", "MSG-7F"),
+                                             ("hex", "MSG-7F"), ("dec", "9" * 65)])
+def test_an_id_not_written_in_the_base_has_no_key(base, receipted):
+    assert receipt_key(normal_id(receipted), base) is None
+
+
+def test_an_unknown_base_is_an_error():
+    with pytest.raises(ValueError):
+        receipt_key("49", "auto")

@@ -10,8 +10,8 @@ import re
 from urllib.parse import urlsplit
 
 from gateway.config.schema import (
-    BIND_MODES, Agency, GatewayConfig, OperatorConfig, Retention, Routing, RoutingRule,
-    Webhook)
+    BIND_MODES, RECEIPT_ID_MODES, Agency, GatewayConfig, OperatorConfig, Retention,
+    Routing, RoutingRule, Webhook)
 from gateway.config.yamlnodes import ConfigError, ConfigErrors, NodeReader, line_of
 
 # Warnings (a configuration that loads but likely does not say what was meant) go to this
@@ -44,7 +44,7 @@ RETENTION_KEYS = ("messages", "audit", "receipts", "inbound", "inbox")
 RETENTION_MAX_DAYS = 36500
 OPERATOR_KEYS = ("name", "host", "port", "system_id", "password", "system_type", "bind",
                  "binds", "window", "tps", "enquire_link_s", "reconnect_s", "receipts",
-                 "response_timeout_s", "short_code_ton", "short_code_npi",
+                 "receipt_ids", "response_timeout_s", "short_code_ton", "short_code_npi",
                  "max_unknown_outcomes")
 AGENCY_KEYS = ("id", "name", "keys", "numbers", "masks", "ussd_code", "rate_per_s",
                "daily_parts", "reply_webhook")
@@ -275,6 +275,7 @@ def _read_operator(reader, node, what):
     read("enquire_link_s", lambda n, w: reader.number(n, w, above=0))
     read("reconnect_s", lambda n, w: _read_backoff(reader, n, w))
     read("receipts", reader.boolean)
+    read("receipt_ids", lambda n, w: _read_choice(reader, n, w, RECEIPT_ID_MODES))
     read("response_timeout_s", lambda n, w: reader.number(n, w, above=0))
     read("short_code_ton", lambda n, w: reader.integer(n, w, 0, 6))
     read("short_code_npi", lambda n, w: _read_npi(reader, n, w))

@@ -7,6 +7,9 @@ so a running component can never see its configuration change under it.
 from dataclasses import dataclass
 
 BIND_MODES = ("transceiver", "transmitter+receiver")
+# How receipts write the submit_sm_resp id (gateway.smpp.receipt.ID_BASES), or "auto":
+# learned per operator from the first unambiguous matches, then fixed.
+RECEIPT_ID_MODES = ("auto", "raw", "dec", "hex")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class OperatorConfig:
     short_code_ton: int = 3                         # 4040 senders: network-specific
     short_code_npi: int = 0
     max_unknown_outcomes: int = 3                   # sends without an answer, then failed
+    receipt_ids: str = "auto"                       # one of RECEIPT_ID_MODES
 
 
 @dataclass(frozen=True)

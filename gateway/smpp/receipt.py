@@ -1,4 +1,4 @@
-"""Delivery receipts: recognising and parsing them, and the keys that match their ids.
+"""Delivery receipts: recognising and parsing them, and reading their ids per id base.
 
 A receipt is a deliver_sm (or data_sm) whose esm_class says so. Its message id comes
 from the receipted_message_id TLV when present, else from the `id:` of the de-facto
@@ -163,36 +163,42 @@ def _error(state, stat, err, network_error_code):
     return " ".join(parts) or state
 
 
-# --- message id matching -----------------------------------------------------------------
+# --- message ids ---------------------------------------------------------------------
+# How an operator's receipts write the id its submit_sm_resp gave (`receipt_ids`, one
+# setting per operator, never guessed per receipt: translating every receipt both ways
+# hands an early receipt to an older part whose id is its translation, `49` → `31`):
+#   raw  the same id (compared upper-cased, leading zeros stripped);
+#   dec  the receipt writes in decimal an id the submit_sm_resp gave in hex;
+#   hex  the receipt writes in hex an id the submit_sm_resp gave in decimal.
+ID_BASES = ("raw", "dec", "hex")
 _HEX_DIGITS = frozenset("0123456789ABCDEF")
 _DECIMAL_DIGITS = frozenset("0123456789")
-# SMPP message_id is at most 64 octets; beyond that no translation is attempted.
+# SMPP message_id is at most 64 octets; a longer id is never translated.
 _MAX_TRANSLATED = 64
 
 
-def match_keys(smsc_id):
-    """The keys an SMSC message id is indexed and looked up under.
-
-    First the normalised raw form (upper case, leading zeros stripped, "0" for all
-    zeros); then its hex→decimal value when it is all hex digits and its decimal→hex
-    value (upper case) when it is all decimal digits. An id the submit_sm_resp gave in
-    hex and a receipt gives in decimal (or the reverse) therefore share a key.
+def normal_id(smsc_id):
+    """The normal form of an SMSC message id: upper case, leading zeros stripped ("0"
+    for all zeros).  Parts are filed under the normal form of their submit_sm_resp id.
     Raises ValueError for an empty id."""
     if not isinstance(smsc_id, str):
         raise ValueError(f"SMSC message id must be a str, not {type(smsc_id).__name__}")
     raw = smsc_id.strip().strip("\0").upper()
     if not raw:
         raise ValueError("empty SMSC message id")
-    normal = raw.lstrip("0") or "0"
-    keys = [normal]
-    if len(normal) <= _MAX_TRANSLATED:
-        digits = set(normal)
-        if digits <= _HEX_DIGITS:
-            as_decimal = str(int(normal, 16))
-            if as_decimal not in keys:
-                keys.append(as_decimal)
-        if digits <= _DECIMAL_DIGITS:
-            as_hex = format(int(normal), "X")
-            if as_hex not in keys:
-                keys.append(as_hex)
-    return keys
+    return raw.lstrip("0") or "0"
+
+
+def receipt_key(receipt_id, base):
+    """The normal submit_sm_resp id a receipt's id (already normal) stands for under
+    `base`, or None when the id cannot be written in that base (a receipt of a `dec`
+    operator that is not all decimal digits matches nothing)."""
+    if base == "raw":
+        return receipt_id
+    if len(receipt_id) > _MAX_TRANSLATED:
+        return None
+    if base == "dec":
+        return format(int(receipt_id), "X") if set(receipt_id) <= _DECIMAL_DIGITS else None
+    if base == "hex":
+        return str(int(receipt_id, 16)) if set(receipt_id) <= _HEX_DIGITS else None
+    raise ValueError(f"unknown receipt id base {base!r}")

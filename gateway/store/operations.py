@@ -10,13 +10,12 @@ status follow its parts through the triggers of schema.py.
 import json
 import logging
 
-from gateway.smpp.receipt import match_keys
+from gateway.smpp.receipt import ID_BASES, normal_id
 from gateway.store import schema
 
 log = logging.getLogger("payam.store")
 
 IDEMPOTENCY_S = 24 * 3600
-_FINAL = schema.FINAL_STATES
 
 # Multi-row INSERTs are cut into chunks of power-of-two sizes: few distinct statement
 # texts (the connection caches prepared statements), few bound variables per statement.
@@ -154,14 +153,18 @@ _ENDED_SQL = (
     f" FROM {_batch(('message_id', 'seq', 'state', 'error', 'operator'))} AS j"
     " WHERE parts.message_id = j.message_id AND parts.seq = j.seq"
     f" AND parts.state NOT IN {schema.FINAL_STATES_SQL}")
+# An SMSC answers submit_sm when it takes the message, so a receipt overtakes its
+# submit_sm_resp by the response's transit and our write delay: seconds, never this.
+RECEIPT_LEAD_S = 600.0
 _PENDING_FOR_SQL = (
     "SELECT json_group_array(json_array(pr.rowid, j.message_id, j.seq, pr.state,"
     " pr.error))"
     f" FROM {_batch(('message_id', 'seq', 'key', 'operator'))} AS j"
-    " JOIN pending_receipts pr ON pr.key = j.key"
-    # Another operator's receipt with a colliding id is not ours; one whose operator
-    # is unknown may be.
-    " AND (pr.operator = j.operator OR pr.operator IS NULL OR j.operator IS NULL)")
+    # Exactly this key, kept by this operator's receipts read in its id base (see
+    # receipts.py), and recent enough to be for this submission.
+    " JOIN pending_receipts pr ON pr.key = j.key AND pr.operator = j.operator"
+    " AND pr.id_base IN (" + ", ".join(f"'{base}'" for base in ID_BASES) + ")"
+    " AND pr.received_at >= ?")
 
 
 def record(conn, outcomes, now):
@@ -186,10 +189,10 @@ def _record_run(conn, outcomes, now):
     probes = []
     for o in outcomes:
         if o.kind == "submitted":
-            keys = _receipt_keys(o)
-            submitted.append((o.message_id, o.seq, o.operator, o.smsc_id,
-                              keys[0] if keys else None))
-            probes.extend((o.message_id, o.seq, key, o.operator) for key in keys or ())
+            key = _receipt_key(o)
+            submitted.append((o.message_id, o.seq, o.operator, o.smsc_id, key))
+            if key is not None:
+                probes.append((o.message_id, o.seq, key, o.operator))
         elif o.kind == "requeue":
             requeued.append((o.message_id, o.seq,
                              now if o.not_before is None else o.not_before,
@@ -200,16 +203,8 @@ def _record_run(conn, outcomes, now):
     changed = 0
     if submitted:
         changed += conn.execute(_SUBMITTED_SQL, (now, json.dumps(submitted))).rowcount
-        # Receipts that overtook their submit_sm_resp (rare): applied now, in arrival
-        # order, each to one part only (a hex and a decimal id may both match it).
-        applied = set()
-        for rowid, message_id, seq, state, error in sorted(_rows_of(
-                conn, _PENDING_FOR_SQL, (json.dumps(probes),))):
-            if rowid in applied:
-                continue
-            applied.add(rowid)
-            _end_parts(conn, [(message_id, seq, state, error, None)], now)
-            conn.execute("DELETE FROM pending_receipts WHERE rowid = ?", (rowid,))
+        if probes:
+            _apply_kept_receipts(conn, probes, now)
     if requeued:
         changed += conn.execute(_REQUEUE_SQL, (json.dumps(requeued),)).rowcount
     if ended:
@@ -225,12 +220,28 @@ def _end_parts(conn, ends, now):
     return conn.execute(_ENDED_SQL, (now, json.dumps(ends))).rowcount
 
 
-def _receipt_keys(o):
-    """The keys a receipt for this submitted part may carry its SMSC id under."""
+def _apply_kept_receipts(conn, probes, now):
+    """Receipts that overtook their submit_sm_resp, kept until now: each part is ended
+    by the first final one that came for it; all that came for it are used up."""
+    used, ends, ended = [], [], set()
+    for rowid, message_id, seq, state, error in sorted(_rows_of(
+            conn, _PENDING_FOR_SQL, (json.dumps(probes), now - RECEIPT_LEAD_S))):
+        used.append(rowid)
+        if (message_id, seq) not in ended:
+            ended.add((message_id, seq))
+            ends.append((message_id, seq, state, error or state, None))
+    if ends:
+        _end_parts(conn, ends, now)
+        conn.execute("DELETE FROM pending_receipts WHERE rowid IN"
+                     " (SELECT value FROM json_each(?))", (json.dumps(used),))
+
+
+def _receipt_key(o):
+    """The key a submitted part's receipts find it under: its SMSC id, normal form."""
     if not o.smsc_id:
         return None         # the SMSC gave no id: no receipt can ever be matched
     try:
-        return match_keys(o.smsc_id)
+        return normal_id(o.smsc_id)
     except ValueError as e:
         # An id we cannot index must not undo the other outcomes of this batch.
         log.warning("part %s/%d: SMSC id not indexable for receipts: %s",
@@ -249,59 +260,6 @@ def _warn_unknown(conn, outcomes):
         if (o.message_id, o.seq) not in known:
             log.warning("outcome %s for unknown part %s/%d ignored", o.kind,
                         o.message_id, o.seq)
-
-
-# -- receipts ------------------------------------------------------------------------
-
-_CANDIDATES_SQL = (
-    "SELECT json_group_array(json_array(j.receipt, j.rank, rk.rowid, rk.message_id,"
-    " rk.seq, rk.operator))"
-    f" FROM {_batch(('receipt', 'rank', 'key'))} AS j"
-    " JOIN receipt_keys rk ON rk.key = j.key")
-_PENDING_SQL = (
-    "INSERT INTO pending_receipts (key, operator, state, error, received_at)"
-    f" SELECT key, operator, state, error, ? FROM {_batch(('key', 'operator', 'state', 'error'))}")
-
-
-def apply_receipts(conn, receipts, now):
-    """Receipts [(operator, keys, state, error)] → [matched?].  A matched final state
-    ends its part (a part already final keeps its state); an unmatched final one waits
-    in pending_receipts for the submit outcome that brings its id."""
-    probe = [(index, rank, key) for index, (_op, keys, _s, _e) in enumerate(receipts)
-             for rank, key in enumerate(keys)]
-    candidates = {}
-    for index, rank, rowid, message_id, seq, operator in _rows_of(
-            conn, _CANDIDATES_SQL, (json.dumps(probe),)):
-        candidates.setdefault(index, []).append((rank, -rowid, operator, message_id, seq))
-    ends, pending, matched = [], [], []
-    seen = set()
-    for index, (operator, keys, state, error) in enumerate(receipts):
-        part = _best_part(candidates.get(index), operator)
-        matched.append(part is not None)
-        if state not in _FINAL:
-            continue        # ENROUTE, ACCEPTD, ...: nothing final to record
-        if part is None:
-            pending.append((keys[0], operator, state, error))
-        elif part not in seen:          # the first final receipt of a part wins
-            seen.add(part)
-            ends.append((*part, state, error or state, None))
-    if ends:
-        _end_parts(conn, ends, now)
-    if pending:
-        conn.execute(_PENDING_SQL, (now, json.dumps(pending)))
-    return matched
-
-
-def _best_part(candidates, operator):
-    """(message_id, seq) of the best match: the operator's own ids before others',
-    then the earliest key (raw form first), then the newest submission."""
-    if not candidates:
-        return None
-    candidates.sort()
-    for _rank, _rowid, key_operator, message_id, seq in candidates:
-        if key_operator == operator:
-            return message_id, seq
-    return candidates[0][3], candidates[0][4]
 
 
 # -- housekeeping --------------------------------------------------------------------

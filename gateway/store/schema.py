@@ -162,6 +162,23 @@ def _v5_unknown_outcomes(db):
         db.execute("ALTER TABLE parts ADD COLUMN unknowns INTEGER NOT NULL DEFAULT 0")
 
 
+def _v6_receipt_id_bases(db):
+    # id_base: the base (gateway.smpp.receipt.ID_BASES) under which a kept receipt's key
+    # was read, i.e. its key is the submit_sm_resp id it waits for; NULL while its
+    # operator's base is not known yet (the key is then the receipt's own normal id),
+    # "-" when the id cannot be read in that base.  Receipts kept before this migration
+    # are NULL: they are read again once their operator's base is known.
+    if "id_base" not in db["pending_receipts"].columns_dict:
+        db["pending_receipts"].add_column("id_base", str)
+    db.execute("CREATE INDEX IF NOT EXISTS pending_receipts_unread"
+               " ON pending_receipts (operator) WHERE id_base IS NULL")
+    # A receipt reaches only parts of its own operator: keys filed without one take
+    # the part's.
+    db.execute("UPDATE receipt_keys SET operator = (SELECT p.operator FROM parts p"
+               " WHERE p.message_id = receipt_keys.message_id AND p.seq = receipt_keys.seq)"
+               " WHERE operator IS NULL")
+
+
 def _v7_retention_indexes(db):
     # Housekeeping purges audit and raw inbound rows by age (retention:); without an
     # index each hourly round would read the whole table.
@@ -176,6 +193,7 @@ MIGRATIONS = [
     (3, _v3_awaiting_index),
     (4, _v4_part_routes),
     (5, _v5_unknown_outcomes),
+    (6, _v6_receipt_id_bases),
     (7, _v7_retention_indexes),
 ]
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from twisted.internet import defer
 
-from gateway.smpp.receipt import match_keys
+from gateway.smpp.receipt import normal_id
 from gateway.store import guard, operations, schema
+from gateway.store import receipts as store_receipts
 from gateway.store.operations import IDEMPOTENCY_S, DuplicateIdempotencyKey
 from gateway.store.writer import StoreClosed, Writer
 
@@ -98,6 +99,7 @@ class Store:
         self._file = None              # (device, inode) of the database file at open
         self.store_id = None
         self._random = random.Random(os.urandom(32))
+        self._receipt_bases = store_receipts.KnownBases()
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -277,28 +279,46 @@ class Store:
         now = self._reactor.seconds()
         return self._write(lambda conn: operations.record(conn, outcomes, now))
 
-    def apply_receipt(self, operator, smsc_id, state, error=None):
-        """Apply one delivery receipt; Deferred[bool] whether it matched a submitted part."""
-        d = self.apply_receipts([(operator, smsc_id, state, error)])
+    def apply_receipt(self, operator, smsc_id, state, error=None, id_mode="auto"):
+        """Apply one delivery receipt; Deferred[bool] whether it met a part."""
+        d = self.apply_receipts([(operator, smsc_id, state, error)], {operator: id_mode})
         d.addCallback(lambda matched: matched[0])
         return d
 
-    def apply_receipts(self, receipts):
+    def apply_receipts(self, receipts, id_modes=None, learn=()):
         """Apply delivery receipts [(operator, smsc_id, state, error)] in one write;
-        Deferred[list[bool]], whether each matched a submitted part.
+        Deferred[list[bool]], whether each met a part of its operator.
 
-        An unmatched final receipt is kept (pending_receipts) and applied when a later
-        'submitted' outcome brings a matching id, since receipts can overtake the
-        submit_sm_resp."""
+        id_modes: operator → its `receipt_ids` (raw | dec | hex | auto; absent: auto),
+        how its receipts write the submit_sm_resp id.  A receipt only reaches a part
+        its operator carried, under exactly that id (see receipts.py); an unmatched
+        final receipt is kept and applied when a later 'submitted' outcome brings its
+        id, since receipts can overtake the submit_sm_resp.  learn: auto operators
+        whose kept receipts are judged now, although this batch has none of theirs."""
         prepared = []
-        for operator, smsc_id, state, error in receipts:
-            if not isinstance(smsc_id, str) or not smsc_id.strip():
-                return defer.fail(ValueError(f"receipt without a message id: {smsc_id!r}"))
-            if not isinstance(state, str) or not state:
-                return defer.fail(ValueError(f"receipt state must be a string, not {state!r}"))
-            prepared.append((operator, match_keys(smsc_id), state, error))
+        try:
+            for operator, smsc_id, state, error in receipts:
+                if not isinstance(smsc_id, str) or not smsc_id.strip():
+                    raise ValueError(f"receipt without a message id: {smsc_id!r}")
+                if not isinstance(state, str) or not state:
+                    raise ValueError(f"receipt state must be a string, not {state!r}")
+                prepared.append((operator, normal_id(smsc_id), state, error))
+        except ValueError as e:
+            return defer.fail(e)
+        # Handed to the writer thread as they are: it only looks names up in them, and
+        # `known` grows only after a commit (KnownBases.take), by bases that then hold.
+        modes = id_modes or {}
+        known = self._receipt_bases
         now = self._reactor.seconds()
-        return self._write(lambda conn: operations.apply_receipts(conn, prepared, now))
+        learn = tuple(learn) if learn else ()
+        d = self._write(lambda conn: store_receipts.apply_receipts(
+            conn, prepared, modes, known.bases, known.settled, now, learn))
+        d.addCallback(known.take)
+        return d
+
+    def learned_receipt_ids(self, operator):
+        """The id base learned for an `auto` operator, or None while it is learned."""
+        return self._receipt_bases.bases.get(operator)
 
     def store_inbound(self, operator, pdu_fields, tlvs):
         """Keep a raw MO PDU; Deferred fires with its row id once durable."""

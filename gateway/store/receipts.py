@@ -1,0 +1,318 @@
+"""Delivery receipts on the writer thread: which part each one reaches, per batch.
+
+A receipt reaches a part only when
+- the part was carried by the receipt's operator (SMSCs hand out sequential ids, so
+  ids collide across operators);
+- the receipt's id, read in the operator's id base (`receipt_ids`: raw, dec or hex, see
+  gateway.smpp.receipt), is exactly the normal form of the part's submit_sm_resp id:
+  one key per receipt, never a guess among bases;
+- the part is still 'submitted': a final part keeps its state, and a receipt that meets
+  only final parts is kept, since it may be the early receipt of a part that reuses
+  the id;
+- the times fit: the receipt came at most RECEIPT_LAG_S after its message's validity
+  ended, and at most RECEIPT_LEAD_S before the part's submit outcome.
+A final receipt that reaches no part is kept (pending_receipts) under the key it
+waits for; recording the submit outcome that brings that key applies it
+(operations.record).
+
+`auto` operators: until their base is known their receipts reach nothing and are kept
+under their own id (id_base NULL).  A kept receipt is judged once MATURE_S old, when the
+submit outcome it may have overtaken is surely recorded (judged at once, an early
+receipt whose own part is not filed yet would meet only the older part that its
+translation names): meeting a part under exactly one base, and under no other (final
+parts count), it is a vote for that base.  LEARN_VOTES votes for one base, with at most
+one stray vote in STRAY_SHARE for the others, fix it: it is written to meta
+(`receipt_ids:<operator>`, kept across restarts) and the receipts kept meanwhile are
+read under it.
+
+Each batch costs a fixed handful of statements (see operations.py for why).
+"""
+
+import json
+import logging
+from typing import NamedTuple
+
+from gateway.smpp.receipt import ID_BASES, receipt_key
+from gateway.store import schema
+# The batch helpers, the part-ending UPDATE and the lead bound (also applied when a
+# submit outcome meets its kept receipts) are shared with the other writes.
+from gateway.store.operations import RECEIPT_LEAD_S, _batch, _end_parts, _rows_of
+
+log = logging.getLogger("payam.store.receipts")
+
+# An SMSC stops trying at the validity's end; its receipt may lag (housekeeping gives
+# receipts the same day before a part expires).
+RECEIPT_LAG_S = 86400.0
+# A receipt overtakes its submit_sm_resp by far less (responses time out after
+# response_timeout_s, 30 s by default): once this old, its own part is filed if ever.
+MATURE_S = 60.0
+LEARN_VOTES = 10
+STRAY_SHARE = 10
+UNDECIDED_VOTES = 200       # votes after which an undecided operator is reported
+# Kept receipts judged per operator: in a batch of receipts, and in the inbound
+# router's round after an operator's last receipt (bounded work per transaction).
+JUDGED_PER_BATCH = 500
+JUDGED_PER_ROUND = 20_000
+
+_FINAL = frozenset(schema.FINAL_STATES)
+_UNREADABLE = "-"           # id_base of a receipt whose id cannot be read in its base
+
+
+def _base_key(operator):
+    return f"receipt_ids:{operator}"
+
+
+def _votes_key(operator):
+    return f"receipt_ids_votes:{operator}"
+
+
+class Applied(NamedTuple):
+    """What apply_receipts did, for the reactor thread to take in after the commit."""
+    matched: list      # per receipt: whether it met a part of its operator
+    bases: dict        # auto operator → base found in meta or learned now
+    learned: dict      # operator → (base, votes) learned in this transaction
+    settled: set       # operators whose kept unread receipts have been read
+    undecided: dict    # auto operator → votes, still undecided after UNDECIDED_VOTES
+    unreadable: dict   # operator → one receipt id its base cannot read (a config error?)
+
+
+class KnownBases:
+    """The reactor thread's memory of each operator's receipt ids: bases learned (so
+    that meta is read once), operators settled this run (their receipts kept unread
+    have been read), and the warnings already given."""
+
+    def __init__(self):
+        self.bases = {}
+        self.settled = set()
+        self._warned = set()
+
+    def take(self, applied):
+        """After the commit of `applied`: remember, say what was learned; its matches."""
+        if (applied.bases or applied.settled or applied.learned or applied.undecided
+                or applied.unreadable):
+            self._remember(applied)
+        return applied.matched
+
+    def _remember(self, applied):
+        self.bases.update(applied.bases)
+        self.settled.update(applied.settled)
+        for operator, (base, votes) in applied.learned.items():
+            log.info("operator %s: receipt ids learned: %s (unambiguous matches %s);"
+                     " fixed from now on (receipt_ids in its configuration overrides)",
+                     operator, base, _votes_text(votes))
+        for operator, receipt_id in applied.unreadable.items():
+            if (operator, "unreadable") not in self._warned:
+                self._warned.add((operator, "unreadable"))
+                log.warning("operator %s: receipt id %r cannot be read in its receipt_ids"
+                            " base; such receipts are kept unmatched (is receipt_ids"
+                            " right for it?)", operator, receipt_id)
+        for operator, votes in applied.undecided.items():
+            if operator not in self._warned:
+                self._warned.add(operator)
+                log.warning("operator %s: receipt id base still not learned (unambiguous"
+                            " matches %s): its receipts wait; set receipt_ids for it",
+                            operator, _votes_text(votes))
+
+
+def _votes_text(votes):
+    return ", ".join(f"{base} {votes.get(base, 0)}" for base in ID_BASES)
+
+
+_CANDIDATES_SQL = (
+    "SELECT json_group_array(json_array(j.n, p.message_id, p.seq, p.state,"
+    " COALESCE(p.changed_at, m.created_at), p.rowid))"
+    f" FROM {_batch(('n', 'key', 'operator', 'at'))} AS j"
+    " JOIN receipt_keys rk ON rk.key = j.key AND rk.operator = j.operator"
+    " JOIN parts p ON p.message_id = rk.message_id AND p.seq = rk.seq"
+    " JOIN messages m ON m.id = p.message_id"
+    " WHERE j.at <= m.created_at + m.validity_s + ?"
+    # changed_at of a 'submitted' part: its submit outcome.
+    " AND (p.state <> 'submitted' OR j.at >= COALESCE(p.changed_at, m.created_at) - ?)")
+_KEEP_SQL = (
+    "INSERT INTO pending_receipts (key, operator, state, error, received_at, id_base)"
+    " SELECT key, operator, state, error, at, id_base"
+    f" FROM {_batch(('key', 'operator', 'state', 'error', 'at', 'id_base'))}")
+_MATURE_SQL = (
+    "SELECT json_group_array(json_array(rowid, key, received_at))"
+    " FROM (SELECT rowid, key, received_at FROM pending_receipts"
+    "  WHERE operator = ? AND id_base IS NULL AND rowid > ? AND received_at <= ?"
+    "  ORDER BY rowid LIMIT ?)")
+_UNREAD_SQL = (
+    "SELECT json_group_array(json_array(rowid, key, state, error, received_at))"
+    " FROM (SELECT rowid, key, state, error, received_at FROM pending_receipts"
+    "  WHERE operator = ? AND id_base IS NULL ORDER BY rowid)")
+
+
+def apply_receipts(conn, receipts, modes, known, settled, now, learn=()):
+    """Receipts [(operator, normal id, state, error)] → Applied.
+
+    modes: operator → configured receipt_ids (absent: auto); known: auto operator →
+    base already learned; settled: operators whose unread receipts have been read;
+    learn: auto operators whose kept receipts are to be judged although none of
+    theirs is in this batch."""
+    bases = {}                  # operator → its base, None while it is learned
+    for receipt in receipts:
+        if receipt[0] not in bases:
+            bases[receipt[0]] = _base(receipt[0], modes, known)
+    for operator in learn:
+        if operator not in bases:
+            bases[operator] = _base(operator, modes, known)
+    operators = list(bases)
+    applied = Applied([False] * len(receipts), {}, {}, set(), {}, {})
+    votes = {}
+    unknown = [operator for operator in operators if bases[operator] is None]
+    if unknown:
+        stored, votes = _read_meta(conn, unknown)
+        bases.update(stored)
+        applied.bases.update(stored)
+
+    # Read: the receipts kept before the operator's base was known, then this batch.
+    readable, unread = [], []
+    for operator in operators:
+        if bases[operator] is not None and operator not in settled:
+            readable.extend(_take_unread(conn, operator, bases[operator]))
+            applied.settled.add(operator)
+    for index, (operator, receipt_id, state, error) in enumerate(receipts):
+        base = bases[operator]
+        if base is not None:
+            readable.append((index, operator, receipt_id, receipt_key(receipt_id, base),
+                             base, state, error, now))
+        elif state in _FINAL:
+            unread.append((receipt_id, operator, state, error, now, None))
+    if unread:
+        conn.execute(_KEEP_SQL, (json.dumps(unread),))
+    learning = [operator for operator in operators if bases[operator] is None]
+    if learning:
+        limit = JUDGED_PER_BATCH if receipts else JUDGED_PER_ROUND
+        for operator, base in _judge(conn, learning, votes, applied, now, limit).items():
+            readable.extend(_take_unread(conn, operator, base))
+            applied.settled.add(operator)
+    _apply_read(conn, readable, applied, now)
+    return applied
+
+
+def _base(operator, modes, known):
+    mode = modes.get(operator, "auto")
+    return known.get(operator) if mode == "auto" else mode
+
+
+def _apply_read(conn, items, applied, now):
+    """items (index or None, operator, receipt id, key or None, base, state, error,
+    received_at): each ends the newest live part it meets; a final one that meets no
+    live part is kept."""
+    matched = applied.matched
+    probe = [(n, item[3], item[1], item[7]) for n, item in enumerate(items)
+             if item[3] is not None]
+    found = {}
+    if probe:
+        for n, message_id, seq, state, submitted_at, rowid in _rows_of(
+                conn, _CANDIDATES_SQL, (json.dumps(probe), RECEIPT_LAG_S, RECEIPT_LEAD_S)):
+            found.setdefault(n, []).append((state == "submitted", submitted_at, rowid,
+                                            message_id, seq))
+    ends, keep, ended = [], [], set()
+    for n, (index, operator, receipt_id, key, base, state, error, at) in enumerate(items):
+        candidates = found.get(n)
+        if index is not None:
+            matched[index] = bool(candidates)
+            if key is None:
+                applied.unreadable.setdefault(operator, receipt_id)
+        if state not in _FINAL:
+            continue            # ENROUTE, ACCEPTD, ...: nothing final to record
+        live, _at, _rowid, message_id, seq = max(candidates) if candidates else (False,) * 5
+        if not live:
+            keep.append((receipt_id, operator, state, error, at, _UNREADABLE)
+                        if key is None else (key, operator, state, error, at, base))
+        elif (message_id, seq) not in ended:        # the first final receipt wins
+            ended.add((message_id, seq))
+            ends.append((message_id, seq, state, error or state, None))
+    if ends:
+        _end_parts(conn, ends, now)
+    if keep:
+        conn.execute(_KEEP_SQL, (json.dumps(keep),))
+
+
+def _judge(conn, operators, votes, applied, now, limit):
+    """Count the votes of the operators' kept receipts (up to `limit` each) that have
+    come of age since the last judgement, and fix the bases now decided; {operator:
+    base} of those."""
+    probe, meaning, judged = [], [], {}
+    for operator in operators:
+        counts = votes.setdefault(operator, _no_votes())
+        for rowid, receipt_id, at in _rows_of(conn, _MATURE_SQL, (
+                operator, counts["after"], now - MATURE_S, limit)):
+            judged[operator] = rowid
+            for base in ID_BASES:
+                key = receipt_key(receipt_id, base)
+                if key is not None:
+                    probe.append((len(meaning), key, operator, at))
+                    meaning.append((operator, rowid, base))
+    if not judged:
+        return {}
+    met = {}
+    for n, *_ in _rows_of(conn, _CANDIDATES_SQL,
+                          (json.dumps(probe), RECEIPT_LAG_S, RECEIPT_LEAD_S)):
+        operator, rowid, base = meaning[n]
+        met.setdefault((operator, rowid), set()).add(base)
+    for (operator, _rowid), bases in met.items():
+        if len(bases) == 1:                 # two bases meeting parts: no evidence
+            votes[operator][bases.pop()] += 1
+
+    decided, writes = {}, []
+    for operator, last in judged.items():
+        counts = votes[operator]
+        counts["after"] = last
+        base = max(ID_BASES, key=counts.get)
+        stray = sum(counts[b] for b in ID_BASES) - counts[base]
+        if counts[base] >= LEARN_VOTES and stray * STRAY_SHARE <= counts[base]:
+            decided[operator] = base
+            applied.bases[operator] = base
+            applied.learned[operator] = (base, counts)
+            writes.append((_base_key(operator), base))
+        else:
+            writes.append((_votes_key(operator), json.dumps(counts)))
+            if sum(counts[b] for b in ID_BASES) >= UNDECIDED_VOTES:
+                applied.undecided[operator] = counts
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) SELECT"
+                 " json_extract(value, '$[0]'), json_extract(value, '$[1]')"
+                 " FROM json_each(?)", (json.dumps(writes),))
+    if decided:
+        conn.execute("DELETE FROM meta WHERE key IN (SELECT value FROM json_each(?))",
+                     (json.dumps([_votes_key(operator) for operator in decided]),))
+    return decided
+
+
+def _no_votes():
+    # Votes per base, and the last kept receipt (rowid) judged.
+    return {**dict.fromkeys(ID_BASES, 0), "after": 0}
+
+
+def _read_meta(conn, operators):
+    """({operator: learned base}, {operator: votes so far}) from meta."""
+    wanted = {}
+    for operator in operators:
+        wanted[_base_key(operator)] = ("base", operator)
+        wanted[_votes_key(operator)] = ("votes", operator)
+    bases, votes = {}, {}
+    for key, value in conn.execute("SELECT key, value FROM meta WHERE key IN"
+                                   " (SELECT value FROM json_each(?))",
+                                   (json.dumps(list(wanted)),)):
+        kind, operator = wanted[key]
+        if kind == "base" and value in ID_BASES:
+            bases[operator] = value
+        elif kind == "votes":
+            stored = json.loads(value)
+            votes[operator] = {name: int(stored.get(name, 0)) for name in _no_votes()}
+    return bases, votes
+
+
+def _take_unread(conn, operator, base):
+    """The operator's receipts kept unread (its base was not known), out of the table
+    and read under `base`, oldest first, as _apply_read items."""
+    rows = _rows_of(conn, _UNREAD_SQL, (operator,))
+    if not rows:
+        return []
+    conn.execute("DELETE FROM pending_receipts WHERE rowid IN"
+                 " (SELECT value FROM json_each(?))", (json.dumps([r[0] for r in rows]),))
+    return [(None, operator, receipt_id, receipt_key(receipt_id, base), base, state,
+             error, received_at)
+            for _rowid, receipt_id, state, error, received_at in rows]
