@@ -1,4 +1,4 @@
-"""`payam-gateway` console script: run, demo, check-config, smsc-sim, hash-key."""
+"""`payam-gateway` console script: run, demo, check-config, smsc-sim, hash-key, backup."""
 
 import argparse
 import contextlib
@@ -141,34 +141,95 @@ def cmd_hash_key(args):
     return 0
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="payam-gateway", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def cmd_backup(args):
+    from gateway.store.backup import BackupFailed, backup
+    config = load_or_exit(args.config)
+    try:
+        copy = backup(config.store_path, args.output)
+    except BackupFailed as e:
+        print(f"backup: {e}", file=sys.stderr)
+        return 1
+    print(f"backed up store {copy.store_id} ({copy.messages} messages) from "
+          f"{config.store_path} to {copy.path}: integrity check ok")
+    return 0
 
-    run = sub.add_parser("run", help="the daemon, in the foreground")
-    run.add_argument("-c", "--config", default="config/gateway.yaml")
-    run.add_argument("--log-level", default="info")
+
+def version():
+    """The installed distribution's version (what pip shows), else the package's own."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+    try:
+        return installed_version("payam-gateway")
+    except PackageNotFoundError:
+        from gateway import __version__
+        return __version__
+
+
+DEFAULT_CONFIG = "config/gateway.yaml"
+
+
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default; a flag's default reads "off"."""
+
+    def _get_help_string(self, action):
+        if action.nargs == 0 and action.default is False:
+            return action.help + " (default: off)"
+        return super()._get_help_string(action)
+
+
+def build_parser():
+    formatter = HelpWithDefaults
+    parser = argparse.ArgumentParser(prog="payam-gateway", description=__doc__,
+                                     formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, help, **kwargs):
+        return sub.add_parser(name, help=help, description=help, formatter_class=formatter,
+                              **kwargs)
+
+    def config_option(p):
+        p.add_argument("-c", "--config", default=DEFAULT_CONFIG, metavar="FILE",
+                       help="gateway.yaml; the files it names are relative to it")
+
+    def log_level_option(p):
+        p.add_argument("--log-level", default="info", metavar="LEVEL",
+                       help="least severe level logged to stderr: debug, info, warning, "
+                            "error")
+
+    run = command("run", "the daemon, in the foreground")
+    config_option(run)
+    log_level_option(run)
     run.add_argument("--create-store", action="store_true",
                      help="begin an empty store where one existed but is now missing "
                           "(a first start needs no flag)")
 
-    demo = sub.add_parser("demo", help="the daemon on embedded defaults with the SMSC simulator")
-    demo.add_argument("--http-port", type=int, default=8080)
-    demo.add_argument("--smsc-port", type=int, default=2775)
+    demo = command("demo", "the daemon on embedded defaults with the SMSC simulator")
+    demo.add_argument("--http-port", type=int, default=8080, help="the agency API")
+    demo.add_argument("--smsc-port", type=int, default=2775,
+                      help="the built-in SMSC simulator's SMPP port")
     demo.add_argument("--control-port", type=int, default=8775,
                       help="the simulator's control API (0: any free port)")
     demo.add_argument("--metrics-port", type=int, default=9108,
                       help="Prometheus /metrics (0: any free port)")
-    demo.add_argument("--var", default="var", help="directory for the demo's SQLite store")
-    demo.add_argument("--log-level", default="info")
+    demo.add_argument("--var", default="var", metavar="DIR",
+                      help="directory for the demo's SQLite store")
+    log_level_option(demo)
     demo.add_argument("--create-store", action="store_true",
                       help="begin an empty demo store where one existed but is now missing")
 
-    check = sub.add_parser("check-config", help="validate everything `run` would load")
-    check.add_argument("-c", "--config", default="config/gateway.yaml")
+    check = command("check-config", "validate everything `run` would load")
+    config_option(check)
 
-    sub.add_parser("smsc-sim", help="the built-in SMSC simulator alone", add_help=False)
-    sub.add_parser("hash-key", help="a new API key and the hash line for the agencies file")
+    command("smsc-sim", "the built-in SMSC simulator alone "
+                        "(its options: payam-gateway smsc-sim --help)", add_help=False)
+    command("hash-key", "a new API key and the hash line for the agencies file")
+
+    backup = command("backup", "a verified copy of the store, taken safely while the "
+                               "daemon runs (refuses to overwrite OUTPUT)")
+    config_option(backup)
+    backup.add_argument("output", metavar="OUTPUT", help="the new file to write the copy to")
     return parser
 
 
@@ -179,7 +240,7 @@ def main(argv=None):
         return cmd_smsc_sim(None, argv[1:])
     args = build_parser().parse_args(argv)
     handlers = {"run": cmd_run, "demo": cmd_demo, "check-config": cmd_check_config,
-                "hash-key": cmd_hash_key}
+                "hash-key": cmd_hash_key, "backup": cmd_backup}
     return handlers[args.command](args)
 
 

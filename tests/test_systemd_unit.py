@@ -2,6 +2,7 @@
 sandbox, and (where systemd-analyze exists) systemd itself accepts it."""
 
 import configparser
+import re
 import shutil
 import subprocess
 import sys
@@ -59,3 +60,35 @@ def test_systemd_accepts_the_unit(tmp_path):
     result = subprocess.run(["systemd-analyze", "verify", str(copy)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_install_steps_of_operating_md_give_a_configuration_that_loads(tmp_path):
+    # docs/operating.md copies config/ to /etc/payam-gateway and points store.path at the
+    # unit's state directory with one sed line; the copy must reference nothing outside.
+    from gateway.config.load import check_config, load_gateway_config
+    repo = UNIT.parent.parent
+    guide = (repo / "docs" / "operating.md").read_text()
+    assert "cp -r /opt/payam-gateway/src/config/. /etc/payam-gateway/" in guide
+    (sed_line,) = [line for line in guide.splitlines() if line.startswith("sed -i 's|^store:")]
+    pattern, replacement = re.match(r"sed -i 's\|(.*?)\|(.*?)\|' /etc/payam-gateway/gateway.yaml$",
+                                    sed_line).groups()
+    state = f"/var/lib/{unit()['Service']['StateDirectory']}"
+    assert replacement == f'store:   {{path: "{state}/gateway.db"}}'
+
+    etc = tmp_path / "etc" / "payam-gateway"
+    shutil.copytree(repo / "config", etc)
+    installed = re.sub(pattern, replacement.replace(state, str(tmp_path / "state")),
+                       (etc / "gateway.yaml").read_text(), count=1, flags=re.MULTILINE)
+    (etc / "gateway.yaml").write_text(installed)
+    assert check_config(str(etc / "gateway.yaml")) == []
+    config = load_gateway_config(str(etc / "gateway.yaml"))
+    assert config.store_path == str(tmp_path / "state" / "gateway.db")
+    for path in (config.agencies_path, config.routing_rules_path, config.ussd_menus_path):
+        assert path.startswith(str(etc) + "/"), path
+    assert unit()["Service"]["ExecStart"].endswith("-c /etc/payam-gateway/gateway.yaml")
+
+
+def test_the_service_reads_its_configuration_through_its_group():
+    # DynamicUser has no fixed uid: /etc/payam-gateway (SMPP passwords) is readable by a
+    # static group the guide makes, not by everyone.
+    assert unit()["Service"]["SupplementaryGroups"] == "payam-gateway"

@@ -16,6 +16,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from gateway import metrics
+from gateway.http import openapi
 from gateway.http.errors import ApiError
 from gateway.http.server import JSON_TYPE, Response, Router, json_response
 from gateway.http.validate import check_text_length, normalize_recipients, parse_submission
@@ -55,6 +56,7 @@ class AgencyAPI:
         self.router.add("POST", "/v1/messages", self.submit)
         self.router.add_prefix("GET", "/v1/messages/", "/v1/messages/{id}", self.get_message)
         self.router.add("GET", "/healthz", self.healthz)
+        self.router.add("GET", "/v1/openapi.json", openapi.serve)
 
     # -- POST /v1/messages ----------------------------------------------------------
 

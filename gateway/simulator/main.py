@@ -89,37 +89,46 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="payam-gateway smsc-sim",
         description="A built-in SMPP 3.4 SMSC simulator: accepts binds, answers submit_sm, "
-                    "sends delivery receipts, injects MO and USSD through a control API.")
-    parser.add_argument("--host", default="127.0.0.1")
+                    "sends delivery receipts, injects MO and USSD through a control API.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)   # --help shows defaults
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="SMPP port (0: any)")
     parser.add_argument("--control-port", type=int, default=DEFAULT_CONTROL_PORT,
                         help="JSON control API port on the same host (0: any)")
-    parser.add_argument("--system-id", help="accept binds only with this system_id")
-    parser.add_argument("--password", help="accept binds only with this password")
+    parser.add_argument("--system-id", help="accept binds only with this system_id "
+                                            "(None: any)")
+    parser.add_argument("--password", help="accept binds only with this password "
+                                           "(None: any)")
     parser.add_argument("--id-format", choices=ID_FORMATS, default="hex",
                         help="message ids: hex, decimal, or mixed (hex resp, decimal receipt)")
     parser.add_argument("--receipts", choices=RECEIPT_MODES, default="both",
                         help="receipt text, TLVs, both, or none")
-    parser.add_argument("--receipt-delay", type=float, default=0.2, metavar="SECONDS")
-    parser.add_argument("--receipt-stat", choices=tuple(RECEIPT_STATES), default="DELIVRD")
+    parser.add_argument("--receipt-delay", type=float, default=0.2, metavar="SECONDS",
+                        help="from submit_sm_resp to its receipt")
+    parser.add_argument("--receipt-stat", choices=tuple(RECEIPT_STATES), default="DELIVRD",
+                        help="stat: of the receipts")
     parser.add_argument("--undeliverable", type=float, default=0.0, metavar="FRACTION",
                         help="share of receipts that say UNDELIV")
     parser.add_argument("--throttle-every", type=int, default=0, metavar="N",
                         help="every Nth submit_sm gets ESME_RTHROTTLED")
     parser.add_argument("--throttle-rate", type=float, default=0.0, metavar="TPS",
                         help="throttle accepted submits above this rate")
-    parser.add_argument("--fail-every", type=int, default=0, metavar="N")
-    parser.add_argument("--fail-status", type=_status, default=0x45,
-                        help="command_status of failed submits (default 0x45)")
+    parser.add_argument("--fail-every", type=int, default=0, metavar="N",
+                        help="every Nth submit_sm fails with --fail-status (0: none)")
+    parser.add_argument("--fail-status", type=_status, default="0x45",
+                        help="command_status of failed submits")
     parser.add_argument("--drop-after", type=int, default=0, metavar="N",
                         help="close the connection on the Nth submit_sm without answering it")
     parser.add_argument("--drop-repeat", action="store_true",
                         help="drop again after every further N submits")
-    parser.add_argument("--ack-delay", type=float, default=0.0, metavar="SECONDS")
-    parser.add_argument("--mo-coding", choices=MO_CODINGS, default="auto")
+    parser.add_argument("--ack-delay", type=float, default=0.0, metavar="SECONDS",
+                        help="delay before each submit_sm_resp")
+    parser.add_argument("--mo-coding", choices=MO_CODINGS, default="auto",
+                        help="data_coding of injected MO texts: auto (GSM 03.38 when "
+                             "it fits, else UCS2) or ucs2")
     parser.add_argument("--records", type=_positive, default=100_000,
                         help="how many accepted submits the control API remembers")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-level", default="info", help="least severe level logged")
     return parser
 
 

@@ -1,0 +1,41 @@
+"""The reference docs in docs/ keep up with the code: every route, error code and
+configuration key is described, and nothing links outside the repository."""
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load
+from gateway.http import openapi
+from gateway.http.errors import STATUS_FOR_CODE
+
+REPO = Path(__file__).resolve().parent.parent
+API = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+CONFIGURATION = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+
+
+def test_api_md_describes_every_route_of_the_openapi_document():
+    for path, item in openapi.document()["paths"].items():
+        for method in item:
+            assert f"{method.upper()} {path}" in API, f"{method.upper()} {path}"
+
+
+@pytest.mark.parametrize("code", sorted(STATUS_FOR_CODE))
+def test_api_md_gives_every_error_code_with_its_status(code):
+    row = next((line for line in API.splitlines() if line.startswith(f"| `{code}` |")), None)
+    assert row is not None, code
+    assert f"| {STATUS_FOR_CODE[code]} |" in row
+
+
+@pytest.mark.parametrize("section,keys", [
+    ("gateway.yaml", load.GATEWAY_KEYS), ("retention", load.RETENTION_KEYS),
+    ("operators", load.OPERATOR_KEYS), ("agencies", load.AGENCY_KEYS),
+    ("routing rules", load.RULE_KEYS)])
+def test_configuration_md_describes_every_key(section, keys):
+    for key in keys:
+        assert f"`{key}" in CONFIGURATION, f"{section}: {key}"
+
+
+def test_no_document_points_outside_the_repository():
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        assert "../shared/" not in path.read_text(encoding="utf-8"), path
