@@ -124,7 +124,7 @@ def write_config(directory, smpp_port, *, operators=("mci", "irancell", "rightel
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
         "store": {"path": "var/gateway.db"},
         "agencies": str(agencies or REPO / "config" / "agencies.yaml"),
-        "routing_rules": str(routing or REPO / "config" / "routing_rules"),
+        "routing_rules": str(routing or REPO / "routing_rules"),
         "operators": [
             {"name": name, "host": "127.0.0.1", "port": smpp_port, "system_id": name,
              "password": "secret", "bind": "transceiver", "binds": binds, "window": window,

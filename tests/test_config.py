@@ -115,7 +115,7 @@ def test_sample_config_loads_clean():
     assert config.http_listen == ("127.0.0.1", 8080)
     assert config.metrics_listen == ("127.0.0.1", 9108)
     assert config.store_path == os.path.join(ROOT, "var", "gateway.db")
-    assert config.routing_rules_path == os.path.join(ROOT, "config", "routing_rules")
+    assert config.routing_rules_path == os.path.join(ROOT, "routing_rules")
     assert config.ussd_menus_path == os.path.join(ROOT, "config", "ussd")
     assert [a.id for a in config.agencies] == ["tax", "judiciary", "post"]
     assert config.routing.default == "mci"

@@ -27,7 +27,7 @@ def reference_candidates(routing, msisdn):
 
 @pytest.fixture(scope="module")
 def sample_router():
-    routing = load_routing(os.path.join(ROOT, "config", "routing_rules"), {"mci", "irancell", "rightel"})
+    routing = load_routing(os.path.join(ROOT, "routing_rules"), {"mci", "irancell", "rightel"})
     return Router(routing)
 
 

@@ -69,16 +69,20 @@ def test_the_install_steps_of_operating_md_give_a_configuration_that_loads(tmp_p
     repo = UNIT.parent.parent
     guide = (repo / "docs" / "operating.md").read_text()
     assert "cp -r /opt/payam-gateway/src/config/. /etc/payam-gateway/" in guide
-    (sed_line,) = [line for line in guide.splitlines() if line.startswith("sed -i 's|^store:")]
-    pattern, replacement = re.match(r"sed -i 's\|(.*?)\|(.*?)\|' /etc/payam-gateway/gateway.yaml$",
-                                    sed_line).groups()
+    assert "cp -r /opt/payam-gateway/src/routing_rules /etc/payam-gateway/" in guide
+    seds = [re.match(r"sed -i 's\|(.*?)\|(.*?)\|' /etc/payam-gateway/gateway.yaml$",
+                     line).groups()
+            for line in guide.splitlines() if line.startswith("sed -i 's|^")]
     state = f"/var/lib/{unit()['Service']['StateDirectory']}"
-    assert replacement == f'store:   {{path: "{state}/gateway.db"}}'
+    assert f'store:   {{path: "{state}/gateway.db"}}' in [r for _p, r in seds]
 
     etc = tmp_path / "etc" / "payam-gateway"
     shutil.copytree(repo / "config", etc)
-    installed = re.sub(pattern, replacement.replace(state, str(tmp_path / "state")),
-                       (etc / "gateway.yaml").read_text(), count=1, flags=re.MULTILINE)
+    shutil.copytree(repo / "routing_rules", etc / "routing_rules")
+    installed = (etc / "gateway.yaml").read_text()
+    for pattern, replacement in seds:
+        installed = re.sub(pattern, replacement.replace(state, str(tmp_path / "state")),
+                           installed, count=1, flags=re.MULTILINE)
     (etc / "gateway.yaml").write_text(installed)
     assert check_config(str(etc / "gateway.yaml")) == []
     config = load_gateway_config(str(etc / "gateway.yaml"))
