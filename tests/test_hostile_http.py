@@ -71,7 +71,7 @@ class HostileClientTests(unittest.TestCase):
     def count(self, table):
         return self.rows(f"SELECT COUNT(*) FROM {table}")[0][0]
 
-    # -- item 10: pipelining, half-close, split heads, Host -----------------------
+    # -- item 10: pipelining, half-close, split heads, Host, duplicate keys --------
 
     @defer.inlineCallbacks
     def test_pipelined_posts_are_all_answered_in_order(self):
@@ -130,6 +130,35 @@ class HostileClientTests(unittest.TestCase):
         responses, closed = yield threads.deferToThread(hostile.exchange, port, data)
         self.assertEqual((responses.statuses, responses.codes()), ([400], ["invalid_request"]))
         self.assertTrue(closed)
+        self.assertEqual(self.count("messages"), 0)
+
+    @defer.inlineCallbacks
+    def test_a_json_object_with_a_duplicate_key_is_400(self):
+        port = self.serve()
+        for name in ("to", "from", "text"):
+            body = hostile.duplicate_key_body(name, *(("40401234", "40400135")
+                                                      if name == "from" else ("a", "b")))
+            data = hostile.post_json("/v1/messages", body, KEY)
+            responses, _ = yield threads.deferToThread(hostile.exchange, port, data, 1)
+            self.assertEqual(responses.codes(), ["invalid_request"], name)
+            self.assertIn(f"'{name}'", json.loads(responses.items[0][2])["error"]["message"])
+        self.assertEqual(self.count("messages"), 0)
+
+    # -- item 11: strings that are not Unicode -------------------------------------
+
+    @defer.inlineCallbacks
+    def test_a_lone_surrogate_anywhere_in_the_body_is_400_never_a_5xx(self):
+        port = self.serve()
+        fields = ("idempotency_key", "reference", "from", "text", "to")
+        for field in fields:
+            data = hostile.post_json("/v1/messages", hostile.surrogate_body(field), KEY)
+            responses, _ = yield threads.deferToThread(hostile.exchange, port, data, 1)
+            self.assertEqual((responses.statuses, responses.codes()),
+                             ([400], ["invalid_request"]), field)
+        key_body = b'{"from": "40401234", "to": "09121234567", "text": "x", "\\udfff": 1}'
+        responses, _ = yield threads.deferToThread(
+            hostile.exchange, port, hostile.post_json("/v1/messages", key_body, KEY), 1)
+        self.assertEqual(responses.codes(), ["invalid_request"])
         self.assertEqual(self.count("messages"), 0)
 
     # -- item 8: connection cap ---------------------------------------------------

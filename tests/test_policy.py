@@ -315,3 +315,20 @@ def test_unauthorized_attempts_are_audited_once_per_interval_per_peer(store, clo
         ("unauthorized", "10.0.0.9", 0), ("unauthorized", "10.0.0.10", 0),
         ("unauthorized", "10.0.0.9", 5)]
     assert caplog.text.count("unauthorized request") == 3
+
+
+def test_an_audit_row_with_strings_that_are_not_unicode_is_kept_escaped(store, clock,
+                                                                         caplog):
+    """A lone surrogate cannot be stored as UTF-8: the row is written with it escaped
+    (it used to be lost, with only an error in the log)."""
+    audit = AuditLog(store, clock)
+    with caplog.at_level(logging.WARNING, logger="payam.audit"):
+        clock.wait(audit.sender_refused("tax", "MAL\ud800", "mask_not_registered",
+                                        "10.0.0.7", owner="x\udfff"))
+        clock.wait(audit.unauthorized("10.0.0.8", "bad\ud83d"))
+    rows = _audit_rows(store)
+    assert [(e, d.get("sender"), d.get("owner"), d["reason"]) for e, _, d in rows] == [
+        ("sender_refused", "MAL\\ud800", "x\\udfff", "mask_not_registered"),
+        ("unauthorized", None, None, "bad\\ud83d")]
+    assert "MAL\\\\ud800" in caplog.text and "lost" not in caplog.text   # %r of it
+
