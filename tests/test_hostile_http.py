@@ -21,6 +21,7 @@ from gateway.http.api import AgencyAPI
 from gateway.http.server import HTTPFactory
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing
+from gateway.policy.auth_throttle import FailedAuthThrottle
 from gateway.policy.limits import AgencyLimits
 from gateway.store import Store
 
@@ -43,9 +44,13 @@ class HostileClientTests(unittest.TestCase):
         self.addCleanup(self.store.close)
         self.limits_clock = Clock()
         self.limits_clock.advance(reactor.seconds())
+        self.throttle_clock = Clock()
+        self.throttle = FailedAuthThrottle(self.throttle_clock, failures=10, window_s=60,
+                                           block_s=60)
         self.api = AgencyAPI(self.store, KeyRing(AGENCIES),
                              AgencyLimits(AGENCIES, self.store, self.limits_clock),
-                             AuditLog(self.store, reactor), clock=reactor)
+                             AuditLog(self.store, reactor), clock=reactor,
+                             auth_throttle=self.throttle)
         self.channels = []
 
     def serve(self, **options):
@@ -161,7 +166,7 @@ class HostileClientTests(unittest.TestCase):
         self.assertEqual(responses.codes(), ["invalid_request"])
         self.assertEqual(self.count("messages"), 0)
 
-    # -- item 8: connection cap ---------------------------------------------------
+    # -- item 8: connection cap, failed-authentication throttle ------------------
 
     @defer.inlineCallbacks
     def test_connections_beyond_the_cap_are_answered_503_overloaded(self):
@@ -172,6 +177,23 @@ class HostileClientTests(unittest.TestCase):
         self.assertEqual(statuses, [[200]] * 4 + [[503]] * 6)
         self.assertEqual({tuple(r.codes()) for r in results[4:]}, {("overloaded",)})
         self.assertEqual({r.items[0][1]["retry-after"] for r in results[4:]}, {"1"})
+
+    @defer.inlineCallbacks
+    def test_a_bad_key_flood_is_answered_429_after_ten_failures(self):
+        port = self.serve()
+        flood, after = yield threads.deferToThread(hostile.bad_key_flood, port, 300, KEY)
+        self.assertEqual(flood.statuses, [401] * 10 + [429] * 290)
+        self.assertEqual(set(flood.codes()[10:]), {"rate_limited"})
+        self.assertEqual({headers["retry-after"] for _, headers, _ in flood.items[10:]},
+                         {"60"})
+        self.assertEqual(after, 429)           # the address is blocked, keys unchecked
+        self.throttle_clock.advance(61)
+        responses, _ = yield threads.deferToThread(
+            hostile.exchange, port, hostile.message(KEY), 1)
+        self.assertEqual(responses.statuses, [202])
+        blocked = [json.loads(d) for e, d in self.rows("SELECT event, detail FROM audit")
+                   if e == "auth_blocked"]
+        self.assertEqual(blocked, [{"peer": "127.0.0.1", "failures": 10, "seconds": 60}])
 
     # -- item 7: back-pressure ----------------------------------------------------
 

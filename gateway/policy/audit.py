@@ -85,6 +85,13 @@ class AuditLog:
         return self._write("unauthorized", None,
                            {"peer": peer, "reason": reason, "suppressed": suppressed})
 
+    def auth_blocked(self, peer, failures, seconds):
+        """An address starts being refused for failed authentication (once per block)."""
+        log.warning("authentication blocked: peer=%s after %d failures, for %g s", peer,
+                    failures, seconds)
+        return self._write("auth_blocked", None,
+                           {"peer": peer, "failures": failures, "seconds": seconds})
+
     def _write(self, event, agency_id, detail):
         d = self.store.audit(event, agency_id, recordable(detail))
         d.addErrback(lambda f: log.error("audit record %s lost: %s", event,
