@@ -684,3 +684,15 @@ def test_every_problem_of_a_load_is_reported_in_reading_order(tmp_path):
                   ("gateway.yaml", "agencies.yaml", "rules/10-rules.yaml"))
     assert [line.split(": ", 1)[0] for line in lines] == [
         f"{gw}:10", f"{gw}:13", f"{ag}:5", f"{ag}:6", f"{ru}:2", f"{ru}:5"]
+
+
+def test_http_max_connections_defaults_and_is_checked(tmp_path):
+    config = load_gateway_config(make_config(tmp_path))
+    assert config.http_max_connections == 1024
+    gateway = GATEWAY.replace('http: {listen: "127.0.0.1:8080"}',
+                              'http: {listen: "127.0.0.1:8080", max_connections: 50}')
+    assert load_gateway_config(make_config(tmp_path, gateway=gateway)).http_max_connections == 50
+    gateway = GATEWAY.replace('http: {listen: "127.0.0.1:8080"}',
+                              'http: {listen: "127.0.0.1:8080", max_connections: 0}')
+    assert_single_error(make_config(tmp_path, gateway=gateway), "gateway.yaml", 1,
+                        "http.max_connections")

@@ -7,6 +7,7 @@ so a running component can never see its configuration change under it.
 from dataclasses import dataclass
 
 BIND_MODES = ("transceiver", "transmitter+receiver")
+DEFAULT_HTTP_MAX_CONNECTIONS = 1024       # beyond it new connections are answered 503
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,4 @@ class GatewayConfig:
     operators: tuple[OperatorConfig, ...]
     agencies: tuple[Agency, ...]
     routing: Routing
+    http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
