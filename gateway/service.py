@@ -92,7 +92,8 @@ class GatewayService(MultiService):
         self.dispatcher.start()
 
         host, port = config.http_listen
-        self.http_factory = HTTPFactory(self.api.router, clock=reactor)
+        self.http_factory = HTTPFactory(self.api.router, clock=reactor,
+                                        max_connections=config.http_max_connections)
         self.http_port = reactor.listenTCP(port, self.http_factory, interface=host,
                                            backlog=1024)
         if config.metrics_listen:

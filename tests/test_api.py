@@ -254,6 +254,11 @@ class APITests(unittest.TestCase):
             ({**base, "reference": "r" * 129}, "'reference'"),
             ({**base, "idempotency_key": 5}, "'idempotency_key'"),
             ({**base, "text": "\ud83d"}, "surrogate"),
+            ({**base, "reference": "r\udc00"}, "not valid Unicode"),
+            (b'{"from": "40401234", "to": "09121234567", "text": "x", "to": "0935"}',
+             "'to' more than once"),
+            (b'{"from": "40401234", "to": [{"n": 1, "n": 2}], "text": "a:b"}',
+             "'n' more than once"),
         ]
         for body, expected in cases:
             raw = body if isinstance(body, bytes) else json.dumps(body).encode()

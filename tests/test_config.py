@@ -730,3 +730,15 @@ def test_max_unknown_outcomes_is_read_and_bounded(tmp_path):
                 if "operators[0]" in e.message]
     assert error.line == line_no and "max_unknown_outcomes: must be between 1 and 100" \
         in error.message
+
+
+def test_http_max_connections_defaults_and_is_checked(tmp_path):
+    config = load_gateway_config(make_config(tmp_path))
+    assert config.http_max_connections == 1024
+    gateway = GATEWAY.replace('http: {listen: "127.0.0.1:8080"}',
+                              'http: {listen: "127.0.0.1:8080", max_connections: 50}')
+    assert load_gateway_config(make_config(tmp_path, gateway=gateway)).http_max_connections == 50
+    gateway = GATEWAY.replace('http: {listen: "127.0.0.1:8080"}',
+                              'http: {listen: "127.0.0.1:8080", max_connections: 0}')
+    assert_single_error(make_config(tmp_path, gateway=gateway), "gateway.yaml", 1,
+                        "http.max_connections")

@@ -17,6 +17,7 @@ from threaded_clock import T0, ThreadedClock
 from gateway.config.schema import Agency
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing, Unauthorized, generate_key, hash_key
+from gateway.policy.auth_throttle import FailedAuthThrottle
 from gateway.policy.limits import (
     AgencyLimits, QuotaExceeded, RateLimited, start_of_tehran_day, tehran_day)
 from gateway.policy.senders import SenderNotAllowed, check_sender, owner_of
@@ -315,3 +316,64 @@ def test_unauthorized_attempts_are_audited_once_per_interval_per_peer(store, clo
         ("unauthorized", "10.0.0.9", 0), ("unauthorized", "10.0.0.10", 0),
         ("unauthorized", "10.0.0.9", 5)]
     assert caplog.text.count("unauthorized request") == 3
+
+
+def test_an_audit_row_with_strings_that_are_not_unicode_is_kept_escaped(store, clock,
+                                                                         caplog):
+    """A lone surrogate cannot be stored as UTF-8: the row is written with it escaped
+    (it used to be lost, with only an error in the log)."""
+    audit = AuditLog(store, clock)
+    with caplog.at_level(logging.WARNING, logger="payam.audit"):
+        clock.wait(audit.sender_refused("tax", "MAL\ud800", "mask_not_registered",
+                                        "10.0.0.7", owner="x\udfff"))
+        clock.wait(audit.unauthorized("10.0.0.8", "bad\ud83d"))
+    rows = _audit_rows(store)
+    assert [(e, d.get("sender"), d.get("owner"), d["reason"]) for e, _, d in rows] == [
+        ("sender_refused", "MAL\\ud800", "x\\udfff", "mask_not_registered"),
+        ("unauthorized", None, None, "bad\\ud83d")]
+    assert "MAL\\\\ud800" in caplog.text and "lost" not in caplog.text   # %r of it
+
+
+# -- failed-authentication throttle -------------------------------------------------------
+
+def test_an_address_is_blocked_after_k_failures_in_the_window_and_then_let_go():
+    clock = Clock()
+    throttle = FailedAuthThrottle(clock, failures=3, window_s=10, block_s=30)
+    assert [throttle.failed("10.0.0.1") for _ in range(2)] == [False, False]
+    assert throttle.retry_after("10.0.0.1") is None
+    assert throttle.failed("10.0.0.1") is True
+    assert throttle.retry_after("10.0.0.1") == 30
+    assert throttle.retry_after("10.0.0.2") is None           # others are not affected
+    clock.advance(29.5)
+    assert throttle.retry_after("10.0.0.1") == 1
+    assert throttle.failed("10.0.0.1") is False                # a block does not grow
+    clock.advance(0.5)
+    assert throttle.retry_after("10.0.0.1") is None
+    assert throttle.failed("10.0.0.1") is False                # counting starts afresh
+
+
+def test_failures_spread_beyond_the_window_never_block():
+    clock = Clock()
+    throttle = FailedAuthThrottle(clock, failures=3, window_s=10, block_s=30)
+    for _ in range(10):
+        throttle.failed("10.0.0.1")
+        throttle.failed("10.0.0.1")
+        clock.advance(10)
+    assert throttle.retry_after("10.0.0.1") is None
+
+
+def test_the_throttle_table_stays_bounded_and_drops_expired_entries_first():
+    clock = Clock()
+    throttle = FailedAuthThrottle(clock, failures=2, window_s=10, block_s=100,
+                                  max_addresses=3)
+    throttle.failed("keep"), throttle.failed("keep")          # blocked until t=100
+    clock.advance(20)
+    throttle.failed("old")                                    # its window ends at t=30
+    clock.advance(20)
+    throttle.failed("a")                                      # the table is full
+    clock.advance(1)
+    throttle.failed("b")                                      # "old" makes room
+    assert len(throttle) == 3 and throttle.retry_after("keep") == 59
+    for i in range(1000):                                     # a rotating flood
+        throttle.failed(f"10.1.{i // 256}.{i % 256}")
+        assert len(throttle) <= 3

@@ -10,8 +10,8 @@ import re
 from urllib.parse import urlsplit
 
 from gateway.config.schema import (
-    BIND_MODES, RECEIPT_ID_MODES, Agency, GatewayConfig, OperatorConfig, Retention,
-    Routing, RoutingRule, Webhook)
+    BIND_MODES, DEFAULT_HTTP_MAX_CONNECTIONS, RECEIPT_ID_MODES, Agency, GatewayConfig,
+    OperatorConfig, Retention, Routing, RoutingRule, Webhook)
 from gateway.config.yamlnodes import ConfigError, ConfigErrors, NodeReader, line_of
 
 # Warnings (a configuration that loads but likely does not say what was meant) go to this
@@ -81,7 +81,8 @@ def load_gateway_config(path):
         operators=settings["operators"],
         agencies=agencies,
         routing=routing,
-        retention=settings["retention"])
+        retention=settings["retention"],
+        http_max_connections=settings["http_max_connections"])
 
 
 def load_agencies(path):
@@ -133,9 +134,10 @@ def _read_gateway(reader, root):
         "store_path": os.path.normpath(os.path.join(base, DEFAULT_STORE_PATH)),
         "agencies_path": None, "routing_rules_path": None, "ussd_menus_path": None,
         "operators": None, "named": set(), "retention": Retention(),
+        "http_max_connections": DEFAULT_HTTP_MAX_CONNECTIONS,
     }
     if "http" in fields:
-        settings["http_listen"] = _read_listen_section(reader, fields["http"][1], "http")
+        _read_http_section(reader, fields["http"][1], settings)
     if "metrics" in fields:
         settings["metrics_listen"] = _read_listen_section(reader, fields["metrics"][1],
                                                           "metrics")
@@ -177,6 +179,18 @@ def _read_listen_section(reader, node, section):
     if not fields or "listen" not in fields:
         return None
     return _read_listen(reader, fields["listen"][1], f"{section}.listen")
+
+
+def _read_http_section(reader, node, settings):
+    fields = reader.mapping(node, "http", ("listen", "max_connections"), required=("listen",))
+    settings["http_listen"] = None
+    if not fields:
+        return
+    if "listen" in fields:
+        settings["http_listen"] = _read_listen(reader, fields["listen"][1], "http.listen")
+    if "max_connections" in fields:
+        settings["http_max_connections"] = reader.integer(
+            fields["max_connections"][1], "http.max_connections", 1, 1_000_000)
 
 
 def _read_listen(reader, node, what):

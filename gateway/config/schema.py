@@ -10,6 +10,7 @@ BIND_MODES = ("transceiver", "transmitter+receiver")
 # How receipts write the submit_sm_resp id (gateway.smpp.receipt.ID_BASES), or "auto":
 # learned per operator from the first unambiguous matches, then fixed.
 RECEIPT_ID_MODES = ("auto", "raw", "dec", "hex")
+DEFAULT_HTTP_MAX_CONNECTIONS = 1024       # beyond it new connections are answered 503
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,4 @@ class GatewayConfig:
     agencies: tuple[Agency, ...]
     routing: Routing
     retention: Retention = Retention()
+    http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS

@@ -1,7 +1,7 @@
 """The agency API: POST /v1/messages, GET /v1/messages/{id}, GET /healthz.
 
-Checks run in a fixed order, cheapest and most telling first: authentication (401),
-body shape (400), sender (403, audited), numbers (400), text length (400), idempotent
+Checks run in a fixed order, cheapest and most telling first: an address blocked for
+failed authentication (429), authentication (401), body shape (400), sender (403, audited), numbers (400), text length (400), idempotent
 replay, rate (429), quota (429); then one message per recipient is stored and the 202
 goes out only after the commit. The HTTP framing lives in server.py, body validation in
 validate.py, the rules themselves in gateway.policy.
@@ -22,6 +22,7 @@ from gateway.http.server import JSON_TYPE, Response, Router, json_response
 from gateway.http.validate import check_text_length, normalize_recipients, parse_submission
 from gateway.numbers import mask_msisdn
 from gateway.policy.auth import UNAUTHORIZED_MESSAGE, Unauthorized
+from gateway.policy.auth_throttle import FailedAuthThrottle
 from gateway.policy.limits import QuotaExceeded, RateLimited
 from gateway.policy.senders import SenderNotAllowed, check_sender, owner_of
 from gateway.store import DuplicateIdempotencyKey, NewMessage
@@ -37,9 +38,11 @@ _ACCEPTED_HEADERS = {"Content-Type": JSON_TYPE}
 
 class AgencyAPI:
     def __init__(self, store, keyring, limits, audit, *, clock, on_accepted=None,
-                 route_of=None, health=None, max_pending=DEFAULT_MAX_PENDING):
+                 route_of=None, health=None, max_pending=DEFAULT_MAX_PENDING,
+                 auth_throttle=None):
         """on_accepted(routes): called once messages are stored, with their routes;
-        route_of(msisdn): the route stored with a message (None without a router)."""
+        route_of(msisdn): the route stored with a message (None without a router);
+        auth_throttle: a FailedAuthThrottle (one on `clock` with its defaults if None)."""
         self.store = store
         self.keyring = keyring
         self.limits = limits
@@ -49,6 +52,8 @@ class AgencyAPI:
         self.route_of = route_of if route_of is not None else (lambda msisdn: None)
         self.health = health
         self.max_pending = max_pending
+        self.auth_throttle = (auth_throttle if auth_throttle is not None
+                              else FailedAuthThrottle(clock))
         self.pending = 0                 # accepts handed to the store, not yet committed
         self._in_flight = {}             # (agency, idempotency key) -> [waiting Deferreds]
         self._random = random.Random()   # concatenation references: unpredictable enough
@@ -72,10 +77,19 @@ class AgencyAPI:
         return self._accept(agency, submission, sender, recipients, parts)
 
     def _authenticate(self, request):
+        throttle = self.auth_throttle
+        peer = request.peer
+        wait = throttle.retry_after(peer)
+        if wait is not None:
+            raise ApiError("rate_limited",
+                           f"too many failed authentications from your address; "
+                           f"retry after {wait} s", headers={"Retry-After": str(wait)})
         try:
             return self.keyring.authenticate(request.headers.get("authorization"))
         except Unauthorized as refusal:
-            self.audit.unauthorized(request.peer, refusal.reason)
+            self.audit.unauthorized(peer, refusal.reason)
+            if throttle.failed(peer):
+                self.audit.auth_blocked(peer, throttle.failures, throttle.block_s)
             raise ApiError("unauthorized", UNAUTHORIZED_MESSAGE,
                            headers={"WWW-Authenticate": 'Bearer realm="payam"'}) from None
 

@@ -8,6 +8,13 @@ router's business; what a request means is the handler's.
 Pipelined requests are answered strictly in arrival order: each complete request takes
 a slot in a queue, handlers may answer later (a Deferred), and the head of the queue is
 written as soon as it is ready.
+
+Back-pressure: a channel is the streaming producer of its transport. While the transport
+cannot take more (its buffer is over Twisted's bufferSize) or too many requests wait for
+their answers, the channel stops reading from the socket and stops parsing what it has
+already read; a peer that stays unwritable for send_timeout is dropped. So what one
+connection can make us hold is bounded: a read, the queue's answers, the transport's
+buffer.
 """
 
 import json
@@ -19,9 +26,11 @@ from urllib.parse import parse_qsl, unquote
 
 import httptools
 from twisted.internet import defer, tcp
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from gateway import metrics
 from gateway.http.errors import ApiError, error_document
@@ -37,8 +46,15 @@ DEFAULT_MAX_HEAD_BYTES = 16 * 1024     # request line + headers
 DEFAULT_MAX_URL = 4096
 DEFAULT_IDLE_TIMEOUT = 60.0            # a keep-alive connection with nothing to do
 DEFAULT_REQUEST_TIMEOUT = 30.0         # from a request's first byte to its last
+DEFAULT_SEND_TIMEOUT = 30.0            # a peer that takes none of our answers this long
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_MAX_PIPELINED = 64             # requests waiting for answers before we stop reading
 DEADLINE_SWEEP_S = 1.0                 # timeouts are checked this often, not timed each
-MAX_QUEUED = 64                        # pipelined requests in flight before we stop reading
+PARSE_SLICE = 4096                     # a longer read is parsed this much at a time, so
+                                       # parsing can stop within it (see dataReceived)
+REFUSING_TIMEOUT = 2.0                 # how long a connection over the cap, to be answered
+                                       # 503, may take to send its request
+CAP_WARNING_INTERVAL_S = 10.0
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
@@ -211,20 +227,35 @@ class _Slot:
         self.say_keep_alive = False
 
 
+@implementer(IPushProducer, IHalfCloseableProtocol)
 class HTTPChannel(Protocol):
-    """One client connection: parse, queue, answer in order, time out."""
+    """One client connection: parse, queue, answer in order, time out, hold back.
 
+    The channel is its transport's streaming producer: the transport pauses it when its
+    buffer is full and resumes it once drained (see the module docstring)."""
+
+    over_capacity = False
+
+    # CPython 3.11 keeps at most 30 instance attributes in its fast shared layout; past
+    # that every attribute access slows down (+8% of the hot path, measured). With the
+    # two Twisted sets (transport, connected) this class has 27.
     def __init__(self, factory):
         self.factory = factory
         self._parser = httptools.HttpRequestParser(self)
         self._queue = deque()
-        self._closed = False
+        self._closed = False             # connectionLost has run
+        self._closing = False            # we asked the transport to close
         self._accepting = True           # False once a request said close, or on error
         self._deadline = None            # idle or request timeout, see _set_timer
         self._on_deadline = None
         self._in_request = False         # bytes of a request seen, not yet complete
+        self._head_began = False         # the current head began in the bytes being parsed
         self._continue_owed = False
-        self._paused = False
+        self._paused = False             # not reading: transport full or queue long
+        self._write_blocked = False      # the transport's buffer is full
+        self._stalled_since = None       # since then waiting for the peer to take our bytes
+        self._read_closed = False        # the peer half-closed (SHUT_WR)
+        self._unparsed = b""             # read but not parsed while paused: one read at most
         self._peer = ""
         self._reset_request()
 
@@ -243,29 +274,104 @@ class HTTPChannel(Protocol):
     def connectionMade(self):
         peer = self.transport.getPeer()
         self._peer = getattr(peer, "host", str(peer))
-        self.factory._connections.add(self)
+        self.factory._track(self)
+        self.transport.registerProducer(self, True)
         self._set_timer(self.factory.idle_timeout, self._idle_timeout)
         if self.factory.stopping:
-            self.transport.loseConnection()
+            self._close()
 
     def connectionLost(self, reason=None):
         self._closed = True
         self._cancel_timer()
+        self._stalled_since = None
+        self._unparsed = b""
         self.factory._connection_gone(self)
 
+    def readConnectionLost(self):
+        """The peer half-closed after its requests: answer them, then close. A request
+        it left unfinished can never complete and is dropped."""
+        self._read_closed = True
+        self._accepting = False
+        if self._in_request:
+            self._in_request = False
+            self._cancel_timer()
+        self._flush()
+
+    def writeConnectionLost(self):
+        self._close()
+
     def is_idle(self):
-        return not self._queue and not self._in_request
+        return not self._queue and not self._in_request and not self._unparsed
 
     def close_when_idle(self):
-        """The factory is stopping: finish what was asked, take nothing new."""
+        """The factory is stopping: finish what was asked, take nothing new (what was
+        read but not yet parsed is dropped: it was never asked)."""
         self._accepting = False
+        self._unparsed = b""
         if self.is_idle():
-            self.transport.loseConnection()
+            self._close()
+
+    def _close(self):
+        """Close once our answers are out. A peer that does not take them within
+        send_timeout is aborted (deadline_passed): a flush must not wait forever."""
+        if self._closing or self._closed:
+            return
+        self._closing = True
+        self._accepting = False
+        self._unparsed = b""
+        if self._stalled_since is None:
+            self._stalled_since = self.factory.clock.seconds()
+        # A TCP transport with a registered producer never finishes closing.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    # -- back-pressure: IPushProducer, called by the transport --
+
+    def pauseProducing(self):
+        """The transport's buffer is full: read and parse nothing more until it drains."""
+        self._write_blocked = True
+        if self._stalled_since is None:
+            self._stalled_since = self.factory.clock.seconds()
+        self._hold()
+
+    def resumeProducing(self):
+        self._write_blocked = False
+        if not self._closing:
+            self._stalled_since = None
+        self._release()
+
+    def stopProducing(self):
+        """The connection is going away; connectionLost cleans up."""
+
+    def _hold(self):
+        if not self._paused and not self._closing:
+            self._paused = True
+            self.transport.pauseProducing()
+
+    def _release(self):
+        """Read again once nothing holds us back, beginning with what was kept unparsed."""
+        if (not self._paused or self._write_blocked or self._closing or self._closed
+                or len(self._queue) >= self.factory.max_pipelined // 2):
+            return
+        self._paused = False
+        # Never inside the parser: what is kept unparsed is only set once parsing stops.
+        if self._unparsed:
+            data, self._unparsed = self._unparsed, b""
+            self.dataReceived(data)            # may hold us back again
+        if not (self._paused or self._read_closed or self._closing or self._closed):
+            self.transport.resumeProducing()
 
     # -- bytes in --
 
     def dataReceived(self, data):
         if not self._accepting:
+            return
+        if self._paused:
+            # What one read brought: the transport reads nothing more until we resume.
+            self._unparsed += data
+            return
+        if len(data) > PARSE_SLICE:
+            self._parse_in_slices(data)
             return
         try:
             self._parser.feed_data(data)
@@ -274,8 +380,8 @@ class HTTPChannel(Protocol):
             self._accepting = False
             if self._queue:
                 self._queue[-1].close = True
-            elif not self._closed:
-                self.transport.loseConnection()
+            else:
+                self._close()
             return
         except _Abort:
             return
@@ -286,11 +392,28 @@ class HTTPChannel(Protocol):
                 return
             self._refuse(ApiError("invalid_request", "malformed HTTP request"))
             return
-        if self._in_request and not self._headers_done:
-            # httptools buffers a header until it ends: bound what a client can make us hold.
+        if self._in_request and not self._headers_done and not self._head_began:
+            # httptools holds an unfinished header until it ends: bound what a client can
+            # make us hold. Bytes that began this head also held the requests before it,
+            # so they are not counted (one slice at most); every later byte is.
             self._raw_head_bytes += len(data)
             if self._raw_head_bytes > 2 * self.factory.max_head_bytes:
                 self._refuse(ApiError("headers_too_large", "request headers are too large"))
+        self._head_began = False
+
+    def _parse_in_slices(self, data):
+        """A long read (a pipeliner's 64 KB holds hundreds of requests) is parsed a slice
+        at a time, so that holding back takes effect within it; the rest waits."""
+        size = len(data)
+        offset = 0
+        while offset < size:
+            if self._paused:
+                self._unparsed = data[offset:]
+                return
+            self.dataReceived(data[offset:offset + PARSE_SLICE])
+            if not self._accepting or self._closed:
+                return
+            offset += PARSE_SLICE
 
     # httptools callbacks
 
@@ -299,6 +422,7 @@ class HTTPChannel(Protocol):
             raise _Abort()
         self._in_request = True
         self._reset_request()
+        self._head_began = True
         self._set_timer(self.factory.request_timeout, self._request_timeout)
 
     def on_url(self, url):
@@ -327,7 +451,17 @@ class HTTPChannel(Protocol):
 
     def on_headers_complete(self):
         self._headers_done = True
-        length = self._headers.get("content-length")
+        headers = self._headers
+        # RFC 9112 3.2: HTTP/1.1 needs a Host; any request may carry at most one.
+        host = headers.get("host")
+        if host is None:
+            if self._parser.get_http_version() == "1.1":
+                self._refuse(ApiError("invalid_request", "HTTP/1.1 requests need a Host header"))
+                raise _Abort()
+        elif "," in host:
+            self._refuse(ApiError("invalid_request", "a request may carry one Host header"))
+            raise _Abort()
+        length = headers.get("content-length")
         if length is not None:
             try:
                 too_big = int(length) > self.factory.max_body
@@ -336,7 +470,7 @@ class HTTPChannel(Protocol):
             if too_big:
                 self._refuse_body()
                 raise _Abort()
-        if (self._headers.get("expect", "").lower() == "100-continue"
+        if (headers.get("expect", "").lower() == "100-continue"
                 and self._parser.get_http_version() == "1.1"):
             self._continue_owed = True
             self._maybe_send_continue()
@@ -374,9 +508,8 @@ class HTTPChannel(Protocol):
         self._queue.append(slot)
         if slot.close:
             self._accepting = False
-        if len(self._queue) >= MAX_QUEUED and not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()
+        if len(self._queue) >= self.factory.max_pipelined:
+            self._hold()
         self._reset_request()
         self._dispatch(request, slot)
 
@@ -435,17 +568,18 @@ class HTTPChannel(Protocol):
             _write_now(self.transport, self._serialize(slot, close))
             if slot.close:
                 self._queue.clear()
-                self.transport.loseConnection()
+                self._close()
                 return
-        if self._closed:
+        if self._closed or self._closing:
             return
-        if self._paused and len(self._queue) < MAX_QUEUED // 2:
-            self._paused = False
-            self.transport.resumeProducing()
+        if self._paused:
+            self._release()
+            if self._closed or self._closing:
+                return
         self._maybe_send_continue()
         if self.is_idle():
             if not self._accepting:
-                self.transport.loseConnection()
+                self._close()
             else:
                 self._set_timer(self.factory.idle_timeout, self._idle_timeout)
 
@@ -484,10 +618,17 @@ class HTTPChannel(Protocol):
         if self._deadline is not None and now >= self._deadline:
             self._deadline = None
             self._on_deadline()
+        stalled = self._stalled_since
+        if (stalled is not None and now - stalled >= self.factory.send_timeout
+                and not self._closed):
+            log.debug("%s took none of our answers for %gs: dropped", self._peer,
+                      self.factory.send_timeout)
+            self._stalled_since = None
+            self.transport.abortConnection()
 
     def _idle_timeout(self):
         if self.is_idle():
-            self.transport.loseConnection()
+            self._close()
 
     def _request_timeout(self):
         if self._in_request:
@@ -496,13 +637,41 @@ class HTTPChannel(Protocol):
                                   "request not completed in time; connection closed"))
 
 
+class _OverCapacity(HTTPChannel):
+    """A connection beyond max_connections: its first request is read, answered 503
+    overloaded and the connection closed. Read first, because a socket closed with
+    unread bytes sends a reset, which can destroy the answer before the client reads
+    it. It has REFUSING_TIMEOUT, not the usual timeouts, to send that request, and
+    keeps none of its body."""
+
+    over_capacity = True
+
+    def _set_timer(self, seconds, what):
+        super()._set_timer(min(seconds, REFUSING_TIMEOUT), what)
+
+    def on_body(self, body):
+        self._body_len += len(body)
+        if self._body_len > self.factory.max_body:
+            self._refuse_body()
+            raise _Abort()
+
+    def on_message_complete(self):
+        self._refuse(ApiError("overloaded", "too many connections are open; retry shortly",
+                              headers={"Retry-After": "1"}))
+        raise _Abort()
+
+
 class HTTPFactory(Factory):
     """Makes HTTPChannels for one router; holds the limits and the clock they share."""
 
     def __init__(self, router, *, clock=None, max_body=DEFAULT_MAX_BODY,
                  max_headers=DEFAULT_MAX_HEADERS, max_head_bytes=DEFAULT_MAX_HEAD_BYTES,
                  max_url=DEFAULT_MAX_URL, idle_timeout=DEFAULT_IDLE_TIMEOUT,
-                 request_timeout=DEFAULT_REQUEST_TIMEOUT):
+                 request_timeout=DEFAULT_REQUEST_TIMEOUT, send_timeout=DEFAULT_SEND_TIMEOUT,
+                 max_connections=DEFAULT_MAX_CONNECTIONS,
+                 max_pipelined=DEFAULT_MAX_PIPELINED, max_refusing=None):
+        """max_refusing: connections over max_connections being answered 503 at once
+        (as many again by default); beyond those a connection is closed unanswered."""
         if clock is None:
             from twisted.internet import reactor as clock
         self.router = router
@@ -513,15 +682,36 @@ class HTTPFactory(Factory):
         self.max_url = max_url
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout
+        self.send_timeout = send_timeout
+        self.max_connections = max_connections
+        self.max_pipelined = max_pipelined
+        self.max_refusing = max_connections if max_refusing is None else max_refusing
         self.stopping = False
-        self._connections = set()
+        self._connections = set()        # served channels, at most max_connections
+        self._refusing = set()           # _OverCapacity channels, at most max_refusing
         self._all_gone = []
         self._date_second = None
         self._date_value = b""
         self._sweep = None
+        self._cap_warned_at = None
 
     def buildProtocol(self, addr):
-        return HTTPChannel(self)
+        if len(self._connections) < self.max_connections:
+            return HTTPChannel(self)
+        self._warn_at_capacity()
+        if len(self._refusing) < self.max_refusing:
+            return _OverCapacity(self)
+        return None                      # the port closes it unanswered
+
+    def _warn_at_capacity(self):
+        now = self.clock.seconds()
+        if self._cap_warned_at is None or now - self._cap_warned_at >= CAP_WARNING_INTERVAL_S:
+            self._cap_warned_at = now
+            log.warning("%d HTTP connections open, the limit (http.max_connections): "
+                        "new ones are answered 503 overloaded", self.max_connections)
+
+    def _track(self, channel):
+        (self._refusing if channel.over_capacity else self._connections).add(channel)
 
     def watch_deadlines(self):
         """Run the once-a-second sweep of connection deadlines while any connection is open."""
@@ -532,7 +722,7 @@ class HTTPFactory(Factory):
 
     def _check_deadlines(self):
         now = self.clock.seconds()
-        for channel in list(self._connections):
+        for channel in [*self._connections, *self._refusing]:
             channel.deadline_passed(now)
 
     def date_header(self):
@@ -548,20 +738,23 @@ class HTTPFactory(Factory):
         what they already received (with Connection: close). Fires when all are gone."""
         self.stopping = True
         done = defer.Deferred()
-        if not self._connections:
+        if not self._connections and not self._refusing:
             done.callback(None)
             return done
         self._all_gone.append(done)
-        for channel in list(self._connections):
+        for channel in [*self._connections, *self._refusing]:
             channel.close_when_idle()
         return done
 
     def _connection_gone(self, channel):
         self._connections.discard(channel)
-        if not self._connections and self._sweep is not None:
+        self._refusing.discard(channel)
+        if self._connections or self._refusing:
+            return
+        if self._sweep is not None:
             self._sweep.stop()
             self._sweep = None
-        if not self._connections and self._all_gone:
+        if self._all_gone:
             waiting, self._all_gone = self._all_gone, []
             for d in waiting:
                 d.callback(None)

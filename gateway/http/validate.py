@@ -6,6 +6,7 @@ this module knows shapes, numbers and text lengths only.
 """
 
 import json
+import re
 from dataclasses import dataclass
 
 from gateway.http.errors import ApiError
@@ -25,7 +26,37 @@ PRIORITIES = {"normal": 0, "high": 1, "emergency": 2}
 FIELDS = ("from", "to", "text", "priority", "reference", "idempotency_key", "validity_s",
           "receipt")
 _FIELD_SET = frozenset(FIELDS)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs):
+    """A JSON object as a dict, refusing a repeated name: readers disagree on which of
+    the two counts (RFC 8259 4), so one body could mean two messages."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen = set()
+        raise _DuplicateKey(next(name for name, _ in pairs
+                                 if name in seen or seen.add(name)))
+    return document
+
+
 _decode = json.JSONDecoder().decode
+_decode_unique = json.JSONDecoder(object_pairs_hook=_unique_keys).decode
+# A lone surrogate can only come from a \uD800-\uDFFF escape (UTF-8 cannot carry one).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _may_repeat_a_name(body, document):
+    """False when `body` (which decoded to the dict `document`) cannot name a key twice:
+    every pair of every object has its ":", so as many ":" as distinct top-level names
+    leaves no pair to repeat one (nor any nested object with a pair). Cheaper than an
+    object_pairs_hook on every decode (+20%); a body with nested objects or colons in
+    its strings is decoded again with the hook."""
+    return body.count(b":") != len(document)
 
 
 @dataclass(frozen=True)
@@ -62,7 +93,36 @@ def parse_json_object(body):
         raise invalid(f"request body is not valid JSON{where}") from None
     if not isinstance(value, dict):
         raise invalid("request body must be a JSON object")
+    if _may_repeat_a_name(body, value):
+        try:
+            _decode_unique(text)
+        except _DuplicateKey as duplicate:
+            name = duplicate.args[0][:40]
+            raise invalid(f"request body names {name!r} more than once") from None
+    # The document is searched only when the body has a surrogate's escape (`in` first:
+    # a regex search costs more than the rest of these checks).
+    if (b"\\u" in body and _SURROGATE_ESCAPE.search(body)
+            and _holds_lone_surrogate(value)):
+        raise invalid("request body holds a string that is not valid Unicode "
+                      "(a lone surrogate escape such as \\ud800)")
     return value
+
+
+def _holds_lone_surrogate(value):
+    """Whether any string in a decoded JSON value (names included) has a lone
+    surrogate: such a string cannot be stored, logged or sent."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def _optional_string(document, name, limit):

@@ -6,6 +6,9 @@ data and are kept as given, except when a caller puts a citizen's mobile number 
 `from`: that is masked like every other MSISDN. Failed authentication is audited per
 client address at most once per interval, so a key-guessing client cannot flood the
 table or the log; the suppressed attempts are counted in the next record.
+
+A record is never lost to its content: a string that is not valid Unicode (a lone
+surrogate, which UTF-8 and so SQLite cannot hold) is recorded with it escaped.
 """
 
 import logging
@@ -27,7 +30,23 @@ def safe_sender(sender):
     try:
         return mask_msisdn(normalize_msisdn(text))
     except InvalidNumber:
-        return text
+        return recordable(text)
+
+
+def recordable(value):
+    """`value` with every string made storable: lone surrogates become \\udxxx escapes.
+    Dicts, lists and tuples are copied with their contents made recordable."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {recordable(k): recordable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [recordable(item) for item in value]
+    return value
 
 
 class AuditLog:
@@ -41,6 +60,7 @@ class AuditLog:
     def sender_refused(self, agency_id, sender, reason, peer, owner=None):
         """Write the refusal (store row + log line). Returns the store's Deferred."""
         shown = safe_sender(sender)
+        peer, reason, owner = recordable(peer), recordable(reason), recordable(owner)
         detail = {"sender": shown, "reason": reason, "peer": peer}
         if owner is not None and owner != agency_id:
             detail["owner"] = owner
@@ -50,6 +70,7 @@ class AuditLog:
 
     def unauthorized(self, peer, reason):
         """Audit a failed authentication, at most once per interval per peer."""
+        peer, reason = recordable(peer), recordable(reason)
         now = self.clock.seconds()
         entry = self._unauthorized.get(peer)
         if entry is not None and now - entry[0] < UNAUTHORIZED_INTERVAL_S:
@@ -64,8 +85,15 @@ class AuditLog:
         return self._write("unauthorized", None,
                            {"peer": peer, "reason": reason, "suppressed": suppressed})
 
+    def auth_blocked(self, peer, failures, seconds):
+        """An address starts being refused for failed authentication (once per block)."""
+        log.warning("authentication blocked: peer=%s after %d failures, for %g s", peer,
+                    failures, seconds)
+        return self._write("auth_blocked", None,
+                           {"peer": peer, "failures": failures, "seconds": seconds})
+
     def _write(self, event, agency_id, detail):
-        d = self.store.audit(event, agency_id, detail)
+        d = self.store.audit(event, agency_id, recordable(detail))
         d.addErrback(lambda f: log.error("audit record %s lost: %s", event,
                                          f.getErrorMessage()))
         return d
