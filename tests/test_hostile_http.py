@@ -187,6 +187,10 @@ class HostileClientTests(unittest.TestCase):
         self.assertEqual({headers["retry-after"] for _, headers, _ in flood.items[10:]},
                          {"60"})
         self.assertEqual(after, 429)           # the address is blocked, keys unchecked
+        # A request that presents no key guesses nothing: told 401, even while blocked.
+        keyless, _ = yield threads.deferToThread(
+            hostile.exchange, port, hostile.message(None), 1)
+        self.assertEqual(keyless.statuses, [401])
         self.throttle_clock.advance(61)
         responses, _ = yield threads.deferToThread(
             hostile.exchange, port, hostile.message(KEY), 1)
@@ -194,6 +198,16 @@ class HostileClientTests(unittest.TestCase):
         blocked = [json.loads(d) for e, d in self.rows("SELECT event, detail FROM audit")
                    if e == "auth_blocked"]
         self.assertEqual(blocked, [{"peer": "127.0.0.1", "failures": 10, "seconds": 60}])
+
+    @defer.inlineCallbacks
+    def test_requests_without_a_key_are_401_and_never_block_the_address(self):
+        port = self.serve()
+        keyless = [hostile.message(None) for _ in range(30)]
+        responses, _ = yield threads.deferToThread(hostile.pipeline, port, keyless, 10.0)
+        self.assertEqual(responses.statuses, [401] * 30)
+        answer, _ = yield threads.deferToThread(
+            hostile.exchange, port, hostile.message(KEY), 1)
+        self.assertEqual(answer.statuses, [202])
 
     # -- item 7: back-pressure ----------------------------------------------------
 

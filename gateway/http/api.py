@@ -79,16 +79,19 @@ class AgencyAPI:
     def _authenticate(self, request):
         throttle = self.auth_throttle
         peer = request.peer
-        wait = throttle.retry_after(peer)
+        authorization = request.headers.get("authorization")
+        # The throttle stops key guessing: a request that presents no key guesses
+        # nothing, so it is told what is wrong (401) and not counted.
+        wait = throttle.retry_after(peer) if authorization else None
         if wait is not None:
             raise ApiError("rate_limited",
                            f"too many failed authentications from your address; "
                            f"retry after {wait} s", headers={"Retry-After": str(wait)})
         try:
-            return self.keyring.authenticate(request.headers.get("authorization"))
+            return self.keyring.authenticate(authorization)
         except Unauthorized as refusal:
             self.audit.unauthorized(peer, refusal.reason)
-            if throttle.failed(peer):
+            if authorization and throttle.failed(peer):
                 self.audit.auth_blocked(peer, throttle.failures, throttle.block_s)
             raise ApiError("unauthorized", UNAUTHORIZED_MESSAGE,
                            headers={"WWW-Authenticate": 'Bearer realm="payam"'}) from None
