@@ -38,16 +38,6 @@ def bounded(reactor, d, seconds):
     return d
 
 
-def make_pool(op, inbound, reactor):
-    return OperatorPool(
-        op.name, op.host, op.port,
-        system_id=op.system_id, password=op.password, system_type=op.system_type,
-        bind_mode=op.bind, binds=op.binds, window=op.window, tps=op.tps,
-        enquire_link_s=op.enquire_link_s, response_timeout_s=op.response_timeout_s,
-        reconnect_s=op.reconnect_s, inbound_handler=inbound.received,
-        reactor=reactor)
-
-
 class GatewayService(MultiService):
     def __init__(self, config, reactor, create_store=False):
         super().__init__()
@@ -71,7 +61,7 @@ class GatewayService(MultiService):
         inbound = InboundRouter(self.store, reactor, receipt_ids={
             op.name: op.receipt_ids for op in config.operators})
         for op in config.operators:
-            pool = make_pool(op, inbound, reactor)
+            pool = OperatorPool(op, inbound_handler=inbound.received, reactor=reactor)
             pool.setServiceParent(self)
             self.pools[op.name] = pool
         settings = {op.name: SubmitSettings(op.short_code_ton, op.short_code_npi, op.receipts,

@@ -7,7 +7,7 @@ import shutil
 import sqlite3
 import tempfile
 
-from conftest import wait_until
+from conftest import operator_config, wait_until
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
@@ -50,11 +50,12 @@ class HostileTestCase(unittest.TestCase):
 
     def start_pool(self, **overrides):
         settings = dict(system_id="payam", password="secret", system_type="",
-                        bind_mode="transceiver", binds=1, window=10, tps=100_000,
-                        enquire_link_s=30, response_timeout_s=5, reconnect_s=(0.05, 0.2),
-                        inbound_handler=lambda operator, pdu: c.ESME_ROK, reactor=reactor)
+                        bind="transceiver", binds=1, window=10, tps=100_000,
+                        enquire_link_s=30, response_timeout_s=5, reconnect_s=(0.05, 0.2))
         settings.update(overrides)
-        self.pool = OperatorPool("mci", "127.0.0.1", self.port.getHost().port, **settings)
+        self.pool = OperatorPool(operator_config(port=self.port.getHost().port, **settings),
+                                 inbound_handler=lambda operator, pdu: c.ESME_ROK,
+                                 reactor=reactor)
         self.pool.startService()
         self.addCleanup(lambda: self.pool.stopService() if self.pool.running else None)
         return self.pool

@@ -12,7 +12,7 @@ dispatcher, binds, inbound router and store run in this process.
 import sqlite3
 from pathlib import Path
 
-from conftest import wait_until
+from conftest import operator_config, wait_until
 from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
 
@@ -120,10 +120,10 @@ class EarlyCollidingReceipts(unittest.TestCase):
             factory.buildProtocol = build
             port = reactor.listenTCP(0, factory, interface="127.0.0.1")
             self.addCleanup(port.stopListening)
-            pools[name] = OperatorPool(
-                name, "127.0.0.1", port.getHost().port, system_id=name, password="pw",
-                system_type="", bind_mode="transceiver", binds=1, window=10, tps=10_000,
-                enquire_link_s=30, response_timeout_s=10, reconnect_s=(0.2, 1),
+            pools[name] = OperatorPool(operator_config(
+                name=name, port=port.getHost().port, system_id=name, password="pw",
+                system_type="", bind="transceiver", binds=1, window=10, tps=10_000,
+                enquire_link_s=30, response_timeout_s=10, reconnect_s=(0.2, 1)),
                 inbound_handler=inbound.received, reactor=reactor)
         router = Router(Routing(rules=tuple(
             RoutingRule((prefix,), name, (), "test") for name, prefix in PREFIX.items()),
