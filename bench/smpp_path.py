@@ -26,7 +26,6 @@ from gateway.dispatch import Dispatcher  # noqa: E402
 from gateway.routing import Router  # noqa: E402
 from gateway.smpp.pool import OperatorPool  # noqa: E402
 from gateway.store.store import ClaimedPart  # noqa: E402
-from gateway.submit_sm import SubmitSettings  # noqa: E402
 
 
 class StubStore:
@@ -89,7 +88,7 @@ def main():
                               enquire_link_s=30, response_timeout_s=10, reconnect_s=(0.2, 1))
     pool = OperatorPool(operator, inbound_handler=inbound.received, reactor=reactor)
     router = Router(Routing(rules=(RoutingRule(("98",), "mci", (), "bench"),), default=None))
-    dispatcher = Dispatcher(store, {"mci": pool}, {"mci": SubmitSettings()}, router,
+    dispatcher = Dispatcher(store, {"mci": pool}, {"mci": operator}, router,
                             clock=reactor)
     profiler = None
 

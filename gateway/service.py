@@ -23,7 +23,6 @@ from gateway.policy.limits import AgencyLimits
 from gateway.routing import Router
 from gateway.smpp.pool import OperatorPool
 from gateway.store.store import Store
-from gateway.submit_sm import SubmitSettings
 
 log = logging.getLogger("payam.service")
 
@@ -64,9 +63,7 @@ class GatewayService(MultiService):
             pool = OperatorPool(op, inbound_handler=inbound.received, reactor=reactor)
             pool.setServiceParent(self)
             self.pools[op.name] = pool
-        settings = {op.name: SubmitSettings(op.short_code_ton, op.short_code_npi, op.receipts,
-                                            op.max_unknown_outcomes)
-                    for op in config.operators}
+        settings = {op.name: op for op in config.operators}
         self.dispatcher = Dispatcher(self.store, self.pools, settings, Router(config.routing),
                                      clock=reactor)
 

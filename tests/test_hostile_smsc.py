@@ -18,7 +18,6 @@ from gateway.routing import Router
 from gateway.smpp import constants as c
 from gateway.smpp.pool import OperatorPool
 from gateway.store.store import NewMessage, Store
-from gateway.submit_sm import SubmitSettings
 from hostile_smsc import HostileFactory
 
 
@@ -66,7 +65,7 @@ class HostileTestCase(unittest.TestCase):
         self.store = Store(os.path.join(directory, "gateway.db"), reactor)
         self.store.open()
         self.dispatcher = Dispatcher(
-            self.store, {"mci": self.pool}, {"mci": settings or SubmitSettings()},
+            self.store, {"mci": self.pool}, {"mci": settings or self.pool.config},
             Router(Routing(rules=(), default="mci")), clock=reactor, **kwargs)
         self.dispatcher.start()
 
@@ -134,7 +133,7 @@ class UnknownOutcomes(HostileTestCase):
     def check(self, mode):
         self.start_peer(mode)
         self.start_pool(response_timeout_s=0.2)
-        self.start_dispatcher(SubmitSettings(max_unknown_outcomes=3),
+        self.start_dispatcher(operator_config(max_unknown_outcomes=3),
                               unknown_retry_s=(0.1, 0.4))
         yield wait_until(reactor, lambda: self.pool.bound_count() == 1)
         (message_id,) = yield self.accept()

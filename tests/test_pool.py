@@ -630,7 +630,6 @@ def test_a_throttling_smsc_sees_few_throttled_submits(memory_reactor):
     from gateway.config.schema import Routing
     from gateway.dispatch import Dispatcher
     from gateway.routing import Router
-    from gateway.submit_sm import SubmitSettings
     from test_dispatch import FakeStore, part
 
     clock = memory_reactor
@@ -639,7 +638,7 @@ def test_a_throttling_smsc_sees_few_throttled_submits(memory_reactor):
     store = FakeStore(clock)
     for n in range(2000):
         store.put(part(n))
-    dispatcher = Dispatcher(store, {"mci": pool}, {"mci": SubmitSettings()},
+    dispatcher = Dispatcher(store, {"mci": pool}, {"mci": pool.config},
                             Router(Routing(rules=(), default="mci")), clock=clock)
     dispatcher.start()
     accepted, sent, throttled = [], [], 0

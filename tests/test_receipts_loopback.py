@@ -24,7 +24,6 @@ from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU, Framer, decode, encode
 from gateway.smpp.pool import OperatorPool
 from gateway.store import NewMessage, Store
-from gateway.submit_sm import SubmitSettings
 
 PER_OPERATOR = 60
 LATE_EVERY = 3          # every third receipt comes after its submit_sm_resp, late
@@ -128,7 +127,7 @@ class EarlyCollidingReceipts(unittest.TestCase):
         router = Router(Routing(rules=tuple(
             RoutingRule((prefix,), name, (), "test") for name, prefix in PREFIX.items()),
             default=None))
-        dispatcher = Dispatcher(store, pools, {name: SubmitSettings() for name in pools},
+        dispatcher = Dispatcher(store, pools, {name: pool.config for name, pool in pools.items()},
                                 router, clock=reactor)
         for pool in pools.values():
             pool.startService()
