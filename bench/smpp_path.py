@@ -20,13 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from twisted.internet import defer, reactor  # noqa: E402
 
 from daemon_harness import Simulator  # noqa: E402
-from gateway.config.schema import Routing, RoutingRule  # noqa: E402
+from gateway.config.schema import OperatorConfig, Routing, RoutingRule  # noqa: E402
 from gateway.deliver import InboundRouter  # noqa: E402
 from gateway.dispatch import Dispatcher  # noqa: E402
 from gateway.routing import Router  # noqa: E402
 from gateway.smpp.pool import OperatorPool  # noqa: E402
 from gateway.store.store import ClaimedPart  # noqa: E402
-from gateway.submit_sm import SubmitSettings  # noqa: E402
 
 
 class StubStore:
@@ -83,13 +82,13 @@ def main():
 
     store = StubStore(parts, on_receipts)
     inbound = InboundRouter(store, reactor)
-    pool = OperatorPool("mci", "127.0.0.1", sim.smpp_port, system_id="payam",
-                        password="secret", system_type="", bind_mode="transceiver", binds=2,
-                        window=100, tps=100_000, enquire_link_s=30, response_timeout_s=10,
-                        reconnect_s=(0.2, 1), inbound_handler=inbound.received,
-                        reactor=reactor)
+    operator = OperatorConfig(name="mci", host="127.0.0.1", port=sim.smpp_port,
+                              system_id="payam", password="secret", system_type="",
+                              bind="transceiver", binds=2, window=100, tps=100_000,
+                              enquire_link_s=30, response_timeout_s=10, reconnect_s=(0.2, 1))
+    pool = OperatorPool(operator, inbound_handler=inbound.received, reactor=reactor)
     router = Router(Routing(rules=(RoutingRule(("98",), "mci", (), "bench"),), default=None))
-    dispatcher = Dispatcher(store, {"mci": pool}, {"mci": SubmitSettings()}, router,
+    dispatcher = Dispatcher(store, {"mci": pool}, {"mci": operator}, router,
                             clock=reactor)
     profiler = None
 

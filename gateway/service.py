@@ -23,7 +23,6 @@ from gateway.policy.limits import AgencyLimits
 from gateway.routing import Router
 from gateway.smpp.pool import OperatorPool
 from gateway.store.store import Store
-from gateway.submit_sm import SubmitSettings
 
 log = logging.getLogger("payam.service")
 
@@ -36,16 +35,6 @@ def bounded(reactor, d, seconds):
     d.addErrback(lambda failure: failure.trap(CancelledError))
     d.addBoth(lambda result: timeout.active() and timeout.cancel())
     return d
-
-
-def make_pool(op, inbound, reactor):
-    return OperatorPool(
-        op.name, op.host, op.port,
-        system_id=op.system_id, password=op.password, system_type=op.system_type,
-        bind_mode=op.bind, binds=op.binds, window=op.window, tps=op.tps,
-        enquire_link_s=op.enquire_link_s, response_timeout_s=op.response_timeout_s,
-        reconnect_s=op.reconnect_s, inbound_handler=inbound.received,
-        reactor=reactor)
 
 
 class GatewayService(MultiService):
@@ -71,12 +60,10 @@ class GatewayService(MultiService):
         inbound = InboundRouter(self.store, reactor, receipt_ids={
             op.name: op.receipt_ids for op in config.operators})
         for op in config.operators:
-            pool = make_pool(op, inbound, reactor)
+            pool = OperatorPool(op, inbound_handler=inbound.received, reactor=reactor)
             pool.setServiceParent(self)
             self.pools[op.name] = pool
-        settings = {op.name: SubmitSettings(op.short_code_ton, op.short_code_npi, op.receipts,
-                                            op.max_unknown_outcomes)
-                    for op in config.operators}
+        settings = {op.name: op for op in config.operators}
         self.dispatcher = Dispatcher(self.store, self.pools, settings, Router(config.routing),
                                      clock=reactor)
 

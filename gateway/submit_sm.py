@@ -1,7 +1,5 @@
 """Builds the submit_sm that carries one claimed part to an operator."""
 
-from dataclasses import dataclass
-
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU
 
@@ -12,17 +10,6 @@ NPI_UNKNOWN = 0
 
 # Our priorities → SMPP priority_flag (0 normal … 3 very urgent).
 PRIORITY_FLAGS = {0: 0, 1: 1, 2: 3}
-
-
-@dataclass(frozen=True)
-class SubmitSettings:
-    """What an operator wants on its submit_sm (from its config section)."""
-    short_code_ton: int = 3
-    short_code_npi: int = 0
-    receipts: bool = True
-    # Sends of one part whose outcome stays unknown (no response, session lost) before
-    # it fails with "unknown_outcome": each may have reached the citizen.
-    max_unknown_outcomes: int = 3
 
 
 def relative_validity(seconds):
@@ -37,6 +24,8 @@ def relative_validity(seconds):
 
 
 def build_submit_sm(part, settings, now):
+    """settings: the operator's OperatorConfig (short_code_ton/npi for 4040 senders,
+    receipts)."""
     if part.sender.isdigit():
         source_ton, source_npi = settings.short_code_ton, settings.short_code_npi
     else:

@@ -17,10 +17,21 @@
 import pytest
 from twisted.internet import defer, task
 
+from gateway.config.schema import OperatorConfig
+
 
 @pytest.fixture
 def clock():
     return task.Clock()
+
+
+def operator_config(**overrides):
+    """An operator as the config loader hands it to the pool, the sessions and the
+    dispatcher (mci at 127.0.0.1:2775, defaults elsewhere), with `overrides`."""
+    values = dict(name="mci", host="127.0.0.1", port=2775, system_id="payam",
+                  password="secret")
+    values.update(overrides)
+    return OperatorConfig(**values)
 
 
 def wait_until(reactor, predicate, interval=0.01):

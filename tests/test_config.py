@@ -10,7 +10,7 @@ import pytest
 from gateway.config import (
     ConfigError, ConfigErrors, OperatorConfig, check_config, load_agencies,
     load_gateway_config, load_routing)
-from gateway.config.load import DEFAULT_DAILY_PARTS, DEFAULT_RATE_PER_S
+from gateway.config.agencies_file import DEFAULT_DAILY_PARTS, DEFAULT_RATE_PER_S
 from gateway.routing import Router
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

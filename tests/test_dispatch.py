@@ -2,6 +2,7 @@
 store's outcomes, with in-memory stand-ins for the store and the operator pools."""
 
 import pytest
+from conftest import operator_config
 from twisted.internet import defer
 
 from gateway.config.schema import Routing, RoutingRule
@@ -13,7 +14,6 @@ from gateway.routing import Router
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU
 from gateway.store import ClaimedPart, StoreClosed
-from gateway.submit_sm import SubmitSettings
 
 MCI, IRANCELL = "98912", "98935"
 
@@ -120,7 +120,7 @@ def world(clock):
         RoutingRule(prefixes=(MCI,), operator="mci", fallback=(), origin="t:1"),
         RoutingRule(prefixes=(IRANCELL,), operator="irancell", fallback=(), origin="t:2")),
         default="mci")
-    settings = {name: SubmitSettings() for name in pools}
+    settings = {name: operator_config(name=name) for name in pools}
     dispatcher = Dispatcher(store, pools, settings, Router(routing), clock=clock,
                             batch=50, buffer_limit=200)
     yield store, pools, dispatcher
@@ -235,7 +235,7 @@ def test_unknown_outcomes_back_off_and_end_the_part_failed(clock, world, error):
         delays.append(last.not_before - clock.seconds())
         clock.advance(last.not_before - clock.seconds())
         run(clock, 0.5, 2)
-    assert sends == 3                                  # SubmitSettings' default bound
+    assert sends == 3                                  # OperatorConfig's default bound
     assert delays == pytest.approx([2.0, 4.0], abs=0.1)
     failed = store.outcomes[-1]
     assert (failed.kind, failed.error) == ("failed", UNKNOWN_OUTCOME)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load
+from gateway.config import agencies_file, gateway_file, operators, routing_file
 from gateway.http import openapi
 from gateway.http.errors import STATUS_FOR_CODE
 
@@ -28,9 +28,9 @@ def test_api_md_gives_every_error_code_with_its_status(code):
 
 
 @pytest.mark.parametrize("section,keys", [
-    ("gateway.yaml", load.GATEWAY_KEYS), ("retention", load.RETENTION_KEYS),
-    ("operators", load.OPERATOR_KEYS), ("agencies", load.AGENCY_KEYS),
-    ("routing rules", load.RULE_KEYS)])
+    ("gateway.yaml", gateway_file.GATEWAY_KEYS), ("retention", gateway_file.RETENTION_KEYS),
+    ("operators", operators.OPERATOR_KEYS), ("agencies", agencies_file.AGENCY_KEYS),
+    ("routing rules", routing_file.RULE_KEYS)])
 def test_configuration_md_describes_every_key(section, keys):
     for key in keys:
         assert f"`{key}" in CONFIGURATION, f"{section}: {key}"

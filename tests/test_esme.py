@@ -3,6 +3,7 @@
 import struct
 
 import pytest
+from conftest import operator_config
 from twisted.internet import defer, error
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -24,9 +25,10 @@ class Harness:
         self.clock = clock
         self.events = []
         self.factory = ESMEFactory(
-            operator="mci", bind_type=bind_type, system_id="payam", password="secret",
-            system_type="GOV", window=window, enquire_link_s=ENQUIRE,
-            response_timeout_s=TIMEOUT, clock=clock, inbound=inbound,
+            operator_config(name="mci", system_id="payam", password="secret",
+                            system_type="GOV", window=window, enquire_link_s=ENQUIRE,
+                            response_timeout_s=TIMEOUT),
+            bind_type=bind_type, clock=clock, inbound=inbound,
             session_bound=lambda s: self.events.append(("bound", s)),
             session_lost=lambda s: self.events.append(("lost", s)),
             session_ready=lambda s: self.events.append(("ready", s)))
@@ -583,12 +585,7 @@ def test_connection_lost_fails_outstanding_and_tells_the_owner(h):
 
 def test_factory_rejects_bad_parameters():
     with pytest.raises(ValueError, match="bind_type"):
-        ESMEFactory(operator="x", bind_type="both", system_id="a", password="b")
-    with pytest.raises(ValueError, match="system_id"):
-        ESMEFactory(operator="x", bind_type="transceiver", system_id="a" * 16, password="b")
-    with pytest.raises(ValueError, match="window"):
-        ESMEFactory(operator="x", bind_type="transceiver", system_id="a", password="b",
-                    window=0)
+        ESMEFactory(operator_config(name="x", system_id="a", password="b"), bind_type="both")
 
 
 @pytest.mark.parametrize("status", [c.ESME_RINVBNDSTS, c.ESME_RALYBND])

@@ -7,7 +7,7 @@ import shutil
 import sqlite3
 import tempfile
 
-from conftest import wait_until
+from conftest import operator_config, wait_until
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
@@ -18,7 +18,6 @@ from gateway.routing import Router
 from gateway.smpp import constants as c
 from gateway.smpp.pool import OperatorPool
 from gateway.store.store import NewMessage, Store
-from gateway.submit_sm import SubmitSettings
 from hostile_smsc import HostileFactory
 
 
@@ -50,11 +49,12 @@ class HostileTestCase(unittest.TestCase):
 
     def start_pool(self, **overrides):
         settings = dict(system_id="payam", password="secret", system_type="",
-                        bind_mode="transceiver", binds=1, window=10, tps=100_000,
-                        enquire_link_s=30, response_timeout_s=5, reconnect_s=(0.05, 0.2),
-                        inbound_handler=lambda operator, pdu: c.ESME_ROK, reactor=reactor)
+                        bind="transceiver", binds=1, window=10, tps=100_000,
+                        enquire_link_s=30, response_timeout_s=5, reconnect_s=(0.05, 0.2))
         settings.update(overrides)
-        self.pool = OperatorPool("mci", "127.0.0.1", self.port.getHost().port, **settings)
+        self.pool = OperatorPool(operator_config(port=self.port.getHost().port, **settings),
+                                 inbound_handler=lambda operator, pdu: c.ESME_ROK,
+                                 reactor=reactor)
         self.pool.startService()
         self.addCleanup(lambda: self.pool.stopService() if self.pool.running else None)
         return self.pool
@@ -65,7 +65,7 @@ class HostileTestCase(unittest.TestCase):
         self.store = Store(os.path.join(directory, "gateway.db"), reactor)
         self.store.open()
         self.dispatcher = Dispatcher(
-            self.store, {"mci": self.pool}, {"mci": settings or SubmitSettings()},
+            self.store, {"mci": self.pool}, {"mci": settings or self.pool.config},
             Router(Routing(rules=(), default="mci")), clock=reactor, **kwargs)
         self.dispatcher.start()
 
@@ -133,7 +133,7 @@ class UnknownOutcomes(HostileTestCase):
     def check(self, mode):
         self.start_peer(mode)
         self.start_pool(response_timeout_s=0.2)
-        self.start_dispatcher(SubmitSettings(max_unknown_outcomes=3),
+        self.start_dispatcher(operator_config(max_unknown_outcomes=3),
                               unknown_retry_s=(0.1, 0.4))
         yield wait_until(reactor, lambda: self.pool.bound_count() == 1)
         (message_id,) = yield self.accept()

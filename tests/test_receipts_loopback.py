@@ -9,10 +9,12 @@ UNDELIV with `err:` = the recipient's last three digits for an odd one.  The rea
 dispatcher, binds, inbound router and store run in this process.
 """
 
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
-from conftest import wait_until
+from conftest import operator_config, wait_until
 from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
 
@@ -24,7 +26,6 @@ from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU, Framer, decode, encode
 from gateway.smpp.pool import OperatorPool
 from gateway.store import NewMessage, Store
-from gateway.submit_sm import SubmitSettings
 
 PER_OPERATOR = 60
 LATE_EVERY = 3          # every third receipt comes after its submit_sm_resp, late
@@ -103,8 +104,9 @@ class EarlyCollidingReceipts(unittest.TestCase):
         receipt_ids = {"mci": "raw", "irancell": "dec"}
         connections = {name: [] for name in smscs}
         pools = {}
-        directory = Path(self.mktemp())
-        directory.mkdir(parents=True)
+        # Not self.mktemp(): that writes under the current directory.
+        directory = Path(tempfile.mkdtemp(prefix="payam-receipts-"))
+        self.addCleanup(shutil.rmtree, directory, True)
         store = Store(directory / "gateway.db", reactor)
         store.open()
         self.addCleanup(store.close)
@@ -120,15 +122,15 @@ class EarlyCollidingReceipts(unittest.TestCase):
             factory.buildProtocol = build
             port = reactor.listenTCP(0, factory, interface="127.0.0.1")
             self.addCleanup(port.stopListening)
-            pools[name] = OperatorPool(
-                name, "127.0.0.1", port.getHost().port, system_id=name, password="pw",
-                system_type="", bind_mode="transceiver", binds=1, window=10, tps=10_000,
-                enquire_link_s=30, response_timeout_s=10, reconnect_s=(0.2, 1),
+            pools[name] = OperatorPool(operator_config(
+                name=name, port=port.getHost().port, system_id=name, password="pw",
+                system_type="", bind="transceiver", binds=1, window=10, tps=10_000,
+                enquire_link_s=30, response_timeout_s=10, reconnect_s=(0.2, 1)),
                 inbound_handler=inbound.received, reactor=reactor)
         router = Router(Routing(rules=tuple(
             RoutingRule((prefix,), name, (), "test") for name, prefix in PREFIX.items()),
             default=None))
-        dispatcher = Dispatcher(store, pools, {name: SubmitSettings() for name in pools},
+        dispatcher = Dispatcher(store, pools, {name: pool.config for name, pool in pools.items()},
                                 router, clock=reactor)
         for pool in pools.values():
             pool.startService()

@@ -1,9 +1,11 @@
 """The submit_sm built for a claimed part: addresses, TON/NPI, receipts, validity."""
 
+from conftest import operator_config
+
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import decode, encode
 from gateway.store.store import ClaimedPart
-from gateway.submit_sm import SubmitSettings, build_submit_sm, relative_validity
+from gateway.submit_sm import build_submit_sm, relative_validity
 
 
 def part(sender="40401234", receipt=True, priority=0, expires_at=1000 + 86400):
@@ -14,7 +16,7 @@ def part(sender="40401234", receipt=True, priority=0, expires_at=1000 + 86400):
 
 
 def test_short_code_goes_with_the_operators_ton_npi_and_survives_the_wire():
-    pdu = decode(encode(build_submit_sm(part(), SubmitSettings(short_code_ton=0,
+    pdu = decode(encode(build_submit_sm(part(), operator_config(short_code_ton=0,
                                                                 short_code_npi=1), 1000)))
     f = pdu.fields
     assert pdu.command_id == c.SUBMIT_SM
@@ -27,16 +29,17 @@ def test_short_code_goes_with_the_operators_ton_npi_and_survives_the_wire():
 
 
 def test_mask_goes_alphanumeric_and_receipts_follow_both_switches():
-    settings = SubmitSettings(receipts=False)
+    settings = operator_config(receipts=False)
     f = build_submit_sm(part(sender="MALIAT"), settings, 1000).fields
     assert (f["source_addr_ton"], f["source_addr_npi"]) == (5, 0)
     assert f["registered_delivery"] == 0
-    f = build_submit_sm(part(receipt=False), SubmitSettings(), 1000).fields
+    f = build_submit_sm(part(receipt=False), operator_config(), 1000).fields
     assert f["registered_delivery"] == 0
 
 
 def test_priority_and_remaining_validity():
-    f = build_submit_sm(part(priority=2, expires_at=1000 + 3723), SubmitSettings(), 1000).fields
+    f = build_submit_sm(part(priority=2, expires_at=1000 + 3723), operator_config(),
+                        1000).fields
     assert f["priority_flag"] == 3
     assert f["validity_period"] == "000000010203000R"
     assert relative_validity(86400) == "000001000000000R"

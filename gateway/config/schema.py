@@ -1,7 +1,8 @@
 """The configuration as frozen values: what every layer below the service is handed.
 
-Built only by `gateway.config.load`, which has checked every field; tuples, not lists,
-so a running component can never see its configuration change under it.
+Built only by `gateway.config.load` (its readers, one per file), which has checked every
+field: the components take them as given. Tuples, not lists, so a running component can
+never see its configuration change under it.
 """
 
 from dataclasses import dataclass

@@ -48,9 +48,6 @@ BIND_TYPES = {
     "transceiver": c.BIND_TRANSCEIVER,
 }
 
-# Longest C-Octet strings a bind may carry (SMPP 3.4 §4.1: sizes include the NUL).
-_BIND_FIELD_LIMITS = {"system_id": 15, "password": 8, "system_type": 12}
-
 CONNECTING, BINDING, BOUND, UNBINDING, CLOSING, CLOSED = (
     "connecting", "binding", "bound", "unbinding", "closing", "closed")
 
@@ -236,11 +233,11 @@ class ESMEProtocol(protocol.Protocol):
         verb = "reconnected" if self.number > 1 else "connected"
         log.info("%s: %s to %s, binding as %s", self.label, verb, _peer(self.transport),
                  self.factory.bind_type)
-        factory = self.factory
+        factory, config = self.factory, self.factory.config
         bind = PDU(BIND_TYPES[factory.bind_type], fields={
-            "system_id": factory.system_id,
-            "password": factory.password,
-            "system_type": factory.system_type,
+            "system_id": config.system_id,
+            "password": config.password,
+            "system_type": config.system_type,
             "interface_version": INTERFACE_VERSION,
             "addr_ton": 0,
             "addr_npi": 0,
@@ -650,36 +647,27 @@ class ESMEFactory(protocol.Factory):
 
     noisy = False
 
-    def __init__(self, *, operator, bind_type, system_id, password, system_type="",
-                 window=100, enquire_link_s=30.0, response_timeout_s=30.0, clock=None,
-                 inbound=None, session_bound=None, session_lost=None, session_ready=None,
-                 label=None, address_range=""):
+    def __init__(self, config, *, bind_type, clock=None, inbound=None, session_bound=None,
+                 session_lost=None, session_ready=None, label=None, address_range=""):
+        """config: the operator's OperatorConfig (gateway.config.schema), whose values the
+        config loader has checked; bind_type: this session's kind (BIND_TYPES)."""
         if bind_type not in BIND_TYPES:
             raise ValueError(f"bind_type must be one of {sorted(BIND_TYPES)}, "
                              f"not {bind_type!r}")
-        for name, value in (("system_id", system_id), ("password", password),
-                            ("system_type", system_type)):
-            if not isinstance(value, str):
-                raise ValueError(f"{name} must be a string, not {type(value).__name__}")
-            if len(value) > _BIND_FIELD_LIMITS[name]:
-                raise ValueError(f"{name} takes at most {_BIND_FIELD_LIMITS[name]} "
-                                 f"characters in SMPP 3.4, got {len(value)}")
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window must be an integer >= 1, not {window!r}")
-        if not enquire_link_s > 0 or not response_timeout_s > 0:
-            raise ValueError("enquire_link_s and response_timeout_s must be > 0")
+        # The loader refuses these; a caller that skipped it would get no error, only a
+        # session that never submits (window 0) or sweeps without pause (0 s).
+        assert config.window >= 1 and config.enquire_link_s > 0 \
+            and config.response_timeout_s > 0, f"operator {config.name}: unchecked config"
         if clock is None:
             from twisted.internet import reactor as clock
-        self.operator = operator
-        self.label = label or operator
+        self.config = config
+        self.operator = config.name
+        self.label = label or config.name
         self.bind_type = bind_type
-        self.system_id = system_id
-        self.password = password
-        self.system_type = system_type
         self.address_range = address_range
-        self.window = window
-        self.enquire_link_s = float(enquire_link_s)
-        self.response_timeout_s = float(response_timeout_s)
+        self.window = config.window                 # read per submit: one lookup less
+        self.enquire_link_s = float(config.enquire_link_s)
+        self.response_timeout_s = float(config.response_timeout_s)
         self.sweep_interval = min(SWEEP_INTERVAL_S, self.response_timeout_s / 4,
                                   self.enquire_link_s / 4)
         self.clock = clock

@@ -80,28 +80,17 @@ class _NamedEndpoint:
 class OperatorPool(MultiService):
     """All binds toward one operator (see docs/architecture.md, "Session and pool")."""
 
-    def __init__(self, name, host, port, *, system_id, password, system_type, bind_mode,
-                 binds, window, tps, enquire_link_s, response_timeout_s, reconnect_s,
-                 inbound_handler, reactor, healthy_after_s=HEALTHY_AFTER_S):
+    def __init__(self, config, *, inbound_handler, reactor, healthy_after_s=HEALTHY_AFTER_S):
+        """config: the operator's OperatorConfig (gateway.config.schema), whose values the
+        config loader has checked once; the binds' factories share it."""
         super().__init__()
-        if bind_mode not in BIND_MODES:
-            raise ValueError(f"operator {name}: bind mode must be one of "
-                             f"{sorted(BIND_MODES)}, not {bind_mode!r}")
-        if isinstance(binds, bool) or not isinstance(binds, int) or binds < 1:
-            raise ValueError(f"operator {name}: binds must be an integer >= 1, not {binds!r}")
-        if not tps > 0:
-            raise ValueError(f"operator {name}: tps must be > 0, not {tps!r}")
-        try:
-            backoff_from, backoff_to = (float(x) for x in reconnect_s)
-        except (TypeError, ValueError):
-            raise ValueError(f"operator {name}: reconnect_s must be (from, to) seconds, "
-                             f"not {reconnect_s!r}") from None
-        if not 0 < backoff_from <= backoff_to:
-            raise ValueError(f"operator {name}: reconnect_s needs 0 < from <= to, "
-                             f"got {reconnect_s!r}")
-        self.operator = name
-        self.host = host
-        self.port = port
+        # The loader refuses it; a pool of no binds would not fail, only never bind.
+        assert config.binds >= 1, f"operator {config.name}: unchecked config"
+        backoff_from, backoff_to = (float(x) for x in config.reconnect_s)
+        self.config = config
+        self.operator = name = config.name
+        self.host = config.host
+        self.port = config.port
         self.on_ready = None
         self._clock = reactor
         self._inbound_handler = inbound_handler
@@ -113,28 +102,26 @@ class OperatorPool(MultiService):
                                       jitter=lambda: random.random() * backoff_from * 0.5)
         # Paced in bursts of 0.1 s, never more than tps in any second, slower after
         # throttling (see ratelimit.py).
-        self._bucket = OperatorRate(tps, reactor)
+        self._bucket = OperatorRate(config.tps, reactor)
         self._sessions = []            # bound sessions, transmit-capable or not
         self._slowed_until = 0.0
         self._slow_call = None
         self._tps_call = None
         self._stopping = False
         self._binds = {}               # ESMEFactory -> _Bind
-        kinds = [kind for kind in BIND_MODES[bind_mode] for _ in range(binds)]
+        kinds = [kind for kind in BIND_MODES[config.bind] for _ in range(config.binds)]
         counts = {}
         for kind in kinds:
             counts[kind] = counts.get(kind, 0) + 1
             bind = _Bind(f"{name}:{_SHORT_KIND[kind]}{counts[kind]}")
             bind.factory = ESMEFactory(
-                operator=name, bind_type=kind, system_id=system_id, password=password,
-                system_type=system_type, window=window, enquire_link_s=enquire_link_s,
-                response_timeout_s=response_timeout_s, clock=reactor,
+                config, bind_type=kind, clock=reactor,
                 inbound=self._inbound, session_bound=self._session_bound,
                 session_lost=self._session_lost, session_ready=self._session_ready,
                 label=bind.label)
             endpoint = _NamedEndpoint(
-                TCP4ClientEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT_S),
-                f"operator {name} at {host}:{port}",
+                TCP4ClientEndpoint(reactor, self.host, self.port, timeout=CONNECT_TIMEOUT_S),
+                f"operator {name} at {self.host}:{self.port}",
                 lambda failure, bind=bind: self._connect_failed(bind, failure))
             bind.service = ClientService(endpoint, bind.factory,
                                          retryPolicy=self._retry_policy(bind), clock=reactor)
