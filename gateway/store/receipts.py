@@ -32,7 +32,7 @@ import json
 import logging
 from typing import NamedTuple
 
-from gateway.smpp.receipt import ID_BASES, receipt_key
+from gateway.smpp.receipt import ID_BASES, read_only_raw, receipt_key
 from gateway.store import schema
 # The batch helpers, the part-ending UPDATE and the lead bound (also applied when a
 # submit outcome meets its kept receipts) are shared with the other writes.
@@ -143,13 +143,14 @@ _UNREAD_SQL = (
     "  WHERE operator = ? AND id_base IS NULL ORDER BY rowid)")
 
 
-def apply_receipts(conn, receipts, modes, known, settled, now, learn=()):
+def apply_receipts(conn, receipts, modes, known, settled, now, learn=(), learning=None):
     """Receipts [(operator, normal id, state, error)] → Applied.
 
     modes: operator → configured receipt_ids (absent: auto); known: auto operator →
     base already learned; settled: operators whose unread receipts have been read;
     learn: auto operators whose kept receipts are to be judged although none of
-    theirs is in this batch."""
+    theirs is in this batch; learning: the writer thread's set of auto operators
+    whose base is not known yet (kept up to date here, read by operations.record)."""
     bases = {}                  # operator → its base, None while it is learned
     for receipt in receipts:
         if receipt[0] not in bases:
@@ -167,7 +168,7 @@ def apply_receipts(conn, receipts, modes, known, settled, now, learn=()):
         applied.bases.update(stored)
 
     # Read: the receipts kept before the operator's base was known, then this batch.
-    readable, unread = [], []
+    readable, unread, alone = [], [], []
     for operator in operators:
         if bases[operator] is not None and operator not in settled:
             readable.extend(_take_unread(conn, operator, bases[operator]))
@@ -177,16 +178,35 @@ def apply_receipts(conn, receipts, modes, known, settled, now, learn=()):
         if base is not None:
             readable.append((index, operator, receipt_id, receipt_key(receipt_id, base),
                              base, state, error, now))
+        elif read_only_raw(receipt_id):
+            # Only raw can name a part filed under this id (see read_only_raw): taken
+            # as it is, or kept unread (base None) if it ends no part now.
+            alone.append((index, operator, receipt_id, receipt_id, None, state, error, now))
         elif state in _FINAL:
             unread.append((receipt_id, operator, state, error, now, None))
     if unread:
         conn.execute(_KEEP_SQL, (json.dumps(unread),))
-    learning = [operator for operator in operators if bases[operator] is None]
-    if learning:
+    undecided = [operator for operator in operators if bases[operator] is None]
+    voted = set()
+    if alone:
+        # Each one that ended a part is a vote for raw, at once: there was no other
+        # reading to confuse it with.
+        for item, ended in zip(alone, _apply_read(conn, alone, applied, now)):
+            if ended:
+                votes.setdefault(item[1], _no_votes())["raw"] += 1
+                voted.add(item[1])
+    if undecided:
         limit = JUDGED_PER_BATCH if receipts else JUDGED_PER_ROUND
-        for operator, base in _judge(conn, learning, votes, applied, now, limit).items():
+        for operator, base in _judge(conn, undecided, votes, applied, now, limit,
+                                     voted).items():
             readable.extend(_take_unread(conn, operator, base))
             applied.settled.add(operator)
+    if learning is not None:
+        for operator in operators:
+            if bases[operator] is None and operator not in applied.learned:
+                learning.add(operator)
+            else:
+                learning.discard(operator)
     _apply_read(conn, readable, applied, now)
     return applied
 
@@ -199,7 +219,7 @@ def _base(operator, modes, known):
 def _apply_read(conn, items, applied, now):
     """items (index or None, operator, receipt id, key or None, base, state, error,
     received_at): each ends the newest live part it meets; a final one that meets no
-    live part is kept."""
+    live part is kept (unread when base is None).  Per item, whether it ended a part."""
     matched = applied.matched
     probe = [(n, item[3], item[1], item[7]) for n, item in enumerate(items)
              if item[3] is not None]
@@ -209,7 +229,7 @@ def _apply_read(conn, items, applied, now):
                 conn, _CANDIDATES_SQL, (json.dumps(probe), RECEIPT_LAG_S, RECEIPT_LEAD_S)):
             found.setdefault(n, []).append((state == "submitted", submitted_at, rowid,
                                             message_id, seq))
-    ends, keep, ended = [], [], set()
+    ends, keep, ended, results = [], [], set(), [False] * len(items)
     for n, (index, operator, receipt_id, key, base, state, error, at) in enumerate(items):
         candidates = found.get(n)
         if index is not None:
@@ -225,16 +245,18 @@ def _apply_read(conn, items, applied, now):
         elif (message_id, seq) not in ended:        # the first final receipt wins
             ended.add((message_id, seq))
             ends.append((message_id, seq, state, error or state, None))
+            results[n] = True
     if ends:
         _end_parts(conn, ends, now)
     if keep:
         conn.execute(_KEEP_SQL, (json.dumps(keep),))
+    return results
 
 
-def _judge(conn, operators, votes, applied, now, limit):
+def _judge(conn, operators, votes, applied, now, limit, voted=frozenset()):
     """Count the votes of the operators' kept receipts (up to `limit` each) that have
-    come of age since the last judgement, and fix the bases now decided; {operator:
-    base} of those."""
+    come of age since the last judgement, and fix the bases now decided (voted: those
+    with votes counted already in this batch); {operator: base} of those."""
     probe, meaning, judged = [], [], {}
     for operator in operators:
         counts = votes.setdefault(operator, _no_votes())
@@ -246,21 +268,23 @@ def _judge(conn, operators, votes, applied, now, limit):
                 if key is not None:
                     probe.append((len(meaning), key, operator, at))
                     meaning.append((operator, rowid, base))
-    if not judged:
+    if not judged and not voted:
         return {}
     met = {}
-    for n, *_ in _rows_of(conn, _CANDIDATES_SQL,
-                          (json.dumps(probe), RECEIPT_LAG_S, RECEIPT_LEAD_S)):
-        operator, rowid, base = meaning[n]
-        met.setdefault((operator, rowid), set()).add(base)
+    if probe:
+        for n, *_ in _rows_of(conn, _CANDIDATES_SQL,
+                              (json.dumps(probe), RECEIPT_LAG_S, RECEIPT_LEAD_S)):
+            operator, rowid, base = meaning[n]
+            met.setdefault((operator, rowid), set()).add(base)
     for (operator, _rowid), bases in met.items():
         if len(bases) == 1:                 # two bases meeting parts: no evidence
             votes[operator][bases.pop()] += 1
 
     decided, writes = {}, []
-    for operator, last in judged.items():
+    for operator in [op for op in operators if op in judged or op in voted]:
         counts = votes[operator]
-        counts["after"] = last
+        if operator in judged:
+            counts["after"] = judged[operator]
         base = max(ID_BASES, key=counts.get)
         stray = sum(counts[b] for b in ID_BASES) - counts[base]
         if counts[base] >= LEARN_VOTES and stray * STRAY_SHARE <= counts[base]:

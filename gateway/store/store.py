@@ -100,6 +100,8 @@ class Store:
         self.store_id = None
         self._random = random.Random(os.urandom(32))
         self._receipt_bases = store_receipts.KnownBases()
+        # Writer thread only: auto operators whose receipt id base is not known yet.
+        self._receipts_learning = set()
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -277,7 +279,8 @@ class Store:
         except (TypeError, ValueError) as e:
             return defer.fail(e)
         now = self._reactor.seconds()
-        return self._write(lambda conn: operations.record(conn, outcomes, now))
+        learning = self._receipts_learning
+        return self._write(lambda conn: operations.record(conn, outcomes, now, learning))
 
     def apply_receipt(self, operator, smsc_id, state, error=None, id_mode="auto"):
         """Apply one delivery receipt; Deferred[bool] whether it met a part."""
@@ -311,8 +314,9 @@ class Store:
         known = self._receipt_bases
         now = self._reactor.seconds()
         learn = tuple(learn) if learn else ()
+        learning = self._receipts_learning
         d = self._write(lambda conn: store_receipts.apply_receipts(
-            conn, prepared, modes, known.bases, known.settled, now, learn))
+            conn, prepared, modes, known.bases, known.settled, now, learn, learning))
         d.addCallback(known.take)
         return d
 
