@@ -407,6 +407,49 @@ def test_the_inbound_router_judges_the_kept_receipts_once_they_are_of_age(
     assert {status(store, m) for m in messages} == {"delivered"}
 
 
+@pytest.mark.parametrize("response_timeout_s", [5, 120])
+def test_kept_receipts_come_of_age_after_their_operators_response_timeout(
+        store, clock, db_path, response_timeout_s):
+    # A receipt's submit_sm_resp comes within response_timeout_s (or never): judged
+    # before that, an early receipt could vote for the older part its translation names.
+    mature_s = store_receipts.mature_after(response_timeout_s)
+    assert mature_s == response_timeout_s + store_receipts.MATURE_MARGIN_S
+    feed(store, clock, store_receipts.LEARN_VOTES, lambda n: f"{n:X}", str)
+    for wait in (mature_s - 1, 2):
+        clock.advance(wait)
+        ok(clock, store.apply_receipts([], {"mci": "auto"}, learn=["mci"],
+                                       mature_s={"mci": mature_s}))
+        if wait != 2:
+            assert learned(db_path, "mci") is None
+    assert learned(db_path, "mci") == "dec"
+
+
+def test_the_inbound_router_judges_after_the_operators_response_timeout(store, clock):
+    from gateway import deliver
+    router = deliver.InboundRouter(store, clock, receipt_ids={"mci": "auto"},
+                                   response_timeouts={"mci": 5})
+    calls = []
+    store.apply_receipts = lambda receipts, modes, learn=(), mature_s=None: (
+        calls.append((list(learn), dict(mature_s or {}))) or _fired([False] * len(receipts)))
+    from gateway.smpp import constants as c
+    from gateway.smpp.pdu import PDU
+    pdu = PDU(c.DELIVER_SM, fields={"esm_class": 0x04, "short_message": b""})
+    pdu.set_tlv(c.TLV_RECEIPTED_MESSAGE_ID, "123")
+    pdu.set_tlv(c.TLV_MESSAGE_STATE, c.MESSAGE_STATE_DELIVERED)
+    router.received("mci", pdu)
+    clock.advance(deliver.RECEIPT_GATHER_S)
+    assert calls == [([], {"mci": 35.0})]
+    clock.advance(5 + store_receipts.MATURE_MARGIN_S + 0.5)
+    assert len(calls) == 1
+    clock.advance(0.6)
+    assert calls[-1] == (["mci"], {"mci": 35.0})
+
+
+def _fired(result):
+    from twisted.internet import defer
+    return defer.succeed(result)
+
+
 def test_config_modes_are_auto_and_the_id_bases():
     from gateway.config.schema import RECEIPT_ID_MODES
     from gateway.smpp.receipt import ID_BASES
