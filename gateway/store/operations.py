@@ -172,8 +172,8 @@ _PENDING_FOR_SQL = (
 def record(conn, outcomes, now, learning=frozenset()):
     """Apply PartOutcomes in order; the number that changed a part (the others named a
     finished or unknown part).  learning: the `auto` operators whose id base is not
-    known yet (receipts.py), whose receipts kept unread a submitted key that can be
-    read only raw (gateway.smpp.receipt.read_only_raw) applies as it is."""
+    known yet (receipts.py); a receipt of theirs kept unread under exactly a submitted
+    key applies too when that key can be read only raw (receipt.read_only_raw)."""
     # Outcomes of distinct parts do not depend on each other's order, so each run of
     # them is applied by kind; a part named again starts the next run.
     changed = 0
