@@ -13,7 +13,9 @@ for ever, and the receipt write rate.
 
 --id-format mixed: the SMSCs answer submit_sm in hex and write receipts in decimal;
 --id-format hex: both in hex, as the built-in simulator does (most ids then have a
-letter, and an `auto` store applies those at once, see gateway/store/receipts.py).
+letter, and an `auto` store applies those at once, see gateway/store/receipts.py);
+--id-format hex-receipts: submit_sm answered in decimal, receipts in hex (an operator
+whose `receipt_ids` is hex: its receipts with a letter must wait all the same).
 With a store that takes receipt id modes, --mode chooses what it is told (default auto:
 the run then waits a minute for the kept receipts to come of age, as the daemon does).
 """
@@ -42,6 +44,8 @@ def ids_for(number, id_format):
         return f"{number:X}", str(number)
     if id_format == "hex":
         return f"{number:X}", f"{number:X}"
+    if id_format == "hex-receipts":
+        return str(number), f"{number:X}"
     return str(number), str(number)
 
 
@@ -137,7 +141,7 @@ def main():
     parser.add_argument("--batch", type=int, default=100, help="parts per operator batch")
     parser.add_argument("--early", type=float, default=0.2,
                         help="share of receipts stored before their submit outcome")
-    parser.add_argument("--id-format", choices=("decimal", "mixed", "hex"), default="decimal")
+    parser.add_argument("--id-format", choices=("decimal", "mixed", "hex", "hex-receipts"), default="decimal")
     parser.add_argument("--mode", default="auto", help="receipt_ids given to the store")
     args = parser.parse_args()
     result = {}
