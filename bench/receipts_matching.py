@@ -11,7 +11,11 @@ so afterwards every part shows which receipt ended it.  Printed: parts ended by 
 part's receipt (misattributed; of those, by another operator's), parts left `submitted`
 for ever, and the receipt write rate.
 
---id-format mixed: the SMSCs answer submit_sm in hex and write receipts in decimal.
+--id-format mixed: the SMSCs answer submit_sm in hex and write receipts in decimal;
+--id-format hex: both in hex, as the built-in simulator does (most ids then have a
+letter, and an `auto` store applies those at once, see gateway/store/receipts.py);
+--id-format hex-receipts: submit_sm answered in decimal, receipts in hex (an operator
+whose `receipt_ids` is hex: its receipts with a letter must wait all the same).
 With a store that takes receipt id modes, --mode chooses what it is told (default auto:
 the run then waits a minute for the kept receipts to come of age, as the daemon does).
 """
@@ -38,6 +42,10 @@ def ids_for(number, id_format):
     """(submit_sm_resp id, receipt id) the SMSC gives its `number`th message."""
     if id_format == "mixed":
         return f"{number:X}", str(number)
+    if id_format == "hex":
+        return f"{number:X}", f"{number:X}"
+    if id_format == "hex-receipts":
+        return str(number), f"{number:X}"
     return str(number), str(number)
 
 
@@ -101,8 +109,11 @@ def run(args):
     if takes_modes and args.mode == "auto":
         # What the inbound router does once the kept receipts have come of age.
         from gateway.store.receipts import MATURE_S
-        print(f"auto: waiting {MATURE_S + 1:g} s for the kept receipts to come of age",
-              flush=True)
+        with sqlite3.connect(path) as conn:
+            waiting = conn.execute("SELECT COUNT(*) FROM parts"
+                                   " WHERE state = 'submitted'").fetchone()[0]
+        print(f"auto: {waiting} parts left submitted before the kept receipts come of"
+              f" age; waiting {MATURE_S + 1:g} s for that", flush=True)
         yield task.deferLater(reactor, MATURE_S + 1, lambda: None)
         yield store.apply_receipts([], modes, learn=OPERATORS)
     yield store.close()
@@ -130,7 +141,7 @@ def main():
     parser.add_argument("--batch", type=int, default=100, help="parts per operator batch")
     parser.add_argument("--early", type=float, default=0.2,
                         help="share of receipts stored before their submit outcome")
-    parser.add_argument("--id-format", choices=("decimal", "mixed"), default="decimal")
+    parser.add_argument("--id-format", choices=("decimal", "mixed", "hex", "hex-receipts"), default="decimal")
     parser.add_argument("--mode", default="auto", help="receipt_ids given to the store")
     args = parser.parse_args()
     result = {}

@@ -53,7 +53,7 @@ class StubStore:
             self.parts.extend(p for p in self.claimed if (p.message_id, p.seq) in requeued)
         return defer.succeed(None)
 
-    def apply_receipts(self, items, id_modes=None, learn=()):
+    def apply_receipts(self, items, id_modes=None, learn=(), mature_s=None):
         self.on_receipts(len(items))
         return defer.succeed([True] * len(items))
 

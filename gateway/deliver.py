@@ -11,23 +11,28 @@ from twisted.internet.defer import Deferred
 from gateway import metrics
 from gateway.smpp import constants as c
 from gateway.smpp.receipt import parse_receipt
-from gateway.store.receipts import MATURE_S
+from gateway.store.receipts import MATURE_S, mature_after
 
 log = logging.getLogger("payam.deliver")
 
 RECEIPT_GATHER_S = 0.002   # receipts arriving within this window share one store write
 # While an `auto` operator's id base is learned, its kept receipts are judged as they
-# come of age; after its last receipt, one more round once they all have.
-LEARN_AGAIN_S = MATURE_S + 1.0
+# come of age (MATURE_S, or mature_after its response_timeout_s); after its last
+# receipt, one more round once they all have.
+JUDGE_LATER_S = 1.0
+LEARN_AGAIN_S = MATURE_S + JUDGE_LATER_S      # at the default response timeout
 
 
 class InboundRouter:
-    def __init__(self, store, clock, receipt_ids=None):
+    def __init__(self, store, clock, receipt_ids=None, response_timeouts=None):
         self.store = store
         self.clock = clock
         # operator → how its receipts write the submit_sm_resp id (raw | dec | hex |
         # auto); the store matches each receipt under exactly that base.
         self.receipt_ids = dict(receipt_ids or {})
+        # operator → how old its kept receipts must be to be judged (learning auto).
+        self.mature_s = {operator: mature_after(timeout)
+                         for operator, timeout in (response_timeouts or {}).items()}
         self._learning = set()    # auto operators whose base is not known yet
         self._learn_call = None
         self._receipts = []       # [(operator, smsc_id, state, error, deferred)]
@@ -55,7 +60,8 @@ class InboundRouter:
     def _flush(self):
         self._flush_call = None
         batch, self._receipts = self._receipts, []
-        d = self.store.apply_receipts([item[:4] for item in batch], self.receipt_ids)
+        d = self.store.apply_receipts([item[:4] for item in batch], self.receipt_ids,
+                                      mature_s=self.mature_s)
 
         def applied(matched):
             # Metrics counted per label set and added once per batch (hot path).
@@ -85,14 +91,17 @@ class InboundRouter:
         if not learning:
             return
         self._learning |= learning
+        delay = JUDGE_LATER_S + max(self.mature_s.get(operator, MATURE_S)
+                                    for operator in self._learning)
         if self._learn_call is not None and self._learn_call.active():
-            self._learn_call.reset(LEARN_AGAIN_S)
+            self._learn_call.reset(delay)
         else:
-            self._learn_call = self.clock.callLater(LEARN_AGAIN_S, self._learn)
+            self._learn_call = self.clock.callLater(delay, self._learn)
 
     def _learn(self):
         self._learn_call = None
         operators, self._learning = self._learning, set()
-        d = self.store.apply_receipts([], self.receipt_ids, learn=sorted(operators))
+        d = self.store.apply_receipts([], self.receipt_ids, learn=sorted(operators),
+                                      mature_s=self.mature_s)
         d.addErrback(lambda failure: log.error("could not judge kept receipts: %s",
                                                failure.getErrorMessage()))

@@ -57,8 +57,10 @@ class GatewayService(MultiService):
         self.store = Store(config.store_path, reactor)
         self.store.open(create=self.create_store)
 
-        inbound = InboundRouter(self.store, reactor, receipt_ids={
-            op.name: op.receipt_ids for op in config.operators})
+        inbound = InboundRouter(
+            self.store, reactor,
+            receipt_ids={op.name: op.receipt_ids for op in config.operators},
+            response_timeouts={op.name: op.response_timeout_s for op in config.operators})
         for op in config.operators:
             pool = OperatorPool(op, inbound_handler=inbound.received, reactor=reactor)
             pool.setServiceParent(self)

@@ -116,7 +116,8 @@ def write_config(directory, smpp_port, *, operators=("mci", "irancell", "rightel
                  receipt_ids="raw"):
     """gateway.yaml + the sample agencies and routing rules, pointed at the simulator
     (whose receipts carry the submit_sm_resp id as it is unless told otherwise:
-    receipt_ids raw, so that a single receipt is matched without learning)."""
+    receipt_ids raw, so that a single receipt is matched without learning; None leaves
+    the key out, i.e. the default `auto`)."""
     directory = Path(directory)
     http_port = free_port()
     config = {
@@ -133,6 +134,9 @@ def write_config(directory, smpp_port, *, operators=("mci", "irancell", "rightel
             for name in operators
         ],
     }
+    if receipt_ids is None:
+        for operator in config["operators"]:
+            del operator["receipt_ids"]
     path = directory / "gateway.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
     return path, http_port

@@ -190,7 +190,7 @@ def learned(db_path, operator):
 
 
 @pytest.mark.parametrize("mode, resp_of, receipt_of", [
-    ("raw", lambda n: f"M{n}", lambda n: f"m{n}"),
+    ("raw", str, str),          # decimal ids: raw, dec and hex all read them
     ("dec", lambda n: f"{n:X}", str),
     ("hex", str, lambda n: f"{n:x}"),
 ])
@@ -261,6 +261,92 @@ def test_auto_does_not_learn_from_receipts_matching_under_two_bases(store, clock
     assert {status(store, m) for m in parts} == {"submitted"}
 
 
+# -- auto: receipts that can be read one way only are applied at once ---------------
+# A receipt id that is not a decimal number cannot be read `dec`; once it is also a
+# submit_sm_resp id of its operator, that operator's resp ids are not decimal, so no
+# `hex` receipt stands for it either: raw is its only reading, nothing to learn first.
+
+@pytest.mark.parametrize("resp_id, receipt_id", [
+    ("1A233E23166000", "1a233e23166000"),   # the built-in simulator's hex ids
+    ("MSG-0017", "msg-0017"),                  # not even hex: raw by its syntax alone
+    ("9" * 70, "9" * 70),                      # too long to be translated
+])
+def test_auto_applies_a_receipt_readable_one_way_only_at_once(
+        store, clock, db_path, resp_id, receipt_id):
+    (m,) = accepted(store, clock)
+    submitted(store, clock, m, resp_id)
+    assert receipt(store, clock, "mci", receipt_id, mode="auto") is True
+    assert status(store, m) == "delivered"          # no clock advance, no learning
+    assert learned(db_path, "mci") is None          # one vote only
+
+
+def test_auto_keeps_an_early_receipt_readable_one_way_and_its_outcome_applies_it(
+        store, clock):
+    (m,) = accepted(store, clock)
+    # The operator's very first receipt overtakes its submit_sm_resp: nothing of its
+    # ids is known yet, and nothing is met.
+    assert receipt(store, clock, "mci", "1A233E23166001", mode="auto") is False
+    assert status(store, m) == "queued"
+    submitted(store, clock, m, "1A233E23166001")
+    assert status(store, m) == "delivered"
+
+
+def test_auto_never_reads_an_early_letter_receipt_as_hex_for_an_older_part(store, clock):
+    # 0x1A2B = 6699: read as hex, the early receipt would name the older part.
+    older, own = accepted(store, clock, 2)
+    submitted(store, clock, older, "6699")
+    assert receipt(store, clock, "mci", "1A2B", mode="auto") is False
+    assert status(store, older) == "submitted"
+    submitted(store, clock, own, "1A2B")
+    assert status(store, own) == "delivered"
+    clock.advance(store_receipts.MATURE_S + 1)
+    judge(store, clock)
+    assert status(store, older) == "submitted"
+
+
+def test_auto_still_waits_for_a_receipt_with_two_readings(store, clock):
+    # "123" is raw 123, hex 0x7B and, read as hex, 291: any may be meant.
+    (m,) = accepted(store, clock)
+    submitted(store, clock, m, "123")
+    assert receipt(store, clock, "mci", "123", mode="auto") is False
+    assert status(store, m) == "submitted"
+    # An early decimal receipt of a letter-id operator may be `dec` too: it waits.
+    (early,) = accepted(store, clock)
+    submitted(store, clock, accepted(store, clock)[0], "ABC")
+    assert receipt(store, clock, "mci", "456", mode="auto") is False
+    submitted(store, clock, early, "456")
+    assert status(store, early) == "submitted"
+
+
+def test_auto_learns_raw_from_receipts_readable_one_way_without_waiting(
+        store, clock, db_path):
+    (decimal,) = accepted(store, clock)
+    submitted(store, clock, decimal, "1234")
+    assert receipt(store, clock, "mci", "1234", mode="auto") is False
+    messages = feed(store, clock, store_receipts.LEARN_VOTES, lambda n: f"{n:X}A",
+                    lambda n: f"{n:x}a")
+    assert {status(store, m) for m in messages} == {"delivered"}
+    assert learned(db_path, "mci") == "raw"
+    # The decimal receipt kept meanwhile is read under the learned base.
+    assert status(store, decimal) == "delivered"
+
+
+def test_an_outcome_applies_a_kept_receipt_only_for_an_auto_operator_still_learning(
+        store, clock, db_path):
+    # Kept unread by an earlier run while the operator was `auto`; it is configured
+    # `dec` now, where "1A2B" cannot be a receipt id.  Until this run has seen its
+    # mode (its first receipt), an outcome must not read the kept receipt raw.
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("INSERT INTO pending_receipts (key, operator, state, error,"
+                     " received_at) VALUES ('1A2B', 'mci', 'failed', 'x', ?)",
+                     (clock.seconds(),))
+    (m,) = accepted(store, clock)
+    submitted(store, clock, m, "1A2B")
+    assert status(store, m) == "submitted"
+    assert receipt(store, clock, "mci", "77", mode="dec") is False
+    assert status(store, m) == "submitted"
+
+
 def test_the_learned_base_survives_a_restart(db_path, clock):
     store = Store(db_path, clock, commit_interval=0.0)
     store.open()
@@ -319,6 +405,49 @@ def test_the_inbound_router_judges_the_kept_receipts_once_they_are_of_age(
     ok(clock, store.apply_receipts([], {}))          # ... has committed after this one
     assert learned(db_path, "mci") == "dec"
     assert {status(store, m) for m in messages} == {"delivered"}
+
+
+@pytest.mark.parametrize("response_timeout_s", [5, 120])
+def test_kept_receipts_come_of_age_after_their_operators_response_timeout(
+        store, clock, db_path, response_timeout_s):
+    # A receipt's submit_sm_resp comes within response_timeout_s (or never): judged
+    # before that, an early receipt could vote for the older part its translation names.
+    mature_s = store_receipts.mature_after(response_timeout_s)
+    assert mature_s == response_timeout_s + store_receipts.MATURE_MARGIN_S
+    feed(store, clock, store_receipts.LEARN_VOTES, lambda n: f"{n:X}", str)
+    for wait in (mature_s - 1, 2):
+        clock.advance(wait)
+        ok(clock, store.apply_receipts([], {"mci": "auto"}, learn=["mci"],
+                                       mature_s={"mci": mature_s}))
+        if wait != 2:
+            assert learned(db_path, "mci") is None
+    assert learned(db_path, "mci") == "dec"
+
+
+def test_the_inbound_router_judges_after_the_operators_response_timeout(store, clock):
+    from gateway import deliver
+    router = deliver.InboundRouter(store, clock, receipt_ids={"mci": "auto"},
+                                   response_timeouts={"mci": 5})
+    calls = []
+    store.apply_receipts = lambda receipts, modes, learn=(), mature_s=None: (
+        calls.append((list(learn), dict(mature_s or {}))) or _fired([False] * len(receipts)))
+    from gateway.smpp import constants as c
+    from gateway.smpp.pdu import PDU
+    pdu = PDU(c.DELIVER_SM, fields={"esm_class": 0x04, "short_message": b""})
+    pdu.set_tlv(c.TLV_RECEIPTED_MESSAGE_ID, "123")
+    pdu.set_tlv(c.TLV_MESSAGE_STATE, c.MESSAGE_STATE_DELIVERED)
+    router.received("mci", pdu)
+    clock.advance(deliver.RECEIPT_GATHER_S)
+    assert calls == [([], {"mci": 35.0})]
+    clock.advance(5 + store_receipts.MATURE_MARGIN_S + 0.5)
+    assert len(calls) == 1
+    clock.advance(0.6)
+    assert calls[-1] == (["mci"], {"mci": 35.0})
+
+
+def _fired(result):
+    from twisted.internet import defer
+    return defer.succeed(result)
 
 
 def test_config_modes_are_auto_and_the_id_bases():

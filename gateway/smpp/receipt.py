@@ -202,3 +202,13 @@ def receipt_key(receipt_id, base):
     if base == "hex":
         return str(int(receipt_id, 16)) if set(receipt_id) <= _HEX_DIGITS else None
     raise ValueError(f"unknown receipt id base {base!r}")
+
+
+def read_only_raw(smsc_id):
+    """Whether an id (normal form) can be meant only as itself (raw) when both a
+    receipt and a submit_sm_resp of one operator carry it: it is not a decimal number
+    of at most 64 digits, so no `dec` receipt writes it, and a resp id that is not
+    decimal says the operator's resp ids are not decimal, so no `hex` receipt stands
+    for one of them.  (The same string on both sides: a receipt id merely shaped like
+    a hex number, before any resp id of its operator is known, may still be `hex`.)"""
+    return len(smsc_id) > _MAX_TRANSLATED or not set(smsc_id) <= _DECIMAL_DIGITS

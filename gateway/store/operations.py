@@ -10,7 +10,7 @@ status follow its parts through the triggers of schema.py.
 import json
 import logging
 
-from gateway.smpp.receipt import ID_BASES, normal_id
+from gateway.smpp.receipt import ID_BASES, normal_id, read_only_raw
 from gateway.store import schema
 
 log = logging.getLogger("payam.store")
@@ -159,17 +159,21 @@ RECEIPT_LEAD_S = 600.0
 _PENDING_FOR_SQL = (
     "SELECT json_group_array(json_array(pr.rowid, j.message_id, j.seq, pr.state,"
     " pr.error))"
-    f" FROM {_batch(('message_id', 'seq', 'key', 'operator'))} AS j"
+    f" FROM {_batch(('message_id', 'seq', 'key', 'operator', 'alone'))} AS j"
     # Exactly this key, kept by this operator's receipts read in its id base (see
-    # receipts.py), and recent enough to be for this submission.
+    # receipts.py), or kept unread by an `auto` operator still learning when the key
+    # can be read only raw (alone), and recent enough to be for this submission.
     " JOIN pending_receipts pr ON pr.key = j.key AND pr.operator = j.operator"
-    " AND pr.id_base IN (" + ", ".join(f"'{base}'" for base in ID_BASES) + ")"
+    " AND (pr.id_base IN (" + ", ".join(f"'{base}'" for base in ID_BASES) + ")"
+    "  OR (pr.id_base IS NULL AND j.alone = 1))"
     " AND pr.received_at >= ?")
 
 
-def record(conn, outcomes, now):
+def record(conn, outcomes, now, learning=frozenset()):
     """Apply PartOutcomes in order; the number that changed a part (the others named a
-    finished or unknown part)."""
+    finished or unknown part).  learning: the `auto` operators whose id base is not
+    known yet (receipts.py); a receipt of theirs kept unread under exactly a submitted
+    key applies too when that key can be read only raw (receipt.read_only_raw)."""
     # Outcomes of distinct parts do not depend on each other's order, so each run of
     # them is applied by kind; a part named again starts the next run.
     changed = 0
@@ -177,14 +181,14 @@ def record(conn, outcomes, now):
     for o in outcomes:
         part = (o.message_id, o.seq)
         if part in parts:
-            changed += _record_run(conn, run, now)
+            changed += _record_run(conn, run, now, learning)
             run, parts = [], set()
         run.append(o)
         parts.add(part)
-    return changed + _record_run(conn, run, now) if run else changed
+    return changed + _record_run(conn, run, now, learning) if run else changed
 
 
-def _record_run(conn, outcomes, now):
+def _record_run(conn, outcomes, now, learning):
     submitted, requeued, ended = [], [], []
     probes = []
     for o in outcomes:
@@ -192,7 +196,8 @@ def _record_run(conn, outcomes, now):
             key = _receipt_key(o)
             submitted.append((o.message_id, o.seq, o.operator, o.smsc_id, key))
             if key is not None:
-                probes.append((o.message_id, o.seq, key, o.operator))
+                alone = o.operator in learning and read_only_raw(key)
+                probes.append((o.message_id, o.seq, key, o.operator, 1 if alone else 0))
         elif o.kind == "requeue":
             requeued.append((o.message_id, o.seq,
                              now if o.not_before is None else o.not_before,

@@ -15,15 +15,27 @@ A final receipt that reaches no part is kept (pending_receipts) under the key it
 waits for; recording the submit outcome that brings that key applies it
 (operations.record).
 
-`auto` operators: until their base is known their receipts reach nothing and are kept
-under their own id (id_base NULL).  A kept receipt is judged once MATURE_S old, when the
-submit outcome it may have overtaken is surely recorded (judged at once, an early
-receipt whose own part is not filed yet would meet only the older part that its
-translation names): meeting a part under exactly one base, and under no other (final
-parts count), it is a vote for that base.  LEARN_VOTES votes for one base, with at most
-one stray vote in STRAY_SHARE for the others, fix it: it is written to meta
-(`receipt_ids:<operator>`, kept across restarts) and the receipts kept meanwhile are
-read under it.
+`auto` operators, until their base is known:
+- A receipt whose id is not a decimal number of at most 64 digits (it has a letter or
+  another non-digit: the built-in simulator's hex ids, UUIDs, ...) is applied at once,
+  as itself (raw): only raw can name a part filed under that id (no `dec` receipt
+  writes it, and a resp id that is not decimal rules out `hex` for the operator; see
+  gateway.smpp.receipt.read_only_raw).  All the rules above still hold; if it ends
+  no part now it is kept under its own id (id_base NULL), and the submitted outcome
+  that brings exactly that id applies it (operations.record, for operators in the
+  writer's `learning` set only).  Each one that ends a part is a vote for raw at once.
+- Any other receipt (all decimal digits: raw, dec and hex may all read it) reaches
+  nothing and is kept under its own id (id_base NULL).  It is judged once its
+  operator's response_timeout_s and MATURE_MARGIN_S old (MATURE_S, 60 s, by default),
+  when the submit outcome it may have overtaken is surely recorded (judged at once, an
+  early receipt whose own part is not filed yet would meet only the older part that
+  its translation names): meeting a part under exactly one base, and under no other
+  (final parts count), it is a vote for that base.
+LEARN_VOTES votes for one base, with at most one stray vote in STRAY_SHARE for the
+others, fix it: it is written to meta (`receipt_ids:<operator>`, kept across restarts)
+and the receipts kept meanwhile are read under it.  The base is judged from receipts
+only, never from the operator's resp ids alone: one malformed resp id (salvaged, issue
+6 item 3) must not decide how every decimal receipt is read.
 
 Each batch costs a fixed handful of statements (see operations.py for why).
 """
@@ -32,7 +44,7 @@ import json
 import logging
 from typing import NamedTuple
 
-from gateway.smpp.receipt import ID_BASES, receipt_key
+from gateway.smpp.receipt import ID_BASES, read_only_raw, receipt_key
 from gateway.store import schema
 # The batch helpers, the part-ending UPDATE and the lead bound (also applied when a
 # submit outcome meets its kept receipts) are shared with the other writes.
@@ -43,9 +55,13 @@ log = logging.getLogger("payam.store.receipts")
 # An SMSC stops trying at the validity's end; its receipt may lag (housekeeping gives
 # receipts the same day before a part expires).
 RECEIPT_LAG_S = 86400.0
-# A receipt overtakes its submit_sm_resp by far less (responses time out after
-# response_timeout_s, 30 s by default): once this old, its own part is filed if ever.
-MATURE_S = 60.0
+# A receipt overtakes its submit_sm_resp by less than the operator's response_timeout_s
+# (a later response is not taken): once older than that and a margin (the session's
+# sweep, the dispatcher's batching of outcomes), its own part is filed if it ever is.
+# The outcome is then queued to the writer before the judging, which the writer runs
+# in order.  MATURE_S: for an operator whose timeout is not given (the default 30 s).
+MATURE_MARGIN_S = 30.0
+MATURE_S = 30.0 + MATURE_MARGIN_S
 LEARN_VOTES = 10
 STRAY_SHARE = 10
 UNDECIDED_VOTES = 200       # votes after which an undecided operator is reported
@@ -56,6 +72,11 @@ JUDGED_PER_ROUND = 20_000
 
 _FINAL = frozenset(schema.FINAL_STATES)
 _UNREADABLE = "-"           # id_base of a receipt whose id cannot be read in its base
+
+
+def mature_after(response_timeout_s):
+    """How old an operator's kept receipt must be to be judged (see MATURE_MARGIN_S)."""
+    return float(response_timeout_s) + MATURE_MARGIN_S
 
 
 def _base_key(operator):
@@ -143,13 +164,17 @@ _UNREAD_SQL = (
     "  WHERE operator = ? AND id_base IS NULL ORDER BY rowid)")
 
 
-def apply_receipts(conn, receipts, modes, known, settled, now, learn=()):
+def apply_receipts(conn, receipts, modes, known, settled, now, learn=(), learning=None,
+                   mature_s=None):
     """Receipts [(operator, normal id, state, error)] → Applied.
 
     modes: operator → configured receipt_ids (absent: auto); known: auto operator →
     base already learned; settled: operators whose unread receipts have been read;
     learn: auto operators whose kept receipts are to be judged although none of
-    theirs is in this batch."""
+    theirs is in this batch; learning: the writer thread's set of auto operators
+    whose base is not known yet (kept up to date here, read by operations.record);
+    mature_s: operator → how old its kept receipts must be to be judged (absent:
+    MATURE_S)."""
     bases = {}                  # operator → its base, None while it is learned
     for receipt in receipts:
         if receipt[0] not in bases:
@@ -167,7 +192,7 @@ def apply_receipts(conn, receipts, modes, known, settled, now, learn=()):
         applied.bases.update(stored)
 
     # Read: the receipts kept before the operator's base was known, then this batch.
-    readable, unread = [], []
+    readable, unread, alone = [], [], []
     for operator in operators:
         if bases[operator] is not None and operator not in settled:
             readable.extend(_take_unread(conn, operator, bases[operator]))
@@ -177,16 +202,35 @@ def apply_receipts(conn, receipts, modes, known, settled, now, learn=()):
         if base is not None:
             readable.append((index, operator, receipt_id, receipt_key(receipt_id, base),
                              base, state, error, now))
+        elif read_only_raw(receipt_id):
+            # Only raw can name a part filed under this id (see read_only_raw): taken
+            # as it is, or kept unread (base None) if it ends no part now.
+            alone.append((index, operator, receipt_id, receipt_id, None, state, error, now))
         elif state in _FINAL:
             unread.append((receipt_id, operator, state, error, now, None))
     if unread:
         conn.execute(_KEEP_SQL, (json.dumps(unread),))
-    learning = [operator for operator in operators if bases[operator] is None]
-    if learning:
+    undecided = [operator for operator in operators if bases[operator] is None]
+    voted = set()
+    if alone:
+        # Each one that ended a part is a vote for raw, at once: there was no other
+        # reading to confuse it with.
+        for item, ended in zip(alone, _apply_read(conn, alone, applied, now)):
+            if ended:
+                votes.setdefault(item[1], _no_votes())["raw"] += 1
+                voted.add(item[1])
+    if undecided:
         limit = JUDGED_PER_BATCH if receipts else JUDGED_PER_ROUND
-        for operator, base in _judge(conn, learning, votes, applied, now, limit).items():
+        for operator, base in _judge(conn, undecided, votes, applied, now, limit,
+                                     voted, mature_s or {}).items():
             readable.extend(_take_unread(conn, operator, base))
             applied.settled.add(operator)
+    if learning is not None:
+        for operator in operators:
+            if bases[operator] is None and operator not in applied.learned:
+                learning.add(operator)
+            else:
+                learning.discard(operator)
     _apply_read(conn, readable, applied, now)
     return applied
 
@@ -199,7 +243,7 @@ def _base(operator, modes, known):
 def _apply_read(conn, items, applied, now):
     """items (index or None, operator, receipt id, key or None, base, state, error,
     received_at): each ends the newest live part it meets; a final one that meets no
-    live part is kept."""
+    live part is kept (unread when base is None).  Per item, whether it ended a part."""
     matched = applied.matched
     probe = [(n, item[3], item[1], item[7]) for n, item in enumerate(items)
              if item[3] is not None]
@@ -209,7 +253,7 @@ def _apply_read(conn, items, applied, now):
                 conn, _CANDIDATES_SQL, (json.dumps(probe), RECEIPT_LAG_S, RECEIPT_LEAD_S)):
             found.setdefault(n, []).append((state == "submitted", submitted_at, rowid,
                                             message_id, seq))
-    ends, keep, ended = [], [], set()
+    ends, keep, ended, results = [], [], set(), [False] * len(items)
     for n, (index, operator, receipt_id, key, base, state, error, at) in enumerate(items):
         candidates = found.get(n)
         if index is not None:
@@ -225,42 +269,47 @@ def _apply_read(conn, items, applied, now):
         elif (message_id, seq) not in ended:        # the first final receipt wins
             ended.add((message_id, seq))
             ends.append((message_id, seq, state, error or state, None))
+            results[n] = True
     if ends:
         _end_parts(conn, ends, now)
     if keep:
         conn.execute(_KEEP_SQL, (json.dumps(keep),))
+    return results
 
 
-def _judge(conn, operators, votes, applied, now, limit):
+def _judge(conn, operators, votes, applied, now, limit, voted, mature_s):
     """Count the votes of the operators' kept receipts (up to `limit` each) that have
-    come of age since the last judgement, and fix the bases now decided; {operator:
-    base} of those."""
+    come of age since the last judgement, and fix the bases now decided (voted: those
+    with votes counted already in this batch); {operator: base} of those."""
     probe, meaning, judged = [], [], {}
     for operator in operators:
         counts = votes.setdefault(operator, _no_votes())
         for rowid, receipt_id, at in _rows_of(conn, _MATURE_SQL, (
-                operator, counts["after"], now - MATURE_S, limit)):
+                operator, counts["after"], now - mature_s.get(operator, MATURE_S),
+                limit)):
             judged[operator] = rowid
             for base in ID_BASES:
                 key = receipt_key(receipt_id, base)
                 if key is not None:
                     probe.append((len(meaning), key, operator, at))
                     meaning.append((operator, rowid, base))
-    if not judged:
+    if not judged and not voted:
         return {}
     met = {}
-    for n, *_ in _rows_of(conn, _CANDIDATES_SQL,
-                          (json.dumps(probe), RECEIPT_LAG_S, RECEIPT_LEAD_S)):
-        operator, rowid, base = meaning[n]
-        met.setdefault((operator, rowid), set()).add(base)
+    if probe:
+        for n, *_ in _rows_of(conn, _CANDIDATES_SQL,
+                              (json.dumps(probe), RECEIPT_LAG_S, RECEIPT_LEAD_S)):
+            operator, rowid, base = meaning[n]
+            met.setdefault((operator, rowid), set()).add(base)
     for (operator, _rowid), bases in met.items():
         if len(bases) == 1:                 # two bases meeting parts: no evidence
             votes[operator][bases.pop()] += 1
 
     decided, writes = {}, []
-    for operator, last in judged.items():
+    for operator in [op for op in operators if op in judged or op in voted]:
         counts = votes[operator]
-        counts["after"] = last
+        if operator in judged:
+            counts["after"] = judged[operator]
         base = max(ID_BASES, key=counts.get)
         stray = sum(counts[b] for b in ID_BASES) - counts[base]
         if counts[base] >= LEARN_VOTES and stray * STRAY_SHARE <= counts[base]:

@@ -100,6 +100,8 @@ class Store:
         self.store_id = None
         self._random = random.Random(os.urandom(32))
         self._receipt_bases = store_receipts.KnownBases()
+        # Writer thread only: auto operators whose receipt id base is not known yet.
+        self._receipts_learning = set()
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -277,7 +279,8 @@ class Store:
         except (TypeError, ValueError) as e:
             return defer.fail(e)
         now = self._reactor.seconds()
-        return self._write(lambda conn: operations.record(conn, outcomes, now))
+        learning = self._receipts_learning
+        return self._write(lambda conn: operations.record(conn, outcomes, now, learning))
 
     def apply_receipt(self, operator, smsc_id, state, error=None, id_mode="auto"):
         """Apply one delivery receipt; Deferred[bool] whether it met a part."""
@@ -285,7 +288,7 @@ class Store:
         d.addCallback(lambda matched: matched[0])
         return d
 
-    def apply_receipts(self, receipts, id_modes=None, learn=()):
+    def apply_receipts(self, receipts, id_modes=None, learn=(), mature_s=None):
         """Apply delivery receipts [(operator, smsc_id, state, error)] in one write;
         Deferred[list[bool]], whether each met a part of its operator.
 
@@ -294,7 +297,9 @@ class Store:
         its operator carried, under exactly that id (see receipts.py); an unmatched
         final receipt is kept and applied when a later 'submitted' outcome brings its
         id, since receipts can overtake the submit_sm_resp.  learn: auto operators
-        whose kept receipts are judged now, although this batch has none of theirs."""
+        whose kept receipts are judged now, although this batch has none of theirs;
+        mature_s: operator → how old its kept receipts must be to be judged
+        (receipts.mature_after its response_timeout_s; absent: receipts.MATURE_S)."""
         prepared = []
         try:
             for operator, smsc_id, state, error in receipts:
@@ -311,8 +316,11 @@ class Store:
         known = self._receipt_bases
         now = self._reactor.seconds()
         learn = tuple(learn) if learn else ()
+        learning = self._receipts_learning
+        mature_s = mature_s or {}
         d = self._write(lambda conn: store_receipts.apply_receipts(
-            conn, prepared, modes, known.bases, known.settled, now, learn))
+            conn, prepared, modes, known.bases, known.settled, now, learn, learning,
+            mature_s))
         d.addCallback(known.take)
         return d
 
