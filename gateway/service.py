@@ -17,6 +17,7 @@ from gateway.dispatch import Dispatcher
 from gateway.housekeeping import housekeeping_service
 from gateway.http.api import AgencyAPI
 from gateway.http.server import HTTPFactory
+from gateway.outbound.accept import Outbound
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing
 from gateway.policy.limits import AgencyLimits
@@ -57,6 +58,7 @@ class GatewayService(MultiService):
         self.store = None
         self.pools = {}
         self.dispatcher = None
+        self.outbound = None
         self.api = None
         self.http_factory = None
         self.http_port = None
@@ -82,9 +84,13 @@ class GatewayService(MultiService):
 
         self.keyring = KeyRing(config.agencies)
         self.limits = AgencyLimits(config.agencies, self.store, clock=reactor)
-        self.api = AgencyAPI(self.store, self.keyring, self.limits, AuditLog(self.store),
-                             clock=reactor, on_accepted=self.dispatcher.wake,
-                             route_of=self.dispatcher.route_of,
+        audit = AuditLog(self.store)
+        keyring = self.keyring
+        self.outbound = Outbound(self.store, self.limits, audit, clock=reactor,
+                                 agencies=lambda: keyring.agencies,
+                                 route_of=self.dispatcher.route_of,
+                                 on_accepted=self.dispatcher.wake)
+        self.api = AgencyAPI(self.outbound, self.store, self.keyring, audit, clock=reactor,
                              health=self.health)
         housekeeping_service(self.store, reactor,
                              config.retention).setServiceParent(self)
