@@ -35,6 +35,10 @@ def _as_is(outcome):
     return outcome
 
 
+def _waiting_too_long():
+    return Overloaded("too many messages waiting to be stored; retry shortly", retry_after=1)
+
+
 class Outbound:
     def __init__(self, store, limits, audit, *, clock, agencies=tuple, route_of=None,
                  on_accepted=None, max_pending=DEFAULT_MAX_PENDING):
@@ -59,8 +63,7 @@ class Outbound:
         """Overloaded while too many accepts wait for their commit. submit() checks it
         first; a channel may ask before it parses its input, to shed load cheaply."""
         if self.pending >= self.max_pending:
-            raise Overloaded("too many messages waiting to be stored; retry shortly",
-                             retry_after=1)
+            raise _waiting_too_long()
 
     def submit(self, agency, submission, origin=None, answer=_as_is):
         """Accept `submission` (a Submission) for `agency` (a config.schema.Agency, the
@@ -73,10 +76,14 @@ class Outbound:
         such as Overloaded or OverRate, or an unexpected error). `answer` lets a channel
         turn the outcome into its own answer inside the one callback the store's Deferred
         carries (each Deferred link costs µs per request); it may raise."""
-        self.admit()
+        if self.pending >= self.max_pending:       # admit(), without a call on the hot path
+            raise _waiting_too_long()
         sender = self._check_sender(agency, submission.sender, origin)
         recipients = normalize_recipients(submission.recipients)
         parts = check_text_length(submission.text)
+        if submission.idempotency_key is None:
+            return self._reserve_and_store(agency, submission, sender, recipients, parts,
+                                           answer)
         return self._accept(agency, submission, sender, recipients, parts, answer)
 
     def _check_sender(self, agency, sender, origin):
@@ -92,14 +99,10 @@ class Outbound:
     # -- idempotency ----------------------------------------------------------------
 
     def _accept(self, agency, submission, sender, recipients, parts, answer):
-        """From the idempotency check on; re-entered by a submission that waited for a
-        concurrent one with the same key."""
-        key = submission.idempotency_key
-        if key is None:
-            return self._reserve_and_store(agency, submission, sender, recipients, parts,
-                                           answer)
-        return self._looked_up(self._first_answer(agency.id, key), agency, submission,
-                               sender, recipients, parts, answer)
+        """A submission with an idempotency key, from the lookup on; re-entered by one
+        that waited for a concurrent one with the same key."""
+        stored = self._first_answer(agency.id, submission.idempotency_key)
+        return self._looked_up(stored, agency, submission, sender, recipients, parts, answer)
 
     def _first_answer(self, agency_id, key):
         """The document an idempotency key was first answered with (24 h), or None. The
