@@ -190,13 +190,23 @@ class OutboundTests(unittest.TestCase):
         self.assertEqual(self.audit.refusals, [])
 
 
+def loaded_by(module, prefixes):
+    """Which modules under `prefixes` importing `module` loads, in a fresh interpreter."""
+    code = (f"import sys, {module}; print(sorted(m for m in sys.modules "
+            f"if m.startswith({tuple(prefixes)!r})))")
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
 def test_the_accept_path_imports_nothing_of_http():
     """Channels without HTTP (USSD, broadcasts) must be able to call it."""
-    code = ("import sys, gateway.outbound.accept; "
-            "print(sorted(m for m in sys.modules if m.startswith('gateway.http')))")
-    loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                            text=True, check=True).stdout.strip()
-    assert loaded == "[]"
+    assert loaded_by("gateway.outbound.accept", ["gateway.http"]) == "[]"
+
+
+def test_policy_imports_neither_the_accept_path_nor_http():
+    modules = "gateway.policy.auth, gateway.policy.senders, gateway.policy.limits, " \
+              "gateway.policy.audit, gateway.policy.auth_throttle"
+    assert loaded_by(modules, ["gateway.http", "gateway.outbound"]) == "[]"
 
 
 def test_every_refusal_has_the_contract_code_and_status_over_http():
