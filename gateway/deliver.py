@@ -38,7 +38,7 @@ class InboundRouter:
         self._receipts = []       # [(operator, smsc_id, state, error, deferred)]
         self._flush_call = None
 
-    def received(self, operator, pdu):
+    def received(self, operator, session, pdu):
         """The inbound_handler an OperatorPool calls for each deliver_sm / data_sm."""
         receipt = parse_receipt(pdu)
         if receipt is not None:

@@ -395,7 +395,7 @@ def test_the_inbound_router_judges_the_kept_receipts_once_they_are_of_age(
         pdu = PDU(c.DELIVER_SM, fields={"esm_class": 0x04, "short_message": b""})
         pdu.set_tlv(c.TLV_RECEIPTED_MESSAGE_ID, str(n))
         pdu.set_tlv(c.TLV_MESSAGE_STATE, c.MESSAGE_STATE_DELIVERED)
-        answers.append(router.received("mci", pdu))
+        answers.append(router.received("mci", None, pdu))
     clock.advance(deliver.RECEIPT_GATHER_S)
     for answer in answers:
         assert ok(clock, answer) == c.ESME_ROK
@@ -436,7 +436,7 @@ def test_the_inbound_router_judges_after_the_operators_response_timeout(store, c
     pdu = PDU(c.DELIVER_SM, fields={"esm_class": 0x04, "short_message": b""})
     pdu.set_tlv(c.TLV_RECEIPTED_MESSAGE_ID, "123")
     pdu.set_tlv(c.TLV_MESSAGE_STATE, c.MESSAGE_STATE_DELIVERED)
-    router.received("mci", pdu)
+    router.received("mci", None, pdu)
     clock.advance(deliver.RECEIPT_GATHER_S)
     assert calls == [([], {"mci": 35.0})]
     clock.advance(5 + store_receipts.MATURE_MARGIN_S + 0.5)
