@@ -12,11 +12,11 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, inlineCallbacks
 
 from gateway.config.load import load_agencies, load_routing
-from gateway.deliver import InboundRouter
 from gateway.dispatch import Dispatcher
 from gateway.housekeeping import housekeeping_service
 from gateway.http.api import AgencyAPI
 from gateway.http.server import HTTPFactory
+from gateway.inbound import InboundClassifier
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing
 from gateway.policy.limits import AgencyLimits
@@ -57,10 +57,11 @@ class GatewayService(MultiService):
         self.store = Store(config.store_path, reactor)
         self.store.open(create=self.create_store)
 
-        inbound = InboundRouter(
+        inbound = InboundClassifier(
             self.store, reactor,
             receipt_ids={op.name: op.receipt_ids for op in config.operators},
-            response_timeouts={op.name: op.response_timeout_s for op in config.operators})
+            response_timeouts={op.name: op.response_timeout_s for op in config.operators},
+            agencies=config.agencies)
         for op in config.operators:
             pool = OperatorPool(op, inbound_handler=inbound.received, reactor=reactor)
             pool.setServiceParent(self)
