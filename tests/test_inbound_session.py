@@ -11,6 +11,7 @@ from hostile_smsc import HostileFactory
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
+from gateway.inbound.ussd_fields import answer_tlvs, read_request
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU
 from gateway.smpp.pool import OperatorPool, SessionGone
@@ -55,14 +56,12 @@ class SessionAwareInbound(unittest.TestCase):
         # The session is the one whose connection is b's (its local port is b's peer).
         self.assertEqual(session.transport.getHost().port, b.transport.getPeer().port)
 
+        request = read_request(pdu)
         answers = []
         for page in (b"menu", b"more", b"bye"):       # least-loaded would alternate a, b
-            end = page == b"bye"
-            answer = PDU(c.SUBMIT_SM, fields={"destination_addr": pdu.fields["source_addr"],
-                                              "short_message": page})
-            answer.set_tlv(c.TLV_USSD_SERVICE_OP, 17 if end else 2)
-            answer.set_tlv(c.TLV_ITS_SESSION_INFO, 0x0901 if end else 0x0900)
-            answers.append((yield self.pool.submit(answer, via=session)))
+            answers.append((yield self.pool.submit(PDU(c.SUBMIT_SM, fields={
+                "destination_addr": request.msisdn, "short_message": page},
+                tlvs=answer_tlvs(request, end=page == b"bye")), via=session)))
         self.assertEqual([r.status for r in answers], [c.ESME_ROK] * 3)
         self.assertEqual(a.submitted, [])
         self.assertEqual([p.fields["short_message"] for p in b.submitted],
