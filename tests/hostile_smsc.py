@@ -16,7 +16,8 @@ depends on the factory's `mode`:
   error_status       answers every submit_sm with `status` (e.g. ESME_RSYSERR)
 
 The factory records what happened (binds and their times, submits, throttled answers,
-accepted submit times) so a test can count. Time comes from the reactor it is given.
+accepted submit times), and each connection its own submits, so a test can count. Time
+comes from the reactor it is given.
 """
 
 import struct
@@ -49,6 +50,7 @@ class HostileSMSC(protocol.Protocol):
         self.bound = False
         self._flooding = False
         self._flood_paused = False
+        self.submitted = []         # the submit_sm PDUs that came on this connection
         self.factory.links.append(self)
 
     def connectionLost(self, reason):
@@ -93,6 +95,7 @@ class HostileSMSC(protocol.Protocol):
         elif pdu.command_id == c.SUBMIT_SM:
             factory.submits += 1
             factory.submit_times.append(factory.clock.seconds())
+            self.submitted.append(pdu)
             if mode != "never_answer":
                 self.submit_received(pdu)
         elif mode == "never_answer":

@@ -21,14 +21,19 @@ ENQUIRE = 30.0
 class Harness:
     """One session wired to a StringTransport; records the factory callbacks."""
 
-    def __init__(self, clock, bind_type="transceiver", window=3, inbound=None):
+    def __init__(self, clock, bind_type="transceiver", window=3, inbound=None,
+                 session_inbound=None):
         self.clock = clock
         self.events = []
         self.factory = ESMEFactory(
             operator_config(name="mci", system_id="payam", password="secret",
                             system_type="GOV", window=window, enquire_link_s=ENQUIRE,
                             response_timeout_s=TIMEOUT),
-            bind_type=bind_type, clock=clock, inbound=inbound,
+            bind_type=bind_type, clock=clock,
+            # Most tests care about the PDU only (inbound(pdu)); session_inbound(session,
+            # pdu) is the factory's own callback.
+            inbound=session_inbound or (
+                None if inbound is None else (lambda session, pdu: inbound(pdu))),
             session_bound=lambda s: self.events.append(("bound", s)),
             session_lost=lambda s: self.events.append(("lost", s)),
             session_ready=lambda s: self.events.append(("ready", s)))
@@ -439,6 +444,17 @@ def test_inbound_answered_only_after_the_handler_fires(clock):
     (resp,) = h.sent()
     assert (resp.command_id, resp.sequence, resp.status) == (
         c.DELIVER_SM_RESP, 17, c.ESME_RX_P_APPN)
+
+
+def test_inbound_handler_is_told_the_session_it_came_in_on(clock):
+    seen = []
+    h = Harness(clock, session_inbound=lambda session, pdu: (
+        seen.append((session, pdu.sequence)) or c.ESME_ROK))
+    h.bind()
+    h.receive(deliver_sm(4))
+    assert seen == [(h.session, 4)]
+    (resp,) = h.sent()
+    assert (resp.sequence, resp.status) == (4, c.ESME_ROK)
 
 
 def test_data_sm_answered_with_data_sm_resp(clock):

@@ -53,7 +53,7 @@ class HostileTestCase(unittest.TestCase):
                         enquire_link_s=30, response_timeout_s=5, reconnect_s=(0.05, 0.2))
         settings.update(overrides)
         self.pool = OperatorPool(operator_config(port=self.port.getHost().port, **settings),
-                                 inbound_handler=lambda operator, pdu: c.ESME_ROK,
+                                 inbound_handler=lambda operator, session, pdu: c.ESME_ROK,
                                  reactor=reactor)
         self.pool.startService()
         self.addCleanup(lambda: self.pool.stopService() if self.pool.running else None)

@@ -450,7 +450,7 @@ class ESMEProtocol(protocol.Protocol):
             self._write(pdu.response(status=c.ESME_RMSGQFUL))
             return
         self._unanswered_inbound += 1
-        d = defer.maybeDeferred(self.factory.inbound, pdu)
+        d = defer.maybeDeferred(self.factory.inbound, self, pdu)
         d.addCallbacks(self._inbound_handled, self._inbound_failed,
                        callbackArgs=(pdu,), errbackArgs=(pdu,))
 
@@ -640,8 +640,9 @@ def _peer(transport):
 class ESMEFactory(protocol.Factory):
     """Bind parameters and the owner's callbacks; makes one ESMEProtocol per connection.
 
-    Callbacks (all optional): inbound(pdu) -> int | Deferred[int] (the deliver_sm_resp /
-    data_sm_resp status, fired once the PDU is stored); session_bound(session);
+    Callbacks (all optional): inbound(session, pdu) -> int | Deferred[int] (the
+    deliver_sm_resp / data_sm_resp status, fired once the PDU is stored; `session` the
+    one it came in on, so an answer can go back on the same bind); session_bound(session);
     session_lost(session) (every connection, bound or not: see session.bind_status);
     session_ready(session) (a window slot is free)."""
 
@@ -687,11 +688,11 @@ class ESMEFactory(protocol.Factory):
         self.current = session
         return session
 
-    def inbound(self, pdu):
+    def inbound(self, session, pdu):
         if self._on_inbound is None:
             log.error("%s: %s received but no inbound handler is set", self.label, pdu.name)
             return c.ESME_RX_T_APPN
-        return self._on_inbound(pdu)
+        return self._on_inbound(session, pdu)
 
     def session_bound(self, session):
         _notify(self._on_bound, session)
