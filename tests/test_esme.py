@@ -596,7 +596,11 @@ def test_a_submit_answered_bind_status_closes_the_session_to_bind_again(h, statu
     (request,) = h.sent()
     h.receive(request.response(status=status, message_id=""))
     assert [resp.status for resp in answered] == [status]    # the caller hears it too
-    assert h.transport.disconnecting and not h.session.can_submit()
+    assert not h.session.can_submit()
+    (unbind,) = h.sent()                    # nothing else in flight: unbind at once
+    assert unbind.command_id == c.UNBIND
+    h.receive(unbind.response())
+    assert h.transport.disconnecting
     assert c.status_name(status) in h.session.close_reason
 
 
@@ -606,3 +610,62 @@ def test_an_ordinary_refusal_keeps_the_session(h):
     (request,) = h.sent()
     h.receive(request.response(status=c.ESME_RINVDSTADR, message_id=""))
     assert not h.transport.disconnecting and h.session.can_submit()
+
+
+# --- a rebind answer does not drop what the SMSC accepted (audit 6, item 4) ------------------
+def answers_in_one_read(requests, statuses):
+    """One TCP read carrying a response per request, in order."""
+    return b"".join(encode(request.response(status=status, message_id=f"M{n}"))
+                    for n, (request, status) in enumerate(zip(requests, statuses)))
+
+
+def test_answers_read_with_a_rebind_answer_still_reach_their_requests(h):
+    h.bind()
+    outcomes = [results(h.session.send_request(submit_sm())) for _ in range(3)]
+    requests = h.sent()
+    h.session.dataReceived(answers_in_one_read(
+        requests, [c.ESME_RINVBNDSTS, c.ESME_ROK, c.ESME_ROK]))
+    assert [o[0].status for o in outcomes] == [c.ESME_RINVBNDSTS, c.ESME_ROK, c.ESME_ROK]
+    assert [o[0].fields["message_id"] for o in outcomes[1:]] == ["M1", "M2"]
+
+
+def test_after_a_rebind_answer_no_request_is_taken_and_later_answers_still_count(h, clock):
+    h.bind()
+    outcomes = [results(h.session.send_request(submit_sm())) for _ in range(3)]
+    requests = h.sent()
+    h.receive(requests[0].response(status=c.ESME_RALYBND, message_id=""))
+    assert not h.session.can_submit() and h.session.free_slots == 0
+    assert results(h.session.send_request(submit_sm()))[0].check(SessionClosed)
+    assert h.sent() == []                      # nothing new went out
+    clock.advance(1)                           # the next read, a moment later
+    h.session.dataReceived(answers_in_one_read(requests[1:], [c.ESME_ROK, c.ESME_ROK]))
+    assert [o[0].status for o in outcomes[1:]] == [c.ESME_ROK, c.ESME_ROK]
+    (unbind,) = h.sent()                       # all answered: unbind, then close
+    assert unbind.command_id == c.UNBIND
+    h.receive(unbind.response())
+    assert h.transport.disconnecting
+    assert c.status_name(c.ESME_RALYBND) in h.session.close_reason
+
+
+def test_the_caller_of_a_rebind_answer_cannot_submit_from_its_callback(h):
+    h.bind()
+    again = []
+    d = h.session.send_request(submit_sm())
+    d.addCallback(lambda _resp: again.append(h.session.can_submit()))
+    (request,) = h.sent()
+    h.receive(request.response(status=c.ESME_RINVBNDSTS, message_id=""))
+    assert again == [False]
+
+
+def test_after_a_rebind_answer_the_wait_for_answers_is_bounded(h, clock):
+    h.bind()
+    outcomes = [results(h.session.send_request(submit_sm())) for _ in range(2)]
+    first, _second = h.sent()
+    h.receive(first.response(status=c.ESME_RINVBNDSTS, message_id=""))
+    clock.advance(esme.REBIND_DRAIN_S + 0.5)   # the second is never answered
+    (unbind,) = h.sent()
+    assert unbind.command_id == c.UNBIND
+    clock.advance(esme.REBIND_DRAIN_S + 0.5)   # nor the unbind
+    assert h.transport.disconnecting
+    h.lose()
+    assert outcomes[1][0].check(SessionClosed, ResponseTimeout)    # an unknown outcome

@@ -36,6 +36,10 @@ MAX_UNANSWERED_INBOUND = 1000
 SWEEP_INTERVAL_S = 1.0
 # After loseConnection, a peer that never reads would keep the socket open forever.
 CLOSE_GRACE_S = 5.0
+# After a "not bound" answer (ESME_RINVBNDSTS / RALYBND) the session takes no new request
+# but waits this long at most for the answers to those in flight: one the SMSC accepted
+# must be recorded submitted, not resent as an unknown outcome (audit 6, item 4).
+REBIND_DRAIN_S = 5.0
 # Back-pressure (issue 6, item 7): once the transport's write buffer is full we stop
 # reading from the SMSC (and take no submits); a peer that still has not read after
 # WRITE_STALL_S, or while we owe it more than MAX_BLOCKED_WRITE_BYTES, is dropped.
@@ -124,6 +128,7 @@ class ESMEProtocol(protocol.Protocol):
         self._drain_call = None
         self._unbind_sent = False
         self._unbind_timeout = None
+        self._unbind_reason = "unbound"     # the close_reason once the unbind is done
 
     # --- what the owner sees ----------------------------------------------------------
     @property
@@ -210,14 +215,19 @@ class ESMEProtocol(protocol.Protocol):
         if self._state != BOUND:
             self._close("closed before the bind completed")
             return closed
+        self._start_unbind(timeout)
+        return closed
+
+    def _start_unbind(self, timeout, reason=None):
         self._state = UNBINDING
+        if reason is not None:
+            self._unbind_reason = reason
         log.info("%s: unbinding (%d outstanding)", self.label, self._in_window)
         self._unbind_timeout = max(timeout, 0.0)
         if self._in_window == 0:
             self._send_unbind()
         else:
             self._drain_call = self._clock.callLater(self._unbind_timeout, self._send_unbind)
-        return closed
 
     # --- connection lifecycle ----------------------------------------------------------
     def connectionMade(self):
@@ -396,12 +406,16 @@ class ESMEProtocol(protocol.Protocol):
         if pdu.command_id not in (expected, c.GENERIC_NACK):
             log.warning("%s: %s answers seq %d, which was a %s", self.label, pdu.name,
                         pdu.sequence, c.command_name(entry.command_id))
-        self._finish(entry, result=pdu)
         if pdu.status and self._state == BOUND and classify_status(pdu.status) == REBIND:
-            # The SMSC no longer takes this bind as bound: a new bind is the cure.
-            log.warning("%s: SMSC answered %s: closing to bind again", self.label,
+            # The SMSC no longer takes this bind as bound: a new bind is the cure. No new
+            # request from now on (before the caller hears this answer, which may try to
+            # send again), but the answers to those in flight, the rest of this read
+            # included, are still read; then unbind and close (bounded).
+            log.warning("%s: SMSC answered %s: unbinding to bind again", self.label,
                         c.status_name(pdu.status))
-            self._close(f"SMSC answered {c.status_name(pdu.status)}")
+            self._start_unbind(min(self.factory.response_timeout_s, REBIND_DRAIN_S),
+                               f"SMSC answered {c.status_name(pdu.status)}")
+        self._finish(entry, result=pdu)
 
     def _finish(self, entry, result=None, failure=None):
         if entry.in_window:
@@ -583,9 +597,9 @@ class ESMEProtocol(protocol.Protocol):
             result.trap(SessionError)
             if result.check(SessionClosed):
                 return
-            self._close("unbind_resp timeout")
+            self._close(f"{self._unbind_reason}; unbind_resp timeout")
         else:
-            self._close("unbound")
+            self._close(self._unbind_reason)
 
     def _sweep(self):
         """Expire overdue requests and keep an idle session alive; runs every interval."""
