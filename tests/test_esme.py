@@ -1,5 +1,6 @@
 """ESMEProtocol against a StringTransport, every timer driven by a Clock."""
 
+import logging
 import struct
 
 import pytest
@@ -669,3 +670,47 @@ def test_after_a_rebind_answer_the_wait_for_answers_is_bounded(h, clock):
     assert h.transport.disconnecting
     h.lose()
     assert outcomes[1][0].check(SessionClosed, ResponseTimeout)    # an unknown outcome
+
+
+# --- logs a peer cannot flood (audit 6, item 9) ----------------------------------------------
+def test_alert_notifications_are_logged_once_per_interval_with_a_count(h, clock, caplog):
+    caplog.set_level(logging.INFO, logger="payam.smpp.esme")
+    h.bind()
+    caplog.clear()
+    alert = encode(PDU(c.ALERT_NOTIFICATION, 7, fields={"source_addr": "989121234567",
+                                                         "esme_addr": "payam"}))
+    for _ in range(10):                         # 10,000 PDUs over ten reads
+        h.session.dataReceived(alert * 1000)
+    lines = [r.getMessage() for r in caplog.records if "alert_notification" in r.getMessage()]
+    assert len(lines) == 1, len(lines)
+    clock.advance(11)
+    h.session.dataReceived(alert)
+    lines = [r.getMessage() for r in caplog.records if "alert_notification" in r.getMessage()]
+    assert len(lines) == 2 and "9999 more like this" in lines[1]
+    assert h.sent() == [] and h.session.is_bound          # still nothing answered
+
+
+def _failing_store(pdu):
+    raise RuntimeError("disk full")
+
+
+@pytest.mark.parametrize("what, frame, inbound, text", [
+    ("a request we do not serve",
+     encode(PDU(c.QUERY_SM, 8, fields={"message_id": "1", "source_addr": "4040"})),
+     None, "not served"),
+    ("an undecodable request", struct.pack(">IIII", 17, c.DELIVER_SM, 0, 8) + b"\xff",
+     None, "bad deliver_sm"),
+    ("an inbound PDU we cannot store", encode(deliver_sm(8)), _failing_store,
+     "not handled"),
+])
+def test_a_peer_repeating_a_fault_gets_one_line_per_interval(clock, caplog, what, frame,
+                                                              inbound, text):
+    """Per operator and kind, not one line per PDU (the daemon's RepeatFilter keys by
+    template only, so one hostile operator would hide the others' lines)."""
+    caplog.set_level(logging.INFO, logger="payam.smpp.esme")
+    h = Harness(clock, inbound=inbound)
+    h.bind()
+    h.session.dataReceived(frame * 1000)
+    assert len(h.sent()) == 1000                          # each still answered
+    lines = [r.getMessage() for r in caplog.records if text in r.getMessage()]
+    assert len(lines) == 1, (what, len(lines))

@@ -378,9 +378,10 @@ class ESMEProtocol(protocol.Protocol):
                 if "message_id" in resp.fields else "")
             self._answered(entry, resp)
             return
-        log.warning("%s: bad %s seq %d: %s; answering %s", self.label,
-                    c.command_name(command_id), error.sequence, error,
-                    c.status_name(error.status))
+        self.factory.rlog.warning((self.factory.operator, "bad-request"),
+                                  "%s: bad %s seq %d: %s; answering %s", self.label,
+                                  c.command_name(command_id), error.sequence, error,
+                                  c.status_name(error.status))
         self._write(_error_answer(command_id, error.sequence, error.status))
 
     # --- responses ----------------------------------------------------------------------
@@ -404,8 +405,10 @@ class ESMEProtocol(protocol.Protocol):
             self.answered_at = self._last_answer
         expected = entry.command_id | c.RESPONSE_BIT
         if pdu.command_id not in (expected, c.GENERIC_NACK):
-            log.warning("%s: %s answers seq %d, which was a %s", self.label, pdu.name,
-                        pdu.sequence, c.command_name(entry.command_id))
+            self.factory.rlog.warning((self.factory.operator, "wrong-answer"),
+                                      "%s: %s answers seq %d, which was a %s", self.label,
+                                      pdu.name, pdu.sequence,
+                                      c.command_name(entry.command_id))
         if pdu.status and self._state == BOUND and classify_status(pdu.status) == REBIND:
             # The SMSC no longer takes this bind as bound: a new bind is the cure. No new
             # request from now on (before the caller hears this answer, which may try to
@@ -447,10 +450,13 @@ class ESMEProtocol(protocol.Protocol):
         elif command_id in c.BIND_COMMANDS:
             self._write(pdu.response(status=c.ESME_RALYBND))
         elif command_id == c.ALERT_NOTIFICATION:
-            log.info("%s: alert_notification ignored (no response in SMPP)", self.label)
+            self.factory.rlog.info((self.factory.operator, "alert_notification"),
+                                   "%s: alert_notification ignored (no response in SMPP)",
+                                   self.label)
         else:
-            log.warning("%s: %s seq %d not served; generic_nack", self.label, pdu.name,
-                        pdu.sequence)
+            self.factory.rlog.warning((self.factory.operator, "not-served"),
+                                      "%s: %s seq %d not served; generic_nack", self.label,
+                                      pdu.name, pdu.sequence)
             self._write(PDU(c.GENERIC_NACK, pdu.sequence, c.ESME_RINVCMDID))
 
     def _inbound(self, pdu):
@@ -458,9 +464,10 @@ class ESMEProtocol(protocol.Protocol):
             self._write(pdu.response(status=c.ESME_RINVBNDSTS))
             return
         if self._unanswered_inbound >= MAX_UNANSWERED_INBOUND:
-            log.warning("%s: %d inbound PDUs unanswered; %s seq %d refused with "
-                        "ESME_RMSGQFUL", self.label, self._unanswered_inbound, pdu.name,
-                        pdu.sequence)
+            self.factory.rlog.warning((self.factory.operator, "inbound-full"),
+                                      "%s: %d inbound PDUs unanswered; %s seq %d refused "
+                                      "with ESME_RMSGQFUL", self.label,
+                                      self._unanswered_inbound, pdu.name, pdu.sequence)
             self._write(pdu.response(status=c.ESME_RMSGQFUL))
             return
         self._unanswered_inbound += 1
@@ -471,15 +478,19 @@ class ESMEProtocol(protocol.Protocol):
     def _inbound_handled(self, status, pdu):
         if isinstance(status, bool) or not isinstance(status, int) \
                 or not 0 <= status <= 0xFFFFFFFF:
-            log.error("%s: inbound handler returned %r for %s seq %d; answering "
-                      "ESME_RX_T_APPN", self.label, status, pdu.name, pdu.sequence)
+            self.factory.rlog.error((self.factory.operator, "inbound-status"),
+                                    "%s: inbound handler returned %r for %s seq %d; "
+                                    "answering ESME_RX_T_APPN", self.label, status,
+                                    pdu.name, pdu.sequence)
             status = c.ESME_RX_T_APPN
         self._answer_inbound(pdu, int(status))
 
     def _inbound_failed(self, failure, pdu):
         # Not stored: a temporary error makes the SMSC deliver it again later.
-        log.error("%s: inbound %s seq %d not handled (%s); answering ESME_RX_T_APPN",
-                  self.label, pdu.name, pdu.sequence, failure.getErrorMessage())
+        self.factory.rlog.error((self.factory.operator, "inbound-failed"),
+                                "%s: inbound %s seq %d not handled (%s); answering "
+                                "ESME_RX_T_APPN", self.label, pdu.name, pdu.sequence,
+                                failure.getErrorMessage())
         self._answer_inbound(pdu, c.ESME_RX_T_APPN)
 
     def _answer_inbound(self, pdu, status):
@@ -613,9 +624,10 @@ class ESMEProtocol(protocol.Protocol):
             if entry.in_window:
                 self._consecutive_timeouts += 1
                 freed = True
-                log.warning("%s: no response to %s seq %d within %gs", self.label,
-                            c.command_name(entry.command_id), seq,
-                            self.factory.response_timeout_s)
+                self.factory.rlog.warning((self.factory.operator, "timeout"),
+                                          "%s: no response to %s seq %d within %gs",
+                                          self.label, c.command_name(entry.command_id),
+                                          seq, self.factory.response_timeout_s)
                 self._in_window -= 1
             entry.deferred.errback(ResponseTimeout(
                 f"{c.command_name(entry.command_id)} seq {seq} unanswered"))
@@ -703,7 +715,9 @@ class ESMEFactory(protocol.Factory):
 
     def inbound(self, pdu):
         if self._on_inbound is None:
-            log.error("%s: %s received but no inbound handler is set", self.label, pdu.name)
+            self.rlog.error((self.operator, "no-handler"),
+                            "%s: %s received but no inbound handler is set", self.label,
+                            pdu.name)
             return c.ESME_RX_T_APPN
         return self._on_inbound(pdu)
 
