@@ -728,3 +728,24 @@ def test_a_throttling_smsc_sees_few_throttled_submits(memory_reactor):
     assert len(accepted) == 2000
     assert throttled < 100                     # 64 measured
     assert sliding_max(sent) <= 500
+
+
+def test_throttled_answers_log_once_per_pause_and_interval(memory_reactor, caplog):
+    """Audit 6, item 9: an SMSC throttling every answer made a line per answer."""
+    caplog.set_level(logging.INFO, logger="payam.smpp.pool")
+    pool = started(make_pool(memory_reactor))
+    FakeSMSC(memory_reactor).accept()
+    caplog.clear()
+    for _ in range(1000):                  # what the dispatcher does per throttled answer
+        pool.throttled()
+        pool.slow_down(1.0)
+        memory_reactor.advance(0.005)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("slowing down" in m for m in messages) == 1, messages
+    assert sum("throttled by the SMSC" in m for m in messages) == 1, messages
+    memory_reactor.advance(10)             # the pause is over; the next one is told
+    pool.throttled()
+    pool.slow_down(1.0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("slowing down" in m for m in messages) == 2
+    assert "more like this" in [m for m in messages if "throttled by" in m][-1]

@@ -207,16 +207,20 @@ class OperatorPool(MultiService):
         """The SMSC answered ESME_RTHROTTLED / ESME_RMSGQFUL: lower the operator's rate
         (see OperatorRate); it climbs back by itself while no throttle comes."""
         if self._bucket.throttled():
-            log.info("operator %s: throttled by the SMSC; rate now %.1f/s (tps %g)",
-                     self.operator, self._bucket.rate, self._bucket.tps)
+            self._rlog.info((self.operator, "throttled"),
+                            "operator %s: throttled by the SMSC; rate now %.1f/s (tps %g)",
+                            self.operator, self._bucket.rate, self._bucket.tps)
 
     def slow_down(self, seconds):
         """Pause this operator's submits for `seconds` (after ESME_RTHROTTLED / RMSGQFUL);
         on_ready is called when the pause ends."""
-        until = self._clock.seconds() + seconds
+        now = self._clock.seconds()
+        until = now + seconds
         if until <= self._slowed_until:
             return
-        log.info("operator %s: slowing down for %.1fs", self.operator, seconds)
+        if now >= self._slowed_until:          # a pause starts (not one made longer)
+            self._rlog.info((self.operator, "slow"), "operator %s: slowing down for %.1fs",
+                            self.operator, seconds)
         self._slowed_until = until
         if self._slow_call is not None and self._slow_call.active():
             self._slow_call.cancel()
