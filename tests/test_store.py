@@ -593,6 +593,41 @@ def test_parts_whose_receipt_never_came_expire_and_receiptless_messages_end(
     assert store.get_message(receiptless.id) is None and store.get_message(waiting.id) is None
 
 
+def test_housekeeping_ends_queued_parts_whose_validity_passed_before_they_were_sent(
+        store, clock, db_path):
+    """Audit 14: on a route that never binds, queued parts waited forever (housekeeping
+    expired only submitted ones)."""
+    from gateway.housekeeping import housekeeping_service
+    stuck = message(store, parts=2, validity_s=3600)
+    half = message(store, parts=2, validity_s=3600)
+    in_flight = message(store, validity_s=3600)
+    fresh = message(store, validity_s=86400)
+    ok(clock, store.accept([stuck, half, fresh]))
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([submitted(half, 1, "81")] + [
+        PartOutcome(m.id, seq, "requeue", not_before=T0 + 10**6)
+        for m, seq in ((stuck, 1), (stuck, 2), (half, 2), (fresh, 1))]))
+    ok(clock, store.accept([in_flight]))
+    ok(clock, store.claim(10, T0))                     # 'sending': the dispatcher's
+    service = housekeeping_service(store, clock, every_s=60)
+    service.startService()
+    try:
+        clock.wait(store.purge(older_than=0))          # the round at start: all valid
+        assert part_states(db_path, stuck.id) == ["queued", "queued"]
+        clock.advance(3600 + 30)
+        clock.advance(60)                              # a round after validity ended
+        clock.wait(store.purge(older_than=0))
+    finally:
+        service.stopService()
+    assert part_states(db_path, stuck.id) == ["expired", "expired"]
+    ended = store.get_message(stuck.id)
+    assert ended["status"] == "expired" and "before" in ended["error"]
+    assert part_states(db_path, half.id) == ["submitted", "expired"]
+    assert store.get_message(half.id)["status"] == "expired"
+    assert part_states(db_path, in_flight.id) == ["sending"]
+    assert part_states(db_path, fresh.id) == ["queued"]
+
+
 def test_a_database_from_the_first_schema_is_migrated_and_its_parts_still_flow(
         db_path, clock):
     import sqlite_utils
