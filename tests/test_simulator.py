@@ -517,3 +517,16 @@ def test_refused_receipt_is_retried_and_data_sm_is_recorded(clocked):
     wire.protocol.dataReceived(encode(again.response(0)))
     stats = factory.stats()
     assert (stats["receipts"], stats["receipt_errors"], stats["receipts_pending"]) == (2, 1, 0)
+
+
+def test_a_transceiver_gets_the_receipts_of_its_own_submits(sim, clients):
+    # Two "operators" of one simulator may bind with one system_id (the demo's three did):
+    # each receipt must come back on the bind that carried its message, as an operator's
+    # SMSC answers on that operator's binds, never round robin onto the other's.
+    first, second = clients(system_id="payam"), clients(system_id="payam")
+    for _ in range(4):
+        first.submit(registered_delivery=1)
+    first.read_until(lambda: len(first.responses) == 4)
+    first.read_until(lambda: len(first.received) == 4)
+    ids = {_text(r.message_id) for r in first.responses}
+    assert {_text(d.receipted_message_id) for d in first.received} == ids

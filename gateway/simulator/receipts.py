@@ -15,13 +15,18 @@ RECEIPT_TEXT_CHARS = 20     # how much of the original text a receipt quotes
 class PendingReceipt:
     """A receipt owed for one accepted submit, until an ESME acknowledges it."""
 
-    __slots__ = ("due", "system_id", "receipt_id", "submitted_at", "source_addr",
+    __slots__ = ("due", "system_id", "origin", "receipt_id", "submitted_at", "source_addr",
                  "source_addr_ton", "source_addr_npi", "destination_addr", "dest_addr_ton",
                  "dest_addr_npi", "payload", "data_coding", "esm_class", "stat", "attempts")
 
-    def __init__(self, due, system_id, receipt_id, submitted_at, fields, payload, stat):
+    def __init__(self, due, system_id, receipt_id, submitted_at, fields, payload, stat,
+                 origin=None):
         self.due = due
         self.system_id = system_id
+        # The session the submit came on: a transceiver gets its receipts back on it, as
+        # an operator's SMSC answers on that operator's binds (several "operators" of
+        # one simulator may share a system_id).
+        self.origin = origin
         self.receipt_id = receipt_id
         self.submitted_at = submitted_at
         self.source_addr = fields.get("source_addr", "")

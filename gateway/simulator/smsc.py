@@ -369,7 +369,7 @@ class SMSCFactory(protocol.ServerFactory):
                     c.TLV_MESSAGE_PAYLOAD, b"")
                 self._receipts.append(PendingReceipt(
                     now + behaviour.receipt_delay_s, session.system_id, receipt_id, now,
-                    fields, payload, stat))
+                    fields, payload, stat, origin=session))
         return c.ESME_ROK, message_id
 
     def _receipt_stat(self):
@@ -414,7 +414,10 @@ class SMSCFactory(protocol.ServerFactory):
             receipt = pending.popleft()
             if mode == "none":
                 continue                     # switched off after the submit: not owed
-            session = self._receiver(receipt.system_id)
+            session = receipt.origin
+            if (session is None or not session.can_receive
+                    or len(session.awaiting) >= self.deliver_window):
+                session = self._receiver(receipt.system_id)
             if session is None:
                 if self._receiver(receipt.system_id, want_room=False) is None:
                     # Nobody of this system_id is bound to receive: keep it until one binds.
