@@ -25,7 +25,7 @@ from gateway.deliver import InboundRouter  # noqa: E402
 from gateway.dispatch import Dispatcher  # noqa: E402
 from gateway.routing import Router  # noqa: E402
 from gateway.smpp.pool import OperatorPool  # noqa: E402
-from gateway.store.store import ClaimedPart  # noqa: E402
+from gateway.model import ClaimedPart  # noqa: E402
 
 
 class StubStore:

@@ -19,8 +19,8 @@ from gateway.smpp.esme import NotReady
 from gateway.smpp.pool import NoSession
 from gateway.smpp.ratelog import RateLimitedLog
 from gateway.smpp.status import classify_status, needs_alert, status_label
-from gateway.store.store import PRIORITY_NAMES, PartOutcome
-from gateway.store.writer import StoreClosed
+from gateway.model import PRIORITY_NAMES, UNKNOWN_OUTCOME, PartOutcome
+from gateway.store.interface import StoreClosed
 from gateway.submit_sm import build_submit_sm
 
 log = logging.getLogger("payam.dispatch")
@@ -29,7 +29,6 @@ MAX_ATTEMPTS = 8          # temporary errors, then the part fails
 # After ESME_RTHROTTLED / RMSGQFUL the operator rests this long (the SMSC counts per
 # second) and its rate is cut (OperatorRate): the part goes back uncounted.
 THROTTLE_PAUSE_S = 1.0
-UNKNOWN_OUTCOME = "unknown_outcome"   # the error of a part failed after unknown outcomes
 UNKNOWN_RETRY_S = (2.0, 300.0)        # backoff after an unknown outcome: first, cap
 REBIND_RETRY_S = 1.0      # a part answered "not bound" waits this long in the store
 UNROUTABLE_RETRY_S = 2.0  # no bound session for any candidate operator

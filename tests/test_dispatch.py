@@ -13,7 +13,8 @@ from gateway.smpp.pool import NoSession
 from gateway.routing import Router
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU
-from gateway.store import ClaimedPart, StoreClosed
+from gateway.model import ClaimedPart
+from gateway.store.interface import StoreClosed
 
 MCI, IRANCELL = "98912", "98935"
 

@@ -14,10 +14,11 @@ from twisted.trial import unittest
 from gateway import metrics
 from gateway.config.schema import Routing
 from gateway.dispatch import Dispatcher
+from gateway.model import NewMessage
 from gateway.routing import Router
 from gateway.smpp import constants as c
 from gateway.smpp.pool import OperatorPool
-from gateway.store.store import NewMessage, Store
+from gateway.store import Store
 from hostile_smsc import HostileFactory
 
 

@@ -452,7 +452,7 @@ def _fired(result):
 
 def test_config_modes_are_auto_and_the_id_bases():
     from gateway.config.schema import RECEIPT_ID_MODES
-    from gateway.smpp.receipt import ID_BASES
+    from gateway.receipt_ids import ID_BASES
     assert RECEIPT_ID_MODES == ("auto", *ID_BASES)
 
 

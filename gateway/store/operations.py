@@ -10,8 +10,9 @@ status follow its parts through the triggers of schema.py.
 import json
 import logging
 
-from gateway.smpp.receipt import ID_BASES, normal_id, read_only_raw
+from gateway.receipt_ids import ID_BASES, normal_id, read_only_raw
 from gateway.store import schema
+from gateway.store.interface import DuplicateIdempotencyKey
 
 log = logging.getLogger("payam.store")
 
@@ -61,16 +62,6 @@ def insert_messages(conn, items):
     _insert_rows(conn, "messages", _MESSAGE_COLUMNS, message_rows)
     _insert_rows(conn, "parts", _PART_COLUMNS, part_rows)
     return [item[2] for item in items]
-
-
-class DuplicateIdempotencyKey(Exception):
-    """The agency already used this idempotency key within 24 h; nothing was stored."""
-
-    def __init__(self, agency, key, response):
-        super().__init__(f"idempotency key already used by agency {agency!r}")
-        self.agency = agency
-        self.key = key
-        self.response = response
 
 
 def _claim_idempotency_key(conn, agency, key, response, now):
@@ -173,7 +164,7 @@ def record(conn, outcomes, now, learning=frozenset()):
     """Apply PartOutcomes in order; the number that changed a part (the others named a
     finished or unknown part).  learning: the `auto` operators whose id base is not
     known yet (receipts.py); a receipt of theirs kept unread under exactly a submitted
-    key applies too when that key can be read only raw (receipt.read_only_raw)."""
+    key applies too when that key can be read only raw (receipt_ids.read_only_raw)."""
     # Outcomes of distinct parts do not depend on each other's order, so each run of
     # them is applied by kind; a part named again starts the next run.
     changed = 0

@@ -11,10 +11,9 @@ import time
 
 import sqlite_utils
 
-log = logging.getLogger("payam.store.schema")
+from gateway.model import FINAL_STATES
 
-# Part and message states that never change again.
-FINAL_STATES = ("delivered", "failed", "expired")
+log = logging.getLogger("payam.store.schema")
 
 
 def _v1_initial(db):
@@ -163,7 +162,7 @@ def _v5_unknown_outcomes(db):
 
 
 def _v6_receipt_id_bases(db):
-    # id_base: the base (gateway.smpp.receipt.ID_BASES) under which a kept receipt's key
+    # id_base: the base (gateway.receipt_ids.ID_BASES) under which a kept receipt's key
     # was read, i.e. its key is the submit_sm_resp id it waits for; NULL while its
     # operator's base is not known yet (the key is then the receipt's own normal id),
     # "-" when the id cannot be read in that base.  Receipts kept before this migration

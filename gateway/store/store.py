@@ -11,78 +11,27 @@ import os
 import random
 import logging
 import sqlite3
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from twisted.internet import defer
 
-from gateway.smpp.receipt import normal_id
+from gateway.model import (
+    CLAIM_ORDER, OUTCOME_KINDS, PRIORITY_NAMES, ClaimedPart, NewMessage, PartOutcome)
+from gateway.receipt_ids import normal_id
 from gateway.store import guard, operations, schema
 from gateway.store import receipts as store_receipts
-from gateway.store.operations import IDEMPOTENCY_S, DuplicateIdempotencyKey
-from gateway.store.writer import StoreClosed, Writer
+from gateway.store.interface import StoreClosed
+from gateway.store.operations import IDEMPOTENCY_S
+from gateway.store.writer import Writer
 
 log = logging.getLogger("payam.store")
 
 PENDING_RECEIPT_S = 3 * 24 * 3600
 PROBE_EVERY_S = 1.0
 
-PRIORITY_NAMES = {0: "normal", 1: "high", 2: "emergency"}
-OUTCOME_KINDS = ("submitted", "requeue", "failed", "expired")
-_PRIORITIES = sorted(PRIORITY_NAMES, reverse=True)     # claim order
 _BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"   # Crockford, in ASCII order: ids sort by time
 _SYMBOL_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)   # 10 bits → 2 symbols
-
-
-@dataclass
-class NewMessage:
-    """One message to one recipient, built by the HTTP layer."""
-    id: str
-    agency: str
-    sender: str
-    recipient: str
-    text: str
-    priority: int
-    reference: str | None
-    validity_s: int
-    receipt: bool
-    data_coding: int
-    esm_class: int
-    parts: list[bytes]
-    created_at: float
-    route: str | None = None           # the operator the recipient's routing rule prefers
-
-
-@dataclass
-class ClaimedPart:
-    message_id: str
-    seq: int
-    total: int
-    agency: str
-    sender: str
-    recipient: str
-    priority: int
-    data_coding: int
-    esm_class: int
-    payload: bytes
-    receipt: bool
-    attempts: int
-    expires_at: float
-    unknowns: int = 0                  # sends whose outcome never came (migration 5)
-
-
-@dataclass
-class PartOutcome:
-    message_id: str
-    seq: int
-    kind: str                          # "submitted" | "requeue" | "failed" | "expired"
-    operator: str | None = None
-    smsc_id: str | None = None
-    error: str | None = None
-    not_before: float | None = None
-    count_attempt: bool = True
-    unknown: bool = False              # with "requeue": the send's outcome is unknown
 
 
 class Store:
@@ -267,7 +216,7 @@ class Store:
             return defer.succeed([])
         return self._write(lambda conn: [
             ClaimedPart(*row) for row in operations.claim(conn, limit, now, route,
-                                                          _PRIORITIES)])
+                                                          CLAIM_ORDER)])
 
     def record(self, outcomes):
         """Apply submit outcomes to parts and their messages; Deferred fires with the
