@@ -299,6 +299,19 @@ class Dispatcher:
                         self.buffered -= 1
                         self._expired(part)
                         continue
+                    if part.unknowns >= lane.settings.max_unknown_outcomes:
+                        # Released by the store after a crash (an unknown outcome):
+                        # one more copy would pass the duplicate bound.
+                        self.buffered -= 1
+                        self.rlog.warning((lane.operator, "unknown-failed"),
+                                          "operator %s: part %s/%d failed after %d sends "
+                                          "without an answer (restarts included)",
+                                          lane.operator, part.message_id, part.seq,
+                                          part.unknowns)
+                        self._outcome(PartOutcome(part.message_id, part.seq, "failed",
+                                                  operator=lane.operator,
+                                                  error=UNKNOWN_OUTCOME))
+                        continue
                     self._send(lane, part)
                     sent += 1
             finally:

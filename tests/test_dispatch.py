@@ -243,6 +243,23 @@ def test_unknown_outcomes_back_off_and_end_the_part_failed(clock, world, error):
     assert PARTS[("m1", 1)].unknowns == 2 and PARTS[("m1", 1)].attempts == 2
 
 
+def test_a_part_whose_unknown_outcomes_reached_the_bound_is_not_sent_again(clock, world):
+    # The store releases a part a crashed run left in flight as an unknown outcome
+    # (its lease): after max_unknown_outcomes of them (here 1 send + 2 crashes) it
+    # fails instead of going out once more.
+    store, pools, dispatcher = world
+    spent, fresh = part(1), part(2)
+    spent.unknowns, fresh.unknowns = 3, 2
+    store.put(spent)
+    store.put(fresh)
+    dispatcher.start()
+    run(clock)
+    assert [pdu.fields["destination_addr"] for pdu, _ in pools["mci"].waiting] == [
+        fresh.recipient]
+    (failed,) = store.outcomes
+    assert (failed.message_id, failed.kind, failed.error) == ("m1", "failed", UNKNOWN_OUTCOME)
+
+
 def test_a_submit_the_pool_could_not_take_is_sent_again_uncounted(clock, world):
     store, pools, dispatcher = world
     store.put(part(1))

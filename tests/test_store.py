@@ -334,6 +334,75 @@ def test_restart_puts_parts_left_sending_back_in_the_queue(db_path, clock):
         ok(clock, reopened.close())
 
 
+def part_rows(db_path, message_id):
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute("SELECT seq, state, attempts, unknowns, error, owner FROM parts"
+                            " WHERE message_id = ? ORDER BY seq", (message_id,)).fetchall()
+
+
+def test_a_part_left_in_flight_by_the_previous_run_counts_as_an_unknown_outcome(
+        db_path, clock):
+    # It may have reached the SMSC before the crash: the duplicate bound
+    # (max_unknown_outcomes) must count it, or every crash adds a copy to the bound.
+    store = Store(db_path, clock, commit_interval=0.0, node="n1")
+    store.open()
+    m = message(store)
+    ok(clock, store.accept([m]))
+    ok(clock, store.claim(10, T0))
+    [(_, state, _, _, _, owner)] = part_rows(db_path, m.id)
+    assert (state, owner) == ("sending", store.owner) and owner.startswith("n1:")
+    ok(clock, store.close())                  # as a crash leaves it: no outcome recorded
+
+    for run in range(1, 3):
+        again = Store(db_path, clock, commit_interval=0.0, node="n1")
+        again.open()
+        try:
+            [part] = ok(clock, again.claim(10, T0))
+            assert (part.unknowns, part.attempts) == (run, run)
+        finally:
+            ok(clock, again.close())
+    [(_, _, _, _, error, _)] = part_rows(db_path, m.id)
+    assert error.startswith("unknown_outcome")
+
+
+def test_another_nodes_leases_are_taken_back_only_once_they_expire(db_path, clock):
+    first = Store(db_path, clock, commit_interval=0.0, node="n1", lease_s=300)
+    first.open()
+    m = message(first, parts=2)
+    ok(clock, first.accept([m]))
+    ok(clock, first.claim(1, T0))
+    other = Store(db_path, clock, commit_interval=0.0, node="n2", lease_s=300)
+    other.open()                              # n1's leases are not n2's to release
+    try:
+        [fresh] = ok(clock, other.claim(10, T0 + 1))
+        assert (fresh.seq, fresh.unknowns) == (2, 0)
+        assert ok(clock, other.claim(10, T0 + 299)) == []
+        # Its own part 2, claimed as long ago, stays with it: an owner never takes
+        # back its own leases.
+        [taken] = ok(clock, other.claim(10, T0 + 400))
+        assert (taken.seq, taken.unknowns, taken.attempts) == (1, 1, 1)
+        assert [row[5] for row in part_rows(db_path, m.id)] == [other.owner] * 2
+    finally:
+        ok(clock, other.close())
+        ok(clock, first.close())
+
+
+def test_two_stores_sharing_a_file_never_claim_the_same_part(db_path, clock):
+    one = Store(db_path, clock, commit_interval=0.0, node="n1")
+    one.open()
+    two = Store(db_path, clock, commit_interval=0.0, node="n2")
+    two.open()
+    try:
+        ok(clock, one.accept([message(one) for _ in range(30)]))
+        claims = [ok(clock, store.claim(7, T0)) for _ in range(3) for store in (one, two)]
+        claims.append(ok(clock, two.claim(30, T0)))
+        ids = [p.message_id for batch in claims for p in batch]
+        assert len(ids) == 30 == len(set(ids))
+    finally:
+        ok(clock, two.close())
+        ok(clock, one.close())
+
+
 def test_committed_messages_survive_a_crash(tmp_path, db_path, clock):
     store = Store(db_path, clock, commit_interval=0.0)
     store.open()

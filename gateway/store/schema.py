@@ -185,6 +185,21 @@ def _v7_retention_indexes(db):
     db.execute("CREATE INDEX IF NOT EXISTS inbound_received ON inbound (received_at)")
 
 
+def _v8_claim_leases(db):
+    # The lease of a part being sent ('sending'): when it was claimed (claimed_at) and
+    # by which running store (owner, "host:pid:random").  A lease of another owner
+    # older than the lease time is taken back by the claim, so several processes can
+    # share the store; at open, the leases of this node's previous run are released
+    # (meta 'lease_owner:<node>').  Parts left 'sending' before this migration have
+    # neither and are released at open.  The partial index holds only parts in flight.
+    columns = db["parts"].columns_dict
+    for name, kind in (("claimed_at", float), ("owner", str)):
+        if name not in columns:
+            db["parts"].add_column(name, kind)
+    db.execute("CREATE INDEX IF NOT EXISTS parts_leases ON parts (claimed_at)"
+               " WHERE state = 'sending'")
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
@@ -194,6 +209,7 @@ MIGRATIONS = [
     (5, _v5_unknown_outcomes),
     (6, _v6_receipt_id_bases),
     (7, _v7_retention_indexes),
+    (8, _v8_claim_leases),
 ]
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import logging
+import socket
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,18 +30,32 @@ log = logging.getLogger("payam.store")
 
 PENDING_RECEIPT_S = 3 * 24 * 3600
 PROBE_EVERY_S = 1.0
+# A claimed part is leased to the store that claimed it.  Another store takes it back
+# once the lease is this old: far longer than a part stays claimed by a live process
+# (response_timeout_s, 30 s by default, plus its wait in a lane), so only a process
+# that stopped loses its parts this way.  Leases are not renewed.
+LEASE_S = 300.0
+RECLAIM_EVERY_S = 10.0          # how often a claim first looks for expired leases
 
 _BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"   # Crockford, in ASCII order: ids sort by time
 _SYMBOL_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)   # 10 bits → 2 symbols
 
 
 class Store:
-    def __init__(self, path, reactor=None, commit_interval=0.002):
+    def __init__(self, path, reactor=None, commit_interval=0.002, *, node=None,
+                 lease_s=LEASE_S):
+        """node: this machine's name among the store's users (default: the host
+        name); lease_s: how old another owner's claim lease must be to be taken
+        back."""
         if reactor is None:
             from twisted.internet import reactor
         self.path = str(path)
         self._reactor = reactor
         self._commit_interval = commit_interval
+        self.node = node if node is not None else socket.gethostname()
+        self.lease_s = lease_s
+        self.owner = None              # "node:pid:random" while open: claims' leases
+        self._reclaim_at = float("-inf")
         self._writer = None
         self._reader = None
         self._closing = None
@@ -55,7 +70,8 @@ class Store:
     # -- lifecycle ----------------------------------------------------------------
 
     def open(self, create=False):
-        """Migrate, start the writer, and put back parts a crash left in flight.
+        """Migrate, start the writer, and put back the parts this node's previous run
+        left in flight (each counted as an unknown outcome: it may have been sent).
 
         Raises StoreUnusable (one line naming the file and what to do) for a damaged
         file, or a missing one whose marker says it existed (guard.py); `create` begins
@@ -74,10 +90,8 @@ class Store:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
             self.store_id = guard.adopt(conn, self.path, created)
-            # A part left 'sending' may or may not have reached the SMSC before the
-            # crash; we cannot know, so it is sent again: delivery is at-least-once.
-            recovered = conn.execute(
-                "UPDATE parts SET state = 'queued' WHERE state = 'sending'").rowcount
+            owner = f"{self.node}:{os.getpid()}:{self._random.getrandbits(32):08x}"
+            recovered = self._take_over(conn, owner)
         except (sqlite3.Error, OSError) as e:
             if conn is not None:
                 conn.close()
@@ -87,13 +101,34 @@ class Store:
                 conn.close()
             raise
         if recovered:
-            log.warning("requeued %d parts left in flight by the previous run", recovered)
+            log.warning("requeued %d parts left in flight by the previous run (counted "
+                        "as unknown outcomes)", recovered)
+        self.owner = owner
         self._file = _file_identity(self.path)
         uri = Path(self.path).resolve().as_uri() + "?mode=ro"
         self._reader = sqlite3.connect(uri, uri=True, isolation_level=None)
         self._reader.execute("PRAGMA busy_timeout=5000")
         self._writer = Writer(conn, self._reactor, self._commit_interval)
         self._writer.start()
+
+    def _take_over(self, conn, owner):
+        """Become this node's owner of claim leases, releasing the previous run's: a
+        part it left 'sending' may or may not have reached the SMSC; we cannot know,
+        so it is sent again (at-least-once) as an unknown outcome, which bounds how
+        often that can happen.  Leases of other nodes' owners wait for their expiry
+        (claim).  The number of parts released."""
+        key = f"lease_owner:{self.node}"
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            released = operations.release_leases(conn, row[0] if row else None)
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                         (key, owner))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return released
 
     def close(self):
         """Commit every write already queued, stop the writer, checkpoint the WAL into
@@ -208,15 +243,21 @@ class Store:
 
     def claim(self, limit, now, route=None):
         """Up to `limit` queued parts of `route` (None: parts stored without one) due by
-        `now`, highest priority first, then oldest; they become 'sending'.
-        Deferred[list[ClaimedPart]]."""
+        `now`, highest priority first, then oldest; they become 'sending', leased to
+        this store's owner.  Deferred[list[ClaimedPart]]."""
         if not isinstance(limit, int) or limit < 0:
             return defer.fail(ValueError(f"claim limit must be an int >= 0, not {limit!r}"))
         if limit == 0:
             return defer.succeed([])
+        leases_before = None
+        if now >= self._reclaim_at:
+            # Expired leases of other owners are looked for now and then, not per claim.
+            self._reclaim_at = now + RECLAIM_EVERY_S
+            leases_before = now - self.lease_s
+        owner = self.owner
         return self._write(lambda conn: [
             ClaimedPart(*row) for row in operations.claim(conn, limit, now, route,
-                                                          CLAIM_ORDER)])
+                                                          CLAIM_ORDER, owner, leases_before)])
 
     def record(self, outcomes):
         """Apply submit outcomes to parts and their messages; Deferred fires with the
