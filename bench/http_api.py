@@ -27,6 +27,7 @@ from twisted.internet import reactor, threads  # noqa: E402
 from gateway.config.schema import Agency  # noqa: E402
 from gateway.http.api import AgencyAPI  # noqa: E402
 from gateway.http.server import HTTPFactory  # noqa: E402
+from gateway.outbound.accept import Outbound  # noqa: E402
 from gateway.policy.audit import AuditLog  # noqa: E402
 from gateway.policy.auth import KeyRing, hash_key  # noqa: E402
 from gateway.policy.limits import AgencyLimits  # noqa: E402
@@ -100,10 +101,11 @@ def main():
     agencies = [Agency(id="tax", name="tax", keys=(hash_key(KEY),), numbers=("40401234",),
                        masks=(), ussd_code=None, rate_per_s=1e9, daily_parts=10**12,
                        reply_webhook=None)]
-    api = AgencyAPI(store, KeyRing(agencies), AgencyLimits(agencies, store, reactor),
-                    AuditLog(store, reactor), clock=reactor, on_accepted=lambda routes: None,
-                    route_of=lambda msisdn: "mci",
-                    health=dict)
+    keyring, audit = KeyRing(agencies), AuditLog(store, reactor)
+    outbound = Outbound(store, AgencyLimits(agencies, store, reactor), audit, clock=reactor,
+                        agencies=lambda: keyring.agencies, on_accepted=lambda routes: None,
+                        route_of=lambda msisdn: "mci")
+    api = AgencyAPI(outbound, store, keyring, audit, clock=reactor, health=dict)
     port = reactor.listenTCP(0, HTTPFactory(api.router, clock=reactor), interface="127.0.0.1",
                              backlog=1024).getHost().port
 

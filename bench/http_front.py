@@ -26,6 +26,7 @@ from twisted.internet.testing import StringTransport  # noqa: E402
 from gateway.config.schema import Agency  # noqa: E402
 from gateway.http.api import AgencyAPI  # noqa: E402
 from gateway.http.server import HTTPFactory  # noqa: E402
+from gateway.outbound.accept import Outbound  # noqa: E402
 from gateway.policy.audit import AuditLog  # noqa: E402
 from gateway.policy.auth import KeyRing, hash_key  # noqa: E402
 from gateway.policy.limits import AgencyLimits  # noqa: E402
@@ -67,9 +68,11 @@ def build():
     agencies = [Agency(id="tax", name="tax", keys=(hash_key(KEY),), numbers=("40401234",),
                        masks=(), ussd_code=None, rate_per_s=1e9, daily_parts=10**12,
                        reply_webhook=None)]
-    api = AgencyAPI(store, KeyRing(agencies), AgencyLimits(agencies, store, clock),
-                    AuditLog(store, clock), clock=clock, on_accepted=lambda routes: None,
-                    route_of=lambda msisdn: "mci")
+    keyring, audit = KeyRing(agencies), AuditLog(store, clock)
+    outbound = Outbound(store, AgencyLimits(agencies, store, clock), audit, clock=clock,
+                        agencies=lambda: keyring.agencies, on_accepted=lambda routes: None,
+                        route_of=lambda msisdn: "mci")
+    api = AgencyAPI(outbound, store, keyring, audit, clock=clock)
     factory = HTTPFactory(api.router, clock=clock)
     transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
     channel = factory.buildProtocol(None)

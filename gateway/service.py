@@ -1,6 +1,9 @@
 """The daemon as a Twisted service tree, built from a loaded GatewayConfig.
 
-The only layer that reads configuration: everything below is handed plain values.
+The composition root and the only layer that reads configuration: everything below is
+handed plain values. One `build_*` function per domain (store, inbound, pools, dispatcher,
+policy, outbound, api, http, housekeeping) makes its piece from the config and the pieces
+it needs; GatewayService calls them top to bottom and holds start and stop order only.
 Start order: store → binds → dispatcher → HTTP. Stop order is the reverse, so that
 nothing accepted is lost: HTTP stops taking requests, the dispatcher stops claiming,
 binds finish their in-flight PDUs and unbind, buffered parts go back to the store.
@@ -17,6 +20,7 @@ from gateway.dispatch import Dispatcher
 from gateway.housekeeping import housekeeping_service
 from gateway.http.api import AgencyAPI
 from gateway.http.server import HTTPFactory
+from gateway.outbound.accept import Outbound
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing
 from gateway.policy.limits import AgencyLimits
@@ -37,6 +41,59 @@ def bounded(reactor, d, seconds):
     return d
 
 
+# one piece per domain ------------------------------------------------------------------
+
+def build_store(config, reactor, create=False):
+    """The store, opened: everything else reads or writes it."""
+    store = Store(config.store_path, reactor)
+    store.open(create=create)
+    return store
+
+
+def build_inbound(config, store, reactor):
+    return InboundRouter(
+        store, reactor,
+        receipt_ids={op.name: op.receipt_ids for op in config.operators},
+        response_timeouts={op.name: op.response_timeout_s for op in config.operators})
+
+
+def build_pools(config, inbound, reactor):
+    """{operator name: OperatorPool}, not started."""
+    return {op.name: OperatorPool(op, inbound_handler=inbound.received, reactor=reactor)
+            for op in config.operators}
+
+
+def build_dispatcher(config, store, pools, reactor):
+    settings = {op.name: op for op in config.operators}
+    return Dispatcher(store, pools, settings, Router(config.routing), clock=reactor)
+
+
+def build_policy(config, store, reactor):
+    """(KeyRing, AgencyLimits, AuditLog): who the callers are, how much they may send,
+    what is recorded. The first two are updated on reload."""
+    return (KeyRing(config.agencies), AgencyLimits(config.agencies, store, clock=reactor),
+            AuditLog(store))
+
+
+def build_outbound(store, keyring, limits, audit, dispatcher, reactor):
+    """The accept path every channel calls; accepted messages wake the dispatcher."""
+    return Outbound(store, limits, audit, clock=reactor,
+                    agencies=lambda: keyring.agencies, route_of=dispatcher.route_of,
+                    on_accepted=dispatcher.wake)
+
+
+def build_api(outbound, store, keyring, audit, health, reactor):
+    return AgencyAPI(outbound, store, keyring, audit, clock=reactor, health=health)
+
+
+def build_http(config, api, reactor):
+    return HTTPFactory(api.router, clock=reactor, max_connections=config.http_max_connections)
+
+
+def build_housekeeping(config, store, reactor):
+    return housekeeping_service(store, reactor, config.retention)
+
+
 class GatewayService(MultiService):
     def __init__(self, config, reactor, create_store=False):
         super().__init__()
@@ -46,6 +103,9 @@ class GatewayService(MultiService):
         self.store = None
         self.pools = {}
         self.dispatcher = None
+        self.keyring = None
+        self.limits = None
+        self.outbound = None
         self.api = None
         self.http_factory = None
         self.http_port = None
@@ -53,36 +113,31 @@ class GatewayService(MultiService):
 
     # lifecycle -----------------------------------------------------------------
     def startService(self):
-        config, reactor = self.config, self.reactor
-        self.store = Store(config.store_path, reactor)
-        self.store.open(create=self.create_store)
-
-        inbound = InboundRouter(
-            self.store, reactor,
-            receipt_ids={op.name: op.receipt_ids for op in config.operators},
-            response_timeouts={op.name: op.response_timeout_s for op in config.operators})
-        for op in config.operators:
-            pool = OperatorPool(op, inbound_handler=inbound.received, reactor=reactor)
-            pool.setServiceParent(self)
-            self.pools[op.name] = pool
-        settings = {op.name: op for op in config.operators}
-        self.dispatcher = Dispatcher(self.store, self.pools, settings, Router(config.routing),
-                                     clock=reactor)
-
-        self.keyring = KeyRing(config.agencies)
-        self.limits = AgencyLimits(config.agencies, self.store, clock=reactor)
-        self.api = AgencyAPI(self.store, self.keyring, self.limits, AuditLog(self.store),
-                             clock=reactor, on_accepted=self.dispatcher.wake,
-                             route_of=self.dispatcher.route_of,
-                             health=self.health)
-        housekeeping_service(self.store, reactor,
-                             config.retention).setServiceParent(self)
-        super().startService()
+        # store → binds → dispatcher → HTTP (the module docstring says why)
+        self.store = build_store(self.config, self.reactor, create=self.create_store)
+        self._build()
+        super().startService()             # the children: binds, then housekeeping
         self.dispatcher.start()
+        self._listen()
 
+    def _build(self):
+        """Every piece over the open store; pools and housekeeping become children."""
+        config, reactor, store = self.config, self.reactor, self.store
+        inbound = build_inbound(config, store, reactor)
+        self.pools = build_pools(config, inbound, reactor)
+        for pool in self.pools.values():
+            pool.setServiceParent(self)
+        self.dispatcher = build_dispatcher(config, store, self.pools, reactor)
+        self.keyring, self.limits, audit = build_policy(config, store, reactor)
+        self.outbound = build_outbound(store, self.keyring, self.limits, audit,
+                                       self.dispatcher, reactor)
+        self.api = build_api(self.outbound, store, self.keyring, audit, self.health, reactor)
+        self.http_factory = build_http(config, self.api, reactor)
+        build_housekeeping(config, store, reactor).setServiceParent(self)
+
+    def _listen(self):
+        config, reactor = self.config, self.reactor
         host, port = config.http_listen
-        self.http_factory = HTTPFactory(self.api.router, clock=reactor,
-                                        max_connections=config.http_max_connections)
         self.http_port = reactor.listenTCP(port, self.http_factory, interface=host,
                                            backlog=1024)
         if config.metrics_listen:

@@ -20,6 +20,7 @@ from gateway import metrics
 from gateway.config.schema import Agency
 from gateway.http.api import AgencyAPI
 from gateway.http.server import HTTPFactory, Request
+from gateway.outbound.accept import Outbound
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing, hash_key
 from gateway.policy.limits import AgencyLimits
@@ -87,11 +88,13 @@ class APITests(unittest.TestCase):
             self.wakeups += 1
             self.woken_routes = routes
 
-        return AgencyAPI(store, KeyRing(AGENCIES), self.limits, AuditLog(store, reactor),
-                         clock=reactor, on_accepted=woken,
-                         route_of=lambda msisdn: "mci" if msisdn.startswith("98912")
-                         else "irancell",
-                         health=lambda: {"mci": {"bound": 1, "binds": 2}}, **options)
+        keyring, audit = KeyRing(AGENCIES), AuditLog(store, reactor)
+        outbound = Outbound(store, self.limits, audit, clock=reactor,
+                            agencies=lambda: keyring.agencies, on_accepted=woken,
+                            route_of=lambda msisdn: "mci" if msisdn.startswith("98912")
+                            else "irancell", **options)
+        return AgencyAPI(outbound, store, keyring, audit, clock=reactor,
+                         health=lambda: {"mci": {"bound": 1, "binds": 2}})
 
     def request(self, method, path, body=None, key=None, headers=None):
         return threads.deferToThread(call, self.port, method, path, body, key, headers)
@@ -300,7 +303,7 @@ class APITests(unittest.TestCase):
         self.assertEqual({r.status for r in responses}, {202})
         self.assertEqual(len({r.body for r in responses}), 1)
         self.assertEqual(self.rows("SELECT COUNT(*) FROM messages"), [(1,)])
-        self.assertEqual(self.api.pending, 0)
+        self.assertEqual(self.api.outbound.pending, 0)
 
     # -- limits ----------------------------------------------------------------------------
 
@@ -346,7 +349,7 @@ class APITests(unittest.TestCase):
         self.assertEqual(response.status, 503)
         self.assertEqual(json.loads(response.body)["error"]["code"], "overloaded")
         self.assertEqual(self.limits.used_today("tax"), 0)
-        self.assertEqual((api.pending, self.wakeups), (0, 0))
+        self.assertEqual((api.outbound.pending, self.wakeups), (0, 0))
 
     @defer.inlineCallbacks
     def test_too_many_accepts_waiting_for_the_store_are_shed_at_once(self):
@@ -379,7 +382,7 @@ class APITests(unittest.TestCase):
         self.store.accept(messages, idempotency).chainDeferred(d)
         response = yield first
         self.assertEqual(response.status, 202)
-        self.assertEqual(api.pending, 0)
+        self.assertEqual(api.outbound.pending, 0)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -427,7 +430,7 @@ def test_accepted_body_matches_json_dumps():
     import json as _json
     from types import SimpleNamespace
 
-    from gateway.http.api import _accepted_body
+    from gateway.outbound.submission import accepted_document as _accepted_body
 
     def expected(messages):
         return _json.dumps(

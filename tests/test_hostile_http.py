@@ -19,6 +19,7 @@ from twisted.trial import unittest
 
 from gateway.http.api import AgencyAPI
 from gateway.http.server import HTTPFactory
+from gateway.outbound.accept import Outbound
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing
 from gateway.policy.auth_throttle import FailedAuthThrottle
@@ -47,9 +48,10 @@ class HostileClientTests(unittest.TestCase):
         self.throttle_clock = Clock()
         self.throttle = FailedAuthThrottle(self.throttle_clock, failures=10, window_s=60,
                                            block_s=60)
-        self.api = AgencyAPI(self.store, KeyRing(AGENCIES),
-                             AgencyLimits(AGENCIES, self.store, self.limits_clock),
-                             AuditLog(self.store, reactor), clock=reactor,
+        keyring, audit = KeyRing(AGENCIES), AuditLog(self.store, reactor)
+        outbound = Outbound(self.store, AgencyLimits(AGENCIES, self.store, self.limits_clock),
+                            audit, clock=reactor, agencies=lambda: keyring.agencies)
+        self.api = AgencyAPI(outbound, self.store, keyring, audit, clock=reactor,
                              auth_throttle=self.throttle)
         self.channels = []
 

@@ -39,7 +39,7 @@ def without_implied_head(routes):
 
 
 def test_every_route_the_server_answers_is_documented_and_nothing_else():
-    api = AgencyAPI(store=None, keyring=None, limits=None, audit=None, clock=None)
+    api = AgencyAPI(outbound=None, store=None, keyring=None, audit=None, clock=None)
     served = without_implied_head(router_routes(api.router))
     documented = without_implied_head(documented_routes(SPEC))
     assert served == documented
@@ -58,7 +58,7 @@ def test_the_document_is_openapi_3_1_with_the_packages_version():
 
 
 def test_the_document_is_served_without_a_key_and_is_the_file():
-    api = AgencyAPI(store=None, keyring=None, limits=None, audit=None, clock=None)
+    api = AgencyAPI(outbound=None, store=None, keyring=None, audit=None, clock=None)
     response = api.router(Request("GET", "/v1/openapi.json", {}, {}, b"", "127.0.0.1"))
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("application/json")

@@ -7,8 +7,8 @@ import pytest
 import smpplib.smpp
 
 from gateway.smpp import constants as c
-from gateway.smpp.pdu import (MAX_PDU, PDU, Framer, FramingError, PDUError, decode, encode,
-                              mask_address)
+from gateway.numbers import mask_msisdn
+from gateway.smpp.pdu import MAX_PDU, PDU, Framer, FramingError, PDUError, decode, encode
 
 UDH = bytes.fromhex("050003A70201")                     # concatenation: ref A7, part 1 of 2
 PERSIAN = "سلام\u200cعلیکم، مالیات شما پرداخت شد"       # with a ZWNJ
@@ -488,10 +488,18 @@ def test_repr_never_shows_the_password():
     assert "secret" not in repr(PDU(c.BIND_TRANSCEIVER, 1, fields=dict(BIND_FIELDS)))
 
 
-def test_mask_address():
-    assert mask_address("989121234567") == "98912*****67"
-    assert mask_address("MALIAT") == "MA****"
-    assert mask_address("4040") == "****"
+def test_repr_masks_numbers_as_every_log_line_does():
+    pdu = PDU(c.SUBMIT_SM, 1, fields=dict(SUBMIT_FIELDS, destination_addr="989121234567"))
+    assert "dst=" + mask_msisdn("989121234567") in repr(pdu)
+    assert "989121234567" not in repr(pdu)
+
+
+def test_generated_codec_code_shows_in_tracebacks():
+    import linecache
+    from gateway.smpp.pdu import _LAYOUTS
+    code = _LAYOUTS[c.SUBMIT_SM].decode.__code__
+    assert code.co_filename == "<payam-codec submit_sm>"
+    assert linecache.getline(code.co_filename, code.co_firstlineno).startswith("def decode")
 
 
 # --- framing -----------------------------------------------------------------------------------

@@ -2,8 +2,11 @@
 
 Every refusal the agency API gives is `{"error": {"code": ..., "message": ...}}` with the
 HTTP status the contract fixes for the code; handlers raise `ApiError` and the router
-turns it into a response.
+turns it into a response. The accept path's refusals (gateway.outbound.errors) become
+ApiErrors here, in `api_error`, and nowhere else.
 """
+
+from gateway.outbound import errors as refusals
 
 # code -> HTTP status (CONTRACT.md, "Agency HTTP API"), plus the HTTP layer's own codes.
 STATUS_FOR_CODE = {
@@ -42,3 +45,23 @@ class ApiError(Exception):
 def error_document(code, message):
     """The JSON object of every error answer."""
     return {"error": {"code": code, "message": message}}
+
+
+# What each refusal of the accept path is called in the contract.
+CODE_FOR_REFUSAL = {
+    refusals.SenderRefused: "sender_not_allowed",
+    refusals.InvalidRecipients: "invalid_number",
+    refusals.TooManyParts: "text_too_long",
+    refusals.UnsendableText: "invalid_request",
+    refusals.OverRate: "rate_limited",
+    refusals.OverQuota: "quota_exceeded",
+    refusals.Overloaded: "overloaded",
+}
+
+
+def api_error(refusal):
+    """The ApiError for a gateway.outbound Refusal: its code, its message, and a
+    Retry-After when waiting helps."""
+    headers = ({"Retry-After": str(refusal.retry_after)}
+               if refusal.retry_after is not None else None)
+    return ApiError(CODE_FOR_REFUSAL[type(refusal)], refusal.message, headers=headers)

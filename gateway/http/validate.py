@@ -1,17 +1,16 @@
 """Request-body validation for POST /v1/messages, apart from the handler.
 
-Turns the raw body into a `Submission` of checked Python values, or raises ApiError with
-a message that names the offending field. Senders are checked by policy, not here:
-this module knows shapes, numbers and text lengths only.
+Turns the raw body into a `Submission` (gateway.outbound) of checked Python values, or
+raises ApiError with a message that names the offending field. This module knows the
+JSON's shape only: senders, numbers and text lengths are the accept path's checks
+(gateway.outbound), the same for every channel.
 """
 
 import json
 import re
-from dataclasses import dataclass
 
 from gateway.http.errors import ApiError
-from gateway.numbers import InvalidNumber, normalize_msisdn
-from gateway.text import MAX_PARTS, count_parts
+from gateway.outbound.submission import Submission
 
 MAX_RECIPIENTS = 1000
 MAX_REFERENCE = 128
@@ -19,8 +18,7 @@ MAX_IDEMPOTENCY_KEY = 128
 MIN_VALIDITY_S = 60
 MAX_VALIDITY_S = 7 * 86400
 DEFAULT_VALIDITY_S = 86400
-MAX_TEXT_CHARS = 10_000       # far beyond 10 parts: refused as too long, not parsed further
-MAX_REPORTED = 5              # offending recipients named in one error
+MAX_REPORTED = 5              # unknown fields named in one error
 
 PRIORITIES = {"normal": 0, "high": 1, "emergency": 2}
 FIELDS = ("from", "to", "text", "priority", "reference", "idempotency_key", "validity_s",
@@ -57,18 +55,6 @@ def _may_repeat_a_name(body, document):
     object_pairs_hook on every decode (+20%); a body with nested objects or colons in
     its strings is decoded again with the hook."""
     return body.count(b":") != len(document)
-
-
-@dataclass(frozen=True)
-class Submission:
-    sender: object                 # as given; policy decides
-    recipients: list               # raw entries, in order
-    text: str
-    priority: int
-    reference: "str | None"
-    idempotency_key: "str | None"
-    validity_s: int
-    receipt: bool
 
 
 def invalid(message):
@@ -156,7 +142,8 @@ def parse_submission(body):
         raise invalid("'to' must be a number as a string, or a list of them")
     else:
         # A lone number; one that is not a string (a JSON number, say) is an
-        # invalid_number like any other unusable recipient (normalize_recipients).
+        # invalid_number like any other unusable recipient
+        # (gateway.outbound.checks.normalize_recipients).
         recipients = [recipients]
 
     text = document["text"]
@@ -183,40 +170,3 @@ def parse_submission(body):
         reference=_optional_string(document, "reference", MAX_REFERENCE),
         idempotency_key=_optional_string(document, "idempotency_key", MAX_IDEMPOTENCY_KEY),
         validity_s=validity, receipt=receipt)
-
-
-def normalize_recipients(entries):
-    """Every recipient in the stored form ("98912..."), or invalid_number naming the first
-    few bad entries by index and reason (the numbers themselves are not echoed)."""
-    normalized = []
-    problems = []
-    bad = 0
-    for index, entry in enumerate(entries):
-        try:
-            normalized.append(normalize_msisdn(entry))
-        except InvalidNumber as error:
-            bad += 1
-            if len(problems) < MAX_REPORTED:
-                problems.append(f"to[{index}]: {error.reason}")
-    if bad:
-        more = f" (and {bad - len(problems)} more)" if bad > len(problems) else ""
-        raise ApiError("invalid_number",
-                       f"{bad} recipient(s) are not Iranian mobile numbers: "
-                       + "; ".join(problems) + more)
-    return normalized
-
-
-def check_text_length(text):
-    """The number of SMS parts the text needs; text_too_long beyond MAX_PARTS."""
-    if len(text) > MAX_TEXT_CHARS:
-        raise ApiError("text_too_long",
-                       f"text has {len(text)} characters; at most {MAX_PARTS} SMS parts "
-                       "are allowed")
-    try:
-        parts = count_parts(text)
-    except ValueError as error:        # e.g. an unpaired surrogate from a JSON escape
-        raise invalid(f"'text' cannot be sent: {error}") from None
-    if parts > MAX_PARTS:
-        raise ApiError("text_too_long",
-                       f"text needs {parts} SMS parts; at most {MAX_PARTS} are allowed")
-    return parts

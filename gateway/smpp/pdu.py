@@ -9,8 +9,10 @@ whatever remains of the body is the TLV stream, for every command: TLVs are kept
 tag, unknown tags included (a library that rejects an unfamiliar TLV drops USSD).
 """
 
+import linecache
 import struct
 
+from gateway.numbers import mask_msisdn
 from gateway.smpp import constants as c
 
 HEADER = struct.Struct(">IIII")
@@ -126,7 +128,7 @@ class _Layout:
 
     __slots__ = ("spec", "names", "encode", "decode", "zero_body")
 
-    def __init__(self, spec):
+    def __init__(self, spec, name="body"):
         self.spec = tuple(_merge_integer_runs(spec))
         self.names = frozenset(name for name, _ in spec)
         namespace = {"_LENGTH_OCTET": _LENGTH_OCTET, "_bad_string": _bad_string,
@@ -136,7 +138,12 @@ class _Layout:
         for index, (_, kind) in enumerate(self.spec):
             if isinstance(kind, struct.Struct):
                 namespace[f"_ints{index}"] = kind
-        exec(self.source(), namespace)
+        # A real file name, known to linecache, so a traceback through the generated
+        # code shows its lines instead of '<string>'.
+        source = self.source()
+        filename = f"<payam-codec {name}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        exec(compile(source, filename, "exec"), namespace)
         self.encode = namespace["encode"]
         self.decode = namespace["decode"]
         self.zero_body = self.encode({})
@@ -265,7 +272,8 @@ def _truncated(name, command_id, sequence):
 _LENGTH_OCTET = [bytes((n,)) for n in range(256)]
 
 
-_LAYOUTS = {command_id: _Layout(spec) for command_id, spec in _LAYOUT_SPECS.items()}
+_LAYOUTS = {command_id: _Layout(spec, c.command_name(command_id))
+            for command_id, spec in _LAYOUT_SPECS.items()}
 
 
 # --- typed TLVs --------------------------------------------------------------------------
@@ -403,7 +411,7 @@ class PDU:
                 parts.append(f"{name}={fields[name]!r}")
         for name, label in (("source_addr", "src"), ("destination_addr", "dst")):
             if fields.get(name):
-                parts.append(f"{label}={mask_address(fields[name])}")
+                parts.append(f"{label}={mask_msisdn(fields[name])}")
         for name in ("esm_class", "data_coding", "registered_delivery"):
             if fields.get(name):
                 parts.append(f"{name}=0x{fields[name]:02X}")
@@ -412,15 +420,6 @@ class PDU:
         if self.tlvs:
             parts.append("tlvs=" + ",".join(c.tlv_name(tag) for tag in self.tlvs))
         return f"<PDU {' '.join(parts)}>"
-
-
-def mask_address(address):
-    """'98912*****67': enough to tell numbers apart in a log, not enough to dial one."""
-    if len(address) <= 4:
-        return "*" * len(address)
-    if len(address) <= 7:
-        return address[:2] + "*" * (len(address) - 2)
-    return address[:5] + "*" * (len(address) - 7) + address[-2:]
 
 
 # --- bytes ⇄ PDU ---------------------------------------------------------------------------

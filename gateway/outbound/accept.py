@@ -1,0 +1,225 @@
+"""The one accept path: a checked submission becomes stored messages, or a refusal.
+
+Every channel (the HTTP API today; USSD filing, answers from 4040, broadcasts,
+partner-app replies, a Kannel-compatible endpoint next) authenticates its caller, parses
+its own input into a `Submission` and calls `Outbound.submit`. Checks run in a fixed
+order, cheapest and most telling first: load (accepts waiting for the store), sender
+(audited), numbers, text length, idempotent replay, rate, quota; then one message per
+recipient is stored, the dispatcher is woken with their routes, and the outcome is given
+only after the commit. Refusals are the data of gateway.outbound.errors: nothing here
+knows HTTP.
+"""
+
+import logging
+import random
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from gateway import metrics
+from gateway.numbers import mask_msisdn
+from gateway.outbound.checks import check_text_length, normalize_recipients
+from gateway.outbound.errors import OverQuota, Overloaded, OverRate, SenderRefused, TooManyParts
+from gateway.outbound.submission import Accepted, accepted_document
+from gateway.policy.limits import QuotaExceeded, RateLimited
+from gateway.policy.senders import SenderNotAllowed, check_sender, owner_of
+from gateway.store import DuplicateIdempotencyKey, NewMessage
+from gateway.text import TextTooLong, encode_for_submit
+
+log = logging.getLogger("payam.outbound")
+
+DEFAULT_MAX_PENDING = 5000           # accepts waiting for their commit before we shed load
+
+
+def _as_is(outcome):
+    return outcome
+
+
+def _waiting_too_long():
+    return Overloaded("too many messages waiting to be stored; retry shortly", retry_after=1)
+
+
+class Outbound:
+    def __init__(self, store, limits, audit, *, clock, agencies=tuple, route_of=None,
+                 on_accepted=None, max_pending=DEFAULT_MAX_PENDING):
+        """limits: a gateway.policy.limits.AgencyLimits; audit: a policy.audit.AuditLog;
+        agencies(): the agencies configured now (SIGHUP replaces them), to name a refused
+        sender's owner in the audit; route_of(msisdn): the route stored with a message
+        (None without a router); on_accepted(routes): called once messages are stored,
+        with their routes."""
+        self.store = store
+        self.limits = limits
+        self.audit = audit
+        self.clock = clock
+        self.agencies = agencies
+        self.route_of = route_of if route_of is not None else (lambda msisdn: None)
+        self.on_accepted = on_accepted
+        self.max_pending = max_pending
+        self.pending = 0                 # accepts handed to the store, not yet committed
+        self._in_flight = {}             # (agency, idempotency key) -> [waiting Deferreds]
+        self._random = random.Random()   # concatenation references: unpredictable enough
+
+    def admit(self):
+        """Overloaded while too many accepts wait for their commit. submit() checks it
+        first; a channel may ask before it parses its input, to shed load cheaply."""
+        if self.pending >= self.max_pending:
+            raise _waiting_too_long()
+
+    def submit(self, agency, submission, origin=None, answer=_as_is):
+        """Accept `submission` (a Submission) for `agency` (a config.schema.Agency, the
+        caller the channel authenticated); `origin` says who asked, for the audit (an
+        HTTP client's address).
+
+        Refusals found before the store is asked are raised. Otherwise the result is
+        answer(outcome): at once for a replayed idempotency key, else a Deferred firing
+        with it after the commit, the outcome being an Accepted or a Failure (a Refusal
+        such as Overloaded or OverRate, or an unexpected error). `answer` lets a channel
+        turn the outcome into its own answer inside the one callback the store's Deferred
+        carries (each Deferred link costs µs per request); it may raise."""
+        if self.pending >= self.max_pending:       # admit(), without a call on the hot path
+            raise _waiting_too_long()
+        sender = self._check_sender(agency, submission.sender, origin)
+        recipients = normalize_recipients(submission.recipients)
+        parts = check_text_length(submission.text)
+        if submission.idempotency_key is None:
+            return self._reserve_and_store(agency, submission, sender, recipients, parts,
+                                           answer)
+        return self._accept(agency, submission, sender, recipients, parts, answer)
+
+    def _check_sender(self, agency, sender, origin):
+        try:
+            _kind, address = check_sender(agency, sender)
+        except SenderNotAllowed as refusal:
+            metrics.child(metrics.SENDER_REFUSALS, refusal.reason).inc()
+            self.audit.sender_refused(agency.id, sender, refusal.reason, origin,
+                                      owner=owner_of(self.agencies(), sender))
+            raise SenderRefused(refusal.reason, str(refusal)) from None
+        return address
+
+    # -- idempotency ----------------------------------------------------------------
+
+    def _accept(self, agency, submission, sender, recipients, parts, answer):
+        """A submission with an idempotency key, from the lookup on; re-entered by one
+        that waited for a concurrent one with the same key."""
+        stored = self._first_answer(agency.id, submission.idempotency_key)
+        return self._looked_up(stored, agency, submission, sender, recipients, parts, answer)
+
+    def _first_answer(self, agency_id, key):
+        """The document an idempotency key was first answered with (24 h), or None. The
+        accept path's one store read, kept apart: should it become a Deferred, _accept
+        chains _looked_up to it."""
+        return self.store.idempotent_response(agency_id, key, self.clock.seconds())
+
+    def _looked_up(self, stored, agency, submission, sender, recipients, parts, answer):
+        if stored is not None:
+            return answer(Accepted(None, stored, replayed=True))
+        waiting = self._in_flight.get((agency.id, submission.idempotency_key))
+        if waiting is not None:
+            # The same key is being stored right now: answer as that submission is answered.
+            d = defer.Deferred()
+            d.addCallback(self._waited, agency, submission, sender, recipients, parts, answer)
+            waiting.append(d)
+            return d
+        return self._reserve_and_store(agency, submission, sender, recipients, parts, answer)
+
+    def _waited(self, _, agency, submission, sender, recipients, parts, answer):
+        try:
+            return self._accept(agency, submission, sender, recipients, parts, answer)
+        except Exception:
+            return answer(Failure())
+
+    # -- limits and the store ----------------------------------------------------------
+
+    def _reserve_and_store(self, agency, submission, sender, recipients, parts, answer):
+        key = submission.idempotency_key
+        needed = parts * len(recipients)
+        try:
+            reservation = self.limits.reserve(agency.id, needed)
+        except RateLimited as limit:
+            raise OverRate(f"more than {agency.rate_per_s:g} parts per second; "
+                           f"retry after {limit.retry_after} s",
+                           retry_after=limit.retry_after) from None
+        except QuotaExceeded as quota:
+            raise OverQuota(f"daily quota of {quota.quota} parts reached ({quota.used} used, "
+                            f"this request needs {needed}); it resets at midnight Tehran "
+                            "time", retry_after=quota.retry_after) from None
+
+        try:
+            messages = self._build(agency, submission, sender, recipients)
+        except Exception:
+            self.limits.release(reservation)
+            raise
+        document = accepted_document(messages)
+        idempotency = (agency.id, key, document) if key is not None else None
+
+        self.pending += 1
+        if key is not None:
+            self._in_flight[(agency.id, key)] = []
+        # store.accept returns a Deferred: no maybeDeferred, and one callback for the
+        # whole outcome (each Deferred link costs µs per request).
+        try:
+            d = self.store.accept(messages, idempotency=idempotency)
+        except Exception:
+            d = defer.fail()
+        d.addBoth(self._stored, agency, messages, document, reservation, key, answer)
+        return d
+
+    def _build(self, agency, submission, sender, recipients):
+        now = self.clock.seconds()
+        text = submission.text
+        try:
+            shared = encode_for_submit(text, self._random.getrandbits(8))
+        except TextTooLong as error:
+            raise TooManyParts(str(error)) from None
+        messages = []
+        for recipient in recipients:
+            # Parts of different messages to one handset must not share a reference.
+            encoded = (shared if len(shared.parts) == 1 or not messages
+                       else encode_for_submit(text, self._random.getrandbits(8)))
+            messages.append(NewMessage(
+                id=self.store.new_message_id(), agency=agency.id, sender=sender,
+                recipient=recipient, text=text, priority=submission.priority,
+                reference=submission.reference, validity_s=submission.validity_s,
+                receipt=submission.receipt, data_coding=encoded.data_coding,
+                esm_class=encoded.esm_class, parts=list(encoded.parts), created_at=now,
+                route=self.route_of(recipient)))
+        return messages
+
+    def _stored(self, result, agency, messages, document, reservation, key, answer):
+        """The store's outcome → the caller's answer; then the submission is settled."""
+        try:
+            if isinstance(result, Failure):
+                outcome = self._not_stored(result, reservation)
+            else:
+                outcome = self._committed(agency, messages, document)
+        except Exception:
+            outcome = Failure()
+        self._settled(agency.id, key)
+        return answer(outcome)
+
+    def _committed(self, agency, messages, document):
+        parts = sum(len(m.parts) for m in messages)
+        metrics.child(metrics.MESSAGES_ACCEPTED, agency.id).inc(len(messages))
+        metrics.child(metrics.PARTS_ACCEPTED, agency.id).inc(parts)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("accepted %d message(s), %d part(s) for %s, first to %s", len(messages),
+                      parts, agency.id, mask_msisdn(messages[0].recipient))
+        if self.on_accepted is not None:
+            try:
+                self.on_accepted({m.route for m in messages})
+            except Exception:
+                log.exception("dispatcher wake-up failed (messages are stored)")
+        return Accepted(messages, document)
+
+    def _not_stored(self, failure, reservation):
+        self.limits.release(reservation)
+        if failure.check(DuplicateIdempotencyKey):
+            return Accepted(None, failure.value.response, replayed=True)
+        log.error("store refused an accept: %s", failure.getErrorMessage())
+        raise Overloaded("messages could not be stored; retry shortly", retry_after=1)
+
+    def _settled(self, agency_id, key):
+        self.pending -= 1
+        if key is not None:
+            for waiter in self._in_flight.pop((agency_id, key), ()):
+                waiter.callback(None)

@@ -1,0 +1,54 @@
+"""What a channel hands the accept path, and what it gets back: plain data.
+
+`Submission` is input already parsed and shape-checked by its channel (the HTTP body,
+a USSD answer, a broadcast row); `Accepted` is the outcome of a stored (or replayed)
+submission. Its `document` is the contract's answer (`{"messages": [...]}`), kept with
+an idempotency key and replayed byte for byte, so it is built here and not by a channel.
+"""
+
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Submission:
+    sender: object                 # as given; the sender policy decides
+    recipients: list               # raw entries, in order; normalised by the accept path
+    text: str
+    priority: int                  # 0 normal, 1 high, 2 emergency
+    reference: "str | None"
+    idempotency_key: "str | None"
+    validity_s: int
+    receipt: bool
+
+
+class Accepted:
+    """Messages stored (`messages`, the NewMessage rows), or the first answer to an
+    idempotency key given again (`replayed`, `messages` None)."""
+
+    __slots__ = ("messages", "document", "replayed")
+
+    def __init__(self, messages, document, replayed=False):
+        self.messages = messages
+        self.document = document       # the JSON answer, a str
+        self.replayed = replayed
+
+
+def accepted_document(messages):
+    """The answer document, byte for byte what json.dumps(..., ensure_ascii=False,
+    separators=(",", ":")) gives. Built by hand when every id and number is plain
+    alphanumeric (always, for ids from the store and normalised numbers): nothing to
+    escape, and json.dumps costs several µs per request."""
+    entries = []
+    for m in messages:
+        plain = m.id + m.recipient
+        if not (plain.isalnum() and plain.isascii()):
+            break
+        entries.append('{"id":"%s","to":"%s","parts":%d,"status":"queued"}'
+                       % (m.id, m.recipient, len(m.parts)))
+    else:
+        return '{"messages":[' + ",".join(entries) + "]}"
+    return json.dumps(
+        {"messages": [{"id": m.id, "to": m.recipient, "parts": len(m.parts),
+                       "status": "queued"} for m in messages]},
+        ensure_ascii=False, separators=(",", ":"))
