@@ -36,7 +36,7 @@ class StubStore:
         self.claimed = []
 
     def queued_routes(self):
-        return {"mci"}
+        return defer.succeed({"mci"})
 
     def claim(self, limit, now, route=None):
         if route != "mci":                  # every part here is routed to mci

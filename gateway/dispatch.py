@@ -130,6 +130,7 @@ class Dispatcher:
         self.running = False
         self._claiming = False
         self._routes = set(self.lanes)   # routes claimed from; stored ones join at start
+        self._routes_known = False       # whether the stored routes have been asked for
         self._has_work = set()      # routes whose queued parts may be due now
         self._pump_call = None
         self._poll_call = None
@@ -171,9 +172,23 @@ class Dispatcher:
 
     def _adopt_stored_routes(self):
         """Claim from every route queued parts carry, also those the configuration no
-        longer names (and None, from before routes were stored): none is stranded."""
-        self._routes = set(self.lanes) | self.store.queued_routes()
-        self._has_work = set(self._routes)
+        longer names (and None, from before routes were stored): none is stranded.
+        The store answers when it can (at once for SQLite); meanwhile the lanes' routes
+        are claimed from, and the poll takes up the stored ones once they are known."""
+        before = set(self._routes)
+        self._routes_known = True
+
+        def adopt(stored):
+            # Routes woken while the store was answering stay.
+            self._routes = set(self.lanes) | stored | (self._routes - before)
+            self._has_work.update(self._routes)
+
+        def failed(failure):
+            self._routes_known = False          # the poll asks again
+            self.rlog.error(("store", "routes"), "reading the stored routes failed: %s",
+                            failure.getErrorMessage())
+
+        self.store.queued_routes().addCallbacks(adopt, failed)
 
     # scheduling ----------------------------------------------------------------
     def wake(self, routes=None):
@@ -191,6 +206,8 @@ class Dispatcher:
 
     def _poll(self):
         # Parts whose retry time (not_before) has come are due again on every route.
+        if not self._routes_known:
+            self._adopt_stored_routes()
         self._has_work.update(self._routes)
         self._poll_call = self.clock.callLater(POLL_S, self._poll)
         self._pump()

@@ -111,7 +111,7 @@ def test_claim_twice_never_returns_the_same_part(store, clock):
     assert len(first) == 10 and len(second) == 10 and len(third) == 5
     assert sorted(ids) == sorted(m.id for m in messages)
     assert ok(clock, store.claim(10, T0)) == []
-    assert not store.has_queued()
+    assert not ok(clock, store.has_queued())
 
 
 def test_claim_skips_parts_not_yet_due_and_requeue_counts_attempts(store, clock):
@@ -120,7 +120,7 @@ def test_claim_skips_parts_not_yet_due_and_requeue_counts_attempts(store, clock)
     [part] = ok(clock, store.claim(5, T0))
     ok(clock, store.record([PartOutcome(m.id, 1, "requeue", not_before=T0 + 60,
                                         error="ESME_RSYSERR")]))
-    assert store.has_queued()
+    assert ok(clock, store.has_queued())
 
     assert ok(clock, store.claim(5, T0 + 59)) == []
     [again] = ok(clock, store.claim(5, T0 + 60))
@@ -143,7 +143,7 @@ def test_accept_is_all_or_nothing_and_one_bad_write_fails_alone(store, clock):
 
     failure(clock, d_bad).trap(sqlite3.IntegrityError)
     assert ok(clock, d_good) == [fresh.id]
-    assert store.get_message(fresh.id)["status"] == "queued"
+    assert ok(clock, store.get_message(fresh.id))["status"] == "queued"
     assert len(ok(clock, store.claim(10, T0))) == 2   # good and fresh, nothing of d_bad
 
 
@@ -170,21 +170,21 @@ def test_three_part_message_is_submitted_then_delivered_only_when_all_parts_are(
     ok(clock, store.claim(10, T0))
 
     ok(clock, store.record([submitted(m, 1, "A1"), submitted(m, 2, "A2")]))
-    assert store.get_message(m.id)["status"] == "queued"
+    assert ok(clock, store.get_message(m.id))["status"] == "queued"
     clock.advance(2)
     ok(clock, store.record([submitted(m, 3, "A3")]))
-    view = store.get_message(m.id)
+    view = ok(clock, store.get_message(m.id))
     assert view["status"] == "submitted"
     assert view["submitted_at"] == "2023-11-14T22:13:22.000Z"
     assert view["operator"] == "mci"
 
     assert ok(clock, store.apply_receipt("mci", "A1", "delivered", id_mode="raw")) is True
     assert ok(clock, store.apply_receipt("mci", "A3", "delivered", id_mode="raw")) is True
-    assert store.get_message(m.id)["status"] == "submitted"
+    assert ok(clock, store.get_message(m.id))["status"] == "submitted"
     clock.advance(3)
     assert ok(clock, store.apply_receipt("mci", "A2", "delivered", id_mode="raw")) is True
 
-    view = store.get_message(m.id)
+    view = ok(clock, store.get_message(m.id))
     assert view == {
         "id": m.id, "from": "40401234", "to": "989121234567", "status": "delivered",
         "parts": 3, "priority": "high", "reference": "ref-1", "operator": "mci",
@@ -201,10 +201,10 @@ def test_receipt_arriving_before_the_submit_outcome_is_applied_later(store, cloc
     ok(clock, store.claim(10, T0))
 
     assert ok(clock, store.apply_receipt("mci", "77ab", "delivered", id_mode="raw")) is False
-    assert store.get_message(m.id)["status"] == "queued"
+    assert ok(clock, store.get_message(m.id))["status"] == "queued"
     ok(clock, store.record([submitted(m, 1, "77AB")]))
 
-    assert store.get_message(m.id)["status"] == "delivered"
+    assert ok(clock, store.get_message(m.id))["status"] == "delivered"
 
 
 def test_pending_receipt_of_another_operator_is_not_applied(store, clock):
@@ -214,7 +214,7 @@ def test_pending_receipt_of_another_operator_is_not_applied(store, clock):
     assert ok(clock, store.apply_receipt("irancell", "5000", "failed", "UNDELIV",
                                          id_mode="raw")) is False
     ok(clock, store.record([submitted(m, 1, "5000", operator="mci")]))
-    assert store.get_message(m.id)["status"] == "submitted"
+    assert ok(clock, store.get_message(m.id))["status"] == "submitted"
 
 
 @pytest.mark.parametrize("base, submit_id, receipt_id", [
@@ -229,7 +229,7 @@ def test_receipt_ids_match_in_the_operators_base(store, clock, base, submit_id, 
     ok(clock, store.record([submitted(m, 1, submit_id)]))
 
     assert ok(clock, store.apply_receipt("mci", receipt_id, "delivered", id_mode=base)) is True
-    assert store.get_message(m.id)["status"] == "delivered"
+    assert ok(clock, store.get_message(m.id))["status"] == "delivered"
 
 
 def test_receipt_prefers_the_same_operators_id(store, clock):
@@ -241,8 +241,8 @@ def test_receipt_prefers_the_same_operators_id(store, clock):
 
     ok(clock, store.apply_receipt("mci", "123", "delivered", id_mode="raw"))
 
-    assert store.get_message(mci.id)["status"] == "delivered"
-    assert store.get_message(irancell.id)["status"] == "submitted"
+    assert ok(clock, store.get_message(mci.id))["status"] == "delivered"
+    assert ok(clock, store.get_message(irancell.id))["status"] == "submitted"
 
 
 def test_duplicate_receipts_do_not_count_twice(store, clock, db_path):
@@ -255,10 +255,10 @@ def test_duplicate_receipts_do_not_count_twice(store, clock, db_path):
         assert ok(clock, store.apply_receipt("mci", "10", "delivered", id_mode="raw")) is True
     assert ok(clock, store.apply_receipt("mci", "10", "enroute", id_mode="raw")) is True
 
-    assert store.get_message(m.id)["status"] == "submitted"
+    assert ok(clock, store.get_message(m.id))["status"] == "submitted"
     assert counters(db_path, m.id) == (2, 1, 0)
     ok(clock, store.apply_receipt("mci", "11", "delivered", id_mode="raw"))
-    assert store.get_message(m.id)["status"] == "delivered"
+    assert ok(clock, store.get_message(m.id))["status"] == "delivered"
 
 
 def test_failed_part_fails_the_message_and_final_states_never_regress(
@@ -270,14 +270,14 @@ def test_failed_part_fails_the_message_and_final_states_never_regress(
     ok(clock, store.apply_receipt("mci", "21", "delivered", id_mode="raw"))
 
     ok(clock, store.apply_receipt("mci", "22", "failed", "UNDELIV err:001", id_mode="raw"))
-    view = store.get_message(m.id)
+    view = ok(clock, store.get_message(m.id))
     assert (view["status"], view["error"]) == ("failed", "UNDELIV err:001")
     assert view["done_at"] is not None
 
     ok(clock, store.apply_receipt("mci", "22", "delivered", id_mode="raw"))   # too late
     ok(clock, store.apply_receipt("mci", "21", "expired", id_mode="raw"))     # regress one
     assert part_states(db_path, m.id) == ["delivered", "failed"]
-    assert store.get_message(m.id)["status"] == "failed"
+    assert ok(clock, store.get_message(m.id))["status"] == "failed"
     assert counters(db_path, m.id) == (2, 1, 1)
 
 
@@ -295,13 +295,13 @@ def test_submit_failure_and_expiry_outcomes_finish_the_message(store, clock, db_
     ]))
 
     assert changed == 3
-    assert store.get_message(failed.id)["status"] == "failed"
-    assert store.get_message(failed.id)["error"] == "ESME_RINVDSTADR"
-    assert store.get_message(expired.id)["status"] == "expired"
+    assert ok(clock, store.get_message(failed.id))["status"] == "failed"
+    assert ok(clock, store.get_message(failed.id))["error"] == "ESME_RINVDSTADR"
+    assert ok(clock, store.get_message(expired.id))["status"] == "expired"
     assert part_states(db_path, expired.id) == ["expired"]
     # A later receipt for the submitted part does not revive the failed message.
     ok(clock, store.apply_receipt("mci", "31", "delivered", id_mode="raw"))
-    assert store.get_message(failed.id)["status"] == "failed"
+    assert ok(clock, store.get_message(failed.id))["status"] == "failed"
 
 
 def test_unmatched_receipts_are_kept_three_days(store, clock, db_path):
@@ -418,7 +418,8 @@ def test_committed_messages_survive_a_crash(tmp_path, db_path, clock):
         reopened = Store(crashed, clock, commit_interval=0.0)
         reopened.open()
         try:
-            assert all(reopened.get_message(m.id)["status"] == "queued" for m in messages)
+            assert all(ok(clock, reopened.get_message(m.id))["status"] == "queued"
+                       for m in messages)
             assert len(ok(clock, reopened.claim(100, T0))) == 50
         finally:
             ok(clock, reopened.close())
@@ -447,7 +448,7 @@ def test_many_accepts_issued_together_share_a_few_commits(db_path, clock, commit
     # Typically 2-6 here (the writer starts on the first while the rest are queued);
     # a commit per accept would be 1000.
     assert store.commits - before <= 20
-    assert store.parts_used("tax", T0 - 1) == 1000
+    assert ok(clock, store.parts_used("tax", T0 - 1)) == 1000
     ok(clock, store.close())
 
 
@@ -457,24 +458,24 @@ def test_idempotency_key_stores_messages_once_within_a_day(store, clock, db_path
     first = message(store)
     response = '{"messages": [{"id": "%s"}]}' % first.id
     ok(clock, store.accept([first], idempotency=("tax", "k-1", response)))
-    assert store.idempotent_response("tax", "k-1", clock.seconds()) == response
-    assert store.idempotent_response("health", "k-1", clock.seconds()) is None
+    assert ok(clock, store.idempotent_response("tax", "k-1", clock.seconds())) == response
+    assert ok(clock, store.idempotent_response("health", "k-1", clock.seconds())) is None
 
     again = message(store)
     error = failure(clock, store.accept([again], idempotency=("tax", "k-1", "{}")))
     error.trap(DuplicateIdempotencyKey)
     assert error.value.response == response
-    assert store.get_message(again.id) is None
+    assert ok(clock, store.get_message(again.id)) is None
 
     # Another agency may use the same key.
     ok(clock, store.accept([message(store, agency="health")],
                            idempotency=("health", "k-1", "{}")))
     # After 24 h the key is free again.
     clock.advance(24 * 3600 + 1)
-    assert store.idempotent_response("tax", "k-1", clock.seconds()) is None
+    assert ok(clock, store.idempotent_response("tax", "k-1", clock.seconds())) is None
     later = message(store)
     ok(clock, store.accept([later], idempotency=("tax", "k-1", "{}")))
-    assert store.get_message(later.id)["status"] == "queued"
+    assert ok(clock, store.get_message(later.id))["status"] == "queued"
 
 
 def test_two_accepts_with_one_key_in_the_same_batch(store, clock):
@@ -483,17 +484,17 @@ def test_two_accepts_with_one_key_in_the_same_batch(store, clock):
     d_b = store.accept([b], idempotency=("tax", "same", "second"))
     ok(clock, d_a)
     assert failure(clock, d_b).value.response == "first"
-    assert store.get_message(b.id) is None
+    assert ok(clock, store.get_message(b.id)) is None
 
 
 def test_parts_used_counts_an_agencys_parts_since_a_time(store, clock):
     ok(clock, store.accept([message(store, parts=3, created_at=T0 - 100),
                             message(store, parts=2, created_at=T0),
                             message(store, parts=1, created_at=T0, agency="health")]))
-    assert store.parts_used("tax", T0 - 100) == 5
-    assert store.parts_used("tax", T0 - 50) == 2
-    assert store.parts_used("health", T0 - 100) == 1
-    assert store.parts_used("nobody", 0) == 0
+    assert ok(clock, store.parts_used("tax", T0 - 100)) == 5
+    assert ok(clock, store.parts_used("tax", T0 - 50)) == 2
+    assert ok(clock, store.parts_used("health", T0 - 100)) == 1
+    assert ok(clock, store.parts_used("nobody", 0)) == 0
 
 
 def test_purge_removes_finished_messages_and_keeps_the_rest(store, clock, db_path):
@@ -508,8 +509,8 @@ def test_purge_removes_finished_messages_and_keeps_the_rest(store, clock, db_pat
 
     assert removed["messages"] == 1 and removed["parts"] == 1
     assert removed["receipt_keys"] == 1
-    assert store.get_message(done.id) is None
-    assert store.get_message(waiting.id)["status"] == "submitted"
+    assert ok(clock, store.get_message(done.id)) is None
+    assert ok(clock, store.get_message(waiting.id))["status"] == "submitted"
     assert ok(clock, store.apply_receipt("mci", "52", "delivered", id_mode="raw")) is True
 
 
@@ -538,19 +539,19 @@ def test_message_ids_are_short_url_safe_and_time_ordered(store, clock):
 
 
 def test_writable_reports_the_writers_health(store, clock, db_path):
-    assert store.writable()
+    assert ok(clock, store.writable())
     clock.advance(2)
-    assert store.writable()                 # sends a probe write
+    assert ok(clock, store.writable())                 # sends a probe write
     ok(clock, store.accept([message(store)]))   # queued behind the probe
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'probe'").fetchone() == (
             str(clock.seconds()),)
     ok(clock, store.close())
-    assert not store.writable()
+    assert not ok(clock, store.writable())
 
 
-def test_get_message_of_unknown_id(store):
-    assert store.get_message("nope") is None
+def test_get_message_of_unknown_id(store, clock):
+    assert ok(clock, store.get_message("nope")) is None
 
 
 # -- the writer's transactions ---------------------------------------------------------------
@@ -629,10 +630,10 @@ def test_housekeeping_runs_at_start_and_then_on_its_timer(store, clock):
     try:
         # A write queued after the timer's purge returns once that purge is done.
         clock.wait(store.purge(older_than=0))
-        assert store.get_message(old.id) is not None          # ended 0 s ago: kept
+        assert ok(clock, store.get_message(old.id)) is not None      # ended 0 s ago: kept
         clock.advance(120)                                     # the next run: 120 s > 100 s
         clock.wait(store.purge(older_than=0))
-        assert store.get_message(old.id) is None
+        assert ok(clock, store.get_message(old.id)) is None
     finally:
         service.stopService()
 
@@ -652,13 +653,14 @@ def test_parts_whose_receipt_never_came_expire_and_receiptless_messages_end(
     clock.advance(600)
     assert ok(clock, store.expire_unreceipted(grace_s=1000)) == 1
     assert part_states(db_path, waiting.id) == ["delivered", "expired"]
-    ended = store.get_message(waiting.id)
+    ended = ok(clock, store.get_message(waiting.id))
     assert ended["status"] == "expired" and "receipt" in ended["error"]
-    assert store.get_message(receiptless.id)["status"] == "submitted"   # stays, as sent
+    assert ok(clock, store.get_message(receiptless.id))["status"] == "submitted"  # as sent
 
     removed = ok(clock, store.purge(older_than=clock.seconds() + 1))
     assert removed["messages"] == 2
-    assert store.get_message(receiptless.id) is None and store.get_message(waiting.id) is None
+    assert ok(clock, store.get_message(receiptless.id)) is None
+    assert ok(clock, store.get_message(waiting.id)) is None
 
 
 def test_a_database_from_the_first_schema_is_migrated_and_its_parts_still_flow(
@@ -681,13 +683,13 @@ def test_a_database_from_the_first_schema_is_migrated_and_its_parts_still_flow(
     store = Store(db_path, clock, commit_interval=0.0)
     store.open()
     try:
-        assert store.queued_routes() == {None}
+        assert ok(clock, store.queued_routes()) == {None}
         (claimed,) = ok(clock, store.claim(10, T0, route=None))
         assert (claimed.message_id, claimed.payload) == ("old1", b"salam")
         ok(clock, store.record([PartOutcome("old1", 1, "submitted", operator="mci",
                                             smsc_id="0A")]))
         assert ok(clock, store.apply_receipt("mci", "10", "delivered", id_mode="dec")) is True
-        assert store.get_message("old1")["status"] == "delivered"
+        assert ok(clock, store.get_message("old1"))["status"] == "delivered"
     finally:
         clock.wait(store.close())
     with sqlite3.connect(db_path) as conn:
@@ -747,7 +749,7 @@ def test_a_store_that_existed_is_not_silently_replaced(db_path, clock, how):
     created = Store(db_path, clock, commit_interval=0.0)
     created.open(create=True)
     try:
-        assert not created.has_queued()
+        assert not ok(clock, created.has_queued())
     finally:
         ok(clock, created.close())
     again = Store(db_path, clock, commit_interval=0.0)
@@ -803,7 +805,8 @@ def test_after_a_clean_close_the_db_file_alone_holds_every_write(db_path, clock,
     messages = [message(store) for _ in range(300)]
     for start in range(0, 300, 30):
         ok(clock, store.accept(messages[start:start + 30]))
-    assert store.has_queued() and store.get_message(messages[0].id)   # reads, as a daemon's
+    # reads, as a daemon's
+    assert ok(clock, store.has_queued()) and ok(clock, store.get_message(messages[0].id))
     ok(clock, store.close())
     wal = Path(str(db_path) + "-wal")
     assert not wal.exists() or wal.stat().st_size == 0
@@ -865,7 +868,7 @@ def test_purge_without_audit_or_inbound_cutoffs_keeps_those_rows(store, clock, d
 def test_a_message_retrying_shows_its_attempts_and_last_error(store, clock):
     m = message(store, parts=2)
     ok(clock, store.accept([m]))
-    fresh = store.get_message(m.id)
+    fresh = ok(clock, store.get_message(m.id))
     assert fresh["attempts"] == 0 and fresh["last_error"] is None
     ok(clock, store.claim(10, T0))
     ok(clock, store.record([
@@ -875,7 +878,7 @@ def test_a_message_retrying_shows_its_attempts_and_last_error(store, clock):
     ok(clock, store.claim(10, T0))
     ok(clock, store.record([PartOutcome(m.id, 1, "requeue", not_before=T0,
                                         error="ESME_RSUBMITFAIL (0x00000045)")]))
-    retrying = store.get_message(m.id)
+    retrying = ok(clock, store.get_message(m.id))
     assert retrying["status"] == "queued" and retrying["attempts"] == 2
     assert retrying["last_error"] == "ESME_RSUBMITFAIL (0x00000045)"
     assert retrying["error"] is None                      # not failed: no final error
@@ -884,7 +887,7 @@ def test_a_message_retrying_shows_its_attempts_and_last_error(store, clock):
     ok(clock, store.apply_receipts([("mci", "77", "delivered", None),
                                     ("mci", "78", "delivered", None)],
                                    id_modes={"mci": "raw"}))
-    done = store.get_message(m.id)
+    done = ok(clock, store.get_message(m.id))
     assert done["status"] == "delivered" and done["attempts"] == 2
     assert done["last_error"] == "ESME_RSUBMITFAIL (0x00000045)"   # what it went through
 
@@ -893,13 +896,13 @@ def test_a_store_deleted_while_open_is_not_writable_and_close_does_not_recreate_
         db_path, clock):
     store = Store(db_path, clock, commit_interval=0.0)
     store.open()
-    assert store.writable()
+    assert ok(clock, store.writable())
     for suffix in ("", "-wal", "-shm"):
         Path(str(db_path) + suffix).unlink(missing_ok=True)
     clock.advance(2)
-    assert not store.writable()          # /healthz answers 503 instead of 200
+    assert not ok(clock, store.writable())          # /healthz answers 503 instead of 200
     clock.advance(0.1)
-    assert not store.writable()          # between file checks too
+    assert not ok(clock, store.writable())          # between file checks too
     ok(clock, store.close())
     assert not db_path.exists()          # the next start refuses (its marker remains)
     with pytest.raises(StoreUnusable):

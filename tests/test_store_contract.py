@@ -1,7 +1,16 @@
-"""The store's seams: who imports what around it."""
+"""The SQLite store passes the store contract (tests/store_contract.py); and the store's
+seams: who imports what around it."""
 
 import ast
 from pathlib import Path
+
+import pytest
+from store_contract import (
+    AcceptContract, ClaimContract, LifecycleContract, ReceiptContract, RecordsContract,
+    new_message)
+from threaded_clock import T0, ThreadedClock
+
+from gateway.store import Store
 
 GATEWAY = Path(__file__).resolve().parent.parent / "gateway"
 
@@ -36,3 +45,26 @@ def test_the_dispatcher_knows_the_store_only_by_its_interface():
     store_side = {name for name in imported(GATEWAY / "dispatch.py")
                   if name.startswith("gateway.store")}
     assert store_side == {"gateway.store.interface"}
+
+
+class TestSQLiteStore(ClaimContract, AcceptContract, ReceiptContract, RecordsContract,
+                      LifecycleContract):
+
+    @pytest.fixture(autouse=True)
+    def open_store(self, tmp_path):
+        self.clock = ThreadedClock()
+        self.store = Store(tmp_path / "gateway.db", self.clock, commit_interval=0.0)
+        self.store.open()
+        yield
+        self.clock.wait(self.store.close())
+
+    def wait(self, d):
+        result = self.clock.wait(d)
+        if hasattr(result, "raiseException"):
+            result.raiseException()
+        return result
+
+    def queue(self, route=None, priority=0, created_at=T0):
+        m = new_message(self.store, route=route, priority=priority, created_at=created_at)
+        self.wait(self.store.accept([m]))
+        return (m.id, 1)

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
 
-from gateway.model import ClaimedPart, NewMessage, PartOutcome
+from gateway.model import NewMessage, PartOutcome
 
 
 class StoreClosed(Exception):

@@ -6,6 +6,7 @@ rows are on disk.  Reads run on the reactor thread with their own read-only conn
 WAL lets them proceed while the writer commits.
 """
 
+import functools
 import json
 import os
 import random
@@ -39,6 +40,20 @@ RECLAIM_EVERY_S = 10.0          # how often a claim first looks for expired leas
 
 _BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"   # Crockford, in ASCII order: ids sort by time
 _SYMBOL_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)   # 10 bits → 2 symbols
+
+
+def _read(read):
+    """A read on the reactor thread's own connection, answered as the interface's
+    reads are (a Deferred, so that a network database can answer later): at once."""
+    @functools.wraps(read)
+    def answer(self, *args, **kwargs):
+        if self._reader is None:
+            return defer.fail(StoreClosed("the store is not open"))
+        try:
+            return defer.succeed(read(self, *args, **kwargs))
+        except Exception:
+            return defer.fail()
+    return answer
 
 
 class Store:
@@ -366,8 +381,9 @@ class Store:
         now = self._reactor.seconds()
         return self._write(lambda conn: operations.expire_unreceipted(conn, now, grace_s))
 
-    # -- reads (reactor thread) -----------------------------------------------------
+    # -- reads (reactor thread; each answers a Deferred, already fired) --------------
 
+    @_read
     def get_message(self, message_id):
         """The contract's fields, "agency", and how its sending went so far: `attempts`
         (submits of its parts that met a temporary error or an unknown outcome and were
@@ -393,17 +409,20 @@ class Store:
             "attempts": attempts, "last_error": last_error, "agency": agency,
         }
 
+    @_read
     def idempotent_response(self, agency, key, now):
         row = self._reader.execute(
             "SELECT response FROM idempotency WHERE agency = ? AND key = ? AND created_at > ?",
             (agency, key, now - IDEMPOTENCY_S)).fetchone()
         return row[0] if row else None
 
+    @_read
     def parts_used(self, agency, since):
         return self._reader.execute(
             "SELECT COALESCE(SUM(parts), 0) FROM messages WHERE agency = ? AND created_at >= ?",
             (agency, since)).fetchone()[0]
 
+    @_read
     def queued_routes(self):
         """The routes that queued parts carry (None among them for parts without).
         One index probe per route, however many parts wait."""
@@ -420,14 +439,18 @@ class Store:
                                  " AND route > ?", row).fetchone()
         return routes
 
+    @_read
     def has_queued(self):
         return self._reader.execute(
             "SELECT 1 FROM parts WHERE state = 'queued' LIMIT 1").fetchone() is not None
 
     def writable(self):
-        """Whether the last transaction committed and the file is still the one opened;
-        at most once a second this checks the file and sends a one-row write through
-        the writer so that an idle store's answer stays fresh."""
+        """Whether the last transaction committed and the file is still the one opened
+        (Deferred[bool]); at most once a second this checks the file and sends a
+        one-row write through the writer so that an idle store's answer stays fresh."""
+        return defer.succeed(self._writable())
+
+    def _writable(self):
         writer = self._writer
         if writer is None or not writer.alive():
             return False
