@@ -17,13 +17,14 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from gateway import metrics
+from gateway.model import NewMessage
 from gateway.numbers import mask_msisdn
 from gateway.outbound.checks import check_text_length, normalize_recipients
 from gateway.outbound.errors import OverQuota, Overloaded, OverRate, SenderRefused, TooManyParts
 from gateway.outbound.submission import Accepted, accepted_document
 from gateway.policy.limits import QuotaExceeded, RateLimited
 from gateway.policy.senders import SenderNotAllowed, check_sender, owner_of
-from gateway.store import DuplicateIdempotencyKey, NewMessage
+from gateway.store.interface import DuplicateIdempotencyKey
 from gateway.text import TextTooLong, encode_for_submit
 
 log = logging.getLogger("payam.outbound")
