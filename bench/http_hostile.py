@@ -4,7 +4,8 @@
 
 Runs the real HTTPFactory + AgencyAPI + SQLite store of DIR (default: this tree) in a
 subprocess on loopback and points tests/hostile_http.py at it. Scenarios: pipeline,
-halfclose, split, nohost, dupkey, surrogate, conns, badkeys, noread (all by default).
+halfclose, split, nohost, dupkey, surrogate, conns, badkeys, noread (all by default),
+and openapi (--openapi-conns pipeliners of GET /v1/openapi.json that never read).
 Pass `--tree` an export of an older commit (git archive) to get its figures.
 """
 
@@ -15,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,7 +61,7 @@ SERVER = textwrap.dedent('''
     reactor.run()
 ''')
 SCENARIOS = ("pipeline", "halfclose", "split", "nohost", "dupkey", "surrogate", "conns",
-             "badkeys", "noread")
+             "badkeys", "noread")     # openapi runs only when named
 BODY = {"from": "40401234", "to": "09121234567", "text": "x"}
 
 
@@ -67,6 +69,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tree", default=ROOT)
     parser.add_argument("--noread-s", type=float, default=40.0)
+    parser.add_argument("--openapi-conns", type=int, default=200)
+    parser.add_argument("--openapi-s", type=float, default=10.0)
     parser.add_argument("scenarios", nargs="*", default=SCENARIOS)
     args = parser.parse_args()
     server = subprocess.Popen([sys.executable, "-c", SERVER, args.tree],
@@ -161,6 +165,24 @@ def run_noread(port, count, rss_mb, args):
     print(f"pipeliner that never reads: server RSS {before} -> {rss_mb()} MB; "
           + (f"cut off after {spent:.0f} s" if cut_off else f"not cut off in {spent:.0f} s")
           + f" ({taken / 1e6:.1f} MB of requests taken)")
+
+
+def run_openapi(port, count, rss_mb, args):
+    time.sleep(0.5)
+    before = rss_mb()
+    peak = [before]
+    request = h.request("GET", "/v1/openapi.json")
+    threads = [threading.Thread(target=h.pipeline_without_reading, daemon=True,
+                                args=(port, request, args.openapi_s), kwargs={"burst": 65536})
+               for _ in range(args.openapi_conns)]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        peak.append(rss_mb())
+        time.sleep(0.2)
+    print(f"{args.openapi_conns} pipeliners of /v1/openapi.json that never read, "
+          f"{args.openapi_s:g} s: server RSS {before} -> peak {max(peak)} MB "
+          f"(+{max(peak) - before} MB)")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """SMPP path micro-benchmark: CPU per message on our side of the binds.
 
 Dispatcher → pool.submit → submit_sm on the wire → submit_sm_resp handled → receipt
-(deliver_sm) parsed by the InboundRouter and answered with deliver_sm_resp; the store is
-a stub that answers at once, the SMSC simulator runs as its own process (receipts on), so
-the CPU figure is this process only: the reactor-thread cost of the SMPP side.
+(deliver_sm) classified and parsed by the InboundClassifier and answered with
+deliver_sm_resp; the store is a stub that answers at once, the SMSC simulator runs as
+its own process (receipts on), so the CPU figure is this process only: the
+reactor-thread cost of the SMPP side.
 
     .venv/bin/python bench/smpp_path.py [--messages 20000] [--profile out.prof]
 """
@@ -21,7 +22,7 @@ from twisted.internet import defer, reactor  # noqa: E402
 
 from daemon_harness import Simulator  # noqa: E402
 from gateway.config.schema import OperatorConfig, Routing, RoutingRule  # noqa: E402
-from gateway.deliver import InboundRouter  # noqa: E402
+from gateway.inbound import InboundClassifier  # noqa: E402
 from gateway.dispatch import Dispatcher  # noqa: E402
 from gateway.routing import Router  # noqa: E402
 from gateway.smpp.pool import OperatorPool  # noqa: E402
@@ -81,7 +82,7 @@ def main():
             reactor.callLater(0.05, reactor.stop)
 
     store = StubStore(parts, on_receipts)
-    inbound = InboundRouter(store, reactor)
+    inbound = InboundClassifier(store, reactor)
     operator = OperatorConfig(name="mci", host="127.0.0.1", port=sim.smpp_port,
                               system_id="payam", password="secret", system_type="",
                               bind="transceiver", binds=2, window=100, tps=100_000,

@@ -2,7 +2,8 @@
 no longer needs leaves it.
 
 A part still waiting for its receipt RECEIPT_GRACE_S after its validity ended becomes
-'expired'.  Each kind of record is kept for its `retention:` days (gateway.yaml, see
+'expired', and so does a part still queued when its validity ended (its route never
+bound: the dispatcher, which expires what it claims, never saw it).  Each kind of record is kept for its `retention:` days (gateway.yaml, see
 gateway.config.schema.Retention): ended messages (with their parts and receipt keys)
 for status queries, audit rows, unmatched receipts, raw inbound PDUs, inbox messages;
 idempotency keys for 24 h (Store.purge).  Without this the tables would only grow.
@@ -30,6 +31,8 @@ def housekeeping_service(store, clock, retention=None, grace_s=RECEIPT_GRACE_S,
     def one_round():
         expired = store.expire_unreceipted(grace_s)
         expired.addCallbacks(_expired, _failed, errbackArgs=("receipt expiry",))
+        unsent = store.expire_unsent()
+        unsent.addCallbacks(_expired_unsent, _failed, errbackArgs=("expiry of unsent parts",))
         now = clock.seconds()
         purged = store.purge(
             older_than=now - retention.messages * DAY_S,
@@ -53,6 +56,13 @@ def _purged(removed):
     if any(removed.values()):
         log.info("purged %s", ", ".join(f"{n} {kind}" for kind, n in removed.items() if n))
     return removed
+
+
+def _expired_unsent(count):
+    if count:
+        log.info("%d queued parts expired: their validity ended before they could be sent",
+                 count)
+    return count
 
 
 def _expired(count):

@@ -15,12 +15,12 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, inlineCallbacks
 
 from gateway.config.load import load_agencies, load_routing
-from gateway.deliver import InboundRouter
 from gateway.dispatch import Dispatcher
 from gateway.housekeeping import housekeeping_service
 from gateway.http.api import AgencyAPI
 from gateway.http.server import HTTPFactory
 from gateway.outbound.accept import Outbound
+from gateway.inbound import InboundClassifier
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing
 from gateway.policy.limits import AgencyLimits
@@ -51,10 +51,11 @@ def build_store(config, reactor, create=False):
 
 
 def build_inbound(config, store, reactor):
-    return InboundRouter(
+    return InboundClassifier(
         store, reactor,
         receipt_ids={op.name: op.receipt_ids for op in config.operators},
-        response_timeouts={op.name: op.response_timeout_s for op in config.operators})
+        response_timeouts={op.name: op.response_timeout_s for op in config.operators},
+        agencies=config.agencies)
 
 
 def build_pools(config, inbound, reactor):
@@ -123,7 +124,7 @@ class GatewayService(MultiService):
     def _build(self):
         """Every piece over the open store; pools and housekeeping become children."""
         config, reactor, store = self.config, self.reactor, self.store
-        inbound = build_inbound(config, store, reactor)
+        self.inbound = inbound = build_inbound(config, store, reactor)
         self.pools = build_pools(config, inbound, reactor)
         for pool in self.pools.values():
             pool.setServiceParent(self)
@@ -177,6 +178,7 @@ class GatewayService(MultiService):
             return False
         self.keyring.update(agencies)
         self.limits.update(agencies)
+        self.inbound.update_agencies(agencies)
         self.dispatcher.set_router(Router(routing))
         log.info("reloaded %d agencies and %d routing rules", len(agencies), len(routing.rules))
         return True

@@ -14,9 +14,12 @@ depends on the factory's `mode`:
   flood_never_read   stops reading after the bind and floods enquire_link, as fast as its
                      own socket takes them (its buffer stays bounded, ours must too)
   error_status       answers every submit_sm with `status` (e.g. ESME_RSYSERR)
+  rebind_in_batch    holds the first `batch` submit_sm, then answers them in one write:
+                     ESME_RINVBNDSTS for the first, ESME_ROK for the others; normal after
 
 The factory records what happened (binds and their times, submits, throttled answers,
-accepted submit times) so a test can count. Time comes from the reactor it is given.
+accepted submit times), and each connection its own submits, so a test can count. Time
+comes from the reactor it is given.
 """
 
 import struct
@@ -30,7 +33,7 @@ from gateway.smpp.pdu import PDU, Framer, decode, encode
 
 MODES = ("normal", "malformed_ok_resp", "never_answer", "foreign_sequence",
          "drop_after_bind", "garbage_after_bind", "throttle_above_rate",
-         "flood_never_read", "error_status")
+         "flood_never_read", "error_status", "rebind_in_batch")
 
 # Bodies of a status-0 submit_sm_resp that our codec refuses to decode.
 _MALFORMED = {
@@ -49,6 +52,7 @@ class HostileSMSC(protocol.Protocol):
         self.bound = False
         self._flooding = False
         self._flood_paused = False
+        self.submitted = []         # the submit_sm PDUs that came on this connection
         self.factory.links.append(self)
 
     def connectionLost(self, reason):
@@ -93,6 +97,7 @@ class HostileSMSC(protocol.Protocol):
         elif pdu.command_id == c.SUBMIT_SM:
             factory.submits += 1
             factory.submit_times.append(factory.clock.seconds())
+            self.submitted.append(pdu)
             if mode != "never_answer":
                 self.submit_received(pdu)
         elif mode == "never_answer":
@@ -146,6 +151,16 @@ class HostileSMSC(protocol.Protocol):
                 self.send_later(pdu.response(message_id=f"{len(window):X}"))
         elif mode == "error_status":
             self.send(pdu.response(status=factory.status))
+        elif mode == "rebind_in_batch" and factory.held is not None:
+            factory.held.append(pdu)
+            if len(factory.held) == factory.batch:
+                first, *others = factory.held
+                factory.held = None
+                factory.accepted_times.extend(factory.clock.seconds() for _ in others)
+                self.transport.write(
+                    encode(first.response(status=c.ESME_RINVBNDSTS))
+                    + b"".join(encode(p.response(message_id=f"B{n}"))
+                               for n, p in enumerate(others, 1)))
         else:
             factory.accepted_times.append(factory.clock.seconds())
             self.send(pdu.response(message_id=f"{factory.submits:X}"))
@@ -175,7 +190,7 @@ class HostileFactory(protocol.ServerFactory):
     protocol = HostileSMSC
 
     def __init__(self, mode, clock, *, rate=100, malformed="long_and_trailing",
-                 status=c.ESME_RSYSERR, latency=0.0):
+                 status=c.ESME_RSYSERR, latency=0.0, batch=3):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
@@ -184,6 +199,8 @@ class HostileFactory(protocol.ServerFactory):
         self.malformed = malformed
         self.status = status
         self.latency = latency      # throttle_above_rate: seconds before each answer
+        self.batch = batch          # rebind_in_batch: submits answered in one write
+        self.held = []              # rebind_in_batch: those held until then
         self.links = []
         self.received = []          # names of every PDU the ESME sent
         self.binds = 0

@@ -207,13 +207,14 @@ class ReceiptContract:
 
 
 class RecordsContract:
-    """audit, purge, expire_unreceipted: policy's and housekeeping's side."""
+    """audit, purge, expire_unreceipted, expire_unsent: policy's and housekeeping's side."""
 
     def test_audit_purge_and_expiry_answer_what_they_did(self):
         assert self.wait(self.store.audit("sender_refused", "tax", {"sender": "x"})) is not None
         removed = self.wait(self.store.purge(T0 - 86400, audit_before=T0 + 1))
         assert removed["audit"] == 1 and removed["messages"] == 0
         assert self.wait(self.store.expire_unreceipted(86400.0)) == 0
+        assert self.wait(self.store.expire_unsent()) == 0
 
 
 class LifecycleContract:

@@ -84,7 +84,7 @@ def test_backup_while_the_daemon_writes_holds_every_committed_message_and_restor
         assert daemon.stop() == 0
 
     # Restore, as docs/operating.md says: stop, put the copy in place (no old -wal or
-    # -shm beside it), keep the `.id` marker, start.
+    # -shm beside it), keep the `.payam-id` marker, start.
     store = daemon.db_path
     for suffix in ("", "-wal", "-shm"):
         path = store.with_name(store.name + suffix)

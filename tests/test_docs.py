@@ -39,3 +39,15 @@ def test_configuration_md_describes_every_key(section, keys):
 def test_no_document_points_outside_the_repository():
     for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
         assert "../shared/" not in path.read_text(encoding="utf-8"), path
+
+
+def test_api_md_says_what_attempts_counts_as_the_dispatcher_does():
+    # dispatch.py: temporary errors and unknown outcomes count an attempt; throttled
+    # and "not bound" answers go back uncounted (count_attempt=False), after a pause.
+    row = next(line for line in API.splitlines() if line.startswith("| `attempts` |"))
+    counted, _, uncounted = row.partition("Not counted:")
+    assert "temporary error" in counted and "unknown outcome" in counted
+    assert "max_unknown_outcomes" in counted
+    for status in ("ESME_RTHROTTLED", "ESME_RMSGQFUL", "ESME_RINVBNDSTS", "ESME_RALYBND"):
+        assert status in uncounted, status
+    assert "crash" in uncounted

@@ -139,7 +139,7 @@ def test_demo_runs_on_embedded_defaults_and_delivers(tmp_path):
         wait_for(lambda: http_json(http_port, "GET", f"/v1/messages/{message_id}",
                                    key=TAX)[1]["status"] == "delivered", what="delivery")
         assert (tmp_path / "var" / "demo.db").exists()
-        assert (tmp_path / "var" / "demo.db.id").exists()    # a fresh machine: both made
+        assert (tmp_path / "var" / ".demo.db.payam-id").exists()  # a fresh machine: both made
     finally:
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(20) == 0
@@ -242,6 +242,40 @@ def test_a_damaged_store_is_one_line_naming_it_and_an_exit_systemd_does_not_rest
     assert [line for line in ran.stderr.splitlines() if " ERROR " in line] == named
 
 
+def test_a_store_with_a_damaged_page_is_named_by_check_config_and_refused_by_run(tmp_path):
+    """Audit 13: a page the start-up never reads (the audit table's root) overwritten:
+    check-config said OK and the daemon started on it."""
+    import sqlite3
+    from gateway.cli import EXIT_STORE
+    from gateway.store import schema
+    config, _http_port = write_config(tmp_path, free_port())
+    db = tmp_path / "var" / "gateway.db"
+    db.parent.mkdir()
+    schema.migrate(str(db))
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.executemany("INSERT INTO audit (at, event, detail) VALUES (?, 'x', '{}')",
+                         [(float(i),) for i in range(500)])
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'audit'"
+                        ).fetchone()[0]
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")        # as a clean stop leaves it
+    conn.close()
+    with open(db, "r+b") as f:
+        f.seek((root - 1) * 4096)
+        f.write(b"\xa5" * 4096)
+
+    checked = run_cli("check-config", "-c", str(config))
+    assert checked.returncode == 2
+    [line] = [line for line in checked.stderr.splitlines() if str(db) in line]
+    assert "damaged" in line and "backup" in line
+
+    ran = run_cli("run", "-c", str(config))
+    assert ran.returncode == EXIT_STORE
+    assert "Traceback" not in ran.stderr
+    named = [line for line in ran.stderr.splitlines() if str(db) in line]
+    assert len(named) == 1 and "damaged" in named[0], ran.stderr
+
+
 def test_a_deleted_store_is_refused_until_told_to_create_one(tmp_path, sim):
     from gateway.cli import EXIT_STORE
     config, http_port = write_config(tmp_path, sim.smpp_port)
@@ -250,10 +284,10 @@ def test_a_deleted_store_is_refused_until_told_to_create_one(tmp_path, sim):
         code, _body, _ = daemon.send(TAX, **{"from": "40401234", "to": "09121234567",
                                            "text": "kept"})
         assert code == 202
-        for suffix in ("", "-wal", "-shm"):            # deleted under the running daemon
-            path = daemon.db_path.with_name(daemon.db_path.name + suffix)
-            if path.exists():
-                path.unlink()
+        # Deleted under the running daemon as people clear a store: `rm gateway.db*`
+        # (which took the marker too when it was gateway.db.id).
+        for path in daemon.db_path.parent.glob(daemon.db_path.name + "*"):
+            path.unlink()
         wait_for(lambda: http_json(http_port, "GET", "/healthz")[0] == 503, 10,
                  what="/healthz 503")
     finally:
@@ -263,7 +297,9 @@ def test_a_deleted_store_is_refused_until_told_to_create_one(tmp_path, sim):
     assert refused.returncode == EXIT_STORE
     assert str(daemon.db_path) in refused.stderr and "--create-store" in refused.stderr
     assert not daemon.db_path.exists()                  # no empty store put in its place
-    assert run_cli("check-config", "-c", str(config)).returncode == 2
+    checked = run_cli("check-config", "-c", str(config))
+    assert checked.returncode == 2
+    assert str(daemon.db_path) in checked.stderr and "missing" in checked.stderr
 
     daemon = Daemon(config, http_port).start(extra=("--create-store",))
     try:

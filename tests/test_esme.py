@@ -1,5 +1,6 @@
 """ESMEProtocol against a StringTransport, every timer driven by a Clock."""
 
+import logging
 import struct
 
 import pytest
@@ -21,14 +22,19 @@ ENQUIRE = 30.0
 class Harness:
     """One session wired to a StringTransport; records the factory callbacks."""
 
-    def __init__(self, clock, bind_type="transceiver", window=3, inbound=None):
+    def __init__(self, clock, bind_type="transceiver", window=3, inbound=None,
+                 session_inbound=None):
         self.clock = clock
         self.events = []
         self.factory = ESMEFactory(
             operator_config(name="mci", system_id="payam", password="secret",
                             system_type="GOV", window=window, enquire_link_s=ENQUIRE,
                             response_timeout_s=TIMEOUT),
-            bind_type=bind_type, clock=clock, inbound=inbound,
+            bind_type=bind_type, clock=clock,
+            # Most tests care about the PDU only (inbound(pdu)); session_inbound(session,
+            # pdu) is the factory's own callback.
+            inbound=session_inbound or (
+                None if inbound is None else (lambda session, pdu: inbound(pdu))),
             session_bound=lambda s: self.events.append(("bound", s)),
             session_lost=lambda s: self.events.append(("lost", s)),
             session_ready=lambda s: self.events.append(("ready", s)))
@@ -441,6 +447,17 @@ def test_inbound_answered_only_after_the_handler_fires(clock):
         c.DELIVER_SM_RESP, 17, c.ESME_RX_P_APPN)
 
 
+def test_inbound_handler_is_told_the_session_it_came_in_on(clock):
+    seen = []
+    h = Harness(clock, session_inbound=lambda session, pdu: (
+        seen.append((session, pdu.sequence)) or c.ESME_ROK))
+    h.bind()
+    h.receive(deliver_sm(4))
+    assert seen == [(h.session, 4)]
+    (resp,) = h.sent()
+    assert (resp.sequence, resp.status) == (4, c.ESME_ROK)
+
+
 def test_data_sm_answered_with_data_sm_resp(clock):
     h = Harness(clock, inbound=lambda pdu: c.ESME_ROK)
     h.bind()
@@ -596,7 +613,11 @@ def test_a_submit_answered_bind_status_closes_the_session_to_bind_again(h, statu
     (request,) = h.sent()
     h.receive(request.response(status=status, message_id=""))
     assert [resp.status for resp in answered] == [status]    # the caller hears it too
-    assert h.transport.disconnecting and not h.session.can_submit()
+    assert not h.session.can_submit()
+    (unbind,) = h.sent()                    # nothing else in flight: unbind at once
+    assert unbind.command_id == c.UNBIND
+    h.receive(unbind.response())
+    assert h.transport.disconnecting
     assert c.status_name(status) in h.session.close_reason
 
 
@@ -606,3 +627,106 @@ def test_an_ordinary_refusal_keeps_the_session(h):
     (request,) = h.sent()
     h.receive(request.response(status=c.ESME_RINVDSTADR, message_id=""))
     assert not h.transport.disconnecting and h.session.can_submit()
+
+
+# --- a rebind answer does not drop what the SMSC accepted (audit 6, item 4) ------------------
+def answers_in_one_read(requests, statuses):
+    """One TCP read carrying a response per request, in order."""
+    return b"".join(encode(request.response(status=status, message_id=f"M{n}"))
+                    for n, (request, status) in enumerate(zip(requests, statuses)))
+
+
+def test_answers_read_with_a_rebind_answer_still_reach_their_requests(h):
+    h.bind()
+    outcomes = [results(h.session.send_request(submit_sm())) for _ in range(3)]
+    requests = h.sent()
+    h.session.dataReceived(answers_in_one_read(
+        requests, [c.ESME_RINVBNDSTS, c.ESME_ROK, c.ESME_ROK]))
+    assert [o[0].status for o in outcomes] == [c.ESME_RINVBNDSTS, c.ESME_ROK, c.ESME_ROK]
+    assert [o[0].fields["message_id"] for o in outcomes[1:]] == ["M1", "M2"]
+
+
+def test_after_a_rebind_answer_no_request_is_taken_and_later_answers_still_count(h, clock):
+    h.bind()
+    outcomes = [results(h.session.send_request(submit_sm())) for _ in range(3)]
+    requests = h.sent()
+    h.receive(requests[0].response(status=c.ESME_RALYBND, message_id=""))
+    assert not h.session.can_submit() and h.session.free_slots == 0
+    assert results(h.session.send_request(submit_sm()))[0].check(SessionClosed)
+    assert h.sent() == []                      # nothing new went out
+    clock.advance(1)                           # the next read, a moment later
+    h.session.dataReceived(answers_in_one_read(requests[1:], [c.ESME_ROK, c.ESME_ROK]))
+    assert [o[0].status for o in outcomes[1:]] == [c.ESME_ROK, c.ESME_ROK]
+    (unbind,) = h.sent()                       # all answered: unbind, then close
+    assert unbind.command_id == c.UNBIND
+    h.receive(unbind.response())
+    assert h.transport.disconnecting
+    assert c.status_name(c.ESME_RALYBND) in h.session.close_reason
+
+
+def test_the_caller_of_a_rebind_answer_cannot_submit_from_its_callback(h):
+    h.bind()
+    again = []
+    d = h.session.send_request(submit_sm())
+    d.addCallback(lambda _resp: again.append(h.session.can_submit()))
+    (request,) = h.sent()
+    h.receive(request.response(status=c.ESME_RINVBNDSTS, message_id=""))
+    assert again == [False]
+
+
+def test_after_a_rebind_answer_the_wait_for_answers_is_bounded(h, clock):
+    h.bind()
+    outcomes = [results(h.session.send_request(submit_sm())) for _ in range(2)]
+    first, _second = h.sent()
+    h.receive(first.response(status=c.ESME_RINVBNDSTS, message_id=""))
+    clock.advance(esme.REBIND_DRAIN_S + 0.5)   # the second is never answered
+    (unbind,) = h.sent()
+    assert unbind.command_id == c.UNBIND
+    clock.advance(esme.REBIND_DRAIN_S + 0.5)   # nor the unbind
+    assert h.transport.disconnecting
+    h.lose()
+    assert outcomes[1][0].check(SessionClosed, ResponseTimeout)    # an unknown outcome
+
+
+# --- logs a peer cannot flood (audit 6, item 9) ----------------------------------------------
+def test_alert_notifications_are_logged_once_per_interval_with_a_count(h, clock, caplog):
+    caplog.set_level(logging.INFO, logger="payam.smpp.esme")
+    h.bind()
+    caplog.clear()
+    alert = encode(PDU(c.ALERT_NOTIFICATION, 7, fields={"source_addr": "989121234567",
+                                                         "esme_addr": "payam"}))
+    for _ in range(10):                         # 10,000 PDUs over ten reads
+        h.session.dataReceived(alert * 1000)
+    lines = [r.getMessage() for r in caplog.records if "alert_notification" in r.getMessage()]
+    assert len(lines) == 1, len(lines)
+    clock.advance(11)
+    h.session.dataReceived(alert)
+    lines = [r.getMessage() for r in caplog.records if "alert_notification" in r.getMessage()]
+    assert len(lines) == 2 and "9999 more like this" in lines[1]
+    assert h.sent() == [] and h.session.is_bound          # still nothing answered
+
+
+def _failing_store(pdu):
+    raise RuntimeError("disk full")
+
+
+@pytest.mark.parametrize("what, frame, inbound, text", [
+    ("a request we do not serve",
+     encode(PDU(c.QUERY_SM, 8, fields={"message_id": "1", "source_addr": "4040"})),
+     None, "not served"),
+    ("an undecodable request", struct.pack(">IIII", 17, c.DELIVER_SM, 0, 8) + b"\xff",
+     None, "bad deliver_sm"),
+    ("an inbound PDU we cannot store", encode(deliver_sm(8)), _failing_store,
+     "not handled"),
+])
+def test_a_peer_repeating_a_fault_gets_one_line_per_interval(clock, caplog, what, frame,
+                                                              inbound, text):
+    """Per operator and kind, not one line per PDU (the daemon's RepeatFilter keys by
+    template only, so one hostile operator would hide the others' lines)."""
+    caplog.set_level(logging.INFO, logger="payam.smpp.esme")
+    h = Harness(clock, inbound=inbound)
+    h.bind()
+    h.session.dataReceived(frame * 1000)
+    assert len(h.sent()) == 1000                          # each still answered
+    lines = [r.getMessage() for r in caplog.records if text in r.getMessage()]
+    assert len(lines) == 1, (what, len(lines))

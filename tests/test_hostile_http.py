@@ -239,3 +239,43 @@ class HostileClientTests(unittest.TestCase):
         # to one parse slice; without back-pressure they grew without end.
         self.assertLess(max(buffered), 256 * 1024)
         self.assertGreater(taken, 0)
+
+    @defer.inlineCallbacks
+    def test_a_pipeliner_of_a_large_public_answer_is_held_to_one_buffer(self):
+        """Audit 7: GET /v1/openapi.json needs no key and answers 23.5 KB for 43 bytes;
+        answers went on being written after the transport was full, and requests
+        dispatched to the end of a 4 KiB slice (600 such peers took the demo from 49 to
+        396 MB)."""
+        port = self.serve(send_timeout=1.0, max_pipelined=64)
+        buffered, queued = [0], [0]
+
+        def measured(channel):
+            # After every write: what the transport holds, and what waits in the queue.
+            transport = channel.transport
+            write = transport.write
+
+            def write_and_measure(data):
+                write(data)
+                buffered.append(len(transport.dataBuffer) - transport.offset
+                                + transport._tempDataLen)
+                queued.append(len(channel._queue))
+
+            transport.write = write_and_measure
+
+        build = self.factory.buildProtocol
+
+        def build_measured(addr):
+            channel = build(addr)
+            connected = channel.makeConnection
+            channel.makeConnection = lambda t: (connected(t), measured(channel))
+            return channel
+
+        self.factory.buildProtocol = build_measured
+        taken, cut_off = yield threads.deferToThread(
+            hostile.pipeline_without_reading, port, hostile.request("GET", "/v1/openapi.json"),
+            seconds=3.0, burst=65536)
+        yield wait_until(reactor, lambda: self.factory.open_connections == 0)
+        self.assertTrue(cut_off)
+        self.assertGreater(len(buffered), 1)
+        self.assertLess(max(buffered), 256 * 1024)
+        self.assertLessEqual(max(queued), 64)

@@ -663,6 +663,46 @@ def test_a_transport_filling_up_mid_read_stops_parsing_the_rest_of_that_read():
     assert answered(transport) == [(200, str(i)) for i in range(200)]
 
 
+def test_while_the_transport_is_full_answers_wait_queued_and_nothing_more_is_dispatched():
+    """Audit 7: answers went on being written (and requests dispatched to the end of the
+    4 KiB slice) after the transport said it was full: a cheap request with a large
+    answer multiplied what a peer that never reads makes us hold."""
+    log = []
+    protocol, transport = connect(HTTPFactory(echo_router(log), clock=Clock()))
+    real_write = transport.write
+    writes = []
+
+    def write(data):
+        writes.append(data)
+        real_write(data)
+        if len(writes) == 3:
+            protocol.pauseProducing()          # full after the third answer
+
+    transport.write = write
+    protocol.dataReceived(numbered_posts(200))
+    assert len(writes) == 3                    # nothing written while full
+    assert log == ["0", "1", "2"]              # and nothing more dispatched, mid-slice too
+    protocol.resumeProducing()
+    assert answered(transport) == [(200, str(i)) for i in range(200)]
+
+
+def test_requests_dispatched_and_answers_kept_are_bounded_by_max_pipelined():
+    pending = Pending()
+    protocol, transport = connect(HTTPFactory(pending.router, clock=Clock(),
+                                              max_pipelined=16))
+    protocol.dataReceived(get(b"/wait") * 1000)          # 34 KB in one read
+    assert len(pending.waiting) == 16                    # not the rest of the slice
+    protocol.pauseProducing()                            # and now the peer stops reading
+    for d in pending.waiting:
+        d.callback(json_response(200, {}))
+    assert transport.value() == b""
+    assert len(protocol._queue) <= 16                    # the answers wait here, bounded
+    pending.waiting = []
+    protocol.resumeProducing()
+    assert transport.value().count(b"HTTP/1.1 200 OK") == 16
+    assert len(pending.waiting) == 16                    # the next ones, in order
+
+
 def test_pipelined_requests_waiting_for_answers_are_bounded_within_one_read():
     pending = Pending()
     protocol, transport = connect(HTTPFactory(pending.router, clock=Clock(),

@@ -18,9 +18,9 @@ from twisted.trial import unittest
 
 from gateway import metrics
 from gateway.smpp import constants as c
-from gateway.smpp.esme import SessionClosed
+from gateway.smpp.esme import ESMEProtocol, SessionClosed
 from gateway.smpp.pdu import PDU, Framer, decode, encode
-from gateway.smpp.pool import HEALTHY_AFTER_S, NoSession, OperatorPool
+from gateway.smpp.pool import HEALTHY_AFTER_S, NoSession, OperatorPool, SessionGone
 from gateway.smpp.ratelimit import SlidingWindow, TokenBucket
 
 
@@ -29,7 +29,7 @@ def submit_sm(n=0):
                                     "short_message": b"payam"})
 
 
-def make_pool(reactor, *, inbound_handler=lambda operator, pdu: c.ESME_ROK,
+def make_pool(reactor, *, inbound_handler=lambda operator, session, pdu: c.ESME_ROK,
               healthy_after_s=HEALTHY_AFTER_S, **overrides):
     settings = dict(system_id="payam", password="secret", system_type="",
                     bind="transceiver", binds=1, window=3, tps=1000,
@@ -130,6 +130,15 @@ class Link:
         self.transport = StringTransport()
         self.framer = Framer()
         proto.makeConnection(self.transport)
+
+    @property
+    def session(self):
+        """The ESMEProtocol, under the protocols the endpoint and ClientService wrap
+        it in."""
+        proto = self.proto
+        while not isinstance(proto, ESMEProtocol):
+            proto = getattr(proto, "_wrappedProtocol", None) or proto._protocol
+        return proto
 
     def sent(self):
         data = self.transport.value()
@@ -437,7 +446,7 @@ def test_unreachable_smsc_is_logged_with_name_address_and_reason_once(memory_rea
 
 def test_inbound_goes_to_the_handler_with_the_operator_name(memory_reactor):
     seen = []
-    pool = started(make_pool(memory_reactor, inbound_handler=lambda op, pdu: (
+    pool = started(make_pool(memory_reactor, inbound_handler=lambda op, session, pdu: (
         seen.append((op, pdu.fields["destination_addr"])) or c.ESME_ROK)))
     (link,) = FakeSMSC(memory_reactor).accept()
     link.receive(PDU(c.DELIVER_SM, 7, fields={"source_addr": "989121234567",
@@ -445,6 +454,60 @@ def test_inbound_goes_to_the_handler_with_the_operator_name(memory_reactor):
     assert seen == [("mci", "40401234")]
     (resp,) = link.sent()
     assert (resp.command_id, resp.sequence, resp.status) == (c.DELIVER_SM_RESP, 7, 0)
+
+
+def test_inbound_handler_is_told_the_session_and_via_answers_on_it(memory_reactor):
+    seen = []
+    pool = started(make_pool(memory_reactor, binds=2, inbound_handler=lambda op, session,
+                             pdu: seen.append(session) or c.ESME_ROK))
+    a, b = FakeSMSC(memory_reactor).accept()
+    b.receive(PDU(c.DELIVER_SM, 3, fields={"source_addr": "989121234567",
+                                          "destination_addr": "40401234"}))
+    (session,) = seen
+    assert session is b.session
+    b.sent()                                            # the deliver_sm_resp
+    for n in range(3):          # least-loaded would alternate; via keeps to b
+        pool.submit(submit_sm(n), via=session)
+    assert a.sent() == [] and len(b.sent()) == 3
+
+
+def test_via_a_full_window_or_a_receiver_fails_no_session_not_another_bind(memory_reactor):
+    pool = started(make_pool(memory_reactor, bind="transmitter+receiver", window=1))
+    tx, rx = FakeSMSC(memory_reactor).accept()
+    failures = []
+    pool.submit(submit_sm(), via=rx.session).addErrback(failures.append)
+    pool.submit(submit_sm(), via=tx.session)
+    pool.submit(submit_sm(), via=tx.session).addErrback(failures.append)
+    assert [f.type for f in failures] == [NoSession, NoSession]
+    assert "bound as receiver" in failures[0].getErrorMessage()
+    assert len(tx.sent()) == 1 and rx.sent() == []
+
+
+def test_via_a_lost_session_fails_session_gone(memory_reactor):
+    pool = started(make_pool(memory_reactor, binds=2))
+    a, b = FakeSMSC(memory_reactor).accept()
+    b.drop()
+    failures = []
+    pool.submit(submit_sm(), via=b.session).addErrback(failures.append)
+    assert failures[0].check(SessionGone) and "no longer bound" in failures[0].getErrorMessage()
+    assert a.sent() == []                               # not carried by the other bind
+
+
+def test_via_submits_spend_the_operators_tps(memory_reactor):
+    # tps 100 → burst of 10, shared by via and ordinary submits.
+    pool = started(make_pool(memory_reactor, binds=2, window=100, tps=100))
+    a, b = FakeSMSC(memory_reactor).accept()
+    for n in range(5):
+        pool.submit(submit_sm(n), via=b.session)
+        pool.submit(submit_sm(n))
+    assert pool.free_slots() == 0
+    refused = []
+    pool.submit(submit_sm(), via=b.session).addErrback(refused.append)
+    assert refused[0].check(NoSession) and "TPS" in refused[0].getErrorMessage()
+    pool.slow_down(1.0)
+    memory_reactor.advance(0.5)
+    pool.submit(submit_sm(), via=b.session).addErrback(refused.append)
+    assert refused[1].check(NoSession) and "slowed down" in refused[1].getErrorMessage()
 
 
 # --- real loopback TCP ---------------------------------------------------------------------------
@@ -512,7 +575,8 @@ class LoopbackPoolTests(unittest.TestCase):
         # Runs before stopListening (cleanups are LIFO): the peer's side closes too.
         self.addCleanup(lambda: wait_until(reactor, lambda: not self.peer.links))
 
-    def start_pool(self, *, inbound_handler=lambda operator, pdu: c.ESME_ROK, **overrides):
+    def start_pool(self, *, inbound_handler=lambda operator, session, pdu: c.ESME_ROK,
+                   **overrides):
         settings = dict(system_id="payam", password="secret", system_type="",
                         bind="transceiver", binds=2, window=3, tps=100_000,
                         enquire_link_s=30, response_timeout_s=5, reconnect_s=(0.05, 0.2))
@@ -593,7 +657,7 @@ class LoopbackPoolTests(unittest.TestCase):
     def test_bad_pdus_from_the_smsc_get_answers_and_the_session_lives_on(self):
         """Unknown command, truncated body, unfamiliar TLVs: each answered, none fatal."""
         inbound = []
-        pool = self.start_pool(binds=1, inbound_handler=lambda operator, pdu: (
+        pool = self.start_pool(binds=1, inbound_handler=lambda operator, session, pdu: (
             inbound.append(pdu), c.ESME_ROK)[1])
         yield wait_until(reactor, lambda: pool.bound_count() == 1)
         (link,) = self.peer.links
@@ -664,3 +728,24 @@ def test_a_throttling_smsc_sees_few_throttled_submits(memory_reactor):
     assert len(accepted) == 2000
     assert throttled < 100                     # 64 measured
     assert sliding_max(sent) <= 500
+
+
+def test_throttled_answers_log_once_per_pause_and_interval(memory_reactor, caplog):
+    """Audit 6, item 9: an SMSC throttling every answer made a line per answer."""
+    caplog.set_level(logging.INFO, logger="payam.smpp.pool")
+    pool = started(make_pool(memory_reactor))
+    FakeSMSC(memory_reactor).accept()
+    caplog.clear()
+    for _ in range(1000):                  # what the dispatcher does per throttled answer
+        pool.throttled()
+        pool.slow_down(1.0)
+        memory_reactor.advance(0.005)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("slowing down" in m for m in messages) == 1, messages
+    assert sum("throttled by the SMSC" in m for m in messages) == 1, messages
+    memory_reactor.advance(10)             # the pause is over; the next one is told
+    pool.throttled()
+    pool.slow_down(1.0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("slowing down" in m for m in messages) == 2
+    assert "more like this" in [m for m in messages if "throttled by" in m][-1]

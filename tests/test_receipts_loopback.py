@@ -6,7 +6,7 @@ Most receipts are sent BEFORE the submit_sm_resp: the SMSC holds the response un
 deliver_sm_resp says the receipt is stored.  The others come late, after a few more
 submits.  Each receipt tells its own message apart: DELIVRD for an even recipient,
 UNDELIV with `err:` = the recipient's last three digits for an odd one.  The real
-dispatcher, binds, inbound router and store run in this process.
+dispatcher, binds, inbound classifier and store run in this process.
 """
 
 import shutil
@@ -19,7 +19,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
 
 from gateway.config.schema import Routing, RoutingRule
-from gateway.deliver import InboundRouter
+from gateway.inbound import InboundClassifier
 from gateway.dispatch import Dispatcher
 from gateway.routing import Router
 from gateway.smpp import constants as c
@@ -110,7 +110,7 @@ class EarlyCollidingReceipts(unittest.TestCase):
         store = Store(directory / "gateway.db", reactor)
         store.open()
         self.addCleanup(store.close)
-        inbound = InboundRouter(store, reactor, receipt_ids=receipt_ids)
+        inbound = InboundClassifier(store, reactor, receipt_ids=receipt_ids)
         for name, factory in smscs.items():
             original = factory.buildProtocol
 

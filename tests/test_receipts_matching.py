@@ -383,26 +383,26 @@ def test_a_configured_base_wins_over_a_learned_one(store, clock, db_path):
 
 def test_the_inbound_router_judges_the_kept_receipts_once_they_are_of_age(
         store, clock, db_path):
-    from gateway import deliver
+    from gateway.inbound import InboundClassifier, receipts as inbound_receipts
     from gateway.smpp import constants as c
     from gateway.smpp.pdu import PDU
 
     messages = accepted(store, clock, store_receipts.LEARN_VOTES)
     ok(clock, store.record([PartOutcome(m.id, 1, "submitted", operator="mci",
                                         smsc_id=f"{n:X}") for n, m in enumerate(messages, 900)]))
-    router = deliver.InboundRouter(store, clock, receipt_ids={"mci": "auto"})
+    router = InboundClassifier(store, clock, receipt_ids={"mci": "auto"})
     answers = []
     for n in range(900, 900 + len(messages)):
         pdu = PDU(c.DELIVER_SM, fields={"esm_class": 0x04, "short_message": b""})
         pdu.set_tlv(c.TLV_RECEIPTED_MESSAGE_ID, str(n))
         pdu.set_tlv(c.TLV_MESSAGE_STATE, c.MESSAGE_STATE_DELIVERED)
-        answers.append(router.received("mci", pdu))
-    clock.advance(deliver.RECEIPT_GATHER_S)
+        answers.append(router.received("mci", None, pdu))
+    clock.advance(inbound_receipts.RECEIPT_GATHER_S)
     for answer in answers:
         assert ok(clock, answer) == c.ESME_ROK
     assert {status(store, m) for m in messages} == {"submitted"}
 
-    clock.advance(deliver.LEARN_AGAIN_S)            # the router's round of judging
+    clock.advance(inbound_receipts.LEARN_AGAIN_S)            # the router's round of judging
     ok(clock, store.apply_receipts([], {}))          # ... has committed after this one
     assert learned(db_path, "mci") == "dec"
     assert {status(store, m) for m in messages} == {"delivered"}
@@ -426,9 +426,9 @@ def test_kept_receipts_come_of_age_after_their_operators_response_timeout(
 
 
 def test_the_inbound_router_judges_after_the_operators_response_timeout(store, clock):
-    from gateway import deliver
-    router = deliver.InboundRouter(store, clock, receipt_ids={"mci": "auto"},
-                                   response_timeouts={"mci": 5})
+    from gateway.inbound import InboundClassifier, receipts as inbound_receipts
+    router = InboundClassifier(store, clock, receipt_ids={"mci": "auto"},
+                               response_timeouts={"mci": 5})
     calls = []
     store.apply_receipts = lambda receipts, modes, learn=(), mature_s=None: (
         calls.append((list(learn), dict(mature_s or {}))) or _fired([False] * len(receipts)))
@@ -437,8 +437,8 @@ def test_the_inbound_router_judges_after_the_operators_response_timeout(store, c
     pdu = PDU(c.DELIVER_SM, fields={"esm_class": 0x04, "short_message": b""})
     pdu.set_tlv(c.TLV_RECEIPTED_MESSAGE_ID, "123")
     pdu.set_tlv(c.TLV_MESSAGE_STATE, c.MESSAGE_STATE_DELIVERED)
-    router.received("mci", pdu)
-    clock.advance(deliver.RECEIPT_GATHER_S)
+    router.received("mci", None, pdu)
+    clock.advance(inbound_receipts.RECEIPT_GATHER_S)
     assert calls == [([], {"mci": 35.0})]
     clock.advance(5 + store_receipts.MATURE_MARGIN_S + 0.5)
     assert len(calls) == 1

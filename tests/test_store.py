@@ -5,6 +5,7 @@ below queues those calls and the test thread runs them while it waits, so each t
 drives the real writer thread without a running reactor and without sleeping blindly.
 """
 
+import os
 import shutil
 from pathlib import Path
 import sqlite3
@@ -663,6 +664,41 @@ def test_parts_whose_receipt_never_came_expire_and_receiptless_messages_end(
     assert ok(clock, store.get_message(waiting.id)) is None
 
 
+def test_housekeeping_ends_queued_parts_whose_validity_passed_before_they_were_sent(
+        store, clock, db_path):
+    """Audit 14: on a route that never binds, queued parts waited forever (housekeeping
+    expired only submitted ones)."""
+    from gateway.housekeeping import housekeeping_service
+    stuck = message(store, parts=2, validity_s=3600)
+    half = message(store, parts=2, validity_s=3600)
+    in_flight = message(store, validity_s=3600)
+    fresh = message(store, validity_s=86400)
+    ok(clock, store.accept([stuck, half, fresh]))
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([submitted(half, 1, "81")] + [
+        PartOutcome(m.id, seq, "requeue", not_before=T0 + 10**6)
+        for m, seq in ((stuck, 1), (stuck, 2), (half, 2), (fresh, 1))]))
+    ok(clock, store.accept([in_flight]))
+    ok(clock, store.claim(10, T0))                     # 'sending': the dispatcher's
+    service = housekeeping_service(store, clock, every_s=60)
+    service.startService()
+    try:
+        clock.wait(store.purge(older_than=0))          # the round at start: all valid
+        assert part_states(db_path, stuck.id) == ["queued", "queued"]
+        clock.advance(3600 + 30)
+        clock.advance(60)                              # a round after validity ended
+        clock.wait(store.purge(older_than=0))
+    finally:
+        service.stopService()
+    assert part_states(db_path, stuck.id) == ["expired", "expired"]
+    ended = ok(clock, store.get_message(stuck.id))
+    assert ended["status"] == "expired" and "before" in ended["error"]
+    assert part_states(db_path, half.id) == ["submitted", "expired"]
+    assert ok(clock, store.get_message(half.id))["status"] == "expired"
+    assert part_states(db_path, in_flight.id) == ["sending"]
+    assert part_states(db_path, fresh.id) == ["queued"]
+
+
 def test_a_database_from_the_first_schema_is_migrated_and_its_parts_still_flow(
         db_path, clock):
     import sqlite_utils
@@ -726,6 +762,31 @@ def test_a_database_with_overwritten_pages_is_refused(db_path, clock, tmp_path):
     assert str(db_path) in str(refused.value) and refused.value.lasting
 
 
+def _overwrite_root_page(db_path, table):
+    with sqlite3.connect(db_path) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?",
+                            (table,)).fetchone()[0]
+    with open(db_path, "r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(b"\xa5" * page_size)
+
+
+def test_a_damaged_page_the_start_never_reads_is_found_before_opening(db_path, clock):
+    """Audit 13: the audit table's root page overwritten: open() went on, check-config
+    said OK."""
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    ok(clock, store.accept([message(store) for _ in range(50)]))
+    ok(clock, store.close())
+    _overwrite_root_page(db_path, "audit")
+    [line] = problems(db_path)
+    assert str(db_path) in line and "damaged" in line and "backup" in line
+    with pytest.raises(StoreUnusable) as refused:
+        Store(db_path, clock).open()
+    assert refused.value.lasting and str(refused.value) == line
+
+
 def _used_store(db_path, clock, count=3):
     store = Store(db_path, clock, commit_interval=0.0)
     store.open()
@@ -755,6 +816,42 @@ def test_a_store_that_existed_is_not_silently_replaced(db_path, clock, how):
     again = Store(db_path, clock, commit_interval=0.0)
     again.open()                       # the new store is now the marked one
     ok(clock, again.close())
+
+
+def test_clearing_the_store_with_its_glob_leaves_the_marker_and_is_refused(db_path, clock):
+    """Audit 13: the marker was `<db>.id`, so `rm gateway.db*` (the usual way to clear
+    the -wal and -shm files) took it too and the store began anew, silently."""
+    _used_store(db_path, clock)
+    for path in db_path.parent.glob(db_path.name + "*"):
+        path.unlink()
+    assert os.path.exists(marker_path(db_path))
+    with pytest.raises(StoreUnusable) as refused:
+        Store(db_path, clock).open()
+    assert "missing" in str(refused.value) and marker_path(db_path) in str(refused.value)
+    assert not db_path.exists()
+    assert problems(db_path) == [str(refused.value)]
+
+
+def test_a_marker_under_its_old_name_is_moved_to_the_new_one(db_path, clock):
+    _used_store(db_path, clock)
+    old = str(db_path) + ".id"
+    os.replace(marker_path(db_path), old)               # as an older version left it
+    db_path.unlink()
+    with pytest.raises(StoreUnusable):                  # the old marker still counts
+        Store(db_path, clock).open()
+    assert problems(db_path) and old in problems(db_path)[0]
+
+    _used_store(db_path.with_name("x.db"), clock)
+    other = db_path.parent / "y.db"
+    _used_store(other, clock)
+    store_id = open(marker_path(other)).readline().strip()
+    os.replace(marker_path(other), str(other) + ".id")
+    reopened = Store(other, clock, commit_interval=0.0)
+    reopened.open()
+    ok(clock, reopened.close())
+    assert not os.path.exists(str(other) + ".id")
+    assert open(marker_path(other)).readline().strip() == store_id
+    assert reopened.store_id == store_id
 
 
 def test_the_first_start_creates_the_store_and_its_marker(db_path, clock):

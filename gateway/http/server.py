@@ -11,10 +11,11 @@ written as soon as it is ready.
 
 Back-pressure: a channel is the streaming producer of its transport. While the transport
 cannot take more (its buffer is over Twisted's bufferSize) or too many requests wait for
-their answers, the channel stops reading from the socket and stops parsing what it has
-already read; a peer that stays unwritable for send_timeout is dropped. So what one
-connection can make us hold is bounded: a read, the queue's answers, the transport's
-buffer.
+their answers, the channel writes no more answers (they wait in the queue), asks no
+handler anything new (requests the current parse slice still completes are held, not
+dispatched), stops reading from the socket and stops parsing what it has already read; a
+peer that stays unwritable for send_timeout is dropped. So what one connection can make
+us hold is bounded: a read, at most max_pipelined answers, the transport's buffer.
 """
 
 import json
@@ -238,7 +239,7 @@ class HTTPChannel(Protocol):
 
     # CPython 3.11 keeps at most 30 instance attributes in its fast shared layout; past
     # that every attribute access slows down (+8% of the hot path, measured). With the
-    # two Twisted sets (transport, connected) this class has 27.
+    # two Twisted sets (transport, connected) this class has 29.
     def __init__(self, factory):
         self.factory = factory
         self._parser = httptools.HttpRequestParser(self)
@@ -256,6 +257,9 @@ class HTTPChannel(Protocol):
         self._stalled_since = None       # since then waiting for the peer to take our bytes
         self._read_closed = False        # the peer half-closed (SHUT_WR)
         self._unparsed = b""             # read but not parsed while paused: one read at most
+        self._held = deque()             # (request, slot) parsed while paused, not yet
+                                         # dispatched: one parse slice at most
+        self._releasing = False          # inside _release: answers must not re-enter it
         self._peer = ""
         self._reset_request()
 
@@ -285,6 +289,7 @@ class HTTPChannel(Protocol):
         self._cancel_timer()
         self._stalled_since = None
         self._unparsed = b""
+        self._held.clear()
         self.factory._connection_gone(self)
 
     def readConnectionLost(self):
@@ -301,7 +306,8 @@ class HTTPChannel(Protocol):
         self._close()
 
     def is_idle(self):
-        return not self._queue and not self._in_request and not self._unparsed
+        return (not self._queue and not self._held and not self._in_request
+                and not self._unparsed)
 
     def close_when_idle(self):
         """The factory is stopping: finish what was asked, take nothing new (what was
@@ -328,7 +334,8 @@ class HTTPChannel(Protocol):
     # -- back-pressure: IPushProducer, called by the transport --
 
     def pauseProducing(self):
-        """The transport's buffer is full: read and parse nothing more until it drains."""
+        """The transport's buffer is full: write, dispatch, read and parse nothing more
+        until it drains."""
         self._write_blocked = True
         if self._stalled_since is None:
             self._stalled_since = self.factory.clock.seconds()
@@ -338,7 +345,7 @@ class HTTPChannel(Protocol):
         self._write_blocked = False
         if not self._closing:
             self._stalled_since = None
-        self._release()
+        self._flush()                          # the answers kept meanwhile, then _release
 
     def stopProducing(self):
         """The connection is going away; connectionLost cleans up."""
@@ -349,11 +356,28 @@ class HTTPChannel(Protocol):
             self.transport.pauseProducing()
 
     def _release(self):
-        """Read again once nothing holds us back, beginning with what was kept unparsed."""
-        if (not self._paused or self._write_blocked or self._closing or self._closed
-                or len(self._queue) >= self.factory.max_pipelined // 2):
+        """Go on once nothing holds us back: first the requests parsed while held, then
+        what was kept unparsed, then reading."""
+        if (not self._paused or self._releasing or self._write_blocked or self._closing
+                or self._closed):
             return
-        self._paused = False
+        queue, held, limit = self._queue, self._held, self.factory.max_pipelined
+        self._releasing = True                 # their answers call _flush, which calls us
+        try:
+            while held:
+                if self._write_blocked or self._closing or self._closed or len(queue) >= limit:
+                    return
+                request, slot = held.popleft()
+                queue.append(slot)
+                if request is None:            # a refusal, answered already
+                    self._flush()
+                else:
+                    self._dispatch(request, slot)
+            if len(queue) >= limit // 2:
+                return
+            self._paused = False
+        finally:
+            self._releasing = False
         # Never inside the parser: what is kept unparsed is only set once parsing stops.
         if self._unparsed:
             data, self._unparsed = self._unparsed, b""
@@ -505,12 +529,17 @@ class HTTPChannel(Protocol):
         slot = _Slot(close=not keep_alive, head_only=method == "HEAD")
         # An HTTP/1.0 client asked for keep-alive: it needs to hear that it got it.
         slot.say_keep_alive = keep_alive and self._parser.get_http_version() == "1.0"
-        self._queue.append(slot)
         if slot.close:
             self._accepting = False
+        self._reset_request()
+        if self._paused:
+            # Held back in the middle of a parse slice: ask nothing more until released
+            # (a cheap request with a large answer would multiply what we hold).
+            self._held.append((request, slot))
+            return
+        self._queue.append(slot)
         if len(self._queue) >= self.factory.max_pipelined:
             self._hold()
-        self._reset_request()
         self._dispatch(request, slot)
 
     # -- answers --
@@ -544,6 +573,9 @@ class HTTPChannel(Protocol):
         self._cancel_timer()
         slot = _Slot(close=close, head_only=False)
         slot.response = error_response(error)
+        if self._held:                         # after the requests held before it
+            self._held.append((None, slot))
+            return
         self._queue.append(slot)
         self._flush()
 
@@ -559,15 +591,20 @@ class HTTPChannel(Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _flush(self):
-        while self._queue and self._queue[0].response is not None:
-            slot = self._queue.popleft()
+        queue = self._queue
+        while queue and queue[0].response is not None:
             if self._closed or self.transport.disconnecting:
+                queue.popleft()
                 continue
-            close = slot.close or (not self._accepting and not self._queue
-                                   and not self._in_request)
+            if self._write_blocked:
+                break                          # they wait here until resumeProducing
+            slot = queue.popleft()
+            close = slot.close or (not self._accepting and not queue
+                                   and not self._in_request and not self._held)
             _write_now(self.transport, self._serialize(slot, close))
             if slot.close:
-                self._queue.clear()
+                queue.clear()
+                self._held.clear()
                 self._close()
                 return
         if self._closed or self._closing:

@@ -36,6 +36,10 @@ MAX_UNANSWERED_INBOUND = 1000
 SWEEP_INTERVAL_S = 1.0
 # After loseConnection, a peer that never reads would keep the socket open forever.
 CLOSE_GRACE_S = 5.0
+# After a "not bound" answer (ESME_RINVBNDSTS / RALYBND) the session takes no new request
+# but waits this long at most for the answers to those in flight: one the SMSC accepted
+# must be recorded submitted, not resent as an unknown outcome (audit 6, item 4).
+REBIND_DRAIN_S = 5.0
 # Back-pressure (issue 6, item 7): once the transport's write buffer is full we stop
 # reading from the SMSC (and take no submits); a peer that still has not read after
 # WRITE_STALL_S, or while we owe it more than MAX_BLOCKED_WRITE_BYTES, is dropped.
@@ -124,6 +128,7 @@ class ESMEProtocol(protocol.Protocol):
         self._drain_call = None
         self._unbind_sent = False
         self._unbind_timeout = None
+        self._unbind_reason = "unbound"     # the close_reason once the unbind is done
 
     # --- what the owner sees ----------------------------------------------------------
     @property
@@ -210,14 +215,19 @@ class ESMEProtocol(protocol.Protocol):
         if self._state != BOUND:
             self._close("closed before the bind completed")
             return closed
+        self._start_unbind(timeout)
+        return closed
+
+    def _start_unbind(self, timeout, reason=None):
         self._state = UNBINDING
+        if reason is not None:
+            self._unbind_reason = reason
         log.info("%s: unbinding (%d outstanding)", self.label, self._in_window)
         self._unbind_timeout = max(timeout, 0.0)
         if self._in_window == 0:
             self._send_unbind()
         else:
             self._drain_call = self._clock.callLater(self._unbind_timeout, self._send_unbind)
-        return closed
 
     # --- connection lifecycle ----------------------------------------------------------
     def connectionMade(self):
@@ -368,9 +378,10 @@ class ESMEProtocol(protocol.Protocol):
                 if "message_id" in resp.fields else "")
             self._answered(entry, resp)
             return
-        log.warning("%s: bad %s seq %d: %s; answering %s", self.label,
-                    c.command_name(command_id), error.sequence, error,
-                    c.status_name(error.status))
+        self.factory.rlog.warning((self.factory.operator, "bad-request"),
+                                  "%s: bad %s seq %d: %s; answering %s", self.label,
+                                  c.command_name(command_id), error.sequence, error,
+                                  c.status_name(error.status))
         self._write(_error_answer(command_id, error.sequence, error.status))
 
     # --- responses ----------------------------------------------------------------------
@@ -394,14 +405,20 @@ class ESMEProtocol(protocol.Protocol):
             self.answered_at = self._last_answer
         expected = entry.command_id | c.RESPONSE_BIT
         if pdu.command_id not in (expected, c.GENERIC_NACK):
-            log.warning("%s: %s answers seq %d, which was a %s", self.label, pdu.name,
-                        pdu.sequence, c.command_name(entry.command_id))
-        self._finish(entry, result=pdu)
+            self.factory.rlog.warning((self.factory.operator, "wrong-answer"),
+                                      "%s: %s answers seq %d, which was a %s", self.label,
+                                      pdu.name, pdu.sequence,
+                                      c.command_name(entry.command_id))
         if pdu.status and self._state == BOUND and classify_status(pdu.status) == REBIND:
-            # The SMSC no longer takes this bind as bound: a new bind is the cure.
-            log.warning("%s: SMSC answered %s: closing to bind again", self.label,
+            # The SMSC no longer takes this bind as bound: a new bind is the cure. No new
+            # request from now on (before the caller hears this answer, which may try to
+            # send again), but the answers to those in flight, the rest of this read
+            # included, are still read; then unbind and close (bounded).
+            log.warning("%s: SMSC answered %s: unbinding to bind again", self.label,
                         c.status_name(pdu.status))
-            self._close(f"SMSC answered {c.status_name(pdu.status)}")
+            self._start_unbind(min(self.factory.response_timeout_s, REBIND_DRAIN_S),
+                               f"SMSC answered {c.status_name(pdu.status)}")
+        self._finish(entry, result=pdu)
 
     def _finish(self, entry, result=None, failure=None):
         if entry.in_window:
@@ -433,10 +450,13 @@ class ESMEProtocol(protocol.Protocol):
         elif command_id in c.BIND_COMMANDS:
             self._write(pdu.response(status=c.ESME_RALYBND))
         elif command_id == c.ALERT_NOTIFICATION:
-            log.info("%s: alert_notification ignored (no response in SMPP)", self.label)
+            self.factory.rlog.info((self.factory.operator, "alert_notification"),
+                                   "%s: alert_notification ignored (no response in SMPP)",
+                                   self.label)
         else:
-            log.warning("%s: %s seq %d not served; generic_nack", self.label, pdu.name,
-                        pdu.sequence)
+            self.factory.rlog.warning((self.factory.operator, "not-served"),
+                                      "%s: %s seq %d not served; generic_nack", self.label,
+                                      pdu.name, pdu.sequence)
             self._write(PDU(c.GENERIC_NACK, pdu.sequence, c.ESME_RINVCMDID))
 
     def _inbound(self, pdu):
@@ -444,28 +464,33 @@ class ESMEProtocol(protocol.Protocol):
             self._write(pdu.response(status=c.ESME_RINVBNDSTS))
             return
         if self._unanswered_inbound >= MAX_UNANSWERED_INBOUND:
-            log.warning("%s: %d inbound PDUs unanswered; %s seq %d refused with "
-                        "ESME_RMSGQFUL", self.label, self._unanswered_inbound, pdu.name,
-                        pdu.sequence)
+            self.factory.rlog.warning((self.factory.operator, "inbound-full"),
+                                      "%s: %d inbound PDUs unanswered; %s seq %d refused "
+                                      "with ESME_RMSGQFUL", self.label,
+                                      self._unanswered_inbound, pdu.name, pdu.sequence)
             self._write(pdu.response(status=c.ESME_RMSGQFUL))
             return
         self._unanswered_inbound += 1
-        d = defer.maybeDeferred(self.factory.inbound, pdu)
+        d = defer.maybeDeferred(self.factory.inbound, self, pdu)
         d.addCallbacks(self._inbound_handled, self._inbound_failed,
                        callbackArgs=(pdu,), errbackArgs=(pdu,))
 
     def _inbound_handled(self, status, pdu):
         if isinstance(status, bool) or not isinstance(status, int) \
                 or not 0 <= status <= 0xFFFFFFFF:
-            log.error("%s: inbound handler returned %r for %s seq %d; answering "
-                      "ESME_RX_T_APPN", self.label, status, pdu.name, pdu.sequence)
+            self.factory.rlog.error((self.factory.operator, "inbound-status"),
+                                    "%s: inbound handler returned %r for %s seq %d; "
+                                    "answering ESME_RX_T_APPN", self.label, status,
+                                    pdu.name, pdu.sequence)
             status = c.ESME_RX_T_APPN
         self._answer_inbound(pdu, int(status))
 
     def _inbound_failed(self, failure, pdu):
         # Not stored: a temporary error makes the SMSC deliver it again later.
-        log.error("%s: inbound %s seq %d not handled (%s); answering ESME_RX_T_APPN",
-                  self.label, pdu.name, pdu.sequence, failure.getErrorMessage())
+        self.factory.rlog.error((self.factory.operator, "inbound-failed"),
+                                "%s: inbound %s seq %d not handled (%s); answering "
+                                "ESME_RX_T_APPN", self.label, pdu.name, pdu.sequence,
+                                failure.getErrorMessage())
         self._answer_inbound(pdu, c.ESME_RX_T_APPN)
 
     def _answer_inbound(self, pdu, status):
@@ -583,9 +608,9 @@ class ESMEProtocol(protocol.Protocol):
             result.trap(SessionError)
             if result.check(SessionClosed):
                 return
-            self._close("unbind_resp timeout")
+            self._close(f"{self._unbind_reason}; unbind_resp timeout")
         else:
-            self._close("unbound")
+            self._close(self._unbind_reason)
 
     def _sweep(self):
         """Expire overdue requests and keep an idle session alive; runs every interval."""
@@ -599,9 +624,10 @@ class ESMEProtocol(protocol.Protocol):
             if entry.in_window:
                 self._consecutive_timeouts += 1
                 freed = True
-                log.warning("%s: no response to %s seq %d within %gs", self.label,
-                            c.command_name(entry.command_id), seq,
-                            self.factory.response_timeout_s)
+                self.factory.rlog.warning((self.factory.operator, "timeout"),
+                                          "%s: no response to %s seq %d within %gs",
+                                          self.label, c.command_name(entry.command_id),
+                                          seq, self.factory.response_timeout_s)
                 self._in_window -= 1
             entry.deferred.errback(ResponseTimeout(
                 f"{c.command_name(entry.command_id)} seq {seq} unanswered"))
@@ -640,8 +666,9 @@ def _peer(transport):
 class ESMEFactory(protocol.Factory):
     """Bind parameters and the owner's callbacks; makes one ESMEProtocol per connection.
 
-    Callbacks (all optional): inbound(pdu) -> int | Deferred[int] (the deliver_sm_resp /
-    data_sm_resp status, fired once the PDU is stored); session_bound(session);
+    Callbacks (all optional): inbound(session, pdu) -> int | Deferred[int] (the
+    deliver_sm_resp / data_sm_resp status, fired once the PDU is stored; `session` the
+    one it came in on, so an answer can go back on the same bind); session_bound(session);
     session_lost(session) (every connection, bound or not: see session.bind_status);
     session_ready(session) (a window slot is free)."""
 
@@ -687,11 +714,13 @@ class ESMEFactory(protocol.Factory):
         self.current = session
         return session
 
-    def inbound(self, pdu):
+    def inbound(self, session, pdu):
         if self._on_inbound is None:
-            log.error("%s: %s received but no inbound handler is set", self.label, pdu.name)
+            self.rlog.error((self.operator, "no-handler"),
+                            "%s: %s received but no inbound handler is set", self.label,
+                            pdu.name)
             return c.ESME_RX_T_APPN
-        return self._on_inbound(pdu)
+        return self._on_inbound(session, pdu)
 
     def session_bound(self, session):
         _notify(self._on_bound, session)

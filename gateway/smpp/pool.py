@@ -42,6 +42,13 @@ class NoSession(SessionError):
     budget is spent, or the operator asked us to slow down."""
 
 
+class SessionGone(NoSession):
+    """A submit `via` a session that is no longer bound (lost, unbinding, closed): it was
+    not sent. Retrying through that session can never work; whether another bind may
+    carry it instead is the caller's decision (a USSD answer on another bind is wrong
+    for some operators)."""
+
+
 class _Bind:
     """One configured session slot: its factory, its ClientService, its retry state."""
 
@@ -82,7 +89,10 @@ class OperatorPool(MultiService):
 
     def __init__(self, config, *, inbound_handler, reactor, healthy_after_s=HEALTHY_AFTER_S):
         """config: the operator's OperatorConfig (gateway.config.schema), whose values the
-        config loader has checked once; the binds' factories share it."""
+        config loader has checked once; the binds' factories share it.
+        inbound_handler(operator, session, pdu) -> int | Deferred[int]: each deliver_sm /
+        data_sm with the session it came in on (answer through it: submit(via=session)),
+        answered with that status once it fires."""
         super().__init__()
         # The loader refuses it; a pool of no binds would not fail, only never bind.
         assert config.binds >= 1, f"operator {config.name}: unchecked config"
@@ -149,27 +159,40 @@ class OperatorPool(MultiService):
             self._wake_on_tokens()
         return min(window, tokens)
 
-    def submit(self, pdu):
-        """Send through the least-loaded bound session; Deferred[resp PDU], or a failure
-        (NoSession, SessionClosed, ResponseTimeout)."""
+    def submit(self, pdu, via=None):
+        """Send through the least-loaded bound session, or through `via` (a session this
+        pool handed to the inbound handler) and no other; Deferred[resp PDU], or a
+        failure (NoSession, SessionGone, SessionClosed, ResponseTimeout). The TPS budget
+        and the slow-down apply either way."""
         if self._stopping:
             return defer.fail(NoSession(f"operator {self.operator} is stopping"))
         wait = self._slowed_until - self._clock.seconds()
         if wait > 0:
             return defer.fail(NoSession(f"operator {self.operator} slowed down for "
                                         f"{wait:.1f}s more"))
-        # The least-loaded session that can submit, in one pass (hot path: no list,
-        # no key function); ties go to the first, as min() would.
-        session = None
-        least = None
-        for candidate in self._sessions:
-            if candidate.can_submit():
-                outstanding = candidate.outstanding
-                if least is None or outstanding < least:
-                    session, least = candidate, outstanding
-        if session is None:
-            return defer.fail(NoSession(f"operator {self.operator}: no bound session "
-                                        f"with a free window slot"))
+        if via is None:
+            # The least-loaded session that can submit, in one pass (hot path: no list,
+            # no key function); ties go to the first, as min() would.
+            session = None
+            least = None
+            for candidate in self._sessions:
+                if candidate.can_submit():
+                    outstanding = candidate.outstanding
+                    if least is None or outstanding < least:
+                        session, least = candidate, outstanding
+            if session is None:
+                return defer.fail(NoSession(f"operator {self.operator}: no bound session "
+                                            f"with a free window slot"))
+        else:
+            session = via
+            if session not in self._sessions or not session.is_bound:
+                return defer.fail(SessionGone(f"operator {self.operator}: session "
+                                              f"{session.label} is no longer bound"))
+            if not session.can_submit():
+                why = ("bound as receiver" if not session.can_transmit
+                       else "its window is full or the SMSC is not reading")
+                return defer.fail(NoSession(f"operator {self.operator}: session "
+                                            f"{session.label} cannot take it now: {why}"))
         left = self._bucket.take_one()
         if left is None:
             self._wake_on_tokens()
@@ -184,16 +207,20 @@ class OperatorPool(MultiService):
         """The SMSC answered ESME_RTHROTTLED / ESME_RMSGQFUL: lower the operator's rate
         (see OperatorRate); it climbs back by itself while no throttle comes."""
         if self._bucket.throttled():
-            log.info("operator %s: throttled by the SMSC; rate now %.1f/s (tps %g)",
-                     self.operator, self._bucket.rate, self._bucket.tps)
+            self._rlog.info((self.operator, "throttled"),
+                            "operator %s: throttled by the SMSC; rate now %.1f/s (tps %g)",
+                            self.operator, self._bucket.rate, self._bucket.tps)
 
     def slow_down(self, seconds):
         """Pause this operator's submits for `seconds` (after ESME_RTHROTTLED / RMSGQFUL);
         on_ready is called when the pause ends."""
-        until = self._clock.seconds() + seconds
+        now = self._clock.seconds()
+        until = now + seconds
         if until <= self._slowed_until:
             return
-        log.info("operator %s: slowing down for %.1fs", self.operator, seconds)
+        if now >= self._slowed_until:          # a pause starts (not one made longer)
+            self._rlog.info((self.operator, "slow"), "operator %s: slowing down for %.1fs",
+                            self.operator, seconds)
         self._slowed_until = until
         if self._slow_call is not None and self._slow_call.active():
             self._slow_call.cancel()
@@ -222,8 +249,8 @@ class OperatorPool(MultiService):
             log.exception("operator %s: on_ready failed", self.operator)
 
     # --- session callbacks ------------------------------------------------------------------
-    def _inbound(self, pdu):
-        return self._inbound_handler(self.operator, pdu)
+    def _inbound(self, session, pdu):
+        return self._inbound_handler(self.operator, session, pdu)
 
     def _session_bound(self, session):
         bind = self._binds[session.factory]

@@ -1,5 +1,6 @@
-"""Warnings a faulty peer can repeat thousands of times a second, said once per key and
-interval (issue 6, items 3 and 12).
+"""Lines a faulty peer can make us repeat thousands of times a second, said once per key
+and interval (issue 6, items 3, 9 and 12). The daemon's RepeatFilter (logsetup.py) only
+aggregates WARNING and above; INFO lines fed by a peer come through here too.
 
 The first line for a key goes out at once; the ones after it within `interval_s` are only
 counted, and the next line for that key that goes out carries the count ("41 more like
@@ -38,6 +39,9 @@ class RateLimitedLog:
         self._keys[key] = [now, 0]
         self._logger.log(level, message, *args)
         return True
+
+    def info(self, key, message, *args):
+        return self.log(logging.INFO, key, message, *args)
 
     def warning(self, key, message, *args):
         return self.log(logging.WARNING, key, message, *args)

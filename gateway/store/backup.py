@@ -29,7 +29,7 @@ class BackupFailed(Exception):
 @dataclass(frozen=True)
 class Backup:
     path: str                 # the copy, absolute
-    store_id: str | None      # the store's id (its `<db>.id` marker holds the same)
+    store_id: str | None      # the store's id (its `.<db>.payam-id` marker holds the same)
     messages: int             # messages in the copy
 
 

@@ -97,6 +97,9 @@ class MessageStore(Protocol):
     def expire_unreceipted(self, grace_s: float) -> Deferred:
         """Parts whose receipt never came end 'expired' → Deferred[int] parts changed."""
 
+    def expire_unsent(self) -> Deferred:
+        """Queued parts whose validity ended end 'expired' → Deferred[int] changed."""
+
     # -- reads ------------------------------------------------------------------------
     def get_message(self, message_id: str) -> Deferred:
         """→ Deferred[dict | None]: the contract's fields, "agency", "attempts" and

@@ -332,3 +332,18 @@ def expire_unreceipted(conn, now, grace_s):
         "  SELECT id FROM messages WHERE status = 'submitted' AND receipt = 1"
         "  AND created_at < :now - :grace AND created_at + validity_s + :grace < :now)",
         {"now": now, "grace": grace_s}).rowcount
+
+
+# The dispatcher's own words for a part it held past its validity (dispatch.py).
+UNSENT_ERROR = "validity period passed before submission"
+
+
+def expire_unsent(conn, now):
+    """Queued parts whose message's validity has ended become 'expired': on a route
+    that never binds nothing else would end them.  Parts being sent are left to the
+    dispatcher.  Reads only queued parts (the claim's partial index)."""
+    return conn.execute(
+        "UPDATE parts SET state = 'expired', changed_at = :now, error = :error"
+        " FROM messages m WHERE parts.state = 'queued' AND m.id = parts.message_id"
+        " AND m.created_at + m.validity_s <= :now",
+        {"now": now, "error": UNSENT_ERROR}).rowcount

@@ -381,6 +381,12 @@ class Store:
         now = self._reactor.seconds()
         return self._write(lambda conn: operations.expire_unreceipted(conn, now, grace_s))
 
+    def expire_unsent(self):
+        """Queued parts whose message's validity has ended become 'expired' (a route
+        that never binds would keep them forever).  Deferred[int]: parts changed."""
+        now = self._reactor.seconds()
+        return self._write(lambda conn: operations.expire_unsent(conn, now))
+
     # -- reads (reactor thread; each answers a Deferred, already fired) --------------
 
     @_read

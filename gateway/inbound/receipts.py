@@ -1,7 +1,8 @@
-"""Inbound deliver_sm / data_sm from an operator: receipts now, MO kept for the inbox.
+"""Delivery receipts: the hot path of inbound traffic, one store write per batch.
 
-Each handler returns a Deferred of the command_status to answer with; the session sends
-the deliver_sm_resp only when it fires, i.e. after the store has committed what came in.
+Receipts arriving within RECEIPT_GATHER_S share one store.apply_receipts; each one's
+deliver_sm_resp waits for that write to commit. While an `auto` operator's id base is
+learned, a timer runs one more round of judging once its kept receipts have come of age.
 """
 
 import logging
@@ -9,11 +10,12 @@ import logging
 from twisted.internet.defer import Deferred
 
 from gateway import metrics
+from gateway.inbound.raw import keep_raw
 from gateway.smpp import constants as c
-from gateway.smpp.receipt import parse_receipt
+from gateway.smpp.receipt import is_receipt, parse_receipt
 from gateway.store.receipts import MATURE_S, mature_after
 
-log = logging.getLogger("payam.deliver")
+log = logging.getLogger("payam.inbound")
 
 RECEIPT_GATHER_S = 0.002   # receipts arriving within this window share one store write
 # While an `auto` operator's id base is learned, its kept receipts are judged as they
@@ -23,7 +25,11 @@ JUDGE_LATER_S = 1.0
 LEARN_AGAIN_S = MATURE_S + JUDGE_LATER_S      # at the default response timeout
 
 
-class InboundRouter:
+class Receipts:
+    """The classifier of receipts (esm_class says so) and their batched store writes."""
+
+    name = "receipt"
+
     def __init__(self, store, clock, receipt_ids=None, response_timeouts=None):
         self.store = store
         self.clock = clock
@@ -38,21 +44,18 @@ class InboundRouter:
         self._receipts = []       # [(operator, smsc_id, state, error, deferred)]
         self._flush_call = None
 
-    def received(self, operator, pdu):
-        """The inbound_handler an OperatorPool calls for each deliver_sm / data_sm."""
-        receipt = parse_receipt(pdu)
-        if receipt is not None:
-            return self._receipt(operator, receipt)
-        metrics.child(metrics.INBOUND, operator, "mo").inc()
-        # Citizens' replies and USSD are later issues; until then the raw PDU is kept
-        # durably so nothing acknowledged to the operator is lost.
-        d = self.store.store_inbound(operator, pdu.fields, pdu.tlvs)
-        d.addCallback(lambda _: c.ESME_ROK)
-        return d
+    def matches(self, inbound):
+        return is_receipt(inbound.pdu)          # the esm_class only: cheap
 
-    def _receipt(self, operator, receipt):
+    def handle(self, inbound):
+        receipt = parse_receipt(inbound.pdu)
+        if receipt is None:
+            # Marked as a receipt but naming no message (parse_receipt logged it): kept
+            # as it came, like any inbound PDU.
+            return keep_raw(self.store, inbound)
         d = Deferred()
-        self._receipts.append((operator, receipt.smsc_id, receipt.state, receipt.error, d))
+        self._receipts.append((inbound.operator, receipt.smsc_id, receipt.state,
+                               receipt.error, d))
         if self._flush_call is None:
             self._flush_call = self.clock.callLater(RECEIPT_GATHER_S, self._flush)
         return d

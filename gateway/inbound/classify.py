@@ -1,0 +1,107 @@
+"""What an inbound deliver_sm / data_sm is, and who takes it: an ordered table.
+
+Each entry has `matches(inbound) -> bool` (cheap: no decoding) and `handle(inbound) ->
+Deferred[command_status]`; the first that matches takes the PDU, and the session answers
+with that status once it fires (after the store has committed what came in). The order:
+
+  receipt       esm_class marks a delivery receipt (the hot path: checked first)
+  ussd          carries ussd_service_op (a USSD dialog step, whatever its address)
+  authenticity  to the 4040 root number: a citizen asking whether a text is genuine
+  agency        to an agency's number (or one under it): a citizen's reply
+  unrouted      anything else, kept for admins
+
+Only receipts have behaviour yet; the others keep the PDU raw (store.store_inbound),
+for the USSD and correspondence issues to fill in.
+"""
+
+from gateway.inbound.owners import ROOT_NUMBER, NumberOwners
+from gateway.inbound.raw import keep_raw
+from gateway.inbound.receipts import Receipts
+from gateway.inbound.record import Inbound
+from gateway.smpp import constants as c
+
+
+class UssdRequests:
+    name = "ussd"
+
+    def __init__(self, store):
+        self.store = store
+
+    def matches(self, inbound):
+        return c.TLV_USSD_SERVICE_OP in inbound.pdu.tlvs
+
+    def handle(self, inbound):
+        return keep_raw(self.store, inbound)
+
+
+class AuthenticityChecks:
+    name = "authenticity"
+
+    def __init__(self, store):
+        self.store = store
+
+    def matches(self, inbound):
+        return inbound.pdu.fields.get("destination_addr") == ROOT_NUMBER
+
+    def handle(self, inbound):
+        return keep_raw(self.store, inbound)
+
+
+class AgencyReplies:
+    name = "agency"
+
+    def __init__(self, store, owners):
+        self.store = store
+        self.owners = owners
+
+    def matches(self, inbound):
+        return self.owners.owner(inbound.pdu.fields.get("destination_addr", "")) is not None
+
+    def handle(self, inbound):
+        return keep_raw(self.store, inbound)
+
+
+class Unrouted:
+    name = "unrouted"
+
+    def __init__(self, store):
+        self.store = store
+
+    def matches(self, inbound):
+        return True
+
+    def handle(self, inbound):
+        return keep_raw(self.store, inbound)
+
+
+class InboundClassifier:
+    """The OperatorPools' inbound handler: builds the Inbound record and hands it to the
+    first entry of `table` that matches."""
+
+    def __init__(self, store, clock, receipt_ids=None, response_timeouts=None,
+                 agencies=()):
+        """receipt_ids / response_timeouts: per operator, see receipts.Receipts;
+        agencies: the configured Agency records (whose numbers are theirs)."""
+        self.clock = clock
+        self.receipts = Receipts(store, clock, receipt_ids, response_timeouts)
+        self.agency_replies = AgencyReplies(store, NumberOwners(agencies))
+        self.table = (self.receipts, UssdRequests(store), AuthenticityChecks(store),
+                      self.agency_replies, Unrouted(store))
+
+    def update_agencies(self, agencies):
+        """SIGHUP: whose numbers are whose, anew (one assignment: an MO sees the old
+        owners or the new ones)."""
+        self.agency_replies.owners = NumberOwners(agencies)
+
+    def received(self, operator, session, pdu):
+        """OperatorPool's inbound_handler(operator, session, pdu) -> Deferred[int]."""
+        inbound = Inbound(operator, session, pdu, self.clock.seconds())
+        for entry in self.table:
+            if entry.matches(inbound):
+                return entry.handle(inbound)
+
+    def classify(self, inbound):
+        """The name of the entry that takes `inbound` (for tests and diagnostics)."""
+        for entry in self.table:
+            if entry.matches(inbound):
+                return entry.name
