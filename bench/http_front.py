@@ -55,10 +55,10 @@ class FakeStore:
             d.callback(ids)
 
     def parts_used(self, agency, since):
-        return 0
+        return defer.succeed(0)
 
     def idempotent_response(self, agency, key, now):
-        return None
+        return defer.succeed(None)
 
 
 def build():

@@ -26,7 +26,7 @@ from gateway.inbound import InboundClassifier  # noqa: E402
 from gateway.dispatch import Dispatcher  # noqa: E402
 from gateway.routing import Router  # noqa: E402
 from gateway.smpp.pool import OperatorPool  # noqa: E402
-from gateway.store.store import ClaimedPart  # noqa: E402
+from gateway.model import ClaimedPart  # noqa: E402
 
 
 class StubStore:
@@ -37,7 +37,7 @@ class StubStore:
         self.claimed = []
 
     def queued_routes(self):
-        return {"mci"}
+        return defer.succeed({"mci"})
 
     def claim(self, limit, now, route=None):
         if route != "mci":                  # every part here is routed to mci

@@ -19,8 +19,8 @@ from gateway.smpp.esme import NotReady
 from gateway.smpp.pool import NoSession
 from gateway.smpp.ratelog import RateLimitedLog
 from gateway.smpp.status import classify_status, needs_alert, status_label
-from gateway.store.store import PRIORITY_NAMES, PartOutcome
-from gateway.store.writer import StoreClosed
+from gateway.model import PRIORITY_NAMES, UNKNOWN_OUTCOME, PartOutcome
+from gateway.store.interface import StoreClosed
 from gateway.submit_sm import build_submit_sm
 
 log = logging.getLogger("payam.dispatch")
@@ -29,7 +29,6 @@ MAX_ATTEMPTS = 8          # temporary errors, then the part fails
 # After ESME_RTHROTTLED / RMSGQFUL the operator rests this long (the SMSC counts per
 # second) and its rate is cut (OperatorRate): the part goes back uncounted.
 THROTTLE_PAUSE_S = 1.0
-UNKNOWN_OUTCOME = "unknown_outcome"   # the error of a part failed after unknown outcomes
 UNKNOWN_RETRY_S = (2.0, 300.0)        # backoff after an unknown outcome: first, cap
 REBIND_RETRY_S = 1.0      # a part answered "not bound" waits this long in the store
 UNROUTABLE_RETRY_S = 2.0  # no bound session for any candidate operator
@@ -131,6 +130,7 @@ class Dispatcher:
         self.running = False
         self._claiming = False
         self._routes = set(self.lanes)   # routes claimed from; stored ones join at start
+        self._routes_known = False       # whether the stored routes have been asked for
         self._has_work = set()      # routes whose queued parts may be due now
         self._pump_call = None
         self._poll_call = None
@@ -172,9 +172,23 @@ class Dispatcher:
 
     def _adopt_stored_routes(self):
         """Claim from every route queued parts carry, also those the configuration no
-        longer names (and None, from before routes were stored): none is stranded."""
-        self._routes = set(self.lanes) | self.store.queued_routes()
-        self._has_work = set(self._routes)
+        longer names (and None, from before routes were stored): none is stranded.
+        The store answers when it can (at once for SQLite); meanwhile the lanes' routes
+        are claimed from, and the poll takes up the stored ones once they are known."""
+        before = set(self._routes)
+        self._routes_known = True
+
+        def adopt(stored):
+            # Routes woken while the store was answering stay.
+            self._routes = set(self.lanes) | stored | (self._routes - before)
+            self._has_work.update(self._routes)
+
+        def failed(failure):
+            self._routes_known = False          # the poll asks again
+            self.rlog.error(("store", "routes"), "reading the stored routes failed: %s",
+                            failure.getErrorMessage())
+
+        self.store.queued_routes().addCallbacks(adopt, failed)
 
     # scheduling ----------------------------------------------------------------
     def wake(self, routes=None):
@@ -192,6 +206,8 @@ class Dispatcher:
 
     def _poll(self):
         # Parts whose retry time (not_before) has come are due again on every route.
+        if not self._routes_known:
+            self._adopt_stored_routes()
         self._has_work.update(self._routes)
         self._poll_call = self.clock.callLater(POLL_S, self._poll)
         self._pump()
@@ -299,6 +315,19 @@ class Dispatcher:
                     if now >= part.expires_at:      # held here past its validity
                         self.buffered -= 1
                         self._expired(part)
+                        continue
+                    if part.unknowns >= lane.settings.max_unknown_outcomes:
+                        # Released by the store after a crash (an unknown outcome):
+                        # one more copy would pass the duplicate bound.
+                        self.buffered -= 1
+                        self.rlog.warning((lane.operator, "unknown-failed"),
+                                          "operator %s: part %s/%d failed after %d sends "
+                                          "without an answer (restarts included)",
+                                          lane.operator, part.message_id, part.seq,
+                                          part.unknowns)
+                        self._outcome(PartOutcome(part.message_id, part.seq, "failed",
+                                                  operator=lane.operator,
+                                                  error=UNKNOWN_OUTCOME))
                         continue
                     self._send(lane, part)
                     sent += 1

@@ -49,3 +49,14 @@ def wait_until(reactor, predicate, interval=0.01):
     loop.clock = reactor
     loop.start(interval, now=True).addErrback(d.errback)
     return d
+
+
+def answered(d):
+    """The result of a Deferred that has already fired, as the SQLite store's reads
+    have; its failure is raised, and one that has not fired fails the test."""
+    outcome = []
+    d.addBoth(outcome.append)
+    assert outcome, "the Deferred has not fired"
+    if hasattr(outcome[0], "raiseException"):
+        outcome[0].raiseException()
+    return outcome[0]

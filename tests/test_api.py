@@ -424,6 +424,93 @@ class APITests(unittest.TestCase):
         self.assertEqual(json.loads(raw)["store"], "not_writable")
 
 
+class LateReads:
+    """The real store with its reads answered only when told, as a network database
+    answers: the interface's reads are Deferreds."""
+
+    def __init__(self, store):
+        self._store = store
+        self.waiting = []
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def _later(self, d):
+        late = defer.Deferred()
+        self.waiting.append((d, late))
+        return late
+
+    def get_message(self, message_id):
+        return self._later(self._store.get_message(message_id))
+
+    def writable(self):
+        return self._later(self._store.writable())
+
+    def idempotent_response(self, agency, key, now):
+        return self._later(self._store.idempotent_response(agency, key, now))
+
+    def answer(self):
+        waiting, self.waiting = self.waiting, []
+        for d, late in waiting:
+            d.chainDeferred(late)
+
+
+class LateReadTests(unittest.TestCase):
+    timeout = 30
+
+    def setUp(self):
+        directory = tempfile.mkdtemp(prefix="payam-api-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        self.store = Store(os.path.join(directory, "gateway.db"), reactor)
+        self.store.open()
+        self.addCleanup(self.store.close)
+        self.late = LateReads(self.store)
+        clock = Clock()
+        clock.advance(reactor.seconds())
+        keyring, audit = KeyRing(AGENCIES), AuditLog(self.store, reactor)
+        outbound = Outbound(self.late, AgencyLimits(AGENCIES, self.store, clock), audit,
+                            clock=reactor, agencies=lambda: keyring.agencies)
+        self.api = AgencyAPI(outbound, self.late, keyring, audit, clock=reactor)
+
+    def route(self, method, path, body=b"", key="tax-key"):
+        return self.api.router(Request(method, path, {}, {"authorization": f"Bearer {key}"},
+                                       body, "127.0.0.1"))
+
+    @defer.inlineCallbacks
+    def test_reads_answered_later_are_answered_when_they_come(self):
+        body = json.dumps({"from": "40401234", "to": "09121234567", "text": "x",
+                           "idempotency_key": "k1"}).encode()
+        first = self.route("POST", "/v1/messages", body)
+        self.assertFalse(first.called)                    # the key's lookup is out
+        self.late.answer()
+        accepted = yield first
+        [message] = json.loads(accepted.body)["messages"]
+        again = self.route("POST", "/v1/messages", body)
+        shown = self.route("GET", f"/v1/messages/{message['id']}")
+        other = self.route("GET", f"/v1/messages/{message['id']}", key="judiciary-key")
+        health = self.route("GET", "/healthz")
+        self.assertFalse(any(d.called for d in (again, shown, other, health)))
+        self.late.answer()
+        replayed, shown, other, health = yield defer.gatherResults(
+            [again, shown, other, health])
+        self.assertEqual((replayed.status, replayed.body), (202, accepted.body))
+        self.assertEqual(replayed.headers.get("Idempotent-Replayed"), "true")
+        self.assertEqual((shown.status, json.loads(shown.body)["status"]), (200, "queued"))
+        self.assertEqual(other.status, 404)
+        self.assertEqual(health.status, 200)
+
+    @defer.inlineCallbacks
+    def test_a_read_that_fails_is_answered_503(self):
+        self.late.get_message = lambda message_id: defer.fail(OSError("disk I/O error"))
+        self.late.writable = lambda: defer.fail(OSError("disk I/O error"))
+        shown = yield self.route("GET", "/v1/messages/abc")
+        health = yield self.route("GET", "/healthz")
+        self.assertEqual((shown.status, json.loads(shown.body)["error"]["code"]),
+                         (503, "overloaded"))
+        self.assertEqual((health.status, json.loads(health.body)["store"]),
+                         (503, "not_writable"))
+
+
 def test_accepted_body_matches_json_dumps():
     """The hand-built 202 document is byte for byte json.dumps's, and falls back to it
     for anything that would need escaping."""

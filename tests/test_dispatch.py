@@ -1,9 +1,13 @@
 """The dispatcher on a Clock: lanes per operator, priorities, expiry, resends and the
 store's outcomes, with in-memory stand-ins for the store and the operator pools."""
 
+from dataclasses import replace
+
 import pytest
 from conftest import operator_config
+from store_contract import ClaimContract
 from twisted.internet import defer
+from twisted.internet.task import Clock
 
 from gateway.config.schema import Routing, RoutingRule
 from gateway.dispatch import (LANE_FULL_RETRY_S, RECORD_RETRY_S, REBIND_RETRY_S,
@@ -13,7 +17,8 @@ from gateway.smpp.pool import NoSession
 from gateway.routing import Router
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU
-from gateway.store import ClaimedPart, StoreClosed
+from gateway.model import ClaimedPart
+from gateway.store.interface import StoreClosed
 
 MCI, IRANCELL = "98912", "98935"
 
@@ -59,7 +64,8 @@ class FakePool:
 
 class FakeStore:
     """Queued parts in memory, each with its route; claim honours not_before, record
-    keeps every outcome and puts requeued parts back."""
+    keeps every outcome and puts requeued parts back.  It passes the claim contract
+    (tests/store_contract.py) that the real store passes."""
 
     def __init__(self, clock):
         self.clock = clock
@@ -67,21 +73,29 @@ class FakeStore:
         self.outcomes = []
         self.fail_records = 0
         self.claims = []             # (route, limit) of each claim
+        self._parts = {}             # (message_id, seq) -> (part, route)
 
-    def put(self, part, not_before=0.0):
+    def put(self, part, not_before=0.0, route="by prefix"):
+        """Queue `part` on `route` (default: the one the API stored for its prefix)."""
+        if route == "by prefix":
+            route = ROUTES.get(part.recipient[:5])
+        self._parts[(part.message_id, part.seq)] = (part, route)
         self.queued.append((not_before, part))
 
+    def _route(self, part):
+        return self._parts[(part.message_id, part.seq)][1]
+
     def queued_routes(self):
-        return {ROUTES.get(part.recipient[:5]) for _, part in self.queued}
+        return defer.succeed({self._route(part) for _, part in self.queued})
 
     def claim(self, limit, now, route=None):
         self.claims.append((route, limit))
-        due = sorted((p for p in self.queued
-                      if p[0] <= now and ROUTES.get(p[1].recipient[:5]) == route),
+        due = sorted((p for p in self.queued if p[0] <= now and self._route(p[1]) == route),
                      key=lambda p: (-p[1].priority, p[0]))[:limit]
         for entry in due:
             self.queued.remove(entry)
-        return defer.succeed([part for _, part in due])
+        # Copies, as a database hands out: what record() changes later is not theirs.
+        return defer.succeed([replace(part) for _, part in due])
 
     def record(self, outcomes):
         if self.fail_records:
@@ -90,10 +104,11 @@ class FakeStore:
         self.outcomes.extend(outcomes)
         for o in outcomes:
             if o.kind == "requeue":
-                p = PARTS[(o.message_id, o.seq)]
+                p, route = self._parts[(o.message_id, o.seq)]
                 p.attempts += o.count_attempt
                 p.unknowns += o.unknown
-                self.put(p, o.not_before)
+                self.queued.append((self.clock.seconds() if o.not_before is None
+                                    else o.not_before, p))
         return defer.succeed(len(outcomes))
 
 
@@ -110,6 +125,31 @@ def part(n, prefix=MCI, priority=0, expires_at=1e9):
                     expires_at=expires_at)
     PARTS[(p.message_id, p.seq)] = p
     return p
+
+
+class TestFakeStoreContract(ClaimContract):
+    """The stand-in passes the real store's claim contract: it cannot drift."""
+
+    @pytest.fixture(autouse=True)
+    def fake_store(self):
+        self.store = FakeStore(Clock())
+        self.made = 0
+
+    def wait(self, d):
+        result = []
+        d.addBoth(result.append)
+        if hasattr(result[0], "raiseException"):
+            result[0].raiseException()
+        return result[0]
+
+    def queue(self, route=None, priority=0, created_at=0.0):
+        self.made += 1
+        p = ClaimedPart(message_id=f"c{self.made}", seq=1, total=1, agency="tax",
+                        sender="40401234", recipient="989121234567", priority=priority,
+                        data_coding=0, esm_class=0, payload=b"hi", receipt=True,
+                        attempts=0, expires_at=1e12)
+        self.store.put(p, not_before=created_at, route=route)
+        return (p.message_id, p.seq)
 
 
 @pytest.fixture
@@ -242,6 +282,23 @@ def test_unknown_outcomes_back_off_and_end_the_part_failed(clock, world, error):
     assert PARTS[("m1", 1)].unknowns == 2 and PARTS[("m1", 1)].attempts == 2
 
 
+def test_a_part_whose_unknown_outcomes_reached_the_bound_is_not_sent_again(clock, world):
+    # The store releases a part a crashed run left in flight as an unknown outcome
+    # (its lease): after max_unknown_outcomes of them (here 1 send + 2 crashes) it
+    # fails instead of going out once more.
+    store, pools, dispatcher = world
+    spent, fresh = part(1), part(2)
+    spent.unknowns, fresh.unknowns = 3, 2
+    store.put(spent)
+    store.put(fresh)
+    dispatcher.start()
+    run(clock)
+    assert [pdu.fields["destination_addr"] for pdu, _ in pools["mci"].waiting] == [
+        fresh.recipient]
+    (failed,) = store.outcomes
+    assert (failed.message_id, failed.kind, failed.error) == ("m1", "failed", UNKNOWN_OUTCOME)
+
+
 def test_a_submit_the_pool_could_not_take_is_sent_again_uncounted(clock, world):
     store, pools, dispatcher = world
     store.put(part(1))
@@ -315,6 +372,27 @@ def test_parts_of_routes_the_configuration_no_longer_has_are_still_sent(clock, w
     assert sorted(pdu.fields["destination_addr"] for pdu in sent) == [
         "989200000001", "989210000002"]
     assert {route for route, _ in store.claims} >= {"rightel", None}
+
+
+def test_stored_routes_answered_later_or_after_a_failure_are_still_claimed(clock, world):
+    # A network database answers queued_routes later, or fails: the lanes' own routes
+    # are claimed meanwhile, and the poll asks again after a failure.
+    store, pools, dispatcher = world
+    answers = []
+    store.queued_routes = lambda: answers.append(defer.Deferred()) or answers[-1]
+    store.put(part(1, "98920"))                       # "rightel": no lane of its own
+    store.put(part(2))
+    dispatcher.start()
+    run(clock)
+    assert [pdu.fields["destination_addr"] for pdu, _ in pools["mci"].waiting] == [
+        "989120000002"]
+    answers[0].errback(OSError("disk I/O error"))
+    run(clock, 0.6, 1)                                # the poll asks again
+    assert len(answers) == 2
+    answers[1].callback({"rightel"})
+    run(clock, 0.6, 1)
+    assert sorted(pdu.fields["destination_addr"] for pdu, _ in pools["mci"].waiting) == [
+        "989120000002", "989200000001"]
 
 
 def test_a_thousand_unknown_statuses_make_one_metric_series(clock, world):

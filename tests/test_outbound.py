@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from conftest import answered
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -100,12 +101,41 @@ class OutboundTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_a_key_given_again_is_replayed_at_once_with_the_first_document(self):
         first = yield self.outbound.submit(TAX, submission(key="k-1"))
-        again = self.outbound.submit(TAX, submission(key="k-1"))
-        self.assertIsInstance(again, Accepted)           # no store write, no Deferred
+        # No store write: the lookup of the key, fired at once by SQLite, answers.
+        again = answered(self.outbound.submit(TAX, submission(key="k-1")))
+        self.assertIsInstance(again, Accepted)
         self.assertEqual((again.replayed, again.messages, again.document),
                          (True, None, first.document))
         self.assertEqual(self.count("SELECT COUNT(*) FROM messages"), 1)
         self.assertEqual(self.limits.used_today("tax"), 1)
+
+    @defer.inlineCallbacks
+    def test_after_a_key_lookup_answered_later_refusals_come_as_the_answer(self):
+        # A network database answers the lookup later: what the accept path finds
+        # after it (here the rate) reaches the caller through `answer`, as a Failure.
+        later = []
+
+        class LateLookups:
+            def __getattr__(_, name):
+                return getattr(self.store, name)
+
+            def idempotent_response(_, agency, key, now):
+                d = defer.Deferred()
+                later.append((d, self.store.idempotent_response(agency, key, now)))
+                return d
+
+        outbound = self.make(LateLookups())
+        first = outbound.submit(TINY, submission(sender="40407777", key="a"),
+                                answer=self.tagged)
+        second = outbound.submit(TINY, submission(sender="40407777", to=["09121234567"] * 2,
+                                                  key="b"), answer=self.tagged)
+        self.assertFalse(first.called or second.called)
+        for d, stored in later:
+            stored.chainDeferred(d)
+        (tag, accepted), (tag2, refused) = yield defer.gatherResults([first, second])
+        self.assertEqual((tag, type(accepted)), ("answered", Accepted))
+        self.assertEqual(tag2, "answered")
+        self.assertTrue(refused.check(errors.OverRate))
 
     @defer.inlineCallbacks
     def test_concurrent_submissions_with_one_key_all_get_the_first_ones_answer(self):

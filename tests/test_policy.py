@@ -10,6 +10,7 @@ import logging
 import sqlite3
 
 import pytest
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from threaded_clock import T0, ThreadedClock
@@ -19,7 +20,8 @@ from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing, Unauthorized, generate_key, hash_key
 from gateway.policy.auth_throttle import FailedAuthThrottle
 from gateway.policy.limits import (
-    AgencyLimits, QuotaExceeded, RateLimited, start_of_tehran_day, tehran_day)
+    AgencyLimits, QuotaExceeded, QuotaUnknown, RateLimited, start_of_tehran_day,
+    tehran_day)
 from gateway.policy.senders import SenderNotAllowed, check_sender, owner_of
 from gateway.store import NewMessage, Store
 
@@ -160,7 +162,7 @@ class UsedParts:
 
     def parts_used(self, agency, since):
         self.asked.append((agency, since))
-        return self.used
+        return defer.succeed(self.used)
 
 
 def test_tehran_day_starts_at_2030_utc():
@@ -252,6 +254,72 @@ def test_update_keeps_counters_and_seeds_new_agencies():
     assert limits.used_today("a") == 10
     assert limits.used_today("b") == 7
     assert used.asked == [("a", start_of_tehran_day(T0)), ("b", start_of_tehran_day(T0))]
+
+
+class SlowUsedParts:
+    """parts_used answered later, as a network database would."""
+
+    def __init__(self):
+        self.asked = []
+
+    def parts_used(self, agency, since):
+        d = defer.Deferred()
+        self.asked.append((agency, since, d))
+        return d
+
+
+def test_no_part_is_reserved_before_the_store_has_said_what_was_used_today():
+    clock = Clock()
+    clock.advance(T0)
+    store = SlowUsedParts()
+    limits = AgencyLimits([agency("a", "k", rate=1000, daily=1000)], store, clock)
+    assert not limits.loaded.called
+    with pytest.raises(RateLimited) as waiting:       # 429, Retry-After: 1
+        limits.reserve("a", 100)
+    assert isinstance(waiting.value, QuotaUnknown) and waiting.value.retry_after == 1
+    [(_, since, d)] = store.asked
+    assert since == start_of_tehran_day(T0)
+    d.callback(990)                                   # sent before this start
+    assert limits.loaded.called
+    with pytest.raises(QuotaExceeded):
+        limits.reserve("a", 100)
+    limits.reserve("a", 10)
+    assert limits.used_today("a") == 1000
+
+
+def test_a_failed_read_of_the_count_is_asked_again_by_a_later_request():
+    clock = Clock()
+    clock.advance(T0)
+    store = SlowUsedParts()
+    limits = AgencyLimits([agency("a", "k", daily=50)], store, clock)
+    store.asked[0][2].errback(OSError("disk I/O error"))
+    with pytest.raises(QuotaUnknown):
+        limits.reserve("a", 1)
+    assert len(store.asked) == 1                      # not at once again
+    clock.advance(1)
+    with pytest.raises(QuotaUnknown):
+        limits.reserve("a", 1)
+    store.asked[1][2].callback(49)
+    limits.reserve("a", 1)
+    with pytest.raises(QuotaExceeded):
+        limits.reserve("a", 1)
+
+
+def test_a_count_read_for_yesterday_is_not_taken_for_today():
+    clock = Clock()
+    clock.advance(start_of_tehran_day(T0) + 86400 - 1)   # a second before midnight
+    store = SlowUsedParts()
+    limits = AgencyLimits([agency("a", "k", daily=50)], store, clock)
+    clock.advance(2)
+    with pytest.raises(QuotaUnknown):
+        limits.reserve("a", 1)
+    store.asked[0][2].callback(50)                    # yesterday's: all used
+    with pytest.raises(QuotaUnknown):
+        limits.reserve("a", 1)                        # today's is asked for now
+    (_, since, d) = store.asked[-1]
+    assert since == start_of_tehran_day(T0) + 86400
+    d.callback(0)
+    limits.reserve("a", 50)
 
 
 def _message(store, agency_id, parts, created_at):

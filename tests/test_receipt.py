@@ -4,8 +4,8 @@ import pytest
 
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU, decode, encode
-from gateway.smpp.receipt import (
-    ID_BASES, Receipt, is_receipt, normal_id, parse_receipt, receipt_key)
+from gateway.receipt_ids import ID_BASES, normal_id, receipt_key
+from gateway.smpp.receipt import Receipt, is_receipt, parse_receipt
 
 STANDARD = ("id:1A2B sub:001 dlvrd:001 submit date:2311231230 done date:2311231232 "
             "stat:DELIVRD err:000 text:Your tax payment")

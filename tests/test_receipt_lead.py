@@ -10,6 +10,7 @@ inside the bound too, so that a test whose receipt reached nothing at all cannot
 import sqlite3
 
 import pytest
+from conftest import answered
 from threaded_clock import ThreadedClock
 
 from gateway.store import NewMessage, PartOutcome, Store
@@ -67,7 +68,7 @@ def receipts(store, clock, ids, mode, learn=()):
 
 
 def status(store, message):
-    return store.get_message(message.id)["status"]
+    return answered(store.get_message(message.id))["status"]
 
 
 @pytest.mark.parametrize("after_s, expected", [(SOON_S, "delivered"),

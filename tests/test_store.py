@@ -112,7 +112,7 @@ def test_claim_twice_never_returns_the_same_part(store, clock):
     assert len(first) == 10 and len(second) == 10 and len(third) == 5
     assert sorted(ids) == sorted(m.id for m in messages)
     assert ok(clock, store.claim(10, T0)) == []
-    assert not store.has_queued()
+    assert not ok(clock, store.has_queued())
 
 
 def test_claim_skips_parts_not_yet_due_and_requeue_counts_attempts(store, clock):
@@ -121,7 +121,7 @@ def test_claim_skips_parts_not_yet_due_and_requeue_counts_attempts(store, clock)
     [part] = ok(clock, store.claim(5, T0))
     ok(clock, store.record([PartOutcome(m.id, 1, "requeue", not_before=T0 + 60,
                                         error="ESME_RSYSERR")]))
-    assert store.has_queued()
+    assert ok(clock, store.has_queued())
 
     assert ok(clock, store.claim(5, T0 + 59)) == []
     [again] = ok(clock, store.claim(5, T0 + 60))
@@ -144,7 +144,7 @@ def test_accept_is_all_or_nothing_and_one_bad_write_fails_alone(store, clock):
 
     failure(clock, d_bad).trap(sqlite3.IntegrityError)
     assert ok(clock, d_good) == [fresh.id]
-    assert store.get_message(fresh.id)["status"] == "queued"
+    assert ok(clock, store.get_message(fresh.id))["status"] == "queued"
     assert len(ok(clock, store.claim(10, T0))) == 2   # good and fresh, nothing of d_bad
 
 
@@ -171,21 +171,21 @@ def test_three_part_message_is_submitted_then_delivered_only_when_all_parts_are(
     ok(clock, store.claim(10, T0))
 
     ok(clock, store.record([submitted(m, 1, "A1"), submitted(m, 2, "A2")]))
-    assert store.get_message(m.id)["status"] == "queued"
+    assert ok(clock, store.get_message(m.id))["status"] == "queued"
     clock.advance(2)
     ok(clock, store.record([submitted(m, 3, "A3")]))
-    view = store.get_message(m.id)
+    view = ok(clock, store.get_message(m.id))
     assert view["status"] == "submitted"
     assert view["submitted_at"] == "2023-11-14T22:13:22.000Z"
     assert view["operator"] == "mci"
 
     assert ok(clock, store.apply_receipt("mci", "A1", "delivered", id_mode="raw")) is True
     assert ok(clock, store.apply_receipt("mci", "A3", "delivered", id_mode="raw")) is True
-    assert store.get_message(m.id)["status"] == "submitted"
+    assert ok(clock, store.get_message(m.id))["status"] == "submitted"
     clock.advance(3)
     assert ok(clock, store.apply_receipt("mci", "A2", "delivered", id_mode="raw")) is True
 
-    view = store.get_message(m.id)
+    view = ok(clock, store.get_message(m.id))
     assert view == {
         "id": m.id, "from": "40401234", "to": "989121234567", "status": "delivered",
         "parts": 3, "priority": "high", "reference": "ref-1", "operator": "mci",
@@ -202,10 +202,10 @@ def test_receipt_arriving_before_the_submit_outcome_is_applied_later(store, cloc
     ok(clock, store.claim(10, T0))
 
     assert ok(clock, store.apply_receipt("mci", "77ab", "delivered", id_mode="raw")) is False
-    assert store.get_message(m.id)["status"] == "queued"
+    assert ok(clock, store.get_message(m.id))["status"] == "queued"
     ok(clock, store.record([submitted(m, 1, "77AB")]))
 
-    assert store.get_message(m.id)["status"] == "delivered"
+    assert ok(clock, store.get_message(m.id))["status"] == "delivered"
 
 
 def test_pending_receipt_of_another_operator_is_not_applied(store, clock):
@@ -215,7 +215,7 @@ def test_pending_receipt_of_another_operator_is_not_applied(store, clock):
     assert ok(clock, store.apply_receipt("irancell", "5000", "failed", "UNDELIV",
                                          id_mode="raw")) is False
     ok(clock, store.record([submitted(m, 1, "5000", operator="mci")]))
-    assert store.get_message(m.id)["status"] == "submitted"
+    assert ok(clock, store.get_message(m.id))["status"] == "submitted"
 
 
 @pytest.mark.parametrize("base, submit_id, receipt_id", [
@@ -230,7 +230,7 @@ def test_receipt_ids_match_in_the_operators_base(store, clock, base, submit_id, 
     ok(clock, store.record([submitted(m, 1, submit_id)]))
 
     assert ok(clock, store.apply_receipt("mci", receipt_id, "delivered", id_mode=base)) is True
-    assert store.get_message(m.id)["status"] == "delivered"
+    assert ok(clock, store.get_message(m.id))["status"] == "delivered"
 
 
 def test_receipt_prefers_the_same_operators_id(store, clock):
@@ -242,8 +242,8 @@ def test_receipt_prefers_the_same_operators_id(store, clock):
 
     ok(clock, store.apply_receipt("mci", "123", "delivered", id_mode="raw"))
 
-    assert store.get_message(mci.id)["status"] == "delivered"
-    assert store.get_message(irancell.id)["status"] == "submitted"
+    assert ok(clock, store.get_message(mci.id))["status"] == "delivered"
+    assert ok(clock, store.get_message(irancell.id))["status"] == "submitted"
 
 
 def test_duplicate_receipts_do_not_count_twice(store, clock, db_path):
@@ -256,10 +256,10 @@ def test_duplicate_receipts_do_not_count_twice(store, clock, db_path):
         assert ok(clock, store.apply_receipt("mci", "10", "delivered", id_mode="raw")) is True
     assert ok(clock, store.apply_receipt("mci", "10", "enroute", id_mode="raw")) is True
 
-    assert store.get_message(m.id)["status"] == "submitted"
+    assert ok(clock, store.get_message(m.id))["status"] == "submitted"
     assert counters(db_path, m.id) == (2, 1, 0)
     ok(clock, store.apply_receipt("mci", "11", "delivered", id_mode="raw"))
-    assert store.get_message(m.id)["status"] == "delivered"
+    assert ok(clock, store.get_message(m.id))["status"] == "delivered"
 
 
 def test_failed_part_fails_the_message_and_final_states_never_regress(
@@ -271,14 +271,14 @@ def test_failed_part_fails_the_message_and_final_states_never_regress(
     ok(clock, store.apply_receipt("mci", "21", "delivered", id_mode="raw"))
 
     ok(clock, store.apply_receipt("mci", "22", "failed", "UNDELIV err:001", id_mode="raw"))
-    view = store.get_message(m.id)
+    view = ok(clock, store.get_message(m.id))
     assert (view["status"], view["error"]) == ("failed", "UNDELIV err:001")
     assert view["done_at"] is not None
 
     ok(clock, store.apply_receipt("mci", "22", "delivered", id_mode="raw"))   # too late
     ok(clock, store.apply_receipt("mci", "21", "expired", id_mode="raw"))     # regress one
     assert part_states(db_path, m.id) == ["delivered", "failed"]
-    assert store.get_message(m.id)["status"] == "failed"
+    assert ok(clock, store.get_message(m.id))["status"] == "failed"
     assert counters(db_path, m.id) == (2, 1, 1)
 
 
@@ -296,13 +296,13 @@ def test_submit_failure_and_expiry_outcomes_finish_the_message(store, clock, db_
     ]))
 
     assert changed == 3
-    assert store.get_message(failed.id)["status"] == "failed"
-    assert store.get_message(failed.id)["error"] == "ESME_RINVDSTADR"
-    assert store.get_message(expired.id)["status"] == "expired"
+    assert ok(clock, store.get_message(failed.id))["status"] == "failed"
+    assert ok(clock, store.get_message(failed.id))["error"] == "ESME_RINVDSTADR"
+    assert ok(clock, store.get_message(expired.id))["status"] == "expired"
     assert part_states(db_path, expired.id) == ["expired"]
     # A later receipt for the submitted part does not revive the failed message.
     ok(clock, store.apply_receipt("mci", "31", "delivered", id_mode="raw"))
-    assert store.get_message(failed.id)["status"] == "failed"
+    assert ok(clock, store.get_message(failed.id))["status"] == "failed"
 
 
 def test_unmatched_receipts_are_kept_three_days(store, clock, db_path):
@@ -335,6 +335,75 @@ def test_restart_puts_parts_left_sending_back_in_the_queue(db_path, clock):
         ok(clock, reopened.close())
 
 
+def part_rows(db_path, message_id):
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute("SELECT seq, state, attempts, unknowns, error, owner FROM parts"
+                            " WHERE message_id = ? ORDER BY seq", (message_id,)).fetchall()
+
+
+def test_a_part_left_in_flight_by_the_previous_run_counts_as_an_unknown_outcome(
+        db_path, clock):
+    # It may have reached the SMSC before the crash: the duplicate bound
+    # (max_unknown_outcomes) must count it, or every crash adds a copy to the bound.
+    store = Store(db_path, clock, commit_interval=0.0, node="n1")
+    store.open()
+    m = message(store)
+    ok(clock, store.accept([m]))
+    ok(clock, store.claim(10, T0))
+    [(_, state, _, _, _, owner)] = part_rows(db_path, m.id)
+    assert (state, owner) == ("sending", store.owner) and owner.startswith("n1:")
+    ok(clock, store.close())                  # as a crash leaves it: no outcome recorded
+
+    for run in range(1, 3):
+        again = Store(db_path, clock, commit_interval=0.0, node="n1")
+        again.open()
+        try:
+            [part] = ok(clock, again.claim(10, T0))
+            assert (part.unknowns, part.attempts) == (run, run)
+        finally:
+            ok(clock, again.close())
+    [(_, _, _, _, error, _)] = part_rows(db_path, m.id)
+    assert error.startswith("unknown_outcome")
+
+
+def test_another_nodes_leases_are_taken_back_only_once_they_expire(db_path, clock):
+    first = Store(db_path, clock, commit_interval=0.0, node="n1", lease_s=300)
+    first.open()
+    m = message(first, parts=2)
+    ok(clock, first.accept([m]))
+    ok(clock, first.claim(1, T0))
+    other = Store(db_path, clock, commit_interval=0.0, node="n2", lease_s=300)
+    other.open()                              # n1's leases are not n2's to release
+    try:
+        [fresh] = ok(clock, other.claim(10, T0 + 1))
+        assert (fresh.seq, fresh.unknowns) == (2, 0)
+        assert ok(clock, other.claim(10, T0 + 299)) == []
+        # Its own part 2, claimed as long ago, stays with it: an owner never takes
+        # back its own leases.
+        [taken] = ok(clock, other.claim(10, T0 + 400))
+        assert (taken.seq, taken.unknowns, taken.attempts) == (1, 1, 1)
+        assert [row[5] for row in part_rows(db_path, m.id)] == [other.owner] * 2
+    finally:
+        ok(clock, other.close())
+        ok(clock, first.close())
+
+
+def test_two_stores_sharing_a_file_never_claim_the_same_part(db_path, clock):
+    one = Store(db_path, clock, commit_interval=0.0, node="n1")
+    one.open()
+    two = Store(db_path, clock, commit_interval=0.0, node="n2")
+    two.open()
+    try:
+        ok(clock, one.accept([message(one) for _ in range(30)]))
+        claims = [ok(clock, store.claim(7, T0)) for _ in range(3) for store in (one, two)]
+        claims.append(ok(clock, two.claim(30, T0)))
+        ids = [p.message_id for batch in claims for p in batch]
+        assert len(ids) == 30 == len(set(ids))
+    finally:
+        ok(clock, two.close())
+        ok(clock, one.close())
+
+
 def test_committed_messages_survive_a_crash(tmp_path, db_path, clock):
     store = Store(db_path, clock, commit_interval=0.0)
     store.open()
@@ -350,7 +419,8 @@ def test_committed_messages_survive_a_crash(tmp_path, db_path, clock):
         reopened = Store(crashed, clock, commit_interval=0.0)
         reopened.open()
         try:
-            assert all(reopened.get_message(m.id)["status"] == "queued" for m in messages)
+            assert all(ok(clock, reopened.get_message(m.id))["status"] == "queued"
+                       for m in messages)
             assert len(ok(clock, reopened.claim(100, T0))) == 50
         finally:
             ok(clock, reopened.close())
@@ -379,7 +449,7 @@ def test_many_accepts_issued_together_share_a_few_commits(db_path, clock, commit
     # Typically 2-6 here (the writer starts on the first while the rest are queued);
     # a commit per accept would be 1000.
     assert store.commits - before <= 20
-    assert store.parts_used("tax", T0 - 1) == 1000
+    assert ok(clock, store.parts_used("tax", T0 - 1)) == 1000
     ok(clock, store.close())
 
 
@@ -389,24 +459,24 @@ def test_idempotency_key_stores_messages_once_within_a_day(store, clock, db_path
     first = message(store)
     response = '{"messages": [{"id": "%s"}]}' % first.id
     ok(clock, store.accept([first], idempotency=("tax", "k-1", response)))
-    assert store.idempotent_response("tax", "k-1", clock.seconds()) == response
-    assert store.idempotent_response("health", "k-1", clock.seconds()) is None
+    assert ok(clock, store.idempotent_response("tax", "k-1", clock.seconds())) == response
+    assert ok(clock, store.idempotent_response("health", "k-1", clock.seconds())) is None
 
     again = message(store)
     error = failure(clock, store.accept([again], idempotency=("tax", "k-1", "{}")))
     error.trap(DuplicateIdempotencyKey)
     assert error.value.response == response
-    assert store.get_message(again.id) is None
+    assert ok(clock, store.get_message(again.id)) is None
 
     # Another agency may use the same key.
     ok(clock, store.accept([message(store, agency="health")],
                            idempotency=("health", "k-1", "{}")))
     # After 24 h the key is free again.
     clock.advance(24 * 3600 + 1)
-    assert store.idempotent_response("tax", "k-1", clock.seconds()) is None
+    assert ok(clock, store.idempotent_response("tax", "k-1", clock.seconds())) is None
     later = message(store)
     ok(clock, store.accept([later], idempotency=("tax", "k-1", "{}")))
-    assert store.get_message(later.id)["status"] == "queued"
+    assert ok(clock, store.get_message(later.id))["status"] == "queued"
 
 
 def test_two_accepts_with_one_key_in_the_same_batch(store, clock):
@@ -415,17 +485,17 @@ def test_two_accepts_with_one_key_in_the_same_batch(store, clock):
     d_b = store.accept([b], idempotency=("tax", "same", "second"))
     ok(clock, d_a)
     assert failure(clock, d_b).value.response == "first"
-    assert store.get_message(b.id) is None
+    assert ok(clock, store.get_message(b.id)) is None
 
 
 def test_parts_used_counts_an_agencys_parts_since_a_time(store, clock):
     ok(clock, store.accept([message(store, parts=3, created_at=T0 - 100),
                             message(store, parts=2, created_at=T0),
                             message(store, parts=1, created_at=T0, agency="health")]))
-    assert store.parts_used("tax", T0 - 100) == 5
-    assert store.parts_used("tax", T0 - 50) == 2
-    assert store.parts_used("health", T0 - 100) == 1
-    assert store.parts_used("nobody", 0) == 0
+    assert ok(clock, store.parts_used("tax", T0 - 100)) == 5
+    assert ok(clock, store.parts_used("tax", T0 - 50)) == 2
+    assert ok(clock, store.parts_used("health", T0 - 100)) == 1
+    assert ok(clock, store.parts_used("nobody", 0)) == 0
 
 
 def test_purge_removes_finished_messages_and_keeps_the_rest(store, clock, db_path):
@@ -440,8 +510,8 @@ def test_purge_removes_finished_messages_and_keeps_the_rest(store, clock, db_pat
 
     assert removed["messages"] == 1 and removed["parts"] == 1
     assert removed["receipt_keys"] == 1
-    assert store.get_message(done.id) is None
-    assert store.get_message(waiting.id)["status"] == "submitted"
+    assert ok(clock, store.get_message(done.id)) is None
+    assert ok(clock, store.get_message(waiting.id))["status"] == "submitted"
     assert ok(clock, store.apply_receipt("mci", "52", "delivered", id_mode="raw")) is True
 
 
@@ -470,19 +540,19 @@ def test_message_ids_are_short_url_safe_and_time_ordered(store, clock):
 
 
 def test_writable_reports_the_writers_health(store, clock, db_path):
-    assert store.writable()
+    assert ok(clock, store.writable())
     clock.advance(2)
-    assert store.writable()                 # sends a probe write
+    assert ok(clock, store.writable())                 # sends a probe write
     ok(clock, store.accept([message(store)]))   # queued behind the probe
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'probe'").fetchone() == (
             str(clock.seconds()),)
     ok(clock, store.close())
-    assert not store.writable()
+    assert not ok(clock, store.writable())
 
 
-def test_get_message_of_unknown_id(store):
-    assert store.get_message("nope") is None
+def test_get_message_of_unknown_id(store, clock):
+    assert ok(clock, store.get_message("nope")) is None
 
 
 # -- the writer's transactions ---------------------------------------------------------------
@@ -561,10 +631,10 @@ def test_housekeeping_runs_at_start_and_then_on_its_timer(store, clock):
     try:
         # A write queued after the timer's purge returns once that purge is done.
         clock.wait(store.purge(older_than=0))
-        assert store.get_message(old.id) is not None          # ended 0 s ago: kept
+        assert ok(clock, store.get_message(old.id)) is not None      # ended 0 s ago: kept
         clock.advance(120)                                     # the next run: 120 s > 100 s
         clock.wait(store.purge(older_than=0))
-        assert store.get_message(old.id) is None
+        assert ok(clock, store.get_message(old.id)) is None
     finally:
         service.stopService()
 
@@ -584,13 +654,14 @@ def test_parts_whose_receipt_never_came_expire_and_receiptless_messages_end(
     clock.advance(600)
     assert ok(clock, store.expire_unreceipted(grace_s=1000)) == 1
     assert part_states(db_path, waiting.id) == ["delivered", "expired"]
-    ended = store.get_message(waiting.id)
+    ended = ok(clock, store.get_message(waiting.id))
     assert ended["status"] == "expired" and "receipt" in ended["error"]
-    assert store.get_message(receiptless.id)["status"] == "submitted"   # stays, as sent
+    assert ok(clock, store.get_message(receiptless.id))["status"] == "submitted"  # as sent
 
     removed = ok(clock, store.purge(older_than=clock.seconds() + 1))
     assert removed["messages"] == 2
-    assert store.get_message(receiptless.id) is None and store.get_message(waiting.id) is None
+    assert ok(clock, store.get_message(receiptless.id)) is None
+    assert ok(clock, store.get_message(waiting.id)) is None
 
 
 def test_housekeeping_ends_queued_parts_whose_validity_passed_before_they_were_sent(
@@ -620,10 +691,10 @@ def test_housekeeping_ends_queued_parts_whose_validity_passed_before_they_were_s
     finally:
         service.stopService()
     assert part_states(db_path, stuck.id) == ["expired", "expired"]
-    ended = store.get_message(stuck.id)
+    ended = ok(clock, store.get_message(stuck.id))
     assert ended["status"] == "expired" and "before" in ended["error"]
     assert part_states(db_path, half.id) == ["submitted", "expired"]
-    assert store.get_message(half.id)["status"] == "expired"
+    assert ok(clock, store.get_message(half.id))["status"] == "expired"
     assert part_states(db_path, in_flight.id) == ["sending"]
     assert part_states(db_path, fresh.id) == ["queued"]
 
@@ -648,13 +719,13 @@ def test_a_database_from_the_first_schema_is_migrated_and_its_parts_still_flow(
     store = Store(db_path, clock, commit_interval=0.0)
     store.open()
     try:
-        assert store.queued_routes() == {None}
+        assert ok(clock, store.queued_routes()) == {None}
         (claimed,) = ok(clock, store.claim(10, T0, route=None))
         assert (claimed.message_id, claimed.payload) == ("old1", b"salam")
         ok(clock, store.record([PartOutcome("old1", 1, "submitted", operator="mci",
                                             smsc_id="0A")]))
         assert ok(clock, store.apply_receipt("mci", "10", "delivered", id_mode="dec")) is True
-        assert store.get_message("old1")["status"] == "delivered"
+        assert ok(clock, store.get_message("old1"))["status"] == "delivered"
     finally:
         clock.wait(store.close())
     with sqlite3.connect(db_path) as conn:
@@ -739,7 +810,7 @@ def test_a_store_that_existed_is_not_silently_replaced(db_path, clock, how):
     created = Store(db_path, clock, commit_interval=0.0)
     created.open(create=True)
     try:
-        assert not created.has_queued()
+        assert not ok(clock, created.has_queued())
     finally:
         ok(clock, created.close())
     again = Store(db_path, clock, commit_interval=0.0)
@@ -831,7 +902,8 @@ def test_after_a_clean_close_the_db_file_alone_holds_every_write(db_path, clock,
     messages = [message(store) for _ in range(300)]
     for start in range(0, 300, 30):
         ok(clock, store.accept(messages[start:start + 30]))
-    assert store.has_queued() and store.get_message(messages[0].id)   # reads, as a daemon's
+    # reads, as a daemon's
+    assert ok(clock, store.has_queued()) and ok(clock, store.get_message(messages[0].id))
     ok(clock, store.close())
     wal = Path(str(db_path) + "-wal")
     assert not wal.exists() or wal.stat().st_size == 0
@@ -893,7 +965,7 @@ def test_purge_without_audit_or_inbound_cutoffs_keeps_those_rows(store, clock, d
 def test_a_message_retrying_shows_its_attempts_and_last_error(store, clock):
     m = message(store, parts=2)
     ok(clock, store.accept([m]))
-    fresh = store.get_message(m.id)
+    fresh = ok(clock, store.get_message(m.id))
     assert fresh["attempts"] == 0 and fresh["last_error"] is None
     ok(clock, store.claim(10, T0))
     ok(clock, store.record([
@@ -903,7 +975,7 @@ def test_a_message_retrying_shows_its_attempts_and_last_error(store, clock):
     ok(clock, store.claim(10, T0))
     ok(clock, store.record([PartOutcome(m.id, 1, "requeue", not_before=T0,
                                         error="ESME_RSUBMITFAIL (0x00000045)")]))
-    retrying = store.get_message(m.id)
+    retrying = ok(clock, store.get_message(m.id))
     assert retrying["status"] == "queued" and retrying["attempts"] == 2
     assert retrying["last_error"] == "ESME_RSUBMITFAIL (0x00000045)"
     assert retrying["error"] is None                      # not failed: no final error
@@ -912,7 +984,7 @@ def test_a_message_retrying_shows_its_attempts_and_last_error(store, clock):
     ok(clock, store.apply_receipts([("mci", "77", "delivered", None),
                                     ("mci", "78", "delivered", None)],
                                    id_modes={"mci": "raw"}))
-    done = store.get_message(m.id)
+    done = ok(clock, store.get_message(m.id))
     assert done["status"] == "delivered" and done["attempts"] == 2
     assert done["last_error"] == "ESME_RSUBMITFAIL (0x00000045)"   # what it went through
 
@@ -921,13 +993,13 @@ def test_a_store_deleted_while_open_is_not_writable_and_close_does_not_recreate_
         db_path, clock):
     store = Store(db_path, clock, commit_interval=0.0)
     store.open()
-    assert store.writable()
+    assert ok(clock, store.writable())
     for suffix in ("", "-wal", "-shm"):
         Path(str(db_path) + suffix).unlink(missing_ok=True)
     clock.advance(2)
-    assert not store.writable()          # /healthz answers 503 instead of 200
+    assert not ok(clock, store.writable())          # /healthz answers 503 instead of 200
     clock.advance(0.1)
-    assert not store.writable()          # between file checks too
+    assert not ok(clock, store.writable())          # between file checks too
     ok(clock, store.close())
     assert not db_path.exists()          # the next start refuses (its marker remains)
     with pytest.raises(StoreUnusable):

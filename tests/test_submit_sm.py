@@ -4,7 +4,7 @@ from conftest import operator_config
 
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import decode, encode
-from gateway.store.store import ClaimedPart
+from gateway.model import ClaimedPart
 from gateway.submit_sm import build_submit_sm, relative_validity
 
 

@@ -8,7 +8,7 @@ never see its configuration change under it.
 from dataclasses import dataclass
 
 BIND_MODES = ("transceiver", "transmitter+receiver")
-# How receipts write the submit_sm_resp id (gateway.smpp.receipt.ID_BASES), or "auto":
+# How receipts write the submit_sm_resp id (gateway.receipt_ids.ID_BASES), or "auto":
 # learned per operator from the first unambiguous matches, then fixed.
 RECEIPT_ID_MODES = ("auto", "raw", "dec", "hex")
 DEFAULT_HTTP_MAX_CONNECTIONS = 1024       # beyond it new connections are answered 503

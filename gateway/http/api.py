@@ -12,6 +12,7 @@ errors.py, the rules themselves in gateway.policy.
 import logging
 import re
 
+from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from gateway.http import openapi
@@ -89,26 +90,27 @@ class AgencyAPI:
         if not _MESSAGE_ID.fullmatch(message_id):
             raise not_found
         try:
-            message = self.store.get_message(message_id)
+            d = self.store.get_message(message_id)
         except Exception:
-            log.exception("reading message failed")
-            raise ApiError("overloaded", "the store cannot be read right now; retry shortly",
-                           headers={"Retry-After": "1"}) from None
-        # Another agency's message is indistinguishable from a missing one.
-        if message is None or message.get("agency") != agency.id:
-            raise not_found
-        message = dict(message)
-        del message["agency"]
-        return json_response(200, message)
+            d = defer.fail()
+        d.addBoth(_message_answer, agency.id, not_found)
+        return d
 
     # -- GET /healthz -------------------------------------------------------------------
 
     def healthz(self, request):
         try:
-            writable = bool(self.store.writable())
+            d = self.store.writable()
         except Exception:
-            log.exception("store health check failed")
+            d = defer.fail()
+        d.addBoth(self._health_answer)
+        return d
+
+    def _health_answer(self, writable):
+        if isinstance(writable, Failure):
+            log.error("store health check failed: %s", writable.getErrorMessage())
             writable = False
+        writable = bool(writable)
         operators = {}
         if self.health is not None:
             try:
@@ -119,6 +121,20 @@ class AgencyAPI:
                     "store": "ok" if writable else "not_writable",
                     "operators": operators}
         return json_response(200 if writable else 503, document)
+
+
+def _message_answer(message, agency_id, not_found):
+    """The store's answer to GET /v1/messages/{id} as the HTTP answer."""
+    if isinstance(message, Failure):
+        log.error("reading message failed: %s", message.getErrorMessage())
+        raise ApiError("overloaded", "the store cannot be read right now; retry shortly",
+                       headers={"Retry-After": "1"})
+    # Another agency's message is indistinguishable from a missing one.
+    if message is None or message.get("agency") != agency_id:
+        raise not_found
+    message = dict(message)
+    del message["agency"]
+    return json_response(200, message)
 
 
 def _answer(outcome):

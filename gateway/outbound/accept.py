@@ -17,13 +17,14 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from gateway import metrics
+from gateway.model import NewMessage
 from gateway.numbers import mask_msisdn
 from gateway.outbound.checks import check_text_length, normalize_recipients
 from gateway.outbound.errors import OverQuota, Overloaded, OverRate, SenderRefused, TooManyParts
 from gateway.outbound.submission import Accepted, accepted_document
 from gateway.policy.limits import QuotaExceeded, RateLimited
 from gateway.policy.senders import SenderNotAllowed, check_sender, owner_of
-from gateway.store import DuplicateIdempotencyKey, NewMessage
+from gateway.store.interface import DuplicateIdempotencyKey
 from gateway.text import TextTooLong, encode_for_submit
 
 log = logging.getLogger("payam.outbound")
@@ -70,10 +71,10 @@ class Outbound:
         caller the channel authenticated); `origin` says who asked, for the audit (an
         HTTP client's address).
 
-        Refusals found before the store is asked are raised. Otherwise the result is
-        answer(outcome): at once for a replayed idempotency key, else a Deferred firing
-        with it after the commit, the outcome being an Accepted or a Failure (a Refusal
-        such as Overloaded or OverRate, or an unexpected error). `answer` lets a channel
+        Refusals found before the store is asked are raised. Otherwise the result is a
+        Deferred firing with answer(outcome) after the commit (for a replayed
+        idempotency key, after the store's lookup of it), the outcome being an Accepted
+        or a Failure (a Refusal such as Overloaded or OverRate, or an unexpected error). `answer` lets a channel
         turn the outcome into its own answer inside the one callback the store's Deferred
         carries (each Deferred link costs µs per request); it may raise."""
         if self.pending >= self.max_pending:       # admit(), without a call on the hot path
@@ -100,17 +101,24 @@ class Outbound:
 
     def _accept(self, agency, submission, sender, recipients, parts, answer):
         """A submission with an idempotency key, from the lookup on; re-entered by one
-        that waited for a concurrent one with the same key."""
-        stored = self._first_answer(agency.id, submission.idempotency_key)
-        return self._looked_up(stored, agency, submission, sender, recipients, parts, answer)
-
-    def _first_answer(self, agency_id, key):
-        """The document an idempotency key was first answered with (24 h), or None. The
-        accept path's one store read, kept apart: should it become a Deferred, _accept
-        chains _looked_up to it."""
-        return self.store.idempotent_response(agency_id, key, self.clock.seconds())
+        that waited for a concurrent one with the same key.  The lookup of the key's
+        first answer (24 h) is the accept path's one store read, a Deferred (fired at
+        once by SQLite): what follows it answers through `answer`, refusals included."""
+        d = self.store.idempotent_response(agency.id, submission.idempotency_key,
+                                           self.clock.seconds())
+        d.addBoth(self._looked_up, agency, submission, sender, recipients, parts, answer)
+        return d
 
     def _looked_up(self, stored, agency, submission, sender, recipients, parts, answer):
+        try:
+            if isinstance(stored, Failure):
+                stored.raiseException()
+            return self._after_lookup(stored, agency, submission, sender, recipients,
+                                      parts, answer)
+        except Exception:
+            return answer(Failure())
+
+    def _after_lookup(self, stored, agency, submission, sender, recipients, parts, answer):
         if stored is not None:
             return answer(Accepted(None, stored, replayed=True))
         waiting = self._in_flight.get((agency.id, submission.idempotency_key))

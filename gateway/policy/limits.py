@@ -6,13 +6,25 @@ the bucket is full and leaves it in debt, so the average rate still holds and no
 request is impossible. The quota day runs midnight to midnight in Tehran (UTC+03:30; no
 DST since 2022). Parts are reserved before the store write and released if it fails,
 so concurrent requests cannot overshoot and failures cost the agency nothing.
+
+The count is kept here, in memory; the store is asked once per agency, when it first
+appears (start, SIGHUP), for the parts it accepted so far today.  The store answers
+with a Deferred (at once for SQLite): until that answer the agency's requests are
+refused for a second (QuotaUnknown), never let through against a count that lacks
+what was sent earlier today.
 """
 
+import logging
 import math
 from dataclasses import dataclass
 
+from twisted.internet import defer
+
+log = logging.getLogger("payam.policy.limits")
+
 TEHRAN_OFFSET_S = 3 * 3600 + 30 * 60
 DAY_S = 86400
+READ_RETRY_S = 1.0          # a failed read of the parts used today is asked again after
 
 
 def tehran_day(now):
@@ -28,6 +40,14 @@ class RateLimited(Exception):
     def __init__(self, retry_after):
         super().__init__(f"rate limit reached; retry after {retry_after} s")
         self.retry_after = retry_after
+
+
+class QuotaUnknown(RateLimited):
+    """The agency's parts used today are still being read from the store."""
+
+    def __init__(self):
+        Exception.__init__(self, "today's count of parts is being read; retry after 1 s")
+        self.retry_after = 1
 
 
 class QuotaExceeded(Exception):
@@ -46,15 +66,18 @@ class Reservation:
 
 
 class _AgencyState:
-    __slots__ = ("rate", "quota", "tokens", "stamp", "day", "used", "day_start", "day_end")
+    __slots__ = ("rate", "quota", "tokens", "stamp", "day", "used", "day_start", "day_end",
+                 "reading", "read_after")
 
-    def __init__(self, rate, quota, now, used):
+    def __init__(self, rate, quota, now):
         self.rate = rate
         self.quota = quota
         self.tokens = rate
         self.stamp = now
         self._set_day(tehran_day(now))
-        self.used = used
+        self.used = None            # parts used today; None until the store has said
+        self.reading = False        # the store is being asked
+        self.read_after = now       # after a failed read: when to ask again
 
     def _set_day(self, day):
         self.day = day
@@ -70,7 +93,8 @@ class _AgencyState:
             day = tehran_day(now)
             if day != self.day:
                 self._set_day(day)
-                self.used = 0
+                if self.used is not None:   # one still being read is read for the new day
+                    self.used = 0
 
 
 class AgencyLimits:
@@ -78,17 +102,19 @@ class AgencyLimits:
         self.store = store
         self.clock = clock
         self._states = {}
-        self.update(agencies)
+        self.loaded = self.update(agencies)
 
     def update(self, agencies):
-        """New or changed agencies (SIGHUP): counters of known agencies carry on."""
+        """New or changed agencies (SIGHUP): counters of known agencies carry on; new
+        ones are read from the store.  Deferred that fires once they are."""
         now = self.clock.seconds()
         states = {}
+        reads = []
         for agency in agencies:
             state = self._states.get(agency.id)
             if state is None:
-                used = self.store.parts_used(agency.id, since=start_of_tehran_day(now))
-                state = _AgencyState(float(agency.rate_per_s), agency.daily_parts, now, used)
+                state = _AgencyState(float(agency.rate_per_s), agency.daily_parts, now)
+                reads.append((agency.id, state))
             else:
                 state.refill(now)
                 state.rate = float(agency.rate_per_s)
@@ -96,6 +122,30 @@ class AgencyLimits:
                 state.quota = agency.daily_parts
             states[agency.id] = state
         self._states = states
+        return defer.gatherResults([self._read_used(agency_id, state)
+                                    for agency_id, state in reads])
+
+    def _read_used(self, agency_id, state):
+        """Ask the store for the parts the agency used today; the answer counts only
+        for the day it was asked for (a new day starts at 0 anyway)."""
+        state.reading = True
+        day = state.day
+        d = self.store.parts_used(agency_id, since=state.day_start)
+
+        def read(used):
+            state.reading = False
+            if state.used is None and state.day == day:
+                state.used = used
+
+        def failed(failure):
+            # Asked again by the agency's next request, after READ_RETRY_S.
+            state.reading = False
+            state.read_after = self.clock.seconds() + READ_RETRY_S
+            log.error("reading agency %s's parts used today failed: %s", agency_id,
+                      failure.getErrorMessage())
+
+        d.addCallbacks(read, failed)
+        return d
 
     def reserve(self, agency_id, parts):
         """Take `parts` from the agency's rate and quota, or raise RateLimited /
@@ -105,6 +155,11 @@ class AgencyLimits:
         state = self._states[agency_id]
         now = self.clock.seconds()
         state.refill(now)
+        if state.used is None:
+            if not state.reading and now >= state.read_after:
+                self._read_used(agency_id, state)
+            if state.used is None:
+                raise QuotaUnknown()
         needed_now = min(parts, state.rate)
         if state.tokens < needed_now:
             wait = (needed_now - state.tokens) / state.rate
@@ -123,7 +178,7 @@ class AgencyLimits:
             return
         state.refill(self.clock.seconds())
         state.tokens = min(state.rate, state.tokens + reservation.parts)
-        if state.day == reservation.day:
+        if state.day == reservation.day and state.used is not None:
             state.used = max(0, state.used - reservation.parts)
 
     def used_today(self, agency_id):

@@ -1,9 +1,13 @@
-"""Durable SQLite store: WAL, one writer thread with group commit, reads on the reactor."""
+"""Durable SQLite store: WAL, one writer thread with group commit, reads on the reactor.
 
-from gateway.store.store import (
-    ClaimedPart, DuplicateIdempotencyKey, NewMessage, PartOutcome, Store)
+Callers depend on gateway.store.interface (MessageStore and its errors) and on the
+records of gateway.model; the names below are kept for existing importers."""
+
+from gateway.model import ClaimedPart, NewMessage, PartOutcome
 from gateway.store.guard import StoreUnusable
-from gateway.store.writer import StoreClosed, TransactionLost
+from gateway.store.interface import (
+    DuplicateIdempotencyKey, MessageStore, StoreClosed, TransactionLost)
+from gateway.store.store import Store
 
-__all__ = ["ClaimedPart", "DuplicateIdempotencyKey", "NewMessage", "PartOutcome", "Store",
-           "StoreClosed", "StoreUnusable", "TransactionLost"]
+__all__ = ["ClaimedPart", "DuplicateIdempotencyKey", "MessageStore", "NewMessage",
+           "PartOutcome", "Store", "StoreClosed", "StoreUnusable", "TransactionLost"]

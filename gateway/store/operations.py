@@ -10,8 +10,10 @@ status follow its parts through the triggers of schema.py.
 import json
 import logging
 
-from gateway.smpp.receipt import ID_BASES, normal_id, read_only_raw
+from gateway.model import UNKNOWN_OUTCOME
+from gateway.receipt_ids import ID_BASES, normal_id, read_only_raw
 from gateway.store import schema
+from gateway.store.interface import DuplicateIdempotencyKey
 
 log = logging.getLogger("payam.store")
 
@@ -63,16 +65,6 @@ def insert_messages(conn, items):
     return [item[2] for item in items]
 
 
-class DuplicateIdempotencyKey(Exception):
-    """The agency already used this idempotency key within 24 h; nothing was stored."""
-
-    def __init__(self, agency, key, response):
-        super().__init__(f"idempotency key already used by agency {agency!r}")
-        self.agency = agency
-        self.key = key
-        self.response = response
-
-
 def _claim_idempotency_key(conn, agency, key, response, now):
     row = conn.execute("SELECT response, created_at FROM idempotency"
                        " WHERE agency = ? AND key = ?", (agency, key)).fetchone()
@@ -97,15 +89,39 @@ _CLAIM_SQL = (
     # state = 'queued' written literally so that the partial index applies.
     "  WHERE p.state = 'queued' AND p.route IS ? AND p.priority = ? AND p.not_before <= ?"
     "  ORDER BY p.not_before, p.rowid LIMIT ?)")
-_SENDING_SQL = ("UPDATE parts SET state = 'sending'"
+_SENDING_SQL = ("UPDATE parts SET state = 'sending', claimed_at = ?, owner = ?"
                 " WHERE rowid IN (SELECT value FROM json_each(?))")
+# A part released from its lease goes back to the queue as an unknown outcome: it may
+# have reached the SMSC before its owner stopped (issue 6's bound counts it).
+_RELEASE = ("UPDATE parts SET state = 'queued', attempts = attempts + 1,"
+            " unknowns = unknowns + 1, error = :error"
+            # state = 'sending' written literally so that the partial index applies.
+            " WHERE state = 'sending'")
+_EXPIRED_LEASES_SQL = _RELEASE + " AND claimed_at < :before AND owner IS NOT :owner"
+_OWNERS_LEASES_SQL = _RELEASE + " AND (owner IS NULL OR owner = :owner)"
+RELEASED_ERROR = f"{UNKNOWN_OUTCOME}: in flight when its gateway process stopped"
 
 
-def claim(conn, limit, now, route, priorities):
+def release_leases(conn, owner):
+    """At open: the parts leased by `owner` (this node's previous run, None: none
+    known) and those claimed before leases existed go back to the queue, each counted
+    as an unknown outcome.  The number released."""
+    return conn.execute(_OWNERS_LEASES_SQL, {"owner": owner, "error": RELEASED_ERROR}).rowcount
+
+
+def claim(conn, limit, now, route, priorities, owner=None, leases_before=None):
     """Up to `limit` queued parts of `route` due by `now`, in the order of `priorities`,
-    then oldest first; they become 'sending'.  Each as [message_id, seq, total, agency,
+    then oldest first; they become 'sending', leased to `owner` from `now`.  With
+    `leases_before`, parts of other owners claimed before it are taken back first,
+    each counted as an unknown outcome.  Each as [message_id, seq, total, agency,
     sender, recipient, priority, data_coding, esm_class, payload, receipt, attempts,
     expires_at, unknowns]."""
+    if leases_before is not None:
+        taken = conn.execute(_EXPIRED_LEASES_SQL, {
+            "before": leases_before, "owner": owner, "error": RELEASED_ERROR}).rowcount
+        if taken:
+            log.warning("took back %d parts whose claim lease expired (their process "
+                        "stopped answering); counted as unknown outcomes", taken)
     claimed = []
     rowids = []
     for priority in priorities:
@@ -118,7 +134,7 @@ def claim(conn, limit, now, route, priorities):
         if len(claimed) >= limit:
             break
     if rowids:
-        conn.execute(_SENDING_SQL, (json.dumps(rowids),))
+        conn.execute(_SENDING_SQL, (now, owner, json.dumps(rowids)))
     return claimed
 
 
@@ -173,7 +189,7 @@ def record(conn, outcomes, now, learning=frozenset()):
     """Apply PartOutcomes in order; the number that changed a part (the others named a
     finished or unknown part).  learning: the `auto` operators whose id base is not
     known yet (receipts.py); a receipt of theirs kept unread under exactly a submitted
-    key applies too when that key can be read only raw (receipt.read_only_raw)."""
+    key applies too when that key can be read only raw (receipt_ids.read_only_raw)."""
     # Outcomes of distinct parts do not depend on each other's order, so each run of
     # them is applied by kind; a part named again starts the next run.
     changed = 0

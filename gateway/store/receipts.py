@@ -4,7 +4,7 @@ A receipt reaches a part only when
 - the part was carried by the receipt's operator (SMSCs hand out sequential ids, so
   ids collide across operators);
 - the receipt's id, read in the operator's id base (`receipt_ids`: raw, dec or hex, see
-  gateway.smpp.receipt), is exactly the normal form of the part's submit_sm_resp id:
+  gateway.receipt_ids), is exactly the normal form of the part's submit_sm_resp id:
   one key per receipt, never a guess among bases;
 - the part is still 'submitted': a final part keeps its state, and a receipt that meets
   only final parts is kept, since it may be the early receipt of a part that reuses
@@ -20,7 +20,7 @@ waits for; recording the submit outcome that brings that key applies it
   another non-digit: the built-in simulator's hex ids, UUIDs, ...) is applied at once,
   as itself (raw): only raw can name a part filed under that id (no `dec` receipt
   writes it, and a resp id that is not decimal rules out `hex` for the operator; see
-  gateway.smpp.receipt.read_only_raw).  All the rules above still hold; if it ends
+  gateway.receipt_ids.read_only_raw).  All the rules above still hold; if it ends
   no part now it is kept under its own id (id_base NULL), and the submitted outcome
   that brings exactly that id applies it (operations.record, for operators in the
   writer's `learning` set only).  Each one that ends a part is a vote for raw at once.
@@ -44,7 +44,7 @@ import json
 import logging
 from typing import NamedTuple
 
-from gateway.smpp.receipt import ID_BASES, read_only_raw, receipt_key
+from gateway.receipt_ids import ID_BASES, read_only_raw, receipt_key
 from gateway.store import schema
 # The batch helpers, the part-ending UPDATE and the lead bound (also applied when a
 # submit outcome meets its kept receipts) are shared with the other writes.

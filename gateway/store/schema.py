@@ -11,10 +11,9 @@ import time
 
 import sqlite_utils
 
-log = logging.getLogger("payam.store.schema")
+from gateway.model import FINAL_STATES
 
-# Part and message states that never change again.
-FINAL_STATES = ("delivered", "failed", "expired")
+log = logging.getLogger("payam.store.schema")
 
 
 def _v1_initial(db):
@@ -163,7 +162,7 @@ def _v5_unknown_outcomes(db):
 
 
 def _v6_receipt_id_bases(db):
-    # id_base: the base (gateway.smpp.receipt.ID_BASES) under which a kept receipt's key
+    # id_base: the base (gateway.receipt_ids.ID_BASES) under which a kept receipt's key
     # was read, i.e. its key is the submit_sm_resp id it waits for; NULL while its
     # operator's base is not known yet (the key is then the receipt's own normal id),
     # "-" when the id cannot be read in that base.  Receipts kept before this migration
@@ -186,6 +185,21 @@ def _v7_retention_indexes(db):
     db.execute("CREATE INDEX IF NOT EXISTS inbound_received ON inbound (received_at)")
 
 
+def _v8_claim_leases(db):
+    # The lease of a part being sent ('sending'): when it was claimed (claimed_at) and
+    # by which running store (owner, "host:pid:random").  A lease of another owner
+    # older than the lease time is taken back by the claim, so several processes can
+    # share the store; at open, the leases of this node's previous run are released
+    # (meta 'lease_owner:<node>').  Parts left 'sending' before this migration have
+    # neither and are released at open.  The partial index holds only parts in flight.
+    columns = db["parts"].columns_dict
+    for name, kind in (("claimed_at", float), ("owner", str)):
+        if name not in columns:
+            db["parts"].add_column(name, kind)
+    db.execute("CREATE INDEX IF NOT EXISTS parts_leases ON parts (claimed_at)"
+               " WHERE state = 'sending'")
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
@@ -195,6 +209,7 @@ MIGRATIONS = [
     (5, _v5_unknown_outcomes),
     (6, _v6_receipt_id_bases),
     (7, _v7_retention_indexes),
+    (8, _v8_claim_leases),
 ]
 
 

@@ -6,92 +6,71 @@ rows are on disk.  Reads run on the reactor thread with their own read-only conn
 WAL lets them proceed while the writer commits.
 """
 
+import functools
 import json
 import os
 import random
 import logging
+import socket
 import sqlite3
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from twisted.internet import defer
 
-from gateway.smpp.receipt import normal_id
+from gateway.model import (
+    CLAIM_ORDER, OUTCOME_KINDS, PRIORITY_NAMES, ClaimedPart, NewMessage, PartOutcome)
+from gateway.receipt_ids import normal_id
 from gateway.store import guard, operations, schema
 from gateway.store import receipts as store_receipts
-from gateway.store.operations import IDEMPOTENCY_S, DuplicateIdempotencyKey
-from gateway.store.writer import StoreClosed, Writer
+from gateway.store.interface import StoreClosed
+from gateway.store.operations import IDEMPOTENCY_S
+from gateway.store.writer import Writer
 
 log = logging.getLogger("payam.store")
 
 PENDING_RECEIPT_S = 3 * 24 * 3600
 PROBE_EVERY_S = 1.0
+# A claimed part is leased to the store that claimed it.  Another store takes it back
+# once the lease is this old: far longer than a part stays claimed by a live process
+# (response_timeout_s, 30 s by default, plus its wait in a lane), so only a process
+# that stopped loses its parts this way.  Leases are not renewed.
+LEASE_S = 300.0
+RECLAIM_EVERY_S = 10.0          # how often a claim first looks for expired leases
 
-PRIORITY_NAMES = {0: "normal", 1: "high", 2: "emergency"}
-OUTCOME_KINDS = ("submitted", "requeue", "failed", "expired")
-_PRIORITIES = sorted(PRIORITY_NAMES, reverse=True)     # claim order
 _BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"   # Crockford, in ASCII order: ids sort by time
 _SYMBOL_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)   # 10 bits → 2 symbols
 
 
-@dataclass
-class NewMessage:
-    """One message to one recipient, built by the HTTP layer."""
-    id: str
-    agency: str
-    sender: str
-    recipient: str
-    text: str
-    priority: int
-    reference: str | None
-    validity_s: int
-    receipt: bool
-    data_coding: int
-    esm_class: int
-    parts: list[bytes]
-    created_at: float
-    route: str | None = None           # the operator the recipient's routing rule prefers
-
-
-@dataclass
-class ClaimedPart:
-    message_id: str
-    seq: int
-    total: int
-    agency: str
-    sender: str
-    recipient: str
-    priority: int
-    data_coding: int
-    esm_class: int
-    payload: bytes
-    receipt: bool
-    attempts: int
-    expires_at: float
-    unknowns: int = 0                  # sends whose outcome never came (migration 5)
-
-
-@dataclass
-class PartOutcome:
-    message_id: str
-    seq: int
-    kind: str                          # "submitted" | "requeue" | "failed" | "expired"
-    operator: str | None = None
-    smsc_id: str | None = None
-    error: str | None = None
-    not_before: float | None = None
-    count_attempt: bool = True
-    unknown: bool = False              # with "requeue": the send's outcome is unknown
+def _read(read):
+    """A read on the reactor thread's own connection, answered as the interface's
+    reads are (a Deferred, so that a network database can answer later): at once."""
+    @functools.wraps(read)
+    def answer(self, *args, **kwargs):
+        if self._reader is None:
+            return defer.fail(StoreClosed("the store is not open"))
+        try:
+            return defer.succeed(read(self, *args, **kwargs))
+        except Exception:
+            return defer.fail()
+    return answer
 
 
 class Store:
-    def __init__(self, path, reactor=None, commit_interval=0.002):
+    def __init__(self, path, reactor=None, commit_interval=0.002, *, node=None,
+                 lease_s=LEASE_S):
+        """node: this machine's name among the store's users (default: the host
+        name); lease_s: how old another owner's claim lease must be to be taken
+        back."""
         if reactor is None:
             from twisted.internet import reactor
         self.path = str(path)
         self._reactor = reactor
         self._commit_interval = commit_interval
+        self.node = node if node is not None else socket.gethostname()
+        self.lease_s = lease_s
+        self.owner = None              # "node:pid:random" while open: claims' leases
+        self._reclaim_at = float("-inf")
         self._writer = None
         self._reader = None
         self._closing = None
@@ -106,7 +85,8 @@ class Store:
     # -- lifecycle ----------------------------------------------------------------
 
     def open(self, create=False):
-        """Migrate, start the writer, and put back parts a crash left in flight.
+        """Migrate, start the writer, and put back the parts this node's previous run
+        left in flight (each counted as an unknown outcome: it may have been sent).
 
         Raises StoreUnusable (one line naming the file and what to do) for a damaged
         file, or a missing one whose marker says it existed (guard.py); `create` begins
@@ -125,10 +105,8 @@ class Store:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
             self.store_id = guard.adopt(conn, self.path, created)
-            # A part left 'sending' may or may not have reached the SMSC before the
-            # crash; we cannot know, so it is sent again: delivery is at-least-once.
-            recovered = conn.execute(
-                "UPDATE parts SET state = 'queued' WHERE state = 'sending'").rowcount
+            owner = f"{self.node}:{os.getpid()}:{self._random.getrandbits(32):08x}"
+            recovered = self._take_over(conn, owner)
         except (sqlite3.Error, OSError) as e:
             if conn is not None:
                 conn.close()
@@ -138,13 +116,34 @@ class Store:
                 conn.close()
             raise
         if recovered:
-            log.warning("requeued %d parts left in flight by the previous run", recovered)
+            log.warning("requeued %d parts left in flight by the previous run (counted "
+                        "as unknown outcomes)", recovered)
+        self.owner = owner
         self._file = _file_identity(self.path)
         uri = Path(self.path).resolve().as_uri() + "?mode=ro"
         self._reader = sqlite3.connect(uri, uri=True, isolation_level=None)
         self._reader.execute("PRAGMA busy_timeout=5000")
         self._writer = Writer(conn, self._reactor, self._commit_interval)
         self._writer.start()
+
+    def _take_over(self, conn, owner):
+        """Become this node's owner of claim leases, releasing the previous run's: a
+        part it left 'sending' may or may not have reached the SMSC; we cannot know,
+        so it is sent again (at-least-once) as an unknown outcome, which bounds how
+        often that can happen.  Leases of other nodes' owners wait for their expiry
+        (claim).  The number of parts released."""
+        key = f"lease_owner:{self.node}"
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            released = operations.release_leases(conn, row[0] if row else None)
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                         (key, owner))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return released
 
     def close(self):
         """Commit every write already queued, stop the writer, checkpoint the WAL into
@@ -259,15 +258,21 @@ class Store:
 
     def claim(self, limit, now, route=None):
         """Up to `limit` queued parts of `route` (None: parts stored without one) due by
-        `now`, highest priority first, then oldest; they become 'sending'.
-        Deferred[list[ClaimedPart]]."""
+        `now`, highest priority first, then oldest; they become 'sending', leased to
+        this store's owner.  Deferred[list[ClaimedPart]]."""
         if not isinstance(limit, int) or limit < 0:
             return defer.fail(ValueError(f"claim limit must be an int >= 0, not {limit!r}"))
         if limit == 0:
             return defer.succeed([])
+        leases_before = None
+        if now >= self._reclaim_at:
+            # Expired leases of other owners are looked for now and then, not per claim.
+            self._reclaim_at = now + RECLAIM_EVERY_S
+            leases_before = now - self.lease_s
+        owner = self.owner
         return self._write(lambda conn: [
             ClaimedPart(*row) for row in operations.claim(conn, limit, now, route,
-                                                          _PRIORITIES)])
+                                                          CLAIM_ORDER, owner, leases_before)])
 
     def record(self, outcomes):
         """Apply submit outcomes to parts and their messages; Deferred fires with the
@@ -382,8 +387,9 @@ class Store:
         now = self._reactor.seconds()
         return self._write(lambda conn: operations.expire_unsent(conn, now))
 
-    # -- reads (reactor thread) -----------------------------------------------------
+    # -- reads (reactor thread; each answers a Deferred, already fired) --------------
 
+    @_read
     def get_message(self, message_id):
         """The contract's fields, "agency", and how its sending went so far: `attempts`
         (submits of its parts that met a temporary error or an unknown outcome and were
@@ -409,17 +415,20 @@ class Store:
             "attempts": attempts, "last_error": last_error, "agency": agency,
         }
 
+    @_read
     def idempotent_response(self, agency, key, now):
         row = self._reader.execute(
             "SELECT response FROM idempotency WHERE agency = ? AND key = ? AND created_at > ?",
             (agency, key, now - IDEMPOTENCY_S)).fetchone()
         return row[0] if row else None
 
+    @_read
     def parts_used(self, agency, since):
         return self._reader.execute(
             "SELECT COALESCE(SUM(parts), 0) FROM messages WHERE agency = ? AND created_at >= ?",
             (agency, since)).fetchone()[0]
 
+    @_read
     def queued_routes(self):
         """The routes that queued parts carry (None among them for parts without).
         One index probe per route, however many parts wait."""
@@ -436,14 +445,18 @@ class Store:
                                  " AND route > ?", row).fetchone()
         return routes
 
+    @_read
     def has_queued(self):
         return self._reader.execute(
             "SELECT 1 FROM parts WHERE state = 'queued' LIMIT 1").fetchone() is not None
 
     def writable(self):
-        """Whether the last transaction committed and the file is still the one opened;
-        at most once a second this checks the file and sends a one-row write through
-        the writer so that an idle store's answer stays fresh."""
+        """Whether the last transaction committed and the file is still the one opened
+        (Deferred[bool]); at most once a second this checks the file and sends a
+        one-row write through the writer so that an idle store's answer stays fresh."""
+        return defer.succeed(self._writable())
+
+    def _writable(self):
         writer = self._writer
         if writer is None or not writer.alive():
             return False

@@ -23,6 +23,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from gateway import metrics
+from gateway.store.interface import StoreClosed, TransactionLost
 
 log = logging.getLogger("payam.store.writer")
 
@@ -31,14 +32,6 @@ def run_each(conn, operations):
     """The grouped operation behind a plain submit(): each item is a function of the
     connection, run in order."""
     return [operation(conn) for operation in operations]
-
-
-class StoreClosed(Exception):
-    """A write was offered after the store began closing."""
-
-
-class TransactionLost(Exception):
-    """The group transaction failed as a whole, taking this write with it."""
 
 
 class Writer:

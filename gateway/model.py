@@ -1,0 +1,79 @@
+"""The records the store shares with its callers: what is accepted, claimed and recorded.
+
+A leaf: it imports nothing from gateway, so the accept path, the dispatcher, the
+inbound side and every store implementation (gateway/store/interface.py) can use it
+without depending on each other.  Values only; what the store does with them is in
+the interface.  An inbox message (the national inbox) will join these records when
+the inbox is built.
+"""
+
+from dataclasses import dataclass
+
+# Priorities: the number stored and claimed by (highest first), the name the API shows.
+NORMAL, HIGH, EMERGENCY = 0, 1, 2
+PRIORITY_NAMES = {NORMAL: "normal", HIGH: "high", EMERGENCY: "emergency"}
+CLAIM_ORDER = tuple(sorted(PRIORITY_NAMES, reverse=True))
+
+# A message goes queued → submitted → delivered | failed | expired; each of its parts
+# queued → sending → submitted → delivered | failed | expired.
+MESSAGE_STATES = ("queued", "submitted", "delivered", "failed", "expired")
+PART_STATES = ("queued", "sending", "submitted", "delivered", "failed", "expired")
+# States that never change again.
+FINAL_STATES = ("delivered", "failed", "expired")
+
+# What a submit attempt did to a part (PartOutcome.kind).
+OUTCOME_KINDS = ("submitted", "requeue", "failed", "expired")
+# The error of a part whose sends went unanswered (it may have reached the citizen).
+UNKNOWN_OUTCOME = "unknown_outcome"
+
+
+@dataclass
+class NewMessage:
+    """One message to one recipient, built by the accept path."""
+    id: str
+    agency: str
+    sender: str
+    recipient: str
+    text: str
+    priority: int
+    reference: str | None
+    validity_s: int
+    receipt: bool
+    data_coding: int
+    esm_class: int
+    parts: list[bytes]
+    created_at: float
+    route: str | None = None           # the operator the recipient's routing rule prefers
+
+
+@dataclass
+class ClaimedPart:
+    """A part the dispatcher took from the store to send."""
+    message_id: str
+    seq: int
+    total: int
+    agency: str
+    sender: str
+    recipient: str
+    priority: int
+    data_coding: int
+    esm_class: int
+    payload: bytes
+    receipt: bool
+    attempts: int
+    expires_at: float
+    unknowns: int = 0                  # sends whose outcome never came (migration 5)
+
+
+@dataclass
+class PartOutcome:
+    """What became of a claimed part, for the store to record."""
+    message_id: str
+    seq: int
+    kind: str                          # "submitted" | "requeue" | "failed" | "expired"
+    operator: str | None = None
+    smsc_id: str | None = None
+    error: str | None = None
+    not_before: float | None = None
+    count_attempt: bool = True
+    unknown: bool = False              # with "requeue": the send's outcome is unknown

@@ -1,0 +1,115 @@
+"""What the rest of the gateway may ask of a store: `MessageStore`, and its errors.
+
+The SQLite store (store.py) implements it; a PostgreSQL store is to implement it
+too, so the accept path, the dispatcher, the inbound router, housekeeping and the
+HTTP handlers see only this.  Everything that touches the database answers with a
+Deferred, reads included: SQLite reads answer at once (`defer.succeed`), a network
+database answers later, and callers are written for both.  Only the lifecycle
+(`open`), `new_message_id` and `learned_receipt_ids` (memory the store keeps) answer
+directly.  The records are gateway/model.py's.  tests/store_contract.py holds the
+tests every implementation passes.
+"""
+
+from typing import Protocol, runtime_checkable
+
+from twisted.internet.defer import Deferred
+
+from gateway.model import NewMessage, PartOutcome
+
+
+class StoreClosed(Exception):
+    """A write was offered after the store began closing (or before it opened)."""
+
+
+class TransactionLost(Exception):
+    """The transaction failed as a whole, taking this write with it."""
+
+
+class DuplicateIdempotencyKey(Exception):
+    """The agency already used this idempotency key within 24 h; nothing was stored."""
+
+    def __init__(self, agency, key, response):
+        super().__init__(f"idempotency key already used by agency {agency!r}")
+        self.agency = agency
+        self.key = key
+        self.response = response
+
+
+@runtime_checkable
+class MessageStore(Protocol):
+    """The durable queue and record of messages.  Writes fire once durable; a write
+    offered while closed fails with StoreClosed."""
+
+    # -- lifecycle ----------------------------------------------------------------
+    def open(self, create: bool = False) -> None:
+        """Make the store usable; parts this node's previous run left claimed are
+        released (counted as unknown outcomes)."""
+
+    def close(self) -> Deferred:
+        """Finish the writes already offered, then release the store."""
+
+    def new_message_id(self) -> str:
+        """A fresh, URL-safe, time-ordered message id."""
+
+    # -- the outbound queue ---------------------------------------------------------
+    def accept(self, messages: list[NewMessage],
+               idempotency: tuple[str, str, str] | None = None) -> Deferred:
+        """Store messages, all or none → Deferred[list[str]] of their ids.
+        idempotency=(agency, key, response): a key used within 24 h fails with
+        DuplicateIdempotencyKey carrying the first response."""
+
+    def claim(self, limit: int, now: float, route: str | None = None) -> Deferred:
+        """→ Deferred[list[ClaimedPart]]: up to `limit` queued parts of `route` (None:
+        parts stored without one) due by `now`, highest priority first, then oldest;
+        each is leased to this store's owner until recorded.  Leases of other owners
+        that expired are taken back first (counted as unknown outcomes)."""
+
+    def record(self, outcomes: list[PartOutcome]) -> Deferred:
+        """Apply submit outcomes → Deferred[int], the outcomes that changed a part."""
+
+    def queued_routes(self) -> Deferred:
+        """→ Deferred[set]: the routes queued parts carry (None among them for parts
+        stored without one)."""
+
+    def has_queued(self) -> Deferred:
+        """→ Deferred[bool]: whether any part is queued."""
+
+    # -- receipts and inbound -------------------------------------------------------
+    def apply_receipts(self, receipts, id_modes=None, learn=(), mature_s=None) -> Deferred:
+        """Receipts [(operator, smsc_id, state, error)] → Deferred[list[bool]], whether
+        each met a part of its operator (see docs/architecture.md, Receipts)."""
+
+    def learned_receipt_ids(self, operator: str) -> str | None:
+        """The id base learned for an `auto` operator, None while it is learned (the
+        store's memory, no database read)."""
+
+    def store_inbound(self, operator: str, pdu_fields: dict, tlvs: dict) -> Deferred:
+        """Keep a raw inbound PDU → Deferred of its row id."""
+
+    # -- records, housekeeping ------------------------------------------------------
+    def audit(self, event: str, agency: str | None, detail: dict) -> Deferred:
+        """Keep an audit row → Deferred of its id."""
+
+    def purge(self, older_than: float, *, audit_before=None, receipts_before=None,
+              inbound_before=None, inbox_before=None) -> Deferred:
+        """Delete what retention no longer keeps → Deferred[dict] of rows per kind."""
+
+    def expire_unreceipted(self, grace_s: float) -> Deferred:
+        """Parts whose receipt never came end 'expired' → Deferred[int] parts changed."""
+
+    def expire_unsent(self) -> Deferred:
+        """Queued parts whose validity ended end 'expired' → Deferred[int] changed."""
+
+    # -- reads ------------------------------------------------------------------------
+    def get_message(self, message_id: str) -> Deferred:
+        """→ Deferred[dict | None]: the contract's fields, "agency", "attempts" and
+        "last_error"."""
+
+    def idempotent_response(self, agency: str, key: str, now: float) -> Deferred:
+        """→ Deferred[str | None]: the first response to this key within 24 h."""
+
+    def parts_used(self, agency: str, since: float) -> Deferred:
+        """→ Deferred[int]: parts of the agency's messages accepted since `since`."""
+
+    def writable(self) -> Deferred:
+        """→ Deferred[bool]: whether writes are being committed (for /healthz)."""

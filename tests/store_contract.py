@@ -1,0 +1,234 @@
+"""The tests every store passes (gateway/store/interface.py, MessageStore), by capability.
+
+Each group is a mixin for the part of the interface it covers.  A test module mixes the
+groups its store implements into a `Test...` class, which provides:
+
+    self.store             the store under test, open (set by an autouse fixture)
+    self.wait(d)           the result of Deferred `d` (its failure raised)
+    self.queue(route=None, priority=0, created_at=T0) -> (message_id, seq)
+                           one part waiting on `route`, due from `created_at`
+
+tests/test_store_contract.py runs every group against the SQLite store;
+tests/test_dispatch.py runs the claim group against the dispatcher's FakeStore, so that
+the stand-in cannot drift from the real thing.  A new store (PostgreSQL) runs them all.
+"""
+
+import inspect
+
+import pytest
+from twisted.internet import defer
+
+from gateway.model import NewMessage, PartOutcome
+from gateway.store.interface import DuplicateIdempotencyKey, MessageStore, StoreClosed
+
+T0 = 1_700_000_000.0
+
+
+def new_message(store, route=None, priority=0, created_at=T0, parts=1, agency="tax",
+                **overrides):
+    fields = dict(id=store.new_message_id(), agency=agency, sender="40401234",
+                  recipient="989121234567", text="salam", priority=priority,
+                  reference="ref-1", validity_s=86400, receipt=True, data_coding=0,
+                  esm_class=0x40 if parts > 1 else 0,
+                  parts=[f"part {n}".encode() for n in range(1, parts + 1)],
+                  created_at=created_at, route=route)
+    fields.update(overrides)
+    return NewMessage(**fields)
+
+
+def interface_methods():
+    return sorted(name for name, value in vars(MessageStore).items()
+                  if inspect.isfunction(value) and not name.startswith("_"))
+
+
+def ids(parts):
+    return [(p.message_id, p.seq) for p in parts]
+
+
+def signatures_match(store, names):
+    """Each of `names` is a method of `store` taking the interface's parameters."""
+    for name in names:
+        wanted = inspect.signature(getattr(MessageStore, name))
+        given = inspect.signature(getattr(type(store), name))
+        assert list(given.parameters) == list(wanted.parameters), (name, given, wanted)
+
+
+class ClaimContract:
+    """claim, record, queued_routes: what the dispatcher asks of a store."""
+
+    CLAIM_METHODS = ("claim", "record", "queued_routes")
+
+    def test_claim_methods_take_the_interfaces_arguments(self):
+        signatures_match(self.store, self.CLAIM_METHODS)
+
+    def test_claim_answers_a_deferred_even_for_nothing(self):
+        d = self.store.claim(0, T0)
+        assert isinstance(d, defer.Deferred)
+        assert self.wait(d) == []
+        assert self.wait(self.store.claim(10, T0)) == []
+
+    def test_claim_takes_the_highest_priority_first_then_the_oldest(self):
+        normal_old = self.queue(priority=0, created_at=T0 - 30)
+        normal_new = self.queue(priority=0, created_at=T0 - 10)
+        emergency = self.queue(priority=2, created_at=T0 - 5)
+        high = self.queue(priority=1, created_at=T0 - 1)
+        claimed = self.wait(self.store.claim(10, T0))
+        assert ids(claimed) == [emergency, high, normal_old, normal_new]
+
+    def test_claim_takes_at_most_its_limit_and_never_a_part_twice(self):
+        queued = [self.queue(created_at=T0 - 10 + n) for n in range(5)]
+        first = self.wait(self.store.claim(3, T0))
+        second = self.wait(self.store.claim(3, T0))
+        assert ids(first) == queued[:3] and ids(second) == queued[3:]
+        assert self.wait(self.store.claim(3, T0)) == []
+
+    def test_claim_takes_only_its_route_none_being_parts_without_one(self):
+        mci = self.queue(route="mci")
+        irancell = self.queue(route="irancell")
+        without = self.queue(route=None)
+        assert ids(self.wait(self.store.claim(10, T0, route="irancell"))) == [irancell]
+        assert ids(self.wait(self.store.claim(10, T0, route=None))) == [without]
+        assert ids(self.wait(self.store.claim(10, T0, route="mci"))) == [mci]
+
+    def test_claim_leaves_parts_that_are_not_due_yet(self):
+        later = self.queue(created_at=T0 + 60)
+        assert self.wait(self.store.claim(10, T0)) == []
+        assert ids(self.wait(self.store.claim(10, T0 + 60))) == [later]
+
+    def test_queued_routes_names_the_routes_of_waiting_parts_only(self):
+        assert self.wait(self.store.queued_routes()) == set()
+        self.queue(route="mci")
+        self.queue(route=None)
+        self.queue(route="irancell")
+        assert self.wait(self.store.claim(1, T0, route="irancell"))
+        assert self.wait(self.store.queued_routes()) == {"mci", None}
+
+    def test_a_requeued_part_comes_back_when_due_with_its_counts(self):
+        part = self.queue()
+        [claimed] = self.wait(self.store.claim(1, T0))
+        changed = self.wait(self.store.record([PartOutcome(
+            *part, "requeue", operator="mci", error="unknown_outcome: ResponseTimeout",
+            not_before=T0 + 2, unknown=True)]))
+        assert changed == 1
+        assert self.wait(self.store.claim(1, T0 + 1)) == []
+        [again] = self.wait(self.store.claim(1, T0 + 2))
+        assert (again.message_id, again.seq) == part
+        assert (again.attempts, again.unknowns) == (claimed.attempts + 1, claimed.unknowns + 1)
+
+        self.wait(self.store.record([PartOutcome(*part, "requeue", not_before=T0 + 2,
+                                                 count_attempt=False)]))
+        [third] = self.wait(self.store.claim(1, T0 + 2))
+        assert (third.attempts, third.unknowns) == (again.attempts, again.unknowns)
+
+    def test_a_requeued_part_keeps_its_route(self):
+        part = self.queue(route="irancell")
+        self.wait(self.store.claim(1, T0, route="irancell"))
+        self.wait(self.store.record([PartOutcome(*part, "requeue", not_before=T0,
+                                                 count_attempt=False)]))
+        assert self.wait(self.store.queued_routes()) == {"irancell"}
+        assert self.wait(self.store.claim(1, T0, route="mci")) == []
+        assert ids(self.wait(self.store.claim(1, T0, route="irancell"))) == [part]
+
+    def test_a_part_recorded_as_sent_or_ended_is_not_claimed_again(self):
+        sent, failed, expired = self.queue(), self.queue(), self.queue()
+        self.wait(self.store.claim(3, T0))
+        changed = self.wait(self.store.record([
+            PartOutcome(*sent, "submitted", operator="mci", smsc_id="1A"),
+            PartOutcome(*failed, "failed", operator="mci", error="ESME_RINVDSTADR"),
+            PartOutcome(*expired, "expired", error="validity period passed")]))
+        assert changed == 3
+        assert self.wait(self.store.claim(10, T0 + 3600)) == []
+        assert self.wait(self.store.queued_routes()) == set()
+
+
+class AcceptContract:
+    """accept, new_message_id and the reads of what was accepted: the accept path's
+    and the HTTP API's side of the store."""
+
+    def test_accepted_messages_are_read_back_as_the_contract_shows_them(self):
+        m = new_message(self.store, parts=2, priority=1)
+        assert self.wait(self.store.accept([m])) == [m.id]
+        view = self.wait(self.store.get_message(m.id))
+        assert {key: view[key] for key in ("id", "from", "to", "status", "parts",
+                                           "priority", "reference", "agency")} == {
+            "id": m.id, "from": "40401234", "to": "989121234567", "status": "queued",
+            "parts": 2, "priority": "high", "reference": "ref-1", "agency": "tax"}
+        assert view["created_at"].endswith("Z") and view["attempts"] == 0
+        assert self.wait(self.store.get_message("no-such-id")) is None
+
+    def test_message_ids_are_unique_url_safe_strings(self):
+        made = {self.store.new_message_id() for _ in range(100)}
+        assert len(made) == 100
+        assert all(i.replace("-", "").replace("_", "").isalnum() for i in made)
+
+    def test_an_idempotency_key_is_answered_with_its_first_response(self):
+        first = new_message(self.store)
+        assert self.wait(self.store.idempotent_response("tax", "k-1", T0)) is None
+        self.wait(self.store.accept([first], idempotency=("tax", "k-1", '{"first":1}')))
+        assert self.wait(self.store.idempotent_response("tax", "k-1", T0)) == '{"first":1}'
+        assert self.wait(self.store.idempotent_response("health", "k-1", T0)) is None
+        again = new_message(self.store)
+        d = self.store.accept([again], idempotency=("tax", "k-1", '{"again":1}'))
+        with pytest.raises(DuplicateIdempotencyKey) as refused:
+            self.wait(d)
+        assert refused.value.response == '{"first":1}'
+        assert self.wait(self.store.get_message(again.id)) is None
+
+    def test_parts_used_and_has_queued_follow_what_was_accepted(self):
+        assert self.wait(self.store.has_queued()) is False
+        assert self.wait(self.store.parts_used("tax", T0 - 100)) == 0
+        self.wait(self.store.accept([new_message(self.store, parts=3, created_at=T0 - 50),
+                                     new_message(self.store, parts=2, created_at=T0 - 10),
+                                     new_message(self.store, agency="health")]))
+        assert self.wait(self.store.has_queued()) is True
+        assert self.wait(self.store.parts_used("tax", T0 - 100)) == 5
+        assert self.wait(self.store.parts_used("tax", T0 - 20)) == 2
+
+
+class ReceiptContract:
+    """apply_receipts, learned_receipt_ids, store_inbound: the inbound router's side."""
+
+    def test_a_receipt_ends_the_part_its_operator_carried(self):
+        part = self.queue(route="mci")
+        self.wait(self.store.claim(1, T0, route="mci"))
+        self.wait(self.store.record([PartOutcome(*part, "submitted", operator="mci",
+                                                 smsc_id="0a1")]))
+        matched = self.wait(self.store.apply_receipts(
+            [("irancell", "A1", "delivered", None), ("mci", "A1", "delivered", None)],
+            {"mci": "raw", "irancell": "raw"}))
+        assert matched == [False, True]
+        assert self.wait(self.store.get_message(part[0]))["status"] == "delivered"
+        assert self.store.learned_receipt_ids("mci") is None       # configured, not learned
+
+    def test_a_raw_inbound_pdu_is_kept(self):
+        row = self.wait(self.store.store_inbound(
+            "mci", {"source_addr": "989121234567", "short_message": b"salam"}, {0x0424: b"x"}))
+        assert row is not None
+
+
+class RecordsContract:
+    """audit, purge, expire_unreceipted, expire_unsent: policy's and housekeeping's side."""
+
+    def test_audit_purge_and_expiry_answer_what_they_did(self):
+        assert self.wait(self.store.audit("sender_refused", "tax", {"sender": "x"})) is not None
+        removed = self.wait(self.store.purge(T0 - 86400, audit_before=T0 + 1))
+        assert removed["audit"] == 1 and removed["messages"] == 0
+        assert self.wait(self.store.expire_unreceipted(86400.0)) == 0
+        assert self.wait(self.store.expire_unsent()) == 0
+
+
+class LifecycleContract:
+    """open, close, writable, and the interface as a whole."""
+
+    def test_it_is_a_message_store_with_the_interfaces_signatures(self):
+        assert isinstance(self.store, MessageStore)
+        signatures_match(self.store, interface_methods())
+
+    def test_it_is_writable_while_open_and_refuses_writes_once_closed(self):
+        assert self.wait(self.store.writable()) is True
+        self.wait(self.store.close())
+        assert self.wait(self.store.writable()) is False
+        with pytest.raises(StoreClosed):
+            self.wait(self.store.accept([new_message(self.store)]))
+        with pytest.raises(StoreClosed):
+            self.wait(self.store.claim(1, T0))
