@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 from conftest import answered
-from threaded_clock import ThreadedClock
+from store_fixtures import clock, db_path, ok, store  # noqa: F401 (fixtures)
 
 from gateway.store import NewMessage, PartOutcome, Store
 from gateway.store import receipts as store_receipts
@@ -20,29 +20,6 @@ LATE_S = 3600.0             # well past RECEIPT_LEAD_S (600 s)
 SOON_S = 60.0               # well within it
 
 
-@pytest.fixture
-def clock():
-    return ThreadedClock()
-
-
-@pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "gateway.db"
-
-
-@pytest.fixture
-def store(db_path, clock):
-    s = Store(db_path, clock, commit_interval=0.0)
-    s.open()
-    yield s
-    clock.wait(s.close())
-
-
-def ok(clock, d):
-    result = clock.wait(d)
-    if hasattr(result, "raiseException"):
-        result.raiseException()
-    return result
 
 
 def accepted(store, clock, count=1):

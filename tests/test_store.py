@@ -12,36 +12,14 @@ import sqlite3
 from dataclasses import replace
 
 import pytest
-from threaded_clock import T0, ThreadedClock
+from threaded_clock import T0
+from store_fixtures import clock, db_path, ok, store  # noqa: F401 (fixtures)
 
 from gateway.store import (
     DuplicateIdempotencyKey, NewMessage, PartOutcome, Store, StoreClosed)
 
 
 
-@pytest.fixture
-def clock():
-    return ThreadedClock()
-
-
-@pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "gateway.db"
-
-
-@pytest.fixture
-def store(db_path, clock):
-    s = Store(db_path, clock, commit_interval=0.0)
-    s.open()
-    yield s
-    clock.wait(s.close())
-
-
-def ok(clock, d):
-    result = clock.wait(d)
-    if hasattr(result, "raiseException"):
-        result.raiseException()
-    return result
 
 
 def failure(clock, d):
