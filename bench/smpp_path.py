@@ -24,7 +24,7 @@ from daemon_harness import Simulator  # noqa: E402
 from gateway.config.schema import OperatorConfig, Routing, RoutingRule  # noqa: E402
 from gateway.inbound import InboundClassifier  # noqa: E402
 from gateway.dispatch import Dispatcher  # noqa: E402
-from gateway.routing import Router  # noqa: E402
+from gateway.routing import OperatorRouter  # noqa: E402
 from gateway.smpp.pool import OperatorPool  # noqa: E402
 from gateway.model import ClaimedPart  # noqa: E402
 
@@ -88,7 +88,7 @@ def main():
                               bind="transceiver", binds=2, window=100, tps=100_000,
                               enquire_link_s=30, response_timeout_s=10, reconnect_s=(0.2, 1))
     pool = OperatorPool(operator, inbound_handler=inbound.received, reactor=reactor)
-    router = Router(Routing(rules=(RoutingRule(("98",), "mci", (), "bench"),), default=None))
+    router = OperatorRouter(Routing(rules=(RoutingRule(("98",), "mci", (), "bench"),), default=None))
     dispatcher = Dispatcher(store, {"mci": pool}, {"mci": operator}, router,
                             clock=reactor)
     profiler = None

@@ -109,7 +109,7 @@ class Dispatcher:
                  batch=500, buffer_limit=5000, unknown_retry_s=UNKNOWN_RETRY_S):
         """
         pools: {operator name: OperatorPool}; settings: {operator name: OperatorConfig};
-        router: gateway.routing.Router (replaced on SIGHUP through set_router);
+        router: gateway.routing.OperatorRouter (replaced on SIGHUP through set_router);
         unknown_retry_s: (first, cap) of the backoff after an unknown outcome.
         """
         self.store = store

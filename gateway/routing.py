@@ -9,7 +9,7 @@ memoised by the longest prefix length used (a handful of keys for real rule sets
 _CACHE_LIMIT = 65536
 
 
-class Router:
+class OperatorRouter:
     def __init__(self, routing):
         self.default = routing.default
         self._no_match = (routing.default,) if routing.default else ()

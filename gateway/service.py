@@ -24,7 +24,7 @@ from gateway.inbound import InboundClassifier
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing
 from gateway.policy.limits import AgencyLimits
-from gateway.routing import Router
+from gateway.routing import OperatorRouter
 from gateway.smpp.pool import OperatorPool
 from gateway.store.store import Store
 
@@ -66,7 +66,7 @@ def build_pools(config, inbound, reactor):
 
 def build_dispatcher(config, store, pools, reactor):
     settings = {op.name: op for op in config.operators}
-    return Dispatcher(store, pools, settings, Router(config.routing), clock=reactor)
+    return Dispatcher(store, pools, settings, OperatorRouter(config.routing), clock=reactor)
 
 
 def build_policy(config, store, reactor):
@@ -179,7 +179,7 @@ class GatewayService(MultiService):
         self.keyring.update(agencies)
         self.limits.update(agencies)
         self.inbound.update_agencies(agencies)
-        self.dispatcher.set_router(Router(routing))
+        self.dispatcher.set_router(OperatorRouter(routing))
         log.info("reloaded %d agencies and %d routing rules", len(agencies), len(routing.rules))
         return True
 

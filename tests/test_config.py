@@ -11,7 +11,7 @@ from gateway.config import (
     ConfigError, ConfigErrors, OperatorConfig, check_config, load_agencies,
     load_gateway_config, load_routing)
 from gateway.config.agencies_file import DEFAULT_DAILY_PARTS, DEFAULT_RATE_PER_S
-from gateway.routing import Router
+from gateway.routing import OperatorRouter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "config", "gateway.yaml")
@@ -661,7 +661,7 @@ def test_a_rule_that_can_never_match_loads_with_a_warning(tmp_path, caplog):
         config = load_gateway_config(make_config(tmp_path, rules=rules))
     first, second = config.routing.rules
     assert second.prefixes == ("989123", "98913") and second.operator == "irancell"
-    assert Router(config.routing).candidates("989123456789")[0] == "mci"   # first wins
+    assert OperatorRouter(config.routing).candidates("989123456789")[0] == "mci"   # first wins
     (warning,) = caplog.messages
     assert "10-rules.yaml:5: warning: rules[1].prefixes[0]: 989123 can never match" in warning
     assert "10-rules.yaml:2 already takes it" in warning

@@ -14,7 +14,7 @@ from gateway.dispatch import (LANE_FULL_RETRY_S, RECORD_RETRY_S, REBIND_RETRY_S,
                               UNKNOWN_OUTCOME, Dispatcher)
 from gateway.smpp.esme import ResponseTimeout, SessionClosed
 from gateway.smpp.pool import NoSession
-from gateway.routing import Router
+from gateway.routing import OperatorRouter
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU
 from gateway.model import ClaimedPart
@@ -161,7 +161,7 @@ def world(clock):
         RoutingRule(prefixes=(IRANCELL,), operator="irancell", fallback=(), origin="t:2")),
         default="mci")
     settings = {name: operator_config(name=name) for name in pools}
-    dispatcher = Dispatcher(store, pools, settings, Router(routing), clock=clock,
+    dispatcher = Dispatcher(store, pools, settings, OperatorRouter(routing), clock=clock,
                             batch=50, buffer_limit=200)
     yield store, pools, dispatcher
     dispatcher.stop_claiming()

@@ -15,7 +15,7 @@ from gateway import metrics
 from gateway.config.schema import Routing
 from gateway.dispatch import Dispatcher
 from gateway.model import NewMessage
-from gateway.routing import Router
+from gateway.routing import OperatorRouter
 from gateway.smpp import constants as c
 from gateway.smpp.pool import OperatorPool
 from gateway.store import Store
@@ -67,7 +67,7 @@ class HostileTestCase(unittest.TestCase):
         self.store.open()
         self.dispatcher = Dispatcher(
             self.store, {"mci": self.pool}, {"mci": settings or self.pool.config},
-            Router(Routing(rules=(), default="mci")), clock=reactor, **kwargs)
+            OperatorRouter(Routing(rules=(), default="mci")), clock=reactor, **kwargs)
         self.dispatcher.start()
 
         @defer.inlineCallbacks

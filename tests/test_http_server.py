@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from gateway.http.errors import ApiError
-from gateway.http.server import HTTPFactory, Router, json_response
+from gateway.http.server import HTTPFactory, PathRouter, json_response
 
 
 # -- a raw HTTP client (runs in a thread) ----------------------------------------------
@@ -105,7 +105,7 @@ def post(path, body, extra=b""):
 # -- the routes under test ---------------------------------------------------------------
 
 def make_router(log):
-    router = Router()
+    router = PathRouter()
 
     def echo(request):
         log.append(request)
@@ -376,7 +376,7 @@ class Pending:
 
     def __init__(self):
         self.waiting = []
-        self.router = Router()
+        self.router = PathRouter()
         self.router.add("GET", "/wait", self.wait)
 
     def wait(self, request):
@@ -394,7 +394,7 @@ def connect(factory):
 
 def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout():
     clock = Clock()
-    factory = HTTPFactory(Router(), clock=clock, idle_timeout=60)
+    factory = HTTPFactory(PathRouter(), clock=clock, idle_timeout=60)
     protocol, transport = connect(factory)
     clock.advance(59)
     assert not transport.disconnecting
@@ -404,7 +404,7 @@ def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout():
 
 def test_unfinished_request_gets_408_after_the_request_timeout():
     clock = Clock()
-    factory = HTTPFactory(Router(), clock=clock, request_timeout=30)
+    factory = HTTPFactory(PathRouter(), clock=clock, request_timeout=30)
     protocol, transport = connect(factory)
     protocol.dataReceived(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
     clock.advance(10)
@@ -447,7 +447,7 @@ def test_connection_lost_cancels_timers_and_late_answers_are_dropped():
 
 @pytest.mark.parametrize("url", [b"/" + b"a" * 5000])
 def test_overlong_url_is_414(url):
-    factory = HTTPFactory(Router(), clock=Clock())
+    factory = HTTPFactory(PathRouter(), clock=Clock())
     protocol, transport = connect(factory)
     protocol.dataReceived(b"GET " + url + b" HTTP/1.1\r\n\r\n")
     assert transport.value().startswith(b"HTTP/1.1 414 ")
@@ -455,7 +455,7 @@ def test_overlong_url_is_414(url):
 
 
 def test_one_endless_header_is_cut_off():
-    factory = HTTPFactory(Router(), clock=Clock(), max_head_bytes=1024)
+    factory = HTTPFactory(PathRouter(), clock=Clock(), max_head_bytes=1024)
     protocol, transport = connect(factory)
     protocol.dataReceived(b"GET / HTTP/1.1\r\nX-Long: ")
     for _ in range(10):
@@ -465,7 +465,7 @@ def test_one_endless_header_is_cut_off():
 
 
 def test_upgrade_requests_are_answered_then_the_connection_closes():
-    router = Router()
+    router = PathRouter()
     router.add("GET", "/x", lambda request: json_response(200, {"ok": 1}))
     protocol, transport = connect(HTTPFactory(router, clock=Clock()))
     protocol.dataReceived(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n"
@@ -481,7 +481,7 @@ def test_upgrade_requests_are_answered_then_the_connection_closes():
     b"GET /x HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
 ])
 def test_ambiguous_framing_is_refused(head):
-    router = Router()
+    router = PathRouter()
     router.add("GET", "/x", lambda request: json_response(200, {"ok": 1}))
     protocol, transport = connect(HTTPFactory(router, clock=Clock()))
     protocol.dataReceived(head)
@@ -503,7 +503,7 @@ def test_repeated_urls_and_headers_give_each_request_its_own_fresh_values():
         request.headers["x-tag"] = "changed"
         return json_response(200, {})
 
-    router = Router()
+    router = PathRouter()
     router.add("GET", "/m x", mutate)
     factory = HTTPFactory(router, clock=Clock())
     channel = factory.buildProtocol(None)
@@ -526,7 +526,7 @@ class RealSocketTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_pipelined_and_large_responses_arrive_whole_and_in_order(self):
         big = "x" * 3_000_000
-        router = Router()
+        router = PathRouter()
         router.add("GET", "/n", lambda request: json_response(200, {"n": request.query["i"]}))
         router.add("GET", "/big", lambda request: json_response(200, {"big": big}))
         factory = HTTPFactory(router, clock=reactor)
@@ -580,7 +580,7 @@ def test_a_wrapping_transport_is_never_bypassed():
 # -- back-pressure, pipelining limits, half-close, Host (issue 6) ---------------------
 
 def echo_router(log=None):
-    router = Router()
+    router = PathRouter()
 
     def echo(request):
         if log is not None:

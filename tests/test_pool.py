@@ -693,7 +693,7 @@ def test_a_throttling_smsc_sees_few_throttled_submits(memory_reactor):
     fixed 1 s pause per throttle and the rate left at tps: 972 throttled answers."""
     from gateway.config.schema import Routing
     from gateway.dispatch import Dispatcher
-    from gateway.routing import Router
+    from gateway.routing import OperatorRouter
     from test_dispatch import FakeStore, part
 
     clock = memory_reactor
@@ -703,7 +703,7 @@ def test_a_throttling_smsc_sees_few_throttled_submits(memory_reactor):
     for n in range(2000):
         store.put(part(n))
     dispatcher = Dispatcher(store, {"mci": pool}, {"mci": pool.config},
-                            Router(Routing(rules=(), default="mci")), clock=clock)
+                            OperatorRouter(Routing(rules=(), default="mci")), clock=clock)
     dispatcher.start()
     accepted, sent, throttled = [], [], 0
 

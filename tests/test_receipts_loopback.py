@@ -21,7 +21,7 @@ from twisted.trial import unittest
 from gateway.config.schema import Routing, RoutingRule
 from gateway.inbound import InboundClassifier
 from gateway.dispatch import Dispatcher
-from gateway.routing import Router
+from gateway.routing import OperatorRouter
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU, Framer, decode, encode
 from gateway.smpp.pool import OperatorPool
@@ -127,7 +127,7 @@ class EarlyCollidingReceipts(unittest.TestCase):
                 system_type="", bind="transceiver", binds=1, window=10, tps=10_000,
                 enquire_link_s=30, response_timeout_s=10, reconnect_s=(0.2, 1)),
                 inbound_handler=inbound.received, reactor=reactor)
-        router = Router(Routing(rules=tuple(
+        router = OperatorRouter(Routing(rules=tuple(
             RoutingRule((prefix,), name, (), "test") for name, prefix in PREFIX.items()),
             default=None))
         dispatcher = Dispatcher(store, pools, {name: pool.config for name, pool in pools.items()},

@@ -7,7 +7,7 @@ import pytest
 
 from gateway import routing as routing_module
 from gateway.config import Routing, RoutingRule, load_routing
-from gateway.routing import Router
+from gateway.routing import OperatorRouter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +28,7 @@ def reference_candidates(routing, msisdn):
 @pytest.fixture(scope="module")
 def sample_router():
     routing = load_routing(os.path.join(ROOT, "routing_rules"), {"mci", "irancell", "rightel"})
-    return Router(routing)
+    return OperatorRouter(routing)
 
 
 @pytest.mark.parametrize("national_prefix, expected", [
@@ -52,26 +52,26 @@ def test_sample_rules_follow_the_original_allocations(sample_router, national_pr
 def test_first_rule_wins_whatever_the_prefix_length():
     routing = Routing(rules=(rule(["98912345"], "special"), rule(["9891"], "mci", "irancell"),
                              rule(["989123"], "never")), default="mci")
-    router = Router(routing)
+    router = OperatorRouter(routing)
     assert router.candidates("989123456789") == ("special",)
     assert router.candidates("989123999999") == ("mci", "irancell")
     assert router.candidates("989151234567") == ("mci", "irancell")
     # a prefix listed by two rules belongs to the first
-    router = Router(Routing(rules=(rule(["98935"], "irancell"), rule(["98935"], "mci")),
+    router = OperatorRouter(Routing(rules=(rule(["98935"], "irancell"), rule(["98935"], "mci")),
                             default=None))
     assert router.candidates("989351234567") == ("irancell",)
 
 
 def test_no_match_gives_the_default_or_nothing():
     rules = (rule(["98912"], "mci"),)
-    assert Router(Routing(rules=rules, default="irancell")).candidates("989351234567") == (
+    assert OperatorRouter(Routing(rules=rules, default="irancell")).candidates("989351234567") == (
         "irancell",)
-    assert Router(Routing(rules=rules, default=None)).candidates("989351234567") == ()
-    assert Router(Routing(rules=(), default="mci")).candidates("989121234567") == ("mci",)
+    assert OperatorRouter(Routing(rules=rules, default=None)).candidates("989351234567") == ()
+    assert OperatorRouter(Routing(rules=(), default="mci")).candidates("989121234567") == ("mci",)
 
 
 def test_choose_prefers_the_rule_operator_then_fallbacks_in_order():
-    router = Router(Routing(rules=(rule(["98912"], "mci", "irancell", "rightel"),),
+    router = OperatorRouter(Routing(rules=(rule(["98912"], "mci", "irancell", "rightel"),),
                             default="rightel"))
     msisdn = "989121234567"
     assert router.choose(msisdn, lambda op: True) == "mci"
@@ -84,12 +84,12 @@ def test_choose_prefers_the_rule_operator_then_fallbacks_in_order():
 
 
 def test_choose_without_default_and_no_match_waits():
-    router = Router(Routing(rules=(rule(["98912"], "mci"),), default=None))
+    router = OperatorRouter(Routing(rules=(rule(["98912"], "mci"),), default=None))
     assert router.choose("989351234567", lambda op: True) is None
 
 
 def test_choose_asks_only_until_a_bound_candidate_is_found():
-    router = Router(Routing(rules=(rule(["98912"], "mci", "irancell", "rightel"),),
+    router = OperatorRouter(Routing(rules=(rule(["98912"], "mci", "irancell", "rightel"),),
                             default=None))
     asked = []
 
@@ -113,7 +113,7 @@ def test_compiled_lookup_agrees_with_the_reference_on_random_rules(monkeypatch):
             operator, *fallback = rng.sample(operators, rng.randint(1, 3))
             rules.append(rule(prefixes, operator, *fallback))
         routing = Routing(rules=tuple(rules), default=rng.choice(operators + [None]))
-        router = Router(routing)
+        router = OperatorRouter(routing)
         for _ in range(300):
             msisdn = "989" + "".join(rng.choice("0123459") for _ in range(9))
             assert router.candidates(msisdn) == reference_candidates(routing, msisdn), msisdn

@@ -2,7 +2,7 @@
 
 from gateway.http.errors import ApiError, error_document
 from gateway.http.server import (
-    HTTPFactory, Request, Response, Router, error_response, json_response)
+    HTTPFactory, PathRouter, Request, Response, error_response, json_response)
 
-__all__ = ["ApiError", "HTTPFactory", "Request", "Response", "Router", "error_document",
+__all__ = ["ApiError", "HTTPFactory", "PathRouter", "Request", "Response", "error_document",
            "error_response", "json_response"]

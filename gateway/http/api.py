@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 
 from gateway.http import openapi
 from gateway.http.errors import ApiError, api_error
-from gateway.http.server import JSON_TYPE, Response, Router, json_response
+from gateway.http.server import JSON_TYPE, PathRouter, Response, json_response
 from gateway.http.validate import parse_submission
 from gateway.outbound.errors import Refusal
 from gateway.outbound.submission import Accepted
@@ -45,7 +45,7 @@ class AgencyAPI:
         self.health = health
         self.auth_throttle = (auth_throttle if auth_throttle is not None
                               else FailedAuthThrottle(clock))
-        self.router = Router()
+        self.router = PathRouter()
         self.router.add("POST", "/v1/messages", self.submit)
         self.router.add_prefix("GET", "/v1/messages/", "/v1/messages/{id}", self.get_message)
         self.router.add("GET", "/healthz", self.healthz)

@@ -96,7 +96,7 @@ def error_response(error):
 
 # -- routing --------------------------------------------------------------------------
 
-class Router:
+class PathRouter:
     """Exact paths, and prefixes whose remainder is one path segment (`/v1/messages/{id}`).
 
     Counts every answer in payam_http_requests_total under the route's template, never the
