@@ -32,3 +32,36 @@ def ok(clock, d):
     if hasattr(result, "raiseException"):
         result.raiseException()
     return result
+
+
+def open_store(testcase, prefix="payam-"):
+    """A real store on the reactor, in a fresh directory outside the work tree (trial's
+    self.mktemp() writes under the current directory), closed and removed after the
+    test: (store, path of its database)."""
+    import os
+    import shutil
+    import tempfile
+
+    from twisted.internet import reactor
+
+    directory = tempfile.mkdtemp(prefix=prefix)
+    testcase.addCleanup(shutil.rmtree, directory, True)
+    db_path = os.path.join(directory, "gateway.db")
+    s = Store(db_path, reactor)
+    s.open()
+    testcase.addCleanup(s.close)
+    return s, db_path
+
+
+class FailingAccepts:
+    """A store whose every accept fails (a full disk), otherwise the real one."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def accept(self, messages, idempotency=None):
+        from twisted.internet import defer
+        return defer.fail(RuntimeError("disk full"))

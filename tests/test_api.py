@@ -7,11 +7,9 @@ fast this machine is.
 
 import http.client
 import json
-import os
-import shutil
 import sqlite3
-import tempfile
 
+from store_fixtures import FailingAccepts, open_store
 from twisted.internet import defer, reactor, threads
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -24,7 +22,6 @@ from gateway.outbound.accept import Outbound
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing, hash_key
 from gateway.policy.limits import AgencyLimits
-from gateway.store import Store
 
 PERSIAN_2_PARTS = ("شهروند گرامی، اظهارنامه\u200cی مالیاتی شما تا پایان آبان ثبت نشده است؛ "
                    "لطفاً پیش از سررسید اقدام فرمایید.")
@@ -65,13 +62,7 @@ class APITests(unittest.TestCase):
     timeout = 30
 
     def setUp(self):
-        # Not self.mktemp(): that writes under the current directory.
-        directory = tempfile.mkdtemp(prefix="payam-api-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        self.db_path = os.path.join(directory, "gateway.db")
-        self.store = Store(self.db_path, reactor)
-        self.store.open()
-        self.addCleanup(self.store.close)
+        self.store, self.db_path = open_store(self, "payam-api-")
         self.limits_clock = Clock()
         self.limits_clock.advance(reactor.seconds())
         self.limits = AgencyLimits(AGENCIES, self.store, self.limits_clock)
@@ -332,17 +323,7 @@ class APITests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_store_failure_is_503_overloaded_and_gives_the_parts_back(self):
-        class FailingStore:
-            def __init__(self, real):
-                self.real = real
-
-            def __getattr__(self, name):
-                return getattr(self.real, name)
-
-            def accept(self, messages, idempotency=None):
-                return defer.fail(RuntimeError("disk full"))
-
-        api = self.make_api(FailingStore(self.store))
+        api = self.make_api(FailingAccepts(self.store))
         body = json.dumps({"from": "40401234", "to": "09121234567", "text": "x"}).encode()
         response = yield api.router(Request("POST", "/v1/messages", {},
                                             {"authorization": "Bearer tax-key"}, body, "::1"))
@@ -459,11 +440,7 @@ class LateReadTests(unittest.TestCase):
     timeout = 30
 
     def setUp(self):
-        directory = tempfile.mkdtemp(prefix="payam-api-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        self.store = Store(os.path.join(directory, "gateway.db"), reactor)
-        self.store.open()
-        self.addCleanup(self.store.close)
+        self.store, _path = open_store(self, "payam-api-")
         self.late = LateReads(self.store)
         clock = Clock()
         clock.advance(reactor.seconds())

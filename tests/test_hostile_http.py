@@ -8,10 +8,7 @@ depends on the machine's speed, only the trial timeout on it finishing.
 
 import collections
 import json
-import os
-import shutil
 import sqlite3
-import tempfile
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet.task import Clock
@@ -24,10 +21,10 @@ from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing
 from gateway.policy.auth_throttle import FailedAuthThrottle
 from gateway.policy.limits import AgencyLimits
-from gateway.store import Store
 
 import hostile_http as hostile
 from conftest import wait_until
+from store_fixtures import open_store
 from test_api import AGENCIES
 
 KEY = "tax-key"
@@ -37,12 +34,7 @@ class HostileClientTests(unittest.TestCase):
     timeout = 30
 
     def setUp(self):
-        directory = tempfile.mkdtemp(prefix="payam-hostile-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        self.db_path = os.path.join(directory, "gateway.db")
-        self.store = Store(self.db_path, reactor)
-        self.store.open()
-        self.addCleanup(self.store.close)
+        self.store, self.db_path = open_store(self, "payam-hostile-")
         self.limits_clock = Clock()
         self.limits_clock.advance(reactor.seconds())
         self.throttle_clock = Clock()

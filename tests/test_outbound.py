@@ -6,15 +6,13 @@ contract's codes is checked at the end. The limits run on a frozen Clock.
 """
 
 import json
-import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from conftest import answered
+from store_fixtures import FailingAccepts, open_store
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -25,7 +23,6 @@ from gateway.outbound.accept import Outbound
 from gateway.outbound.submission import Accepted, Submission
 from gateway.policy.auth import hash_key
 from gateway.policy.limits import AgencyLimits
-from gateway.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,12 +56,7 @@ class OutboundTests(unittest.TestCase):
     timeout = 30
 
     def setUp(self):
-        directory = tempfile.mkdtemp(prefix="payam-outbound-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        self.db_path = os.path.join(directory, "gateway.db")
-        self.store = Store(self.db_path, reactor)
-        self.store.open()
-        self.addCleanup(self.store.close)
+        self.store, self.db_path = open_store(self, "payam-outbound-")
         self.clock = Clock()
         self.clock.advance(reactor.seconds())
         self.agencies = [TAX, TINY, SMALL]
@@ -184,17 +176,7 @@ class OutboundTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_a_store_failure_is_overloaded_and_gives_the_parts_back(self):
-        class FailingStore:
-            def __init__(self, real):
-                self.real = real
-
-            def __getattr__(self, name):
-                return getattr(self.real, name)
-
-            def accept(self, messages, idempotency=None):
-                return defer.fail(RuntimeError("disk full"))
-
-        outbound = self.make(FailingStore(self.store))
+        outbound = self.make(FailingAccepts(self.store))
         with self.assertRaises(errors.Overloaded) as caught:
             yield outbound.submit(TAX, submission(key="k-3"))
         self.assertEqual(caught.exception.retry_after, 1)
