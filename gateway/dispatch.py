@@ -126,7 +126,6 @@ class Dispatcher:
         for lane in self.lanes.values():
             lane.pool.on_ready = self.kick
         self.buffered = 0           # parts claimed and not yet handed to a bind
-        self.in_flight = 0          # submit_sm sent, response pending
         self.running = False
         self._claiming = False
         self._routes = set(self.lanes)   # routes claimed from; stored ones join at start
@@ -344,13 +343,11 @@ class Dispatcher:
     def _send(self, lane, part):
         self.buffered -= 1
         pdu = build_submit_sm(part, lane.settings, self.clock.seconds())
-        self.in_flight += 1
         d = lane.pool.submit(pdu)
         d.addCallbacks(self._answered, self._lost,
                        callbackArgs=(lane, part), errbackArgs=(lane, part))
 
     def _answered(self, resp, lane, part):
-        self.in_flight -= 1
         status = resp.status
         lane.count_result(status)
         kind = "ok" if status == c.ESME_ROK else classify_status(status)
@@ -381,7 +378,6 @@ class Dispatcher:
 
     def _lost(self, failure, lane, part):
         """No answer to read: never sent (no capacity), unsendable, or unknown."""
-        self.in_flight -= 1
         if failure.check(NoSession, NotReady):
             self._resend(part)              # it never left: send it again, uncounted
         elif failure.check(ValueError):

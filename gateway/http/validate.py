@@ -10,6 +10,7 @@ import json
 import re
 
 from gateway.http.errors import ApiError
+from gateway.model import PRIORITY_NAMES
 from gateway.outbound.submission import Submission
 
 MAX_RECIPIENTS = 1000
@@ -20,7 +21,7 @@ MAX_VALIDITY_S = 7 * 86400
 DEFAULT_VALIDITY_S = 86400
 MAX_REPORTED = 5              # unknown fields named in one error
 
-PRIORITIES = {"normal": 0, "high": 1, "emergency": 2}
+PRIORITIES = {name: number for number, name in PRIORITY_NAMES.items()}   # name → number
 FIELDS = ("from", "to", "text", "priority", "reference", "idempotency_key", "validity_s",
           "receipt")
 _FIELD_SET = frozenset(FIELDS)

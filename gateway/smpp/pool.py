@@ -143,10 +143,6 @@ class OperatorPool(MultiService):
         """Bound sessions that can transmit (receiver binds do not count)."""
         return sum(1 for s in self._sessions if s.can_transmit)
 
-    def sessions(self):
-        """The bound sessions (for health reports); do not submit through them directly."""
-        return list(self._sessions)
-
     def free_slots(self):
         """Submits the pool takes now: free window slots, capped by the TPS tokens."""
         if self._stopping or self._clock.seconds() < self._slowed_until:

@@ -15,6 +15,7 @@ import logging
 import re
 from typing import NamedTuple
 
+from gateway import model
 from gateway.smpp import constants as c
 
 log = logging.getLogger("payam.smpp.receipt")
@@ -26,7 +27,7 @@ FAILED = "failed"
 ACCEPTED = "accepted"
 ENROUTE = "enroute"
 UNKNOWN = "unknown"
-FINAL_STATES = frozenset({DELIVERED, EXPIRED, FAILED})
+FINAL_STATES = frozenset(model.FINAL_STATES)     # the store's final states, one list
 
 # esm_class message types that carry a receipt: the SMSC's delivery receipt, the SME's
 # delivery acknowledgement, and an intermediate delivery notification (non-final).
