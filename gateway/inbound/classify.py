@@ -21,57 +21,47 @@ from gateway.inbound.record import Inbound
 from gateway.smpp import constants as c
 
 
-class UssdRequests:
-    name = "ussd"
+class _KeptRaw:
+    """An entry whose feature is still to come: what it takes is kept as the raw PDU
+    (durably, before the answer), as every MO was before the inbound package."""
 
     def __init__(self, store):
         self.store = store
+
+    def handle(self, inbound):
+        return keep_raw(self.store, inbound)
+
+
+class UssdRequests(_KeptRaw):
+    name = "ussd"
 
     def matches(self, inbound):
         return c.TLV_USSD_SERVICE_OP in inbound.pdu.tlvs
 
-    def handle(self, inbound):
-        return keep_raw(self.store, inbound)
 
-
-class AuthenticityChecks:
+class AuthenticityChecks(_KeptRaw):
     name = "authenticity"
-
-    def __init__(self, store):
-        self.store = store
 
     def matches(self, inbound):
         return inbound.pdu.fields.get("destination_addr") == ROOT_NUMBER
 
-    def handle(self, inbound):
-        return keep_raw(self.store, inbound)
 
-
-class AgencyReplies:
+class AgencyReplies(_KeptRaw):
     name = "agency"
 
     def __init__(self, store, owners):
-        self.store = store
+        super().__init__(store)
         self.owners = owners
 
     def matches(self, inbound):
         return self.owners.owner(inbound.pdu.fields.get("destination_addr", "")) is not None
 
-    def handle(self, inbound):
-        return keep_raw(self.store, inbound)
 
-
-class Unrouted:
+class Unrouted(_KeptRaw):
     name = "unrouted"
-
-    def __init__(self, store):
-        self.store = store
 
     def matches(self, inbound):
         return True
-
-    def handle(self, inbound):
-        return keep_raw(self.store, inbound)
 
 
 class InboundClassifier:
