@@ -53,15 +53,20 @@ def open_store(testcase, prefix="payam-"):
     return s, db_path
 
 
-class FailingAccepts:
-    """A store whose every accept fails (a full disk), otherwise the real one."""
+class WithAccept:
+    """The real store, but `accept(messages, idempotency=None)` is the one given (a store
+    that fails, never answers, or answers when the test says)."""
 
-    def __init__(self, real):
+    def __init__(self, real, accept):
         self.real = real
+        self.accept = accept
 
     def __getattr__(self, name):
         return getattr(self.real, name)
 
-    def accept(self, messages, idempotency=None):
-        from twisted.internet import defer
-        return defer.fail(RuntimeError("disk full"))
+
+def FailingAccepts(real):   # noqa: N802 (reads as the kind of store it makes)
+    """A store whose every accept fails (a full disk), otherwise the real one."""
+    from twisted.internet import defer
+    return WithAccept(real, lambda messages, idempotency=None:
+                      defer.fail(RuntimeError("disk full")))

@@ -9,7 +9,7 @@ import http.client
 import json
 import sqlite3
 
-from store_fixtures import FailingAccepts, open_store
+from store_fixtures import FailingAccepts, WithAccept, open_store
 from twisted.internet import defer, reactor, threads
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -336,19 +336,12 @@ class APITests(unittest.TestCase):
     def test_too_many_accepts_waiting_for_the_store_are_shed_at_once(self):
         held = []
 
-        class SlowStore:
-            def __init__(self, real):
-                self.real = real
+        def accept(messages, idempotency=None):
+            d = defer.Deferred()
+            held.append((d, messages, idempotency))
+            return d
 
-            def __getattr__(self, name):
-                return getattr(self.real, name)
-
-            def accept(self, messages, idempotency=None):
-                d = defer.Deferred()
-                held.append((d, messages, idempotency))
-                return d
-
-        api = self.make_api(SlowStore(self.store), max_pending=1)
+        api = self.make_api(WithAccept(self.store, accept), max_pending=1)
         body = json.dumps({"from": "40401234", "to": "09121234567", "text": "x"}).encode()
 
         def post():

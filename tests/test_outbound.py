@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from conftest import answered
-from store_fixtures import FailingAccepts, open_store
+from store_fixtures import FailingAccepts, WithAccept, open_store
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -184,17 +184,8 @@ class OutboundTests(unittest.TestCase):
         self.assertEqual(self.limits.used_today("tax"), 0)
 
     def test_too_many_accepts_waiting_for_the_store_are_refused_before_any_check(self):
-        class SilentStore:
-            def __init__(self, real):
-                self.real = real
-
-            def __getattr__(self, name):
-                return getattr(self.real, name)
-
-            def accept(self, messages, idempotency=None):
-                return defer.Deferred()
-
-        outbound = self.make(SilentStore(self.store), max_pending=1)
+        silent = WithAccept(self.store, lambda messages, idempotency=None: defer.Deferred())
+        outbound = self.make(silent, max_pending=1)
         outbound.submit(TAX, submission())
         self.assertRaises(errors.Overloaded, outbound.admit)
         # Even a submission that would be refused for its sender is shed first.
