@@ -24,7 +24,7 @@ from daemon_harness import Simulator  # noqa: E402
 from gateway.config.schema import OperatorConfig, Routing, RoutingRule  # noqa: E402
 from gateway.inbound import InboundClassifier  # noqa: E402
 from gateway.dispatch import Dispatcher  # noqa: E402
-from gateway.routing import OperatorRouter  # noqa: E402
+from gateway.dispatch.routing import OperatorRouter  # noqa: E402
 from gateway.smpp.pool import OperatorPool  # noqa: E402
 from gateway.model import ClaimedPart  # noqa: E402
 

@@ -24,7 +24,7 @@ from gateway.inbound import InboundClassifier
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing
 from gateway.policy.limits import AgencyLimits
-from gateway.routing import OperatorRouter
+from gateway.dispatch.routing import OperatorRouter
 from gateway.smpp.pool import OperatorPool
 from gateway.store.store import Store
 

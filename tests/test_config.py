@@ -11,7 +11,7 @@ from gateway.config import (
     ConfigError, ConfigErrors, OperatorConfig, check_config, load_agencies,
     load_gateway_config, load_routing)
 from gateway.config.agencies_file import DEFAULT_DAILY_PARTS, DEFAULT_RATE_PER_S
-from gateway.routing import OperatorRouter
+from gateway.dispatch.routing import OperatorRouter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "config", "gateway.yaml")

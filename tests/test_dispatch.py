@@ -10,11 +10,11 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from gateway.config.schema import Routing, RoutingRule
-from gateway.dispatch import (LANE_FULL_RETRY_S, RECORD_RETRY_S, REBIND_RETRY_S,
+from gateway.dispatch.dispatcher import (LANE_FULL_RETRY_S, RECORD_RETRY_S, REBIND_RETRY_S,
                               UNKNOWN_OUTCOME, Dispatcher)
 from gateway.smpp.esme import ResponseTimeout, SessionClosed
 from gateway.smpp.pool import NoSession
-from gateway.routing import OperatorRouter
+from gateway.dispatch.routing import OperatorRouter
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU
 from gateway.model import ClaimedPart

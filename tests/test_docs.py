@@ -42,7 +42,7 @@ def test_no_document_points_outside_the_repository():
 
 
 def test_api_md_says_what_attempts_counts_as_the_dispatcher_does():
-    # dispatch.py: temporary errors and unknown outcomes count an attempt; throttled
+    # dispatch/dispatcher.py: temporary errors and unknown outcomes count an attempt; throttled
     # and "not bound" answers go back uncounted (count_attempt=False), after a pause.
     row = next(line for line in API.splitlines() if line.startswith("| `attempts` |"))
     counted, _, uncounted = row.partition("Not counted:")

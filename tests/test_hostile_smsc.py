@@ -15,7 +15,7 @@ from gateway import metrics
 from gateway.config.schema import Routing
 from gateway.dispatch import Dispatcher
 from gateway.model import NewMessage
-from gateway.routing import OperatorRouter
+from gateway.dispatch.routing import OperatorRouter
 from gateway.smpp import constants as c
 from gateway.smpp.pool import OperatorPool
 from gateway.store import Store

@@ -693,7 +693,7 @@ def test_a_throttling_smsc_sees_few_throttled_submits(memory_reactor):
     fixed 1 s pause per throttle and the rate left at tps: 972 throttled answers."""
     from gateway.config.schema import Routing
     from gateway.dispatch import Dispatcher
-    from gateway.routing import OperatorRouter
+    from gateway.dispatch.routing import OperatorRouter
     from test_dispatch import FakeStore, part
 
     clock = memory_reactor

@@ -21,7 +21,7 @@ from twisted.trial import unittest
 from gateway.config.schema import Routing, RoutingRule
 from gateway.inbound import InboundClassifier
 from gateway.dispatch import Dispatcher
-from gateway.routing import OperatorRouter
+from gateway.dispatch.routing import OperatorRouter
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU, Framer, decode, encode
 from gateway.smpp.pool import OperatorPool

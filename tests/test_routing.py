@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from gateway import routing as routing_module
+from gateway.dispatch import routing as routing_module
 from gateway.config import Routing, RoutingRule, load_routing
-from gateway.routing import OperatorRouter
+from gateway.dispatch.routing import OperatorRouter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -42,7 +42,7 @@ def test_the_store_does_not_import_the_smpp_side():
 
 
 def test_the_dispatcher_knows_the_store_only_by_its_interface():
-    store_side = {name for name in imported(GATEWAY / "dispatch.py")
+    store_side = {name for name in imported(GATEWAY / "dispatch" / "dispatcher.py")
                   if name.startswith("gateway.store")}
     assert store_side == {"gateway.store.interface"}
 

@@ -7,8 +7,6 @@ from gateway.smpp.pdu import PDU
 from gateway.simulator.behaviour import RECEIPT_STATES
 from gateway.text import decode_short_message
 
-ESM_CLASS_RECEIPT = 0x04
-ESM_CLASS_UDHI = 0x40
 RECEIPT_TEXT_CHARS = 20     # how much of the original text a receipt quotes
 
 
@@ -51,7 +49,7 @@ def quoted_text(payload, data_coding, esm_class) -> str:
     """The first characters of the original message, reduced to printable ASCII: the
     receipt text itself goes out in the SMSC default alphabet."""
     try:
-        text = decode_short_message(payload, data_coding, bool(esm_class & ESM_CLASS_UDHI)).text
+        text = decode_short_message(payload, data_coding, bool(esm_class & constants.ESM_CLASS_UDHI)).text
     except ValueError:
         return ""
     quoted = text[:RECEIPT_TEXT_CHARS]
@@ -82,7 +80,7 @@ def build_receipt(receipt: PendingReceipt, done_at, mode) -> PDU:
         "dest_addr_ton": receipt.source_addr_ton,
         "dest_addr_npi": receipt.source_addr_npi,
         "destination_addr": receipt.source_addr,
-        "esm_class": ESM_CLASS_RECEIPT,
+        "esm_class": constants.ESM_CLASS_DELIVERY_RECEIPT,
         "data_coding": 0,
         "short_message": short_message,
     })

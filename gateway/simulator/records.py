@@ -10,7 +10,6 @@ from gateway.smpp import constants
 from gateway.smpp.pdu import decode
 from gateway.text import decode_short_message
 
-ESM_CLASS_UDHI = 0x40
 
 _NUMERIC_FIELDS = ("source_addr_ton", "source_addr_npi", "dest_addr_ton", "dest_addr_npi",
                    "esm_class", "protocol_id", "priority_flag", "registered_delivery",
@@ -87,7 +86,7 @@ def render(index, frame, system_id, operator, message_id, received_at) -> dict:
 def _text_of(payload, data_coding, esm_class) -> dict:
     try:
         decoded = decode_short_message(bytes(payload), data_coding,
-                                       bool(esm_class & ESM_CLASS_UDHI))
+                                       bool(esm_class & constants.ESM_CLASS_UDHI))
     except ValueError as exc:
         return {"text": None, "text_error": str(exc), "concat": None}
     concat = decoded.concat

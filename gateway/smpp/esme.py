@@ -24,7 +24,6 @@ from gateway.smpp.status import REBIND, classify_status
 
 log = logging.getLogger("payam.smpp.esme")
 
-INTERFACE_VERSION = 0x34
 MAX_SEQUENCE = 0x7FFFFFFF
 # Several requests in a row left unanswered: the SMSC is wedged, a new bind is cheaper.
 MAX_CONSECUTIVE_TIMEOUTS = 3
@@ -248,7 +247,7 @@ class ESMEProtocol(protocol.Protocol):
             "system_id": config.system_id,
             "password": config.password,
             "system_type": config.system_type,
-            "interface_version": INTERFACE_VERSION,
+            "interface_version": c.INTERFACE_VERSION_34,
             "addr_ton": 0,
             "addr_npi": 0,
             "address_range": factory.address_range,

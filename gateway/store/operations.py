@@ -334,7 +334,7 @@ def expire_unreceipted(conn, now, grace_s):
         {"now": now, "grace": grace_s}).rowcount
 
 
-# The dispatcher's own words for a part it held past its validity (dispatch.py).
+# The dispatcher's own words for a part it held past its validity (dispatch/dispatcher.py).
 UNSENT_ERROR = "validity period passed before submission"
 
 

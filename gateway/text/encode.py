@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 from gateway.text.gsm import ESCAPE, gsm_encode, gsm_length, is_gsm, try_gsm_encode
 
-DATA_CODING_GSM = 0
-DATA_CODING_UCS2 = 8
+from gateway.smpp.constants import DATA_CODING_DEFAULT as DATA_CODING_GSM
+from gateway.smpp.constants import DATA_CODING_UCS2, ESM_CLASS_UDHI
+
 ESM_CLASS_DEFAULT = 0x00
-ESM_CLASS_UDHI = 0x40
 
 GSM_SINGLE = 160        # septets in a lone message
 GSM_PER_PART = 153      # septets per concatenated part (the 6-octet UDH costs 7)

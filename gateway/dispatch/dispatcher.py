@@ -21,7 +21,7 @@ from gateway.smpp.ratelog import RateLimitedLog
 from gateway.smpp.status import classify_status, needs_alert, status_label
 from gateway.model import PRIORITY_NAMES, UNKNOWN_OUTCOME, PartOutcome
 from gateway.store.interface import StoreClosed
-from gateway.submit_sm import build_submit_sm
+from gateway.dispatch.outgoing_pdu import build_submit_sm
 
 log = logging.getLogger("payam.dispatch")
 
@@ -109,7 +109,7 @@ class Dispatcher:
                  batch=500, buffer_limit=5000, unknown_retry_s=UNKNOWN_RETRY_S):
         """
         pools: {operator name: OperatorPool}; settings: {operator name: OperatorConfig};
-        router: gateway.routing.OperatorRouter (replaced on SIGHUP through set_router);
+        router: gateway.dispatch.routing.OperatorRouter (replaced on SIGHUP through set_router);
         unknown_retry_s: (first, cap) of the backoff after an unknown outcome.
         """
         self.store = store

@@ -5,7 +5,7 @@ from conftest import operator_config
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import decode, encode
 from gateway.model import ClaimedPart
-from gateway.submit_sm import build_submit_sm, relative_validity
+from gateway.dispatch.outgoing_pdu import build_submit_sm, relative_validity
 
 
 def part(sender="40401234", receipt=True, priority=0, expires_at=1000 + 86400):

@@ -3,11 +3,6 @@
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU
 
-TON_INTERNATIONAL = 1
-TON_ALPHANUMERIC = 5
-NPI_ISDN = 1
-NPI_UNKNOWN = 0
-
 # Our priorities → SMPP priority_flag (0 normal … 3 very urgent).
 PRIORITY_FLAGS = {0: 0, 1: 1, 2: 3}
 
@@ -29,14 +24,14 @@ def build_submit_sm(part, settings, now):
     if part.sender.isdigit():
         source_ton, source_npi = settings.short_code_ton, settings.short_code_npi
     else:
-        source_ton, source_npi = TON_ALPHANUMERIC, NPI_UNKNOWN
+        source_ton, source_npi = c.TON_ALPHANUMERIC, c.NPI_UNKNOWN
     return PDU(c.SUBMIT_SM, fields={
         "service_type": "",
         "source_addr_ton": source_ton,
         "source_addr_npi": source_npi,
         "source_addr": part.sender,
-        "dest_addr_ton": TON_INTERNATIONAL,
-        "dest_addr_npi": NPI_ISDN,
+        "dest_addr_ton": c.TON_INTERNATIONAL,
+        "dest_addr_npi": c.NPI_ISDN,
         "destination_addr": part.recipient,
         "esm_class": part.esm_class,
         "protocol_id": 0,
