@@ -3,8 +3,7 @@
 A leaf: it imports nothing from gateway, so the accept path, the dispatcher, the
 inbound side and every store implementation (gateway/store/interface.py) can use it
 without depending on each other.  Values only; what the store does with them is in
-the interface.  An inbox message (the national inbox) will join these records when
-the inbox is built.
+the interface.
 """
 
 from dataclasses import dataclass
@@ -77,3 +76,37 @@ class PartOutcome:
     not_before: float | None = None
     count_attempt: bool = True
     unknown: bool = False              # with "requeue": the send's outcome is unknown
+
+
+# Where an inbox message came from (the API's `channel`).
+CHANNELS = ("sms", "ussd", "app")
+
+
+@dataclass
+class InboxEntry:
+    """A citizen's message for an agency's inbox (agency None: the unrouted box)."""
+    agency: str | None
+    number: str                        # the agency's number it was sent to ("40401234")
+    citizen: str                       # the citizen's MSISDN, international ("98912...")
+    text: str
+    channel: str                       # one of CHANNELS
+    received_at: float
+    operator: str | None = None        # the operator it came from (sms, ussd)
+    partial: bool = False              # a concatenated MO released with parts missing
+    source_key: str | None = None      # filed once per key (a redelivered MO)
+
+
+@dataclass
+class InboxMessage:
+    """A filed inbox message as the API shows it (`seq`: its place, the paging cursor)."""
+    seq: int
+    id: str
+    agency: str | None
+    number: str
+    citizen: str
+    text: str
+    channel: str
+    received_at: float
+    in_reply_to: str | None
+    operator: str | None
+    partial: bool

@@ -21,6 +21,7 @@ from gateway.http.api import AgencyAPI
 from gateway.http.server import HTTPFactory
 from gateway.outbound.accept import Outbound
 from gateway.inbound import InboundClassifier
+from gateway.inbox.filing import Inbox
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing
 from gateway.policy.limits import AgencyLimits
@@ -50,9 +51,14 @@ def build_store(config, reactor, create=False):
     return store
 
 
-def build_inbound(config, store, reactor):
+def build_inbox(store):
+    """The agencies' inboxes: SMS replies, USSD filings and app replies are filed here."""
+    return Inbox(store)
+
+
+def build_inbound(config, store, inbox, reactor):
     return InboundClassifier(
-        store, reactor,
+        store, reactor, inbox=inbox,
         receipt_ids={op.name: op.receipt_ids for op in config.operators},
         response_timeouts={op.name: op.response_timeout_s for op in config.operators},
         agencies=config.agencies)
@@ -124,7 +130,8 @@ class GatewayService(MultiService):
     def _build(self):
         """Every piece over the open store; pools and housekeeping become children."""
         config, reactor, store = self.config, self.reactor, self.store
-        self.inbound = inbound = build_inbound(config, store, reactor)
+        self.inbox = build_inbox(store)
+        self.inbound = inbound = build_inbound(config, store, self.inbox, reactor)
         self.pools = build_pools(config, inbound, reactor)
         for pool in self.pools.values():
             pool.setServiceParent(self)
@@ -132,6 +139,9 @@ class GatewayService(MultiService):
         self.keyring, self.limits, audit = build_policy(config, store, reactor)
         self.outbound = build_outbound(store, self.keyring, self.limits, audit,
                                        self.dispatcher, reactor)
+        # Inbound answers citizens (HELP, 4040 checks, USSD filings' SMS) through the
+        # accept path, which is built over the dispatcher that the binds feed.
+        inbound.use_outbound(self.outbound)
         self.api = build_api(self.outbound, store, self.keyring, audit, self.health, reactor)
         self.http_factory = build_http(config, self.api, reactor)
         build_housekeeping(config, store, reactor).setServiceParent(self)

@@ -18,7 +18,7 @@ import inspect
 import pytest
 from twisted.internet import defer
 
-from gateway.model import NewMessage, PartOutcome
+from gateway.model import InboxEntry, NewMessage, PartOutcome
 from gateway.store.interface import DuplicateIdempotencyKey, MessageStore, StoreClosed
 
 T0 = 1_700_000_000.0
@@ -215,6 +215,53 @@ class RecordsContract:
         assert removed["audit"] == 1 and removed["messages"] == 0
         assert self.wait(self.store.expire_unreceipted(86400.0)) == 0
         assert self.wait(self.store.expire_unsent()) == 0
+
+
+def reply(citizen="989121234567", agency="tax", number="40401234", text="salam",
+          received_at=T0 + 60, **overrides):
+    fields = dict(agency=agency, number=number, citizen=citizen, text=text, channel="sms",
+                  received_at=received_at, operator="mci")
+    fields.update(overrides)
+    return InboxEntry(**fields)
+
+
+class InboxContract:
+    """file_inbox, list_inbox: the agencies' inboxes and the unrouted box."""
+
+    def test_a_reply_is_filed_in_its_agencys_inbox_with_what_it_answers(self):
+        older = new_message(self.store, created_at=T0 - 10)
+        latest = new_message(self.store, created_at=T0)
+        other_number = new_message(self.store, created_at=T0 + 1, sender="40409999")
+        other_citizen = new_message(self.store, created_at=T0 + 2, recipient="989350000000")
+        self.wait(self.store.accept([older, latest, other_number, other_citizen]))
+        [(filed, new)] = self.wait(self.store.file_inbox([reply(text="سلام\u200cها")]))
+        assert new and filed.in_reply_to == latest.id and filed.text == "سلام\u200cها"
+        assert filed.agency == "tax" and filed.channel == "sms" and not filed.partial
+        [(unanswered, _)] = self.wait(self.store.file_inbox([reply(citizen="989390000001")]))
+        assert unanswered.in_reply_to is None
+        assert [m.id for m in self.wait(self.store.list_inbox("tax"))] == [filed.id,
+                                                                          unanswered.id]
+
+    def test_an_inbox_pages_by_cursor_and_shows_only_its_agency(self):
+        self.wait(self.store.file_inbox([reply(agency="tax", text=f"t{n}") for n in range(5)]
+                                        + [reply(agency="post", number="40405555")]))
+        first = self.wait(self.store.list_inbox("tax", 0, 3))
+        rest = self.wait(self.store.list_inbox("tax", first[-1].seq, 3))
+        assert [m.text for m in first + rest] == [f"t{n}" for n in range(5)]
+        assert [m.agency for m in self.wait(self.store.list_inbox("post"))] == ["post"]
+
+    def test_unrouted_messages_have_their_own_box(self):
+        self.wait(self.store.file_inbox([reply(agency=None, number="40407777")]))
+        assert self.wait(self.store.list_inbox("tax")) == []
+        [kept] = self.wait(self.store.list_inbox(None))
+        assert kept.number == "40407777" and kept.agency is None
+
+    def test_a_source_key_is_filed_once(self):
+        [(first, new)] = self.wait(self.store.file_inbox([reply(source_key="mci:abc")]))
+        [(again, new_again)] = self.wait(self.store.file_inbox(
+            [reply(source_key="mci:abc", text="other")]))
+        assert new and not new_again and again.id == first.id and again.text == "salam"
+        assert len(self.wait(self.store.list_inbox("tax"))) == 1
 
 
 class LifecycleContract:

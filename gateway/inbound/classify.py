@@ -69,14 +69,23 @@ class InboundClassifier:
     first entry of `table` that matches."""
 
     def __init__(self, store, clock, receipt_ids=None, response_timeouts=None,
-                 agencies=()):
+                 agencies=(), inbox=None):
         """receipt_ids / response_timeouts: per operator, see receipts.Receipts;
-        agencies: the configured Agency records (whose numbers are theirs)."""
+        agencies: the configured Agency records (whose numbers are theirs); inbox: the
+        gateway.inbox.filing.Inbox citizens' messages are filed into."""
         self.clock = clock
+        self.inbox = inbox
+        self.outbound = None
         self.receipts = Receipts(store, clock, receipt_ids, response_timeouts)
         self.agency_replies = AgencyReplies(store, NumberOwners(agencies))
         self.table = (self.receipts, UssdRequests(store), AuthenticityChecks(store),
                       self.agency_replies, Unrouted(store))
+
+    def use_outbound(self, outbound):
+        """The accept path (gateway.outbound.accept.Outbound) that answers citizens by
+        SMS; set once the composition root has built it (it sits downstream of the
+        binds that feed this classifier)."""
+        self.outbound = outbound
 
     def update_agencies(self, agencies):
         """SIGHUP: whose numbers are whose, anew (one assignment: an MO sees the old

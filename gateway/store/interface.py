@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
 
-from gateway.model import NewMessage, PartOutcome
+from gateway.model import InboxEntry, NewMessage, PartOutcome
 
 
 class StoreClosed(Exception):
@@ -86,6 +86,11 @@ class MessageStore(Protocol):
     def store_inbound(self, operator: str, pdu_fields: dict, tlvs: dict) -> Deferred:
         """Keep a raw inbound PDU → Deferred of its row id."""
 
+    def file_inbox(self, entries: list[InboxEntry]) -> Deferred:
+        """File citizens' messages (all or none) → Deferred[list[(InboxMessage, new)]]
+        once durable, with in_reply_to found; an entry whose source_key is filed
+        already answers the message filed then, with new False."""
+
     # -- records, housekeeping ------------------------------------------------------
     def audit(self, event: str, agency: str | None, detail: dict) -> Deferred:
         """Keep an audit row → Deferred of its id."""
@@ -104,6 +109,10 @@ class MessageStore(Protocol):
     def get_message(self, message_id: str) -> Deferred:
         """→ Deferred[dict | None]: the contract's fields, "agency", "attempts" and
         "last_error"."""
+
+    def list_inbox(self, agency: str | None, after: int = 0, limit: int = 100) -> Deferred:
+        """→ Deferred[list[InboxMessage]]: an agency's inbox (None: unrouted) after the
+        cursor `after`, oldest first."""
 
     def idempotent_response(self, agency: str, key: str, now: float) -> Deferred:
         """→ Deferred[str | None]: the first response to this key within 24 h."""

@@ -10,7 +10,7 @@ status follow its parts through the triggers of schema.py.
 import json
 import logging
 
-from gateway.model import UNKNOWN_OUTCOME
+from gateway.model import UNKNOWN_OUTCOME, InboxMessage
 from gateway.receipt_ids import ID_BASES, normal_id, read_only_raw
 from gateway.store import schema
 from gateway.store.interface import DuplicateIdempotencyKey
@@ -293,8 +293,7 @@ _ENDED_BEFORE = (
     " AND created_at < :older AND submitted_at < :older")
 
 
-# Records purged by age alone: (kind, table, time column).  The inbox table comes with
-# the national inbox; until a store has one, its retention has nothing to purge.
+# Records purged by age alone: (kind, table, time column).
 _AGED = (("audit", "audit", "at"), ("inbound", "inbound", "received_at"),
          ("inbox", "inbox", "received_at"))
 
@@ -347,3 +346,59 @@ def expire_unsent(conn, now):
         " FROM messages m WHERE parts.state = 'queued' AND m.id = parts.message_id"
         " AND m.created_at + m.validity_s <= :now",
         {"now": now, "error": UNSENT_ERROR}).rowcount
+
+
+# -- inbox -----------------------------------------------------------------------------
+
+_INBOX_COLUMNS = ("seq, id, agency, number, citizen, text, channel, received_at,"
+                  " in_reply_to, operator, partial")
+
+
+def inbox_message(row):
+    seq, id_, agency, number, citizen, text, channel, received_at, in_reply_to, \
+        operator, partial = row
+    return InboxMessage(seq, id_, agency, number, citizen, text, channel, received_at,
+                        in_reply_to, operator, bool(partial))
+
+
+def file_inbox(conn, entries, ids):
+    """Insert inbox entries (ids: one new id each) → [(InboxMessage, new)], in order.
+    An entry whose source_key is filed already is not filed again: the one filed then
+    is returned, with new False.  in_reply_to: the latest message the agency sent from that number to
+    that citizen."""
+    filed = []
+    for entry, new_id in zip(entries, ids):
+        in_reply_to = None
+        if entry.agency is not None:
+            row = conn.execute(
+                "SELECT id FROM messages WHERE recipient = ? AND agency = ? AND sender = ?"
+                " ORDER BY created_at DESC LIMIT 1",
+                (entry.citizen, entry.agency, entry.number)).fetchone()
+            in_reply_to = row[0] if row else None
+        cursor = conn.execute(
+            "INSERT INTO inbox (id, agency, number, citizen, text, channel, operator,"
+            " received_at, in_reply_to, partial, source_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source_key) DO NOTHING",
+            (new_id, entry.agency, entry.number, entry.citizen, entry.text, entry.channel,
+             entry.operator, entry.received_at, in_reply_to, int(entry.partial),
+             entry.source_key))
+        if cursor.rowcount:
+            where, key = "seq = ?", cursor.lastrowid
+        else:
+            where, key = "source_key = ?", entry.source_key
+        filed.append((inbox_message(conn.execute(
+            f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE {where}", (key,)).fetchone()),
+            bool(cursor.rowcount)))
+    return filed
+
+
+def list_inbox(conn, agency, after, limit):
+    """An inbox in filing order from after `after` (a seq; 0: the start); agency None
+    lists the unrouted box."""
+    if agency is None:
+        rows = conn.execute(f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE agency IS NULL"
+                            " AND seq > ? ORDER BY seq LIMIT ?", (after, limit))
+    else:
+        rows = conn.execute(f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE agency = ?"
+                            " AND seq > ? ORDER BY seq LIMIT ?", (agency, after, limit))
+    return [inbox_message(row) for row in rows]

@@ -200,6 +200,33 @@ def _v8_claim_leases(db):
                " WHERE state = 'sending'")
 
 
+def _v9_inbox(db):
+    # The agencies' inboxes: citizens' replies (SMS, USSD filings, partner apps), and
+    # the unrouted box (agency NULL: an MO to a 4040 number nobody owns).  `seq` orders
+    # an inbox and is its paging cursor; `id` is what the API shows.  `source_key`
+    # (unique when set) is what the intake that filed it knows the message by, so a
+    # redelivered MO is filed once.  in_reply_to is found at filing: the latest message
+    # this agency sent from that number to that citizen (index messages_recipient).
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS inbox ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " id TEXT NOT NULL UNIQUE,"
+        " agency TEXT,"
+        " number TEXT NOT NULL,"
+        " citizen TEXT NOT NULL,"
+        " text TEXT NOT NULL,"
+        " channel TEXT NOT NULL,"
+        " operator TEXT,"
+        " received_at REAL NOT NULL,"
+        " in_reply_to TEXT,"
+        " partial INTEGER NOT NULL DEFAULT 0,"
+        " source_key TEXT UNIQUE)")
+    db.execute("CREATE INDEX IF NOT EXISTS inbox_agency ON inbox (agency, seq)")
+    db.execute("CREATE INDEX IF NOT EXISTS inbox_received ON inbox (received_at)")
+    db.execute("CREATE INDEX IF NOT EXISTS messages_recipient"
+               " ON messages (recipient, created_at)")
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
@@ -210,6 +237,7 @@ MIGRATIONS = [
     (6, _v6_receipt_id_bases),
     (7, _v7_retention_indexes),
     (8, _v8_claim_leases),
+    (9, _v9_inbox),
 ]
 
 

@@ -347,6 +347,13 @@ class Store:
             "INSERT INTO inbound (operator, received_at, fields, tlvs) VALUES (?, ?, ?, ?)",
             (operator, now, fields_json, tlvs_json)).lastrowid)
 
+    def file_inbox(self, entries):
+        """File citizens' messages into inboxes (all or none) → Deferred[list of
+        (InboxMessage, new)] once durable; an entry whose source_key is filed already
+        gives the message filed then (new False), not a second one."""
+        ids = [self.new_message_id() for _ in entries]
+        return self._write(lambda conn: operations.file_inbox(conn, entries, ids))
+
     def audit(self, event, agency, detail):
         if not isinstance(event, str) or not event:
             return defer.fail(ValueError(f"audit event must be a non-empty string: {event!r}"))
@@ -388,6 +395,12 @@ class Store:
         return self._write(lambda conn: operations.expire_unsent(conn, now))
 
     # -- reads (reactor thread; each answers a Deferred, already fired) --------------
+
+    @_read
+    def list_inbox(self, agency, after=0, limit=100):
+        """→ [InboxMessage] of `agency`'s inbox (None: the unrouted box) after the
+        cursor `after` (a seq), at most `limit`, oldest first."""
+        return operations.list_inbox(self._reader, agency, after, limit)
 
     @_read
     def get_message(self, message_id):
