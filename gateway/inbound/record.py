@@ -13,3 +13,16 @@ class Inbound(NamedTuple):
                              # back on the same bind is OperatorPool.submit(pdu, via=session)
     pdu: PDU
     received_at: float       # from the injected clock
+
+
+class MobileOriginated(NamedTuple):
+    """A whole citizen's message (its parts reassembled and decoded), as the entries
+    after the receipts' see it: replies, 4040 checks, keywords, unrouted."""
+    operator: str
+    session: Any             # the session of its last part (answers on the same bind)
+    citizen: str             # source_addr normalised ("98912..."), as numbers.normalise
+    destination: str         # destination_addr as sent ("40401234", "4040")
+    text: str
+    received_at: float       # when its first part came
+    partial: bool = False    # released with parts missing (after the reassembly timeout)
+    source_key: str | None = None   # what makes a redelivery of it the same message
