@@ -53,6 +53,7 @@ class Agency:
     rate_per_s: float                    # parts per second
     daily_parts: int                     # quota in parts per day
     reply_webhook: Webhook | None
+    links: tuple[str, ...] = ()          # hosts its texts may link to (normal form); () any
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,14 @@ from gateway import metrics
 from gateway.model import NewMessage
 from gateway.numbers import mask_msisdn
 from gateway.outbound.checks import check_text_length, normalize_recipients
-from gateway.outbound.errors import OverQuota, Overloaded, OverRate, SenderRefused, TooManyParts
+from gateway.outbound.errors import (
+    LinkRefused, OverQuota, Overloaded, OverRate, SenderRefused, TooManyParts)
 from gateway.outbound.submission import Accepted, accepted_document
 from gateway.policy.limits import QuotaExceeded, RateLimited
 from gateway.policy.senders import SenderNotAllowed, check_sender, owner_of
 from gateway.store.interface import DuplicateIdempotencyKey
 from gateway.text import TextTooLong, encode_for_submit
+from gateway.text.links import outside
 
 log = logging.getLogger("payam.outbound")
 
@@ -82,6 +84,8 @@ class Outbound:
         sender = self._check_sender(agency, submission.sender, origin)
         recipients = normalize_recipients(submission.recipients)
         parts = check_text_length(submission.text)
+        if agency.links:
+            self._check_links(agency, submission.text, origin)
         if submission.idempotency_key is None:
             return self._reserve_and_store(agency, submission, sender, recipients, parts,
                                            answer)
@@ -96,6 +100,18 @@ class Outbound:
                                       owner=owner_of(self.agencies(), sender))
             raise SenderRefused(refusal.reason, str(refusal)) from None
         return address
+
+    def _check_links(self, agency, text, origin):
+        """A government text never carries a link outside its agency's own hosts: a
+        leaked key then cannot send a phishing link (gateway.text.links says what a
+        link is)."""
+        host = outside(text, agency.links)
+        if host is None:
+            return
+        metrics.child(metrics.LINK_REFUSALS, agency.id).inc()
+        self.audit.link_refused(agency.id, host, origin)
+        raise LinkRefused(host, f"the text links to {host!r}, which is not one of your "
+                                f"agency's links ({', '.join(agency.links)})")
 
     # -- idempotency ----------------------------------------------------------------
 
