@@ -1,4 +1,5 @@
-"""Security audit trail: refused senders and links, and failed authentication.
+"""Security audit trail: refused senders and links, failed authentication, and the
+messages the platform itself sends from 4040.
 
 Every sender refusal becomes a row in the store's audit table (the contract requires it)
 and a WARNING on logger `payam.audit`. Sender ids (4040 numbers, masks) are not personal
@@ -75,6 +76,14 @@ class AuditLog:
         host, peer = recordable(host[:MAX_HOST_CHARS]), recordable(peer)
         log.warning("link refused: agency=%s host=%r peer=%s", agency_id, host, peer)
         return self._write("link_refused", agency_id, {"host": host, "peer": peer})
+
+    def platform_message(self, kind, recipient, message_id):
+        """A message the platform sent from 4040 (an authenticity answer): what kind, to
+        whom (masked), which message. Returns the store's Deferred."""
+        recipient = mask_msisdn(recipient)
+        log.debug("platform message: kind=%s to=%s id=%s", kind, recipient, message_id)
+        return self._write("platform_message", None,
+                           {"kind": kind, "to": recipient, "message": message_id})
 
     def unauthorized(self, peer, reason):
         """Audit a failed authentication, at most once per interval per peer."""
