@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 from twisted.internet import defer
-from twisted.internet.task import Clock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from threaded_clock import ThreadedClock  # noqa: E402
 from gateway.authenticity.desk import AuthenticityDesk  # noqa: E402
 from gateway.inbound.record import MobileOriginated  # noqa: E402
 from gateway.store import Store  # noqa: E402
@@ -62,8 +63,8 @@ def main():
     parser.add_argument("--recipients", type=int, default=300)
     parser.add_argument("--checks", type=int, default=2000)
     args = parser.parse_args()
-    clock = Clock()
-    clock.advance(time.time())
+    clock = ThreadedClock()
+    clock.advance(time.time() - clock.seconds())
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "gateway.db")
         store = Store(path, clock)
@@ -89,7 +90,7 @@ def main():
                              ("invented", invented)):
             p50, p99 = timed(desk, checks)
             print(f"check, {name:21s}: p50 {p50:7.0f} µs   p99 {p99:7.0f} µs")
-        store.close()
+        clock.wait(store.close())
 
 
 if __name__ == "__main__":

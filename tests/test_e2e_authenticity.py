@@ -103,6 +103,9 @@ def test_over_the_hourly_checks_one_polite_answer_then_silence(sim, daemon):
 
 
 def test_checks_are_kept_in_no_inbox_and_no_agency_may_send_from_4040(sim, daemon):
+    send(daemon, "09121110007")
+    forward(sim, "989121110007", NOTICE)
+    answer_to(sim, "989121110007")
     code, body, _ = daemon.send(TAX, **{"from": "4040", "to": "09121110007", "text": "x"})
     assert (code, body["error"]["code"]) == (403, "sender_not_allowed")
     with sqlite3.connect(f"file:{daemon.db_path}?mode=ro", uri=True) as db:
