@@ -6,6 +6,7 @@ A part still waiting for its receipt RECEIPT_GRACE_S after its validity ended be
 bound: the dispatcher, which expires what it claims, never saw it).  Each kind of record is kept for its `retention:` days (gateway.yaml, see
 gateway.config.schema.Retention): ended messages (with their parts and receipt keys)
 for status queries, audit rows, unmatched receipts, raw inbound PDUs, inbox messages;
+sent texts' fingerprints for the 4040 check's `authenticity.retention_days`;
 idempotency keys for 24 h (Store.purge).  Without this the tables would only grow.
 """
 
@@ -23,9 +24,10 @@ PURGE_EVERY_S = 3600.0
 
 
 def housekeeping_service(store, clock, retention=None, grace_s=RECEIPT_GRACE_S,
-                         every_s=PURGE_EVERY_S):
+                         every_s=PURGE_EVERY_S, fingerprint_days=None):
     """A service that does its round at start and then every `every_s` seconds;
-    `retention` is a Retention (days per kind of record), its defaults when None."""
+    `retention` is a Retention (days per kind of record), its defaults when None;
+    fingerprint_days: how long sent texts' fingerprints are kept (None: for ever)."""
     retention = retention or Retention()
 
     def one_round():
@@ -39,7 +41,9 @@ def housekeeping_service(store, clock, retention=None, grace_s=RECEIPT_GRACE_S,
             audit_before=now - retention.audit * DAY_S,
             receipts_before=now - retention.receipts * DAY_S,
             inbound_before=now - retention.inbound * DAY_S,
-            inbox_before=now - retention.inbox * DAY_S)
+            inbox_before=now - retention.inbox * DAY_S,
+            fingerprints_before=(None if fingerprint_days is None
+                                 else now - fingerprint_days * DAY_S))
         purged.addCallbacks(_purged, _failed, errbackArgs=("purge",))
         return purged
 

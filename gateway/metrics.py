@@ -19,6 +19,15 @@ PARTS_ACCEPTED = Counter(
     "payam_parts_accepted_total", "SMS parts durably accepted", ["agency"])
 SENDER_REFUSALS = Counter(
     "payam_sender_refusals_total", "Submissions refused for their sender", ["reason"])
+LINK_REFUSALS = Counter(
+    "payam_link_refusals_total", "Submissions refused for a link outside the agency's",
+    ["agency"])
+PLATFORM_MESSAGES = Counter(
+    "payam_platform_messages_total", "Messages the platform itself sent from 4040 (stored)",
+    ["kind"])
+AUTHENTICITY_CHECKS = Counter(
+    "payam_authenticity_checks_total", "Texts citizens sent to 4040 to check, by verdict",
+    ["verdict"])
 SUBMIT_SM_SENT = Counter(
     "payam_submit_sm_total", "submit_sm PDUs sent", ["operator"])
 SUBMIT_SM_RESULTS = Counter(

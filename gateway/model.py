@@ -43,6 +43,17 @@ class NewMessage:
     parts: list[bytes]
     created_at: float
     route: str | None = None           # the operator the recipient's routing rule prefers
+    fingerprint: bytes | None = None   # its text's (gateway.text.fingerprint), kept for
+                                       # the 4040 check; None: not an agency's notice
+
+
+@dataclass(frozen=True)
+class SentMatch:
+    """What the 4040 check found: a message with that text was sent by `agency` at
+    `sent_at`, to the citizen who asks (`to_citizen`) or to someone else."""
+    agency: str
+    sent_at: float
+    to_citizen: bool
 
 
 @dataclass

@@ -14,6 +14,7 @@ import logging
 from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, inlineCallbacks
 
+from gateway.authenticity.desk import AuthenticityDesk
 from gateway.config.load import load_agencies, load_routing
 from gateway.dispatch import Dispatcher
 from gateway.housekeeping import housekeeping_service
@@ -28,6 +29,7 @@ from gateway.policy.limits import AgencyLimits
 from gateway.dispatch.routing import OperatorRouter
 from gateway.smpp.pool import OperatorPool
 from gateway.store.store import Store
+from gateway.text.fingerprint import TextFingerprint
 
 log = logging.getLogger("payam.service")
 
@@ -83,10 +85,21 @@ def build_policy(config, store, reactor):
 
 
 def build_outbound(store, keyring, limits, audit, dispatcher, reactor):
-    """The accept path every channel calls; accepted messages wake the dispatcher."""
+    """The accept path every channel calls; accepted messages wake the dispatcher, and
+    agency texts are fingerprinted with the store's key for the 4040 check."""
     return Outbound(store, limits, audit, clock=reactor,
                     agencies=lambda: keyring.agencies, route_of=dispatcher.route_of,
-                    on_accepted=dispatcher.wake)
+                    on_accepted=dispatcher.wake,
+                    fingerprint=TextFingerprint(store.fingerprint_key()))
+
+
+def build_authenticity(config, store, outbound, keyring, reactor):
+    """The 4040 desk: answers citizens' checks from 4040 through the accept path."""
+    settings = config.authenticity
+    return AuthenticityDesk(store, outbound, outbound.fingerprint, reactor,
+                            agencies=lambda: keyring.agencies,
+                            retention_days=settings.retention_days,
+                            checks_per_hour=settings.checks_per_hour)
 
 
 def build_api(outbound, store, keyring, audit, health, reactor):
@@ -98,7 +111,8 @@ def build_http(config, api, reactor):
 
 
 def build_housekeeping(config, store, reactor):
-    return housekeeping_service(store, reactor, config.retention)
+    return housekeeping_service(store, reactor, config.retention,
+                                fingerprint_days=config.authenticity.retention_days)
 
 
 class GatewayService(MultiService):
@@ -142,6 +156,8 @@ class GatewayService(MultiService):
         # Inbound answers citizens (HELP, 4040 checks, USSD filings' SMS) through the
         # accept path, which is built over the dispatcher that the binds feed.
         inbound.use_outbound(self.outbound)
+        inbound.use_authenticity(build_authenticity(config, store, self.outbound,
+                                                    self.keyring, reactor))
         self.api = build_api(self.outbound, store, self.keyring, audit, self.health, reactor)
         self.http_factory = build_http(config, self.api, reactor)
         build_housekeeping(config, store, reactor).setServiceParent(self)

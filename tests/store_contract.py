@@ -18,7 +18,7 @@ import inspect
 import pytest
 from twisted.internet import defer
 
-from gateway.model import InboxEntry, NewMessage, PartOutcome
+from gateway.model import InboxEntry, NewMessage, PartOutcome, SentMatch
 from gateway.store.interface import DuplicateIdempotencyKey, MessageStore, StoreClosed
 
 T0 = 1_700_000_000.0
@@ -262,6 +262,47 @@ class InboxContract:
             [reply(source_key="mci:abc", text="other")]))
         assert new and not new_again and again.id == first.id and again.text == "salam"
         assert len(self.wait(self.store.list_inbox("tax"))) == 1
+
+
+class FingerprintContract:
+    """find_sent, fingerprint_key, and the fingerprints accept and purge keep: the 4040
+    check's side (gateway/authenticity)."""
+
+    def test_a_fingerprint_sent_with_a_message_is_found_for_its_recipient_then_others(self):
+        key = self.store.fingerprint_key()
+        assert isinstance(key, bytes) and len(key) >= 16
+        digest, other = b"d" * 16, b"o" * 16
+        self.wait(self.store.accept([
+            new_message(self.store, recipient="989121234567", fingerprint=digest),
+            new_message(self.store, recipient="989121234567", fingerprint=digest,
+                        created_at=T0 + 5),
+            new_message(self.store, recipient="989350000000", fingerprint=digest,
+                        agency="post", created_at=T0 + 9),
+            new_message(self.store, recipient="989390000000")]))
+        find = self.store.find_sent
+        assert self.wait(find([other, digest], "989121234567", T0 - 1)) == \
+            SentMatch("tax", T0 + 5, True)
+        elsewhere = self.wait(find([digest], "989390000000", T0 - 1))
+        assert elsewhere.to_citizen is False and elsewhere.agency in ("tax", "post")
+        assert self.wait(find([digest], "989121234567", T0 + 10)) is None
+        assert self.wait(find([other], "989121234567", 0)) is None
+        assert self.wait(find([], "989121234567", 0)) is None
+
+    def test_a_refused_accept_keeps_no_fingerprint_and_purge_ages_them_out(self):
+        digest = b"d" * 16
+        self.wait(self.store.accept([new_message(self.store, fingerprint=digest,
+                                                 created_at=T0 - 40 * 86400)],
+                                    idempotency=("tax", "k-9", "{}")))
+        with pytest.raises(DuplicateIdempotencyKey):
+            self.wait(self.store.accept([new_message(self.store, fingerprint=digest,
+                                                     recipient="989350000000")],
+                                        idempotency=("tax", "k-9", "{}")))
+        assert self.wait(self.store.find_sent([digest], "989350000000", 0)).to_citizen \
+            is False
+        assert self.wait(self.store.purge(0))["messages"] == 0
+        removed = self.wait(self.store.purge(0, fingerprints_before=T0 - 30 * 86400))
+        assert removed["fingerprints"] == 1
+        assert self.wait(self.store.find_sent([digest], "989121234567", 0)) is None
 
 
 class LifecycleContract:

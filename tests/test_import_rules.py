@@ -26,6 +26,7 @@ ALLOWED = {
     "inbound": {"smpp", "store", "inbox", "outbound"},
     "inbox": {"store"},
     "outbound": {"policy", "store"},
+    "authenticity": {"outbound", "store"},
     "http": {"outbound", "policy", "store"},
     "housekeeping": {"store"},
     "simulator": {"smpp"},

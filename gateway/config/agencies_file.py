@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from gateway.config.schema import Agency, Webhook
 from gateway.config.shared import read_name, yaml_files
 from gateway.config.yamlnodes import NodeReader, line_of
+from gateway.text.links import normal_host
 
 # Agencies that leave these out get limits that never bite a normal agency but still stop
 # a runaway script: 100 parts/s and 100,000 parts/day.
@@ -19,7 +20,7 @@ MASK_RE = re.compile(r"^[A-Za-z0-9]{3,11}$")
 USSD_CODE_RE = re.compile(r"^\*4\*[0-9]+#$")
 
 AGENCY_KEYS = ("id", "name", "keys", "numbers", "masks", "ussd_code", "rate_per_s",
-               "daily_parts", "reply_webhook")
+               "daily_parts", "reply_webhook", "links")
 
 
 class _Claims:
@@ -116,6 +117,9 @@ def _read_agency(reader, node, what, claims):
     webhook = None
     if "reply_webhook" in fields:
         webhook = _read_webhook(reader, node_of("reply_webhook"), f"{what}.reply_webhook")
+    links = ()
+    if "links" in fields:
+        links = _read_links(reader, node_of("links"), f"{what}.links")
     if len(reader.errors) != before:
         return None
     return Agency(id=agency_id, name=name,
@@ -123,7 +127,7 @@ def _read_agency(reader, node, what, claims):
                   numbers=tuple(value for value, _ in numbers or ()),
                   masks=tuple(value for value, _ in masks or ()),
                   ussd_code=ussd_code, rate_per_s=rate, daily_parts=daily,
-                  reply_webhook=webhook)
+                  reply_webhook=webhook, links=links)
 
 
 def _read_unique_list(reader, node, what, kind, pattern, shape, claims, owner, unique_key):
@@ -140,6 +144,21 @@ def _read_unique_list(reader, node, what, kind, pattern, shape, claims, owner, u
             claims.claim(reader, item, f"{what}[{index}]", kind, unique_key(value), value,
                          owner)
     return items
+
+
+def _read_links(reader, node, what):
+    """The hosts an agency's texts may link to, in gateway.text.links' normal form
+    (exact hosts: a subdomain is listed on its own)."""
+    items = reader.texts(node, what, non_empty=True)
+    hosts = []
+    for index, (value, item) in enumerate(items or ()):
+        host = normal_host(value)
+        if host is None or "." not in host:
+            reader.fail(item, f"{what}[{index}]: expected a domain such as "
+                              f"\"tax.gov.ir\" (no scheme, path or port), got {value!r}")
+        elif host not in hosts:
+            hosts.append(host)
+    return tuple(hosts)
 
 
 def _read_webhook(reader, node, what):

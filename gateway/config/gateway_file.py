@@ -6,15 +6,16 @@ import os
 import re
 
 from gateway.config.operators import read_operators
-from gateway.config.schema import DEFAULT_HTTP_MAX_CONNECTIONS, Retention
+from gateway.config.schema import DEFAULT_HTTP_MAX_CONNECTIONS, Authenticity, Retention
 
 DEFAULT_HTTP_LISTEN = ("127.0.0.1", 8080)
 DEFAULT_STORE_PATH = "var/gateway.db"
 PORT_RE = re.compile(r"^[0-9]{1,5}$")
 
 GATEWAY_KEYS = ("http", "metrics", "store", "agencies", "routing_rules", "ussd_menus",
-                "operators", "retention")
+                "operators", "retention", "authenticity")
 RETENTION_KEYS = ("messages", "audit", "receipts", "inbound", "inbox")
+AUTHENTICITY_KEYS = ("retention_days", "checks_per_hour")
 RETENTION_MAX_DAYS = 36500
 
 
@@ -31,6 +32,7 @@ def read_gateway(reader, root):
         "agencies_path": None, "routing_rules_path": None, "ussd_menus_path": None,
         "operators": None, "named": set(), "retention": Retention(),
         "http_max_connections": DEFAULT_HTTP_MAX_CONNECTIONS,
+        "authenticity": Authenticity(),
     }
     if "http" in fields:
         _read_http_section(reader, fields["http"][1], settings)
@@ -55,7 +57,23 @@ def read_gateway(reader, root):
             reader, fields["operators"][1])
     if "retention" in fields:
         settings["retention"] = _read_retention(reader, fields["retention"][1])
+    if "authenticity" in fields:
+        settings["authenticity"] = _read_authenticity(reader, fields["authenticity"][1])
     return settings
+
+
+def _read_authenticity(reader, node):
+    """The 4040 check's settings; those left out keep their defaults."""
+    fields = reader.mapping(node, "authenticity", AUTHENTICITY_KEYS) or {}
+    values = {}
+    if "retention_days" in fields:
+        values["retention_days"] = reader.number(
+            fields["retention_days"][1], "authenticity.retention_days", above=0,
+            maximum=RETENTION_MAX_DAYS)
+    if "checks_per_hour" in fields:
+        values["checks_per_hour"] = reader.integer(
+            fields["checks_per_hour"][1], "authenticity.checks_per_hour", 1, 3600)
+    return Authenticity(**{key: value for key, value in values.items() if value is not None})
 
 
 def _read_retention(reader, node):

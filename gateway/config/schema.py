@@ -53,6 +53,7 @@ class Agency:
     rate_per_s: float                    # parts per second
     daily_parts: int                     # quota in parts per day
     reply_webhook: Webhook | None
+    links: tuple[str, ...] = ()          # hosts its texts may link to (normal form); () any
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,13 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class Authenticity:
+    """The 4040 check (gateway.yaml `authenticity:`)."""
+    retention_days: float = 30.0  # how long sent texts' fingerprints are kept, and looked back
+    checks_per_hour: int = 10     # per citizen; over it one polite answer, then silence
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     path: str
     http_listen: tuple[str, int]
@@ -93,3 +101,4 @@ class GatewayConfig:
     routing: Routing
     retention: Retention = Retention()
     http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
+    authenticity: Authenticity = Authenticity()

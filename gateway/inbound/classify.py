@@ -10,15 +10,17 @@ with that status once it fires (after the store has committed what came in). The
   agency        to an agency's number (or one under it): a citizen's reply
   unrouted      anything else, kept for admins
 
-Only receipts have behaviour yet; the others keep the PDU raw (store.store_inbound),
-for the USSD and correspondence issues to fill in.
+Receipts and 4040 checks (given a desk, `use_authenticity`) have behaviour; the others
+keep the PDU raw (store.store_inbound), for the USSD and correspondence issues to fill in.
 """
 
 from gateway.inbound.owners import ROOT_NUMBER, NumberOwners
 from gateway.inbound.raw import keep_raw
 from gateway.inbound.receipts import Receipts
-from gateway.inbound.record import Inbound
+from gateway.inbound.record import Inbound, MobileOriginated
+from gateway.numbers import InvalidNumber, normalize_msisdn
 from gateway.smpp import constants as c
+from gateway.text import decode_short_message
 
 
 class _KeptRaw:
@@ -40,10 +42,48 @@ class UssdRequests(_KeptRaw):
 
 
 class AuthenticityChecks(_KeptRaw):
+    """An MO to 4040 goes to the classifier's authenticity desk (gateway.authenticity),
+    or is kept raw while there is none."""
     name = "authenticity"
+
+    def __init__(self, store, classifier):
+        super().__init__(store)
+        self.classifier = classifier
 
     def matches(self, inbound):
         return inbound.pdu.fields.get("destination_addr") == ROOT_NUMBER
+
+    def handle(self, inbound):
+        desk = self.classifier.authenticity
+        mo = single_part_mo(inbound) if desk is not None else None
+        if mo is None:
+            return keep_raw(self.store, inbound)
+        d = desk.handle(mo)
+        d.addCallback(lambda _: c.ESME_ROK)
+        return d
+
+
+def single_part_mo(inbound):
+    """A one-part deliver_sm as the MobileOriginated record; None for a part of a
+    concatenated one (kept raw). Stands in until the MO intake reassembles parts and
+    hands whole messages to the entries (it then replaces this)."""
+    fields, tlvs = inbound.pdu.fields, inbound.pdu.tlvs
+    payload = tlvs.get(c.TLV_MESSAGE_PAYLOAD) or fields.get("short_message") or b""
+    udhi = bool(fields.get("esm_class", 0) & c.ESM_CLASS_UDHI)
+    try:
+        decoded = decode_short_message(bytes(payload), fields.get("data_coding", 0), udhi)
+    except ValueError:
+        return None
+    if decoded.concat is not None and decoded.concat.total > 1:
+        return None
+    source = fields.get("source_addr", "")
+    try:
+        citizen = normalize_msisdn(source)
+    except InvalidNumber:
+        citizen = source
+    return MobileOriginated(inbound.operator, inbound.session, citizen,
+                            fields.get("destination_addr", ""), decoded.text,
+                            inbound.received_at)
 
 
 class AgencyReplies(_KeptRaw):
@@ -76,9 +116,10 @@ class InboundClassifier:
         self.clock = clock
         self.inbox = inbox
         self.outbound = None
+        self.authenticity = None         # the 4040 desk: handle(MobileOriginated)
         self.receipts = Receipts(store, clock, receipt_ids, response_timeouts)
         self.agency_replies = AgencyReplies(store, NumberOwners(agencies))
-        self.table = (self.receipts, UssdRequests(store), AuthenticityChecks(store),
+        self.table = (self.receipts, UssdRequests(store), AuthenticityChecks(store, self),
                       self.agency_replies, Unrouted(store))
 
     def use_outbound(self, outbound):
@@ -86,6 +127,11 @@ class InboundClassifier:
         SMS; set once the composition root has built it (it sits downstream of the
         binds that feed this classifier)."""
         self.outbound = outbound
+
+    def use_authenticity(self, desk):
+        """The 4040 desk (gateway.authenticity.desk.AuthenticityDesk) whole MOs to 4040
+        go to; set by the composition root (it answers through the accept path)."""
+        self.authenticity = desk
 
     def update_agencies(self, agencies):
         """SIGHUP: whose numbers are whose, anew (one assignment: an MO sees the old

@@ -20,12 +20,15 @@ from gateway import metrics
 from gateway.model import NewMessage
 from gateway.numbers import mask_msisdn
 from gateway.outbound.checks import check_text_length, normalize_recipients
-from gateway.outbound.errors import OverQuota, Overloaded, OverRate, SenderRefused, TooManyParts
-from gateway.outbound.submission import Accepted, accepted_document
+from gateway.outbound import platform
+from gateway.outbound.errors import (
+    LinkRefused, OverQuota, Overloaded, OverRate, SenderRefused, TooManyParts)
+from gateway.outbound.submission import Accepted, Submission, accepted_document
 from gateway.policy.limits import QuotaExceeded, RateLimited
 from gateway.policy.senders import SenderNotAllowed, check_sender, owner_of
 from gateway.store.interface import DuplicateIdempotencyKey
 from gateway.text import TextTooLong, encode_for_submit
+from gateway.text.links import outside
 
 log = logging.getLogger("payam.outbound")
 
@@ -42,12 +45,14 @@ def _waiting_too_long():
 
 class Outbound:
     def __init__(self, store, limits, audit, *, clock, agencies=tuple, route_of=None,
-                 on_accepted=None, max_pending=DEFAULT_MAX_PENDING):
+                 on_accepted=None, max_pending=DEFAULT_MAX_PENDING, fingerprint=None):
         """limits: a gateway.policy.limits.AgencyLimits; audit: a policy.audit.AuditLog;
         agencies(): the agencies configured now (SIGHUP replaces them), to name a refused
         sender's owner in the audit; route_of(msisdn): the route stored with a message
         (None without a router); on_accepted(routes): called once messages are stored,
-        with their routes."""
+        with their routes; fingerprint: a gateway.text.fingerprint.TextFingerprint, whose
+        fingerprint of each agency text is stored with its messages (the 4040 check);
+        None stores none."""
         self.store = store
         self.limits = limits
         self.audit = audit
@@ -56,6 +61,7 @@ class Outbound:
         self.route_of = route_of if route_of is not None else (lambda msisdn: None)
         self.on_accepted = on_accepted
         self.max_pending = max_pending
+        self.fingerprint = fingerprint
         self.pending = 0                 # accepts handed to the store, not yet committed
         self._in_flight = {}             # (agency, idempotency key) -> [waiting Deferreds]
         self._random = random.Random()   # concatenation references: unpredictable enough
@@ -82,6 +88,8 @@ class Outbound:
         sender = self._check_sender(agency, submission.sender, origin)
         recipients = normalize_recipients(submission.recipients)
         parts = check_text_length(submission.text)
+        if agency.links:
+            self._check_links(agency, submission.text, origin)
         if submission.idempotency_key is None:
             return self._reserve_and_store(agency, submission, sender, recipients, parts,
                                            answer)
@@ -96,6 +104,18 @@ class Outbound:
                                       owner=owner_of(self.agencies(), sender))
             raise SenderRefused(refusal.reason, str(refusal)) from None
         return address
+
+    def _check_links(self, agency, text, origin):
+        """A government text never carries a link outside its agency's own hosts: a
+        leaked key then cannot send a phishing link (gateway.text.links says what a
+        link is)."""
+        host = outside(text, agency.links)
+        if host is None:
+            return
+        metrics.child(metrics.LINK_REFUSALS, agency.id).inc()
+        self.audit.link_refused(agency.id, host, origin)
+        raise LinkRefused(host, f"the text links to {host!r}, which is not one of your "
+                                f"agency's links ({', '.join(agency.links)})")
 
     # -- idempotency ----------------------------------------------------------------
 
@@ -172,9 +192,13 @@ class Outbound:
         d.addBoth(self._stored, agency, messages, document, reservation, key, answer)
         return d
 
-    def _build(self, agency, submission, sender, recipients):
+    def _build(self, agency, submission, sender, recipients, fingerprinted=True):
         now = self.clock.seconds()
         text = submission.text
+        # One fingerprint per submission (~9 µs for a 2-part Persian text), one row per
+        # recipient in the same transaction as the messages.
+        digest = (self.fingerprint.of(text)
+                  if fingerprinted and self.fingerprint is not None else None)
         try:
             shared = encode_for_submit(text, self._random.getrandbits(8))
         except TextTooLong as error:
@@ -190,7 +214,7 @@ class Outbound:
                 reference=submission.reference, validity_s=submission.validity_s,
                 receipt=submission.receipt, data_coding=encoded.data_coding,
                 esm_class=encoded.esm_class, parts=list(encoded.parts), created_at=now,
-                route=self.route_of(recipient)))
+                route=self.route_of(recipient), fingerprint=digest))
         return messages
 
     def _stored(self, result, agency, messages, document, reservation, key, answer):
@@ -225,6 +249,46 @@ class Outbound:
             return Accepted(None, failure.value.response, replayed=True)
         log.error("store refused an accept: %s", failure.getErrorMessage())
         raise Overloaded("messages could not be stored; retry shortly", retry_after=1)
+
+    # -- the platform's own messages (gateway.outbound.platform) ------------------------
+
+    def send_platform(self, kind, recipient, text):
+        """A message from 4040 to one citizen (kind: one of platform.KINDS), stored as
+        every message is, without agency limits or fingerprint; audited and counted.
+        Refusals (load, a recipient or text that cannot be sent) are raised; otherwise
+        Deferred[NewMessage] once stored (failing Overloaded if it could not be)."""
+        if self.pending >= self.max_pending:
+            raise _waiting_too_long()
+        recipients = normalize_recipients([recipient])
+        check_text_length(text)
+        submission = Submission(
+            sender=platform.ROOT_NUMBER, recipients=recipients, text=text,
+            priority=platform.PRIORITY, reference=kind, idempotency_key=None,
+            validity_s=platform.VALIDITY_S, receipt=True)
+        [message] = self._build(platform.PLATFORM, submission, platform.ROOT_NUMBER,
+                                recipients, fingerprinted=False)
+        self.pending += 1
+        try:
+            d = self.store.accept([message])
+        except Exception:
+            d = defer.fail()
+        d.addBoth(self._platform_stored, kind, message)
+        return d
+
+    def _platform_stored(self, result, kind, message):
+        self.pending -= 1
+        if isinstance(result, Failure):
+            log.error("store refused a platform message: %s", result.getErrorMessage())
+            raise Overloaded("the message could not be stored; retry shortly",
+                             retry_after=1)
+        metrics.child(metrics.PLATFORM_MESSAGES, kind).inc()
+        self.audit.platform_message(kind, message.recipient, message.id)
+        if self.on_accepted is not None:
+            try:
+                self.on_accepted({message.route})
+            except Exception:
+                log.exception("dispatcher wake-up failed (the message is stored)")
+        return message
 
     def _settled(self, agency_id, key):
         self.pending -= 1

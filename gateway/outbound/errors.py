@@ -36,6 +36,14 @@ class UnsendableText(Refusal):
     """The text cannot be encoded at all (e.g. an unpaired surrogate)."""
 
 
+class LinkRefused(Refusal):
+    """The text links to a host outside the agency's `links` (audited)."""
+
+    def __init__(self, host, message):
+        super().__init__(message)
+        self.host = host
+
+
 class OverRate(Refusal):
     """The agency's parts-per-second rate is used up for now."""
 

@@ -1,4 +1,5 @@
-"""Security audit trail: refused senders and failed authentication.
+"""Security audit trail: refused senders and links, failed authentication, and the
+messages the platform itself sends from 4040.
 
 Every sender refusal becomes a row in the store's audit table (the contract requires it)
 and a WARNING on logger `payam.audit`. Sender ids (4040 numbers, masks) are not personal
@@ -18,6 +19,7 @@ from gateway.numbers import InvalidNumber, mask_msisdn, normalize_msisdn
 log = logging.getLogger("payam.audit")
 
 MAX_SENDER_CHARS = 32           # audit what was sent, not an attacker's megabyte
+MAX_HOST_CHARS = 253
 UNAUTHORIZED_INTERVAL_S = 10.0
 MAX_TRACKED_PEERS = 10_000
 
@@ -67,6 +69,21 @@ class AuditLog:
         log.warning("sender refused: agency=%s sender=%r reason=%s peer=%s%s", agency_id,
                     shown, reason, peer, f" (belongs to {owner})" if owner else "")
         return self._write("sender_refused", agency_id, detail)
+
+    def link_refused(self, agency_id, host, peer):
+        """Write a refusal for a link outside the agency's `links` (the host only, never
+        the text). Returns the store's Deferred."""
+        host, peer = recordable(host[:MAX_HOST_CHARS]), recordable(peer)
+        log.warning("link refused: agency=%s host=%r peer=%s", agency_id, host, peer)
+        return self._write("link_refused", agency_id, {"host": host, "peer": peer})
+
+    def platform_message(self, kind, recipient, message_id):
+        """A message the platform sent from 4040 (an authenticity answer): what kind, to
+        whom (masked), which message. Returns the store's Deferred."""
+        recipient = mask_msisdn(recipient)
+        log.debug("platform message: kind=%s to=%s id=%s", kind, recipient, message_id)
+        return self._write("platform_message", None,
+                           {"kind": kind, "to": recipient, "message": message_id})
 
     def unauthorized(self, peer, reason):
         """Audit a failed authentication, at most once per interval per peer."""

@@ -5,9 +5,9 @@ too, so the accept path, the dispatcher, the inbound router, housekeeping and th
 HTTP handlers see only this.  Everything that touches the database answers with a
 Deferred, reads included: SQLite reads answer at once (`defer.succeed`), a network
 database answers later, and callers are written for both.  Only the lifecycle
-(`open`), `new_message_id` and `learned_receipt_ids` (memory the store keeps) answer
-directly.  The records are gateway/model.py's.  tests/store_contract.py holds the
-tests every implementation passes.
+(`open`), `new_message_id`, `learned_receipt_ids` and `fingerprint_key` (memory the
+store keeps) answer directly.  The records are gateway/model.py's.
+tests/store_contract.py holds the tests every implementation passes.
 """
 
 from typing import Protocol, runtime_checkable
@@ -96,7 +96,7 @@ class MessageStore(Protocol):
         """Keep an audit row → Deferred of its id."""
 
     def purge(self, older_than: float, *, audit_before=None, receipts_before=None,
-              inbound_before=None, inbox_before=None) -> Deferred:
+              inbound_before=None, inbox_before=None, fingerprints_before=None) -> Deferred:
         """Delete what retention no longer keeps → Deferred[dict] of rows per kind."""
 
     def expire_unreceipted(self, grace_s: float) -> Deferred:
@@ -109,6 +109,13 @@ class MessageStore(Protocol):
     def get_message(self, message_id: str) -> Deferred:
         """→ Deferred[dict | None]: the contract's fields, "agency", "attempts" and
         "last_error"."""
+
+    def find_sent(self, digests: list[bytes], citizen: str, since: float) -> Deferred:
+        """→ Deferred[SentMatch | None]: the latest message whose text fingerprint is one
+        of `digests`, sent to `citizen` since `since`; else one sent to anyone else."""
+
+    def fingerprint_key(self) -> bytes:
+        """The key of this store's text fingerprints (made with the store; memory)."""
 
     def list_inbox(self, agency: str | None, after: int = 0, limit: int = 100) -> Deferred:
         """→ Deferred[list[InboxMessage]]: an agency's inbox (None: unrouted) after the

@@ -10,7 +10,7 @@ status follow its parts through the triggers of schema.py.
 import json
 import logging
 
-from gateway.model import UNKNOWN_OUTCOME, InboxMessage
+from gateway.model import UNKNOWN_OUTCOME, InboxMessage, SentMatch
 from gateway.receipt_ids import ID_BASES, normal_id, read_only_raw
 from gateway.store import schema
 from gateway.store.interface import DuplicateIdempotencyKey
@@ -26,9 +26,10 @@ _MAX_CHUNK = 256
 _MESSAGE_COLUMNS = ("id, agency, sender, recipient, text, priority, reference, validity_s,"
                     " receipt, data_coding, esm_class, parts, created_at")
 _PART_COLUMNS = "message_id, seq, priority, payload, not_before, route"
+_FINGERPRINT_COLUMNS = "digest, recipient, sent_at, agency"
 
 
-def _insert_rows(conn, table, columns, rows):
+def _insert_rows(conn, table, columns, rows, verb="INSERT"):
     """INSERT every row (tuples of len(columns)) with as few statements as possible."""
     width = columns.count(",") + 1
     placeholder = "(" + ", ".join("?" * width) + ")"
@@ -36,7 +37,7 @@ def _insert_rows(conn, table, columns, rows):
     while start < len(rows):
         size = min(_MAX_CHUNK, 1 << ((len(rows) - start).bit_length() - 1))
         chunk = rows[start:start + size]
-        conn.execute(f"INSERT INTO {table} ({columns}) VALUES "
+        conn.execute(f"{verb} INTO {table} ({columns}) VALUES "
                      + ", ".join([placeholder] * size),
                      [value for row in chunk for value in row])
         start += size
@@ -50,18 +51,24 @@ def _rows_of(conn, sql, params):
 # -- accept --------------------------------------------------------------------------
 
 def insert_messages(conn, items):
-    """Grouped accept: items are (message_rows, part_rows, ids, idempotency, now); one
-    result per item, its ids.  A reused idempotency key raises for the whole group, and
+    """Grouped accept: items are (message_rows, part_rows, ids, idempotency, now,
+    fingerprint_rows); one result per item, its ids.  A reused idempotency key raises for the whole group, and
     the writer then runs each item alone, so only that one fails."""
     message_rows = []
     part_rows = []
-    for messages, parts, _ids, idempotency, now in items:
+    fingerprint_rows = []
+    for messages, parts, _ids, idempotency, now, fingerprints in items:
         if idempotency is not None:
             _claim_idempotency_key(conn, *idempotency, now)
         message_rows.extend(messages)
         part_rows.extend(parts)
+        fingerprint_rows.extend(fingerprints)
     _insert_rows(conn, "messages", _MESSAGE_COLUMNS, message_rows)
     _insert_rows(conn, "parts", _PART_COLUMNS, part_rows)
+    if fingerprint_rows:
+        # OR IGNORE: the same text to the same citizen in the same instant is one row.
+        _insert_rows(conn, "sent_fingerprints", _FINGERPRINT_COLUMNS, fingerprint_rows,
+                     verb="INSERT OR IGNORE")
     return [item[2] for item in items]
 
 
@@ -295,11 +302,11 @@ _ENDED_BEFORE = (
 
 # Records purged by age alone: (kind, table, time column).
 _AGED = (("audit", "audit", "at"), ("inbound", "inbound", "received_at"),
-         ("inbox", "inbox", "received_at"))
+         ("inbox", "inbox", "received_at"), ("fingerprints", "sent_fingerprints", "sent_at"))
 
 
 def purge(conn, older_than, idempotency_before, pending_before, audit_before=None,
-          inbound_before=None, inbox_before=None):
+          inbound_before=None, inbox_before=None, fingerprints_before=None):
     ended = {"older": older_than}
     removed = {}
     for table in ("receipt_keys", "parts"):
@@ -311,7 +318,8 @@ def purge(conn, older_than, idempotency_before, pending_before, audit_before=Non
         "DELETE FROM idempotency WHERE created_at < ?", (idempotency_before,)).rowcount
     removed["pending_receipts"] = conn.execute(
         "DELETE FROM pending_receipts WHERE received_at < ?", (pending_before,)).rowcount
-    cutoffs = {"audit": audit_before, "inbound": inbound_before, "inbox": inbox_before}
+    cutoffs = {"audit": audit_before, "inbound": inbound_before, "inbox": inbox_before,
+               "fingerprints": fingerprints_before}
     for kind, table, column in _AGED:
         before = cutoffs[kind]
         if before is None or not conn.execute(
@@ -346,6 +354,26 @@ def expire_unsent(conn, now):
         " FROM messages m WHERE parts.state = 'queued' AND m.id = parts.message_id"
         " AND m.created_at + m.validity_s <= :now",
         {"now": now, "error": UNSENT_ERROR}).rowcount
+
+
+# -- the 4040 check ----------------------------------------------------------------------
+
+def find_sent(conn, digests, citizen, since):
+    """The latest of `digests` sent to `citizen` since `since` (a primary key seek per
+    digest), else one sent to anyone (a seek of the key's first column): SentMatch|None."""
+    if not digests:
+        return None
+    marks = ", ".join("?" * len(digests))
+    row = conn.execute(
+        f"SELECT agency, sent_at FROM sent_fingerprints WHERE digest IN ({marks})"
+        " AND recipient = ? AND sent_at >= ? ORDER BY sent_at DESC LIMIT 1",
+        (*digests, citizen, since)).fetchone()
+    if row is not None:
+        return SentMatch(row[0], row[1], True)
+    row = conn.execute(
+        f"SELECT agency, sent_at FROM sent_fingerprints WHERE digest IN ({marks})"
+        " AND sent_at >= ? LIMIT 1", (*digests, since)).fetchone()
+    return SentMatch(row[0], row[1], False) if row is not None else None
 
 
 # -- inbox -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ a crash between a migration and its version row does no harm.
 """
 
 import logging
+import os
 import time
 
 import sqlite_utils
@@ -227,6 +228,27 @@ def _v9_inbox(db):
                " ON messages (recipient, created_at)")
 
 
+def _v11_sent_fingerprints(db):
+    # The 4040 authenticity check keeps, per message an agency sent, only what the check
+    # needs: the fingerprint of its text (gateway.text.fingerprint: a keyed hash of the
+    # normal form, never the text), the recipient, the agency and when it was accepted.
+    # Kept for authenticity.retention_days, apart from the messages.  The check is one
+    # seek of the primary key (digest, recipient) per candidate text, then one of digest
+    # alone ("sent, but to someone else").  WITHOUT ROWID: the key is the table.  The
+    # key of the HMAC is made here, once per store, and kept in meta (and in backups).
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS sent_fingerprints ("
+        " digest BLOB NOT NULL,"
+        " recipient TEXT NOT NULL,"
+        " sent_at REAL NOT NULL,"
+        " agency TEXT NOT NULL,"
+        " PRIMARY KEY (digest, recipient, sent_at, agency)) WITHOUT ROWID")
+    db.execute("CREATE INDEX IF NOT EXISTS sent_fingerprints_age"
+               " ON sent_fingerprints (sent_at)")
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('fingerprint_key', ?)",
+               (os.urandom(32).hex(),))
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
@@ -238,6 +260,7 @@ MIGRATIONS = [
     (7, _v7_retention_indexes),
     (8, _v8_claim_leases),
     (9, _v9_inbox),
+    (11, _v11_sent_fingerprints),
 ]
 
 

@@ -77,6 +77,7 @@ class Store:
         self._last_probe = None
         self._file = None              # (device, inode) of the database file at open
         self.store_id = None
+        self._fingerprint_key = None
         self._random = random.Random(os.urandom(32))
         self._receipt_bases = store_receipts.KnownBases()
         # Writer thread only: auto operators whose receipt id base is not known yet.
@@ -105,6 +106,8 @@ class Store:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
             self.store_id = guard.adopt(conn, self.path, created)
+            self._fingerprint_key = bytes.fromhex(conn.execute(
+                "SELECT value FROM meta WHERE key = 'fingerprint_key'").fetchone()[0])
             owner = f"{self.node}:{os.getpid()}:{self._random.getrandbits(32):08x}"
             recovered = self._take_over(conn, owner)
         except (sqlite3.Error, OSError) as e:
@@ -252,9 +255,11 @@ class Store:
         # not_before then rowid, i.e. age.
         part_rows = [(m.id, seq, m.priority, bytes(payload), m.created_at, m.route)
                      for m in messages for seq, payload in enumerate(m.parts, 1)]
+        fingerprint_rows = [(m.fingerprint, m.recipient, m.created_at, m.agency)
+                            for m in messages if m.fingerprint is not None]
         ids = [m.id for m in messages]
         return self._write(operations.insert_messages,
-                           (message_rows, part_rows, ids, idempotency, now))
+                           (message_rows, part_rows, ids, idempotency, now, fingerprint_rows))
 
     def claim(self, limit, now, route=None):
         """Up to `limit` queued parts of `route` (None: parts stored without one) due by
@@ -329,6 +334,10 @@ class Store:
         d.addCallback(known.take)
         return d
 
+    def fingerprint_key(self):
+        """The key of this store's text fingerprints (migration 11; memory, no read)."""
+        return self._fingerprint_key
+
     def learned_receipt_ids(self, operator):
         """The id base learned for an `auto` operator, or None while it is learned."""
         return self._receipt_bases.bases.get(operator)
@@ -367,11 +376,11 @@ class Store:
             (now, event, agency, detail_json)).lastrowid)
 
     def purge(self, older_than, *, audit_before=None, receipts_before=None,
-              inbound_before=None, inbox_before=None):
+              inbound_before=None, inbox_before=None, fingerprints_before=None):
         """Delete messages that ended before `older_than` (with parts and receipt keys),
         idempotency keys past 24 h, unmatched receipts received before
-        `receipts_before` (default: 3 days ago), and audit, raw inbound and inbox rows
-        from before their cutoff (None: kept).  A message sent without receipts ends
+        `receipts_before` (default: 3 days ago), and audit, raw inbound, inbox and sent
+        fingerprint rows from before their cutoff (None: kept).  A message sent without receipts ends
         when it is submitted.  Deferred[dict] of rows removed per kind."""
         now = self._reactor.seconds()
         if receipts_before is None:
@@ -379,7 +388,7 @@ class Store:
         return self._write(lambda conn: operations.purge(
             conn, older_than, now - IDEMPOTENCY_S, receipts_before,
             audit_before=audit_before, inbound_before=inbound_before,
-            inbox_before=inbox_before))
+            inbox_before=inbox_before, fingerprints_before=fingerprints_before))
 
     def expire_unreceipted(self, grace_s):
         """Parts still waiting for a receipt `grace_s` after their message's validity
@@ -401,6 +410,12 @@ class Store:
         """→ [InboxMessage] of `agency`'s inbox (None: the unrouted box) after the
         cursor `after` (a seq), at most `limit`, oldest first."""
         return operations.list_inbox(self._reader, agency, after, limit)
+
+    @_read
+    def find_sent(self, digests, citizen, since):
+        """→ SentMatch | None: the latest message sent to `citizen` since `since` whose
+        fingerprint is one of `digests`, else any one sent to someone else."""
+        return operations.find_sent(self._reader, list(digests), citizen, since)
 
     @_read
     def get_message(self, message_id):
@@ -516,6 +531,8 @@ def _check_message(m):
         raise ValueError("message created_at must be a timestamp")
     if m.route is not None and not isinstance(m.route, str):
         raise ValueError("message route must be an operator name or None")
+    if m.fingerprint is not None and not isinstance(m.fingerprint, bytes):
+        raise ValueError("message fingerprint must be bytes or None")
 
 
 def _check_outcome(o):
