@@ -19,7 +19,8 @@ import pytest
 from twisted.internet import defer
 
 from gateway.model import InboxEntry, NewMessage, PartOutcome
-from gateway.store.interface import DuplicateIdempotencyKey, MessageStore, StoreClosed
+from gateway.store.interface import (
+    DuplicateIdempotencyKey, IdempotencyMismatch, MessageStore, StoreClosed)
 
 T0 = 1_700_000_000.0
 
@@ -155,6 +156,23 @@ class AcceptContract:
             "parts": 2, "priority": "high", "reference": "ref-1", "agency": "tax"}
         assert view["created_at"].endswith("Z") and view["attempts"] == 0
         assert self.wait(self.store.get_message("no-such-id")) is None
+
+    def test_a_key_reused_for_another_request_is_a_mismatch_not_a_replay(self):
+        first = new_message(self.store)
+        self.wait(self.store.accept([first], idempotency=("tax", "k-h", '{"first":1}',
+                                                          "hash-a")))
+        assert self.wait(self.store.idempotent_response("tax", "k-h", T0, "hash-a")) \
+            == '{"first":1}'
+        with pytest.raises(IdempotencyMismatch):
+            self.wait(self.store.idempotent_response("tax", "k-h", T0, "hash-b"))
+        # A caller without a hash cannot tell: the first response, as before.
+        assert self.wait(self.store.idempotent_response("tax", "k-h", T0)) == '{"first":1}'
+        other = new_message(self.store)
+        with pytest.raises(IdempotencyMismatch):
+            self.wait(self.store.accept([other], idempotency=("tax", "k-h", "{}", "hash-b")))
+        with pytest.raises(DuplicateIdempotencyKey):
+            self.wait(self.store.accept([other], idempotency=("tax", "k-h", "{}", "hash-a")))
+        assert self.wait(self.store.get_message(other.id)) is None
 
     def test_message_ids_are_unique_url_safe_strings(self):
         made = {self.store.new_message_id() for _ in range(100)}

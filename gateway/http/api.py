@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from gateway.http import openapi
 from gateway.http.errors import ApiError, api_error
 from gateway.http.server import JSON_TYPE, PathRouter, Response, json_response
-from gateway.http.validate import parse_submission
+from gateway.http.validate import parse_submission, require_json
 from gateway.outbound.errors import Refusal
 from gateway.outbound.submission import Accepted
 from gateway.policy.auth import UNAUTHORIZED_MESSAGE, Unauthorized
@@ -57,6 +57,7 @@ class AgencyAPI:
         agency = self._authenticate(request)
         try:
             self.outbound.admit()         # shed load before parsing anything
+            require_json(request.headers.get("content-type"), request.body)
             submission = parse_submission(request.body)
             return self.outbound.submit(agency, submission, request.peer, _answer)
         except Refusal as refusal:
@@ -117,7 +118,13 @@ class AgencyAPI:
                 operators = self.health()
             except Exception:
                 log.exception("operator health check failed")
-        document = {"status": "ok" if writable else "unavailable",
+        # Degraded, still 200: messages are taken and wait for (or fall back from) an
+        # operator that has no bound session.
+        status = ("unavailable" if not writable
+                  else "degraded" if any(state.get("bound", 0) < 1
+                                         for state in operators.values())
+                  else "ok")
+        document = {"status": status,
                     "store": "ok" if writable else "not_writable",
                     "operators": operators}
         return json_response(200 if writable else 503, document)

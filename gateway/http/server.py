@@ -135,11 +135,15 @@ class PathRouter:
             if handlers is None:
                 raise ApiError("not_found", f"no such endpoint: {request.path[:100]}")
             handler = handlers.get(request.method)
+            if handler is None and request.method == "HEAD":
+                # HEAD wherever GET: the GET's answer, whose body the channel leaves out.
+                handler = handlers.get("GET")
             if handler is None:
+                allowed = sorted({*handlers, *(("HEAD",) if "GET" in handlers else ())})
                 raise ApiError("method_not_allowed",
                                f"{request.method} is not allowed here; use "
-                               + " or ".join(sorted(handlers)),
-                               headers={"Allow": ", ".join(sorted(handlers))})
+                               + " or ".join(allowed),
+                               headers={"Allow": ", ".join(allowed)})
             result = handler(request, *args)
         except Exception:
             result = _as_response(Failure())

@@ -227,6 +227,13 @@ def _v9_inbox(db):
                " ON messages (recipient, created_at)")
 
 
+def _v15_idempotency_request_hash(db):
+    # What the first request with a key asked for, as a short hash of its canonical
+    # form: the same key with another body is refused (409), not replayed.  NULL for
+    # keys stored before this column: those replay as before.
+    db.execute("ALTER TABLE idempotency ADD COLUMN request_hash TEXT")
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
@@ -238,6 +245,7 @@ MIGRATIONS = [
     (7, _v7_retention_indexes),
     (8, _v8_claim_leases),
     (9, _v9_inbox),
+    (15, _v15_idempotency_request_hash),
 ]
 
 

@@ -23,7 +23,7 @@ from gateway.model import (
 from gateway.receipt_ids import normal_id
 from gateway.store import guard, operations, schema
 from gateway.store import receipts as store_receipts
-from gateway.store.interface import StoreClosed
+from gateway.store.interface import IdempotencyMismatch, StoreClosed
 from gateway.store.operations import IDEMPOTENCY_S
 from gateway.store.writer import Writer
 
@@ -227,8 +227,9 @@ class Store:
     def accept(self, messages, idempotency=None):
         """Store new messages (all or none); Deferred fires with their ids once durable.
 
-        idempotency=(agency, key, response_json): a key the agency used within 24 h
-        fails with DuplicateIdempotencyKey carrying the first response."""
+        idempotency=(agency, key, response_json[, request_hash]): a key the agency
+        used within 24 h fails with DuplicateIdempotencyKey carrying the first response,
+        or IdempotencyMismatch when the two requests' hashes differ."""
         try:
             messages = list(messages)
             if not messages:
@@ -236,10 +237,11 @@ class Store:
             for message in messages:
                 _check_message(message)
             if idempotency is not None:
-                agency, key, response = idempotency
+                agency, key, response, *request_hash = idempotency
                 if not (isinstance(agency, str) and isinstance(key, str) and key
-                        and isinstance(response, str)):
-                    raise ValueError("idempotency must be (agency, non-empty key, response str)")
+                        and isinstance(response, str) and len(request_hash) <= 1):
+                    raise ValueError("idempotency must be (agency, non-empty key, response "
+                                     "str[, request hash])")
         except (TypeError, ValueError) as e:
             return defer.fail(e)
         now = self._reactor.seconds()
@@ -429,11 +431,16 @@ class Store:
         }
 
     @_read
-    def idempotent_response(self, agency, key, now):
+    def idempotent_response(self, agency, key, now, request_hash=None):
         row = self._reader.execute(
-            "SELECT response FROM idempotency WHERE agency = ? AND key = ? AND created_at > ?",
+            "SELECT response, request_hash FROM idempotency"
+            " WHERE agency = ? AND key = ? AND created_at > ?",
             (agency, key, now - IDEMPOTENCY_S)).fetchone()
-        return row[0] if row else None
+        if row is None:
+            return None
+        if operations.different_request(row[1], request_hash):
+            raise IdempotencyMismatch(agency, key)
+        return row[0]
 
     @_read
     def parts_used(self, agency, since):
