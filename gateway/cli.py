@@ -11,6 +11,9 @@ log = logging.getLogger("payam.cli")
 # `run` and `demo` exit with this when the store needs a person (damaged, or missing
 # where one existed): systemd's RestartPreventExitStatus keeps it from restarting.
 EXIT_STORE = 65
+# ... and with this when another daemon holds the store's lock (EX_TEMPFAIL: it may be
+# stopping; systemd restarts after RestartSec).
+EXIT_LOCKED = 75
 
 
 def setup_logging(level):
@@ -44,12 +47,20 @@ def serve(reactor, service, *, announce=None):
             reactor.stop()
 
     def start():
+        from gateway.listening import ListenFailed
         from gateway.store.guard import StoreUnusable
+        from gateway.store.lock import StoreLocked
         try:
             service.startService()
         except StoreUnusable as e:
             log.error("%s", e)         # one line: the file, the problem, what to do
-            outcome["code"] = EXIT_STORE if e.lasting else 1
+            outcome["code"] = (EXIT_LOCKED if isinstance(e, StoreLocked)
+                               else EXIT_STORE if e.lasting else 1)
+            stop()
+            return
+        except ListenFailed as e:
+            log.error("%s", e)         # one line naming the setting to change
+            outcome["code"] = 1
             stop()
             return
         except Exception:

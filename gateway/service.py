@@ -22,11 +22,13 @@ from gateway.http.server import HTTPFactory
 from gateway.outbound.accept import Outbound
 from gateway.inbound import InboundClassifier
 from gateway.inbox.filing import Inbox
+from gateway.listening import listen_tcp
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing
 from gateway.policy.limits import AgencyLimits
 from gateway.dispatch.routing import OperatorRouter
 from gateway.smpp.pool import OperatorPool
+from gateway.store.lock import StoreLock
 from gateway.store.store import Store
 
 log = logging.getLogger("payam.service")
@@ -102,11 +104,18 @@ def build_housekeeping(config, store, reactor):
 
 
 class GatewayService(MultiService):
-    def __init__(self, config, reactor, create_store=False):
+    def __init__(self, config, reactor, create_store=False, listen_settings=None):
+        """listen_settings: {"http" | "metrics": how the operator sets that address},
+        named when it cannot be listened on (default: the gateway.yaml keys)."""
         super().__init__()
         self.config = config
         self.reactor = reactor
         self.create_store = create_store     # begin an empty store where one existed
+        self.listen_settings = {
+            "http": f"http.listen in {config.path}",
+            "metrics": f"metrics.listen in {config.path}",
+            **(listen_settings or {})}
+        self.store_lock = StoreLock(config.store_path)
         self.store = None
         self.pools = {}
         self.dispatcher = None
@@ -120,8 +129,14 @@ class GatewayService(MultiService):
 
     # lifecycle -----------------------------------------------------------------
     def startService(self):
-        # store → binds → dispatcher → HTTP (the module docstring says why)
-        self.store = build_store(self.config, self.reactor, create=self.create_store)
+        # store → binds → dispatcher → HTTP (the module docstring says why).  One
+        # daemon per store: the lock is held until stopService has closed it.
+        self.store_lock.acquire()
+        try:
+            self.store = build_store(self.config, self.reactor, create=self.create_store)
+        except BaseException:
+            self.store_lock.release()
+            raise
         self._build()
         super().startService()             # the children: binds, then housekeeping
         self.dispatcher.start()
@@ -149,10 +164,11 @@ class GatewayService(MultiService):
     def _listen(self):
         config, reactor = self.config, self.reactor
         host, port = config.http_listen
-        self.http_port = reactor.listenTCP(port, self.http_factory, interface=host,
-                                           backlog=1024)
+        self.http_port = listen_tcp(reactor, port, self.http_factory, host,
+                                    self.listen_settings["http"], backlog=1024)
         if config.metrics_listen:
-            self.metrics_port = listen_metrics(reactor, *config.metrics_listen)
+            self.metrics_port = listen_metrics(reactor, *config.metrics_listen,
+                                               setting=self.listen_settings["metrics"])
         log.info("agency API on http://%s:%d/ with %d operators, %d agencies", host,
                  self.http_port.getHost().port, len(self.pools), len(config.agencies))
 
@@ -169,6 +185,7 @@ class GatewayService(MultiService):
         yield super().stopService()        # binds drain their windows and unbind
         yield self.dispatcher.release_and_flush()
         yield self.store.close()
+        self.store_lock.release()
         log.info("stopped cleanly")
 
     # queries and reload ------------------------------------------------------------
@@ -194,11 +211,11 @@ class GatewayService(MultiService):
         return True
 
 
-def listen_metrics(reactor, host, port):
+def listen_metrics(reactor, host, port, setting="metrics.listen"):
     from prometheus_client.twisted import MetricsResource
     from twisted.web.resource import Resource
     from twisted.web.server import Site
 
     root = Resource()
     root.putChild(b"metrics", MetricsResource())
-    return reactor.listenTCP(port, Site(root), interface=host)
+    return listen_tcp(reactor, port, Site(root), host, setting)

@@ -28,6 +28,7 @@ ALLOWED = {
     "outbound": {"policy", "store"},
     "http": {"outbound", "policy", "store"},
     "housekeeping": {"store"},
+    "listening": set(),
     "simulator": {"smpp"},
     "config": set(),
     "service": {"*"},

@@ -31,9 +31,21 @@ def run_demo(args, serve):
     from gateway.service import GatewayService
     from gateway.simulator.main import start_simulator
 
-    simulator = start_simulator(reactor, "127.0.0.1", args.smsc_port, args.control_port)
+    from twisted.internet.error import CannotListenError
+
+    from gateway.listening import ListenFailed, reason
+
+    try:
+        simulator = start_simulator(reactor, "127.0.0.1", args.smsc_port, args.control_port)
+    except CannotListenError as error:
+        flag = "--smsc-port" if error.port == args.smsc_port else "--control-port"
+        log.error("%s", ListenFailed(f"the demo's {flag}", "127.0.0.1", error.port,
+                                     reason(error)))
+        return 1
     config = demo_config(args.http_port, simulator.smpp_port, args.var, args.metrics_port)
-    service = GatewayService(config, reactor, create_store=args.create_store)
+    service = GatewayService(config, reactor, create_store=args.create_store,
+                             listen_settings={"http": "the demo's --http-port",
+                                              "metrics": "the demo's --metrics-port"})
 
     def announce():
         url = f"http://127.0.0.1:{args.http_port}"
