@@ -61,15 +61,17 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
 class Request:
-    __slots__ = ("method", "path", "query", "headers", "body", "peer")
+    __slots__ = ("method", "path", "query", "headers", "body", "peer", "url")
 
-    def __init__(self, method, path, query, headers, body, peer):
+    def __init__(self, method, path, query, headers, body, peer, url=b""):
         self.method = method            # "GET"
         self.path = path                # percent-decoded, without the query
         self.query = query              # {name: last value}
         self.headers = headers          # {lower-case name: value}; repeats joined by ", "
         self.body = body                # bytes
         self.peer = peer                # client IP address, for audit
+        self.url = url                  # the request target as sent (bytes), for
+                                        # handlers that decode its query themselves
 
 
 class Response:
@@ -529,7 +531,7 @@ class HTTPChannel(Protocol):
         query = dict(query_items) if query_items else {}
         body = self._body
         request = Request(method, path, query, self._headers,
-                          body[0] if len(body) == 1 else b"".join(body), self._peer)
+                          body[0] if len(body) == 1 else b"".join(body), self._peer, url)
         slot = _Slot(close=not keep_alive, head_only=method == "HEAD")
         # An HTTP/1.0 client asked for keep-alive: it needs to hear that it got it.
         slot.say_keep_alive = keep_alive and self._parser.get_http_version() == "1.0"
