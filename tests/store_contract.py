@@ -202,6 +202,20 @@ class AcceptContract:
         assert self.wait(self.store.parts_used("tax", T0 - 100)) == 5
         assert self.wait(self.store.parts_used("tax", T0 - 20)) == 2
 
+    def test_queue_summary_counts_queued_parts_per_priority_with_the_oldest(self):
+        assert self.wait(self.store.queue_summary()) == {}
+        self.wait(self.store.accept([new_message(self.store, parts=3, created_at=T0 - 50),
+                                     new_message(self.store, parts=2, created_at=T0 - 10),
+                                     new_message(self.store, priority=2, created_at=T0 - 5)]))
+        assert self.wait(self.store.queue_summary()) == {0: (5, T0 - 50), 2: (1, T0 - 5)}
+        # Claimed parts still wait for an SMSC; once recorded submitted they are gone.
+        claimed = self.wait(self.store.claim(4, T0))
+        assert self.wait(self.store.queue_summary()) == {0: (5, T0 - 50), 2: (1, T0 - 5)}
+        self.wait(self.store.record([PartOutcome(p.message_id, p.seq, "submitted",
+                                                 operator="mci", smsc_id=f"id{n}")
+                                     for n, p in enumerate(claimed)]))
+        assert self.wait(self.store.queue_summary()) == {0: (2, T0 - 10)}
+
 
 class ReceiptContract:
     """apply_receipts, learned_receipt_ids, store_inbound: the inbound router's side."""

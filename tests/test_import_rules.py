@@ -29,6 +29,8 @@ ALLOWED = {
     "http": {"outbound", "policy", "store"},
     "housekeeping": {"store"},
     "listening": set(),
+    "systemd": set(),
+    "admin": {"http"},
     "simulator": {"smpp"},
     "config": set(),
     "service": {"*"},

@@ -56,7 +56,8 @@ def test_a_metrics_port_in_use_is_one_line_naming_the_setting(tmp_path, busy_por
 
 def test_the_demos_port_in_use_names_its_flag(tmp_path, busy_port):
     ran = run_cli("demo", "--http-port", str(busy_port), "--smsc-port", "0",
-                  "--control-port", "0", "--metrics-port", "0", "--var", str(tmp_path))
+                  "--control-port", "0", "--metrics-port", "0", "--admin-port", "0",
+                  "--var", str(tmp_path))
     assert ran.returncode == 1, ran.stderr
     assert "Traceback" not in ran.stderr
     [line] = errors(ran.stderr)
@@ -65,7 +66,8 @@ def test_the_demos_port_in_use_names_its_flag(tmp_path, busy_port):
 
 def test_the_demos_smsc_port_in_use_names_its_flag(tmp_path, busy_port):
     ran = run_cli("demo", "--http-port", "0", "--smsc-port", str(busy_port),
-                  "--control-port", "0", "--metrics-port", "0", "--var", str(tmp_path))
+                  "--control-port", "0", "--metrics-port", "0", "--admin-port", "0",
+                  "--var", str(tmp_path))
     assert ran.returncode == 1, ran.stderr
     assert "Traceback" not in ran.stderr
     [line] = errors(ran.stderr)

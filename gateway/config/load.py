@@ -44,7 +44,8 @@ def load_gateway_config(path):
         agencies=agencies,
         routing=routing,
         retention=settings["retention"],
-        http_max_connections=settings["http_max_connections"])
+        http_max_connections=settings["http_max_connections"],
+        admin_listen=settings["admin_listen"])
 
 
 def load_agencies(path):

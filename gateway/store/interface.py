@@ -83,6 +83,11 @@ class MessageStore(Protocol):
         """→ Deferred[set]: the routes queued parts carry (None among them for parts
         stored without one)."""
 
+    def queue_summary(self) -> Deferred:
+        """→ Deferred[dict[int, tuple[int, float | None]]]: per priority with parts no
+        SMSC has taken yet (queued, or claimed and being sent), (how many, created_at
+        of the oldest one's message), for status."""
+
     def has_queued(self) -> Deferred:
         """→ Deferred[bool]: whether any part is queued."""
 

@@ -466,6 +466,29 @@ class Store:
         return routes
 
     @_read
+    def queue_summary(self):
+        """{priority: (parts not yet taken by an SMSC — queued, or claimed and being
+        sent — and created_at of the oldest one's message)}.  Each state is read
+        through its own partial index (the oldest part is the lowest rowid: parts are
+        inserted as they are accepted), then one lookup per priority."""
+        reader = self._reader
+        firsts = {}
+        counts = {}
+        for state in ("queued", "sending"):
+            for priority, count, first in reader.execute(
+                    "SELECT priority, COUNT(*), MIN(rowid) FROM parts WHERE state = ?"
+                    " GROUP BY priority", (state,)).fetchall():
+                counts[priority] = counts.get(priority, 0) + count
+                firsts[priority] = min(first, firsts.get(priority, first))
+        summary = {}
+        for priority, first in firsts.items():
+            row = reader.execute("SELECT m.created_at FROM parts p JOIN messages m"
+                                 " ON m.id = p.message_id WHERE p.rowid = ?",
+                                 (first,)).fetchone()
+            summary[priority] = (counts[priority], row[0] if row else None)
+        return summary
+
+    @_read
     def has_queued(self):
         return self._reader.execute(
             "SELECT 1 FROM parts WHERE state = 'queued' LIMIT 1").fetchone() is not None
