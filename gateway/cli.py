@@ -1,7 +1,9 @@
-"""`payam-gateway` console script: run, demo, check-config, smsc-sim, hash-key, backup."""
+"""`payam-gateway` console script: run, demo, check-config, smsc-sim, hash-key, backup,
+status, reload."""
 
 import argparse
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -11,6 +13,9 @@ log = logging.getLogger("payam.cli")
 # `run` and `demo` exit with this when the store needs a person (damaged, or missing
 # where one existed): systemd's RestartPreventExitStatus keeps it from restarting.
 EXIT_STORE = 65
+# ... and with this when another daemon holds the store's lock (EX_TEMPFAIL: it may be
+# stopping; systemd restarts after RestartSec).
+EXIT_LOCKED = 75
 
 
 def setup_logging(level):
@@ -44,12 +49,20 @@ def serve(reactor, service, *, announce=None):
             reactor.stop()
 
     def start():
+        from gateway.listening import ListenFailed
         from gateway.store.guard import StoreUnusable
+        from gateway.store.lock import StoreLocked
         try:
             service.startService()
         except StoreUnusable as e:
             log.error("%s", e)         # one line: the file, the problem, what to do
-            outcome["code"] = EXIT_STORE if e.lasting else 1
+            outcome["code"] = (EXIT_LOCKED if isinstance(e, StoreLocked)
+                               else EXIT_STORE if e.lasting else 1)
+            stop()
+            return
+        except ListenFailed as e:
+            log.error("%s", e)         # one line naming the setting to change
+            outcome["code"] = 1
             stop()
             return
         except Exception:
@@ -154,6 +167,35 @@ def cmd_backup(args):
     return 0
 
 
+def cmd_status(args):
+    from gateway.admin.client import Unreachable, ask, format_status
+    config = load_or_exit(args.config)
+    try:
+        document = ask(config.admin_listen, "GET", "/status")
+    except Unreachable as e:
+        print(f"status: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(document, ensure_ascii=False, indent=2) if args.json
+          else format_status(document))
+    return 0
+
+
+def cmd_reload(args):
+    from gateway.admin.client import Unreachable, ask
+    config = load_or_exit(args.config)
+    try:
+        answer = ask(config.admin_listen, "POST", "/reload")
+    except Unreachable as e:
+        print(f"reload: {e}", file=sys.stderr)
+        return 1
+    if answer["reloaded"]:
+        print("reloaded agencies and routing rules")
+        return 0
+    print(f"reload refused, the daemon keeps its running configuration:\n"
+          f"{answer['problem']}", file=sys.stderr)
+    return 2
+
+
 def version():
     """The installed distribution's version (what pip shows), else the package's own."""
     from importlib.metadata import PackageNotFoundError
@@ -213,6 +255,8 @@ def build_parser():
                       help="the simulator's control API (0: any free port)")
     demo.add_argument("--metrics-port", type=int, default=9108,
                       help="Prometheus /metrics (0: any free port)")
+    demo.add_argument("--admin-port", type=int, default=9109,
+                      help="the admin endpoint for status and reload (0: any free port)")
     demo.add_argument("--var", default="var", metavar="DIR",
                       help="directory for the demo's SQLite store")
     log_level_option(demo)
@@ -230,6 +274,15 @@ def build_parser():
                                "daemon runs (refuses to overwrite OUTPUT)")
     config_option(backup)
     backup.add_argument("output", metavar="OUTPUT", help="the new file to write the copy to")
+
+    status = command("status", "the running daemon's binds per operator and queue per "
+                               "priority, from its admin endpoint (admin.listen)")
+    config_option(status)
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    reload = command("reload", "make the running daemon reload agencies and routing rules "
+                               "(as SIGHUP does), through its admin endpoint")
+    config_option(reload)
     return parser
 
 
@@ -240,7 +293,8 @@ def main(argv=None):
         return cmd_smsc_sim(None, argv[1:])
     args = build_parser().parse_args(argv)
     handlers = {"run": cmd_run, "demo": cmd_demo, "check-config": cmd_check_config,
-                "hash-key": cmd_hash_key, "backup": cmd_backup}
+                "hash-key": cmd_hash_key, "backup": cmd_backup, "status": cmd_status,
+                "reload": cmd_reload}
     return handlers[args.command](args)
 
 

@@ -10,11 +10,13 @@ binds finish their in-flight PDUs and unbind, buffered parts go back to the stor
 """
 
 import logging
+import os
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, inlineCallbacks
 
 from gateway.authenticity.desk import AuthenticityDesk
+from gateway.admin.endpoint import AdminAPI, status_document
 from gateway.config.load import load_agencies, load_routing
 from gateway.dispatch import Dispatcher
 from gateway.housekeeping import housekeeping_service
@@ -23,13 +25,16 @@ from gateway.http.server import HTTPFactory
 from gateway.outbound.accept import Outbound
 from gateway.inbound import InboundClassifier
 from gateway.inbox.filing import Inbox
+from gateway.listening import listen_tcp
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing
 from gateway.policy.limits import AgencyLimits
 from gateway.dispatch.routing import OperatorRouter
 from gateway.smpp.pool import OperatorPool
+from gateway.store.lock import StoreLock
 from gateway.store.store import Store
 from gateway.text.fingerprint import TextFingerprint
+from gateway.systemd import Notifier
 
 log = logging.getLogger("payam.service")
 
@@ -116,11 +121,23 @@ def build_housekeeping(config, store, reactor):
 
 
 class GatewayService(MultiService):
-    def __init__(self, config, reactor, create_store=False):
+    def __init__(self, config, reactor, create_store=False, listen_settings=None,
+                 notifier=None):
+        """listen_settings: {"http" | "metrics" | "admin": how the operator sets that
+        address}, named when it cannot be listened on (default: the gateway.yaml keys);
+        notifier: tells systemd (gateway.systemd.Notifier; from the environment)."""
         super().__init__()
         self.config = config
         self.reactor = reactor
         self.create_store = create_store     # begin an empty store where one existed
+        self.listen_settings = {
+            "http": f"http.listen in {config.path}",
+            "metrics": f"metrics.listen in {config.path}",
+            "admin": f"admin.listen in {config.path}",
+            **(listen_settings or {})}
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.reload_problem = None           # why the last reload was refused
+        self.store_lock = StoreLock(config.store_path)
         self.store = None
         self.pools = {}
         self.dispatcher = None
@@ -131,15 +148,26 @@ class GatewayService(MultiService):
         self.http_factory = None
         self.http_port = None
         self.metrics_port = None
+        self.admin_port = None
 
     # lifecycle -----------------------------------------------------------------
     def startService(self):
-        # store → binds → dispatcher → HTTP (the module docstring says why)
-        self.store = build_store(self.config, self.reactor, create=self.create_store)
+        # store → binds → dispatcher → HTTP (the module docstring says why).  One
+        # daemon per store: the lock is held until stopService has closed it.
+        self.store_lock.acquire()
+        try:
+            self.store = build_store(self.config, self.reactor, create=self.create_store)
+        except BaseException:
+            self.store_lock.release()
+            raise
         self._build()
         super().startService()             # the children: binds, then housekeeping
         self.dispatcher.start()
         self._listen()
+        # The store is open, HTTP listens, metrics are served: systemd may go on.
+        self.notifier.ready(f"agency API on {self.config.http_listen[0]}:"
+                            f"{self.http_port.getHost().port}")
+        self.notifier.start_watchdog(self.reactor)
 
     def _build(self):
         """Every piece over the open store; pools and housekeeping become children."""
@@ -165,17 +193,25 @@ class GatewayService(MultiService):
     def _listen(self):
         config, reactor = self.config, self.reactor
         host, port = config.http_listen
-        self.http_port = reactor.listenTCP(port, self.http_factory, interface=host,
-                                           backlog=1024)
+        self.http_port = listen_tcp(reactor, port, self.http_factory, host,
+                                    self.listen_settings["http"], backlog=1024)
         if config.metrics_listen:
-            self.metrics_port = listen_metrics(reactor, *config.metrics_listen)
+            self.metrics_port = listen_metrics(reactor, *config.metrics_listen,
+                                               setting=self.listen_settings["metrics"])
+        if config.admin_listen:
+            admin = HTTPFactory(AdminAPI(self.status, self.reload_for_admin).router,
+                                clock=reactor, max_connections=16)
+            host, port = config.admin_listen
+            self.admin_port = listen_tcp(reactor, port, admin, host,
+                                         self.listen_settings["admin"])
         log.info("agency API on http://%s:%d/ with %d operators, %d agencies", host,
                  self.http_port.getHost().port, len(self.pools), len(config.agencies))
 
     @inlineCallbacks
     def stopService(self):
         log.info("stopping: no new requests, finishing in-flight PDUs")
-        for port in (self.http_port, self.metrics_port):
+        self.notifier.stopping()
+        for port in (self.http_port, self.metrics_port, self.admin_port):
             if port is not None:
                 yield port.stopListening()
         if self.http_factory is not None:
@@ -185,6 +221,8 @@ class GatewayService(MultiService):
         yield super().stopService()        # binds drain their windows and unbind
         yield self.dispatcher.release_and_flush()
         yield self.store.close()
+        self.store_lock.release()
+        self.notifier.stop_watchdog()
         log.info("stopped cleanly")
 
     # queries and reload ------------------------------------------------------------
@@ -192,8 +230,28 @@ class GatewayService(MultiService):
         return {op.name: {"bound": self.pools[op.name].bound_count(), "binds": op.binds}
                 for op in self.config.operators}
 
+    def status(self):
+        """Deferred[the admin endpoint's status document]: binds, queue per priority."""
+        d = self.store.queue_summary()
+        d.addCallback(lambda summary: status_document(
+            self.health(), summary, self.reactor.seconds(), os.getpid()))
+        return d
+
+    def reload_for_admin(self):
+        """reload(), as the admin endpoint answers it: (reloaded, why not)."""
+        reloaded = self.reload()
+        return reloaded, None if reloaded else self.reload_problem
+
     def reload(self):
-        """SIGHUP: agencies and routing rules anew; on any error keep the old ones."""
+        """SIGHUP (or `payam-gateway reload`): agencies and routing rules anew; on any
+        error keep the old ones. systemd hears RELOADING=1, then READY=1."""
+        self.notifier.reloading()
+        try:
+            return self._reload()
+        finally:
+            self.notifier.ready()
+
+    def _reload(self):
         config = self.config
         try:
             agencies = load_agencies(config.agencies_path)
@@ -201,6 +259,7 @@ class GatewayService(MultiService):
                                    {op.name for op in config.operators})
         except Exception as error:  # ConfigErrors carries every file:line problem
             log.error("reload refused, keeping the running configuration:\n%s", error)
+            self.reload_problem = str(error)
             return False
         self.keyring.update(agencies)
         self.limits.update(agencies)
@@ -210,11 +269,11 @@ class GatewayService(MultiService):
         return True
 
 
-def listen_metrics(reactor, host, port):
+def listen_metrics(reactor, host, port, setting="metrics.listen"):
     from prometheus_client.twisted import MetricsResource
     from twisted.web.resource import Resource
     from twisted.web.server import Site
 
     root = Resource()
     root.putChild(b"metrics", MetricsResource())
-    return reactor.listenTCP(port, Site(root), interface=host)
+    return listen_tcp(reactor, port, Site(root), host, setting)

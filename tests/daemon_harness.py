@@ -123,6 +123,7 @@ def write_config(directory, smpp_port, *, operators=("mci", "irancell", "rightel
     config = {
         "http": {"listen": f"127.0.0.1:{http_port}"},
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+        "admin": {"listen": f"127.0.0.1:{free_port()}"},
         "store": {"path": "var/gateway.db"},
         "agencies": str(agencies or REPO / "config" / "agencies.yaml"),
         "routing_rules": str(routing or REPO / "routing_rules"),

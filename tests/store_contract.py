@@ -19,7 +19,8 @@ import pytest
 from twisted.internet import defer
 
 from gateway.model import InboxEntry, NewMessage, PartOutcome, SentMatch
-from gateway.store.interface import DuplicateIdempotencyKey, MessageStore, StoreClosed
+from gateway.store.interface import (
+    DuplicateIdempotencyKey, IdempotencyMismatch, MessageStore, StoreClosed)
 
 T0 = 1_700_000_000.0
 
@@ -156,6 +157,23 @@ class AcceptContract:
         assert view["created_at"].endswith("Z") and view["attempts"] == 0
         assert self.wait(self.store.get_message("no-such-id")) is None
 
+    def test_a_key_reused_for_another_request_is_a_mismatch_not_a_replay(self):
+        first = new_message(self.store)
+        self.wait(self.store.accept([first], idempotency=("tax", "k-h", '{"first":1}',
+                                                          "hash-a")))
+        assert self.wait(self.store.idempotent_response("tax", "k-h", T0, "hash-a")) \
+            == '{"first":1}'
+        with pytest.raises(IdempotencyMismatch):
+            self.wait(self.store.idempotent_response("tax", "k-h", T0, "hash-b"))
+        # A caller without a hash cannot tell: the first response, as before.
+        assert self.wait(self.store.idempotent_response("tax", "k-h", T0)) == '{"first":1}'
+        other = new_message(self.store)
+        with pytest.raises(IdempotencyMismatch):
+            self.wait(self.store.accept([other], idempotency=("tax", "k-h", "{}", "hash-b")))
+        with pytest.raises(DuplicateIdempotencyKey):
+            self.wait(self.store.accept([other], idempotency=("tax", "k-h", "{}", "hash-a")))
+        assert self.wait(self.store.get_message(other.id)) is None
+
     def test_message_ids_are_unique_url_safe_strings(self):
         made = {self.store.new_message_id() for _ in range(100)}
         assert len(made) == 100
@@ -183,6 +201,20 @@ class AcceptContract:
         assert self.wait(self.store.has_queued()) is True
         assert self.wait(self.store.parts_used("tax", T0 - 100)) == 5
         assert self.wait(self.store.parts_used("tax", T0 - 20)) == 2
+
+    def test_queue_summary_counts_queued_parts_per_priority_with_the_oldest(self):
+        assert self.wait(self.store.queue_summary()) == {}
+        self.wait(self.store.accept([new_message(self.store, parts=3, created_at=T0 - 50),
+                                     new_message(self.store, parts=2, created_at=T0 - 10),
+                                     new_message(self.store, priority=2, created_at=T0 - 5)]))
+        assert self.wait(self.store.queue_summary()) == {0: (5, T0 - 50), 2: (1, T0 - 5)}
+        # Claimed parts still wait for an SMSC; once recorded submitted they are gone.
+        claimed = self.wait(self.store.claim(4, T0))
+        assert self.wait(self.store.queue_summary()) == {0: (5, T0 - 50), 2: (1, T0 - 5)}
+        self.wait(self.store.record([PartOutcome(p.message_id, p.seq, "submitted",
+                                                 operator="mci", smsc_id=f"id{n}")
+                                     for n, p in enumerate(claimed)]))
+        assert self.wait(self.store.queue_summary()) == {0: (2, T0 - 10)}
 
 
 class ReceiptContract:

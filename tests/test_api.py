@@ -420,8 +420,8 @@ class LateReads:
     def writable(self):
         return self._later(self._store.writable())
 
-    def idempotent_response(self, agency, key, now):
-        return self._later(self._store.idempotent_response(agency, key, now))
+    def idempotent_response(self, agency, key, now, request_hash=None):
+        return self._later(self._store.idempotent_response(agency, key, now, request_hash))
 
     def answer(self):
         waiting, self.waiting = self.waiting, []

@@ -31,7 +31,8 @@ def test_api_md_gives_every_error_code_with_its_status(code):
     ("gateway.yaml", gateway_file.GATEWAY_KEYS), ("retention", gateway_file.RETENTION_KEYS),
     ("authenticity", gateway_file.AUTHENTICITY_KEYS),
     ("operators", operators.OPERATOR_KEYS), ("agencies", agencies_file.AGENCY_KEYS),
-    ("routing rules", routing_file.RULE_KEYS)])
+    ("routing rules", routing_file.RULE_KEYS),
+    ("admin", tuple(f"admin.{key}" for key in gateway_file.ADMIN_KEYS))])
 def test_configuration_md_describes_every_key(section, keys):
     for key in keys:
         assert f"`{key}" in CONFIGURATION, f"{section}: {key}"

@@ -118,7 +118,7 @@ def test_demo_runs_on_embedded_defaults_and_delivers(tmp_path):
     demo = subprocess.Popen(
         [PYTHON, "-m", "gateway.cli", "demo", "--http-port", str(http_port),
          "--smsc-port", str(smsc_port), "--control-port", "0", "--metrics-port", "0",
-         "--var", str(tmp_path / "var")],
+         "--admin-port", "0", "--var", str(tmp_path / "var")],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         banner = []

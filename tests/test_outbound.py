@@ -111,9 +111,10 @@ class OutboundTests(unittest.TestCase):
             def __getattr__(_, name):
                 return getattr(self.store, name)
 
-            def idempotent_response(_, agency, key, now):
+            def idempotent_response(_, agency, key, now, request_hash=None):
                 d = defer.Deferred()
-                later.append((d, self.store.idempotent_response(agency, key, now)))
+                later.append((d, self.store.idempotent_response(agency, key, now,
+                                                                request_hash)))
                 return d
 
         outbound = self.make(LateLookups())

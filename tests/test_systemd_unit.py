@@ -96,3 +96,15 @@ def test_the_service_reads_its_configuration_through_its_group():
     # DynamicUser has no fixed uid: /etc/payam-gateway (SMPP passwords) is readable by a
     # static group the guide makes, not by everyone.
     assert unit()["Service"]["SupplementaryGroups"] == "payam-gateway"
+
+
+def test_systemd_hears_ready_and_watches_the_reactor():
+    # gateway.systemd: READY=1 once the store is open and HTTP and metrics listen;
+    # WATCHDOG=1 at half WatchdogSec; STOPPING=1 and RELOADING=1 (test_systemd_notify).
+    service = unit()["Service"]
+    assert service["Type"] == "notify"
+    assert service["NotifyAccess"] == "main"
+    assert int(service["WatchdogSec"].rstrip("s")) >= 10
+    from gateway.cli import EXIT_LOCKED
+    # Another daemon on the store may be stopping: restarted, not held failed.
+    assert str(EXIT_LOCKED) not in service["RestartPreventExitStatus"].split()

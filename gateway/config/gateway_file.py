@@ -2,18 +2,21 @@
 read into the settings `load_gateway_config` builds the GatewayConfig from; the operators
 section is read by `operators.py`."""
 
+import ipaddress
 import os
 import re
 
 from gateway.config.operators import read_operators
-from gateway.config.schema import DEFAULT_HTTP_MAX_CONNECTIONS, Authenticity, Retention
+from gateway.config.schema import (
+    DEFAULT_ADMIN_LISTEN, DEFAULT_HTTP_MAX_CONNECTIONS, Authenticity, Retention)
 
 DEFAULT_HTTP_LISTEN = ("127.0.0.1", 8080)
 DEFAULT_STORE_PATH = "var/gateway.db"
 PORT_RE = re.compile(r"^[0-9]{1,5}$")
 
 GATEWAY_KEYS = ("http", "metrics", "store", "agencies", "routing_rules", "ussd_menus",
-                "operators", "retention", "authenticity")
+                "operators", "retention", "authenticity", "admin")
+ADMIN_KEYS = ("listen", "remote")
 RETENTION_KEYS = ("messages", "audit", "receipts", "inbound", "inbox")
 AUTHENTICITY_KEYS = ("retention_days", "checks_per_hour")
 RETENTION_MAX_DAYS = 36500
@@ -33,6 +36,7 @@ def read_gateway(reader, root):
         "operators": None, "named": set(), "retention": Retention(),
         "http_max_connections": DEFAULT_HTTP_MAX_CONNECTIONS,
         "authenticity": Authenticity(),
+        "admin_listen": DEFAULT_ADMIN_LISTEN,
     }
     if "http" in fields:
         _read_http_section(reader, fields["http"][1], settings)
@@ -59,6 +63,8 @@ def read_gateway(reader, root):
         settings["retention"] = _read_retention(reader, fields["retention"][1])
     if "authenticity" in fields:
         settings["authenticity"] = _read_authenticity(reader, fields["authenticity"][1])
+    if "admin" in fields:
+        settings["admin_listen"] = _read_admin(reader, fields["admin"][1])
     return settings
 
 
@@ -74,6 +80,33 @@ def _read_authenticity(reader, node):
         values["checks_per_hour"] = reader.integer(
             fields["checks_per_hour"][1], "authenticity.checks_per_hour", 1, 3600)
     return Authenticity(**{key: value for key, value in values.items() if value is not None})
+
+
+def _read_admin(reader, node):
+    """The admin endpoint's address (status, reload): it has no authentication, so an
+    address other than loopback must be meant (`remote: true`)."""
+    fields = reader.mapping(node, "admin", ADMIN_KEYS, required=("listen",))
+    if not fields or "listen" not in fields:
+        return None
+    listen = _read_listen(reader, fields["listen"][1], "admin.listen")
+    remote = reader.boolean(fields["remote"][1], "admin.remote") if "remote" in fields \
+        else False
+    if listen is not None and not remote and not _is_loopback(listen[0]):
+        reader.fail(fields["listen"][1],
+                    f"admin.listen: {listen[0]} is not a loopback address, and the admin "
+                    "endpoint has no authentication (it reloads the daemon): keep it on "
+                    "127.0.0.1, or add `remote: true` to mean it")
+        return None
+    return listen
+
+
+def _is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _read_retention(reader, node):

@@ -45,7 +45,8 @@ def load_gateway_config(path):
         routing=routing,
         retention=settings["retention"],
         http_max_connections=settings["http_max_connections"],
-        authenticity=settings["authenticity"])
+        authenticity=settings["authenticity"],
+        admin_listen=settings["admin_listen"])
 
 
 def load_agencies(path):

@@ -12,6 +12,7 @@ BIND_MODES = ("transceiver", "transmitter+receiver")
 # learned per operator from the first unambiguous matches, then fixed.
 RECEIPT_ID_MODES = ("auto", "raw", "dec", "hex")
 DEFAULT_HTTP_MAX_CONNECTIONS = 1024       # beyond it new connections are answered 503
+DEFAULT_ADMIN_LISTEN = ("127.0.0.1", 9109)      # the admin endpoint: loopback only by default
 
 
 @dataclass(frozen=True)
@@ -102,3 +103,4 @@ class GatewayConfig:
     retention: Retention = Retention()
     http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
     authenticity: Authenticity = Authenticity()
+    admin_listen: tuple[str, int] | None = DEFAULT_ADMIN_LISTEN   # status and reload

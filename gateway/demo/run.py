@@ -13,7 +13,7 @@ DEMO_KEY = "demo-tax-key-0000000000000000"   # the sample `tax` agency's key (de
 log = logging.getLogger("payam.demo")
 
 
-def demo_config(http_port, smsc_port, var_dir, metrics_port=9108):
+def demo_config(http_port, smsc_port, var_dir, metrics_port=9108, admin_port=9109):
     """The packaged demo configuration, pointed at the simulator and a local store."""
     config = load_gateway_config(str(DEMO_DIR / "gateway.yaml"))
     operators = tuple(dataclasses.replace(op, host="127.0.0.1", port=smsc_port)
@@ -21,7 +21,7 @@ def demo_config(http_port, smsc_port, var_dir, metrics_port=9108):
     os.makedirs(var_dir, exist_ok=True)
     return dataclasses.replace(
         config, operators=operators, http_listen=("127.0.0.1", http_port),
-        metrics_listen=("127.0.0.1", metrics_port),
+        metrics_listen=("127.0.0.1", metrics_port), admin_listen=("127.0.0.1", admin_port),
         store_path=str(Path(var_dir).resolve() / "demo.db"))
 
 
@@ -31,9 +31,23 @@ def run_demo(args, serve):
     from gateway.service import GatewayService
     from gateway.simulator.main import start_simulator
 
-    simulator = start_simulator(reactor, "127.0.0.1", args.smsc_port, args.control_port)
-    config = demo_config(args.http_port, simulator.smpp_port, args.var, args.metrics_port)
-    service = GatewayService(config, reactor, create_store=args.create_store)
+    from twisted.internet.error import CannotListenError
+
+    from gateway.listening import ListenFailed, reason
+
+    try:
+        simulator = start_simulator(reactor, "127.0.0.1", args.smsc_port, args.control_port)
+    except CannotListenError as error:
+        flag = "--smsc-port" if error.port == args.smsc_port else "--control-port"
+        log.error("%s", ListenFailed(f"the demo's {flag}", "127.0.0.1", error.port,
+                                     reason(error)))
+        return 1
+    config = demo_config(args.http_port, simulator.smpp_port, args.var, args.metrics_port,
+                         args.admin_port)
+    service = GatewayService(config, reactor, create_store=args.create_store,
+                             listen_settings={"http": "the demo's --http-port",
+                                              "metrics": "the demo's --metrics-port",
+                                              "admin": "the demo's --admin-port"})
 
     def announce():
         url = f"http://127.0.0.1:{args.http_port}"

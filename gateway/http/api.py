@@ -1,4 +1,5 @@
-"""The agency API: POST /v1/messages, GET /v1/messages/{id}, GET /healthz.
+"""The agency API: POST /v1/messages, GET /v1/messages/{id}, GET /healthz, and the
+Kannel-compatible /cgi-bin/sendsms (kannel.py).
 
 Checks run in a fixed order, cheapest and most telling first: an address blocked for
 failed authentication (429), authentication (401), load (503), body shape (400); then the
@@ -17,8 +18,10 @@ from twisted.python.failure import Failure
 
 from gateway.http import openapi
 from gateway.http.errors import ApiError, api_error
+from gateway.http.kannel import PATH as KANNEL_PATH
+from gateway.http.kannel import KannelSendSMS
 from gateway.http.server import JSON_TYPE, PathRouter, Response, json_response
-from gateway.http.validate import parse_submission
+from gateway.http.validate import parse_submission, require_json
 from gateway.outbound.errors import Refusal
 from gateway.outbound.submission import Accepted
 from gateway.policy.auth import UNAUTHORIZED_MESSAGE, Unauthorized
@@ -50,6 +53,9 @@ class AgencyAPI:
         self.router.add_prefix("GET", "/v1/messages/", "/v1/messages/{id}", self.get_message)
         self.router.add("GET", "/healthz", self.healthz)
         self.router.add("GET", "/v1/openapi.json", openapi.serve)
+        kannel = KannelSendSMS(outbound, self.authenticate_key)
+        self.router.add("GET", KANNEL_PATH, kannel)
+        self.router.add("POST", KANNEL_PATH, kannel)
 
     # -- POST /v1/messages ----------------------------------------------------------
 
@@ -57,15 +63,21 @@ class AgencyAPI:
         agency = self._authenticate(request)
         try:
             self.outbound.admit()         # shed load before parsing anything
+            require_json(request.headers.get("content-type"), request.body)
             submission = parse_submission(request.body)
             return self.outbound.submit(agency, submission, request.peer, _answer)
         except Refusal as refusal:
             raise api_error(refusal) from None
 
     def _authenticate(self, request):
+        return self.authenticate_key(request.peer, request.headers.get("authorization"))
+
+    def authenticate_key(self, peer, authorization, agency_id=None):
+        """The agency whose key `authorization` ("Bearer <key>") carries, or ApiError
+        (401, or 429 while `peer` is blocked for failed authentications); with
+        `agency_id`, a key of another agency is a failed authentication too (Kannel's
+        username and password)."""
         throttle = self.auth_throttle
-        peer = request.peer
-        authorization = request.headers.get("authorization")
         # The throttle stops key guessing: a request that presents no key guesses
         # nothing, so it is told what is wrong (401) and not counted.
         wait = throttle.retry_after(peer) if authorization else None
@@ -74,7 +86,10 @@ class AgencyAPI:
                            f"too many failed authentications from your address; "
                            f"retry after {wait} s", headers={"Retry-After": str(wait)})
         try:
-            return self.keyring.authenticate(authorization)
+            agency = self.keyring.authenticate(authorization)
+            if agency_id is not None and agency.id != agency_id:
+                raise Unauthorized("the key is not the named agency's")
+            return agency
         except Unauthorized as refusal:
             self.audit.unauthorized(peer, refusal.reason)
             if authorization and throttle.failed(peer):
@@ -117,7 +132,13 @@ class AgencyAPI:
                 operators = self.health()
             except Exception:
                 log.exception("operator health check failed")
-        document = {"status": "ok" if writable else "unavailable",
+        # Degraded, still 200: messages are taken and wait for (or fall back from) an
+        # operator that has no bound session.
+        status = ("unavailable" if not writable
+                  else "degraded" if any(state.get("bound", 0) < 1
+                                         for state in operators.values())
+                  else "ok")
+        document = {"status": status,
                     "store": "ok" if writable else "not_writable",
                     "operators": operators}
         return json_response(200 if writable else 503, document)

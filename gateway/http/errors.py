@@ -18,9 +18,11 @@ STATUS_FOR_CODE = {
     "link_not_allowed": 403,
     "not_found": 404,
     "method_not_allowed": 405,
+    "idempotency_mismatch": 409,
     "request_timeout": 408,
     "payload_too_large": 413,
     "uri_too_long": 414,
+    "unsupported_media_type": 415,
     "headers_too_large": 431,
     "rate_limited": 429,
     "quota_exceeded": 429,
@@ -58,6 +60,7 @@ CODE_FOR_REFUSAL = {
     refusals.OverRate: "rate_limited",
     refusals.OverQuota: "quota_exceeded",
     refusals.Overloaded: "overloaded",
+    refusals.IdempotencyConflict: "idempotency_mismatch",
 }
 
 

@@ -61,15 +61,17 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
 class Request:
-    __slots__ = ("method", "path", "query", "headers", "body", "peer")
+    __slots__ = ("method", "path", "query", "headers", "body", "peer", "url")
 
-    def __init__(self, method, path, query, headers, body, peer):
+    def __init__(self, method, path, query, headers, body, peer, url=b""):
         self.method = method            # "GET"
         self.path = path                # percent-decoded, without the query
         self.query = query              # {name: last value}
         self.headers = headers          # {lower-case name: value}; repeats joined by ", "
         self.body = body                # bytes
         self.peer = peer                # client IP address, for audit
+        self.url = url                  # the request target as sent (bytes), for
+                                        # handlers that decode its query themselves
 
 
 class Response:
@@ -135,11 +137,15 @@ class PathRouter:
             if handlers is None:
                 raise ApiError("not_found", f"no such endpoint: {request.path[:100]}")
             handler = handlers.get(request.method)
+            if handler is None and request.method == "HEAD":
+                # HEAD wherever GET: the GET's answer, whose body the channel leaves out.
+                handler = handlers.get("GET")
             if handler is None:
+                allowed = sorted({*handlers, *(("HEAD",) if "GET" in handlers else ())})
                 raise ApiError("method_not_allowed",
                                f"{request.method} is not allowed here; use "
-                               + " or ".join(sorted(handlers)),
-                               headers={"Allow": ", ".join(sorted(handlers))})
+                               + " or ".join(allowed),
+                               headers={"Allow": ", ".join(allowed)})
             result = handler(request, *args)
         except Exception:
             result = _as_response(Failure())
@@ -525,7 +531,7 @@ class HTTPChannel(Protocol):
         query = dict(query_items) if query_items else {}
         body = self._body
         request = Request(method, path, query, self._headers,
-                          body[0] if len(body) == 1 else b"".join(body), self._peer)
+                          body[0] if len(body) == 1 else b"".join(body), self._peer, url)
         slot = _Slot(close=not keep_alive, head_only=method == "HEAD")
         # An HTTP/1.0 client asked for keep-alive: it needs to hear that it got it.
         slot.say_keep_alive = keep_alive and self._parser.get_http_version() == "1.0"

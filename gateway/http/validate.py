@@ -62,9 +62,25 @@ def invalid(message):
     return ApiError("invalid_request", message)
 
 
+def require_json(content_type, body):
+    """415 for a body declared as something other than JSON. No Content-Type, or a JSON
+    one (`application/json`, `application/*+json`), is fine; `curl -d '{...}'` labels
+    its JSON as a form, so a form whose body opens a JSON object is let through too."""
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/")
+                                       and media.endswith("+json")):
+        return
+    if media == "application/x-www-form-urlencoded" and body.lstrip()[:1] == b"{":
+        return
+    raise ApiError("unsupported_media_type",
+                   f"the body is {media or 'untyped'}, not JSON: send JSON with "
+                   "Content-Type: application/json")
+
+
 def parse_json_object(body):
-    """The body as a JSON object. The Content-Type is not checked: `curl -d` sends JSON
-    as form-urlencoded, and the body itself says what it is."""
+    """The body as a JSON object (require_json has looked at its Content-Type)."""
     if not body:
         raise invalid("request body is empty; expected a JSON object")
     try:

@@ -22,11 +22,12 @@ from gateway.numbers import mask_msisdn
 from gateway.outbound.checks import check_text_length, normalize_recipients
 from gateway.outbound import platform
 from gateway.outbound.errors import (
-    LinkRefused, OverQuota, Overloaded, OverRate, SenderRefused, TooManyParts)
-from gateway.outbound.submission import Accepted, Submission, accepted_document
+    IdempotencyConflict, LinkRefused, OverQuota, Overloaded, OverRate, SenderRefused,
+    TooManyParts)
+from gateway.outbound.submission import Accepted, Submission, accepted_document, request_hash
 from gateway.policy.limits import QuotaExceeded, RateLimited
 from gateway.policy.senders import SenderNotAllowed, check_sender, owner_of
-from gateway.store.interface import DuplicateIdempotencyKey
+from gateway.store.interface import DuplicateIdempotencyKey, IdempotencyMismatch
 from gateway.text import TextTooLong, encode_for_submit
 from gateway.text.links import outside
 
@@ -37,6 +38,11 @@ DEFAULT_MAX_PENDING = 5000           # accepts waiting for their commit before w
 
 def _as_is(outcome):
     return outcome
+
+
+def _conflict(key):
+    return IdempotencyConflict(f"idempotency_key {key[:128]!r} was used in the last 24 h "
+                               "for another request; use a new key for a new request")
 
 
 def _waiting_too_long():
@@ -124,14 +130,17 @@ class Outbound:
         that waited for a concurrent one with the same key.  The lookup of the key's
         first answer (24 h) is the accept path's one store read, a Deferred (fired at
         once by SQLite): what follows it answers through `answer`, refusals included."""
-        d = self.store.idempotent_response(agency.id, submission.idempotency_key,
-                                           self.clock.seconds())
+        d = self.store.idempotent_response(
+            agency.id, submission.idempotency_key, self.clock.seconds(),
+            request_hash=request_hash(submission, sender, recipients))
         d.addBoth(self._looked_up, agency, submission, sender, recipients, parts, answer)
         return d
 
     def _looked_up(self, stored, agency, submission, sender, recipients, parts, answer):
         try:
             if isinstance(stored, Failure):
+                if stored.check(IdempotencyMismatch):
+                    raise _conflict(submission.idempotency_key)
                 stored.raiseException()
             return self._after_lookup(stored, agency, submission, sender, recipients,
                                       parts, answer)
@@ -178,7 +187,9 @@ class Outbound:
             self.limits.release(reservation)
             raise
         document = accepted_document(messages)
-        idempotency = (agency.id, key, document) if key is not None else None
+        idempotency = ((agency.id, key, document,
+                        request_hash(submission, sender, recipients))
+                       if key is not None else None)
 
         self.pending += 1
         if key is not None:
@@ -247,6 +258,8 @@ class Outbound:
         self.limits.release(reservation)
         if failure.check(DuplicateIdempotencyKey):
             return Accepted(None, failure.value.response, replayed=True)
+        if failure.check(IdempotencyMismatch):
+            raise _conflict(failure.value.key)
         log.error("store refused an accept: %s", failure.getErrorMessage())
         raise Overloaded("messages could not be stored; retry shortly", retry_after=1)
 

@@ -54,3 +54,7 @@ class OverQuota(Refusal):
 
 class Overloaded(Refusal):
     """Too many accepts wait for the store, or the store refused the write."""
+
+
+class IdempotencyConflict(Refusal):
+    """The idempotency key was used within 24 h for another request."""

@@ -6,6 +6,7 @@ submission. Its `document` is the contract's answer (`{"messages": [...]}`), kep
 an idempotency key and replayed byte for byte, so it is built here and not by a channel.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -20,6 +21,16 @@ class Submission:
     idempotency_key: "str | None"
     validity_s: int
     receipt: bool
+
+
+def request_hash(submission, sender, recipients):
+    """A short hash of what a keyed submission asks for, in canonical form (the sender
+    and recipients normalised, so another spelling of one request is the same request):
+    kept with its idempotency key, so that a reuse with another body is told apart."""
+    canonical = json.dumps([sender, recipients, submission.text, submission.priority,
+                            submission.reference, submission.validity_s,
+                            submission.receipt], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
 
 
 class Accepted:

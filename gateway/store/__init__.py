@@ -6,8 +6,9 @@ records of gateway.model; the names below are kept for existing importers."""
 from gateway.model import ClaimedPart, NewMessage, PartOutcome
 from gateway.store.guard import StoreUnusable
 from gateway.store.interface import (
-    DuplicateIdempotencyKey, MessageStore, StoreClosed, TransactionLost)
+    DuplicateIdempotencyKey, IdempotencyMismatch, MessageStore, StoreClosed,
+    TransactionLost)
 from gateway.store.store import Store
 
-__all__ = ["ClaimedPart", "DuplicateIdempotencyKey", "MessageStore", "NewMessage",
+__all__ = ["ClaimedPart", "DuplicateIdempotencyKey", "IdempotencyMismatch", "MessageStore", "NewMessage",
            "PartOutcome", "Store", "StoreClosed", "StoreUnusable", "TransactionLost"]

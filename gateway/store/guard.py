@@ -183,6 +183,11 @@ def problems(path):
                 "one is meant to replace it"]
     if not os.access(path, os.W_OK):
         return [f"store {path}: the file is not writable"]
+    directory = Path(path).parent
+    if not os.access(directory, os.W_OK | os.X_OK):
+        # SQLite creates the -wal and -shm files beside the store.
+        return [f"store {path}: directory {directory} is not writable (the store's -wal "
+                "and -shm files are made there)"]
     return []
 
 

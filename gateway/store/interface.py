@@ -35,6 +35,17 @@ class DuplicateIdempotencyKey(Exception):
         self.response = response
 
 
+class IdempotencyMismatch(Exception):
+    """The agency used this idempotency key within 24 h for another request (its
+    request hash differs); nothing was stored."""
+
+    def __init__(self, agency, key):
+        super().__init__(f"idempotency key {key!r} of agency {agency!r} was used for "
+                         "another request")
+        self.agency = agency
+        self.key = key
+
+
 @runtime_checkable
 class MessageStore(Protocol):
     """The durable queue and record of messages.  Writes fire once durable; a write
@@ -53,10 +64,11 @@ class MessageStore(Protocol):
 
     # -- the outbound queue ---------------------------------------------------------
     def accept(self, messages: list[NewMessage],
-               idempotency: tuple[str, str, str] | None = None) -> Deferred:
+               idempotency: tuple | None = None) -> Deferred:
         """Store messages, all or none → Deferred[list[str]] of their ids.
-        idempotency=(agency, key, response): a key used within 24 h fails with
-        DuplicateIdempotencyKey carrying the first response."""
+        idempotency=(agency, key, response[, request_hash]): a key used within 24 h
+        fails with DuplicateIdempotencyKey carrying the first response, or with
+        IdempotencyMismatch when both requests have a hash and they differ."""
 
     def claim(self, limit: int, now: float, route: str | None = None) -> Deferred:
         """→ Deferred[list[ClaimedPart]]: up to `limit` queued parts of `route` (None:
@@ -70,6 +82,11 @@ class MessageStore(Protocol):
     def queued_routes(self) -> Deferred:
         """→ Deferred[set]: the routes queued parts carry (None among them for parts
         stored without one)."""
+
+    def queue_summary(self) -> Deferred:
+        """→ Deferred[dict[int, tuple[int, float | None]]]: per priority with parts no
+        SMSC has taken yet (queued, or claimed and being sent), (how many, created_at
+        of the oldest one's message), for status."""
 
     def has_queued(self) -> Deferred:
         """→ Deferred[bool]: whether any part is queued."""
@@ -121,8 +138,10 @@ class MessageStore(Protocol):
         """→ Deferred[list[InboxMessage]]: an agency's inbox (None: unrouted) after the
         cursor `after`, oldest first."""
 
-    def idempotent_response(self, agency: str, key: str, now: float) -> Deferred:
-        """→ Deferred[str | None]: the first response to this key within 24 h."""
+    def idempotent_response(self, agency: str, key: str, now: float,
+                            request_hash: str | None = None) -> Deferred:
+        """→ Deferred[str | None]: the first response to this key within 24 h; fails
+        with IdempotencyMismatch when that request's hash and `request_hash` differ."""
 
     def parts_used(self, agency: str, since: float) -> Deferred:
         """→ Deferred[int]: parts of the agency's messages accepted since `since`."""

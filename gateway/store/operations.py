@@ -13,7 +13,7 @@ import logging
 from gateway.model import UNKNOWN_OUTCOME, InboxMessage, SentMatch
 from gateway.receipt_ids import ID_BASES, normal_id, read_only_raw
 from gateway.store import schema
-from gateway.store.interface import DuplicateIdempotencyKey
+from gateway.store.interface import DuplicateIdempotencyKey, IdempotencyMismatch
 
 log = logging.getLogger("payam.store")
 
@@ -59,7 +59,8 @@ def insert_messages(conn, items):
     fingerprint_rows = []
     for messages, parts, _ids, idempotency, now, fingerprints in items:
         if idempotency is not None:
-            _claim_idempotency_key(conn, *idempotency, now)
+            agency, key, response, *request_hash = idempotency
+            _claim_idempotency_key(conn, agency, key, response, now, *request_hash)
         message_rows.extend(messages)
         part_rows.extend(parts)
         fingerprint_rows.extend(fingerprints)
@@ -72,13 +73,22 @@ def insert_messages(conn, items):
     return [item[2] for item in items]
 
 
-def _claim_idempotency_key(conn, agency, key, response, now):
-    row = conn.execute("SELECT response, created_at FROM idempotency"
+def _claim_idempotency_key(conn, agency, key, response, now, request_hash=None):
+    row = conn.execute("SELECT response, created_at, request_hash FROM idempotency"
                        " WHERE agency = ? AND key = ?", (agency, key)).fetchone()
     if row is not None and row[1] > now - IDEMPOTENCY_S:
+        if different_request(row[2], request_hash):
+            raise IdempotencyMismatch(agency, key)
         raise DuplicateIdempotencyKey(agency, key, row[0])
-    conn.execute("INSERT OR REPLACE INTO idempotency (agency, key, response, created_at)"
-                 " VALUES (?, ?, ?, ?)", (agency, key, response, now))
+    conn.execute("INSERT OR REPLACE INTO idempotency"
+                 " (agency, key, response, created_at, request_hash) VALUES (?, ?, ?, ?, ?)",
+                 (agency, key, response, now, request_hash))
+
+
+def different_request(stored_hash, request_hash):
+    """Whether a key's first request and this one differ; a side without a hash (a key
+    stored before hashes were kept, a caller that gives none) cannot tell: replay."""
+    return stored_hash is not None and request_hash is not None and stored_hash != request_hash
 
 
 # -- claim ---------------------------------------------------------------------------

@@ -247,6 +247,11 @@ def _v11_sent_fingerprints(db):
                " ON sent_fingerprints (sent_at)")
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('fingerprint_key', ?)",
                (os.urandom(32).hex(),))
+def _v15_idempotency_request_hash(db):
+    # What the first request with a key asked for, as a short hash of its canonical
+    # form: the same key with another body is refused (409), not replayed.  NULL for
+    # keys stored before this column: those replay as before.
+    db.execute("ALTER TABLE idempotency ADD COLUMN request_hash TEXT")
 
 
 # (version, function) in order; never renumber or edit one that has shipped.
@@ -261,6 +266,7 @@ MIGRATIONS = [
     (8, _v8_claim_leases),
     (9, _v9_inbox),
     (11, _v11_sent_fingerprints),
+    (15, _v15_idempotency_request_hash),
 ]
 
 

@@ -23,7 +23,7 @@ from gateway.model import (
 from gateway.receipt_ids import normal_id
 from gateway.store import guard, operations, schema
 from gateway.store import receipts as store_receipts
-from gateway.store.interface import StoreClosed
+from gateway.store.interface import IdempotencyMismatch, StoreClosed
 from gateway.store.operations import IDEMPOTENCY_S
 from gateway.store.writer import Writer
 
@@ -230,8 +230,9 @@ class Store:
     def accept(self, messages, idempotency=None):
         """Store new messages (all or none); Deferred fires with their ids once durable.
 
-        idempotency=(agency, key, response_json): a key the agency used within 24 h
-        fails with DuplicateIdempotencyKey carrying the first response."""
+        idempotency=(agency, key, response_json[, request_hash]): a key the agency
+        used within 24 h fails with DuplicateIdempotencyKey carrying the first response,
+        or IdempotencyMismatch when the two requests' hashes differ."""
         try:
             messages = list(messages)
             if not messages:
@@ -239,10 +240,11 @@ class Store:
             for message in messages:
                 _check_message(message)
             if idempotency is not None:
-                agency, key, response = idempotency
+                agency, key, response, *request_hash = idempotency
                 if not (isinstance(agency, str) and isinstance(key, str) and key
-                        and isinstance(response, str)):
-                    raise ValueError("idempotency must be (agency, non-empty key, response str)")
+                        and isinstance(response, str) and len(request_hash) <= 1):
+                    raise ValueError("idempotency must be (agency, non-empty key, response "
+                                     "str[, request hash])")
         except (TypeError, ValueError) as e:
             return defer.fail(e)
         now = self._reactor.seconds()
@@ -444,11 +446,16 @@ class Store:
         }
 
     @_read
-    def idempotent_response(self, agency, key, now):
+    def idempotent_response(self, agency, key, now, request_hash=None):
         row = self._reader.execute(
-            "SELECT response FROM idempotency WHERE agency = ? AND key = ? AND created_at > ?",
+            "SELECT response, request_hash FROM idempotency"
+            " WHERE agency = ? AND key = ? AND created_at > ?",
             (agency, key, now - IDEMPOTENCY_S)).fetchone()
-        return row[0] if row else None
+        if row is None:
+            return None
+        if operations.different_request(row[1], request_hash):
+            raise IdempotencyMismatch(agency, key)
+        return row[0]
 
     @_read
     def parts_used(self, agency, since):
@@ -472,6 +479,29 @@ class Store:
             row = reader.execute("SELECT MIN(route) FROM parts WHERE state = 'queued'"
                                  " AND route > ?", row).fetchone()
         return routes
+
+    @_read
+    def queue_summary(self):
+        """{priority: (parts not yet taken by an SMSC — queued, or claimed and being
+        sent — and created_at of the oldest one's message)}.  Each state is read
+        through its own partial index (the oldest part is the lowest rowid: parts are
+        inserted as they are accepted), then one lookup per priority."""
+        reader = self._reader
+        firsts = {}
+        counts = {}
+        for state in ("queued", "sending"):
+            for priority, count, first in reader.execute(
+                    "SELECT priority, COUNT(*), MIN(rowid) FROM parts WHERE state = ?"
+                    " GROUP BY priority", (state,)).fetchall():
+                counts[priority] = counts.get(priority, 0) + count
+                firsts[priority] = min(first, firsts.get(priority, first))
+        summary = {}
+        for priority, first in firsts.items():
+            row = reader.execute("SELECT m.created_at FROM parts p JOIN messages m"
+                                 " ON m.id = p.message_id WHERE p.rowid = ?",
+                                 (first,)).fetchone()
+            summary[priority] = (counts[priority], row[0] if row else None)
+        return summary
 
     @_read
     def has_queued(self):
