@@ -14,7 +14,7 @@ PORT_RE = re.compile(r"^[0-9]{1,5}$")
 
 GATEWAY_KEYS = ("http", "metrics", "store", "agencies", "routing_rules", "ussd_menus",
                 "operators", "retention")
-RETENTION_KEYS = ("messages", "audit", "receipts", "inbound", "inbox")
+RETENTION_KEYS = ("messages", "audit", "receipts", "inbound", "inbox", "ussd")
 RETENTION_MAX_DAYS = 36500
 
 
