@@ -39,7 +39,8 @@ def housekeeping_service(store, clock, retention=None, grace_s=RECEIPT_GRACE_S,
             audit_before=now - retention.audit * DAY_S,
             receipts_before=now - retention.receipts * DAY_S,
             inbound_before=now - retention.inbound * DAY_S,
-            inbox_before=now - retention.inbox * DAY_S)
+            inbox_before=now - retention.inbox * DAY_S,
+            ussd_before=now - retention.ussd * DAY_S)
         purged.addCallbacks(_purged, _failed, errbackArgs=("purge",))
         return purged
 

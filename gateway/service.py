@@ -14,13 +14,14 @@ import logging
 from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, inlineCallbacks
 
-from gateway.config.load import load_agencies, load_routing
+from gateway.config.load import load_agencies, load_routing, load_ussd_menus
 from gateway.dispatch import Dispatcher
 from gateway.housekeeping import housekeeping_service
 from gateway.http.api import AgencyAPI
 from gateway.http.server import HTTPFactory
 from gateway.outbound.accept import Outbound
 from gateway.inbound import InboundClassifier
+from gateway.inbound.ussd_fields import settings_from
 from gateway.inbox.filing import Inbox
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing
@@ -28,6 +29,9 @@ from gateway.policy.limits import AgencyLimits
 from gateway.dispatch.routing import OperatorRouter
 from gateway.smpp.pool import OperatorPool
 from gateway.store.store import Store
+from gateway.ussd.dialogs import UssdDialogs
+from gateway.ussd.dynamic import DynamicStates
+from gateway.ussd.filing import Filing
 
 log = logging.getLogger("payam.service")
 
@@ -62,6 +66,14 @@ def build_inbound(config, store, inbox, reactor):
         receipt_ids={op.name: op.receipt_ids for op in config.operators},
         response_timeouts={op.name: op.response_timeout_s for op in config.operators},
         agencies=config.agencies)
+
+
+def build_ussd(config, store, inbox, reactor):
+    """The USSD dialogs over the agencies' menus: filing into the inbox (its SMS through
+    the accept path, set once built: `filing.outbound`), dynamic states by HTTP."""
+    filing = Filing(inbox, None, reactor, config.agencies)
+    return UssdDialogs(config.ussd_menus, clock=reactor, store=store, filing=filing,
+                       dynamic=DynamicStates(reactor))
 
 
 def build_pools(config, inbound, reactor):
@@ -117,6 +129,7 @@ class GatewayService(MultiService):
         self.http_factory = None
         self.http_port = None
         self.metrics_port = None
+        self.ussd = None
 
     # lifecycle -----------------------------------------------------------------
     def startService(self):
@@ -142,6 +155,11 @@ class GatewayService(MultiService):
         # Inbound answers citizens (HELP, 4040 checks, USSD filings' SMS) through the
         # accept path, which is built over the dispatcher that the binds feed.
         inbound.use_outbound(self.outbound)
+        self.ussd = build_ussd(config, store, self.inbox, reactor)
+        self.ussd.filing.outbound = self.outbound
+        inbound.use_ussd(self.ussd, self.pools,
+                         {op.name: settings_from(op.ussd) for op in config.operators})
+        self.ussd.start()
         self.api = build_api(self.outbound, store, self.keyring, audit, self.health, reactor)
         self.http_factory = build_http(config, self.api, reactor)
         build_housekeeping(config, store, reactor).setServiceParent(self)
@@ -166,6 +184,8 @@ class GatewayService(MultiService):
             # Requests already received are answered (their messages stored) first.
             yield bounded(self.reactor, self.http_factory.stop(), HTTP_DRAIN_S)
         self.dispatcher.stop_claiming()
+        if self.ussd is not None:
+            yield self.ussd.stop()
         yield super().stopService()        # binds drain their windows and unbind
         yield self.dispatcher.release_and_flush()
         yield self.store.close()
@@ -177,12 +197,15 @@ class GatewayService(MultiService):
                 for op in self.config.operators}
 
     def reload(self):
-        """SIGHUP: agencies and routing rules anew; on any error keep the old ones."""
+        """SIGHUP: agencies, routing rules and USSD menus anew; on any error keep the old
+        ones."""
         config = self.config
         try:
             agencies = load_agencies(config.agencies_path)
             routing = load_routing(config.routing_rules_path,
                                    {op.name for op in config.operators})
+            menus = (load_ussd_menus(config.ussd_menus_path, agencies)
+                     if config.ussd_menus_path else ())
         except Exception as error:  # ConfigErrors carries every file:line problem
             log.error("reload refused, keeping the running configuration:\n%s", error)
             return False
@@ -190,7 +213,10 @@ class GatewayService(MultiService):
         self.limits.update(agencies)
         self.inbound.update_agencies(agencies)
         self.dispatcher.set_router(OperatorRouter(routing))
-        log.info("reloaded %d agencies and %d routing rules", len(agencies), len(routing.rules))
+        self.ussd.update(menus)
+        self.ussd.filing.update_agencies(agencies)
+        log.info("reloaded %d agencies, %d routing rules and %d USSD menus", len(agencies),
+                 len(routing.rules), len(menus))
         return True
 
 

@@ -29,6 +29,7 @@ ALLOWED = {
     "http": {"outbound", "policy", "store"},
     "housekeeping": {"store"},
     "simulator": {"smpp"},
+    "ussd": {"outbound"},             # USSD dialogs: filing's SMS through the accept path
     "config": set(),
     "service": {"*"},
     "cli": {"*"},

@@ -10,14 +10,16 @@ with that status once it fires (after the store has committed what came in). The
   agency        to an agency's number (or one under it): a citizen's reply
   unrouted      anything else, kept for admins
 
-Only receipts have behaviour yet; the others keep the PDU raw (store.store_inbound),
-for the USSD and correspondence issues to fill in.
+Receipts and USSD (inbound/ussd.py, once the composition root hands it the dialogs:
+use_ussd) have behaviour; the others keep the PDU raw (store.store_inbound), for the
+correspondence issue to fill in.
 """
 
 from gateway.inbound.owners import ROOT_NUMBER, NumberOwners
 from gateway.inbound.raw import keep_raw
 from gateway.inbound.receipts import Receipts
 from gateway.inbound.record import Inbound
+from gateway.inbound.ussd import UssdRequests
 from gateway.smpp import constants as c
 
 
@@ -30,13 +32,6 @@ class _KeptRaw:
 
     def handle(self, inbound):
         return keep_raw(self.store, inbound)
-
-
-class UssdRequests(_KeptRaw):
-    name = "ussd"
-
-    def matches(self, inbound):
-        return c.TLV_USSD_SERVICE_OP in inbound.pdu.tlvs
 
 
 class AuthenticityChecks(_KeptRaw):
@@ -78,7 +73,8 @@ class InboundClassifier:
         self.outbound = None
         self.receipts = Receipts(store, clock, receipt_ids, response_timeouts)
         self.agency_replies = AgencyReplies(store, NumberOwners(agencies))
-        self.table = (self.receipts, UssdRequests(store), AuthenticityChecks(store),
+        self.ussd = UssdRequests(store, clock)
+        self.table = (self.receipts, self.ussd, AuthenticityChecks(store),
                       self.agency_replies, Unrouted(store))
 
     def use_outbound(self, outbound):
@@ -86,6 +82,12 @@ class InboundClassifier:
         SMS; set once the composition root has built it (it sits downstream of the
         binds that feed this classifier)."""
         self.outbound = outbound
+
+    def use_ussd(self, dialogs, pools, settings=None):
+        """The USSD dialogs (gateway.ussd.dialogs.UssdDialogs) and the pools their
+        answers leave by, once built (the pools are built over this classifier);
+        settings: {operator: UssdSettings}."""
+        self.ussd.use(dialogs, pools, settings)
 
     def update_agencies(self, agencies):
         """SIGHUP: whose numbers are whose, anew (one assignment: an MO sees the old

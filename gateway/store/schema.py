@@ -227,6 +227,24 @@ def _v9_inbox(db):
                " ON messages (recipient, created_at)")
 
 
+def _v12_ussd_dialogs(db):
+    # One row per USSD dialog, written when it ends, kept like a CDR (retention `ussd`).
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS ussd_dialogs ("
+        " id TEXT PRIMARY KEY,"
+        " agency TEXT NOT NULL,"
+        " operator TEXT,"
+        " msisdn TEXT NOT NULL,"
+        " code TEXT NOT NULL,"
+        " started_at REAL NOT NULL,"
+        " ended_at REAL NOT NULL,"
+        " steps INTEGER NOT NULL,"
+        " end_reason TEXT NOT NULL,"
+        " last_state TEXT,"
+        " tracking TEXT)")
+    db.execute("CREATE INDEX IF NOT EXISTS ussd_dialogs_ended ON ussd_dialogs (ended_at)")
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
@@ -238,6 +256,7 @@ MIGRATIONS = [
     (7, _v7_retention_indexes),
     (8, _v8_claim_leases),
     (9, _v9_inbox),
+    (12, _v12_ussd_dialogs),
 ]
 
 
