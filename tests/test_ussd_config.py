@@ -58,7 +58,7 @@ def test_the_sample_menus_load():
     (("validator: national_id", "pattern: '[0-9'"), "menu.yaml:13: states.ask.pattern: bad regular expression"),
     (("{national_id}", "{postcode}"), "menu.yaml:16: states.bye: the template names {postcode}, which no state collects"),
     (("        save: national_id\n", "        save: national_id\n        colour: red\n"), "menu.yaml:13: states.ask: unknown key 'colour'"),
-    (("agency: judiciary", "agency: tax"), "menu.yaml:1: agency: 'tax' has no ussd_code"),
+    (("agency: judiciary", "agency: customs"), "menu.yaml:1: agency: no agency 'customs'"),
     (("start: home", "start: hom"), "menu.yaml:2: start: no state named 'hom'"),
 ])
 def test_mistakes_are_named_with_file_and_line(tmp_path, change, expected):
@@ -84,6 +84,16 @@ def test_an_option_that_cannot_fit_a_page_even_paginated(tmp_path):
 def test_a_long_text_is_fine_it_is_paginated(tmp_path):
     _, errors = load(tmp_path, GOOD.replace('"خانه"', '"' + "خانه " * 80 + '"'))
     assert errors == []
+
+
+def test_an_agency_without_a_ussd_code_has_no_menu(tmp_path):
+    import dataclasses
+    agencies = [dataclasses.replace(a, ussd_code=None) if a.id == "judiciary" else a
+                for a in AGENCIES]
+    (tmp_path / "m.yaml").write_text(textwrap.dedent(GOOD), encoding="utf-8")
+    errors = []
+    read_ussd_menus(str(tmp_path), agencies, errors)
+    assert [e.line for e in errors] == [1] and "has no ussd_code" in str(errors[0])
 
 
 def test_two_menus_for_one_agency(tmp_path):
@@ -116,3 +126,9 @@ def test_operator_ussd_settings_are_read_and_checked(tmp_path):
         load_gateway_config(path)
     text = str(problems.value)
     assert "unknown key 'dial_fields'" in text
+
+
+def test_the_demos_embedded_menus_are_the_sample_menus():
+    for name in ("judiciary.yaml", "tax.yaml", "post.yaml"):
+        assert (REPO / "gateway" / "demo" / "ussd" / name).read_bytes() == \
+            (REPO / "config" / "ussd" / name).read_bytes(), name
