@@ -18,12 +18,20 @@ from gateway.inbound.ussd_fields import DEFAULT_USSD, answer_tlvs, read_request
 from gateway.numbers import mask_msisdn
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU
+from gateway.smpp.pool import NoSession, SessionGone
 from gateway.smpp.ratelog import RateLimitedLog
 from gateway.text import encode_text
 
 log = logging.getLogger("payam.inbound.ussd")
 
 MAX_SHORT_MESSAGE = 254
+# A bind that cannot take an answer this instant (window or write buffer full, the TPS
+# budget spent, throttled) gets it again every RETRY_S until ANSWER_WITHIN_S after the
+# request (well within the network's ~20 s step timer), at most MAX_RETRYING at once.
+ANSWER_WITHIN_S = 5.0
+RETRY_S = 0.02
+MAX_RETRYING = 10_000
+_AGAIN = (c.ESME_RTHROTTLED, c.ESME_RMSGQFUL)
 
 
 class UssdRequests:
@@ -36,6 +44,7 @@ class UssdRequests:
         self.pools = {}
         self.settings = {}
         self._log = RateLimitedLog(log, clock)
+        self.retrying = 0
 
     def use(self, dialogs, pools, settings=None):
         """dialogs: UssdDialogs; pools: {operator: OperatorPool}; settings: {operator:
@@ -70,11 +79,36 @@ class UssdRequests:
         if pool is None:
             return None
         pdu = answer_pdu(inbound.pdu, request, page.text, page.end, settings)
+        return self._send(pool, pdu, inbound, request)
+
+    def _send(self, pool, pdu, inbound, request):
         d = pool.submit(pdu, via=inbound.session)
-        d.addCallback(self._answered, inbound, request)
+        d.addCallbacks(self._answered, self._refused, callbackArgs=(pool, pdu, inbound, request),
+                       errbackArgs=(pool, pdu, inbound, request))
         return d
 
-    def _answered(self, response, inbound, request):
+    def _again(self, pool, pdu, inbound, request):
+        """Later, on the same bind, while the answer can still help."""
+        if (self.clock.seconds() - inbound.received_at >= ANSWER_WITHIN_S
+                or self.retrying >= MAX_RETRYING):
+            return False
+        self.retrying += 1
+
+        def retry():
+            self.retrying -= 1
+            self._send(pool, pdu, inbound, request)
+        self.clock.callLater(RETRY_S, retry)
+        return True
+
+    def _refused(self, failure, pool, pdu, inbound, request):
+        if failure.check(NoSession) and not failure.check(SessionGone) \
+                and self._again(pool, pdu, inbound, request):
+            return None
+        return failure
+
+    def _answered(self, response, pool, pdu, inbound, request):
+        if response.status in _AGAIN and self._again(pool, pdu, inbound, request):
+            return None
         if response.status != c.ESME_ROK:
             self._log.info((inbound.operator, "ussd answer refused"),
                            "USSD answer to %s refused by %s: status 0x%08X",
