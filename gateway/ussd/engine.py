@@ -92,16 +92,17 @@ class Engine:
     def new_dialog(self, menu, states=None, language="fa"):
         return Dialog(menu, states if states is not None else index_states(menu), language)
 
-    @defer.inlineCallbacks
     def start(self, dialog, path=()):
-        page = yield self._enter(dialog, dialog.menu.start)
-        for element in path:
-            if dialog.ended or dialog.ending:
-                break
-            page = yield self.answer(dialog, element)
-            if dialog.outcome == "invalid":
-                break                     # the state needs other input: it asks
-        return page
+        d = self._enter(dialog, dialog.menu.start)
+        if path:
+            d.addCallback(self._walk, dialog, list(path))
+        return d
+
+    def _walk(self, page, dialog, path):
+        """A direct dial's path, one element after another, as if typed."""
+        if not path or dialog.ended or dialog.ending or dialog.outcome == "invalid":
+            return page                   # done, or the state needs other input: it asks
+        return self.answer(dialog, path.pop(0)).addCallback(self._walk, dialog, path)
 
     def answer(self, dialog, text):
         """→ Deferred[Page]: the dialog after one input."""
@@ -157,41 +158,48 @@ class Engine:
             return self._shown(dialog)
         return self._shown(dialog)        # at the start: it stays
 
-    @defer.inlineCallbacks
     def _enter(self, dialog, name):
+        """→ Deferred[Page] of the state `name` (routers followed); already fired but
+        for dynamic and file states, which wait on the world."""
         language = dialog.language
         dialog.ending = False
         for _hop in range(MAX_HOPS):
             state = dialog.states[name]
-            if state.kind == "router":
+            kind = state.kind
+            if kind == "router":
                 name = _route(state, dialog)
                 continue
-            if state.kind in ("menu", "input"):
+            if kind == "menu" or kind == "input":
                 self._show(dialog, state)
-                return self._shown(dialog)
-            if state.kind == "end":
-                return self._end(dialog, render(state.text.get(language), dialog.values))
-            if state.kind == "dynamic":
-                answer = yield self.fetch(state, dialog)
-                if answer is None:
-                    dialog.outcome = "fallback"
-                    return self._end(dialog, render(state.fallback.get(dialog.language),
-                                                    dialog.values))
-                text, ends = answer
-                if ends or not state.next:
-                    return self._end(dialog, text)
-                self._show(dialog, state, text)
-                return self._shown(dialog)
-            if state.kind == "file":
-                tracking = yield self.file(state, dialog)
-                if tracking is None:
-                    dialog.outcome = "not_filed"
-                    return self._end(dialog, SERVICE_ERROR[language == "en"])
-                dialog.values["tracking"] = tracking
-                dialog.outcome = "filed"
-                return self._end(dialog, render(state.text.get(language), dialog.values))
+                return defer.succeed(self._shown(dialog))
+            if kind == "end":
+                return defer.succeed(self._end(dialog, render(state.text.get(language),
+                                                              dialog.values)))
+            if kind == "dynamic":
+                return self.fetch(state, dialog).addCallback(self._fetched, dialog, state)
+            return self.file(state, dialog).addCallback(self._filed, dialog, state)
         dialog.outcome = "loop"
-        return self._end(dialog, SERVICE_ERROR[language == "en"])
+        return defer.succeed(self._end(dialog, SERVICE_ERROR[language == "en"]))
+
+    def _fetched(self, answer, dialog, state):
+        if answer is None:
+            dialog.outcome = "fallback"
+            return self._end(dialog, render(state.fallback.get(dialog.language),
+                                            dialog.values))
+        text, ends = answer
+        if ends or not state.next:
+            return self._end(dialog, text)
+        self._show(dialog, state, text)
+        return self._shown(dialog)
+
+    def _filed(self, tracking, dialog, state):
+        language = dialog.language
+        if tracking is None:
+            dialog.outcome = "not_filed"
+            return self._end(dialog, SERVICE_ERROR[language == "en"])
+        dialog.values["tracking"] = tracking
+        dialog.outcome = "filed"
+        return self._end(dialog, render(state.text.get(language), dialog.values))
 
     # -- pages -------------------------------------------------------------------------
 
