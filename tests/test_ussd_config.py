@@ -132,3 +132,17 @@ def test_the_demos_embedded_menus_are_the_sample_menus():
     for name in ("judiciary.yaml", "tax.yaml", "post.yaml"):
         assert (REPO / "gateway" / "demo" / "ussd" / name).read_bytes() == \
             (REPO / "config" / "ussd" / name).read_bytes(), name
+
+
+def test_filing_needs_an_agency_with_a_4040_number(tmp_path):
+    import dataclasses
+    agencies = [dataclasses.replace(a, numbers=()) if a.id == "judiciary" else a
+                for a in AGENCIES]
+    text = textwrap.dedent(GOOD).replace("type: end", "type: file")
+    (tmp_path / "m.yaml").write_text(text.replace("{national_id}", "{tracking}"),
+                                     encoding="utf-8")
+    errors = []
+    read_ussd_menus(str(tmp_path), agencies, errors)
+    assert [str(e).split("m.yaml:")[1] for e in errors] == [
+        "16: states.bye: filing needs the agency's 4040 number (its inbox, its SMS), "
+        "and 'judiciary' has none"]

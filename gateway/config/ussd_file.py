@@ -107,6 +107,11 @@ def _read_menu(reader, root, agencies, taken):
             reader.fail(fields["start"][1], f"start: no state named {start!r}")
     if states and start in states:
         _check_graph(reader, states, start)
+    if agency is not None and not agency.numbers:
+        for name, (state, node) in states.items():
+            if state.kind == "file":
+                reader.fail(node, f"states.{name}: filing needs the agency's 4040 number "
+                                  f"(its inbox, its SMS), and {agency.id!r} has none")
     if len(reader.errors) != before or agency is None:
         return None
     return UssdMenu(agency=agency.id, code=agency.ussd_code, path=reader.path, start=start,
