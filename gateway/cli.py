@@ -1,5 +1,5 @@
 """`payam-gateway` console script: run, demo, check-config, smsc-sim, hash-key, backup,
-status, reload."""
+status, reload, ussd-try."""
 
 import argparse
 import contextlib
@@ -132,12 +132,47 @@ def cmd_check_config(args):
         config = load_gateway_config(args.config)
         problems = [f"{config.path}: store.path: {problem}"
                     for problem in store_problems(config.store_path)]
+    passed = None
+    if not problems and args.ussd_tests:
+        passed, problems = run_ussd_tests(load_gateway_config(args.config))
     for line in problems:
         print(line, file=sys.stderr)
     if problems:
         return 2
-    print(f"{args.config}: OK")
+    print(f"{args.config}: OK" + ("" if passed is None else f", {passed} USSD tests passed"))
     return 0
+
+
+def run_ussd_tests(config):
+    """(passed, problems) of the menu tests under <ussd_menus>/tests/."""
+    from gateway.config.ussd_tests_file import read_ussd_tests
+    from gateway.ussd.menu_tests import run_tests
+    if not config.ussd_menus_path:
+        return 0, [f"{config.path}: --ussd-tests: gateway.yaml names no ussd_menus"]
+    errors = []
+    tests = read_ussd_tests(config.ussd_menus_path, errors)
+    if errors:
+        return 0, [str(error) for error in errors]
+    return run_tests(config.ussd_menus, tests)
+
+
+def cmd_ussd_try(args):
+    from twisted.internet import reactor, task
+    from gateway.ussd.dynamic import DynamicStates
+    from gateway.ussd.terminal import try_menu
+    config = load_or_exit(args.config)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    outcome = []
+
+    def main(reactor):
+        d = try_menu(reactor, config.ussd_menus, args.dial, dynamic=DynamicStates(reactor))
+        return d.addCallback(outcome.append)
+    try:
+        task.react(main)
+    except SystemExit as done:
+        if done.code:
+            return done.code
+    return outcome[0] if outcome else 1
 
 
 def cmd_smsc_sim(args, rest):
@@ -265,6 +300,13 @@ def build_parser():
 
     check = command("check-config", "validate everything `run` would load")
     config_option(check)
+    check.add_argument("--ussd-tests", action="store_true",
+                       help="also run the menu tests under <ussd_menus>/tests/*.yaml")
+
+    try_ = command("ussd-try", "walk a USSD menu in the terminal (no SMSC, nothing stored)")
+    config_option(try_)
+    try_.add_argument("dial", metavar="DIAL", help="a dial string, e.g. '*4*0135#' or "
+                                                   "'*4*0135*1*2#'")
 
     command("smsc-sim", "the built-in SMSC simulator alone "
                         "(its options: payam-gateway smsc-sim --help)", add_help=False)
@@ -294,7 +336,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     handlers = {"run": cmd_run, "demo": cmd_demo, "check-config": cmd_check_config,
                 "hash-key": cmd_hash_key, "backup": cmd_backup, "status": cmd_status,
-                "reload": cmd_reload}
+                "reload": cmd_reload, "ussd-try": cmd_ussd_try}
     return handlers[args.command](args)
 
 

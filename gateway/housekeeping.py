@@ -43,7 +43,8 @@ def housekeeping_service(store, clock, retention=None, grace_s=RECEIPT_GRACE_S,
             inbound_before=now - retention.inbound * DAY_S,
             inbox_before=now - retention.inbox * DAY_S,
             fingerprints_before=(None if fingerprint_days is None
-                                 else now - fingerprint_days * DAY_S))
+                                 else now - fingerprint_days * DAY_S),
+            ussd_before=now - retention.ussd * DAY_S)
         purged.addCallbacks(_purged, _failed, errbackArgs=("purge",))
         return purged
 

@@ -46,3 +46,8 @@ COMMIT_SECONDS = Histogram(
 MALFORMED_RESPONSES = Counter(
     "payam_smpp_malformed_responses_total",
     "Responses whose body could not be decoded (status and id salvaged)", ["operator"])
+USSD_STEPS = Counter(
+    "payam_ussd_steps_total", "USSD dialog steps, by what each did", ["agency", "outcome"])
+USSD_DIALOGS = Counter(
+    "payam_ussd_dialogs_total", "USSD dialogs ended, by why", ["agency", "reason"])
+USSD_SESSIONS = Gauge("payam_ussd_sessions", "Live USSD dialogs")

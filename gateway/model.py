@@ -121,3 +121,23 @@ class InboxMessage:
     in_reply_to: str | None
     operator: str | None
     partial: bool
+
+
+# Why a USSD dialog ended (its record's end_reason).
+USSD_END_REASONS = ("completed", "user_abort", "timeout", "network", "restarted")
+
+
+@dataclass
+class UssdDialogRecord:
+    """One USSD dialog, kept like a CDR (store migration 12)."""
+    id: str
+    agency: str
+    operator: str | None
+    msisdn: str
+    code: str
+    started_at: float
+    ended_at: float
+    steps: int
+    end_reason: str                    # one of USSD_END_REASONS
+    last_state: str | None
+    tracking: str | None = None        # the filing's tracking number, if one was filed

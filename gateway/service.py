@@ -17,13 +17,14 @@ from twisted.internet.defer import CancelledError, inlineCallbacks
 
 from gateway.authenticity.desk import AuthenticityDesk
 from gateway.admin.endpoint import AdminAPI, status_document
-from gateway.config.load import load_agencies, load_routing
+from gateway.config.load import load_agencies, load_routing, load_ussd_menus
 from gateway.dispatch import Dispatcher
 from gateway.housekeeping import housekeeping_service
 from gateway.http.api import AgencyAPI
 from gateway.http.server import HTTPFactory
 from gateway.outbound.accept import Outbound
 from gateway.inbound import InboundClassifier
+from gateway.inbound.ussd_fields import settings_from
 from gateway.inbox.filing import Inbox
 from gateway.listening import listen_tcp
 from gateway.policy.audit import AuditLog
@@ -35,6 +36,9 @@ from gateway.store.lock import StoreLock
 from gateway.store.store import Store
 from gateway.text.fingerprint import TextFingerprint
 from gateway.systemd import Notifier
+from gateway.ussd.dialogs import UssdDialogs
+from gateway.ussd.dynamic import DynamicStates
+from gateway.ussd.filing import Filing
 
 log = logging.getLogger("payam.service")
 
@@ -69,6 +73,14 @@ def build_inbound(config, store, inbox, reactor):
         receipt_ids={op.name: op.receipt_ids for op in config.operators},
         response_timeouts={op.name: op.response_timeout_s for op in config.operators},
         agencies=config.agencies)
+
+
+def build_ussd(config, store, inbox, reactor):
+    """The USSD dialogs over the agencies' menus: filing into the inbox (its SMS through
+    the accept path, set once built: `filing.outbound`), dynamic states by HTTP."""
+    filing = Filing(inbox, None, reactor, config.agencies)
+    return UssdDialogs(config.ussd_menus, clock=reactor, store=store, filing=filing,
+                       dynamic=DynamicStates(reactor))
 
 
 def build_pools(config, inbound, reactor):
@@ -149,6 +161,7 @@ class GatewayService(MultiService):
         self.http_port = None
         self.metrics_port = None
         self.admin_port = None
+        self.ussd = None
 
     # lifecycle -----------------------------------------------------------------
     def startService(self):
@@ -186,6 +199,11 @@ class GatewayService(MultiService):
         inbound.use_outbound(self.outbound)
         inbound.use_authenticity(build_authenticity(config, store, self.outbound,
                                                     self.keyring, reactor))
+        self.ussd = build_ussd(config, store, self.inbox, reactor)
+        self.ussd.filing.outbound = self.outbound
+        inbound.use_ussd(self.ussd, self.pools,
+                         {op.name: settings_from(op.ussd) for op in config.operators})
+        self.ussd.start()
         self.api = build_api(self.outbound, store, self.keyring, audit, self.health, reactor)
         self.http_factory = build_http(config, self.api, reactor)
         build_housekeeping(config, store, reactor).setServiceParent(self)
@@ -201,8 +219,8 @@ class GatewayService(MultiService):
         if config.admin_listen:
             admin = HTTPFactory(AdminAPI(self.status, self.reload_for_admin).router,
                                 clock=reactor, max_connections=16)
-            host, port = config.admin_listen
-            self.admin_port = listen_tcp(reactor, port, admin, host,
+            admin_host, admin_port = config.admin_listen
+            self.admin_port = listen_tcp(reactor, admin_port, admin, admin_host,
                                          self.listen_settings["admin"])
         log.info("agency API on http://%s:%d/ with %d operators, %d agencies", host,
                  self.http_port.getHost().port, len(self.pools), len(config.agencies))
@@ -218,6 +236,8 @@ class GatewayService(MultiService):
             # Requests already received are answered (their messages stored) first.
             yield bounded(self.reactor, self.http_factory.stop(), HTTP_DRAIN_S)
         self.dispatcher.stop_claiming()
+        if self.ussd is not None:
+            yield self.ussd.stop()
         yield super().stopService()        # binds drain their windows and unbind
         yield self.dispatcher.release_and_flush()
         yield self.store.close()
@@ -243,8 +263,8 @@ class GatewayService(MultiService):
         return reloaded, None if reloaded else self.reload_problem
 
     def reload(self):
-        """SIGHUP (or `payam-gateway reload`): agencies and routing rules anew; on any
-        error keep the old ones. systemd hears RELOADING=1, then READY=1."""
+        """SIGHUP (or `payam-gateway reload`): agencies, routing rules and USSD menus
+        anew; on any error keep the old ones. systemd hears RELOADING=1, then READY=1."""
         self.notifier.reloading()
         try:
             return self._reload()
@@ -257,6 +277,8 @@ class GatewayService(MultiService):
             agencies = load_agencies(config.agencies_path)
             routing = load_routing(config.routing_rules_path,
                                    {op.name for op in config.operators})
+            menus = (load_ussd_menus(config.ussd_menus_path, agencies)
+                     if config.ussd_menus_path else ())
         except Exception as error:  # ConfigErrors carries every file:line problem
             log.error("reload refused, keeping the running configuration:\n%s", error)
             self.reload_problem = str(error)
@@ -265,7 +287,10 @@ class GatewayService(MultiService):
         self.limits.update(agencies)
         self.inbound.update_agencies(agencies)
         self.dispatcher.set_router(OperatorRouter(routing))
-        log.info("reloaded %d agencies and %d routing rules", len(agencies), len(routing.rules))
+        self.ussd.update(menus)
+        self.ussd.filing.update_agencies(agencies)
+        log.info("reloaded %d agencies, %d routing rules and %d USSD menus", len(agencies),
+                 len(routing.rules), len(menus))
         return True
 
 

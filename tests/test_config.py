@@ -126,7 +126,9 @@ def test_demo_config_loads_clean_and_matches_the_samples():
     demo, sample = load_gateway_config(DEMO), load_gateway_config(SAMPLE)
     assert demo.agencies_path == os.path.join(ROOT, "gateway", "demo", "agencies.yaml")
     assert demo.routing_rules_path == os.path.join(ROOT, "gateway", "demo", "routing.yaml")
-    assert demo.ussd_menus_path is None
+    assert demo.ussd_menus_path == os.path.join(ROOT, "gateway", "demo", "ussd")
+    assert [dataclasses.replace(m, path="") for m in demo.ussd_menus] == \
+        [dataclasses.replace(m, path="") for m in sample.ussd_menus]
     assert {op.name for op in demo.operators} == {op.name for op in sample.operators}
     assert demo.agencies == sample.agencies
     strip = [(r.prefixes, r.operator, r.fallback) for r in demo.routing.rules]

@@ -33,6 +33,7 @@ ALLOWED = {
     "systemd": set(),
     "admin": {"http"},
     "simulator": {"smpp"},
+    "ussd": {"outbound"},             # USSD dialogs: filing's SMS through the accept path
     "config": set(),
     "service": {"*"},
     "cli": {"*"},

@@ -17,7 +17,7 @@ PORT_RE = re.compile(r"^[0-9]{1,5}$")
 GATEWAY_KEYS = ("http", "metrics", "store", "agencies", "routing_rules", "ussd_menus",
                 "operators", "retention", "authenticity", "admin")
 ADMIN_KEYS = ("listen", "remote")
-RETENTION_KEYS = ("messages", "audit", "receipts", "inbound", "inbox")
+RETENTION_KEYS = ("messages", "audit", "receipts", "inbound", "inbox", "ussd")
 AUTHENTICITY_KEYS = ("retention_days", "checks_per_hour")
 RETENTION_MAX_DAYS = 36500
 

@@ -12,6 +12,7 @@ from gateway.config.agencies_file import read_agencies
 from gateway.config.gateway_file import read_gateway
 from gateway.config.routing_file import read_routing
 from gateway.config.schema import GatewayConfig
+from gateway.config.ussd_file import read_ussd_menus
 from gateway.config.yamlnodes import ConfigErrors, NodeReader
 
 
@@ -30,6 +31,9 @@ def load_gateway_config(path):
         agencies = read_agencies(settings["agencies_path"], errors)
     if settings["routing_rules_path"]:
         routing = read_routing(settings["routing_rules_path"], operator_names, errors)
+    menus = ()
+    if settings["ussd_menus_path"] and agencies is not None:
+        menus = read_ussd_menus(settings["ussd_menus_path"], agencies, errors)
     if errors:
         raise _in_reading_order(errors)
     return GatewayConfig(
@@ -46,7 +50,8 @@ def load_gateway_config(path):
         retention=settings["retention"],
         http_max_connections=settings["http_max_connections"],
         authenticity=settings["authenticity"],
-        admin_listen=settings["admin_listen"])
+        admin_listen=settings["admin_listen"],
+        ussd_menus=menus)
 
 
 def load_agencies(path):
@@ -65,6 +70,15 @@ def load_routing(path, operator_names):
     if errors:
         raise _in_reading_order(errors)
     return routing
+
+
+def load_ussd_menus(path, agencies):
+    """The USSD menus of a directory (SIGHUP: read anew against the agencies)."""
+    errors = []
+    menus = read_ussd_menus(os.path.abspath(path), agencies, errors)
+    if errors:
+        raise _in_reading_order(errors)
+    return menus
 
 
 def _in_reading_order(errors):

@@ -1,7 +1,7 @@
 """The operators section of gateway.yaml: one OperatorConfig per operator, every value
 checked here once (the pool and the sessions take them as given)."""
 
-from gateway.config.schema import BIND_MODES, RECEIPT_ID_MODES, OperatorConfig
+from gateway.config.schema import BIND_MODES, RECEIPT_ID_MODES, OperatorConfig, UssdOperator
 from gateway.config.shared import read_name
 from gateway.config.yamlnodes import line_of
 
@@ -12,7 +12,9 @@ VALID_NPI = (0, 1, 3, 4, 6, 8, 9, 10, 14, 18)
 OPERATOR_KEYS = ("name", "host", "port", "system_id", "password", "system_type", "bind",
                  "binds", "window", "tps", "enquire_link_s", "reconnect_s", "receipts",
                  "receipt_ids", "response_timeout_s", "short_code_ton", "short_code_npi",
-                 "max_unknown_outcomes")
+                 "max_unknown_outcomes", "ussd")
+USSD_OP_SETS = ("new_ops", "continue_ops", "abort_ops", "end_ops")
+USSD_KEYS = USSD_OP_SETS + ("dial_field", "answer_style", "continue_op", "end_op")
 
 
 def read_operators(reader, node):
@@ -69,7 +71,44 @@ def _read_operator(reader, node, what):
     read("short_code_ton", lambda n, w: reader.integer(n, w, 0, 6))
     read("short_code_npi", lambda n, w: _read_npi(reader, n, w))
     read("max_unknown_outcomes", lambda n, w: reader.integer(n, w, 1, 100))
+    read("ussd", lambda n, w: _read_ussd(reader, n, w))
     return values
+
+
+def _read_ussd(reader, node, what):
+    """How this operator's USSD gateway writes its fields; keys left out keep the
+    reference's defaults (UssdOperator)."""
+    fields = reader.mapping(node, what, USSD_KEYS)
+    if fields is None:
+        return None
+    values, before = {}, len(reader.errors)
+    for key in USSD_OP_SETS:
+        if key in fields:
+            items = reader.sequence(fields[key][1], f"{what}.{key}", non_empty=True) or ()
+            values[key] = tuple(reader.integer(item, f"{what}.{key}", 0, 255)
+                                for item in items)
+    for key in ("continue_op", "end_op"):
+        if key in fields:
+            values[key] = reader.integer(fields[key][1], f"{what}.{key}", 0, 255)
+    if "dial_field" in fields:
+        values["dial_field"] = _read_choice(reader, fields["dial_field"][1],
+                                            f"{what}.dial_field",
+                                            ("short_message", "destination_addr"))
+    if "answer_style" in fields:
+        values["answer_style"] = _read_choice(reader, fields["answer_style"][1],
+                                              f"{what}.answer_style", ("op", "end_bit"))
+    if len(reader.errors) != before:
+        return None
+    settings = UssdOperator(**values)
+    meanings = {}
+    for key in USSD_OP_SETS:
+        for op in getattr(settings, key):
+            if op in meanings and meanings[op] != key:
+                reader.fail(node, f"{what}: ussd_service_op {op} is in both "
+                                  f"{meanings[op]} and {key}")
+                return None
+            meanings[op] = key
+    return settings
 
 
 

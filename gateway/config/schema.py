@@ -35,6 +35,7 @@ class OperatorConfig:
     short_code_npi: int = 0
     max_unknown_outcomes: int = 3                   # sends without an answer, then failed
     receipt_ids: str = "auto"                       # one of RECEIPT_ID_MODES
+    ussd: "UssdOperator | None" = None              # its USSD fields; None: the defaults
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class Retention:
     receipts: float = 3.0        # receipts that matched no part (yet)
     inbound: float = 30.0        # raw inbound PDUs as received
     inbox: float = 30.0          # citizens' replies in the agencies' inboxes
+    ussd: float = 90.0           # USSD dialog records (one per dialog, like a CDR)
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,89 @@ class GatewayConfig:
     http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
     authenticity: Authenticity = Authenticity()
     admin_listen: tuple[str, int] | None = DEFAULT_ADMIN_LISTEN   # status and reload
+    ussd_menus: tuple = ()               # UssdMenu per agency file under ussd_menus_path
+
+
+# USSD menus (issue 9): one UssdMenu per agency file under `ussd_menus:`, read by
+# gateway/config/ussd_file.py and walked by gateway/ussd.  Texts are per language.
+USSD_STATE_KINDS = ("menu", "input", "end", "router", "dynamic", "file")
+USSD_VALIDATORS = ("national_id", "mobile", "digits", "postal_code")
+USSD_LANGUAGES = ("fa", "en")
+USSD_ROUTE_TESTS = ("equals", "matches", "in", "set")
+
+
+@dataclass(frozen=True)
+class UssdText:
+    """A text in Persian and, optionally, English (Persian where English is missing)."""
+    fa: str
+    en: str | None = None
+
+    def get(self, language):
+        return self.en if language == "en" and self.en is not None else self.fa
+
+
+@dataclass(frozen=True)
+class UssdOption:
+    label: UssdText
+    next: str
+    language: str | None = None          # choosing it switches the session's language
+
+
+@dataclass(frozen=True)
+class UssdRoute:
+    var: str                             # a collected value, or "language"
+    test: str                            # one of USSD_ROUTE_TESTS
+    value: object                        # str, a compiled-pattern source, tuple, or bool
+    next: str
+
+
+@dataclass(frozen=True)
+class UssdState:
+    name: str
+    kind: str                            # one of USSD_STATE_KINDS
+    text: UssdText | None = None
+    options: tuple[UssdOption, ...] = ()           # menu
+    save: str | None = None                        # input, dynamic: the value's name
+    pattern: str | None = None                     # input: a regex the whole input matches
+    validator: str | None = None                   # input: one of USSD_VALIDATORS
+    error: UssdText | None = None                  # input: shown above the text again
+    next: str | None = None                        # input, dynamic (not ending)
+    routes: tuple[UssdRoute, ...] = ()             # router: first match wins
+    default: str | None = None                     # router
+    url: str | None = None                         # dynamic: the agency's endpoint
+    fallback: UssdText | None = None               # dynamic: when it fails or is slow
+    timeout_s: float = 2.0                         # dynamic
+    sms: UssdText | None = None                    # file: also sent by SMS
+    fields: tuple[str, ...] = ()                   # file: values filed (empty: all)
+    line: int = 0                                  # where the state starts in its file
+
+
+@dataclass(frozen=True)
+class UssdMenu:
+    agency: str
+    code: str                            # the agency's ussd_code, "*4*0135#"
+    path: str                            # the file, for messages
+    start: str
+    states: tuple[UssdState, ...]
+    more_key: str = "99"                 # the "more" option of a paginated page
+    more: UssdText = UssdText("بیشتر", "More")
+    invalid: UssdText = UssdText("گزینه نامعتبر است.", "Invalid choice.")
+
+    def state(self, name):
+        for state in self.states:
+            if state.name == name:
+                return state
+        return None
+
+
+@dataclass(frozen=True)
+class UssdOperator:
+    """How one operator's USSD gateway writes its fields (gateway.yaml operators[].ussd)."""
+    new_ops: tuple[int, ...] = (1,)
+    continue_ops: tuple[int, ...] = (18,)
+    abort_ops: tuple[int, ...] = (0x81,)
+    end_ops: tuple[int, ...] = (17,)
+    dial_field: str = "short_message"    # or "destination_addr"
+    answer_style: str = "op"             # or "end_bit"
+    continue_op: int = 2
+    end_op: int = 17

@@ -61,7 +61,12 @@ Send a message as the sample tax agency:
   curl -s {url}/v1/messages -H 'Authorization: Bearer {DEMO_KEY}' \\
     -d '{{"from": "40401234", "to": "09121234567", "text": "سلام از سامانه پیام"}}'
 
-Then read its status with GET {url}/v1/messages/<id> and the same header. Ctrl-C stops.
+Then read its status with GET {url}/v1/messages/<id> and the same header.
+
+Dial the judiciary's USSD menu as a citizen's handset (then /ussd/send with "text"):
+  curl -s http://127.0.0.1:{simulator.control_port}/ussd/dial \\
+    -d '{{"from": "989121234567", "code": "*4*0135#"}}'
+Ctrl-C stops.
 """, flush=True)
 
     return serve(reactor, service, announce=announce)

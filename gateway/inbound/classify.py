@@ -10,14 +10,16 @@ with that status once it fires (after the store has committed what came in). The
   agency        to an agency's number (or one under it): a citizen's reply
   unrouted      anything else, kept for admins
 
-Receipts and 4040 checks (given a desk, `use_authenticity`) have behaviour; the others
-keep the PDU raw (store.store_inbound), for the USSD and correspondence issues to fill in.
+Receipts, 4040 checks (given a desk, `use_authenticity`) and USSD (inbound/ussd.py, once
+the composition root hands it the dialogs: use_ussd) have behaviour; the others keep the
+PDU raw (store.store_inbound), for the correspondence issue to fill in.
 """
 
 from gateway.inbound.owners import ROOT_NUMBER, NumberOwners
 from gateway.inbound.raw import keep_raw
 from gateway.inbound.receipts import Receipts
 from gateway.inbound.record import Inbound, MobileOriginated
+from gateway.inbound.ussd import UssdRequests
 from gateway.numbers import InvalidNumber, normalize_msisdn
 from gateway.smpp import constants as c
 from gateway.text import decode_short_message
@@ -32,13 +34,6 @@ class _KeptRaw:
 
     def handle(self, inbound):
         return keep_raw(self.store, inbound)
-
-
-class UssdRequests(_KeptRaw):
-    name = "ussd"
-
-    def matches(self, inbound):
-        return c.TLV_USSD_SERVICE_OP in inbound.pdu.tlvs
 
 
 class AuthenticityChecks(_KeptRaw):
@@ -119,7 +114,8 @@ class InboundClassifier:
         self.authenticity = None         # the 4040 desk: handle(MobileOriginated)
         self.receipts = Receipts(store, clock, receipt_ids, response_timeouts)
         self.agency_replies = AgencyReplies(store, NumberOwners(agencies))
-        self.table = (self.receipts, UssdRequests(store), AuthenticityChecks(store, self),
+        self.ussd = UssdRequests(store, clock)
+        self.table = (self.receipts, self.ussd, AuthenticityChecks(store, self),
                       self.agency_replies, Unrouted(store))
 
     def use_outbound(self, outbound):
@@ -132,6 +128,11 @@ class InboundClassifier:
         """The 4040 desk (gateway.authenticity.desk.AuthenticityDesk) whole MOs to 4040
         go to; set by the composition root (it answers through the accept path)."""
         self.authenticity = desk
+    def use_ussd(self, dialogs, pools, settings=None):
+        """The USSD dialogs (gateway.ussd.dialogs.UssdDialogs) and the pools their
+        answers leave by, once built (the pools are built over this classifier);
+        settings: {operator: UssdSettings}."""
+        self.ussd.use(dialogs, pools, settings)
 
     def update_agencies(self, agencies):
         """SIGHUP: whose numbers are whose, anew (one assignment: an MO sees the old

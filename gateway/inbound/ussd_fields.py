@@ -62,6 +62,17 @@ class UssdSettings:
 DEFAULT_USSD = UssdSettings()
 
 
+def settings_from(style):
+    """UssdSettings from an operator's config.schema.UssdOperator (None: the defaults)."""
+    if style is None:
+        return DEFAULT_USSD
+    return UssdSettings(
+        new_ops=frozenset(style.new_ops), continue_ops=frozenset(style.continue_ops),
+        abort_ops=frozenset(style.abort_ops), end_ops=frozenset(style.end_ops),
+        dial_field=style.dial_field, answer_style=style.answer_style,
+        continue_op=style.continue_op, end_op=style.end_op)
+
+
 class UssdRequest(NamedTuple):
     """One USSD step from a citizen, as the menu code sees it."""
     kind: str                     # NEW | CONTINUE | ABORT | END | UNKNOWN

@@ -6,6 +6,11 @@
     POST /behaviour                 JSON merge into the behaviour (unknown keys → 400)
     POST /mo                        {from, to, text, ussd_op?, its_session_info?,
                                      service_type?, system_id?} → deliver_sm_resp statuses
+    POST /ussd/dial                 {from, code, op?, its_session_info?, dial_field?,
+                                     system_id?} → the ESME's answer {text, op, end, ...}
+    POST /ussd/send                 {from, text, op?} → the answer to the citizen's input
+    POST /ussd/abort                {from, op?} → the deliver_sm_resp status
+    GET  /ussd/last?msisdn=…        answers to that MSISDN nobody waited for (last few)
     POST /reset                     forget recorded submits, zero the counters
 
 Not on any hot path, so a plain twisted.web Resource is enough.
@@ -48,6 +53,10 @@ class ControlResource(resource.Resource):
             (b"POST", b"/behaviour"): self.post_behaviour,
             (b"POST", b"/mo"): self.post_mo,
             (b"POST", b"/reset"): self.post_reset,
+            (b"POST", b"/ussd/dial"): self.post_ussd_dial,
+            (b"POST", b"/ussd/send"): self.post_ussd_send,
+            (b"POST", b"/ussd/abort"): self.post_ussd_abort,
+            (b"GET", b"/ussd/last"): self.get_ussd_last,
         }
 
     def render(self, request):
@@ -119,6 +128,36 @@ class ControlResource(resource.Resource):
         answered.addCallback(lambda statuses: {"statuses": statuses, "parts": len(statuses)})
         return answered
 
+    def post_ussd_dial(self, request):
+        body = _object(request, ("from", "code"), ("op", "its_session_info", "dial_field",
+                                                    "system_id"))
+        return self._ussd(lambda ussd: ussd.dial(
+            body["from"], body["code"], op=body.get("op", 1),
+            its_session_info=body.get("its_session_info", True),
+            dial_field=body.get("dial_field", "short_message"),
+            system_id=body.get("system_id")))
+
+    def post_ussd_send(self, request):
+        body = _object(request, ("from", "text"), ("op",))
+        return self._ussd(lambda ussd: ussd.send(body["from"], body["text"],
+                                                 op=body.get("op", 18)))
+
+    def post_ussd_abort(self, request):
+        body = _object(request, ("from",), ("op",))
+        return self._ussd(lambda ussd: ussd.abort(body["from"], op=body.get("op", 0x81)))
+
+    def get_ussd_last(self, request):
+        msisdn = (request.args.get(b"msisdn") or [b""])[0].decode("latin-1")
+        return {"answers": self.factory.ussd.last(msisdn)}
+
+    def _ussd(self, call):
+        try:
+            answered = call(self.factory.ussd)
+        except (ValueError, TypeError, TextTooLong) as exc:
+            raise ControlError(400, str(exc)) from None
+        answered.addTimeout(self.mo_timeout_s, self.factory.reactor)
+        return answered
+
     def post_reset(self, request):
         self.factory.reset()
         return {"reset": True}
@@ -149,6 +188,19 @@ class ControlResource(resource.Resource):
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
         return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
+def _object(request, required, optional):
+    body = _json_body(request)
+    if not isinstance(body, dict):
+        raise ControlError(400, "expected a JSON object")
+    missing = [key for key in required if not isinstance(body.get(key), str)]
+    if missing:
+        raise ControlError(400, f"needs string field(s): {', '.join(missing)}")
+    unknown = set(body) - set(required) - set(optional)
+    if unknown:
+        raise ControlError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+    return body
 
 
 def _int_arg(request, name, default, minimum=None, maximum=None):

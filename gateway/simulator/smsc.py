@@ -16,6 +16,7 @@ from gateway.simulator.behaviour import Behaviour
 from gateway.simulator.mo import build_mo
 from gateway.simulator.receipts import PendingReceipt, build_receipt
 from gateway.simulator.records import SubmitRecords
+from gateway.simulator.ussd import UssdSide
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU, Framer, FramingError, PDUError, decode, encode
 
@@ -177,6 +178,8 @@ class SMSCProtocol(protocol.Protocol):
             status, message_id = decision
             if status == c.ESME_ROK:
                 response = encode(pdu.response(c.ESME_ROK, message_id=message_id))
+                if c.TLV_USSD_SERVICE_OP in pdu.tlvs:
+                    self.factory.ussd.answered(pdu)
             else:
                 response = encode(pdu.response(status))
         if not self.factory.hold_response(self, response):
@@ -249,6 +252,7 @@ class SMSCFactory(protocol.ServerFactory):
         self._rate_window = (0.0, 0)        # (window start, accepted in it)
         self._undeliverable_debt = 0.0
         self._mo_ref = 0
+        self.ussd = UssdSide(self)              # the handsets' side of USSD dialogs
         self._tick = LoopingCall(self.tick)
         self._tick.clock = reactor
         self.tick_s = tick_s

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
 
-from gateway.model import InboxEntry, NewMessage, PartOutcome
+from gateway.model import InboxEntry, NewMessage, PartOutcome, UssdDialogRecord
 
 
 class StoreClosed(Exception):
@@ -112,8 +112,12 @@ class MessageStore(Protocol):
     def audit(self, event: str, agency: str | None, detail: dict) -> Deferred:
         """Keep an audit row → Deferred of its id."""
 
+    def record_ussd_dialog(self, record: UssdDialogRecord) -> Deferred:
+        """Keep one ended USSD dialog (its CDR-like record) → Deferred once durable."""
+
     def purge(self, older_than: float, *, audit_before=None, receipts_before=None,
-              inbound_before=None, inbox_before=None, fingerprints_before=None) -> Deferred:
+              inbound_before=None, inbox_before=None, fingerprints_before=None,
+              ussd_before=None) -> Deferred:
         """Delete what retention no longer keeps → Deferred[dict] of rows per kind."""
 
     def expire_unreceipted(self, grace_s: float) -> Deferred:

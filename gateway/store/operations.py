@@ -312,11 +312,13 @@ _ENDED_BEFORE = (
 
 # Records purged by age alone: (kind, table, time column).
 _AGED = (("audit", "audit", "at"), ("inbound", "inbound", "received_at"),
-         ("inbox", "inbox", "received_at"), ("fingerprints", "sent_fingerprints", "sent_at"))
+         ("inbox", "inbox", "received_at"), ("fingerprints", "sent_fingerprints", "sent_at"),
+         ("ussd", "ussd_dialogs", "ended_at"))
 
 
 def purge(conn, older_than, idempotency_before, pending_before, audit_before=None,
-          inbound_before=None, inbox_before=None, fingerprints_before=None):
+          inbound_before=None, inbox_before=None, fingerprints_before=None,
+          ussd_before=None):
     ended = {"older": older_than}
     removed = {}
     for table in ("receipt_keys", "parts"):
@@ -329,7 +331,7 @@ def purge(conn, older_than, idempotency_before, pending_before, audit_before=Non
     removed["pending_receipts"] = conn.execute(
         "DELETE FROM pending_receipts WHERE received_at < ?", (pending_before,)).rowcount
     cutoffs = {"audit": audit_before, "inbound": inbound_before, "inbox": inbox_before,
-               "fingerprints": fingerprints_before}
+               "fingerprints": fingerprints_before, "ussd": ussd_before}
     for kind, table, column in _AGED:
         before = cutoffs[kind]
         if before is None or not conn.execute(
@@ -440,3 +442,14 @@ def list_inbox(conn, agency, after, limit):
         rows = conn.execute(f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE agency = ?"
                             " AND seq > ? ORDER BY seq LIMIT ?", (agency, after, limit))
     return [inbox_message(row) for row in rows]
+
+
+def record_ussd_dialogs(conn, records):
+    """One row per ended USSD dialog (a group of them, one statement)."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO ussd_dialogs (id, agency, operator, msisdn, code,"
+        " started_at, ended_at, steps, end_reason, last_state, tracking)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(r.id, r.agency, r.operator, r.msisdn, r.code, r.started_at, r.ended_at, r.steps,
+          r.end_reason, r.last_state, r.tracking) for r in records])
+    return [None] * len(records)

@@ -247,6 +247,26 @@ def _v11_sent_fingerprints(db):
                " ON sent_fingerprints (sent_at)")
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('fingerprint_key', ?)",
                (os.urandom(32).hex(),))
+
+
+def _v12_ussd_dialogs(db):
+    # One row per USSD dialog, written when it ends, kept like a CDR (retention `ussd`).
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS ussd_dialogs ("
+        " id TEXT PRIMARY KEY,"
+        " agency TEXT NOT NULL,"
+        " operator TEXT,"
+        " msisdn TEXT NOT NULL,"
+        " code TEXT NOT NULL,"
+        " started_at REAL NOT NULL,"
+        " ended_at REAL NOT NULL,"
+        " steps INTEGER NOT NULL,"
+        " end_reason TEXT NOT NULL,"
+        " last_state TEXT,"
+        " tracking TEXT)")
+    db.execute("CREATE INDEX IF NOT EXISTS ussd_dialogs_ended ON ussd_dialogs (ended_at)")
+
+
 def _v15_idempotency_request_hash(db):
     # What the first request with a key asked for, as a short hash of its canonical
     # form: the same key with another body is refused (409), not replayed.  NULL for
@@ -266,6 +286,7 @@ MIGRATIONS = [
     (8, _v8_claim_leases),
     (9, _v9_inbox),
     (11, _v11_sent_fingerprints),
+    (12, _v12_ussd_dialogs),
     (15, _v15_idempotency_request_hash),
 ]
 

@@ -365,6 +365,11 @@ class Store:
         ids = [self.new_message_id() for _ in entries]
         return self._write(lambda conn: operations.file_inbox(conn, entries, ids))
 
+    def record_ussd_dialog(self, record):
+        """Keep one ended USSD dialog (a model.UssdDialogRecord) → Deferred once durable;
+        records queued before a commit are one statement."""
+        return self._write(operations.record_ussd_dialogs, record)
+
     def audit(self, event, agency, detail):
         if not isinstance(event, str) or not event:
             return defer.fail(ValueError(f"audit event must be a non-empty string: {event!r}"))
@@ -378,7 +383,8 @@ class Store:
             (now, event, agency, detail_json)).lastrowid)
 
     def purge(self, older_than, *, audit_before=None, receipts_before=None,
-              inbound_before=None, inbox_before=None, fingerprints_before=None):
+              inbound_before=None, inbox_before=None, fingerprints_before=None,
+              ussd_before=None):
         """Delete messages that ended before `older_than` (with parts and receipt keys),
         idempotency keys past 24 h, unmatched receipts received before
         `receipts_before` (default: 3 days ago), and audit, raw inbound, inbox and sent
@@ -390,7 +396,8 @@ class Store:
         return self._write(lambda conn: operations.purge(
             conn, older_than, now - IDEMPOTENCY_S, receipts_before,
             audit_before=audit_before, inbound_before=inbound_before,
-            inbox_before=inbox_before, fingerprints_before=fingerprints_before))
+            inbox_before=inbox_before, fingerprints_before=fingerprints_before,
+            ussd_before=ussd_before))
 
     def expire_unreceipted(self, grace_s):
         """Parts still waiting for a receipt `grace_s` after their message's validity

@@ -1,0 +1,40 @@
+"""Named input validators a menu may use (`validator: national_id`): each takes the
+citizen's input (digits already made ASCII) and answers the value to keep, or None."""
+
+import re
+
+from gateway.numbers import InvalidNumber, normalize_msisdn
+
+_DIGITS = re.compile(r"^[0-9]{1,20}$")
+_TEN = re.compile(r"^[0-9]{10}$")
+
+
+def national_id(text):
+    """An Iranian national ID: 10 digits, the last a mod-11 check digit over the first
+    nine weighted 10..2; ten equal digits are not issued."""
+    if not _TEN.match(text) or len(set(text)) == 1:
+        return None
+    total = sum(int(digit) * (10 - index) for index, digit in enumerate(text[:9])) % 11
+    check = total if total < 2 else 11 - total
+    return text if int(text[9]) == check else None
+
+
+def mobile(text):
+    """A mobile number in any accepted form, kept as 98912…"""
+    try:
+        return normalize_msisdn(text)
+    except InvalidNumber:
+        return None
+
+
+def digits(text):
+    return text if _DIGITS.match(text) else None
+
+
+def postal_code(text):
+    """Ten digits, not starting with 0."""
+    return text if _TEN.match(text) and text[0] != "0" else None
+
+
+VALIDATORS = {"national_id": national_id, "mobile": mobile, "digits": digits,
+              "postal_code": postal_code}

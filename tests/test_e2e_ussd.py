@@ -1,0 +1,74 @@
+"""USSD end to end with the daemon and the simulator as processes: the simulator's
+control API dials and answers as a citizen's handset; SIGHUP reloads the menus (and a
+bad menu file keeps the running ones)."""
+
+import json
+import signal
+import sqlite3
+
+import pytest
+import yaml
+
+from daemon_harness import Daemon, Simulator, wait_for
+from ussd_loopback import REPO, write_gateway
+
+JUDICIARY = (REPO / "config" / "ussd" / "judiciary.yaml").read_text(encoding="utf-8")
+CITIZEN = "989121234567"
+
+
+@pytest.fixture
+def sim():
+    simulator = Simulator()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def daemon(tmp_path, sim):
+    path = write_gateway(tmp_path, sim.smpp_port, {"judiciary.yaml": JUDICIARY})
+    port = int(yaml.safe_load(path.read_text())["http"]["listen"].rsplit(":", 1)[1])
+    d = Daemon(path, port).start()
+    yield d
+    d.stop()
+
+
+def handset(sim, action, **body):
+    return sim.control("POST", f"/ussd/{action}", body)
+
+
+def test_a_citizen_files_a_request_through_the_simulators_handset(sim, daemon):
+    home = handset(sim, "dial", **{"from": CITIZEN, "code": "*4*0135#"})
+    assert "قوه قضاییه" in home["text"] and not home["end"] and home["op"] == 2
+    handset(sim, "send", **{"from": CITIZEN, "text": "1"})
+    handset(sim, "send", **{"from": CITIZEN, "text": "1"})
+    wrong = handset(sim, "send", **{"from": CITIZEN, "text": "0067749827"})
+    assert "نادرست" in wrong["text"] and not wrong["end"]
+    done = handset(sim, "send", **{"from": CITIZEN, "text": "0067749828"})
+    assert done["end"] and done["op"] == 17 and done["its_session_info"] & 1
+    tracking = done["text"].rsplit(" ", 1)[1]
+    db = sqlite3.connect(daemon.db_path)
+    try:
+        ((agency, channel, text),) = db.execute(
+            "SELECT agency, channel, text FROM inbox").fetchall()
+    finally:
+        db.close()
+    assert (agency, channel) == ("judiciary", "ussd")
+    assert json.loads(text)["tracking"] == tracking
+    # the SMS with the tracking number, from the judiciary's 4040 number
+    sms = wait_for(lambda: [s for s in sim.submits() if s["destination_addr"] == CITIZEN
+                            and "0x0501" not in s["tlvs"]], what="the tracking SMS")
+    assert tracking in sms[0]["text"] and sms[0]["source_addr"] == "40400135"
+
+
+def test_sighup_reloads_menus_and_keeps_them_on_a_bad_file(sim, daemon):
+    menu = daemon.config_path.parent / "ussd" / "judiciary.yaml"
+    menu.write_text(JUDICIARY.replace("خدمات الکترونیک", "خدمات نو"), encoding="utf-8")
+    daemon.send_signal(signal.SIGHUP)
+    wait_for(lambda: "USSD menus" in daemon.output(), what="the reload")
+    assert "خدمات نو" in handset(sim, "dial", **{"from": CITIZEN, "code": "*4*0135#"})["text"]
+    handset(sim, "abort", **{"from": CITIZEN})
+    menu.write_text(JUDICIARY.replace("next: filed", "next: nowhere"), encoding="utf-8")
+    daemon.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused" in daemon.output(), what="the refusal")
+    assert "judiciary.yaml" in daemon.output().split("reload refused", 1)[1]
+    assert "خدمات نو" in handset(sim, "dial", **{"from": CITIZEN, "code": "*4*0135#"})["text"]
