@@ -19,6 +19,7 @@ STATUS_FOR_CODE = {
     "method_not_allowed": 405,
     "request_timeout": 408,
     "payload_too_large": 413,
+    "unsupported_media_type": 415,
     "uri_too_long": 414,
     "headers_too_large": 431,
     "rate_limited": 429,
@@ -56,6 +57,8 @@ CODE_FOR_REFUSAL = {
     refusals.OverRate: "rate_limited",
     refusals.OverQuota: "quota_exceeded",
     refusals.Overloaded: "overloaded",
+    refusals.InvalidBroadcast: "invalid_request",
+    refusals.TooManyRecipients: "payload_too_large",
 }
 
 

@@ -97,6 +97,10 @@ class Outbound:
             raise SenderRefused(refusal.reason, str(refusal)) from None
         return address
 
+    # A channel that knows its sender before the rest of its input (a broadcast's
+    # query) checks it up front, audited the same way.
+    check_sender = _check_sender
+
     # -- idempotency ----------------------------------------------------------------
 
     def _accept(self, agency, submission, sender, recipients, parts, answer):

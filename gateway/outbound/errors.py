@@ -46,3 +46,11 @@ class OverQuota(Refusal):
 
 class Overloaded(Refusal):
     """Too many accepts wait for the store, or the store refused the write."""
+
+
+class InvalidBroadcast(Refusal):
+    """A broadcast's own fields are missing or malformed."""
+
+
+class TooManyRecipients(Refusal):
+    """More recipients than one broadcast takes."""
