@@ -10,7 +10,7 @@ loopback and prints:
    and 2,000) broadcasting at once, and each one's share of what the operator carried.
 Not a test: figures only.
 
-    .venv/bin/python bench/broadcast.py [--recipients 1000000] [--pair 60000]
+    .venv/bin/python bench/broadcast.py [--recipients 1000000] [--window 60] [--pair 60000]
 """
 
 import argparse
@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import yaml
 
@@ -65,9 +66,9 @@ def ndjson(count, first):
 def post_broadcast(port, agency, count, first=0):
     """(seconds to the 202, its document)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    query = f"from={AGENCIES[agency][0]}&text={TEXT}"
+    query = urlencode({"from": AGENCIES[agency][0], "text": TEXT})
     started = time.perf_counter()
-    conn.putrequest("POST", "/v1/broadcasts?" + query.replace(" ", "%20"))
+    conn.putrequest("POST", "/v1/broadcasts?" + query)
     conn.putheader("Authorization", f"Bearer {key(agency)}")
     conn.putheader("Content-Type", "application/x-ndjson")
     conn.putheader("Transfer-Encoding", "chunked")
@@ -107,7 +108,7 @@ def emergency_delay(port):
     return time.perf_counter() - started
 
 
-def one_broadcast(tmp, recipients):
+def one_broadcast(tmp, recipients, window_s):
     sim = Simulator("--receipt-delay", "1.0")
     config, port = write_config(tmp, sim.smpp_port, operators=("mci",), window=100,
                                 binds=4, tps=100_000, receipts=True,
@@ -119,13 +120,27 @@ def one_broadcast(tmp, recipients):
         rss_at_202 = peak_rss_mb(daemon.proc.pid)
         parts = document["recipients"] * document["parts"]
         started = time.perf_counter()
-        wait_for(lambda: sim.stats()["submits"] - base >= parts // 2, 3600, interval=0.05,
-                 what="half the broadcast at the SMSC")
-        delay = emergency_delay(port)
-        wait_for(lambda: sim.stats()["submits"] - base >= parts + 1, 3600, interval=0.05,
-                 what="the whole broadcast at the SMSC")
-        drain = time.perf_counter() - started
-        counts = progress(port, "crisis", document["id"])
+        if window_s:
+            # A window of the drain: the emergency in its middle, then the rest cancelled.
+            time.sleep(window_s / 2)
+            delay = emergency_delay(port)
+            time.sleep(max(0.0, started + window_s - time.perf_counter()))
+            carried = sim.stats()["submits"] - base - 1
+            drain = time.perf_counter() - started
+            cancel_started = time.perf_counter()
+            status, counts, _ = http_json(port, "DELETE", f"/v1/broadcasts/{document['id']}",
+                                          key=key("crisis"), timeout=60)
+            cancel_s = time.perf_counter() - cancel_started
+            counts = counts["counts"]
+        else:
+            wait_for(lambda: sim.stats()["submits"] - base >= parts // 2, 3600,
+                     interval=0.05, what="half the broadcast at the SMSC")
+            delay = emergency_delay(port)
+            wait_for(lambda: sim.stats()["submits"] - base >= parts + 1, 3600,
+                     interval=0.05, what="the whole broadcast at the SMSC")
+            carried = parts
+            drain = time.perf_counter() - started
+            counts = progress(port, "crisis", document["id"])
         rss = peak_rss_mb(daemon.proc.pid)
     finally:
         code = daemon.stop(timeout=60)
@@ -133,9 +148,13 @@ def one_broadcast(tmp, recipients):
     print(f"broadcast of {recipients} recipients (NDJSON, Persian, {document['parts']} "
           f"parts): 202 after {to_202:.1f} s ({recipients / to_202:,.0f} recipients/s), "
           f"daemon peak RSS by then {rss_at_202:.0f} MB")
-    print(f"drained {parts} parts over 4 binds in {drain:.1f} s: {parts / drain:,.0f} "
-          f"parts/s; counts at the end {counts}")
-    print(f"emergency message injected at half-drain: submitted {delay * 1000:.0f} ms "
+    print(f"drain over 4 binds: {carried} parts in {drain:.1f} s: {carried / drain:,.0f} "
+          f"parts/s (receipts on)")
+    if window_s:
+        print(f"then cancelled in {cancel_s * 1000:.0f} ms: counts {counts}")
+    else:
+        print(f"counts at the end {counts}")
+    print(f"emergency message injected mid-drain: submitted {delay * 1000:.0f} ms "
           f"after its POST")
     print(f"daemon peak RSS {rss:.0f} MB (exit code {code})")
 
@@ -158,28 +177,35 @@ def two_agencies(tmp, recipients):
             thread.start()
         for thread in threads:
             thread.join()
-        time.sleep(3)                     # past the start
-        before = {a: progress(port, a, i)["submitted"] for a, i in ids.items()}
-        time.sleep(10)
-        after = {a: progress(port, a, i)["submitted"] for a, i in ids.items()}
+        time.sleep(2)                     # past the start
+        before = {a: progress(port, a, i) for a, i in ids.items()}
+        time.sleep(6)
+        after = {a: progress(port, a, i) for a, i in ids.items()}
     finally:
         daemon.stop(timeout=60)
         sim.stop()
-    carried = {a: after[a] - before[a] for a in ids}
+    def done(counts):
+        return counts["submitted"] + counts["delivered"]
+
+    carried = {a: done(after[a]) - done(before[a]) for a in ids}
+    assert all(after[a]["queued"] for a in ids), "a broadcast ran out: use a larger --pair"
     total = sum(carried.values()) or 1
     print("two agencies at once over an operator of 4,000 parts/s (rate_per_s alpha "
-          "6,000, beta 2,000), messages of 2 parts wholly submitted over 10 s: " + ", ".join(
+          "6,000, beta 2,000), messages of 2 parts wholly submitted over 6 s: " + ", ".join(
               f"{a} {n} ({100 * n / total:.0f} %)" for a, n in carried.items()))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=1_000_000)
+    parser.add_argument("--window", type=float, default=0,
+                        help="measure the drain over this many seconds, then cancel the "
+                             "rest (0: drain it all)")
     parser.add_argument("--pair", type=int, default=60_000,
                         help="recipients of each of the two agencies' broadcasts")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        one_broadcast(tmp, args.recipients)
+        one_broadcast(tmp, args.recipients, args.window)
     if args.pair:
         with tempfile.TemporaryDirectory() as tmp:
             two_agencies(tmp, args.pair)

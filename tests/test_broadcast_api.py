@@ -176,9 +176,9 @@ class BroadcastAPITests(unittest.TestCase):
         status, document = yield self.send(
             {"from": "40401234", "text": "Hello", "to": numbers(10)}, "application/json")
         broadcast_id = document["id"]
-        yield defer.gatherResults(self.feeder.tick())           # nothing: no budget yet
+        yield self.feeder.tick()           # nothing: no budget yet
         self.feeder_clock.advance(0.0045)                       # 4.5 parts of budget
-        yield defer.gatherResults(self.feeder.tick())
+        yield self.feeder.tick()
         self.assertEqual(self.woken, [{"mci"}])
         claimed = yield self.store.claim(100, reactor.seconds() + 1, "mci")
         self.assertEqual(len(claimed), 4)

@@ -75,6 +75,10 @@ class LineBody:
                 return                   # a header ("to", "msisdn", ...)
             self.sink.add(cell, where)
             return
+        if line[0] == '"' and line[-1] == '"' and "\\" not in line and len(line) > 1 \
+                and '"' not in line[1:-1]:
+            self.sink.add(line[1:-1], where)      # a plain string: no JSON parse needed
+            return
         try:
             value = json.loads(line)
         except ValueError:

@@ -163,11 +163,12 @@ class BroadcastIntake:
     def finish(self):
         """The body is complete: Deferred of the answer document, once every recipient
         is durable and the broadcast open (or a Refusal)."""
-        self._ended = True
         if self._failed is not None:
+            self.abort()
             return defer.fail(self._failed)
         if self.text is None:
             raise InvalidBroadcast("a broadcast needs 'from' and 'text'")
+        self._ended = True
         if self._batch:
             self._write_batch()
         d = defer.gatherResults(self._written, consumeErrors=True)

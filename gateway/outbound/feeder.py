@@ -4,21 +4,23 @@ A broadcast's recipients wait in the store as plain rows; every `tick_s` the fee
 turns a few of them into claimable parts (store.feed_broadcast), so that:
 - an agency's broadcasts together never feed faster than its `rate_per_s` (parts per
   second, a token bucket of one second's burst): its rate bounds its drain;
-- each broadcast keeps only a bounded backlog of fed parts waiting (`backlog_parts`,
-  scaled by its agency's weight), eligible from the moment they are fed: the claim takes
-  parts oldest first, so two broadcasts draining at once are claimed interleaved, in
-  proportion to their backlogs (their agencies' weights, their `rate_per_s`), and a
-  single message accepted meanwhile waits behind at most those backlogs, never behind
-  a whole broadcast;
+- the fed parts waiting, all broadcasts together, stay under `backlog_parts`, and each
+  round's room is split among the open broadcasts by weight (their agencies'
+  `rate_per_s`); fed parts are eligible from the moment they are fed and the claim
+  takes parts oldest first, so two broadcasts draining at once are carried in
+  proportion to their weights, and a single message accepted meanwhile waits behind at
+  most that backlog, never behind a whole broadcast;
 - emergency and high messages keep their lanes (the claim's priorities).
 """
 
 import logging
 
+from twisted.internet import defer
+
 log = logging.getLogger("payam.broadcast.feeder")
 
 TICK_S = 0.1
-BACKLOG_PARTS = 4000             # fed parts a broadcast of the heaviest agency keeps waiting
+BACKLOG_PARTS = 4000             # fed parts waiting, all open broadcasts together
 MAX_FEED = 5000                  # recipients fed in one store write
 
 
@@ -86,39 +88,69 @@ class BroadcastFeeder:
         self._schedule()
 
     def tick(self):
-        """One round: every broadcast not being fed gets what its agency's budget and
-        its backlog allow.  The list of Deferreds of the feeds started (for tests)."""
+        """One round: the room left in the shared backlog is split among the open
+        broadcasts by weight (their agencies' rate_per_s), each share within its
+        agency's budget, what one cannot take going to the others.  Splitting what is
+        fed each round (not topping each up) keeps the shares whatever came before:
+        parts are claimed oldest first, so what is carried follows what is fed.  A
+        Deferred of the feeds started (for tests)."""
         now = self.clock.seconds()
         rates = {agency: self.rate_of(agency) for agency in self._buckets}
         for agency, bucket in self._buckets.items():
             if rates[agency]:
                 bucket.refill(now, rates[agency])
-        heaviest = max((rate for rate in rates.values() if rate), default=0)
-        started = []
-        for broadcast_id, entry in list(self.active.items()):
-            agency, parts, busy = entry
-            rate = rates.get(agency)
-            if busy or not rate:
-                continue
-            target = max(parts, self.backlog_parts * rate / heaviest)
-            d = self.store.broadcast_backlog(broadcast_id)
-            d.addCallback(self._feed, broadcast_id, entry, target, now)
-            d.addErrback(self._failed, broadcast_id, entry)
-            started.append(d)
-        return started
-
-    def _feed(self, backlog, broadcast_id, entry, target, now):
-        agency, parts, _ = entry
-        bucket = self._buckets[agency]
-        count = min(int(bucket.tokens // parts), int((target - backlog * parts) // parts),
-                    self.max_feed)
-        if count <= 0:
-            return None
-        bucket.tokens -= count * parts          # taken now: other broadcasts see it
-        entry[2] = True
-        d = self.store.feed_broadcast(broadcast_id, count, now)
-        d.addCallback(self._fed, broadcast_id, entry, count)
+        ready = [(broadcast_id, entry) for broadcast_id, entry in self.active.items()
+                 if not entry[2] and rates.get(entry[0])]
+        if not ready:
+            return defer.succeed([])
+        for _, entry in ready:
+            entry[2] = True                     # one feed at a time per broadcast
+        every = list(self.active.items())
+        d = defer.gatherResults([self.store.broadcast_backlog(broadcast_id)
+                                 for broadcast_id, _ in every], consumeErrors=True)
+        d.addCallback(self._split, every, ready, rates, now)
+        d.addErrback(self._failed, ready)
         return d
+
+    def _split(self, backlogs, every, ready, rates, now):
+        backlog = sum(count * entry[1] for count, (_, entry) in zip(backlogs, every))
+        room = self.backlog_parts - backlog
+        per_agency = {}
+        for _, entry in ready:
+            per_agency[entry[0]] = per_agency.get(entry[0], 0) + 1
+        weights = {broadcast_id: rates[entry[0]] / per_agency[entry[0]]
+                   for broadcast_id, entry in ready}
+        shares = dict.fromkeys(weights, 0)     # parts for each
+        open_ = dict(ready)
+        while room >= 1 and open_:
+            total = sum(weights[broadcast_id] for broadcast_id in open_)
+            given = 0
+            for broadcast_id, entry in list(open_.items()):
+                bucket = self._buckets[entry[0]]
+                want = room * weights[broadcast_id] / total
+                can = min(want, bucket.tokens)
+                shares[broadcast_id] += can
+                bucket.tokens -= can
+                given += can
+                if can < want or bucket.tokens < entry[1]:
+                    del open_[broadcast_id]     # its budget is spent: the rest to others
+            room -= given
+            if given < 1:
+                break
+        feeds = []
+        for broadcast_id, entry in ready:
+            parts = entry[1]
+            count = min(int(shares[broadcast_id] // parts), self.max_feed)
+            bucket = self._buckets[entry[0]]
+            bucket.tokens += shares[broadcast_id] - count * parts    # unused: back
+            if count <= 0:
+                entry[2] = False
+                continue
+            d = self.store.feed_broadcast(broadcast_id, count, now)
+            d.addCallbacks(self._fed, self._failed, callbackArgs=(broadcast_id, entry, count),
+                           errbackArgs=([(broadcast_id, entry)],))
+            feeds.append(d)
+        return defer.gatherResults(feeds)
 
     def _fed(self, result, broadcast_id, entry, asked):
         fed, routes, done = result
@@ -131,6 +163,7 @@ class BroadcastFeeder:
             self.on_fed(set(routes))
         return fed
 
-    def _failed(self, failure, broadcast_id, entry):
-        entry[2] = False
-        log.error("feeding broadcast %s failed: %s", broadcast_id, failure.getErrorMessage())
+    def _failed(self, failure, ready):
+        for broadcast_id, entry in ready:
+            entry[2] = False
+        log.error("feeding broadcasts failed: %s", failure.getErrorMessage())
