@@ -245,3 +245,19 @@ def test_receipts_reach_broadcast_parts_as_they_reach_messages(store, clock):
     assert counts["delivered"] == 3 and counts["submitted"] == 0
     message = ok(clock, store.get_message(parts[0].message_id))
     assert message["status"] == "delivered" and message["agency"] == "tax"
+
+
+def test_fed_recipients_leave_their_rows_and_an_ended_broadcast_is_purged(store, clock,
+                                                                         db_path):
+    b = received(clock, store, range(989120000001, 989120000011), created_at=clock.seconds())
+    ok(clock, store.feed_broadcast(b.id, 4, clock.seconds()))
+    db = sqlite3.connect(db_path)
+    assert db.execute("SELECT count(*) FROM broadcast_recipients").fetchone() == (6,)
+    ok(clock, store.cancel_broadcast(b.id))
+    live = received(clock, store, range(989120000001, 989120000003),
+                    created_at=clock.seconds())
+    clock.advance(10)
+    removed = ok(clock, store.purge(older_than=clock.seconds()))
+    assert removed["broadcasts"] == 1 and removed["broadcast_recipients"] == 6
+    assert db.execute("SELECT id FROM broadcasts").fetchall() == [(live.id,)]
+    assert db.execute("SELECT count(*) FROM broadcast_parts").fetchone() == (2,)

@@ -9,7 +9,9 @@ claim reads its broadcast's, see operations.claim), so the text and its parts ar
 once however many citizens receive them.
 
 States: open (recipients left to feed) → fed (every recipient a message) | cancelled |
-expired (its validity ended before every recipient was fed).
+expired (its validity ended before every recipient was fed).  A fed recipient's row is
+deleted (its message has its number and route); an ended broadcast goes with the
+housekeeping purge once its messages have all ended (`purge`).
 """
 
 import json
@@ -92,6 +94,9 @@ def feed(conn, broadcast_id, limit, now):
             " SELECT ? || '-' || json_extract(j.value, '$[0]'), s.value, ?, X'', ?,"
             " json_extract(j.value, '$[2]') FROM json_each(?) AS j, json_each(?) AS s",
             (broadcast_id, priority, now, batch, json.dumps(list(range(1, parts + 1)))))
+        # A fed recipient lives on as its message: its row is not needed any more.
+        conn.execute("DELETE FROM broadcast_recipients WHERE broadcast_id = ?"
+                     " AND number <= ?", (broadcast_id, numbers[-1][0]))
     fed += len(numbers)
     done = len(numbers) < limit or fed >= recipients
     conn.execute("UPDATE broadcasts SET fed = ?, cursor = ?, state = ? WHERE id = ?",
@@ -122,6 +127,25 @@ def cancel(conn, broadcast_id, now):
                  " cancelled_fed = ?, done_at = ? WHERE id = ?",
                  (recipients - fed + ended, ended, now, broadcast_id))
     return True
+
+
+def purge(conn, older_than):
+    """Broadcasts created before `older_than` that have ended (fed, cancelled or
+    expired) and whose messages have all ended go, with their parts and the recipients
+    never fed (the messages are purged by age on their own)."""
+    ended = [row[0] for row in conn.execute(
+        "SELECT id FROM broadcasts b WHERE created_at < ? AND state != 'open'"
+        " AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.broadcast_id = b.id"
+        "  AND m.status IN ('queued', 'submitted'))", (older_than,))]
+    removed = {"broadcasts": 0, "broadcast_recipients": 0}
+    for broadcast_id in ended:
+        removed["broadcast_recipients"] += conn.execute(
+            "DELETE FROM broadcast_recipients WHERE broadcast_id = ?",
+            (broadcast_id,)).rowcount
+        conn.execute("DELETE FROM broadcast_parts WHERE broadcast_id = ?", (broadcast_id,))
+        removed["broadcasts"] += conn.execute("DELETE FROM broadcasts WHERE id = ?",
+                                              (broadcast_id,)).rowcount
+    return removed
 
 
 def _count(conn, broadcast_id, status):

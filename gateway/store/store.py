@@ -381,10 +381,10 @@ class Store:
         now = self._reactor.seconds()
         if receipts_before is None:
             receipts_before = now - PENDING_RECEIPT_S
-        return self._write(lambda conn: operations.purge(
+        return self._write(lambda conn: {**operations.purge(
             conn, older_than, now - IDEMPOTENCY_S, receipts_before,
             audit_before=audit_before, inbound_before=inbound_before,
-            inbox_before=inbox_before))
+            inbox_before=inbox_before), **broadcasts.purge(conn, older_than)})
 
     def expire_unreceipted(self, grace_s):
         """Parts still waiting for a receipt `grace_s` after their message's validity
