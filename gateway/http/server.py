@@ -589,9 +589,13 @@ class HTTPChannel(Protocol):
     def _open_stream(self):
         """If the request's route takes its body as a stream, hand its head to the
         route's handler now; True if it did (its consumer then gets the body)."""
-        target = _parse_target(self._url)
+        target = _URLS.get(self._url)
         if target is None:
-            return False                  # refused as malformed once complete
+            target = _parse_target(self._url)
+            if target is None:
+                return False              # refused as malformed once complete
+            if len(_URLS) < _CACHE_LIMIT:
+                _URLS[self._url] = target
         method = self._parser.get_method().decode("ascii", "replace")
         streamed = self.factory.router.streamed(method, target[0])
         if streamed is None:

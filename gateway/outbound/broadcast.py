@@ -30,8 +30,8 @@ from gateway.text import TextTooLong, encode_for_submit
 log = logging.getLogger("payam.broadcast")
 
 MAX_RECIPIENTS = 2_000_000         # valid entries of one broadcast (413 beyond)
-BATCH = 5000                       # recipients per store write
-MAX_WRITES = 2                     # batches waiting for their commit before we hold back
+BATCH = 10_000                     # recipients per store write
+MAX_WRITES = 4                     # batches waiting for their commit before we hold back
 MAX_REPORTED = 100                 # invalid entries named in the answer
 
 

@@ -93,7 +93,7 @@ _CLAIM_SQL = (
     "  FROM parts p JOIN messages m ON m.id = p.message_id"
     # state = 'queued' written literally so that the partial index applies.
     "  WHERE p.state = 'queued' AND p.route IS ? AND p.priority = ? AND p.not_before <= ?"
-    "  ORDER BY p.not_before, p.rowid LIMIT ?)")
+    "  ORDER BY p.not_before, p.rowid LIMIT ? OFFSET ?)")
 _SENDING_SQL = ("UPDATE parts SET state = 'sending', claimed_at = ?, owner = ?"
                 " WHERE rowid IN (SELECT value FROM json_each(?))")
 # A part released from its lease goes back to the queue as an unknown outcome: it may
@@ -154,6 +154,7 @@ def claim(conn, limit, now, route, priorities, owner=None, leases_before=None,
     claimed = []
     rowids = []
     exhausted = set()                   # priorities that gave less than was asked
+    taken = {}                          # priority → rows read so far (skipped next time)
     shares = shares or {}
     strict = [(priority, None) for priority in priorities if priority not in shares]
     for priority, most in _then(strict, lambda: claim_plan(limit - len(claimed),
@@ -164,15 +165,14 @@ def claim(conn, limit, now, route, priorities, owner=None, leases_before=None,
         if want <= 0 or priority in exhausted:
             continue
         # One index range per priority: only due parts are read, however many wait.
-        rows = _rows_of(conn, _CLAIM_SQL, (route, priority, now, want))
+        # The rows are marked 'sending' at the end: a second round of one priority reads
+        # past those its first round took (OFFSET; the transaction changed nothing yet).
+        rows = _rows_of(conn, _CLAIM_SQL, (route, priority, now, want, taken.get(priority, 0)))
+        taken[priority] = taken.get(priority, 0) + len(rows)
         if len(rows) < want:
             exhausted.add(priority)
-        if rows and most is not None:
-            # Taken now, so that its second round (most None) reads past them.
-            conn.execute(_SENDING_SQL, (now, owner, json.dumps([row[0] for row in rows])))
         for row in rows:
-            if most is None:
-                rowids.append(row[0])
+            rowids.append(row[0])
             row[10] = payload = bytes.fromhex(row[10])
             row[11] = bool(row[11])
             if row.pop() and row[3] > 1:
