@@ -12,6 +12,9 @@ from dataclasses import dataclass
 NORMAL, HIGH, EMERGENCY = 0, 1, 2
 PRIORITY_NAMES = {NORMAL: "normal", HIGH: "high", EMERGENCY: "emergency"}
 CLAIM_ORDER = tuple(sorted(PRIORITY_NAMES, reverse=True))
+# Priority lanes: emergency is strict (ahead of everything); high and normal share what
+# is left by these weights, so normal always gets its quarter while both wait.
+LANE_SHARES = {HIGH: 3, NORMAL: 1}
 
 # A message goes queued → submitted → delivered | failed | expired; each of its parts
 # queued → sending → submitted → delivered | failed | expired.
@@ -54,6 +57,25 @@ class SentMatch:
     agency: str
     sent_at: float
     to_citizen: bool
+
+
+@dataclass
+class NewBroadcast:
+    """One text to many recipients: stored once with its parts (the recipients are
+    stored beforehand in batches: store.add_broadcast_recipients)."""
+    id: str
+    agency: str
+    sender: str
+    text: str
+    priority: int
+    validity_s: int
+    receipt: bool
+    data_coding: int
+    esm_class: int
+    parts: list[bytes]                 # short_message of each part, UDH included
+    created_at: float
+    recipients: int                    # distinct valid numbers stored
+    invalid: int                       # entries that were not numbers
 
 
 @dataclass

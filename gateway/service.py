@@ -23,6 +23,8 @@ from gateway.housekeeping import housekeeping_service
 from gateway.http.api import AgencyAPI
 from gateway.http.server import HTTPFactory
 from gateway.outbound.accept import Outbound
+from gateway.outbound.broadcast import Broadcasts
+from gateway.outbound.feeder import BroadcastFeeder
 from gateway.inbound import InboundClassifier
 from gateway.inbound.ussd_fields import settings_from
 from gateway.inbox.filing import Inbox
@@ -119,8 +121,22 @@ def build_authenticity(config, store, outbound, keyring, reactor):
                             checks_per_hour=settings.checks_per_hour)
 
 
-def build_api(outbound, store, keyring, audit, health, reactor):
-    return AgencyAPI(outbound, store, keyring, audit, clock=reactor, health=health)
+def build_broadcasts(store, keyring, limits, outbound, dispatcher, reactor):
+    """The broadcast use case and the feeder draining open broadcasts at each agency's
+    rate into the dispatcher's queue."""
+    def rate_of(agency_id):
+        agency = next((a for a in keyring.agencies if a.id == agency_id), None)
+        return None if agency is None else agency.rate_per_s
+
+    feeder = BroadcastFeeder(store, clock=reactor, rate_of=rate_of, on_fed=dispatcher.wake)
+    broadcasts = Broadcasts(store, limits, outbound, clock=reactor,
+                            route_of=dispatcher.route_of, feeder=feeder)
+    return broadcasts, feeder
+
+
+def build_api(outbound, store, keyring, audit, health, reactor, broadcasts=None):
+    return AgencyAPI(outbound, store, keyring, audit, clock=reactor, health=health,
+                     broadcasts=broadcasts)
 
 
 def build_http(config, api, reactor):
@@ -156,6 +172,8 @@ class GatewayService(MultiService):
         self.keyring = None
         self.limits = None
         self.outbound = None
+        self.broadcasts = None
+        self.feeder = None
         self.api = None
         self.http_factory = None
         self.http_port = None
@@ -176,6 +194,7 @@ class GatewayService(MultiService):
         self._build()
         super().startService()             # the children: binds, then housekeeping
         self.dispatcher.start()
+        self.feeder.start()
         self._listen()
         # The store is open, HTTP listens, metrics are served: systemd may go on.
         self.notifier.ready(f"agency API on {self.config.http_listen[0]}:"
@@ -204,7 +223,10 @@ class GatewayService(MultiService):
         inbound.use_ussd(self.ussd, self.pools,
                          {op.name: settings_from(op.ussd) for op in config.operators})
         self.ussd.start()
-        self.api = build_api(self.outbound, store, self.keyring, audit, self.health, reactor)
+        self.broadcasts, self.feeder = build_broadcasts(
+            store, self.keyring, self.limits, self.outbound, self.dispatcher, reactor)
+        self.api = build_api(self.outbound, store, self.keyring, audit, self.health, reactor,
+                             self.broadcasts)
         self.http_factory = build_http(config, self.api, reactor)
         build_housekeeping(config, store, reactor).setServiceParent(self)
 
@@ -235,6 +257,7 @@ class GatewayService(MultiService):
         if self.http_factory is not None:
             # Requests already received are answered (their messages stored) first.
             yield bounded(self.reactor, self.http_factory.stop(), HTTP_DRAIN_S)
+        self.feeder.stop()
         self.dispatcher.stop_claiming()
         if self.ussd is not None:
             yield self.ussd.stop()

@@ -11,13 +11,14 @@ from twisted.internet.task import Clock
 
 from gateway.config.schema import Routing, RoutingRule
 from gateway.dispatch.dispatcher import (LANE_FULL_RETRY_S, RECORD_RETRY_S, REBIND_RETRY_S,
-                              UNKNOWN_OUTCOME, Dispatcher)
+                              UNKNOWN_OUTCOME, Dispatcher, Lane)
 from gateway.smpp.esme import ResponseTimeout, SessionClosed
 from gateway.smpp.pool import NoSession
 from gateway.dispatch.routing import OperatorRouter
 from gateway.smpp import constants as c
 from gateway.smpp.pdu import PDU
-from gateway.model import ClaimedPart
+from gateway.model import CLAIM_ORDER, EMERGENCY, LANE_SHARES, ClaimedPart
+from gateway.store.operations import claim_plan
 from gateway.store.interface import StoreClosed
 
 MCI, IRANCELL = "98912", "98935"
@@ -73,6 +74,7 @@ class FakeStore:
         self.outcomes = []
         self.fail_records = 0
         self.claims = []             # (route, limit) of each claim
+        self.credit = {}             # route → share fractions (operations.claim_plan)
         self._parts = {}             # (message_id, seq) -> (part, route)
 
     def put(self, part, not_before=0.0, route="by prefix"):
@@ -89,9 +91,20 @@ class FakeStore:
         return defer.succeed({self._route(part) for _, part in self.queued})
 
     def claim(self, limit, now, route=None):
+        """As the real store claims: emergency first, high and normal by their shares
+        (operations.claim_plan), each oldest first."""
         self.claims.append((route, limit))
-        due = sorted((p for p in self.queued if p[0] <= now and self._route(p[1]) == route),
-                     key=lambda p: (-p[1].priority, p[0]))[:limit]
+        waiting = {priority: sorted((p for p in self.queued if p[0] <= now
+                                     and p[1].priority == priority
+                                     and self._route(p[1]) == route), key=lambda p: p[0])
+                   for priority in CLAIM_ORDER}
+        due = waiting[EMERGENCY][:limit]
+        credit = self.credit.setdefault(route, {})
+        for priority, most in claim_plan(limit - len(due), CLAIM_ORDER, LANE_SHARES, credit):
+            want = limit - len(due) if most is None else min(most, limit - len(due))
+            taken, waiting[priority] = waiting[priority][:want], waiting[priority][want:]
+            due += taken
+        due.sort(key=lambda p: (-p[1].priority, p[0]))
         for entry in due:
             self.queued.remove(entry)
         # Copies, as a database hands out: what record() changes later is not theirs.
@@ -435,3 +448,31 @@ def test_smsc_error_answers_are_logged_once_per_interval_with_a_count(clock, wor
     run(clock)
     lines = [r.getMessage() for r in caplog.records if "ESME_RSYSERR" in r.getMessage()]
     assert len(lines) == 2 and "39 more like this" in lines[1]
+
+
+def test_a_lane_sends_three_high_parts_for_each_normal_one_and_emergency_first():
+    lane = Lane("mci", FakePool(), None, 100)
+    for n in range(6):
+        lane.add(part(n, priority=0))
+    for n in range(10, 19):
+        lane.add(part(n, priority=1))
+    lane.add(part(99, priority=2))
+    order = [lane.pop().priority for _ in range(16)]
+    assert order == [2, 1, 1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0]
+    assert lane.size == 0
+
+
+def test_a_flood_of_high_parts_leaves_normal_its_share_at_the_smsc(clock, world):
+    store, pools, dispatcher = world
+    pools["mci"].capacity = 8
+    for n in range(400):
+        store.put(part(n, priority=1))
+    for n in range(400, 440):
+        store.put(part(n, priority=0))
+    dispatcher.start()
+    sent = []
+    for _ in range(10):
+        run(clock, 0.01, 2)
+        sent += pools["mci"].answer_all()
+    first = [int(pdu.fields["destination_addr"][5:]) for pdu in sent[:80]]
+    assert sum(n >= 400 for n in first) == 20            # a quarter, not after the 400

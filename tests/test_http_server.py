@@ -844,3 +844,91 @@ def test_a_channel_stays_within_cpythons_fast_attribute_layout():
     protocol, _ = connect(HTTPFactory(echo_router(), clock=Clock()))
     protocol.dataReceived(get(b"/e") + b"GET /e HTTP/1.1\r\nHost")
     assert len(vars(protocol)) < 30
+
+
+# -- streamed bodies ---------------------------------------------------------------------
+
+class SlowConsumer:
+    """Takes a streamed body, holding it back after `lag` bytes until told to go on."""
+
+    def __init__(self, request, flow, lag=10_000):
+        self.request, self.flow, self.lag = request, flow, lag
+        self.received = 0
+        self.finished = self.aborted = False
+
+    def data(self, chunk):
+        if b"!" in chunk:
+            raise ApiError("payload_too_large", "too many recipients")
+        self.received += len(chunk)
+        if self.received >= self.lag:
+            self.flow.pause_body()
+
+    def go_on(self):
+        self.lag = self.received + 10_000
+        self.flow.resume_body()
+
+    def finish(self):
+        self.finished = True
+        return json_response(202, {"n": self.received})
+
+    def abort(self):
+        self.aborted = True
+
+
+def streaming_router(consumers):
+    router = PathRouter()
+
+    def begin(request, flow):
+        if request.query.get("refuse"):
+            raise ApiError("unauthorized", "no")
+        consumers.append(SlowConsumer(request, flow))
+        return consumers[-1]
+
+    router.add_streamed("POST", "/s", begin)
+    router.add("POST", "/e", echo_router().__call__)
+    return router
+
+
+def test_a_streamed_body_goes_past_the_buffer_cap_held_back_while_its_consumer_lags():
+    consumers = []
+    factory = HTTPFactory(streaming_router(consumers), clock=Clock(), max_body=1000)
+    protocol, transport = connect(factory)
+    body = b"9" * 100_000
+    protocol.dataReceived(b"POST /s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+                          % len(body))
+    consumer, = consumers
+    assert consumer.request.body is None and consumer.request.path == "/s"
+    offset = 0
+    while offset < len(body):             # the client writes while the socket reads
+        if transport.producerState != "paused":
+            protocol.dataReceived(body[offset:offset + 16_384])
+            offset += 16_384
+        else:
+            # Held back: what it got is bounded by one parse slice past its lag.
+            assert consumer.received <= consumer.lag + 4096
+            consumer.go_on()
+    assert consumer.finished and consumer.received == len(body)
+    status_line = transport.value().split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 202 Accepted"
+    assert b'{"n":100000}' in transport.value()
+
+
+def test_a_consumer_refusing_mid_body_answers_the_error_and_closes():
+    consumers = []
+    factory = HTTPFactory(streaming_router(consumers), clock=Clock())
+    protocol, transport = connect(factory)
+    protocol.dataReceived(b"POST /s HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n123!")
+    assert transport.value().startswith(b"HTTP/1.1 413 ")
+    assert transport.disconnecting
+
+
+def test_a_refused_head_is_answered_before_any_body_and_a_dropped_body_aborts():
+    consumers = []
+    factory = HTTPFactory(streaming_router(consumers), clock=Clock())
+    protocol, transport = connect(factory)
+    protocol.dataReceived(b"POST /s?refuse=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 401 ") and not consumers
+    protocol, transport = connect(factory)
+    protocol.dataReceived(b"POST /s HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n1234")
+    protocol.connectionLost(None)
+    assert consumers[-1].aborted and not consumers[-1].finished

@@ -19,7 +19,8 @@ from gateway.smpp.esme import NotReady
 from gateway.smpp.pool import NoSession
 from gateway.smpp.ratelog import RateLimitedLog
 from gateway.smpp.status import classify_status, needs_alert, status_label
-from gateway.model import PRIORITY_NAMES, UNKNOWN_OUTCOME, PartOutcome
+from gateway.model import (
+    EMERGENCY, HIGH, LANE_SHARES, NORMAL, PRIORITY_NAMES, UNKNOWN_OUTCOME, PartOutcome)
 from gateway.store.interface import StoreClosed
 from gateway.dispatch.outgoing_pdu import build_submit_sm
 
@@ -38,6 +39,10 @@ LANE_FULL_RETRY_S = 2.0   # a part claimed for a full lane waits this long in th
 RECORD_RETRY_S = 1.0      # outcomes the store could not write are written again
 
 
+# High parts a lane sends for each normal one while both wait (model.LANE_SHARES).
+_HIGH_PER_NORMAL = LANE_SHARES[HIGH] // LANE_SHARES[NORMAL]
+
+
 def retry_delay(attempts):
     """Exponential backoff for temporary errors: 2, 4, 8 … capped at 5 minutes."""
     return min(300.0, 2.0 ** max(1, attempts))
@@ -49,10 +54,12 @@ def unknown_retry_delay(unknowns, first=UNKNOWN_RETRY_S[0], cap=UNKNOWN_RETRY_S[
 
 
 class Lane:
-    """Parts waiting for one operator: highest priority first, then in claim order
-    (retries go to the front of their priority)."""
+    """Parts waiting for one operator: emergency first (strict), then high and normal
+    by LANE_SHARES (3 high to 1 normal while both wait, so normal is never starved),
+    each in claim order (retries go to the front of their priority)."""
 
-    __slots__ = ("operator", "pool", "settings", "limit", "size", "queues", "sent_counter")
+    __slots__ = ("operator", "pool", "settings", "limit", "size", "queues", "sent_counter",
+                 "high_run")
 
     def __init__(self, operator, pool, settings, limit):
         self.operator = operator
@@ -62,6 +69,7 @@ class Lane:
         self.size = 0
         self.queues = [deque() for _ in PRIORITY_NAMES]      # index: priority
         self.sent_counter = metrics.child(metrics.SUBMIT_SM_SENT, operator)
+        self.high_run = 0           # high parts sent in a row while normal ones waited
 
     def add(self, part, front=False):
         if front:
@@ -86,11 +94,23 @@ class Lane:
         return part
 
     def pop(self):
-        for queue in reversed(self.queues):
-            if queue:
-                self.size -= 1
-                return queue.popleft()
-        raise IndexError("pop from an empty lane")
+        queues = self.queues
+        queue = queues[EMERGENCY]
+        if not queue:
+            queue = queues[HIGH]
+            normal = queues[NORMAL]
+            if not queue:
+                queue = normal
+            elif normal:
+                if self.high_run >= _HIGH_PER_NORMAL:
+                    self.high_run = 0
+                    queue = normal
+                else:
+                    self.high_run += 1
+            if not queue:
+                raise IndexError("pop from an empty lane")
+        self.size -= 1
+        return queue.popleft()
 
     def take_all(self):
         parts = [part for queue in reversed(self.queues) for part in queue]

@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from gateway.http import openapi
+from gateway.http.broadcasts import BroadcastRoutes
 from gateway.http.errors import ApiError, api_error
 from gateway.http.kannel import PATH as KANNEL_PATH
 from gateway.http.kannel import KannelSendSMS
@@ -36,10 +37,11 @@ _ACCEPTED_HEADERS = {"Content-Type": JSON_TYPE}
 
 class AgencyAPI:
     def __init__(self, outbound, store, keyring, audit, *, clock, health=None,
-                 auth_throttle=None):
+                 auth_throttle=None, broadcasts=None):
         """outbound: the accept path (gateway.outbound.accept.Outbound); store: read for
         GET /v1/messages/{id} and /healthz; health(): the operators' state for /healthz;
-        auth_throttle: a FailedAuthThrottle (one on `clock` with its defaults if None)."""
+        auth_throttle: a FailedAuthThrottle (one on `clock` with its defaults if None);
+        broadcasts: the broadcast use case (gateway.outbound.broadcast.Broadcasts)."""
         self.outbound = outbound
         self.store = store
         self.keyring = keyring
@@ -51,6 +53,7 @@ class AgencyAPI:
         self.router = PathRouter()
         self.router.add("POST", "/v1/messages", self.submit)
         self.router.add_prefix("GET", "/v1/messages/", "/v1/messages/{id}", self.get_message)
+        BroadcastRoutes(broadcasts, self._authenticate).register(self.router)
         self.router.add("GET", "/healthz", self.healthz)
         self.router.add("GET", "/v1/openapi.json", openapi.serve)
         kannel = KannelSendSMS(outbound, self.authenticate_key)

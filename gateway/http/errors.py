@@ -21,6 +21,7 @@ STATUS_FOR_CODE = {
     "idempotency_mismatch": 409,
     "request_timeout": 408,
     "payload_too_large": 413,
+    "unsupported_media_type": 415,
     "uri_too_long": 414,
     "unsupported_media_type": 415,
     "headers_too_large": 431,
@@ -61,6 +62,8 @@ CODE_FOR_REFUSAL = {
     refusals.OverQuota: "quota_exceeded",
     refusals.Overloaded: "overloaded",
     refusals.IdempotencyConflict: "idempotency_mismatch",
+    refusals.InvalidBroadcast: "invalid_request",
+    refusals.TooManyRecipients: "payload_too_large",
 }
 
 

@@ -104,12 +104,40 @@ class PathRouter:
     Counts every answer in payam_http_requests_total under the route's template, never the
     raw path, so the label set stays bounded."""
 
+    has_streams = False                 # whether any route takes a streamed body
+
     def __init__(self):
         self._exact = {}                # path -> {method: handler}
         self._prefixes = []             # (prefix, template, {method: handler})
 
     def add(self, method, path, handler):
         self._exact.setdefault(path, {})[method] = handler
+
+    def add_streamed(self, method, path, handler):
+        """A route whose body is not buffered: handler(request, flow) is called once the
+        head is read (request.body None) and returns the body's consumer, which gets
+        `data(chunk)` per piece of body, then `finish()` → the Response (or a Deferred
+        of one), or `abort()` if the request ends unfinished.  The consumer holds the
+        body back with flow.pause_body() / flow.resume_body().  Raising ApiError (in the
+        handler or in data) refuses the request; the connection is then closed."""
+        self._exact.setdefault(path, {})[method] = Streamed(handler)
+        self.has_streams = True
+
+    def streamed(self, method, path):
+        """The Streamed route for this method and path, or None."""
+        handler = self._exact.get(path, {}).get(method)
+        return handler if isinstance(handler, Streamed) else None
+
+    def finish_stream(self, consumer, route):
+        """The consumer's answer, counted as every answer is."""
+        try:
+            result = consumer.finish()
+        except Exception:
+            result = _as_response(Failure())
+        if isinstance(result, defer.Deferred):
+            result.addBoth(_count_outcome, route)
+            return result
+        return _count(result, route)
 
     def add_prefix(self, method, prefix, template, handler):
         """handler(request, remainder) for paths `prefix + remainder`, remainder one
@@ -155,6 +183,27 @@ class PathRouter:
             result.addBoth(_count_outcome, route or "unmatched")
             return result
         return _count(result, route or "unmatched")
+
+
+class Streamed:
+    """A route handler that takes its body as a stream (PathRouter.add_streamed)."""
+    __slots__ = ("handler",)
+
+    def __init__(self, handler):
+        self.handler = handler
+
+    def __call__(self, request, *args):
+        raise ApiError("invalid_request", "this endpoint takes its body as a stream")
+
+
+class _Stream:
+    """The body consumer of the request being read, and whether it holds us back."""
+    __slots__ = ("consumer", "route", "paused")
+
+    def __init__(self, consumer, route):
+        self.consumer = consumer
+        self.route = route
+        self.paused = False
 
 
 def _count_outcome(result, route):
@@ -279,6 +328,41 @@ class HTTPChannel(Protocol):
         self._body = []
         self._body_len = 0
 
+    # -- streamed bodies: the consumer's flow control --
+
+    # A streamed request's _Stream is kept where a buffered one keeps its chunks
+    # (_body): one attribute more would leave CPython's fast layout (see __init__).
+    @property
+    def _stream(self):
+        body = self._body
+        return body if body.__class__ is _Stream else None
+
+    @_stream.setter
+    def _stream(self, stream):
+        self._body = [] if stream is None else stream
+
+    def pause_body(self):
+        """The body's consumer lags: read no more of it until resume_body."""
+        if self._stream is not None:
+            self._stream.paused = True
+            self._hold()
+
+    def resume_body(self):
+        stream = self._stream
+        if stream is not None and stream.paused:
+            stream.paused = False
+            if self._in_request:          # our wait is not the client's delay
+                self._set_timer(self.factory.request_timeout, self._request_timeout)
+            self._release()
+
+    def _abort_stream(self):
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.consumer.abort()
+            except Exception:
+                log.exception("aborting a streamed body failed")
+
     # -- connection lifecycle --
 
     def connectionMade(self):
@@ -292,6 +376,7 @@ class HTTPChannel(Protocol):
 
     def connectionLost(self, reason=None):
         self._closed = True
+        self._abort_stream()
         self._cancel_timer()
         self._stalled_since = None
         self._unparsed = b""
@@ -365,7 +450,7 @@ class HTTPChannel(Protocol):
         """Go on once nothing holds us back: first the requests parsed while held, then
         what was kept unparsed, then reading."""
         if (not self._paused or self._releasing or self._write_blocked or self._closing
-                or self._closed):
+                or self._closed or (self._stream is not None and self._stream.paused)):
             return
         queue, held, limit = self._queue, self._held, self.factory.max_pipelined
         self._releasing = True                 # their answers call _flush, which calls us
@@ -491,8 +576,10 @@ class HTTPChannel(Protocol):
         elif "," in host:
             self._refuse(ApiError("invalid_request", "a request may carry one Host header"))
             raise _Abort()
-        length = headers.get("content-length")
-        if length is not None:
+        if (getattr(self.factory.router, "has_streams", False) and not self.over_capacity
+                and self._open_stream()):
+            pass
+        elif (length := headers.get("content-length")) is not None:
             try:
                 too_big = int(length) > self.factory.max_body
             except ValueError:          # llhttp has already refused malformed values
@@ -505,7 +592,41 @@ class HTTPChannel(Protocol):
             self._continue_owed = True
             self._maybe_send_continue()
 
+    def _open_stream(self):
+        """If the request's route takes its body as a stream, hand its head to the
+        route's handler now; True if it did (its consumer then gets the body)."""
+        target = _URLS.get(self._url)
+        if target is None:
+            target = _parse_target(self._url)
+            if target is None:
+                return False              # refused as malformed once complete
+            if len(_URLS) < _CACHE_LIMIT:
+                _URLS[self._url] = target
+        method = self._parser.get_method().decode("ascii", "replace")
+        streamed = self.factory.router.streamed(method, target[0])
+        if streamed is None:
+            return False
+        request = Request(method, target[0], dict(target[1]), self._headers, None,
+                          self._peer)
+        try:
+            consumer = streamed.handler(request, self)
+        except Exception:
+            self._refuse_response(_as_response(Failure()))
+            raise _Abort()
+        self._stream = _Stream(consumer, target[0])
+        return True
+
     def on_body(self, body):
+        stream = self._body
+        if stream.__class__ is _Stream:
+            self._set_timer(self.factory.request_timeout, self._request_timeout)
+            try:
+                stream.consumer.data(body)
+            except Exception:
+                self._abort_stream()
+                self._refuse_response(_as_response(Failure()))
+                raise _Abort()
+            return
         self._body_len += len(body)
         if self._body_len > self.factory.max_body:
             self._refuse_body()
@@ -516,6 +637,9 @@ class HTTPChannel(Protocol):
         self._in_request = False
         self._continue_owed = False
         self._cancel_timer()
+        if self._body.__class__ is _Stream:
+            self._finish_stream()
+            return
         method = self._parser.get_method().decode("ascii", "replace")
         keep_alive = self._parser.should_keep_alive() and not self.factory.stopping
         url = self._url
@@ -548,6 +672,22 @@ class HTTPChannel(Protocol):
             self._hold()
         self._dispatch(request, slot)
 
+    def _finish_stream(self):
+        """The streamed body is complete: its consumer's answer takes the next slot."""
+        stream, self._stream = self._stream, None
+        keep_alive = self._parser.should_keep_alive() and not self.factory.stopping
+        slot = _Slot(close=not keep_alive, head_only=False)
+        slot.say_keep_alive = keep_alive and self._parser.get_http_version() == "1.0"
+        if slot.close:
+            self._accepting = False
+        self._reset_request()
+        self._queue.append(slot)
+        result = self.factory.router.finish_stream(stream.consumer, stream.route)
+        if isinstance(result, defer.Deferred):
+            result.addBoth(self._answer_outcome, slot)
+        else:
+            self._answer(result, slot)
+
     # -- answers --
 
     def _dispatch(self, request, slot):
@@ -574,11 +714,15 @@ class HTTPChannel(Protocol):
 
     def _refuse(self, error, close=True):
         """Answer an unusable request after those before it, then close."""
+        self._refuse_response(error_response(error), close)
+
+    def _refuse_response(self, response, close=True):
+        self._abort_stream()
         self._accepting = False
         self._in_request = False
         self._cancel_timer()
         slot = _Slot(close=close, head_only=False)
-        slot.response = error_response(error)
+        slot.response = response
         if self._held:                         # after the requests held before it
             self._held.append((None, slot))
             return
@@ -674,6 +818,8 @@ class HTTPChannel(Protocol):
             self._close()
 
     def _request_timeout(self):
+        if self._stream is not None and self._stream.paused:
+            return                        # we hold the body back; resume_body re-arms
         if self._in_request:
             log.debug("request from %s timed out unfinished", self._peer)
             self._refuse(ApiError("request_timeout",

@@ -111,6 +111,10 @@ class Outbound:
             raise SenderRefused(refusal.reason, str(refusal)) from None
         return address
 
+    # A channel that knows its sender before the rest of its input (a broadcast's
+    # query) checks it up front, audited the same way.
+    check_sender = _check_sender
+
     def _check_links(self, agency, text, origin):
         """A government text never carries a link outside its agency's own hosts: a
         leaked key then cannot send a phishing link (gateway.text.links says what a

@@ -58,3 +58,11 @@ class Overloaded(Refusal):
 
 class IdempotencyConflict(Refusal):
     """The idempotency key was used within 24 h for another request."""
+
+
+class InvalidBroadcast(Refusal):
+    """A broadcast's own fields are missing or malformed."""
+
+
+class TooManyRecipients(Refusal):
+    """More recipients than one broadcast takes."""

@@ -171,6 +171,28 @@ class AgencyLimits:
         state.used += parts
         return Reservation(agency_id, parts, state.day)
 
+    def reserve_quota(self, agency_id, parts):
+        """Take `parts` from the agency's daily quota alone (a broadcast, whose drain
+        the agency's rate paces instead), or raise QuotaUnknown / QuotaExceeded."""
+        state = self._states[agency_id]
+        now = self.clock.seconds()
+        state.refill(now)
+        if state.used is None:
+            if not state.reading and now >= state.read_after:
+                self._read_used(agency_id, state)
+            if state.used is None:
+                raise QuotaUnknown()
+        if state.used + parts > state.quota:
+            until_midnight = start_of_tehran_day(now) + DAY_S - now
+            raise QuotaExceeded(state.used, state.quota, max(1, math.ceil(until_midnight)))
+        state.used += parts
+        return Reservation(agency_id, parts, state.day)
+
+    def quota_left(self, agency_id):
+        """Parts the agency may still use today, or None until the store has said."""
+        used = self.used_today(agency_id)
+        return None if used is None else self._states[agency_id].quota - used
+
     def release(self, reservation):
         """Give back a reservation whose messages were not stored."""
         state = self._states.get(reservation.agency)

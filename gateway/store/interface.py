@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
 
-from gateway.model import InboxEntry, NewMessage, PartOutcome, UssdDialogRecord
+from gateway.model import InboxEntry, NewBroadcast, NewMessage, PartOutcome, UssdDialogRecord
 
 
 class StoreClosed(Exception):
@@ -152,3 +152,29 @@ class MessageStore(Protocol):
 
     def writable(self) -> Deferred:
         """→ Deferred[bool]: whether writes are being committed (for /healthz)."""
+
+    # broadcasts (gateway/store/broadcasts.py): recipients received in batches, opened
+    # once all are durable, fed into messages and parts while they drain
+    def add_broadcast_recipients(self, broadcast_id: str, rows: list) -> Deferred:
+        """rows [[number (int, 98...), route]] → Deferred[int]: how many were new."""
+
+    def open_broadcast(self, broadcast: NewBroadcast) -> Deferred:
+        """The broadcast and its parts stored once; its recipients become feedable."""
+
+    def discard_broadcast(self, broadcast_id: str) -> Deferred:
+        """A broadcast never opened: its recipients go."""
+
+    def feed_broadcast(self, broadcast_id: str, limit: int, now: float) -> Deferred:
+        """→ Deferred[(recipients fed, their routes, nothing left to feed)]."""
+
+    def cancel_broadcast(self, broadcast_id: str) -> Deferred:
+        """→ Deferred[True cancelled now | False had ended | None unknown]."""
+
+    def get_broadcast(self, broadcast_id: str) -> Deferred:
+        """→ Deferred[dict | None]: its fields, "agency" and "counts" per status."""
+
+    def open_broadcasts(self) -> Deferred:
+        """→ Deferred[[(id, agency, parts)]] of those with recipients left to feed."""
+
+    def broadcast_backlog(self, broadcast_id: str) -> Deferred:
+        """→ Deferred[int]: its fed messages not yet wholly submitted."""

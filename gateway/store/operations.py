@@ -9,6 +9,7 @@ status follow its parts through the triggers of schema.py.
 
 import json
 import logging
+import zlib
 
 from gateway.model import UNKNOWN_OUTCOME, InboxMessage, SentMatch
 from gateway.receipt_ids import ID_BASES, normal_id, read_only_raw
@@ -96,16 +97,20 @@ def different_request(stored_hash, request_hash):
 _CLAIM_SQL = (
     "SELECT json_group_array(json_array(rowid, message_id, seq, parts, agency, sender,"
     " recipient, priority, data_coding, esm_class, payload, receipt, attempts, expires_at,"
-    " unknowns))"
+    " unknowns, broadcast))"
     " FROM (SELECT p.rowid AS rowid, p.message_id AS message_id, p.seq AS seq,"
     "  m.parts AS parts, m.agency AS agency, m.sender AS sender, m.recipient AS recipient,"
     "  m.priority AS priority, m.data_coding AS data_coding, m.esm_class AS esm_class,"
-    "  hex(p.payload) AS payload, m.receipt AS receipt, p.attempts AS attempts,"
-    "  m.created_at + m.validity_s AS expires_at, p.unknowns AS unknowns"
+    # A broadcast's part stores no payload: it is its broadcast's (stored once).
+    "  hex(CASE WHEN m.broadcast_id IS NULL THEN p.payload ELSE (SELECT bp.payload"
+    "   FROM broadcast_parts bp WHERE bp.broadcast_id = m.broadcast_id AND bp.seq = p.seq)"
+    "   END) AS payload, m.receipt AS receipt, p.attempts AS attempts,"
+    "  m.created_at + m.validity_s AS expires_at, p.unknowns AS unknowns,"
+    "  m.broadcast_id IS NOT NULL AS broadcast"
     "  FROM parts p JOIN messages m ON m.id = p.message_id"
     # state = 'queued' written literally so that the partial index applies.
     "  WHERE p.state = 'queued' AND p.route IS ? AND p.priority = ? AND p.not_before <= ?"
-    "  ORDER BY p.not_before, p.rowid LIMIT ?)")
+    "  ORDER BY p.not_before, p.rowid LIMIT ? OFFSET ?)")
 _SENDING_SQL = ("UPDATE parts SET state = 'sending', claimed_at = ?, owner = ?"
                 " WHERE rowid IN (SELECT value FROM json_each(?))")
 # A part released from its lease goes back to the queue as an unknown outcome: it may
@@ -126,9 +131,33 @@ def release_leases(conn, owner):
     return conn.execute(_OWNERS_LEASES_SQL, {"owner": owner, "error": RELEASED_ERROR}).rowcount
 
 
-def claim(conn, limit, now, route, priorities, owner=None, leases_before=None):
-    """Up to `limit` queued parts of `route` due by `now`, in the order of `priorities`,
-    then oldest first; they become 'sending', leased to `owner` from `now`.  With
+def claim_plan(limit, priorities, shares, credit=None):
+    """[(priority, most to take)] of the priorities with shares ({priority: weight}),
+    splitting `limit` (what the strict ones, emergency, left) by weight, lowest
+    priority first (its share is what it is guaranteed), then a second
+    round (most None: whatever is still free) in which a share left unused goes to the
+    others.  `credit` ({priority: fraction}, kept by the caller from claim to claim)
+    carries the fractions of a share, so that small claims too give each its weight
+    over time."""
+    weighted = [p for p in priorities if p in shares]
+    total = sum(shares[p] for p in weighted) or 1
+    credit = {} if credit is None else credit
+    plan = []
+    # The lowest first: its share is the guarantee; the higher ones then take the rest.
+    for priority in reversed(weighted):
+        exact = limit * shares[priority] / total + credit.get(priority, 0.0)
+        most = int(exact)
+        credit[priority] = min(exact - most, 1.0)
+        plan.append((priority, most))
+    return plan + [(priority, None) for priority in weighted]
+
+
+def claim(conn, limit, now, route, priorities, owner=None, leases_before=None,
+          shares=None, credit=None):
+    """Up to `limit` queued parts of `route` due by `now`, in the order of `priorities`
+    (with `shares` {priority: weight} and their `credit`: see claim_plan), then oldest
+    first; they become
+    'sending', leased to `owner` from `now`.  With
     `leases_before`, parts of other owners claimed before it are taken back first,
     each counted as an unknown outcome.  Each as [message_id, seq, total, agency,
     sender, recipient, priority, data_coding, esm_class, payload, receipt, attempts,
@@ -141,18 +170,54 @@ def claim(conn, limit, now, route, priorities, owner=None, leases_before=None):
                         "stopped answering); counted as unknown outcomes", taken)
     claimed = []
     rowids = []
-    for priority in priorities:
+    exhausted = set()                   # priorities that gave less than was asked
+    taken = {}                          # priority → rows read so far (skipped next time)
+    shares = shares or {}
+    strict = [(priority, None) for priority in priorities if priority not in shares]
+    for priority, most in _then(strict, lambda: claim_plan(limit - len(claimed),
+                                                           priorities, shares, credit)):
+        want = limit - len(claimed)
+        if most is not None:
+            want = min(want, most)
+        if want <= 0 or priority in exhausted:
+            continue
         # One index range per priority: only due parts are read, however many wait.
-        for row in _rows_of(conn, _CLAIM_SQL, (route, priority, now, limit - len(claimed))):
+        # The rows are marked 'sending' at the end: a second round of one priority reads
+        # past those its first round took (OFFSET; the transaction changed nothing yet).
+        rows = _rows_of(conn, _CLAIM_SQL, (route, priority, now, want, taken.get(priority, 0)))
+        taken[priority] = taken.get(priority, 0) + len(rows)
+        if len(rows) < want:
+            exhausted.add(priority)
+        for row in rows:
             rowids.append(row[0])
-            row[10] = bytes.fromhex(row[10])
+            row[10] = payload = bytes.fromhex(row[10])
             row[11] = bool(row[11])
+            if row.pop() and row[3] > 1:
+                row[10] = with_concat_ref(payload, row[1])
             claimed.append(row[1:])
         if len(claimed) >= limit:
             break
     if rowids:
         conn.execute(_SENDING_SQL, (now, owner, json.dumps(rowids)))
+    if shares:
+        claimed.sort(key=lambda row: -row[6])      # highest priority first, ages kept
     return claimed
+
+
+def _then(first, later):
+    """The items of `first`, then those of later() (called once `first` is spent)."""
+    yield from first
+    yield from later()
+
+
+def with_concat_ref(payload, message_id):
+    """A broadcast part's stored payload with its recipient's own concatenation
+    reference (octet 3 of the 8-bit-reference UDH `05 00 03 ref total seq`): parts of
+    two broadcasts to one handset must not share one.  Derived from the message id, so
+    it is stored nowhere and every resend carries the same."""
+    if len(payload) < 6 or payload[:3] != b"\x05\x00\x03":
+        return payload
+    return payload[:3] + bytes((zlib.crc32(message_id.encode()) & 0xFF,)) + payload[4:]
 
 
 # -- submit outcomes -----------------------------------------------------------------

@@ -228,6 +228,39 @@ def _v9_inbox(db):
                " ON messages (recipient, created_at)")
 
 
+def _v14_broadcasts(db):
+    # A broadcast keeps its text and encoded parts once (broadcasts, broadcast_parts);
+    # per recipient only the number and its route (broadcast_recipients; the primary key
+    # sends a repeated number once).  The feeder turns recipients into messages and
+    # parts a batch at a time while the broadcast drains (`fed` of them so far, in
+    # number order after `cursor`): a broadcast part stores no payload of its own, the
+    # claim reads it from broadcast_parts (messages.broadcast_id) and writes the
+    # recipient's concatenation reference into its UDH.
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS broadcasts ("
+        " id TEXT PRIMARY KEY, agency TEXT NOT NULL, sender TEXT NOT NULL,"
+        " text TEXT NOT NULL, priority INTEGER NOT NULL, validity_s INTEGER NOT NULL,"
+        " receipt INTEGER NOT NULL, data_coding INTEGER NOT NULL,"
+        " esm_class INTEGER NOT NULL, parts INTEGER NOT NULL, created_at REAL NOT NULL,"
+        " state TEXT NOT NULL, recipients INTEGER NOT NULL, invalid INTEGER NOT NULL,"
+        " fed INTEGER NOT NULL DEFAULT 0, cursor INTEGER NOT NULL DEFAULT 0,"
+        " cancelled INTEGER NOT NULL DEFAULT 0, cancelled_fed INTEGER NOT NULL DEFAULT 0,"
+        " done_at REAL)")
+    db.execute("CREATE INDEX IF NOT EXISTS broadcasts_agency"
+               " ON broadcasts (agency, created_at)")
+    db.execute("CREATE TABLE IF NOT EXISTS broadcast_parts ("
+               " broadcast_id TEXT NOT NULL, seq INTEGER NOT NULL, payload BLOB NOT NULL,"
+               " PRIMARY KEY (broadcast_id, seq)) WITHOUT ROWID")
+    db.execute("CREATE TABLE IF NOT EXISTS broadcast_recipients ("
+               " broadcast_id TEXT NOT NULL, number INTEGER NOT NULL, route TEXT,"
+               " PRIMARY KEY (broadcast_id, number)) WITHOUT ROWID")
+    if "broadcast_id" not in db["messages"].columns_dict:
+        db["messages"].add_column("broadcast_id", str)
+    # Progress counts per status read only this index.
+    db.execute("CREATE INDEX IF NOT EXISTS messages_broadcast ON messages"
+               " (broadcast_id, status) WHERE broadcast_id IS NOT NULL")
+
+
 def _v11_sent_fingerprints(db):
     # The 4040 authenticity check keeps, per message an agency sent, only what the check
     # needs: the fingerprint of its text (gateway.text.fingerprint: a keyed hash of the
@@ -287,6 +320,7 @@ MIGRATIONS = [
     (9, _v9_inbox),
     (11, _v11_sent_fingerprints),
     (12, _v12_ussd_dialogs),
+    (14, _v14_broadcasts),
     (15, _v15_idempotency_request_hash),
 ]
 

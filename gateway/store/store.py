@@ -19,9 +19,10 @@ from pathlib import Path
 from twisted.internet import defer
 
 from gateway.model import (
-    CLAIM_ORDER, OUTCOME_KINDS, PRIORITY_NAMES, ClaimedPart, NewMessage, PartOutcome)
+    CLAIM_ORDER, LANE_SHARES, OUTCOME_KINDS, PRIORITY_NAMES, ClaimedPart, NewBroadcast,
+    NewMessage, PartOutcome)
 from gateway.receipt_ids import normal_id
-from gateway.store import guard, operations, schema
+from gateway.store import broadcasts, guard, operations, schema
 from gateway.store import receipts as store_receipts
 from gateway.store.interface import IdempotencyMismatch, StoreClosed
 from gateway.store.operations import IDEMPOTENCY_S
@@ -71,6 +72,7 @@ class Store:
         self.lease_s = lease_s
         self.owner = None              # "node:pid:random" while open: claims' leases
         self._reclaim_at = float("-inf")
+        self._claim_credit = {}        # route → the lanes' share fractions (claim_plan)
         self._writer = None
         self._reader = None
         self._closing = None
@@ -265,8 +267,9 @@ class Store:
 
     def claim(self, limit, now, route=None):
         """Up to `limit` queued parts of `route` (None: parts stored without one) due by
-        `now`, highest priority first, then oldest; they become 'sending', leased to
-        this store's owner.  Deferred[list[ClaimedPart]]."""
+        `now`: emergency first, then high and normal by model.LANE_SHARES, each oldest
+        first; they become 'sending', leased to this store's owner.
+        Deferred[list[ClaimedPart]]."""
         if not isinstance(limit, int) or limit < 0:
             return defer.fail(ValueError(f"claim limit must be an int >= 0, not {limit!r}"))
         if limit == 0:
@@ -277,9 +280,11 @@ class Store:
             self._reclaim_at = now + RECLAIM_EVERY_S
             leases_before = now - self.lease_s
         owner = self.owner
+        credit = self._claim_credit.setdefault(route, {})
         return self._write(lambda conn: [
-            ClaimedPart(*row) for row in operations.claim(conn, limit, now, route,
-                                                          CLAIM_ORDER, owner, leases_before)])
+            ClaimedPart(*row) for row in operations.claim(
+                conn, limit, now, route, CLAIM_ORDER, owner, leases_before,
+                LANE_SHARES, credit)])
 
     def record(self, outcomes):
         """Apply submit outcomes to parts and their messages; Deferred fires with the
@@ -393,11 +398,11 @@ class Store:
         now = self._reactor.seconds()
         if receipts_before is None:
             receipts_before = now - PENDING_RECEIPT_S
-        return self._write(lambda conn: operations.purge(
+        return self._write(lambda conn: {**operations.purge(
             conn, older_than, now - IDEMPOTENCY_S, receipts_before,
             audit_before=audit_before, inbound_before=inbound_before,
             inbox_before=inbox_before, fingerprints_before=fingerprints_before,
-            ussd_before=ussd_before))
+            ussd_before=ussd_before), **broadcasts.purge(conn, older_than)})
 
     def expire_unreceipted(self, grace_s):
         """Parts still waiting for a receipt `grace_s` after their message's validity
@@ -411,6 +416,51 @@ class Store:
         that never binds would keep them forever).  Deferred[int]: parts changed."""
         now = self._reactor.seconds()
         return self._write(lambda conn: operations.expire_unsent(conn, now))
+
+    # -- broadcasts (broadcasts.py) ---------------------------------------------------
+
+    def add_broadcast_recipients(self, broadcast_id, rows):
+        """rows [[number as int, route]]; Deferred[int] of those new to the broadcast
+        (a repeated number is kept once) once durable."""
+        return self._write(broadcasts.add_recipients, (broadcast_id, rows))
+
+    def open_broadcast(self, broadcast):
+        if not isinstance(broadcast, NewBroadcast):
+            return defer.fail(TypeError("open_broadcast takes a NewBroadcast"))
+        b = broadcast
+        row = (b.id, b.agency, b.sender, b.text, b.priority, b.validity_s,
+               int(bool(b.receipt)), b.data_coding, b.esm_class, len(b.parts),
+               b.created_at, b.recipients, b.invalid)
+        payloads = [bytes(p) for p in b.parts]
+        return self._write(lambda conn: broadcasts.open_broadcast(conn, row, payloads))
+
+    def discard_broadcast(self, broadcast_id):
+        return self._write(lambda conn: broadcasts.discard(conn, broadcast_id))
+
+    def feed_broadcast(self, broadcast_id, limit, now):
+        """Up to `limit` more recipients become messages and parts, eligible from
+        `now`; Deferred[(fed, routes, nothing left)]."""
+        return self._write(lambda conn: broadcasts.feed(conn, broadcast_id, limit, now))
+
+    def cancel_broadcast(self, broadcast_id):
+        now = self._reactor.seconds()
+        return self._write(lambda conn: broadcasts.cancel(conn, broadcast_id, now))
+
+    @_read
+    def get_broadcast(self, broadcast_id):
+        found = broadcasts.progress(self._reader, broadcast_id)
+        if found is not None:
+            found["created_at"] = _iso(found["created_at"])
+            found["done_at"] = _iso(found["done_at"])
+        return found
+
+    @_read
+    def open_broadcasts(self):
+        return broadcasts.open_broadcasts(self._reader)
+
+    @_read
+    def broadcast_backlog(self, broadcast_id):
+        return broadcasts.backlog(self._reader, broadcast_id)
 
     # -- reads (reactor thread; each answers a Deferred, already fired) --------------
 
@@ -466,9 +516,10 @@ class Store:
 
     @_read
     def parts_used(self, agency, since):
+        # A broadcast counts whole from its accept: its recipients not fed yet too.
         return self._reader.execute(
             "SELECT COALESCE(SUM(parts), 0) FROM messages WHERE agency = ? AND created_at >= ?",
-            (agency, since)).fetchone()[0]
+            (agency, since)).fetchone()[0] + broadcasts.unfed_parts(self._reader, agency, since)
 
     @_read
     def queued_routes(self):

@@ -1,0 +1,288 @@
+"""Broadcasts: one text to up to millions of recipients, received as a stream.
+
+A channel (the HTTP API) authenticates the agency, then `Broadcasts.begin` gives it a
+`BroadcastIntake` to hand each recipient entry to as its body is parsed.  Numbers are
+normalised here (as every accept does, gateway.outbound.checks), invalid ones counted
+and the first few reported, and valid ones written in batches through the store's writer
+(a repeated number is kept once by the store).  The intake tells the channel to hold its
+body back while too many batches wait for their commit, so memory stays bounded however
+long the body is.  `finish` checks the sender and text (if the body carried them),
+counts the whole broadcast against the daily quota in parts, encodes the text once and
+opens the broadcast; only then is it answered, every recipient being durable.  The
+feeder (feeder.py) then drains it at the agency's rate.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from twisted.internet import defer
+
+from gateway import metrics
+from gateway.model import NewBroadcast
+from gateway.numbers import InvalidNumber, normalize_msisdn
+from gateway.outbound.checks import check_text_length
+from gateway.outbound.errors import (
+    InvalidBroadcast, InvalidRecipients, OverQuota, Overloaded, Refusal, TooManyParts,
+    TooManyRecipients)
+from gateway.policy.limits import QuotaExceeded, QuotaUnknown
+from gateway.text import TextTooLong, encode_for_submit
+
+log = logging.getLogger("payam.broadcast")
+
+MAX_RECIPIENTS = 2_000_000         # valid entries of one broadcast (413 beyond)
+BATCH = 10_000                     # recipients per store write
+MAX_WRITES = 4                     # batches waiting for their commit before we hold back
+MAX_REPORTED = 100                 # invalid entries named in the answer
+
+
+@dataclass(frozen=True)
+class BroadcastText:
+    """What a broadcast says besides its recipients, shape-checked by its channel."""
+    sender: object
+    text: str
+    priority: int
+    validity_s: int
+    receipt: bool
+
+
+class Broadcasts:
+    def __init__(self, store, limits, outbound, *, clock, route_of=None, feeder=None,
+                 max_recipients=MAX_RECIPIENTS, batch=BATCH):
+        """outbound: the accept path, whose sender check (audited) a broadcast shares;
+        route_of(msisdn): the route stored per recipient; feeder: told of each opened
+        broadcast (feeder.BroadcastFeeder)."""
+        self.store = store
+        self.limits = limits
+        self.outbound = outbound
+        self.clock = clock
+        self.route_of = route_of if route_of is not None else (lambda msisdn: None)
+        self.feeder = feeder
+        self.max_recipients = max_recipients
+        self.batch = batch
+
+    def begin(self, agency, flow, text=None, origin=None):
+        """An intake for one broadcast of `agency`; `text` (a BroadcastText) when the
+        channel knows it before the recipients (checked now, so a refused sender costs
+        no body).  flow: pause_body() / resume_body() of the channel."""
+        self.outbound.admit()
+        intake = BroadcastIntake(self, agency, flow, origin)
+        if text is not None:
+            intake.set_text(text)
+        return intake
+
+    def get(self, agency, broadcast_id):
+        """Deferred[dict | None]: the broadcast's progress, None unless it is the
+        agency's (another agency's broadcast is as missing as an unknown one)."""
+        d = self.store.get_broadcast(broadcast_id)
+        d.addCallback(_owned_by, agency.id)
+        return d
+
+    def cancel(self, agency, broadcast_id):
+        """Deferred[dict | None]: what is not submitted yet is cancelled; its progress
+        after, None unless it is the agency's."""
+        d = self.get(agency, broadcast_id)
+
+        def owned(found):
+            if found is None:
+                return None
+            done = self.store.cancel_broadcast(broadcast_id)
+            done.addCallback(lambda _: self.get(agency, broadcast_id))
+            if self.feeder is not None:
+                done.addCallback(self._forget, broadcast_id)
+            return done
+
+        d.addCallback(owned)
+        return d
+
+    def _forget(self, found, broadcast_id):
+        self.feeder.forget(broadcast_id)
+        return found
+
+
+def _owned_by(found, agency_id):
+    if found is None or found.pop("agency") != agency_id:
+        return None
+    return found
+
+
+class BroadcastIntake:
+    """One broadcast being received: entries in, batches out, one answer at the end."""
+
+    def __init__(self, broadcasts, agency, flow, origin):
+        self.broadcasts = broadcasts
+        self.store = broadcasts.store
+        self.agency = agency
+        self.flow = flow
+        self.origin = origin
+        self.id = self.store.new_message_id()
+        self.text = None
+        self.sender = None
+        self.parts = None            # parts of the text, once known
+        self.entries = 0
+        self.valid = 0               # valid entries, repeats included
+        self.added = 0               # distinct numbers stored
+        self.invalid = 0
+        self.reported = []
+        self._batch = []
+        self._writes = 0             # batches handed to the store, not yet committed
+        self._held = False
+        self._failed = None          # the first failed write
+        self._written = []           # Deferreds of the batches not yet committed
+        self._ended = False
+
+    # -- what the channel calls --
+
+    def set_text(self, text):
+        """Check the sender (audited) and the text now: a refusal stops the body."""
+        self.sender = self.broadcasts.outbound.check_sender(self.agency, text.sender,
+                                                             self.origin)
+        self.parts = check_text_length(text.text)
+        self.text = text
+        self._check_quota(self.valid)
+
+    def add(self, entry, where):
+        """One recipient entry (as the body gave it; `where` names it in a report)."""
+        self.entries += 1
+        try:
+            if not isinstance(entry, str):
+                raise InvalidNumber(entry, "not a string")
+            number = normalize_msisdn(entry)
+        except InvalidNumber as error:
+            self.invalid += 1
+            if len(self.reported) < MAX_REPORTED:
+                self.reported.append({"entry": where, "reason": error.reason})
+            return
+        self.valid += 1
+        if self.valid > self.broadcasts.max_recipients:
+            raise TooManyRecipients(f"a broadcast takes at most "
+                                    f"{self.broadcasts.max_recipients} recipients")
+        self._batch.append([int(number), self.broadcasts.route_of(number)])
+        if len(self._batch) >= self.broadcasts.batch:
+            self._write_batch()
+
+    def finish(self):
+        """The body is complete: Deferred of the answer document, once every recipient
+        is durable and the broadcast open (or a Refusal)."""
+        if self._failed is not None:
+            self.abort()
+            return defer.fail(self._failed)
+        if self.text is None:
+            raise InvalidBroadcast("a broadcast needs 'from' and 'text'")
+        self._ended = True
+        if self._batch:
+            self._write_batch()
+        d = defer.gatherResults(self._written, consumeErrors=True)
+        d.addCallback(lambda _: self._open())
+        d.addErrback(self._not_stored)
+        return d
+
+    def abort(self):
+        """The body ended unfinished or was refused: what was stored goes."""
+        if self._ended:
+            return
+        self._ended = True
+        d = defer.gatherResults(self._written, consumeErrors=True)
+        d.addBoth(lambda _: self.store.discard_broadcast(self.id))
+        d.addErrback(lambda failure: log.error("broadcast %s: discarding its recipients "
+                                               "failed: %s", self.id,
+                                               failure.getErrorMessage()))
+
+    # -- inside --
+
+    def _check_quota(self, recipients):
+        """Refuse as soon as the broadcast cannot fit today's quota (before the rest of
+        its body is read); the exact count is checked at the end."""
+        left = self.broadcasts.limits.quota_left(self.agency.id)
+        if left is not None and self.parts is not None and recipients * self.parts > left:
+            raise OverQuota(f"this broadcast needs more than the {max(0, left)} parts "
+                            "left of today's quota; it resets at midnight Tehran time")
+
+    def _write_batch(self):
+        rows, self._batch = self._batch, []
+        if self.parts is not None:
+            self._check_quota(self.added + self._writes * self.broadcasts.batch + len(rows))
+        self._writes += 1
+        d = self.store.add_broadcast_recipients(self.id, rows)
+        d.addCallbacks(self._batch_written, self._batch_failed)
+        self._written.append(d)
+        if self._writes >= MAX_WRITES and not self._held:
+            self._held = True
+            self.flow.pause_body()
+
+    def _batch_written(self, added):
+        self.added += added
+        self._wrote()
+        return added
+
+    def _batch_failed(self, failure):
+        if self._failed is None:
+            log.error("broadcast %s: storing recipients failed: %s", self.id,
+                      failure.getErrorMessage())
+            self._failed = Overloaded("recipients could not be stored; retry shortly",
+                                      retry_after=1)
+        self._wrote()
+        return failure
+
+    def _wrote(self):
+        self._writes -= 1
+        if self._held and self._writes < MAX_WRITES:
+            self._held = False
+            self.flow.resume_body()
+
+    def _open(self):
+        if self.added == 0:
+            raise InvalidRecipients(f"no valid recipient among {self.entries} entries")
+        text = self.text
+        needed = self.added * self.parts
+        try:
+            reservation = self.broadcasts.limits.reserve_quota(self.agency.id, needed)
+        except QuotaUnknown as unknown:
+            raise Overloaded(str(unknown), retry_after=unknown.retry_after) from None
+        except QuotaExceeded as quota:
+            raise OverQuota(f"daily quota of {quota.quota} parts reached ({quota.used} "
+                            f"used, this broadcast needs {needed}); it resets at midnight "
+                            "Tehran time", retry_after=quota.retry_after) from None
+        try:
+            # Encoded once; each recipient's concatenation reference is written into
+            # its parts' UDH as they are claimed (store/operations.with_concat_ref).
+            encoded = encode_for_submit(text.text, 0)
+        except TextTooLong as error:
+            self.broadcasts.limits.release(reservation)
+            raise TooManyParts(str(error)) from None
+        broadcast = NewBroadcast(
+            id=self.id, agency=self.agency.id, sender=self.sender, text=text.text,
+            priority=text.priority, validity_s=text.validity_s, receipt=text.receipt,
+            data_coding=encoded.data_coding, esm_class=encoded.esm_class,
+            parts=list(encoded.parts), created_at=self.broadcasts.clock.seconds(),
+            recipients=self.added, invalid=self.invalid)
+        d = self.store.open_broadcast(broadcast)
+
+        def opened(_):
+            metrics.child(metrics.MESSAGES_ACCEPTED, self.agency.id).inc(self.added)
+            metrics.child(metrics.PARTS_ACCEPTED, self.agency.id).inc(needed)
+            log.info("broadcast %s of %s opened: %d recipients, %d parts each, %d "
+                     "invalid, %d repeated", self.id, self.agency.id, self.added,
+                     self.parts, self.invalid, self.valid - self.added)
+            if self.broadcasts.feeder is not None:
+                self.broadcasts.feeder.add(self.id, self.agency.id, self.parts)
+            return {"id": self.id, "recipients": self.added,
+                    "duplicates": self.valid - self.added, "parts": self.parts,
+                    "invalid": self.reported, "invalid_count": self.invalid}
+
+        def failed(failure):
+            self.broadcasts.limits.release(reservation)
+            return failure
+
+        d.addCallbacks(opened, failed)
+        return d
+
+    def _not_stored(self, failure):
+        """A refusal or a failed write: nothing of this broadcast stays."""
+        self._ended = False
+        self.abort()
+        if failure.check(defer.FirstError):
+            failure = failure.value.subFailure
+        if failure.check(Refusal):
+            return failure
+        log.error("broadcast %s not stored: %s", self.id, failure.getErrorMessage())
+        raise Overloaded("the broadcast could not be stored; retry shortly", retry_after=1)
