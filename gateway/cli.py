@@ -13,13 +13,15 @@ log = logging.getLogger("payam.cli")
 EXIT_STORE = 65
 
 
-def setup_logging(level):
-    """Stderr logging with repeated warnings and errors aggregated (gateway.logsetup);
-    Twisted's log events go through the same handler.  Returns the RepeatFilter."""
+def setup_logging(level, fmt="auto"):
+    """Stderr logging, one event per line (JSON unless stderr is a terminal, or as
+    `fmt` says), with repeated warnings and errors aggregated (gateway.logsetup);
+    Twisted's log events go through the same handler as logger payam.twisted.
+    Returns the RepeatFilter."""
     from gateway import logsetup
-    repeats = logsetup.install(level, sys.stderr)
-    from twisted.logger import STDLibLogObserver, globalLogBeginner
-    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+    repeats = logsetup.install(level, sys.stderr, fmt=fmt)
+    from twisted.logger import globalLogBeginner
+    globalLogBeginner.beginLoggingTo([logsetup.TwistedEvents()], redirectStandardIO=False)
     return repeats
 
 
@@ -80,12 +82,12 @@ def serve(reactor, service, *, announce=None):
 
 
 @contextlib.contextmanager
-def logging_for_the_reactor(level):
+def logging_for_the_reactor(level, fmt="auto"):
     """setup_logging, with the aggregated summaries flushed every second on the reactor
     and once more at exit (run the reactor inside it)."""
     from twisted.internet import reactor
     from gateway.logsetup import flush_periodically
-    repeats = setup_logging(level)
+    repeats = setup_logging(level, fmt)
     flushing = flush_periodically(repeats, reactor)
     try:
         yield reactor
@@ -97,14 +99,15 @@ def logging_for_the_reactor(level):
 
 def cmd_run(args):
     config = load_or_exit(args.config)
-    with logging_for_the_reactor(args.log_level) as reactor:
+    fmt = args.log_format or config.log.format
+    with logging_for_the_reactor(args.log_level, fmt) as reactor:
         from gateway.service import GatewayService
         return serve(reactor, GatewayService(config, reactor,
                                              create_store=args.create_store))
 
 
 def cmd_demo(args):
-    with logging_for_the_reactor(args.log_level):
+    with logging_for_the_reactor(args.log_level, args.log_format or "auto"):
         from gateway.demo.run import run_demo
         return run_demo(args, serve)
 
@@ -174,6 +177,8 @@ class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):
         if action.nargs == 0 and action.default is False:
             return action.help + " (default: off)"
+        if action.default is None and "(default: " in (action.help or ""):
+            return action.help                 # the help says where the default comes from
         return super()._get_help_string(action)
 
 
@@ -197,6 +202,10 @@ def build_parser():
         p.add_argument("--log-level", default="info", metavar="LEVEL",
                        help="least severe level logged to stderr: debug, info, warning, "
                             "error")
+        p.add_argument("--log-format", choices=("auto", "json", "text"), default=None,
+                       help="one JSON object or one text line per event; auto: JSON "
+                            "unless stderr is a terminal (default: log.format of "
+                            "gateway.yaml, else auto)")
 
     run = command("run", "the daemon, in the foreground")
     config_option(run)

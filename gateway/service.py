@@ -51,9 +51,9 @@ def build_store(config, reactor, create=False):
     return store
 
 
-def build_inbox(store):
+def build_inbox(config, store):
     """The agencies' inboxes: SMS replies, USSD filings and app replies are filed here."""
-    return Inbox(store)
+    return Inbox(store, debug_text_agencies=config.log.debug_text_agencies)
 
 
 def build_inbound(config, store, inbox, reactor):
@@ -82,11 +82,12 @@ def build_policy(config, store, reactor):
             AuditLog(store))
 
 
-def build_outbound(store, keyring, limits, audit, dispatcher, reactor):
+def build_outbound(store, keyring, limits, audit, dispatcher, reactor,
+                   debug_text_agencies=()):
     """The accept path every channel calls; accepted messages wake the dispatcher."""
     return Outbound(store, limits, audit, clock=reactor,
                     agencies=lambda: keyring.agencies, route_of=dispatcher.route_of,
-                    on_accepted=dispatcher.wake)
+                    on_accepted=dispatcher.wake, debug_text_agencies=debug_text_agencies)
 
 
 def build_api(outbound, store, keyring, audit, health, reactor):
@@ -130,7 +131,7 @@ class GatewayService(MultiService):
     def _build(self):
         """Every piece over the open store; pools and housekeeping become children."""
         config, reactor, store = self.config, self.reactor, self.store
-        self.inbox = build_inbox(store)
+        self.inbox = build_inbox(config, store)
         self.inbound = inbound = build_inbound(config, store, self.inbox, reactor)
         self.pools = build_pools(config, inbound, reactor)
         for pool in self.pools.values():
@@ -138,7 +139,8 @@ class GatewayService(MultiService):
         self.dispatcher = build_dispatcher(config, store, self.pools, reactor)
         self.keyring, self.limits, audit = build_policy(config, store, reactor)
         self.outbound = build_outbound(store, self.keyring, self.limits, audit,
-                                       self.dispatcher, reactor)
+                                       self.dispatcher, reactor,
+                                       config.log.debug_text_agencies)
         # Inbound answers citizens (HELP, 4040 checks, USSD filings' SMS) through the
         # accept path, which is built over the dispatcher that the binds feed.
         inbound.use_outbound(self.outbound)

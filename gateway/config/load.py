@@ -11,7 +11,7 @@ import os
 from gateway.config.agencies_file import read_agencies
 from gateway.config.gateway_file import read_gateway
 from gateway.config.routing_file import read_routing
-from gateway.config.schema import GatewayConfig
+from gateway.config.schema import GatewayConfig, LogSettings
 from gateway.config.yamlnodes import ConfigErrors, NodeReader
 
 
@@ -30,6 +30,7 @@ def load_gateway_config(path):
         agencies = read_agencies(settings["agencies_path"], errors)
     if settings["routing_rules_path"]:
         routing = read_routing(settings["routing_rules_path"], operator_names, errors)
+    log = _log_settings(reader, settings["log"], agencies)
     if errors:
         raise _in_reading_order(errors)
     return GatewayConfig(
@@ -44,7 +45,21 @@ def load_gateway_config(path):
         agencies=agencies,
         routing=routing,
         retention=settings["retention"],
-        http_max_connections=settings["http_max_connections"])
+        http_max_connections=settings["http_max_connections"],
+        log=log)
+
+
+def _log_settings(reader, fields, agencies):
+    """LogSettings from gateway.yaml's `log:`; an agency it names must exist."""
+    known = {agency.id for agency in agencies or ()}
+    names = []
+    for name, node in fields.get("debug_text_agencies", ()):
+        if agencies is not None and name not in known:
+            reader.fail(node, f"log.debug_text_agencies: no agency {name!r} in the "
+                              f"agencies file")
+        names.append(name)
+    return LogSettings(format=fields.get("format", "auto"),
+                       debug_text_agencies=tuple(names))
 
 
 def load_agencies(path):

@@ -79,6 +79,17 @@ class Retention:
     inbox: float = 30.0          # citizens' replies in the agencies' inboxes
 
 
+LOG_FORMATS = ("auto", "json", "text")     # auto: JSON unless stderr is a terminal
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """gateway.yaml `log:`. Message text is logged (at DEBUG) only for the agencies
+    named in debug_text_agencies: a debugging aid an operator turns on per agency."""
+    format: str = "auto"                           # one of LOG_FORMATS
+    debug_text_agencies: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     path: str
@@ -93,3 +104,4 @@ class GatewayConfig:
     routing: Routing
     retention: Retention = Retention()
     http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
+    log: LogSettings = LogSettings()

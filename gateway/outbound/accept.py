@@ -42,12 +42,14 @@ def _waiting_too_long():
 
 class Outbound:
     def __init__(self, store, limits, audit, *, clock, agencies=tuple, route_of=None,
-                 on_accepted=None, max_pending=DEFAULT_MAX_PENDING):
+                 on_accepted=None, max_pending=DEFAULT_MAX_PENDING,
+                 debug_text_agencies=()):
         """limits: a gateway.policy.limits.AgencyLimits; audit: a policy.audit.AuditLog;
         agencies(): the agencies configured now (SIGHUP replaces them), to name a refused
         sender's owner in the audit; route_of(msisdn): the route stored with a message
         (None without a router); on_accepted(routes): called once messages are stored,
-        with their routes."""
+        with their routes; debug_text_agencies: the agencies whose message text is
+        logged at DEBUG (gateway.yaml log.debug_text_agencies; nobody's otherwise)."""
         self.store = store
         self.limits = limits
         self.audit = audit
@@ -56,6 +58,7 @@ class Outbound:
         self.route_of = route_of if route_of is not None else (lambda msisdn: None)
         self.on_accepted = on_accepted
         self.max_pending = max_pending
+        self.debug_text_agencies = frozenset(debug_text_agencies)
         self.pending = 0                 # accepts handed to the store, not yet committed
         self._in_flight = {}             # (agency, idempotency key) -> [waiting Deferreds]
         self._random = random.Random()   # concatenation references: unpredictable enough
@@ -212,6 +215,10 @@ class Outbound:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("accepted %d message(s), %d part(s) for %s, first to %s", len(messages),
                       parts, agency.id, mask_msisdn(messages[0].recipient))
+            if agency.id in self.debug_text_agencies:
+                for m in messages:
+                    log.debug("message %s to %s: text %r", m.id, mask_msisdn(m.recipient),
+                              m.text, extra={"event": "message_text", "agency": agency.id})
         if self.on_accepted is not None:
             try:
                 self.on_accepted({m.route for m in messages})
