@@ -189,6 +189,7 @@ class Daemon:
         self.check_privacy = True
         self.texts = set()              # message texts sent through send()
         self.metrics_seen = ""
+        self.signalled = False          # a test's own signal: stop() then scrapes nothing
 
     def start(self, wait_bound=True, extra=()):
         self.log = open(self.log_path, "ab")
@@ -230,12 +231,15 @@ class Daemon:
         return wait_for(reached, timeout, what=f"message {message_id} {wanted}")
 
     def send_signal(self, sig):
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self.signalled = True
         self.proc.send_signal(sig)
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
-        self.metrics_seen += self.scrape_metrics()
+        if not self.signalled:          # (a stopping daemon no longer serves /metrics)
+            self.metrics_seen += self.scrape_metrics()
         self.proc.send_signal(sig)
         try:
             code = self.proc.wait(timeout)
