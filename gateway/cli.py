@@ -1,4 +1,5 @@
-"""`payam-gateway` console script: run, demo, check-config, smsc-sim, hash-key, backup."""
+"""`payam-gateway` console script: run, demo, check-config, smsc-sim, hash-key, backup,
+audit."""
 
 import argparse
 import contextlib
@@ -157,6 +158,72 @@ def cmd_backup(args):
     return 0
 
 
+_SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text, now):
+    """'90s', '15m', '1h', '2d', '1w' ago, or an ISO date/time ('2025-03-01',
+    '2025-03-01T08:30', UTC unless it says) → a Unix time; ValueError otherwise."""
+    from datetime import datetime, timezone
+    text = text.strip()
+    if text[:-1].isdigit() and text[-1:] in _SINCE_UNITS:
+        return now - int(text[:-1]) * _SINCE_UNITS[text[-1]]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since: {text!r} is neither a duration (90s, 15m, 1h, 2d, 1w) "
+                         f"nor an ISO date or time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def audit_line(at, event, agency, detail):
+    """One audit row for people: time (UTC), event, agency, then the detail's fields."""
+    from datetime import datetime, timezone
+    when = datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    fields = " ".join(f"{key}={value}" for key, value in detail.items())
+    return f"{when}  {event}  agency={agency or '-'}  {fields}".rstrip()
+
+
+def cmd_audit(args):
+    import json
+    import time
+    from gateway.numbers import InvalidNumber, normalize_msisdn
+    from gateway.store import audit_trail
+    config = load_or_exit(args.config)
+    try:
+        since = parse_since(args.since, time.time()) if args.since else None
+        number = normalize_msisdn(args.number) if args.number else None
+    except (ValueError, InvalidNumber) as e:
+        print(f"audit: {e}", file=sys.stderr)
+        return 2
+    import sqlite3
+    try:
+        conn = audit_trail.open_read_only(config.store_path)
+    except (OSError, sqlite3.Error) as e:   # a missing or unreadable store: one line
+        print(f"audit: cannot read store {config.store_path}: {e}", file=sys.stderr)
+        return 1
+    shown = 0
+    try:
+        for id_, at, event, agency, detail in audit_trail.rows(
+                conn, since=since, agency=args.agency, refused=args.refused, number=number):
+            if args.json:
+                print(json.dumps({"id": id_, "at": at, "event": event, "agency": agency,
+                                  "detail": detail}, ensure_ascii=False))
+            else:
+                print(audit_line(at, event, agency, detail))
+            shown += 1
+    except sqlite3.Error as e:
+        print(f"audit: cannot read store {config.store_path}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+    if not args.json:
+        print(f"{shown} audit record(s)", file=sys.stderr)
+    return 0
+
+
 def version():
     """The installed distribution's version (what pip shows), else the package's own."""
     from importlib.metadata import PackageNotFoundError
@@ -239,6 +306,21 @@ def build_parser():
                                "daemon runs (refuses to overwrite OUTPUT)")
     config_option(backup)
     backup.add_argument("output", metavar="OUTPUT", help="the new file to write the copy to")
+
+    audit = command("audit", "print the audit trail (refused senders, failed "
+                             "authentication), oldest first; reads the store read-only")
+    config_option(audit)
+    audit.add_argument("--agency", metavar="ID", help="only this agency's records "
+                                                      "(default: every agency's)")
+    audit.add_argument("--since", metavar="WHEN",
+                       help="only records since WHEN: a duration ago (90s, 15m, 1h, 2d, "
+                            "1w) or an ISO date/time in UTC (default: all kept)")
+    audit.add_argument("--refused", action="store_true",
+                       help="only refusals of what an agency asked (e.g. sender_refused)")
+    audit.add_argument("--number", metavar="MSISDN",
+                       help="only records naming this citizen's number, which rows "
+                            "hold hashed (default: any)")
+    audit.add_argument("--json", action="store_true", help="one JSON object per record")
     return parser
 
 
@@ -249,7 +331,7 @@ def main(argv=None):
         return cmd_smsc_sim(None, argv[1:])
     args = build_parser().parse_args(argv)
     handlers = {"run": cmd_run, "demo": cmd_demo, "check-config": cmd_check_config,
-                "hash-key": cmd_hash_key, "backup": cmd_backup}
+                "hash-key": cmd_hash_key, "backup": cmd_backup, "audit": cmd_audit}
     return handlers[args.command](args)
 
 

@@ -217,6 +217,25 @@ class RecordsContract:
         assert self.wait(self.store.expire_unsent()) == 0
 
 
+class AuditContract:
+    """audit rows: kept until retention purges them by age; citizens' numbers hashed."""
+
+    def test_the_purge_removes_only_audit_rows_older_than_its_cutoff(self):
+        self.wait(self.store.audit("sender_refused", "tax", {"sender": "old"}))
+        removed = self.wait(self.store.purge(T0 - 86400, audit_before=self.clock.seconds()
+                                             - 3600))
+        assert removed["audit"] == 0                       # younger than the cutoff
+        removed = self.wait(self.store.purge(T0 - 86400,
+                                             audit_before=self.clock.seconds() + 1))
+        assert removed["audit"] == 1
+
+    def test_a_number_hashes_to_the_same_salted_value_and_never_shows(self):
+        first = self.store.number_hash("989121234567")
+        assert first == self.store.number_hash("989121234567")
+        assert first != self.store.number_hash("989121234568")
+        assert first.startswith("h:") and "1234567" not in first and len(first) == 18
+
+
 def reply(citizen="989121234567", agency="tax", number="40401234", text="salam",
           received_at=T0 + 60, **overrides):
     fields = dict(agency=agency, number=number, citizen=citizen, text=text, channel="sms",

@@ -5,8 +5,8 @@ too, so the accept path, the dispatcher, the inbound router, housekeeping and th
 HTTP handlers see only this.  Everything that touches the database answers with a
 Deferred, reads included: SQLite reads answer at once (`defer.succeed`), a network
 database answers later, and callers are written for both.  Only the lifecycle
-(`open`), `new_message_id` and `learned_receipt_ids` (memory the store keeps) answer
-directly.  The records are gateway/model.py's.  tests/store_contract.py holds the
+(`open`), `new_message_id`, `number_hash` and `learned_receipt_ids` (memory the store
+keeps) answer directly.  The records are gateway/model.py's.  tests/store_contract.py holds the
 tests every implementation passes.
 """
 
@@ -93,7 +93,12 @@ class MessageStore(Protocol):
 
     # -- records, housekeeping ------------------------------------------------------
     def audit(self, event: str, agency: str | None, detail: dict) -> Deferred:
-        """Keep an audit row → Deferred of its id."""
+        """Keep an audit row → Deferred of its id.  Rows are append-only: only
+        `purge` removes them, by age."""
+
+    def number_hash(self, msisdn: str) -> str:
+        """A citizen's number as audit rows hold it: a hash salted per install (the
+        store's memory, no database read)."""
 
     def purge(self, older_than: float, *, audit_before=None, receipts_before=None,
               inbound_before=None, inbox_before=None) -> Deferred:

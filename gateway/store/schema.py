@@ -227,6 +227,17 @@ def _v9_inbox(db):
                " ON messages (recipient, created_at)")
 
 
+def _v13_audit_append_only(db):
+    # The audit table becomes append-only (audit_trail.py says how the retention purge
+    # alone may delete), and the per-install salt that citizens' numbers in audit rows
+    # are hashed with is made once, here, never to change.
+    from gateway.store.audit_trail import SALT_KEY, triggers_sql
+    for statement in triggers_sql():
+        db.execute(statement)
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, lower(hex(randomblob(32))))",
+               (SALT_KEY,))
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
@@ -238,6 +249,7 @@ MIGRATIONS = [
     (7, _v7_retention_indexes),
     (8, _v8_claim_leases),
     (9, _v9_inbox),
+    (13, _v13_audit_append_only),
 ]
 
 

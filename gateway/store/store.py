@@ -21,7 +21,7 @@ from twisted.internet import defer
 from gateway.model import (
     CLAIM_ORDER, OUTCOME_KINDS, PRIORITY_NAMES, ClaimedPart, NewMessage, PartOutcome)
 from gateway.receipt_ids import normal_id
-from gateway.store import guard, operations, schema
+from gateway.store import audit_trail, guard, operations, schema
 from gateway.store import receipts as store_receipts
 from gateway.store.interface import StoreClosed
 from gateway.store.operations import IDEMPOTENCY_S
@@ -37,7 +37,6 @@ PROBE_EVERY_S = 1.0
 # that stopped loses its parts this way.  Leases are not renewed.
 LEASE_S = 300.0
 RECLAIM_EVERY_S = 10.0          # how often a claim first looks for expired leases
-
 _BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"   # Crockford, in ASCII order: ids sort by time
 _SYMBOL_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)   # 10 bits → 2 symbols
 
@@ -79,6 +78,8 @@ class Store:
         self.store_id = None
         self._random = random.Random(os.urandom(32))
         self._receipt_bases = store_receipts.KnownBases()
+        self._audit_gate = audit_trail.AuditPurgeGate()   # only the purge opens it
+        self._number_salt = None       # audit_trail.SALT_KEY, read at open
         # Writer thread only: auto operators whose receipt id base is not known yet.
         self._receipts_learning = set()
 
@@ -104,6 +105,8 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
+            self._audit_gate.install(conn)
+            self._number_salt = audit_trail.read_salt(conn)
             self.store_id = guard.adopt(conn, self.path, created)
             owner = f"{self.node}:{os.getpid()}:{self._random.getrandbits(32):08x}"
             recovered = self._take_over(conn, owner)
@@ -354,6 +357,13 @@ class Store:
         ids = [self.new_message_id() for _ in entries]
         return self._write(lambda conn: operations.file_inbox(conn, entries, ids))
 
+    def number_hash(self, msisdn):
+        """A citizen's number as audit rows keep it: salted with this install's salt
+        (audit_trail.number_hash); no database read."""
+        if self._number_salt is None:
+            raise StoreClosed("the store is not open")
+        return audit_trail.number_hash(self._number_salt, msisdn)
+
     def audit(self, event, agency, detail):
         if not isinstance(event, str) or not event:
             return defer.fail(ValueError(f"audit event must be a non-empty string: {event!r}"))
@@ -379,7 +389,7 @@ class Store:
         return self._write(lambda conn: operations.purge(
             conn, older_than, now - IDEMPOTENCY_S, receipts_before,
             audit_before=audit_before, inbound_before=inbound_before,
-            inbox_before=inbox_before))
+            inbox_before=inbox_before, audit_gate=self._audit_gate))
 
     def expire_unreceipted(self, grace_s):
         """Parts still waiting for a receipt `grace_s` after their message's validity
