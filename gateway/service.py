@@ -16,6 +16,7 @@ from twisted.internet.defer import CancelledError, inlineCallbacks
 
 from gateway.config.load import load_agencies, load_routing
 from gateway.dispatch import Dispatcher
+from gateway.gauges import store_gauges_service
 from gateway.housekeeping import housekeeping_service
 from gateway.http.api import AgencyAPI
 from gateway.http.server import HTTPFactory
@@ -102,6 +103,12 @@ def build_housekeeping(config, store, reactor):
     return housekeeping_service(store, reactor, config.retention)
 
 
+def build_gauges(store, keyring, reactor):
+    """The metrics read from the store every few seconds (queue, per-agency statuses)."""
+    return store_gauges_service(store, reactor,
+                                lambda: [agency.id for agency in keyring.agencies])
+
+
 class GatewayService(MultiService):
     def __init__(self, config, reactor, create_store=False):
         super().__init__()
@@ -147,6 +154,7 @@ class GatewayService(MultiService):
         self.api = build_api(self.outbound, store, self.keyring, audit, self.health, reactor)
         self.http_factory = build_http(config, self.api, reactor)
         build_housekeeping(config, store, reactor).setServiceParent(self)
+        build_gauges(store, self.keyring, reactor).setServiceParent(self)
 
     def _listen(self):
         config, reactor = self.config, self.reactor

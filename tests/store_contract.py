@@ -236,6 +236,32 @@ class AuditContract:
         assert first.startswith("h:") and "1234567" not in first and len(first) == 18
 
 
+class GaugeContract:
+    """queue_summary, status_counts: the cheap reads the metrics refresh every few s."""
+
+    def test_the_queue_summary_counts_queued_parts_and_the_oldest_wait_per_priority(self):
+        assert self.wait(self.store.queue_summary(T0)) == {0: (0, 0.0), 1: (0, 0.0),
+                                                            2: (0, 0.0)}
+        self.queue(priority=0, created_at=T0 - 30)
+        self.queue(priority=0, created_at=T0 - 10)
+        self.queue(priority=2, created_at=T0 - 5)
+        summary = self.wait(self.store.queue_summary(T0))
+        assert summary[0] == (2, 30.0) and summary[2] == (1, 5.0)
+        assert summary[1] == (0, 0.0)
+
+    def test_status_counts_follow_messages_through_their_statuses(self):
+        assert self.wait(self.store.status_counts()) == {}
+        message_id, seq = self.queue()
+        [part] = self.wait(self.store.claim(10, T0 + 1))
+        self.wait(self.store.record([PartOutcome(message_id, seq, "submitted",
+                                                 operator="mci", smsc_id="77")]))
+        assert self.wait(self.store.status_counts()) == {("tax", "submitted"): 1}
+        assert self.wait(self.store.apply_receipts([("mci", "77", "delivered", None)],
+                                                   {"mci": "raw"})) == [True]
+        assert self.wait(self.store.status_counts()) == {("tax", "submitted"): 1,
+                                                          ("tax", "delivered"): 1}
+
+
 def reply(citizen="989121234567", agency="tax", number="40401234", text="salam",
           received_at=T0 + 60, **overrides):
     fields = dict(agency=agency, number=number, citizen=citizen, text=text, channel="sms",

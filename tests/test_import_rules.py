@@ -28,6 +28,7 @@ ALLOWED = {
     "outbound": {"policy", "store"},
     "http": {"outbound", "policy", "store"},
     "housekeeping": {"store"},
+    "gauges": {"store"},
     "simulator": {"smpp"},
     "config": set(),
     "service": {"*"},

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from store_contract import (
-    AcceptContract, AuditContract, ClaimContract, InboxContract,
+    AcceptContract, AuditContract, ClaimContract, GaugeContract, InboxContract,
     LifecycleContract, ReceiptContract, RecordsContract, new_message)
 from threaded_clock import T0, ThreadedClock
 
@@ -48,7 +48,7 @@ def test_the_dispatcher_knows_the_store_only_by_its_interface():
 
 
 class TestSQLiteStore(ClaimContract, AcceptContract, ReceiptContract, RecordsContract,
-                      InboxContract, AuditContract, LifecycleContract):
+                      InboxContract, AuditContract, GaugeContract, LifecycleContract):
 
     @pytest.fixture(autouse=True)
     def open_store(self, tmp_path):

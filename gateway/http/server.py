@@ -102,7 +102,11 @@ class PathRouter:
     Counts every answer in payam_http_requests_total under the route's template, never the
     raw path, so the label set stays bounded."""
 
-    def __init__(self):
+    def __init__(self, clock=None):
+        """clock: an IReactorTime, for the answer times (payam_http_request_seconds)."""
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
         self._exact = {}                # path -> {method: handler}
         self._prefixes = []             # (prefix, template, {method: handler})
 
@@ -131,6 +135,7 @@ class PathRouter:
 
     def __call__(self, request):
         route, handlers, args = self._match(request.path)
+        started = self.clock.seconds()
         try:
             if handlers is None:
                 raise ApiError("not_found", f"no such endpoint: {request.path[:100]}")
@@ -146,16 +151,15 @@ class PathRouter:
         if isinstance(result, defer.Deferred):
             # One callback for "failure → error answer, then count": each Deferred link
             # costs µs on the hot path.
-            result.addBoth(_count_outcome, route or "unmatched")
+            result.addBoth(_count_outcome, route or "unmatched", self.clock, started)
             return result
-        return _count(result, route or "unmatched")
+        return _count(result, route or "unmatched", self.clock, started)
 
 
-def _count_outcome(result, route):
+def _count_outcome(result, route, clock, started):
     if isinstance(result, Failure):
         result = _as_response(result)
-    metrics.child(metrics.HTTP_REQUESTS, route, result.status).inc()
-    return result
+    return _count(result, route, clock, started)
 
 
 def _as_response(failure):
@@ -165,9 +169,15 @@ def _as_response(failure):
     return error_response(ApiError("internal_error", "internal error; it has been logged"))
 
 
-def _count(response, route):
+def _count(response, route, clock, started):
     metrics.child(metrics.HTTP_REQUESTS, route, response.status).inc()
+    metrics.child(metrics.HTTP_SECONDS, route, _STATUS_CLASSES.get(response.status // 100,
+                                                                   "other")).observe(
+        clock.seconds() - started)
     return response
+
+
+_STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 
 # -- the connection ----------------------------------------------------------------------

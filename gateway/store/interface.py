@@ -125,5 +125,14 @@ class MessageStore(Protocol):
     def parts_used(self, agency: str, since: float) -> Deferred:
         """→ Deferred[int]: parts of the agency's messages accepted since `since`."""
 
+    def queue_summary(self, now: float) -> Deferred:
+        """→ Deferred[dict]: {priority: (parts queued, seconds the longest-waiting due
+        one has waited by `now`)} for every priority; cheap enough to read every few
+        seconds."""
+
+    def status_counts(self) -> Deferred:
+        """→ Deferred[dict]: {(agency, status): messages that reached that status}
+        since the store began; a few rows, cheap enough to read every few seconds."""
+
     def writable(self) -> Deferred:
         """→ Deferred[bool]: whether writes are being committed (for /healthz)."""
