@@ -69,3 +69,4 @@ def test_audit_prints_the_trail_while_the_daemon_runs(tmp_path, simulator):
         assert len(audit_cli(config, "--agency", "tax").stdout.splitlines()) == 3
     finally:
         assert daemon.stop() == 0
+    assert len(audit_cli(config, "--agency", "tax").stdout.splitlines()) == 3   # stopped

@@ -1021,3 +1021,20 @@ def test_the_number_salt_is_made_once_per_store_and_kept(db_path, clock, tmp_pat
     finally:
         clock.wait(again.close())
         clock.wait(other.close())
+
+
+def test_reading_a_stopped_store_for_the_audit_cli_makes_no_wal_or_shm_file(db_path, clock):
+    # Under systemd the CLI runs as root: a -shm it made would be root's, and the
+    # daemon's user could not open its own store while it lasted.
+    from gateway.store import audit_trail
+    s = Store(db_path, clock, commit_interval=0.0)
+    s.open()
+    ok(clock, s.audit("sender_refused", "tax", {"sender": "FAKE"}))
+    clock.wait(s.close())
+    before = sorted(p.name for p in db_path.parent.iterdir())
+    conn = audit_trail.open_read_only(db_path)
+    try:
+        assert len(list(audit_trail.rows(conn, agency="tax"))) == 1
+        assert sorted(p.name for p in db_path.parent.iterdir()) == before
+    finally:
+        conn.close()

@@ -79,10 +79,14 @@ def triggers_sql():
 # -- reading, for the CLI ----------------------------------------------------------------
 
 def open_read_only(path):
-    """The store at `path`, read-only (safe beside the running daemon)."""
+    """The store at `path`, read-only (safe beside the running daemon).  A stopped
+    store (no -wal, no -shm beside it) is opened immutable: a read-only WAL connection
+    would otherwise create them, owned by whoever runs the CLI (root), and the
+    daemon's user could then not open its own store."""
     if not Path(path).exists():
         raise FileNotFoundError(f"store {path} does not exist")
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    stopped = not any(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-shm"))
+    uri = Path(path).resolve().as_uri() + ("?mode=ro&immutable=1" if stopped else "?mode=ro")
     conn = sqlite3.connect(uri, uri=True, isolation_level=None)
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
