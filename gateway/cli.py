@@ -1,5 +1,5 @@
 """`payam-gateway` console script: run, demo, check-config, smsc-sim, hash-key, backup,
-status, reload, ussd-try."""
+status, reload, ussd-try, audit."""
 
 import argparse
 import contextlib
@@ -18,13 +18,15 @@ EXIT_STORE = 65
 EXIT_LOCKED = 75
 
 
-def setup_logging(level):
-    """Stderr logging with repeated warnings and errors aggregated (gateway.logsetup);
-    Twisted's log events go through the same handler.  Returns the RepeatFilter."""
+def setup_logging(level, fmt="auto"):
+    """Stderr logging, one event per line (JSON unless stderr is a terminal, or as
+    `fmt` says), with repeated warnings and errors aggregated (gateway.logsetup);
+    Twisted's log events go through the same handler as logger payam.twisted.
+    Returns the RepeatFilter."""
     from gateway import logsetup
-    repeats = logsetup.install(level, sys.stderr)
-    from twisted.logger import STDLibLogObserver, globalLogBeginner
-    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+    repeats = logsetup.install(level, sys.stderr, fmt=fmt)
+    from twisted.logger import globalLogBeginner
+    globalLogBeginner.beginLoggingTo([logsetup.TwistedEvents()], redirectStandardIO=False)
     return repeats
 
 
@@ -93,12 +95,12 @@ def serve(reactor, service, *, announce=None):
 
 
 @contextlib.contextmanager
-def logging_for_the_reactor(level):
+def logging_for_the_reactor(level, fmt="auto"):
     """setup_logging, with the aggregated summaries flushed every second on the reactor
     and once more at exit (run the reactor inside it)."""
     from twisted.internet import reactor
     from gateway.logsetup import flush_periodically
-    repeats = setup_logging(level)
+    repeats = setup_logging(level, fmt)
     flushing = flush_periodically(repeats, reactor)
     try:
         yield reactor
@@ -110,14 +112,15 @@ def logging_for_the_reactor(level):
 
 def cmd_run(args):
     config = load_or_exit(args.config)
-    with logging_for_the_reactor(args.log_level) as reactor:
+    fmt = args.log_format or config.log.format
+    with logging_for_the_reactor(args.log_level, fmt) as reactor:
         from gateway.service import GatewayService
         return serve(reactor, GatewayService(config, reactor,
                                              create_store=args.create_store))
 
 
 def cmd_demo(args):
-    with logging_for_the_reactor(args.log_level):
+    with logging_for_the_reactor(args.log_level, args.log_format or "auto"):
         from gateway.demo.run import run_demo
         return run_demo(args, serve)
 
@@ -231,6 +234,72 @@ def cmd_reload(args):
     return 2
 
 
+_SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text, now):
+    """'90s', '15m', '1h', '2d', '1w' ago, or an ISO date/time ('2025-03-01',
+    '2025-03-01T08:30', UTC unless it says) → a Unix time; ValueError otherwise."""
+    from datetime import datetime, timezone
+    text = text.strip()
+    if text[:-1].isdigit() and text[-1:] in _SINCE_UNITS:
+        return now - int(text[:-1]) * _SINCE_UNITS[text[-1]]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since: {text!r} is neither a duration (90s, 15m, 1h, 2d, 1w) "
+                         f"nor an ISO date or time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def audit_line(at, event, agency, detail):
+    """One audit row for people: time (UTC), event, agency, then the detail's fields."""
+    from datetime import datetime, timezone
+    when = datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    fields = " ".join(f"{key}={value}" for key, value in detail.items())
+    return f"{when}  {event}  agency={agency or '-'}  {fields}".rstrip()
+
+
+def cmd_audit(args):
+    import json
+    import time
+    from gateway.numbers import InvalidNumber, normalize_msisdn
+    from gateway.store import audit_trail
+    config = load_or_exit(args.config)
+    try:
+        since = parse_since(args.since, time.time()) if args.since else None
+        number = normalize_msisdn(args.number) if args.number else None
+    except (ValueError, InvalidNumber) as e:
+        print(f"audit: {e}", file=sys.stderr)
+        return 2
+    import sqlite3
+    try:
+        conn = audit_trail.open_read_only(config.store_path)
+    except (OSError, sqlite3.Error) as e:   # a missing or unreadable store: one line
+        print(f"audit: cannot read store {config.store_path}: {e}", file=sys.stderr)
+        return 1
+    shown = 0
+    try:
+        for id_, at, event, agency, detail in audit_trail.rows(
+                conn, since=since, agency=args.agency, refused=args.refused, number=number):
+            if args.json:
+                print(json.dumps({"id": id_, "at": at, "event": event, "agency": agency,
+                                  "detail": detail}, ensure_ascii=False))
+            else:
+                print(audit_line(at, event, agency, detail))
+            shown += 1
+    except sqlite3.Error as e:
+        print(f"audit: cannot read store {config.store_path}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+    if not args.json:
+        print(f"{shown} audit record(s)", file=sys.stderr)
+    return 0
+
+
 def version():
     """The installed distribution's version (what pip shows), else the package's own."""
     from importlib.metadata import PackageNotFoundError
@@ -251,6 +320,8 @@ class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):
         if action.nargs == 0 and action.default is False:
             return action.help + " (default: off)"
+        if action.default is None and "(default: " in (action.help or ""):
+            return action.help                 # the help says where the default comes from
         return super()._get_help_string(action)
 
 
@@ -274,6 +345,10 @@ def build_parser():
         p.add_argument("--log-level", default="info", metavar="LEVEL",
                        help="least severe level logged to stderr: debug, info, warning, "
                             "error")
+        p.add_argument("--log-format", choices=("auto", "json", "text"), default=None,
+                       help="one JSON object or one text line per event; auto: JSON "
+                            "unless stderr is a terminal (default: log.format of "
+                            "gateway.yaml, else auto)")
 
     run = command("run", "the daemon, in the foreground")
     config_option(run)
@@ -325,6 +400,20 @@ def build_parser():
     reload = command("reload", "make the running daemon reload agencies and routing rules "
                                "(as SIGHUP does), through its admin endpoint")
     config_option(reload)
+    audit = command("audit", "print the audit trail (refused senders, failed "
+                             "authentication), oldest first; reads the store read-only")
+    config_option(audit)
+    audit.add_argument("--agency", metavar="ID", help="only this agency's records "
+                                                      "(default: every agency's)")
+    audit.add_argument("--since", metavar="WHEN",
+                       help="only records since WHEN: a duration ago (90s, 15m, 1h, 2d, "
+                            "1w) or an ISO date/time in UTC (default: all kept)")
+    audit.add_argument("--refused", action="store_true",
+                       help="only refusals of what an agency asked (e.g. sender_refused)")
+    audit.add_argument("--number", metavar="MSISDN",
+                       help="only records naming this citizen's number, which rows "
+                            "hold hashed (default: any)")
+    audit.add_argument("--json", action="store_true", help="one JSON object per record")
     return parser
 
 
@@ -336,7 +425,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     handlers = {"run": cmd_run, "demo": cmd_demo, "check-config": cmd_check_config,
                 "hash-key": cmd_hash_key, "backup": cmd_backup, "status": cmd_status,
-                "reload": cmd_reload, "ussd-try": cmd_ussd_try}
+                "reload": cmd_reload, "ussd-try": cmd_ussd_try, "audit": cmd_audit}
     return handlers[args.command](args)
 
 

@@ -8,6 +8,13 @@ when the interval ends, one line of the same logger and level says "N more like 
 propagates (all of ours, and Twisted's through STDLibLogObserver).  An interval's end is
 noticed by the next record of its kind or by flush(), which the CLI runs every second on
 the reactor.
+
+Each record is one line: JSON (time, level, logger, message and any structured extras,
+python-json-logger) when stderr is not a terminal, so journald and log shippers get one
+event per line; plain text on a terminal (continuation lines of a traceback indented).
+Twisted's own events ("Starting factory", connection lost, the metrics site's access
+lines) are mapped to logger `payam.twisted`: its informational chatter at DEBUG, its
+warnings and errors at their level.
 """
 
 import logging
@@ -20,7 +27,12 @@ INTERVAL_S = 10.0
 MAX_KINDS = 1024            # kinds tracked at once; the oldest window closes early
 FLUSH_EVERY_S = 1.0
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FORMATS = ("auto", "json", "text")         # auto: json unless the stream is a terminal
+TWISTED_LOGGER = "payam.twisted"
 _TEMPLATE_MAX = 200
+# LogRecord's own attributes: what a record carries beyond them is a structured extra.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime", "taskName"}
 
 
 class _WallClock:
@@ -124,11 +136,57 @@ def _template(record):
     return str(msg)[:_TEMPLATE_MAX]
 
 
-def install(level="info", stream=None, clock=None):
+class TextLines(logging.Formatter):
+    """FORMAT, then the record's structured extras as key=value; a message's further
+    lines (a traceback, a list of problems) indented, so each event starts a line."""
+
+    def __init__(self):
+        super().__init__(FORMAT)
+
+    def format(self, record):
+        text = super().format(record)
+        extras = _extras(record)
+        if extras:
+            head, sep, rest = text.partition("\n")
+            text = head + "".join(f" {k}={v}" for k, v in extras.items()) + sep + rest
+        return text.replace("\n", "\n    ")
+
+
+def json_formatter():
+    """One JSON object per record: time (ISO 8601, UTC), level, logger, message, then
+    the structured extras (event, operator, ...) and exc_info when there is one."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    class JsonLines(JsonFormatter):
+        def process_log_record(self, log_data):
+            return {"time": log_data.pop("time", None), **log_data}
+
+    return JsonLines("{levelname}{name}{message}", style="{", timestamp="time",
+                     rename_fields={"levelname": "level", "name": "logger"},
+                     json_ensure_ascii=False)
+
+
+def formatter(fmt, stream):
+    """The formatter for `fmt` (one of FORMATS) writing to `stream`."""
+    if fmt not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt == "auto":
+        isatty = getattr(stream, "isatty", None)
+        fmt = "text" if isatty is not None and isatty() else "json"
+    return TextLines() if fmt == "text" else json_formatter()
+
+
+def _extras(record):
+    return {k: v for k, v in vars(record).items()
+            if k not in _STANDARD and not k.startswith("_") and k != "repeat_summary"}
+
+
+def install(level="info", stream=None, clock=None, fmt="text"):
     """A stream handler on the root logger with a RepeatFilter; returns the filter
-    (its `handler` attribute is the handler)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT))
+    (its `handler` attribute is the handler).  fmt: one of FORMATS."""
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter(fmt, stream))
     repeats = RepeatFilter(handler.handle, clock=clock)
     repeats.handler = handler
     handler.addFilter(repeats)
@@ -145,3 +203,32 @@ def flush_periodically(repeats, reactor, every_s=FLUSH_EVERY_S):
     call.clock = reactor
     call.start(every_s, now=False)
     return call
+
+
+_TWISTED_LEVELS = {"debug": logging.DEBUG, "info": logging.DEBUG, "warn": logging.WARNING,
+                   "error": logging.ERROR, "critical": logging.CRITICAL}
+
+
+class TwistedEvents:
+    """A Twisted log observer handing each event to logger `payam.twisted`: its info
+    chatter (factories starting and stopping, connections lost, the metrics site's
+    access lines) at DEBUG, its warnings, errors and failures at their level, with the
+    event's namespace as the extra `twisted_namespace`."""
+
+    def __init__(self, name=TWISTED_LOGGER):
+        self.logger = logging.getLogger(name)
+
+    def __call__(self, event):
+        from twisted.logger._stdlib import StringifiableFromEvent
+        level = event.get("log_level")
+        levelno = _TWISTED_LEVELS.get(getattr(level, "name", None), logging.DEBUG)
+        if event.get("isError"):
+            levelno = max(levelno, logging.ERROR)
+        if not self.logger.isEnabledFor(levelno):
+            return
+        failure = event.get("log_failure")
+        exc_info = None
+        if failure is not None:
+            exc_info = (failure.type, failure.value, failure.getTracebackObject())
+        self.logger.log(levelno, StringifiableFromEvent(event), exc_info=exc_info,
+                        extra={"twisted_namespace": event.get("log_namespace")})

@@ -51,3 +51,25 @@ USSD_STEPS = Counter(
 USSD_DIALOGS = Counter(
     "payam_ussd_dialogs_total", "USSD dialogs ended, by why", ["agency", "reason"])
 USSD_SESSIONS = Gauge("payam_ussd_sessions", "Live USSD dialogs")
+
+# -- issue 11 item 8: latency, window use, the store's queue, messages per agency ---------
+HTTP_SECONDS = Histogram(
+    "payam_http_request_seconds", "Agency API answer time, from dispatch to answer",
+    ["route", "status_class"],          # the route's template; 2xx, 4xx, 5xx
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+WINDOW_IN_FLIGHT = Gauge(
+    "payam_window_in_flight", "submit_sm and other requests awaiting their response, "
+    "all bound sessions of the operator", ["operator"])
+WINDOW_SIZE = Gauge(
+    "payam_window_size", "Window of the operator's bound sessions together", ["operator"])
+QUEUED_PARTS = Gauge(
+    "payam_queued_parts", "Parts queued in the store (refreshed every few seconds)",
+    ["priority"])
+OLDEST_QUEUED = Gauge(
+    "payam_oldest_queued_seconds", "How long the longest-waiting due queued part has "
+    "waited (0 when none)", ["priority"])
+MESSAGE_STATUSES = Counter(
+    "payam_messages_status_total", "Messages reaching a status (submitted, delivered, "
+    "failed, expired), per agency (read from the store every few seconds)",
+    ["agency", "status"])
+OTHER_AGENCY = "other"                  # label of an agency no longer configured

@@ -19,6 +19,7 @@ from gateway.authenticity.desk import AuthenticityDesk
 from gateway.admin.endpoint import AdminAPI, status_document
 from gateway.config.load import load_agencies, load_routing, load_ussd_menus
 from gateway.dispatch import Dispatcher
+from gateway.gauges import store_gauges_service
 from gateway.housekeeping import housekeeping_service
 from gateway.http.api import AgencyAPI
 from gateway.http.server import HTTPFactory
@@ -64,9 +65,9 @@ def build_store(config, reactor, create=False):
     return store
 
 
-def build_inbox(store):
+def build_inbox(config, store):
     """The agencies' inboxes: SMS replies, USSD filings and app replies are filed here."""
-    return Inbox(store)
+    return Inbox(store, debug_text_agencies=config.log.debug_text_agencies)
 
 
 def build_inbound(config, store, inbox, reactor):
@@ -103,13 +104,15 @@ def build_policy(config, store, reactor):
             AuditLog(store))
 
 
-def build_outbound(store, keyring, limits, audit, dispatcher, reactor):
+def build_outbound(store, keyring, limits, audit, dispatcher, reactor,
+                   debug_text_agencies=()):
     """The accept path every channel calls; accepted messages wake the dispatcher, and
     agency texts are fingerprinted with the store's key for the 4040 check."""
     return Outbound(store, limits, audit, clock=reactor,
                     agencies=lambda: keyring.agencies, route_of=dispatcher.route_of,
                     on_accepted=dispatcher.wake,
-                    fingerprint=TextFingerprint(store.fingerprint_key()))
+                    fingerprint=TextFingerprint(store.fingerprint_key()),
+                    debug_text_agencies=debug_text_agencies)
 
 
 def build_authenticity(config, store, outbound, keyring, reactor):
@@ -146,6 +149,12 @@ def build_http(config, api, reactor):
 def build_housekeeping(config, store, reactor):
     return housekeeping_service(store, reactor, config.retention,
                                 fingerprint_days=config.authenticity.retention_days)
+
+
+def build_gauges(store, keyring, reactor):
+    """The metrics read from the store every few seconds (queue, per-agency statuses)."""
+    return store_gauges_service(store, reactor,
+                                lambda: [agency.id for agency in keyring.agencies])
 
 
 class GatewayService(MultiService):
@@ -204,7 +213,7 @@ class GatewayService(MultiService):
     def _build(self):
         """Every piece over the open store; pools and housekeeping become children."""
         config, reactor, store = self.config, self.reactor, self.store
-        self.inbox = build_inbox(store)
+        self.inbox = build_inbox(config, store)
         self.inbound = inbound = build_inbound(config, store, self.inbox, reactor)
         self.pools = build_pools(config, inbound, reactor)
         for pool in self.pools.values():
@@ -212,7 +221,8 @@ class GatewayService(MultiService):
         self.dispatcher = build_dispatcher(config, store, self.pools, reactor)
         self.keyring, self.limits, audit = build_policy(config, store, reactor)
         self.outbound = build_outbound(store, self.keyring, self.limits, audit,
-                                       self.dispatcher, reactor)
+                                       self.dispatcher, reactor,
+                                       config.log.debug_text_agencies)
         # Inbound answers citizens (HELP, 4040 checks, USSD filings' SMS) through the
         # accept path, which is built over the dispatcher that the binds feed.
         inbound.use_outbound(self.outbound)
@@ -229,6 +239,7 @@ class GatewayService(MultiService):
                              self.broadcasts)
         self.http_factory = build_http(config, self.api, reactor)
         build_housekeeping(config, store, reactor).setServiceParent(self)
+        build_gauges(store, self.keyring, reactor).setServiceParent(self)
 
     def _listen(self):
         config, reactor = self.config, self.reactor
@@ -275,7 +286,7 @@ class GatewayService(MultiService):
 
     def status(self):
         """Deferred[the admin endpoint's status document]: binds, queue per priority."""
-        d = self.store.queue_summary()
+        d = self.store.queue_summary(self.reactor.seconds())
         d.addCallback(lambda summary: status_document(
             self.health(), summary, self.reactor.seconds(), os.getpid()))
         return d

@@ -7,6 +7,7 @@ the agency HTTP API and the simulator's control API.
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +26,36 @@ KEYS = {
     "judiciary": "demo-judiciary-key-000000000000",
     "post": "demo-post-key-00000000000000000",
 }
+
+
+# What must never reach a log line or /metrics: a citizen's whole number, in the
+# international or the national form (masked ones, 98912****567, do not match).
+FULL_NUMBER = re.compile(r"(?<![0-9])(?:98[0-9]{10}|09[0-9]{9})(?![0-9])")
+MIN_TEXT_CHECKED = 12           # shorter texts ("retried") may be words of any line
+
+
+def privacy_leaks(output, texts=()):
+    """The lines of `output` that carry a full phone number or one of the message
+    `texts` sent (a JSON line is also read decoded, so escaped text is found)."""
+    texts = [t for t in texts if isinstance(t, str) and len(t.strip()) >= MIN_TEXT_CHECKED]
+    leaks = []
+    for line in output.splitlines():
+        seen = line
+        if line.startswith("{"):
+            try:
+                seen = line + " " + " ".join(map(str, json.loads(line).values()))
+            except ValueError:
+                pass
+        if FULL_NUMBER.search(seen) or any(t in seen for t in texts):
+            leaks.append(line)
+    return leaks
+
+
+def assert_private(output, texts=(), what="daemon output"):
+    leaks = privacy_leaks(output, texts)
+    shown = [FULL_NUMBER.sub(lambda m: m.group()[:5] + "…", line)[:300] for line in leaks[:5]]
+    assert not leaks, (f"{len(leaks)} line(s) of the {what} carry a full phone number "
+                       f"or a message text:\n" + "\n".join(shown))
 
 
 def free_port():
@@ -144,13 +175,22 @@ def write_config(directory, smpp_port, *, operators=("mci", "irancell", "rightel
 
 
 class Daemon:
-    """`payam-gateway run -c …` as a subprocess."""
+    """`payam-gateway run -c …` as a subprocess.
+
+    When it stops, its whole output and a last scrape of /metrics are checked for full
+    phone numbers and for the texts sent through `send` (assert_private): every
+    end-to-end test using it asserts the daemon's privacy.  `check_privacy = False` for a
+    test that turns on log.debug_text_agencies."""
 
     def __init__(self, config_path, http_port):
         self.config_path = Path(config_path)
         self.http_port = http_port
         self.log_path = self.config_path.parent / "daemon.log"
         self.proc = None
+        self.check_privacy = True
+        self.texts = set()              # message texts sent through send()
+        self.metrics_seen = ""
+        self.signalled = False          # a test's own signal: stop() then scrapes nothing
 
     def start(self, wait_bound=True, extra=()):
         self.log = open(self.log_path, "ab")
@@ -179,6 +219,7 @@ class Daemon:
         return all(op["bound"] >= 1 for op in operators.values())
 
     def send(self, key, **body):
+        self.texts.add(body.get("text"))
         return http_json(self.http_port, "POST", "/v1/messages", body, key=key)
 
     def status(self, key, message_id):
@@ -191,25 +232,56 @@ class Daemon:
         return wait_for(reached, timeout, what=f"message {message_id} {wanted}")
 
     def send_signal(self, sig):
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self.signalled = True
         self.proc.send_signal(sig)
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
+        if not self.signalled:          # (a stopping daemon no longer serves /metrics)
+            self.metrics_seen += self.scrape_metrics()
         self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
             raise AssertionError("daemon did not stop within the bound")
         finally:
             self.log.close()
+        self.assert_private()
+        return code
 
     def kill(self):
+        self.metrics_seen += self.scrape_metrics()
         self.proc.kill()
         self.proc.wait(10)
         self.log.close()
+        self.assert_private()
+
+    def metrics_port(self):
+        listen = (yaml.safe_load(self.config_path.read_text()).get("metrics") or {}).get("listen")
+        return int(listen.rsplit(":", 1)[1]) if listen else None
+
+    def scrape_metrics(self):
+        """/metrics as text ("" when not served or not answering)."""
+        port = self.metrics_port()
+        if port is None:
+            return ""
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            return conn.getresponse().read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        finally:
+            conn.close()
+
+    def assert_private(self):
+        if self.check_privacy:
+            assert_private(self.output(), self.texts)
+            assert_private(self.metrics_seen, self.texts, what="/metrics output")
 
     def output(self):
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -202,20 +202,6 @@ class AcceptContract:
         assert self.wait(self.store.parts_used("tax", T0 - 100)) == 5
         assert self.wait(self.store.parts_used("tax", T0 - 20)) == 2
 
-    def test_queue_summary_counts_queued_parts_per_priority_with_the_oldest(self):
-        assert self.wait(self.store.queue_summary()) == {}
-        self.wait(self.store.accept([new_message(self.store, parts=3, created_at=T0 - 50),
-                                     new_message(self.store, parts=2, created_at=T0 - 10),
-                                     new_message(self.store, priority=2, created_at=T0 - 5)]))
-        assert self.wait(self.store.queue_summary()) == {0: (5, T0 - 50), 2: (1, T0 - 5)}
-        # Claimed parts still wait for an SMSC; once recorded submitted they are gone.
-        claimed = self.wait(self.store.claim(4, T0))
-        assert self.wait(self.store.queue_summary()) == {0: (5, T0 - 50), 2: (1, T0 - 5)}
-        self.wait(self.store.record([PartOutcome(p.message_id, p.seq, "submitted",
-                                                 operator="mci", smsc_id=f"id{n}")
-                                     for n, p in enumerate(claimed)]))
-        assert self.wait(self.store.queue_summary()) == {0: (2, T0 - 10)}
-
 
 class ReceiptContract:
     """apply_receipts, learned_receipt_ids, store_inbound: the inbound router's side."""
@@ -247,6 +233,51 @@ class RecordsContract:
         assert removed["audit"] == 1 and removed["messages"] == 0
         assert self.wait(self.store.expire_unreceipted(86400.0)) == 0
         assert self.wait(self.store.expire_unsent()) == 0
+
+
+class AuditContract:
+    """audit rows: kept until retention purges them by age; citizens' numbers hashed."""
+
+    def test_the_purge_removes_only_audit_rows_older_than_its_cutoff(self):
+        self.wait(self.store.audit("sender_refused", "tax", {"sender": "old"}))
+        removed = self.wait(self.store.purge(T0 - 86400, audit_before=self.clock.seconds()
+                                             - 3600))
+        assert removed["audit"] == 0                       # younger than the cutoff
+        removed = self.wait(self.store.purge(T0 - 86400,
+                                             audit_before=self.clock.seconds() + 1))
+        assert removed["audit"] == 1
+
+    def test_a_number_hashes_to_the_same_salted_value_and_never_shows(self):
+        first = self.store.number_hash("989121234567")
+        assert first == self.store.number_hash("989121234567")
+        assert first != self.store.number_hash("989121234568")
+        assert first.startswith("h:") and "1234567" not in first and len(first) == 18
+
+
+class GaugeContract:
+    """queue_summary, status_counts: the cheap reads the metrics refresh every few s."""
+
+    def test_the_queue_summary_counts_queued_parts_and_the_oldest_wait_per_priority(self):
+        assert self.wait(self.store.queue_summary(T0)) == {0: (0, 0.0), 1: (0, 0.0),
+                                                            2: (0, 0.0)}
+        self.queue(priority=0, created_at=T0 - 30)
+        self.queue(priority=0, created_at=T0 - 10)
+        self.queue(priority=2, created_at=T0 - 5)
+        summary = self.wait(self.store.queue_summary(T0))
+        assert summary[0] == (2, 30.0) and summary[2] == (1, 5.0)
+        assert summary[1] == (0, 0.0)
+
+    def test_status_counts_follow_messages_through_their_statuses(self):
+        assert self.wait(self.store.status_counts()) == {}
+        message_id, seq = self.queue()
+        [part] = self.wait(self.store.claim(10, T0 + 1))
+        self.wait(self.store.record([PartOutcome(message_id, seq, "submitted",
+                                                 operator="mci", smsc_id="77")]))
+        assert self.wait(self.store.status_counts()) == {("tax", "submitted"): 1}
+        assert self.wait(self.store.apply_receipts([("mci", "77", "delivered", None)],
+                                                   {"mci": "raw"})) == [True]
+        assert self.wait(self.store.status_counts()) == {("tax", "submitted"): 1,
+                                                          ("tax", "delivered"): 1}
 
 
 def reply(citizen="989121234567", agency="tax", number="40401234", text="salam",

@@ -86,5 +86,9 @@ def test_the_dashboard_covers_the_main_signals():
     text = " ".join(expr for _where, expr in expressions(dashboard))
     for metric in ("payam_messages_accepted_total", "payam_submit_sm_resp_total",
                    "payam_receipts_total", "payam_bound_sessions", "payam_dispatch_buffer",
-                   "payam_http_requests_total", "payam_store_commit_seconds_bucket"):
+                   "payam_http_requests_total", "payam_store_commit_seconds_bucket",
+                   # issue 11 item 8
+                   "payam_messages_status_total", "payam_queued_parts",
+                   "payam_oldest_queued_seconds", "payam_window_in_flight",
+                   "payam_window_size", "payam_http_request_seconds_bucket"):
         assert metric in text, metric

@@ -1,6 +1,7 @@
 """End to end, the operator's side: check-config, SIGHUP reload, demo, fallback, SMSC errors."""
 
 import hashlib
+import json
 import shutil
 import signal
 import subprocess
@@ -243,7 +244,8 @@ def test_a_damaged_store_is_one_line_naming_it_and_an_exit_systemd_does_not_rest
     assert "Traceback" not in ran.stderr
     named = [line for line in ran.stderr.splitlines() if str(db) in line]
     assert len(named) == 1 and "backup" in named[0], ran.stderr
-    assert [line for line in ran.stderr.splitlines() if " ERROR " in line] == named
+    assert [line for line in ran.stderr.splitlines()
+            if json.loads(line)["level"] == "ERROR"] == named     # not a terminal: JSON
 
 
 def test_a_store_with_a_damaged_page_is_named_by_check_config_and_refused_by_run(tmp_path):

@@ -32,6 +32,7 @@ ALLOWED = {
     "listening": set(),
     "systemd": set(),
     "admin": {"http"},
+    "gauges": {"store"},
     "simulator": {"smpp"},
     "ussd": {"outbound"},             # USSD dialogs: filing's SMS through the accept path
     "config": set(),

@@ -360,14 +360,29 @@ def test_sender_refusal_is_stored_and_logged(store, clock, caplog):
     assert "40400135" in caplog.text and "judiciary" in caplog.text
 
 
-def test_a_citizens_number_used_as_sender_is_masked_in_the_audit(store, clock, caplog):
+def test_a_citizens_number_used_as_sender_is_hashed_in_the_audit_and_masked_in_the_log(
+        store, clock, caplog):
     audit = AuditLog(store, clock)
     with caplog.at_level(logging.WARNING, logger="payam.audit"):
         clock.wait(audit.sender_refused("tax", "09121234567", "not_a_government_number",
                                         "10.0.0.7"))
-    [(_, _, detail)] = _audit_rows(store)
-    assert "1234567" not in detail["sender"] and detail["sender"].startswith("98912")
+        clock.wait(audit.sender_refused("tax", "+989121234567", "not_a_government_number",
+                                        "10.0.0.7"))
+    [(_, _, first), (_, _, second)] = _audit_rows(store)
+    # One citizen, written two ways: one salted hash, neither the number nor a mask.
+    assert first["sender"] == second["sender"] == store.number_hash("989121234567")
+    assert first["sender"].startswith("h:") and "98912" not in first["sender"]
+    assert "98912****567" in caplog.text
     assert "09121234567" not in caplog.text and "989121234567" not in caplog.text
+
+
+def test_citizens_numbers_in_any_audit_detail_are_hashed(store, clock):
+    audit = AuditLog(store, clock)
+    clock.wait(audit._write("link_not_allowed", "tax", {
+        "to": ["09121234567", "not a number"], "recipient": "989351234567", "link": "x.ir"}))
+    [(_, _, detail)] = _audit_rows(store)
+    assert detail == {"to": [store.number_hash("989121234567"), "not a number"],
+                      "recipient": store.number_hash("989351234567"), "link": "x.ir"}
 
 
 def test_unauthorized_attempts_are_audited_once_per_interval_per_peer(store, clock, caplog):

@@ -749,3 +749,22 @@ def test_throttled_answers_log_once_per_pause_and_interval(memory_reactor, caplo
     messages = [r.getMessage() for r in caplog.records]
     assert sum("slowing down" in m for m in messages) == 2
     assert "more like this" in [m for m in messages if "throttled by" in m][-1]
+
+
+def test_window_use_per_operator_is_what_the_bound_sessions_have_outstanding(memory_reactor):
+    from prometheus_client import REGISTRY
+    pool = started(make_pool(memory_reactor, binds=2, window=3))
+
+    def scraped(name):
+        return REGISTRY.get_sample_value(name, {"operator": "mci"})
+
+    assert scraped("payam_window_size") == 0 and scraped("payam_window_in_flight") == 0
+    a, b = FakeSMSC(memory_reactor).accept()
+    for n in range(4):
+        pool.submit(submit_sm(n))
+    assert scraped("payam_window_size") == 6 and scraped("payam_window_in_flight") == 4
+    (first, _) = a.sent()
+    a.receive(first.response(message_id="A1"))
+    assert scraped("payam_window_in_flight") == 3
+    b.drop()
+    assert scraped("payam_window_size") == 3 and scraped("payam_window_in_flight") == 1

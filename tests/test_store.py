@@ -982,3 +982,59 @@ def test_a_store_deleted_while_open_is_not_writable_and_close_does_not_recreate_
     assert not db_path.exists()          # the next start refuses (its marker remains)
     with pytest.raises(StoreUnusable):
         Store(db_path, clock).open()
+
+
+# -- the audit table: append-only, purged by retention alone, numbers salted ---------------
+
+def test_audit_rows_cannot_be_changed_or_deleted_but_by_the_retention_purge(
+        store, clock, db_path):
+    ok(clock, store.audit("sender_refused", "tax", {"sender": "FAKE"}))
+    clock.advance(3600)
+    ok(clock, store.audit("sender_refused", "tax", {"sender": "FAKE2"}))
+    with sqlite3.connect(db_path) as conn:               # any other connection: sqlite3,
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):   # a script
+            conn.execute("UPDATE audit SET detail = '{}'")
+        with pytest.raises(sqlite3.OperationalError, match="payam_audit_purge"):
+            conn.execute("DELETE FROM audit")
+    # The store's own writer connection cannot delete either, outside the purge.
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        ok(clock, store._write(lambda conn: conn.execute("DELETE FROM audit")))
+    # The purge removes what its cutoff names, and nothing younger.
+    removed = ok(clock, store.purge(T0 - 86400, audit_before=clock.seconds() - 60))
+    assert removed["audit"] == 1
+    with sqlite3.connect(db_path) as conn:
+        assert [d for (d,) in conn.execute("SELECT detail FROM audit")] == ['{"sender": "FAKE2"}']
+
+
+def test_the_number_salt_is_made_once_per_store_and_kept(db_path, clock, tmp_path):
+    first = Store(db_path, clock, commit_interval=0.0)
+    first.open()
+    hashed = first.number_hash("989121234567")
+    clock.wait(first.close())
+    again = Store(db_path, clock, commit_interval=0.0)
+    again.open()
+    other = Store(tmp_path / "other.db", clock, commit_interval=0.0)
+    other.open()
+    try:
+        assert again.number_hash("989121234567") == hashed       # kept in meta
+        assert other.number_hash("989121234567") != hashed       # another install
+    finally:
+        clock.wait(again.close())
+        clock.wait(other.close())
+
+
+def test_reading_a_stopped_store_for_the_audit_cli_makes_no_wal_or_shm_file(db_path, clock):
+    # Under systemd the CLI runs as root: a -shm it made would be root's, and the
+    # daemon's user could not open its own store while it lasted.
+    from gateway.store import audit_trail
+    s = Store(db_path, clock, commit_interval=0.0)
+    s.open()
+    ok(clock, s.audit("sender_refused", "tax", {"sender": "FAKE"}))
+    clock.wait(s.close())
+    before = sorted(p.name for p in db_path.parent.iterdir())
+    conn = audit_trail.open_read_only(db_path)
+    try:
+        assert len(list(audit_trail.rows(conn, agency="tax"))) == 1
+        assert sorted(p.name for p in db_path.parent.iterdir()) == before
+    finally:
+        conn.close()

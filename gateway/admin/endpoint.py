@@ -33,11 +33,11 @@ class AdminAPI:
 
 def status_document(operators, queue_summary, now, pid):
     """operators: {name: {"bound", "binds"}}; queue_summary: the store's
-    {priority: (parts, oldest created_at)} → the status document."""
+    {priority: (parts queued, seconds the longest-waiting due one has waited)} → the
+    status document (oldest_age_s None while nothing waits)."""
     queue = {}
     for priority, name in sorted(PRIORITY_NAMES.items()):
-        parts, oldest = queue_summary.get(priority, (0, None))
+        parts, waited = queue_summary.get(priority, (0, 0.0))
         queue[name] = {"parts": parts,
-                       "oldest_age_s": round(max(0.0, now - oldest), 1)
-                       if oldest is not None else None}
+                       "oldest_age_s": round(waited, 1) if parts else None}
     return {"pid": pid, "operators": operators, "queue": queue}

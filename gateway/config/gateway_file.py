@@ -8,14 +8,14 @@ import re
 
 from gateway.config.operators import read_operators
 from gateway.config.schema import (
-    DEFAULT_ADMIN_LISTEN, DEFAULT_HTTP_MAX_CONNECTIONS, Authenticity, Retention)
+    DEFAULT_ADMIN_LISTEN, DEFAULT_HTTP_MAX_CONNECTIONS, LOG_FORMATS, Authenticity, Retention)
 
 DEFAULT_HTTP_LISTEN = ("127.0.0.1", 8080)
 DEFAULT_STORE_PATH = "var/gateway.db"
 PORT_RE = re.compile(r"^[0-9]{1,5}$")
 
 GATEWAY_KEYS = ("http", "metrics", "store", "agencies", "routing_rules", "ussd_menus",
-                "operators", "retention", "authenticity", "admin")
+                "operators", "retention", "authenticity", "admin", "log")
 ADMIN_KEYS = ("listen", "remote")
 RETENTION_KEYS = ("messages", "audit", "receipts", "inbound", "inbox", "ussd")
 AUTHENTICITY_KEYS = ("retention_days", "checks_per_hour")
@@ -34,7 +34,7 @@ def read_gateway(reader, root):
         "store_path": os.path.normpath(os.path.join(base, DEFAULT_STORE_PATH)),
         "agencies_path": None, "routing_rules_path": None, "ussd_menus_path": None,
         "operators": None, "named": set(), "retention": Retention(),
-        "http_max_connections": DEFAULT_HTTP_MAX_CONNECTIONS,
+        "http_max_connections": DEFAULT_HTTP_MAX_CONNECTIONS, "log": {},
         "authenticity": Authenticity(),
         "admin_listen": DEFAULT_ADMIN_LISTEN,
     }
@@ -65,6 +65,28 @@ def read_gateway(reader, root):
         settings["authenticity"] = _read_authenticity(reader, fields["authenticity"][1])
     if "admin" in fields:
         settings["admin_listen"] = _read_admin(reader, fields["admin"][1])
+    if "log" in fields:
+        settings["log"] = _read_log(reader, fields["log"][1])
+    return settings
+
+
+def _read_log(reader, node):
+    """log: {format, debug_text_agencies}; the agency ids are checked against the
+    agencies file by load_gateway_config."""
+    fields = reader.mapping(node, "log", ("format", "debug_text_agencies"))
+    settings = {}
+    if fields and "format" in fields:
+        value_node = fields["format"][1]
+        fmt = reader.text(value_node, "log.format")
+        if fmt is not None and fmt not in LOG_FORMATS:
+            reader.fail(value_node, f"log.format: one of {', '.join(LOG_FORMATS)}, "
+                                    f"not {fmt!r}")
+        elif fmt is not None:
+            settings["format"] = fmt
+    if fields and "debug_text_agencies" in fields:
+        names = reader.texts(fields["debug_text_agencies"][1], "log.debug_text_agencies")
+        if names is not None:
+            settings["debug_text_agencies"] = names      # [(agency id, node)]
     return settings
 
 

@@ -11,7 +11,7 @@ import os
 from gateway.config.agencies_file import read_agencies
 from gateway.config.gateway_file import read_gateway
 from gateway.config.routing_file import read_routing
-from gateway.config.schema import GatewayConfig
+from gateway.config.schema import GatewayConfig, LogSettings
 from gateway.config.ussd_file import read_ussd_menus
 from gateway.config.yamlnodes import ConfigErrors, NodeReader
 
@@ -34,6 +34,7 @@ def load_gateway_config(path):
     menus = ()
     if settings["ussd_menus_path"] and agencies is not None:
         menus = read_ussd_menus(settings["ussd_menus_path"], agencies, errors)
+    log = _log_settings(reader, settings["log"], agencies)
     if errors:
         raise _in_reading_order(errors)
     return GatewayConfig(
@@ -51,7 +52,21 @@ def load_gateway_config(path):
         http_max_connections=settings["http_max_connections"],
         authenticity=settings["authenticity"],
         admin_listen=settings["admin_listen"],
-        ussd_menus=menus)
+        ussd_menus=menus,
+        log=log)
+
+
+def _log_settings(reader, fields, agencies):
+    """LogSettings from gateway.yaml's `log:`; an agency it names must exist."""
+    known = {agency.id for agency in agencies or ()}
+    names = []
+    for name, node in fields.get("debug_text_agencies", ()):
+        if agencies is not None and name not in known:
+            reader.fail(node, f"log.debug_text_agencies: no agency {name!r} in the "
+                              f"agencies file")
+        names.append(name)
+    return LogSettings(format=fields.get("format", "auto"),
+                       debug_text_agencies=tuple(names))
 
 
 def load_agencies(path):

@@ -90,6 +90,17 @@ class Authenticity:
     checks_per_hour: int = 10     # per citizen; over it one polite answer, then silence
 
 
+LOG_FORMATS = ("auto", "json", "text")     # auto: JSON unless stderr is a terminal
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """gateway.yaml `log:`. Message text is logged (at DEBUG) only for the agencies
+    named in debug_text_agencies: a debugging aid an operator turns on per agency."""
+    format: str = "auto"                           # one of LOG_FORMATS
+    debug_text_agencies: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     path: str
@@ -107,6 +118,7 @@ class GatewayConfig:
     authenticity: Authenticity = Authenticity()
     admin_listen: tuple[str, int] | None = DEFAULT_ADMIN_LISTEN   # status and reload
     ussd_menus: tuple = ()               # UssdMenu per agency file under ussd_menus_path
+    log: LogSettings = LogSettings()
 
 
 # USSD menus (issue 9): one UssdMenu per agency file under `ussd_menus:`, read by

@@ -50,7 +50,7 @@ class AgencyAPI:
         self.health = health
         self.auth_throttle = (auth_throttle if auth_throttle is not None
                               else FailedAuthThrottle(clock))
-        self.router = PathRouter()
+        self.router = PathRouter(clock=clock)
         self.router.add("POST", "/v1/messages", self.submit)
         self.router.add_prefix("GET", "/v1/messages/", "/v1/messages/{id}", self.get_message)
         BroadcastRoutes(broadcasts, self._authenticate).register(self.router)

@@ -106,7 +106,11 @@ class PathRouter:
 
     has_streams = False                 # whether any route takes a streamed body
 
-    def __init__(self):
+    def __init__(self, clock=None):
+        """clock: an IReactorTime, for the answer times (payam_http_request_seconds)."""
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
         self._exact = {}                # path -> {method: handler}
         self._prefixes = []             # (prefix, template, {method: handler})
 
@@ -128,16 +132,16 @@ class PathRouter:
         handler = self._exact.get(path, {}).get(method)
         return handler if isinstance(handler, Streamed) else None
 
-    def finish_stream(self, consumer, route):
-        """The consumer's answer, counted as every answer is."""
+    def finish_stream(self, consumer, route, started):
+        """The consumer's answer, counted (and timed from `started`) as every answer is."""
         try:
             result = consumer.finish()
         except Exception:
             result = _as_response(Failure())
         if isinstance(result, defer.Deferred):
-            result.addBoth(_count_outcome, route)
+            result.addBoth(_count_outcome, route, self.clock, started)
             return result
-        return _count(result, route)
+        return _count(result, route, self.clock, started)
 
     def add_prefix(self, method, prefix, template, handler):
         """handler(request, remainder) for paths `prefix + remainder`, remainder one
@@ -161,6 +165,7 @@ class PathRouter:
 
     def __call__(self, request):
         route, handlers, args = self._match(request.path)
+        started = self.clock.seconds()
         try:
             if handlers is None:
                 raise ApiError("not_found", f"no such endpoint: {request.path[:100]}")
@@ -180,9 +185,9 @@ class PathRouter:
         if isinstance(result, defer.Deferred):
             # One callback for "failure → error answer, then count": each Deferred link
             # costs µs on the hot path.
-            result.addBoth(_count_outcome, route or "unmatched")
+            result.addBoth(_count_outcome, route or "unmatched", self.clock, started)
             return result
-        return _count(result, route or "unmatched")
+        return _count(result, route or "unmatched", self.clock, started)
 
 
 class Streamed:
@@ -198,19 +203,19 @@ class Streamed:
 
 class _Stream:
     """The body consumer of the request being read, and whether it holds us back."""
-    __slots__ = ("consumer", "route", "paused")
+    __slots__ = ("consumer", "route", "paused", "started")
 
-    def __init__(self, consumer, route):
+    def __init__(self, consumer, route, started):
         self.consumer = consumer
         self.route = route
         self.paused = False
+        self.started = started             # when its head was read (the answer's time)
 
 
-def _count_outcome(result, route):
+def _count_outcome(result, route, clock, started):
     if isinstance(result, Failure):
         result = _as_response(result)
-    metrics.child(metrics.HTTP_REQUESTS, route, result.status).inc()
-    return result
+    return _count(result, route, clock, started)
 
 
 def _as_response(failure):
@@ -220,9 +225,15 @@ def _as_response(failure):
     return error_response(ApiError("internal_error", "internal error; it has been logged"))
 
 
-def _count(response, route):
+def _count(response, route, clock, started):
     metrics.child(metrics.HTTP_REQUESTS, route, response.status).inc()
+    metrics.child(metrics.HTTP_SECONDS, route, _STATUS_CLASSES.get(response.status // 100,
+                                                                   "other")).observe(
+        clock.seconds() - started)
     return response
+
+
+_STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 
 # -- the connection ----------------------------------------------------------------------
@@ -613,7 +624,7 @@ class HTTPChannel(Protocol):
         except Exception:
             self._refuse_response(_as_response(Failure()))
             raise _Abort()
-        self._stream = _Stream(consumer, target[0])
+        self._stream = _Stream(consumer, target[0], self.factory.router.clock.seconds())
         return True
 
     def on_body(self, body):
@@ -682,7 +693,8 @@ class HTTPChannel(Protocol):
             self._accepting = False
         self._reset_request()
         self._queue.append(slot)
-        result = self.factory.router.finish_stream(stream.consumer, stream.route)
+        result = self.factory.router.finish_stream(stream.consumer, stream.route,
+                                                    stream.started)
         if isinstance(result, defer.Deferred):
             result.addBoth(self._answer_outcome, slot)
         else:

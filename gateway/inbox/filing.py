@@ -9,12 +9,17 @@ raised, so that the caller's answer (deliver_sm_resp, the USSD page) does not wa
 
 import logging
 
+from gateway.numbers import mask_msisdn
+
 log = logging.getLogger("payam.inbox")
 
 
 class Inbox:
-    def __init__(self, store):
+    def __init__(self, store, debug_text_agencies=()):
+        """debug_text_agencies: the agencies whose filed messages' text is logged at
+        DEBUG (gateway.yaml log.debug_text_agencies; nobody's otherwise)."""
         self.store = store
+        self.debug_text_agencies = frozenset(debug_text_agencies)
         self._listeners = []
 
     def listen(self, callback):
@@ -38,6 +43,10 @@ class Inbox:
         for message, new in filed:
             if not new:
                 continue
+            if message.agency in self.debug_text_agencies:
+                log.debug("inbox message %s from %s: text %r", message.id,
+                          mask_msisdn(message.citizen), message.text,
+                          extra={"event": "message_text", "agency": message.agency})
             for callback in self._listeners:
                 try:
                     callback(message)

@@ -51,14 +51,16 @@ def _waiting_too_long():
 
 class Outbound:
     def __init__(self, store, limits, audit, *, clock, agencies=tuple, route_of=None,
-                 on_accepted=None, max_pending=DEFAULT_MAX_PENDING, fingerprint=None):
+                 on_accepted=None, max_pending=DEFAULT_MAX_PENDING, fingerprint=None,
+                 debug_text_agencies=()):
         """limits: a gateway.policy.limits.AgencyLimits; audit: a policy.audit.AuditLog;
         agencies(): the agencies configured now (SIGHUP replaces them), to name a refused
         sender's owner in the audit; route_of(msisdn): the route stored with a message
         (None without a router); on_accepted(routes): called once messages are stored,
         with their routes; fingerprint: a gateway.text.fingerprint.TextFingerprint, whose
         fingerprint of each agency text is stored with its messages (the 4040 check);
-        None stores none."""
+        None stores none; debug_text_agencies: the agencies whose message text is
+        logged at DEBUG (gateway.yaml log.debug_text_agencies; nobody's otherwise)."""
         self.store = store
         self.limits = limits
         self.audit = audit
@@ -68,6 +70,7 @@ class Outbound:
         self.on_accepted = on_accepted
         self.max_pending = max_pending
         self.fingerprint = fingerprint
+        self.debug_text_agencies = frozenset(debug_text_agencies)
         self.pending = 0                 # accepts handed to the store, not yet committed
         self._in_flight = {}             # (agency, idempotency key) -> [waiting Deferreds]
         self._random = random.Random()   # concatenation references: unpredictable enough
@@ -251,6 +254,10 @@ class Outbound:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("accepted %d message(s), %d part(s) for %s, first to %s", len(messages),
                       parts, agency.id, mask_msisdn(messages[0].recipient))
+            if agency.id in self.debug_text_agencies:
+                for m in messages:
+                    log.debug("message %s to %s: text %r", m.id, mask_msisdn(m.recipient),
+                              m.text, extra={"event": "message_text", "agency": agency.id})
         if self.on_accepted is not None:
             try:
                 self.on_accepted({m.route for m in messages})

@@ -4,7 +4,9 @@ messages the platform itself sends from 4040.
 Every sender refusal becomes a row in the store's audit table (the contract requires it)
 and a WARNING on logger `payam.audit`. Sender ids (4040 numbers, masks) are not personal
 data and are kept as given, except when a caller puts a citizen's mobile number in
-`from`: that is masked like every other MSISDN. Failed authentication is audited per
+`from`: the log line masks it like every other MSISDN, the audit row holds its salted
+hash (store.number_hash), as it does for any citizen's number under NUMBER_KEYS, so the
+rows about one citizen can be found (`payam-gateway audit --number`) but not read. Failed authentication is audited per
 client address at most once per interval, so a key-guessing client cannot flood the
 table or the log; the suppressed attempts are counted in the next record.
 
@@ -20,19 +22,29 @@ log = logging.getLogger("payam.audit")
 
 MAX_SENDER_CHARS = 32           # audit what was sent, not an attacker's megabyte
 MAX_HOST_CHARS = 253
+# Detail keys that may carry a citizen's number: a value that is one is hashed.
+NUMBER_KEYS = ("sender", "to", "recipient", "recipients", "citizen", "msisdn")
 UNAUTHORIZED_INTERVAL_S = 10.0
 MAX_TRACKED_PEERS = 10_000
 
 
-def safe_sender(sender):
-    """The refused sender as we may record it."""
+def safe_sender(sender, shown=mask_msisdn):
+    """The refused sender as we may record it: a citizen's number as `shown` makes it
+    (masked for a log line, hashed for an audit row)."""
     if not isinstance(sender, str):
         return f"<{type(sender).__name__}>"
     text = sender[:MAX_SENDER_CHARS]
     try:
-        return mask_msisdn(normalize_msisdn(text))
+        return shown(normalize_msisdn(text))
     except InvalidNumber:
         return recordable(text)
+
+
+def _as_number(value):
+    try:
+        return normalize_msisdn(value) if isinstance(value, str) else None
+    except InvalidNumber:
+        return None
 
 
 def recordable(value):
@@ -63,7 +75,8 @@ class AuditLog:
         """Write the refusal (store row + log line). Returns the store's Deferred."""
         shown = safe_sender(sender)
         peer, reason, owner = recordable(peer), recordable(reason), recordable(owner)
-        detail = {"sender": shown, "reason": reason, "peer": peer}
+        detail = {"sender": sender[:MAX_SENDER_CHARS] if isinstance(sender, str) else shown,
+                  "reason": reason, "peer": peer}
         if owner is not None and owner != agency_id:
             detail["owner"] = owner
         log.warning("sender refused: agency=%s sender=%r reason=%s peer=%s%s", agency_id,
@@ -109,8 +122,18 @@ class AuditLog:
         return self._write("auth_blocked", None,
                            {"peer": peer, "failures": failures, "seconds": seconds})
 
+    def _hashed(self, detail):
+        """`detail` with every citizen's number under NUMBER_KEYS (alone or in a list)
+        replaced by its salted hash."""
+        def one(value):
+            number = _as_number(value)
+            return self.store.number_hash(number) if number is not None else value
+        return {key: ([one(v) for v in value] if isinstance(value, (list, tuple))
+                      else one(value)) if key in NUMBER_KEYS else value
+                for key, value in detail.items()}
+
     def _write(self, event, agency_id, detail):
-        d = self.store.audit(event, agency_id, recordable(detail))
+        d = self.store.audit(event, agency_id, recordable(self._hashed(detail)))
         d.addErrback(lambda f: log.error("audit record %s lost: %s", event,
                                          f.getErrorMessage()))
         return d

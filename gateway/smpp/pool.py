@@ -312,6 +312,14 @@ class OperatorPool(MultiService):
     def _update_gauge(self):
         metrics.child(metrics.BOUND_SESSIONS, self.operator).set(len(self._sessions))
 
+    def in_flight(self):
+        """Requests awaiting their response on the bound sessions (the window in use)."""
+        return sum(s.outstanding for s in self._sessions)
+
+    def window_size(self):
+        """The window of the bound transmit sessions together."""
+        return sum(s.window for s in self._sessions if s.can_transmit)
+
     def _retry_policy(self, bind):
         # ClientService resets its own count on every TCP connect, even when the bind
         # then fails; counting here (reset only once a session proved healthy, see
@@ -332,6 +340,9 @@ class OperatorPool(MultiService):
         self._stopping = False
         log.info("operator %s: starting %d bind(s) to %s:%s", self.operator,
                  len(self._binds), self.host, self.port)
+        # Read at each scrape, on the reactor thread (the metrics site runs there).
+        metrics.child(metrics.WINDOW_IN_FLIGHT, self.operator).set_function(self.in_flight)
+        metrics.child(metrics.WINDOW_SIZE, self.operator).set_function(self.window_size)
         super().startService()
 
     def stopService(self):

@@ -5,8 +5,8 @@ too, so the accept path, the dispatcher, the inbound router, housekeeping and th
 HTTP handlers see only this.  Everything that touches the database answers with a
 Deferred, reads included: SQLite reads answer at once (`defer.succeed`), a network
 database answers later, and callers are written for both.  Only the lifecycle
-(`open`), `new_message_id`, `learned_receipt_ids` and `fingerprint_key` (memory the
-store keeps) answer directly.  The records are gateway/model.py's.
+(`open`), `new_message_id`, `number_hash`, `learned_receipt_ids` and `fingerprint_key`
+(memory the store keeps) answer directly.  The records are gateway/model.py's.
 tests/store_contract.py holds the tests every implementation passes.
 """
 
@@ -83,11 +83,6 @@ class MessageStore(Protocol):
         """→ Deferred[set]: the routes queued parts carry (None among them for parts
         stored without one)."""
 
-    def queue_summary(self) -> Deferred:
-        """→ Deferred[dict[int, tuple[int, float | None]]]: per priority with parts no
-        SMSC has taken yet (queued, or claimed and being sent), (how many, created_at
-        of the oldest one's message), for status."""
-
     def has_queued(self) -> Deferred:
         """→ Deferred[bool]: whether any part is queued."""
 
@@ -110,7 +105,12 @@ class MessageStore(Protocol):
 
     # -- records, housekeeping ------------------------------------------------------
     def audit(self, event: str, agency: str | None, detail: dict) -> Deferred:
-        """Keep an audit row → Deferred of its id."""
+        """Keep an audit row → Deferred of its id.  Rows are append-only: only
+        `purge` removes them, by age."""
+
+    def number_hash(self, msisdn: str) -> str:
+        """A citizen's number as audit rows hold it: a hash salted per install (the
+        store's memory, no database read)."""
 
     def record_ussd_dialog(self, record: UssdDialogRecord) -> Deferred:
         """Keep one ended USSD dialog (its CDR-like record) → Deferred once durable."""
@@ -149,6 +149,15 @@ class MessageStore(Protocol):
 
     def parts_used(self, agency: str, since: float) -> Deferred:
         """→ Deferred[int]: parts of the agency's messages accepted since `since`."""
+
+    def queue_summary(self, now: float) -> Deferred:
+        """→ Deferred[dict]: {priority: (parts queued, seconds the longest-waiting due
+        one has waited by `now`)} for every priority; cheap enough to read every few
+        seconds."""
+
+    def status_counts(self) -> Deferred:
+        """→ Deferred[dict]: {(agency, status): messages that reached that status}
+        since the store began; a few rows, cheap enough to read every few seconds."""
 
     def writable(self) -> Deferred:
         """→ Deferred[bool]: whether writes are being committed (for /healthz)."""

@@ -7,6 +7,7 @@ array read by json_each(), and come out as one JSON array.  A message's counters
 status follow its parts through the triggers of schema.py.
 """
 
+import contextlib
 import json
 import logging
 import zlib
@@ -383,7 +384,9 @@ _AGED = (("audit", "audit", "at"), ("inbound", "inbound", "received_at"),
 
 def purge(conn, older_than, idempotency_before, pending_before, audit_before=None,
           inbound_before=None, inbox_before=None, fingerprints_before=None,
-          ussd_before=None):
+          ussd_before=None, audit_gate=None):
+    """audit_gate: the AuditPurgeGate of `conn`, opened for the audit DELETE only (the
+    table's trigger refuses every other)."""
     ended = {"older": older_than}
     removed = {}
     for table in ("receipt_keys", "parts"):
@@ -403,8 +406,11 @@ def purge(conn, older_than, idempotency_before, pending_before, audit_before=Non
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                 (table,)).fetchone():
             continue
-        removed[kind] = conn.execute(
-            f"DELETE FROM {table} WHERE {column} < ?", (before,)).rowcount
+        gate = audit_gate.purging(before) if kind == "audit" and audit_gate \
+            else contextlib.nullcontext()
+        with gate:
+            removed[kind] = conn.execute(
+                f"DELETE FROM {table} WHERE {column} < ?", (before,)).rowcount
     return removed
 
 

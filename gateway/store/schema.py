@@ -307,6 +307,27 @@ def _v15_idempotency_request_hash(db):
     db.execute("ALTER TABLE idempotency ADD COLUMN request_hash TEXT")
 
 
+def _v13_audit_rules_and_status_counts(db):
+    # The audit table becomes append-only (audit_trail.py says how the retention purge
+    # alone may delete), and the per-install salt that citizens' numbers in audit rows
+    # are hashed with is made once, here, never to change.
+    from gateway.store.audit_trail import SALT_KEY, triggers_sql
+    for statement in triggers_sql():
+        db.execute(statement)
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, lower(hex(randomblob(32))))",
+               (SALT_KEY,))
+    # How many messages of each agency reached each status since the store began, kept
+    # by a trigger (one upsert of a tiny table per status change) so that the per-agency
+    # metrics are read in a few rows, never by counting the messages table.
+    db.execute("CREATE TABLE IF NOT EXISTS status_counts (agency TEXT NOT NULL,"
+               " status TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (agency, status))")
+    db.execute(
+        "CREATE TRIGGER IF NOT EXISTS message_status_counted AFTER UPDATE OF status"
+        " ON messages WHEN NEW.status IS NOT OLD.status BEGIN"
+        " INSERT INTO status_counts (agency, status, n) VALUES (NEW.agency, NEW.status, 1)"
+        " ON CONFLICT (agency, status) DO UPDATE SET n = n + 1; END")
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
@@ -320,6 +341,7 @@ MIGRATIONS = [
     (9, _v9_inbox),
     (11, _v11_sent_fingerprints),
     (12, _v12_ussd_dialogs),
+    (13, _v13_audit_rules_and_status_counts),
     (14, _v14_broadcasts),
     (15, _v15_idempotency_request_hash),
 ]
