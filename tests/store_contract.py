@@ -266,6 +266,13 @@ class GaugeContract:
         summary = self.wait(self.store.queue_summary(T0))
         assert summary[0] == (2, 30.0) and summary[2] == (1, 5.0)
         assert summary[1] == (0, 0.0)
+        # Claimed parts still wait for an SMSC; once recorded submitted they are gone.
+        claimed = self.wait(self.store.claim(2, T0))
+        assert self.wait(self.store.queue_summary(T0)) == summary
+        self.wait(self.store.record([PartOutcome(p.message_id, p.seq, "submitted",
+                                                 operator="mci", smsc_id=f"id{n}")
+                                     for n, p in enumerate(claimed)]))
+        assert self.wait(self.store.queue_summary(T0))[2] == (0, 0.0)
 
     def test_status_counts_follow_messages_through_their_statuses(self):
         assert self.wait(self.store.status_counts()) == {}

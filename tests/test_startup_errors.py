@@ -2,6 +2,7 @@
 setting, two daemons on one store refuse (a lock held for the daemon's life), and
 check-config names a store directory that cannot be written."""
 
+import json
 import os
 import socket
 import subprocess
@@ -26,7 +27,16 @@ def busy_port():
 
 
 def errors(stderr):
-    return [line for line in stderr.splitlines() if " ERROR " in line]
+    """The ERROR events' messages: stderr is no terminal here, so its lines are JSON."""
+    found = []
+    for line in stderr.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("level") == "ERROR":
+            found.append(event["message"])
+    return found
 
 
 def test_an_http_port_in_use_is_one_line_naming_the_setting(tmp_path, busy_port):

@@ -558,12 +558,18 @@ class Store:
         for every priority.  Per queued route and priority, one MIN probe of the partial
         claim index (route, priority, not_before) and a count over it stopped at
         QUEUE_COUNT_CAP for the priority (a count reading the cap means "at least"): a
-        backlog of millions must not stall the reactor for a gauge."""
+        backlog of millions must not stall the reactor for a gauge.  Parts claimed and
+        not yet taken by an SMSC ('sending': a lane's worth and the windows, read through
+        the lease index) count too: they still wait, and a part the SMSC keeps
+        throttling spends most of its time claimed."""
         reader = self._reader
         routes = Store.queued_routes.__wrapped__(self)
+        claimed = {priority: (n, first) for priority, n, first in reader.execute(
+            "SELECT priority, COUNT(*), MIN(not_before) FROM parts WHERE state = 'sending'"
+            " GROUP BY priority")}
         summary = {}
         for priority in sorted(PRIORITY_NAMES):
-            count, oldest = 0, None
+            count, oldest = claimed.get(priority, (0, None))
             for route in routes:
                 where = ("WHERE state = 'queued' AND route IS ? AND priority = ?"
                          if route is None else
