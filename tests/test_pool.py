@@ -1,4 +1,4 @@
-"""OperatorPool and TokenBucket.
+"""OperatorPool, its rate (TokenBucket, SlidingWindow).
 
 Clock-driven tests use MemoryReactorClock (connections completed by hand over a
 StringTransport); the loopback tests run the real reactor through trial TestCases (see
@@ -21,7 +21,8 @@ from gateway.smpp import constants as c
 from gateway.smpp.esme import ESMEProtocol, SessionClosed
 from gateway.smpp.pdu import PDU, Framer, decode, encode
 from gateway.smpp.pool import HEALTHY_AFTER_S, NoSession, OperatorPool, SessionGone
-from gateway.smpp.ratelimit import SlidingWindow, TokenBucket
+from gateway.smpp.ratelimit import SlidingWindow
+from gateway.token_bucket import TokenBucket
 
 
 def submit_sm(n=0):
@@ -43,21 +44,26 @@ def make_pool(reactor, *, inbound_handler=lambda operator, session, pdu: c.ESME_
 def test_bucket_starts_full_and_refills_at_rate(clock):
     bucket = TokenBucket(rate=10, burst=5, clock=clock)
     assert bucket.available() == 5
-    assert all(bucket.take() for _ in range(5))
-    assert not bucket.take()
+    assert all(bucket.take_one() is not None for _ in range(5))
+    assert bucket.take_one() is None
     assert bucket.delay_until_available() == pytest.approx(0.1)
     clock.advance(0.1)
-    assert bucket.available() == 1 and bucket.take() and not bucket.take()
+    assert bucket.available() == 1 and bucket.take_one() == 0 and bucket.take_one() is None
     clock.advance(100)
     assert bucket.available() == 5                 # capped at burst
 
 
-def test_bucket_take_n_is_all_or_nothing(clock):
+def test_bucket_spends_into_debt_and_takes_back_up_to_its_burst(clock):
+    # The agency rate's use (policy/limits.py): a request larger than what is left.
     bucket = TokenBucket(rate=2, burst=4, clock=clock)
-    assert bucket.take(3)
-    assert not bucket.take(2)
+    bucket.spend(3)
     assert bucket.available() == 1
     assert bucket.delay_until_available(2) == pytest.approx(0.5)
+    bucket.spend(3)                                 # 2 in debt
+    assert bucket.take_one() is None
+    assert bucket.delay_until_available(4) == pytest.approx(3.0)
+    bucket.give_back(10)
+    assert bucket.available() == 4                  # never above the burst
 
 
 def test_bucket_take_one_reports_what_is_left(clock):
@@ -72,7 +78,7 @@ def test_bucket_holds_the_rate_over_time(clock):
     bucket = TokenBucket(rate=50, burst=5, clock=clock)
     taken = 0
     for _ in range(1000):                           # 10 s in 10 ms steps
-        while bucket.take():
+        while bucket.take_one() is not None:
             taken += 1
         clock.advance(0.01)
     assert 500 <= taken <= 505                      # rate * time + burst at most
