@@ -43,9 +43,17 @@ class TokenBucket:
 
     def take_one(self):
         """Take one token: the whole tokens left afterwards (what `available` would then
-        say), or None (and nothing taken) when there was none."""
-        self._refill()
+        say), or None (and nothing taken) when there was none.  Per submit_sm: the
+        refill is written out here rather than called."""
+        now = self._clock.seconds()
         tokens = self._tokens
+        elapsed = now - self._updated
+        if elapsed > 0:
+            tokens = tokens + elapsed * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
+            self._tokens = tokens
+        self._updated = now
         if tokens + EPSILON >= 1:
             self._tokens = tokens = tokens - 1
             return int(tokens + EPSILON)

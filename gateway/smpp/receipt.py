@@ -100,6 +100,12 @@ def parse_receipt(pdu):
     SMSC sent is lost."""
     if not is_receipt(pdu):
         return None
+    return read_receipt(pdu)
+
+
+def read_receipt(pdu):
+    """parse_receipt for a PDU is_receipt() already said is one (the inbound
+    classifier asks that first)."""
     smsc_id = (pdu.get_tlv(c.TLV_RECEIPTED_MESSAGE_ID) or "").strip()
     message_state = pdu.get_tlv(c.TLV_MESSAGE_STATE)
     if smsc_id and message_state == c.MESSAGE_STATE_DELIVERED:
