@@ -63,17 +63,26 @@ class FakePool:
 
 
 class FakeStore:
-    """Queued parts in memory, each with its route; claim honours not_before, record
-    keeps every outcome and puts requeued parts back.  It passes the claim contract
-    (tests/store_contract.py) that the real store passes."""
+    """Queued parts in memory, each with its route; claim honours not_before and leases
+    what it hands out to this store's owner, record keeps every outcome of a part it
+    holds and puts requeued parts back.  It passes the claim contract
+    (tests/store_contract.py) that the real store passes; `sharing` makes another
+    store (another process) on the same parts."""
 
-    def __init__(self, clock):
+    def __init__(self, clock, lease_s=300.0, sharing=None, owner="fake"):
         self.clock = clock
-        self.queued = []             # [(not_before, part)]
+        self.lease_s = lease_s
+        self.owner = owner
         self.outcomes = []
         self.fail_records = 0
         self.claims = []             # (route, limit) of each claim
-        self._parts = {}             # (message_id, seq) -> (part, route)
+        if sharing is None:
+            self.queued = []         # [(not_before, part)]
+            self._parts = {}         # (message_id, seq) -> (part, route)
+            self.leases = {}         # (message_id, seq) -> [owner, claimed at]
+        else:
+            self.queued, self._parts, self.leases = (sharing.queued, sharing._parts,
+                                                     sharing.leases)
 
     def put(self, part, not_before=0.0, route="by prefix"):
         """Queue `part` on `route` (default: the one the API stored for its prefix)."""
@@ -90,26 +99,43 @@ class FakeStore:
 
     def claim(self, limit, now, route=None):
         self.claims.append((route, limit))
+        for key, (owner, claimed_at) in list(self.leases.items()):
+            if owner != self.owner and claimed_at < now - self.lease_s:
+                del self.leases[key]             # taken back: an unknown outcome
+                p = self._parts[key][0]
+                p.attempts += 1
+                p.unknowns += 1
+                self.queued.append((claimed_at, p))
         due = sorted((p for p in self.queued if p[0] <= now and self._route(p[1]) == route),
                      key=lambda p: (-p[1].priority, p[0]))[:limit]
         for entry in due:
             self.queued.remove(entry)
+            self.leases[(entry[1].message_id, entry[1].seq)] = [self.owner, now]
         # Copies, as a database hands out: what record() changes later is not theirs.
         return defer.succeed([replace(part) for _, part in due])
+
+    def renew_leases(self, now):
+        mine = [lease for lease in self.leases.values() if lease[0] == self.owner]
+        for lease in mine:
+            lease[1] = now
+        return defer.succeed(len(mine))
 
     def record(self, outcomes):
         if self.fail_records:
             self.fail_records -= 1
             return defer.fail(OSError("disk I/O error"))
-        self.outcomes.extend(outcomes)
-        for o in outcomes:
+        held = [o for o in outcomes
+                if self.leases.get((o.message_id, o.seq), (None,))[0] == self.owner]
+        self.outcomes.extend(held)
+        for o in held:
+            del self.leases[(o.message_id, o.seq)]
             if o.kind == "requeue":
                 p, route = self._parts[(o.message_id, o.seq)]
                 p.attempts += o.count_attempt
                 p.unknowns += o.unknown
                 self.queued.append((self.clock.seconds() if o.not_before is None
                                     else o.not_before, p))
-        return defer.succeed(len(outcomes))
+        return defer.succeed(len(held))
 
 
 # What the API stored, by prefix: "rightel" is no operator of this configuration any
@@ -133,7 +159,11 @@ class TestFakeStoreContract(ClaimContract):
     @pytest.fixture(autouse=True)
     def fake_store(self):
         self.store = FakeStore(Clock())
+        self.lease_s = self.store.lease_s
         self.made = 0
+
+    def other(self):
+        return FakeStore(self.store.clock, sharing=self.store, owner="other")
 
     def wait(self, d):
         result = []
@@ -195,6 +225,27 @@ def test_a_stuck_operator_leaves_its_surplus_in_the_store_and_others_flow(clock,
     assert kinds(store, "requeue") == []              # nothing claimed only to go back
     # No claim for the full lane's route asked for more than its room.
     assert all(limit <= lane_limit for route, limit in store.claims)
+
+
+def test_parts_waiting_in_a_lane_keep_their_leases(clock, world):
+    # An operator that takes nothing for longer than the lease time: another process
+    # sharing the store must not take back (and send again) what this one holds.
+    store, pools, dispatcher = world
+    pools["irancell"].capacity = 0
+    for n in range(3):
+        store.put(part(n, IRANCELL))
+    dispatcher.start()
+    run(clock, 1, 2 * int(store.lease_s))
+    assert dispatcher.lanes["irancell"].size == 3
+    other = FakeStore(clock, sharing=store, owner="other")
+    taken = []
+    other.claim(10, clock.seconds(), route="irancell").addCallback(taken.extend)
+    assert taken == []
+    pools["irancell"].capacity = 100                 # then its answers are recorded
+    run(clock, 0.5, 2)
+    pools["irancell"].answer_all()
+    run(clock)
+    assert kinds(store, "submitted") == ["m0", "m1", "m2"]
 
 
 def test_an_emergency_part_goes_ahead_of_a_full_lane(clock, world):

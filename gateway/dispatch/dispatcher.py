@@ -20,7 +20,7 @@ from gateway.smpp.pool import NoSession
 from gateway.smpp.ratelog import RateLimitedLog
 from gateway.smpp.status import classify_status, needs_alert, status_label
 from gateway.model import PRIORITY_NAMES, UNKNOWN_OUTCOME, PartOutcome
-from gateway.store.interface import StoreClosed
+from gateway.store.interface import RENEW_LEASES_S, StoreClosed
 from gateway.dispatch.outgoing_pdu import build_submit_sm
 
 log = logging.getLogger("payam.dispatch")
@@ -135,6 +135,7 @@ class Dispatcher:
         self._poll_call = None
         self._outcomes = []
         self._record_call = None
+        self._renew_at = clock.seconds() + RENEW_LEASES_S    # leases of parts held
 
     # lifecycle -----------------------------------------------------------------
     def start(self):
@@ -209,7 +210,21 @@ class Dispatcher:
             self._adopt_stored_routes()
         self._has_work.update(self._routes)
         self._poll_call = self.clock.callLater(POLL_S, self._poll)
+        self._renew_leases()
         self._pump()
+
+    def _renew_leases(self):
+        """Parts held here (in lanes, in flight) stay ours, however long an operator
+        keeps them waiting: another process sharing the store takes back only the
+        parts of one that stopped."""
+        now = self.clock.seconds()
+        if now < self._renew_at:
+            return
+        self._renew_at = now + RENEW_LEASES_S
+        self.store.renew_leases(now).addErrback(
+            lambda failure: self.rlog.error(("store", "leases"), "renewing the leases of "
+                                            "parts in flight failed: %s",
+                                            failure.getErrorMessage()))
 
     def _pump(self):
         self._pump_call = None
