@@ -248,8 +248,8 @@ class ESMEProtocol(protocol.Protocol):
             "password": config.password,
             "system_type": config.system_type,
             "interface_version": c.INTERFACE_VERSION_34,
-            "addr_ton": 0,
-            "addr_npi": 0,
+            "addr_ton": c.TON_UNKNOWN,
+            "addr_npi": c.NPI_UNKNOWN,
             "address_range": factory.address_range,
         })
         self._send(bind, in_window=False).addCallbacks(self._bind_answered,
