@@ -469,6 +469,29 @@ def test_a_thousand_unknown_statuses_make_one_metric_series(clock, world):
     assert labels == {"other"}
 
 
+def test_every_answer_is_counted_in_the_results_metric(clock, world):
+    # Tallied per lane and added once per pump or outcome write: throttled answers,
+    # which write no outcome, are counted too.
+    from gateway import metrics
+    from gateway.smpp.status import status_label
+    store, pools, dispatcher = world
+    dispatcher.lanes["mci"].operator = "count-op"        # series of this test only
+    for n in range(30):
+        store.put(part(n))
+    dispatcher.start()
+    run(clock)
+    waiting, pools["mci"].waiting = pools["mci"].waiting, []
+    assert len(waiting) == 30
+    for n, (pdu, d) in enumerate(waiting):
+        d.callback(pdu.response(status=c.ESME_RTHROTTLED if n < 10 else c.ESME_ROK,
+                                message_id=f"{n:x}"))
+    run(clock)
+    (family,) = metrics.SUBMIT_SM_RESULTS.collect()
+    counted = {s.labels["status"]: s.value for s in family.samples
+               if s.labels["operator"] == "count-op" and s.name.endswith("_total")}
+    assert counted == {status_label(c.ESME_ROK): 20, status_label(c.ESME_RTHROTTLED): 10}
+
+
 def test_smsc_error_answers_are_logged_once_per_interval_with_a_count(clock, world, caplog):
     store, pools, dispatcher = world
     for n in range(40):

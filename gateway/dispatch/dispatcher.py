@@ -52,7 +52,8 @@ class Lane:
     """Parts waiting for one operator: highest priority first, then in claim order
     (retries go to the front of their priority)."""
 
-    __slots__ = ("operator", "pool", "settings", "limit", "size", "queues", "sent_counter")
+    __slots__ = ("operator", "pool", "settings", "limit", "size", "queues", "sent_counter",
+                 "results")
 
     def __init__(self, operator, pool, settings, limit):
         self.operator = operator
@@ -62,6 +63,7 @@ class Lane:
         self.size = 0
         self.queues = [deque() for _ in PRIORITY_NAMES]      # index: priority
         self.sent_counter = metrics.child(metrics.SUBMIT_SM_SENT, operator)
+        self.results = {}           # command_status -> answers not in the metric yet
 
     def add(self, part, front=False):
         if front:
@@ -99,9 +101,14 @@ class Lane:
         self.size = 0
         return parts
 
-    def count_result(self, status):
-        # metrics.child caches the labelled counter; the labels are bounded.
-        metrics.child(metrics.SUBMIT_SM_RESULTS, self.operator, status_label(status)).inc()
+    def count_results(self):
+        """Add the answers tallied since the last call to the metric, per status: once
+        per pump and per outcome write, not per submit_sm_resp (hot path)."""
+        results, self.results = self.results, {}
+        for status, n in results.items():
+            # metrics.child caches the labelled counter; the labels are bounded.
+            metrics.child(metrics.SUBMIT_SM_RESULTS, self.operator,
+                          status_label(status)).inc(n)
 
 
 class Dispatcher:
@@ -228,6 +235,7 @@ class Dispatcher:
 
     def _pump(self):
         self._pump_call = None
+        self._count_results()
         if not self.running:
             return
         self._feed_lanes()
@@ -236,6 +244,11 @@ class Dispatcher:
             if limits:
                 self._claim(limits)
         metrics.QUEUE_DEPTH.set(self.buffered)
+
+    def _count_results(self):
+        for lane in self.lanes.values():
+            if lane.results:
+                lane.count_results()
 
     def _claim_limits(self):
         """{route: parts to claim}: for each route with work, what the lane that would
@@ -364,7 +377,8 @@ class Dispatcher:
 
     def _answered(self, resp, lane, part):
         status = resp.status
-        lane.count_result(status)
+        results = lane.results
+        results[status] = results.get(status, 0) + 1
         kind = "ok" if status == c.ESME_ROK else classify_status(status)
         if kind == "ok":
             smsc_id = resp.fields.get("message_id", "")
@@ -472,6 +486,7 @@ class Dispatcher:
         if self._record_call is not None and self._record_call.active():
             self._record_call.cancel()
         self._record_call = None
+        self._count_results()
         outcomes, self._outcomes = self._outcomes, []
         if not outcomes:
             return succeed(None)
