@@ -1,4 +1,4 @@
-"""Iranian MSISDN normalisation and sender-address helpers.
+"""Iranian MSISDN normalisation, and the one masking of numbers in logs.
 
 Recipients arrive in every form people write them (national, international, with '+' or
 '00', in Persian or Arabic-Indic digits); we store and send one form: 98 + 9 + 9 digits.
@@ -86,15 +86,3 @@ def mask_msisdn(msisdn) -> str:
         return "*" * (len(text) - 2) + text[-2:]
     return "*" * len(text)
 
-
-def is_short_code(sender) -> bool:
-    """A government number under 4040 (e.g. '40401234'), sent with a numeric TON."""
-    return (isinstance(sender, str) and 4 <= len(sender) <= 15
-            and sender.startswith("4040") and _is_ascii_digits(sender))
-
-
-def is_alphanumeric_sender(sender) -> bool:
-    """A mask such as 'MALIAT': 3-11 ASCII letters or digits with at least one letter
-    (all digits would be a number, not a mask)."""
-    return (isinstance(sender, str) and 3 <= len(sender) <= 11 and sender.isascii()
-            and sender.isalnum() and not sender.isdigit())

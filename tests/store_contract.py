@@ -7,6 +7,9 @@ groups its store implements into a `Test...` class, which provides:
     self.wait(d)           the result of Deferred `d` (its failure raised)
     self.queue(route=None, priority=0, created_at=T0) -> (message_id, seq)
                            one part waiting on `route`, due from `created_at`
+    self.other()           a second store on the same queue, with an owner of its own
+                           (another process or node); closed after the test
+    self.lease_s           how old another owner's lease must be to be taken back
 
 tests/test_store_contract.py runs every group against the SQLite store;
 tests/test_dispatch.py runs the claim group against the dispatcher's FakeStore, so that
@@ -57,7 +60,7 @@ def signatures_match(store, names):
 class ClaimContract:
     """claim, record, queued_routes: what the dispatcher asks of a store."""
 
-    CLAIM_METHODS = ("claim", "record", "queued_routes")
+    CLAIM_METHODS = ("claim", "renew_leases", "record", "queued_routes")
 
     def test_claim_methods_take_the_interfaces_arguments(self):
         signatures_match(self.store, self.CLAIM_METHODS)
@@ -140,6 +143,34 @@ class ClaimContract:
         assert changed == 3
         assert self.wait(self.store.claim(10, T0 + 3600)) == []
         assert self.wait(self.store.queued_routes()) == set()
+
+    def test_an_outcome_counts_only_while_this_store_holds_the_parts_lease(self):
+        part = self.queue()
+        self.wait(self.store.claim(1, T0))
+        other = self.other()                     # this store stopped answering...
+        [taken] = self.wait(other.claim(1, T0 + self.lease_s + 1))
+        assert (taken.message_id, taken.seq) == part and taken.unknowns == 1
+        # ...and comes back with the answer to its send: the part is the other's now.
+        late = PartOutcome(*part, "submitted", operator="mci", smsc_id="1A")
+        assert self.wait(self.store.record([late])) == 0
+        assert self.wait(other.record([PartOutcome(*part, "requeue", not_before=T0,
+                                                   count_attempt=False)])) == 1
+        [again] = self.wait(other.claim(1, T0 + self.lease_s + 2))
+        assert (again.message_id, again.seq) == part
+
+    def test_a_renewed_lease_is_not_taken_back(self):
+        mine = self.queue()
+        self.wait(self.store.claim(1, T0))
+        other = self.other()
+        theirs = self.queue()
+        assert ids(self.wait(other.claim(1, T0))) == [theirs]
+        assert self.wait(self.store.renew_leases(T0 + 200)) == 1    # its own part only
+        assert self.wait(other.claim(1, T0 + self.lease_s + 1)) == []
+        [taken] = self.wait(other.claim(1, T0 + 200 + self.lease_s + 1))
+        assert (taken.message_id, taken.seq) == mine
+        assert self.wait(self.store.renew_leases(T0 + 600)) == 0    # none left to it
+        assert self.wait(self.store.record([PartOutcome(*mine, "failed",
+                                                        error="x")])) == 0
 
 
 class AcceptContract:

@@ -64,18 +64,27 @@ class FakePool:
 
 
 class FakeStore:
-    """Queued parts in memory, each with its route; claim honours not_before, record
-    keeps every outcome and puts requeued parts back.  It passes the claim contract
-    (tests/store_contract.py) that the real store passes."""
+    """Queued parts in memory, each with its route; claim honours not_before and leases
+    what it hands out to this store's owner, record keeps every outcome of a part it
+    holds and puts requeued parts back.  It passes the claim contract
+    (tests/store_contract.py) that the real store passes; `sharing` makes another
+    store (another process) on the same parts."""
 
-    def __init__(self, clock):
+    def __init__(self, clock, lease_s=300.0, sharing=None, owner="fake"):
         self.clock = clock
-        self.queued = []             # [(not_before, part)]
+        self.lease_s = lease_s
+        self.owner = owner
         self.outcomes = []
         self.fail_records = 0
         self.claims = []             # (route, limit) of each claim
         self.credit = {}             # route → share fractions (operations.claim_plan)
-        self._parts = {}             # (message_id, seq) -> (part, route)
+        if sharing is None:
+            self.queued = []         # [(not_before, part)]
+            self._parts = {}         # (message_id, seq) -> (part, route)
+            self.leases = {}         # (message_id, seq) -> [owner, claimed at]
+        else:
+            self.queued, self._parts, self.leases = (sharing.queued, sharing._parts,
+                                                     sharing.leases)
 
     def put(self, part, not_before=0.0, route="by prefix"):
         """Queue `part` on `route` (default: the one the API stored for its prefix)."""
@@ -94,6 +103,13 @@ class FakeStore:
         """As the real store claims: emergency first, high and normal by their shares
         (operations.claim_plan), each oldest first."""
         self.claims.append((route, limit))
+        for key, (owner, claimed_at) in list(self.leases.items()):
+            if owner != self.owner and claimed_at < now - self.lease_s:
+                del self.leases[key]             # taken back: an unknown outcome
+                p = self._parts[key][0]
+                p.attempts += 1
+                p.unknowns += 1
+                self.queued.append((claimed_at, p))
         waiting = {priority: sorted((p for p in self.queued if p[0] <= now
                                      and p[1].priority == priority
                                      and self._route(p[1]) == route), key=lambda p: p[0])
@@ -107,22 +123,32 @@ class FakeStore:
         due.sort(key=lambda p: (-p[1].priority, p[0]))
         for entry in due:
             self.queued.remove(entry)
+            self.leases[(entry[1].message_id, entry[1].seq)] = [self.owner, now]
         # Copies, as a database hands out: what record() changes later is not theirs.
         return defer.succeed([replace(part) for _, part in due])
+
+    def renew_leases(self, now):
+        mine = [lease for lease in self.leases.values() if lease[0] == self.owner]
+        for lease in mine:
+            lease[1] = now
+        return defer.succeed(len(mine))
 
     def record(self, outcomes):
         if self.fail_records:
             self.fail_records -= 1
             return defer.fail(OSError("disk I/O error"))
-        self.outcomes.extend(outcomes)
-        for o in outcomes:
+        held = [o for o in outcomes
+                if self.leases.get((o.message_id, o.seq), (None,))[0] == self.owner]
+        self.outcomes.extend(held)
+        for o in held:
+            del self.leases[(o.message_id, o.seq)]
             if o.kind == "requeue":
                 p, route = self._parts[(o.message_id, o.seq)]
                 p.attempts += o.count_attempt
                 p.unknowns += o.unknown
                 self.queued.append((self.clock.seconds() if o.not_before is None
                                     else o.not_before, p))
-        return defer.succeed(len(outcomes))
+        return defer.succeed(len(held))
 
 
 # What the API stored, by prefix: "rightel" is no operator of this configuration any
@@ -146,7 +172,11 @@ class TestFakeStoreContract(ClaimContract):
     @pytest.fixture(autouse=True)
     def fake_store(self):
         self.store = FakeStore(Clock())
+        self.lease_s = self.store.lease_s
         self.made = 0
+
+    def other(self):
+        return FakeStore(self.store.clock, sharing=self.store, owner="other")
 
     def wait(self, d):
         result = []
@@ -208,6 +238,27 @@ def test_a_stuck_operator_leaves_its_surplus_in_the_store_and_others_flow(clock,
     assert kinds(store, "requeue") == []              # nothing claimed only to go back
     # No claim for the full lane's route asked for more than its room.
     assert all(limit <= lane_limit for route, limit in store.claims)
+
+
+def test_parts_waiting_in_a_lane_keep_their_leases(clock, world):
+    # An operator that takes nothing for longer than the lease time: another process
+    # sharing the store must not take back (and send again) what this one holds.
+    store, pools, dispatcher = world
+    pools["irancell"].capacity = 0
+    for n in range(3):
+        store.put(part(n, IRANCELL))
+    dispatcher.start()
+    run(clock, 1, 2 * int(store.lease_s))
+    assert dispatcher.lanes["irancell"].size == 3
+    other = FakeStore(clock, sharing=store, owner="other")
+    taken = []
+    other.claim(10, clock.seconds(), route="irancell").addCallback(taken.extend)
+    assert taken == []
+    pools["irancell"].capacity = 100                 # then its answers are recorded
+    run(clock, 0.5, 2)
+    pools["irancell"].answer_all()
+    run(clock)
+    assert kinds(store, "submitted") == ["m0", "m1", "m2"]
 
 
 def test_an_emergency_part_goes_ahead_of_a_full_lane(clock, world):
@@ -429,6 +480,29 @@ def test_a_thousand_unknown_statuses_make_one_metric_series(clock, world):
     labels = {s.labels["status"] for s in family.samples
               if s.labels["operator"] == "labels-op" and s.name.endswith("_total")}
     assert labels == {"other"}
+
+
+def test_every_answer_is_counted_in_the_results_metric(clock, world):
+    # Tallied per lane and added once per pump or outcome write: throttled answers,
+    # which write no outcome, are counted too.
+    from gateway import metrics
+    from gateway.smpp.status import status_label
+    store, pools, dispatcher = world
+    dispatcher.lanes["mci"].operator = "count-op"        # series of this test only
+    for n in range(30):
+        store.put(part(n))
+    dispatcher.start()
+    run(clock)
+    waiting, pools["mci"].waiting = pools["mci"].waiting, []
+    assert len(waiting) == 30
+    for n, (pdu, d) in enumerate(waiting):
+        d.callback(pdu.response(status=c.ESME_RTHROTTLED if n < 10 else c.ESME_ROK,
+                                message_id=f"{n:x}"))
+    run(clock)
+    (family,) = metrics.SUBMIT_SM_RESULTS.collect()
+    counted = {s.labels["status"]: s.value for s in family.samples
+               if s.labels["operator"] == "count-op" and s.name.endswith("_total")}
+    assert counted == {status_label(c.ESME_ROK): 20, status_label(c.ESME_RTHROTTLED): 10}
 
 
 def test_smsc_error_answers_are_logged_once_per_interval_with_a_count(clock, world, caplog):

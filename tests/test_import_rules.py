@@ -12,9 +12,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "gateway"
 
 # Leaves: plain values and helpers anyone may use; they import no other unit.
 # smpp.constants is the protocol's numbers (TON, data codings, esm_class bits): the text
-# codec and the simulator use the same ones.
+# codec and the simulator use the same ones.  token_bucket: the one token bucket, an
+# operator's TPS (smpp) and an agency's rate (policy) both count with it.
 LEAVES = {"numbers", "text", "metrics", "model", "receipt_ids", "config.schema",
-          "smpp.constants", "__version__"}
+          "smpp.constants", "token_bucket", "__version__"}
 
 # unit → the units (besides leaves) it may import.
 ALLOWED = {
@@ -111,3 +112,13 @@ def test_leaves_import_only_leaves():
             continue
         for line, name in imports_of(path):
             assert unit_of(name) in LEAVES, f"{path}:{line}: leaf imports {name}"
+
+
+def test_one_token_bucket_counts_both_rates():
+    # An operator's TPS and an agency's rate: one implementation (issue 7, item 5).
+    for unit in ("smpp/ratelimit.py", "policy/limits.py"):
+        names = {name for _, name in imports_of(ROOT / unit)}
+        assert "gateway.token_bucket" in names, f"{unit} counts tokens on its own"
+    defined = [str(path.relative_to(ROOT)) for path in sources()
+               if "class TokenBucket" in path.read_text()]
+    assert defined == ["token_bucket.py"]

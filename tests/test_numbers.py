@@ -1,11 +1,9 @@
-"""gateway.numbers: MSISDN normalisation, digit conversion, masking, sender kinds."""
+"""gateway.numbers: MSISDN normalisation, digit conversion, masking."""
 
 import pytest
 
 from gateway.numbers import (
     InvalidNumber,
-    is_alphanumeric_sender,
-    is_short_code,
     mask_msisdn,
     normalize_digits,
     normalize_msisdn,
@@ -96,20 +94,3 @@ def test_mask_never_shows_the_whole_number():
     assert mask_msisdn("") == ""
     assert "9121234567" not in mask_msisdn(9121234567)
 
-
-def test_sender_kinds():
-    assert is_short_code("40401234")
-    assert is_short_code("4040")
-    assert not is_short_code("30001234")
-    assert not is_short_code("4040abc")
-    assert not is_short_code("4040" + "1" * 12)
-    assert not is_short_code(40401234)
-    assert is_alphanumeric_sender("MALIAT")
-    assert is_alphanumeric_sender("IRANPOST")
-    assert is_alphanumeric_sender("Post24")
-    assert not is_alphanumeric_sender("AB")
-    assert not is_alphanumeric_sender("ABCDEFGHIJKL")
-    assert not is_alphanumeric_sender("12345")
-    assert not is_alphanumeric_sender("MALI AT")
-    assert not is_alphanumeric_sender("مالیات")
-    assert not is_alphanumeric_sender(None)

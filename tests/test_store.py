@@ -366,6 +366,31 @@ def test_another_nodes_leases_are_taken_back_only_once_they_expire(db_path, cloc
         ok(clock, first.close())
 
 
+def test_outcomes_of_parts_taken_back_are_dropped_and_counted(db_path, clock, caplog):
+    frozen = Store(db_path, clock, commit_interval=0.0, node="n1")
+    frozen.open()
+    m = message(frozen, parts=3)
+    ok(clock, frozen.accept([m]))
+    ok(clock, frozen.claim(3, T0))
+    other = Store(db_path, clock, commit_interval=0.0, node="n2")
+    other.open()
+    try:
+        assert len(ok(clock, other.claim(2, T0 + frozen.lease_s + 1))) == 2
+        with caplog.at_level("WARNING", logger="payam.store"):
+            changed = ok(clock, frozen.record([submitted(m, seq, f"{seq}A") for seq in (1, 2, 3)]))
+        # All three were taken back (two claimed again, one queued to be): none is its.
+        assert changed == 0
+        assert [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()] == [
+            "dropped 3 of 3 outcomes: their parts are no longer this process's (their "
+            "claim lease was taken back and another process sends them again, or they "
+            "had ended)"]
+        assert [row[1:4] for row in part_rows(db_path, m.id)] == [
+            ("sending", 1, 1), ("sending", 1, 1), ("queued", 1, 1)]
+    finally:
+        ok(clock, other.close())
+        ok(clock, frozen.close())
+
+
 def test_two_stores_sharing_a_file_never_claim_the_same_part(db_path, clock):
     one = Store(db_path, clock, commit_interval=0.0, node="n1")
     one.open()

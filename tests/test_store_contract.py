@@ -54,10 +54,21 @@ class TestSQLiteStore(ClaimContract, AcceptContract, ReceiptContract, RecordsCon
     @pytest.fixture(autouse=True)
     def open_store(self, tmp_path):
         self.clock = ThreadedClock()
-        self.store = Store(tmp_path / "gateway.db", self.clock, commit_interval=0.0)
+        self.path = tmp_path / "gateway.db"
+        self.store = Store(self.path, self.clock, commit_interval=0.0)
+        self.lease_s = self.store.lease_s
         self.store.open()
+        self.others = []
         yield
+        for other in self.others:
+            self.clock.wait(other.close())
         self.clock.wait(self.store.close())
+
+    def other(self):
+        other = Store(self.path, self.clock, commit_interval=0.0, node="other-node")
+        other.open()
+        self.others.append(other)
+        return other
 
     def wait(self, d):
         result = self.clock.wait(d)

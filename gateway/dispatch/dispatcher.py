@@ -21,7 +21,7 @@ from gateway.smpp.ratelog import RateLimitedLog
 from gateway.smpp.status import classify_status, needs_alert, status_label
 from gateway.model import (
     EMERGENCY, HIGH, LANE_SHARES, NORMAL, PRIORITY_NAMES, UNKNOWN_OUTCOME, PartOutcome)
-from gateway.store.interface import StoreClosed
+from gateway.store.interface import RENEW_LEASES_S, StoreClosed
 from gateway.dispatch.outgoing_pdu import build_submit_sm
 
 log = logging.getLogger("payam.dispatch")
@@ -59,7 +59,7 @@ class Lane:
     each in claim order (retries go to the front of their priority)."""
 
     __slots__ = ("operator", "pool", "settings", "limit", "size", "queues", "sent_counter",
-                 "high_run")
+                 "high_run", "results")
 
     def __init__(self, operator, pool, settings, limit):
         self.operator = operator
@@ -70,6 +70,7 @@ class Lane:
         self.queues = [deque() for _ in PRIORITY_NAMES]      # index: priority
         self.sent_counter = metrics.child(metrics.SUBMIT_SM_SENT, operator)
         self.high_run = 0           # high parts sent in a row while normal ones waited
+        self.results = {}           # command_status -> answers not in the metric yet
 
     def add(self, part, front=False):
         if front:
@@ -119,9 +120,14 @@ class Lane:
         self.size = 0
         return parts
 
-    def count_result(self, status):
-        # metrics.child caches the labelled counter; the labels are bounded.
-        metrics.child(metrics.SUBMIT_SM_RESULTS, self.operator, status_label(status)).inc()
+    def count_results(self):
+        """Add the answers tallied since the last call to the metric, per status: once
+        per pump and per outcome write, not per submit_sm_resp (hot path)."""
+        results, self.results = self.results, {}
+        for status, n in results.items():
+            # metrics.child caches the labelled counter; the labels are bounded.
+            metrics.child(metrics.SUBMIT_SM_RESULTS, self.operator,
+                          status_label(status)).inc(n)
 
 
 class Dispatcher:
@@ -155,6 +161,7 @@ class Dispatcher:
         self._poll_call = None
         self._outcomes = []
         self._record_call = None
+        self._renew_at = clock.seconds() + RENEW_LEASES_S    # leases of parts held
 
     # lifecycle -----------------------------------------------------------------
     def start(self):
@@ -229,10 +236,25 @@ class Dispatcher:
             self._adopt_stored_routes()
         self._has_work.update(self._routes)
         self._poll_call = self.clock.callLater(POLL_S, self._poll)
+        self._renew_leases()
         self._pump()
+
+    def _renew_leases(self):
+        """Parts held here (in lanes, in flight) stay ours, however long an operator
+        keeps them waiting: another process sharing the store takes back only the
+        parts of one that stopped."""
+        now = self.clock.seconds()
+        if now < self._renew_at:
+            return
+        self._renew_at = now + RENEW_LEASES_S
+        self.store.renew_leases(now).addErrback(
+            lambda failure: self.rlog.error(("store", "leases"), "renewing the leases of "
+                                            "parts in flight failed: %s",
+                                            failure.getErrorMessage()))
 
     def _pump(self):
         self._pump_call = None
+        self._count_results()
         if not self.running:
             return
         self._feed_lanes()
@@ -241,6 +263,11 @@ class Dispatcher:
             if limits:
                 self._claim(limits)
         metrics.QUEUE_DEPTH.set(self.buffered)
+
+    def _count_results(self):
+        for lane in self.lanes.values():
+            if lane.results:
+                lane.count_results()
 
     def _claim_limits(self):
         """{route: parts to claim}: for each route with work, what the lane that would
@@ -369,7 +396,8 @@ class Dispatcher:
 
     def _answered(self, resp, lane, part):
         status = resp.status
-        lane.count_result(status)
+        results = lane.results
+        results[status] = results.get(status, 0) + 1
         kind = "ok" if status == c.ESME_ROK else classify_status(status)
         if kind == "ok":
             smsc_id = resp.fields.get("message_id", "")
@@ -477,6 +505,7 @@ class Dispatcher:
         if self._record_call is not None and self._record_call.active():
             self._record_call.cancel()
         self._record_call = None
+        self._count_results()
         outcomes, self._outcomes = self._outcomes, []
         if not outcomes:
             return succeed(None)

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from gateway import metrics
 from gateway.inbound.raw import keep_raw
 from gateway.smpp import constants as c
-from gateway.smpp.receipt import is_receipt, parse_receipt
+from gateway.smpp.receipt import is_receipt, read_receipt
 from gateway.store.receipts import MATURE_S, mature_after
 
 log = logging.getLogger("payam.inbound")
@@ -48,9 +48,9 @@ class Receipts:
         return is_receipt(inbound.pdu)          # the esm_class only: cheap
 
     def handle(self, inbound):
-        receipt = parse_receipt(inbound.pdu)
+        receipt = read_receipt(inbound.pdu)     # matches() saw it is one
         if receipt is None:
-            # Marked as a receipt but naming no message (parse_receipt logged it): kept
+            # Marked as a receipt but naming no message (read_receipt logged it): kept
             # as it came, like any inbound PDU.
             return keep_raw(self.store, inbound)
         d = Deferred()

@@ -1,9 +1,10 @@
 """Per-agency limits, counted in SMS parts: a rate (token bucket) and a daily quota.
 
-The bucket refills at rate_per_s and holds at most rate_per_s tokens (one second of
-burst). A request larger than the bucket (1,000 recipients x 2 parts) is let through when
-the bucket is full and leaves it in debt, so the average rate still holds and no
-request is impossible. The quota day runs midnight to midnight in Tehran (UTC+03:30; no
+The bucket (gateway/token_bucket.py) refills at rate_per_s and holds rate_per_s tokens
+(one second of burst; one token at least, which lets the same parts through as a bucket
+of a rate below 1/s would). A request larger than the bucket (1,000 recipients x 2
+parts) is let through when the bucket is full and leaves it in debt, so the average
+rate still holds and no request is impossible. The quota day runs midnight to midnight in Tehran (UTC+03:30; no
 DST since 2022). Parts are reserved before the store write and released if it fails,
 so concurrent requests cannot overshoot and failures cost the agency nothing.
 
@@ -19,6 +20,8 @@ import math
 from dataclasses import dataclass
 
 from twisted.internet import defer
+
+from gateway.token_bucket import TokenBucket
 
 log = logging.getLogger("payam.policy.limits")
 
@@ -65,15 +68,20 @@ class Reservation:
     day: int
 
 
-class _AgencyState:
-    __slots__ = ("rate", "quota", "tokens", "stamp", "day", "used", "day_start", "day_end",
-                 "reading", "read_after")
+def _burst(rate):
+    # One second of rate, and at least the one token a TokenBucket needs: a request
+    # passes only on a full bucket either way, and pays the same debt.
+    return max(1.0, rate)
 
-    def __init__(self, rate, quota, now):
-        self.rate = rate
+
+class _AgencyState:
+    __slots__ = ("bucket", "quota", "day", "used", "day_start", "day_end", "reading",
+                 "read_after")
+
+    def __init__(self, rate, quota, clock):
+        now = clock.seconds()
+        self.bucket = TokenBucket(rate, _burst(rate), clock)
         self.quota = quota
-        self.tokens = rate
-        self.stamp = now
         self._set_day(tehran_day(now))
         self.used = None            # parts used today; None until the store has said
         self.reading = False        # the store is being asked
@@ -84,10 +92,11 @@ class _AgencyState:
         self.day_start = day * DAY_S - TEHRAN_OFFSET_S
         self.day_end = self.day_start + DAY_S
 
-    def refill(self, now):
-        if now > self.stamp:
-            self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
+    def set_rate(self, rate):
+        self.bucket.set_rate(rate, _burst(rate))
+
+    def roll_day(self, now):
+        """A new quota day starts at 0 parts."""
         # Compare with the day's bounds, not tehran_day(now) per request.
         if not self.day_start <= now < self.day_end:
             day = tehran_day(now)
@@ -113,12 +122,12 @@ class AgencyLimits:
         for agency in agencies:
             state = self._states.get(agency.id)
             if state is None:
-                state = _AgencyState(float(agency.rate_per_s), agency.daily_parts, now)
+                state = _AgencyState(float(agency.rate_per_s), agency.daily_parts,
+                                     self.clock)
                 reads.append((agency.id, state))
             else:
-                state.refill(now)
-                state.rate = float(agency.rate_per_s)
-                state.tokens = min(state.tokens, state.rate)
+                state.roll_day(now)
+                state.set_rate(float(agency.rate_per_s))
                 state.quota = agency.daily_parts
             states[agency.id] = state
         self._states = states
@@ -154,20 +163,20 @@ class AgencyLimits:
             raise ValueError("a reservation needs at least one part")
         state = self._states[agency_id]
         now = self.clock.seconds()
-        state.refill(now)
+        state.roll_day(now)
         if state.used is None:
             if not state.reading and now >= state.read_after:
                 self._read_used(agency_id, state)
             if state.used is None:
                 raise QuotaUnknown()
-        needed_now = min(parts, state.rate)
-        if state.tokens < needed_now:
-            wait = (needed_now - state.tokens) / state.rate
+        bucket = state.bucket
+        wait = bucket.delay_until_available(min(parts, bucket.burst))
+        if wait > 0:
             raise RateLimited(max(1, math.ceil(wait)))
         if state.used + parts > state.quota:
             until_midnight = start_of_tehran_day(now) + DAY_S - now
             raise QuotaExceeded(state.used, state.quota, max(1, math.ceil(until_midnight)))
-        state.tokens -= parts
+        bucket.spend(parts)
         state.used += parts
         return Reservation(agency_id, parts, state.day)
 
@@ -176,7 +185,7 @@ class AgencyLimits:
         the agency's rate paces instead), or raise QuotaUnknown / QuotaExceeded."""
         state = self._states[agency_id]
         now = self.clock.seconds()
-        state.refill(now)
+        state.roll_day(now)
         if state.used is None:
             if not state.reading and now >= state.read_after:
                 self._read_used(agency_id, state)
@@ -198,12 +207,12 @@ class AgencyLimits:
         state = self._states.get(reservation.agency)
         if state is None:
             return
-        state.refill(self.clock.seconds())
-        state.tokens = min(state.rate, state.tokens + reservation.parts)
+        state.roll_day(self.clock.seconds())
+        state.bucket.give_back(reservation.parts)
         if state.day == reservation.day and state.used is not None:
             state.used = max(0, state.used - reservation.parts)
 
     def used_today(self, agency_id):
         state = self._states[agency_id]
-        state.refill(self.clock.seconds())
+        state.roll_day(self.clock.seconds())
         return state.used

@@ -81,7 +81,7 @@ def build_receipt(receipt: PendingReceipt, done_at, mode) -> PDU:
         "dest_addr_npi": receipt.source_addr_npi,
         "destination_addr": receipt.source_addr,
         "esm_class": constants.ESM_CLASS_DELIVERY_RECEIPT,
-        "data_coding": 0,
+        "data_coding": constants.DATA_CODING_DEFAULT,
         "short_message": short_message,
     })
     if mode in ("both", "tlv"):

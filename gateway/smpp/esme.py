@@ -248,8 +248,8 @@ class ESMEProtocol(protocol.Protocol):
             "password": config.password,
             "system_type": config.system_type,
             "interface_version": c.INTERFACE_VERSION_34,
-            "addr_ton": 0,
-            "addr_npi": 0,
+            "addr_ton": c.TON_UNKNOWN,
+            "addr_npi": c.NPI_UNKNOWN,
             "address_range": factory.address_range,
         })
         self._send(bind, in_window=False).addCallbacks(self._bind_answered,
@@ -495,7 +495,10 @@ class ESMEProtocol(protocol.Protocol):
     def _answer_inbound(self, pdu, status):
         self._unanswered_inbound -= 1
         if self._state in (BOUND, UNBINDING):
-            self._out(encode_empty_id_response(pdu, status))
+            if self._blocked_since is None:         # hot path: _out's check, written out
+                self.transport.write(encode_empty_id_response(pdu, status))
+            else:
+                self._out(encode_empty_id_response(pdu, status))
         # Otherwise the connection went first: the SMSC redelivers the unanswered PDU.
 
     # --- bytes out ------------------------------------------------------------------------
@@ -510,7 +513,10 @@ class ESMEProtocol(protocol.Protocol):
                                            pdu.command_id, in_window)
         if in_window:
             self._in_window += 1
-        self._out(frame)
+        if self._blocked_since is None:             # hot path: _out's check, written out
+            self.transport.write(frame)
+        else:
+            self._out(frame)
         return d
 
     def _take_sequence(self):

@@ -84,6 +84,9 @@ class Receipt(NamedTuple):
         return self.state in FINAL_STATES
 
 
+_new_tuple = tuple.__new__
+
+
 def is_receipt(pdu):
     """True for a deliver_sm / data_sm whose esm_class marks a receipt."""
     if pdu.command_id not in (c.DELIVER_SM, c.DATA_SM):
@@ -100,11 +103,18 @@ def parse_receipt(pdu):
     SMSC sent is lost."""
     if not is_receipt(pdu):
         return None
+    return read_receipt(pdu)
+
+
+def read_receipt(pdu):
+    """parse_receipt for a PDU is_receipt() already said is one (the inbound
+    classifier asks that first)."""
     smsc_id = (pdu.get_tlv(c.TLV_RECEIPTED_MESSAGE_ID) or "").strip()
     message_state = pdu.get_tlv(c.TLV_MESSAGE_STATE)
     if smsc_id and message_state == c.MESSAGE_STATE_DELIVERED:
-        # The common case says all in its TLVs: the text is not parsed (hot path).
-        return Receipt(smsc_id, DELIVERED, "DELIVRD", None, None, None)
+        # The common case says all in its TLVs: the text is not parsed (hot path; built
+        # as the tuple it is, without the NamedTuple's own __new__ call).
+        return _new_tuple(Receipt, (smsc_id, DELIVERED, "DELIVRD", None, None, None))
     keys = _text_fields(_receipt_text(pdu))
     if not smsc_id:
         smsc_id = keys.get("id", "")

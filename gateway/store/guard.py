@@ -68,11 +68,6 @@ def found_marker(path):
     return marker_path(path), None
 
 
-def read_marker(path):
-    """The store id the marker beside `path` records, or None without a marker."""
-    return found_marker(path)[1]
-
-
 def present(path):
     """Whether a database file with content is there (SQLite treats an empty file as a
     new, empty database: for us that is a missing store)."""

@@ -17,6 +17,12 @@ from twisted.internet.defer import Deferred
 from gateway.model import InboxEntry, NewBroadcast, NewMessage, PartOutcome, UssdDialogRecord
 
 
+# Parts a store claims are leased to it (its owner); another store sharing the queue
+# takes a part back only once its lease is far older than this: the holder of claimed
+# parts (the dispatcher) renews their leases every RENEW_LEASES_S while it runs.
+RENEW_LEASES_S = 30.0
+
+
 class StoreClosed(Exception):
     """A write was offered after the store began closing (or before it opened)."""
 
@@ -76,8 +82,14 @@ class MessageStore(Protocol):
         each is leased to this store's owner until recorded.  Leases of other owners
         that expired are taken back first (counted as unknown outcomes)."""
 
+    def renew_leases(self, now: float) -> Deferred:
+        """The parts this store claimed and has not recorded stay leased to it from
+        `now` (asked every RENEW_LEASES_S) → Deferred[int], the parts renewed."""
+
     def record(self, outcomes: list[PartOutcome]) -> Deferred:
-        """Apply submit outcomes → Deferred[int], the outcomes that changed a part."""
+        """Apply submit outcomes → Deferred[int], the outcomes that changed a part.  An
+        outcome counts only while this store holds the part's lease: one for a part
+        taken back by another store (which sends it again) is dropped, and logged."""
 
     def queued_routes(self) -> Deferred:
         """→ Deferred[set]: the routes queued parts carry (None among them for parts

@@ -132,6 +132,16 @@ def release_leases(conn, owner):
     return conn.execute(_OWNERS_LEASES_SQL, {"owner": owner, "error": RELEASED_ERROR}).rowcount
 
 
+_RENEW_SQL = ("UPDATE parts SET claimed_at = ?"
+              # state = 'sending' written literally so that the partial index applies.
+              " WHERE state = 'sending' AND owner = ?")
+
+
+def renew_leases(conn, owner, now):
+    """The parts `owner` holds are leased from `now`; the number renewed."""
+    return conn.execute(_RENEW_SQL, (now, owner)).rowcount
+
+
 def claim_plan(limit, priorities, shares, credit=None):
     """[(priority, most to take)] of the priorities with shares ({priority: weight}),
     splitting `limit` (what the strict ones, emergency, left) by weight, lowest
@@ -230,21 +240,22 @@ def _batch(columns):
     return f"(SELECT {picks} FROM json_each(?))"
 
 
-# Each UPDATE changes only parts in a state the change may leave: submitted / requeue
-# only from queued or sending, and nothing ever leaves a final state.
+# An outcome changes only a part its store holds: 'sending', leased to that store's
+# owner (the last parameter).  A part whose lease another store took back is that
+# store's to send again and record; a late outcome of the first must not undo it.
+_HELD = " AND parts.state = 'sending' AND parts.owner = ?"
 _SUBMITTED_SQL = (
     "UPDATE parts SET state = 'submitted', operator = j.operator, smsc_id = j.smsc_id,"
     " receipt_key = j.receipt_key, changed_at = ?"
     f" FROM {_batch(('message_id', 'seq', 'operator', 'smsc_id', 'receipt_key'))} AS j"
-    " WHERE parts.message_id = j.message_id AND parts.seq = j.seq"
-    " AND parts.state IN ('queued', 'sending')")
+    " WHERE parts.message_id = j.message_id AND parts.seq = j.seq" + _HELD)
 _REQUEUE_SQL = (
     "UPDATE parts SET state = 'queued', not_before = j.not_before,"
     " attempts = attempts + j.counted, error = COALESCE(j.error, parts.error),"
     " unknowns = unknowns + j.unknown"
     f" FROM {_batch(('message_id', 'seq', 'not_before', 'counted', 'error', 'unknown'))} AS j"
-    " WHERE parts.message_id = j.message_id AND parts.seq = j.seq"
-    " AND parts.state IN ('queued', 'sending')")
+    " WHERE parts.message_id = j.message_id AND parts.seq = j.seq" + _HELD)
+# Receipts end submitted parts (no lease); nothing ever leaves a final state.
 _ENDED_SQL = (
     "UPDATE parts SET state = j.state,"
     " error = CASE WHEN j.state = 'delivered' THEN parts.error ELSE j.error END,"
@@ -252,6 +263,7 @@ _ENDED_SQL = (
     f" FROM {_batch(('message_id', 'seq', 'state', 'error', 'operator'))} AS j"
     " WHERE parts.message_id = j.message_id AND parts.seq = j.seq"
     f" AND parts.state NOT IN {schema.FINAL_STATES_SQL}")
+_OUTCOME_ENDED_SQL = _ENDED_SQL + _HELD
 # An SMSC answers submit_sm when it takes the message, so a receipt overtakes its
 # submit_sm_resp by the response's transit and our write delay: seconds, never this.
 RECEIPT_LEAD_S = 600.0
@@ -268,11 +280,12 @@ _PENDING_FOR_SQL = (
     " AND pr.received_at >= ?")
 
 
-def record(conn, outcomes, now, learning=frozenset()):
-    """Apply PartOutcomes in order; the number that changed a part (the others named a
-    finished or unknown part).  learning: the `auto` operators whose id base is not
-    known yet (receipts.py); a receipt of theirs kept unread under exactly a submitted
-    key applies too when that key can be read only raw (receipt_ids.read_only_raw)."""
+def record(conn, outcomes, now, learning=frozenset(), owner=None):
+    """Apply PartOutcomes in order to the parts `owner` holds; the number that changed
+    a part (the others named a part no longer held, finished, or unknown).  learning:
+    the `auto` operators whose id base is not known yet (receipts.py); a receipt of
+    theirs kept unread under exactly a submitted key applies too when that key can be
+    read only raw (receipt_ids.read_only_raw)."""
     # Outcomes of distinct parts do not depend on each other's order, so each run of
     # them is applied by kind; a part named again starts the next run.
     changed = 0
@@ -280,14 +293,14 @@ def record(conn, outcomes, now, learning=frozenset()):
     for o in outcomes:
         part = (o.message_id, o.seq)
         if part in parts:
-            changed += _record_run(conn, run, now, learning)
+            changed += _record_run(conn, run, now, learning, owner)
             run, parts = [], set()
         run.append(o)
         parts.add(part)
-    return changed + _record_run(conn, run, now, learning) if run else changed
+    return changed + _record_run(conn, run, now, learning, owner) if run else changed
 
 
-def _record_run(conn, outcomes, now, learning):
+def _record_run(conn, outcomes, now, learning, owner):
     submitted, requeued, ended = [], [], []
     probes = []
     for o in outcomes:
@@ -306,15 +319,15 @@ def _record_run(conn, outcomes, now, learning):
             ended.append((o.message_id, o.seq, o.kind, o.error or o.kind, o.operator))
     changed = 0
     if submitted:
-        changed += conn.execute(_SUBMITTED_SQL, (now, json.dumps(submitted))).rowcount
+        changed += conn.execute(_SUBMITTED_SQL, (now, json.dumps(submitted), owner)).rowcount
         if probes:
             _apply_kept_receipts(conn, probes, now)
     if requeued:
-        changed += conn.execute(_REQUEUE_SQL, (json.dumps(requeued),)).rowcount
+        changed += conn.execute(_REQUEUE_SQL, (json.dumps(requeued), owner)).rowcount
     if ended:
-        changed += _end_parts(conn, ended, now)
+        changed += conn.execute(_OUTCOME_ENDED_SQL, (now, json.dumps(ended), owner)).rowcount
     if changed < len(outcomes):
-        _warn_unknown(conn, outcomes)
+        _warn_unapplied(conn, outcomes, changed)
     return changed
 
 
@@ -353,17 +366,25 @@ def _receipt_key(o):
         return None
 
 
-def _warn_unknown(conn, outcomes):
-    """Some outcomes changed nothing (rare): say so for parts that do not exist."""
+def _warn_unapplied(conn, outcomes, changed):
+    """Some outcomes (of distinct parts) changed nothing (rare): name the parts that do
+    not exist, and count the others, whose parts this store no longer held."""
     pairs = json.dumps([(o.message_id, o.seq) for o in outcomes])
     known = {tuple(row) for row in _rows_of(
         conn, "SELECT json_group_array(json_array(p.message_id, p.seq))"
               f" FROM {_batch(('message_id', 'seq'))} AS j"
               " JOIN parts p ON p.message_id = j.message_id AND p.seq = j.seq", (pairs,))}
+    unknown = 0
     for o in outcomes:
         if (o.message_id, o.seq) not in known:
+            unknown += 1
             log.warning("outcome %s for unknown part %s/%d ignored", o.kind,
                         o.message_id, o.seq)
+    dropped = len(outcomes) - changed - unknown
+    if dropped:
+        log.warning("dropped %d of %d outcomes: their parts are no longer this "
+                    "process's (their claim lease was taken back and another process "
+                    "sends them again, or they had ended)", dropped, len(outcomes))
 
 
 # -- housekeeping --------------------------------------------------------------------

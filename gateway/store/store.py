@@ -24,7 +24,7 @@ from gateway.model import (
 from gateway.receipt_ids import normal_id
 from gateway.store import audit_trail, broadcasts, guard, operations, schema
 from gateway.store import receipts as store_receipts
-from gateway.store.interface import IdempotencyMismatch, StoreClosed
+from gateway.store.interface import RENEW_LEASES_S, IdempotencyMismatch, StoreClosed
 from gateway.store.operations import IDEMPOTENCY_S
 from gateway.store.writer import Writer
 
@@ -33,9 +33,9 @@ log = logging.getLogger("payam.store")
 PENDING_RECEIPT_S = 3 * 24 * 3600
 PROBE_EVERY_S = 1.0
 # A claimed part is leased to the store that claimed it.  Another store takes it back
-# once the lease is this old: far longer than a part stays claimed by a live process
-# (response_timeout_s, 30 s by default, plus its wait in a lane), so only a process
-# that stopped loses its parts this way.  Leases are not renewed.
+# once the lease is this old: the dispatcher renews the leases of the parts it holds
+# every RENEW_LEASES_S (30 s), so only a process that stopped (or froze this long)
+# loses its parts this way, however long they wait in a lane.
 LEASE_S = 300.0
 RECLAIM_EVERY_S = 10.0          # how often a claim first looks for expired leases
 # queue_summary counts at most this many queued parts per priority: the three counts
@@ -68,6 +68,9 @@ class Store:
         back."""
         if reactor is None:
             from twisted.internet import reactor
+        if not lease_s >= 3 * RENEW_LEASES_S:
+            raise ValueError(f"lease_s must be well above the renewal every "
+                             f"{RENEW_LEASES_S:g} s, not {lease_s!r}")
         self.path = str(path)
         self._reactor = reactor
         self._commit_interval = commit_interval
@@ -293,9 +296,17 @@ class Store:
                 conn, limit, now, route, CLAIM_ORDER, owner, leases_before,
                 LANE_SHARES, credit)])
 
+    def renew_leases(self, now):
+        """The parts this store holds ('sending', leased to its owner) are leased from
+        `now` on: one UPDATE over the parts in flight.  Deferred[int] parts renewed."""
+        owner = self.owner
+        return self._write(lambda conn: operations.renew_leases(conn, owner, now))
+
     def record(self, outcomes):
         """Apply submit outcomes to parts and their messages; Deferred fires with the
-        number of outcomes that changed a part (others named a finished or unknown one)."""
+        number of outcomes that changed a part.  Only parts this store still holds
+        change: an outcome for a part whose lease another store took back (it sends
+        the part again), or for a finished or unknown one, is dropped and logged."""
         try:
             outcomes = list(outcomes)
             for outcome in outcomes:
@@ -304,7 +315,9 @@ class Store:
             return defer.fail(e)
         now = self._reactor.seconds()
         learning = self._receipts_learning
-        return self._write(lambda conn: operations.record(conn, outcomes, now, learning))
+        owner = self.owner
+        return self._write(lambda conn: operations.record(conn, outcomes, now, learning,
+                                                          owner))
 
     def apply_receipt(self, operator, smsc_id, state, error=None, id_mode="auto"):
         """Apply one delivery receipt; Deferred[bool] whether it met a part."""
