@@ -37,3 +37,8 @@ COMMIT_SECONDS = Histogram(
 MALFORMED_RESPONSES = Counter(
     "payam_smpp_malformed_responses_total",
     "Responses whose body could not be decoded (status and id salvaged)", ["operator"])
+WEBHOOK_PUSHES = Counter(
+    "payam_webhook_pushes_total", "Reply webhook POST outcomes (ok, retry, failed)",
+    ["agency", "outcome"])
+WEBHOOK_PENDING = Gauge(
+    "payam_webhook_pending", "Reply webhook pushes waiting for delivery", ["agency"])

@@ -28,6 +28,7 @@ from gateway.policy.limits import AgencyLimits
 from gateway.dispatch.routing import OperatorRouter
 from gateway.smpp.pool import OperatorPool
 from gateway.store.store import Store
+from gateway.webhook.pusher import ReplyPusher
 
 log = logging.getLogger("payam.service")
 
@@ -54,6 +55,13 @@ def build_store(config, reactor, create=False):
 def build_inbox(store):
     """The agencies' inboxes: SMS replies, USSD filings and app replies are filed here."""
     return Inbox(store)
+
+
+def build_webhooks(config, store, inbox, reactor):
+    """The reply webhooks' pusher, listening to the inbox (it never holds filing up)."""
+    pusher = ReplyPusher(store, reactor, config.agencies)
+    inbox.listen(pusher.heard)
+    return pusher
 
 
 def build_inbound(config, store, inbox, reactor):
@@ -117,6 +125,7 @@ class GatewayService(MultiService):
         self.http_factory = None
         self.http_port = None
         self.metrics_port = None
+        self.webhooks = None
 
     # lifecycle -----------------------------------------------------------------
     def startService(self):
@@ -124,6 +133,8 @@ class GatewayService(MultiService):
         self.store = build_store(self.config, self.reactor, create=self.create_store)
         self._build()
         super().startService()             # the children: binds, then housekeeping
+        self.inbound.start()               # the MO intake's sweep (partial sets)
+        self.webhooks.start()              # pushes left pending by the last run
         self.dispatcher.start()
         self._listen()
 
@@ -131,6 +142,7 @@ class GatewayService(MultiService):
         """Every piece over the open store; pools and housekeeping become children."""
         config, reactor, store = self.config, self.reactor, self.store
         self.inbox = build_inbox(store)
+        self.webhooks = build_webhooks(config, store, self.inbox, reactor)
         self.inbound = inbound = build_inbound(config, store, self.inbox, reactor)
         self.pools = build_pools(config, inbound, reactor)
         for pool in self.pools.values():
@@ -168,6 +180,8 @@ class GatewayService(MultiService):
         self.dispatcher.stop_claiming()
         yield super().stopService()        # binds drain their windows and unbind
         yield self.dispatcher.release_and_flush()
+        self.inbound.stop()
+        yield self.webhooks.stop()
         yield self.store.close()
         log.info("stopped cleanly")
 
@@ -189,6 +203,7 @@ class GatewayService(MultiService):
         self.keyring.update(agencies)
         self.limits.update(agencies)
         self.inbound.update_agencies(agencies)
+        self.webhooks.update_agencies(agencies)
         self.dispatcher.set_router(OperatorRouter(routing))
         log.info("reloaded %d agencies and %d routing rules", len(agencies), len(routing.rules))
         return True

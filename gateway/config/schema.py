@@ -39,7 +39,7 @@ class OperatorConfig:
 @dataclass(frozen=True)
 class Webhook:
     url: str
-    token: str
+    secret: str                          # "whsec_" + base64 of >= 24 bytes (Standard Webhooks)
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class Agency:
     rate_per_s: float                    # parts per second
     daily_parts: int                     # quota in parts per day
     reply_webhook: Webhook | None
+    opt_out: bool = False                # may citizens opt out with STOP / لغو
+    help_text: str | None = None         # the HELP answer ({name}, {number}); None: default
 
 
 @dataclass(frozen=True)

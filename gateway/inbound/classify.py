@@ -10,58 +10,90 @@ with that status once it fires (after the store has committed what came in). The
   agency        to an agency's number (or one under it): a citizen's reply
   unrouted      anything else, kept for admins
 
-Only receipts have behaviour yet; the others keep the PDU raw (store.store_inbound),
-for the USSD and correspondence issues to fill in.
+The last three are a citizen's SMS: each part goes through the intake (intake.py: kept
+durably, then made whole) and the whole message, a MobileOriginated, is routed by its
+number: 4040 → `authenticity.handle(mo)` (a hook: until the authenticity desk is
+plugged in, it files the message in the unrouted box, so nothing is lost); an agency's
+number → its keywords (HELP, STOP) or else its inbox; anything else → the unrouted box.
+USSD is still kept raw (store.store_inbound), as is a PDU the intake cannot read.
 """
 
+from twisted.internet import defer
+
+from gateway.inbound.intake import CitizenIntake
+from gateway.inbound.keywords import Keywords
 from gateway.inbound.owners import ROOT_NUMBER, NumberOwners
 from gateway.inbound.raw import keep_raw
 from gateway.inbound.receipts import Receipts
 from gateway.inbound.record import Inbound
+from gateway.model import InboxEntry
 from gateway.smpp import constants as c
 
 
-class _KeptRaw:
-    """An entry whose feature is still to come: what it takes is kept as the raw PDU
-    (durably, before the answer), as every MO was before the inbound package."""
+class UssdRequests:
+    name = "ussd"
 
     def __init__(self, store):
         self.store = store
+
+    def matches(self, inbound):
+        return c.TLV_USSD_SERVICE_OP in inbound.pdu.tlvs
 
     def handle(self, inbound):
         return keep_raw(self.store, inbound)
 
 
-class UssdRequests(_KeptRaw):
-    name = "ussd"
+class _CitizensSMS:
+    """An entry whose PDUs are parts of a citizen's SMS: taken by the intake."""
 
-    def matches(self, inbound):
-        return c.TLV_USSD_SERVICE_OP in inbound.pdu.tlvs
+    def __init__(self, intake):
+        self.intake = intake
+
+    def handle(self, inbound):
+        return self.intake.take(inbound)
 
 
-class AuthenticityChecks(_KeptRaw):
+class AuthenticityChecks(_CitizensSMS):
     name = "authenticity"
 
     def matches(self, inbound):
         return inbound.pdu.fields.get("destination_addr") == ROOT_NUMBER
 
 
-class AgencyReplies(_KeptRaw):
+class AgencyReplies(_CitizensSMS):
     name = "agency"
 
-    def __init__(self, store, owners):
-        super().__init__(store)
+    def __init__(self, intake, owners):
+        super().__init__(intake)
         self.owners = owners
 
     def matches(self, inbound):
         return self.owners.owner(inbound.pdu.fields.get("destination_addr", "")) is not None
 
 
-class Unrouted(_KeptRaw):
+class Unrouted(_CitizensSMS):
     name = "unrouted"
 
     def matches(self, inbound):
         return True
+
+
+def inbox_entry(mo, agency_id):
+    """The inbox entry of a whole SMS (agency_id None: the unrouted box)."""
+    return InboxEntry(agency=agency_id, number=mo.destination, citizen=mo.citizen,
+                      text=mo.text, channel="sms", received_at=mo.received_at,
+                      operator=mo.operator, partial=mo.partial, source_key=mo.source_key)
+
+
+class FileAsUnrouted:
+    """The 4040 hook's default, until the authenticity desk plugs in: the citizen's
+    message is kept in the unrouted box (admins see it), never lost."""
+
+    def __init__(self, inbox):
+        self.inbox = inbox
+
+    def handle(self, mo):
+        return self.inbox.file(inbox_entry(mo, None))
 
 
 class InboundClassifier:
@@ -69,17 +101,24 @@ class InboundClassifier:
     first entry of `table` that matches."""
 
     def __init__(self, store, clock, receipt_ids=None, response_timeouts=None,
-                 agencies=(), inbox=None):
+                 agencies=(), inbox=None, **intake_bounds):
         """receipt_ids / response_timeouts: per operator, see receipts.Receipts;
         agencies: the configured Agency records (whose numbers are theirs); inbox: the
-        gateway.inbox.filing.Inbox citizens' messages are filed into."""
+        gateway.inbox.filing.Inbox citizens' messages are filed into; intake_bounds:
+        CitizenIntake's timeout_s, max_open_sets, max_open_parts."""
+        self.store = store
         self.clock = clock
         self.inbox = inbox
         self.outbound = None
+        # The 4040 hook: an object with handle(mo: MobileOriginated) -> Deferred.
+        self.authenticity = FileAsUnrouted(inbox)
+        self.keywords = Keywords(store, clock, lambda: self.outbound)
+        self.intake = CitizenIntake(store, clock, self.route, **intake_bounds)
         self.receipts = Receipts(store, clock, receipt_ids, response_timeouts)
-        self.agency_replies = AgencyReplies(store, NumberOwners(agencies))
-        self.table = (self.receipts, UssdRequests(store), AuthenticityChecks(store),
-                      self.agency_replies, Unrouted(store))
+        self.agency_replies = AgencyReplies(self.intake, NumberOwners(agencies))
+        self._agencies = {agency.id: agency for agency in agencies}
+        self.table = (self.receipts, UssdRequests(store), AuthenticityChecks(self.intake),
+                      self.agency_replies, Unrouted(self.intake))
 
     def use_outbound(self, outbound):
         """The accept path (gateway.outbound.accept.Outbound) that answers citizens by
@@ -91,6 +130,14 @@ class InboundClassifier:
         """SIGHUP: whose numbers are whose, anew (one assignment: an MO sees the old
         owners or the new ones)."""
         self.agency_replies.owners = NumberOwners(agencies)
+        self._agencies = {agency.id: agency for agency in agencies}
+
+    def start(self):
+        """The intake's sweep (partial sets, sets a crash left): after the store opens."""
+        self.intake.start()
+
+    def stop(self):
+        self.intake.stop()
 
     def received(self, operator, session, pdu):
         """OperatorPool's inbound_handler(operator, session, pdu) -> Deferred[int]."""
@@ -104,3 +151,29 @@ class InboundClassifier:
         for entry in self.table:
             if entry.matches(inbound):
                 return entry.name
+
+    # -- a whole citizen's SMS ------------------------------------------------------------
+
+    def route(self, mo):
+        """Handle a whole (or partial) MobileOriginated → Deferred once done and its
+        parts settled."""
+        settle = [mo.source_key] if mo.source_key is not None else []
+        if mo.destination == ROOT_NUMBER:
+            return self._then_settle(self.authenticity.handle(mo), settle)
+        agency_id = self.agency_replies.owners.owner(mo.destination)
+        agency = self._agencies.get(agency_id) if agency_id is not None else None
+        if agency is None:
+            return self.inbox.file_mo(inbox_entry(mo, None), settle)
+        number = max((n for n in agency.numbers if mo.destination.startswith(n)),
+                     key=len, default=mo.destination)
+        handled = self.keywords.handle(mo, agency, number)
+        if handled is not None:
+            return self._then_settle(handled, settle)
+        return self.inbox.file_mo(inbox_entry(mo, agency.id), settle)
+
+    def _then_settle(self, d, settle):
+        if not isinstance(d, defer.Deferred):
+            d = defer.succeed(d)
+        if settle:
+            d.addCallback(lambda _: self.store.settle_mo_sets(settle))
+        return d

@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from gateway import metrics
-from gateway.model import NewMessage
+from gateway.model import NORMAL, NewMessage
 from gateway.numbers import mask_msisdn
 from gateway.outbound.checks import check_text_length, normalize_recipients
 from gateway.outbound.errors import OverQuota, Overloaded, OverRate, SenderRefused, TooManyParts
@@ -30,6 +30,7 @@ from gateway.text import TextTooLong, encode_for_submit
 log = logging.getLogger("payam.outbound")
 
 DEFAULT_MAX_PENDING = 5000           # accepts waiting for their commit before we shed load
+OPTED_OUT = "opted_out"              # the error of a message to a citizen who sent STOP
 
 
 def _as_is(outcome):
@@ -82,10 +83,31 @@ class Outbound:
         sender = self._check_sender(agency, submission.sender, origin)
         recipients = normalize_recipients(submission.recipients)
         parts = check_text_length(submission.text)
+        if getattr(agency, "opt_out", False) and submission.priority == NORMAL:
+            # Citizens who sent STOP get no normal messages from this agency: the
+            # opt-outs are the store's (a read, fired at once by SQLite).
+            d = self.store.opted_out(agency.id, recipients)
+            d.addBoth(self._opt_outs_read, agency, submission, sender, recipients, parts,
+                      answer)
+            return d
+        return self._go(agency, submission, sender, recipients, parts, answer)
+
+    def _go(self, agency, submission, sender, recipients, parts, answer, opted_out=()):
         if submission.idempotency_key is None:
             return self._reserve_and_store(agency, submission, sender, recipients, parts,
-                                           answer)
-        return self._accept(agency, submission, sender, recipients, parts, answer)
+                                           answer, opted_out)
+        return self._accept(agency, submission, sender, recipients, parts, answer,
+                            opted_out)
+
+    def _opt_outs_read(self, opted_out, agency, submission, sender, recipients, parts,
+                       answer):
+        try:
+            if isinstance(opted_out, Failure):
+                opted_out.raiseException()
+            return self._go(agency, submission, sender, recipients, parts, answer,
+                            frozenset(opted_out))
+        except Exception:
+            return answer(Failure())
 
     def _check_sender(self, agency, sender, origin):
         try:
@@ -99,46 +121,54 @@ class Outbound:
 
     # -- idempotency ----------------------------------------------------------------
 
-    def _accept(self, agency, submission, sender, recipients, parts, answer):
+    def _accept(self, agency, submission, sender, recipients, parts, answer, opted_out=()):
         """A submission with an idempotency key, from the lookup on; re-entered by one
         that waited for a concurrent one with the same key.  The lookup of the key's
         first answer (24 h) is the accept path's one store read, a Deferred (fired at
         once by SQLite): what follows it answers through `answer`, refusals included."""
         d = self.store.idempotent_response(agency.id, submission.idempotency_key,
                                            self.clock.seconds())
-        d.addBoth(self._looked_up, agency, submission, sender, recipients, parts, answer)
+        d.addBoth(self._looked_up, agency, submission, sender, recipients, parts, answer,
+                  opted_out)
         return d
 
-    def _looked_up(self, stored, agency, submission, sender, recipients, parts, answer):
+    def _looked_up(self, stored, agency, submission, sender, recipients, parts, answer,
+                   opted_out=()):
         try:
             if isinstance(stored, Failure):
                 stored.raiseException()
             return self._after_lookup(stored, agency, submission, sender, recipients,
-                                      parts, answer)
+                                      parts, answer, opted_out)
         except Exception:
             return answer(Failure())
 
-    def _after_lookup(self, stored, agency, submission, sender, recipients, parts, answer):
+    def _after_lookup(self, stored, agency, submission, sender, recipients, parts, answer,
+                      opted_out=()):
         if stored is not None:
             return answer(Accepted(None, stored, replayed=True))
         waiting = self._in_flight.get((agency.id, submission.idempotency_key))
         if waiting is not None:
             # The same key is being stored right now: answer as that submission is answered.
             d = defer.Deferred()
-            d.addCallback(self._waited, agency, submission, sender, recipients, parts, answer)
+            d.addCallback(self._waited, agency, submission, sender, recipients, parts, answer,
+                          opted_out)
             waiting.append(d)
             return d
-        return self._reserve_and_store(agency, submission, sender, recipients, parts, answer)
+        return self._reserve_and_store(agency, submission, sender, recipients, parts, answer,
+                                       opted_out)
 
-    def _waited(self, _, agency, submission, sender, recipients, parts, answer):
+    def _waited(self, _, agency, submission, sender, recipients, parts, answer,
+                opted_out=()):
         try:
-            return self._accept(agency, submission, sender, recipients, parts, answer)
+            return self._accept(agency, submission, sender, recipients, parts, answer,
+                                opted_out)
         except Exception:
             return answer(Failure())
 
     # -- limits and the store ----------------------------------------------------------
 
-    def _reserve_and_store(self, agency, submission, sender, recipients, parts, answer):
+    def _reserve_and_store(self, agency, submission, sender, recipients, parts, answer,
+                           opted_out=()):
         key = submission.idempotency_key
         needed = parts * len(recipients)
         try:
@@ -153,7 +183,7 @@ class Outbound:
                             "time", retry_after=quota.retry_after) from None
 
         try:
-            messages = self._build(agency, submission, sender, recipients)
+            messages = self._build(agency, submission, sender, recipients, opted_out)
         except Exception:
             self.limits.release(reservation)
             raise
@@ -172,7 +202,7 @@ class Outbound:
         d.addBoth(self._stored, agency, messages, document, reservation, key, answer)
         return d
 
-    def _build(self, agency, submission, sender, recipients):
+    def _build(self, agency, submission, sender, recipients, opted_out=()):
         now = self.clock.seconds()
         text = submission.text
         try:
@@ -190,7 +220,8 @@ class Outbound:
                 reference=submission.reference, validity_s=submission.validity_s,
                 receipt=submission.receipt, data_coding=encoded.data_coding,
                 esm_class=encoded.esm_class, parts=list(encoded.parts), created_at=now,
-                route=self.route_of(recipient)))
+                route=self.route_of(recipient),
+                error=OPTED_OUT if recipient in opted_out else None))
         return messages
 
     def _stored(self, result, agency, messages, document, reservation, key, answer):

@@ -5,7 +5,9 @@
     GET  /behaviour                 current behaviour
     POST /behaviour                 JSON merge into the behaviour (unknown keys → 400)
     POST /mo                        {from, to, text, ussd_op?, its_session_info?,
-                                     service_type?, system_id?} → deliver_sm_resp statuses
+                                     service_type?, system_id?, concat? (udh8 | udh16 |
+                                     sar), command? (deliver_sm | data_sm), order? (part
+                                     numbers), repeat? (parts sent again)} → statuses
     POST /reset                     forget recorded submits, zero the counters
 
 Not on any hot path, so a plain twisted.web Resource is enough.
@@ -102,7 +104,8 @@ class ControlResource(resource.Resource):
         if missing:
             raise ControlError(400, f"MO request lacks: {', '.join(missing)}")
         unknown = set(body) - {"from", "to", "text", "ussd_op", "its_session_info",
-                               "service_type", "system_id"}
+                               "service_type", "system_id", "concat", "command", "order",
+                               "repeat"}
         if unknown:
             raise ControlError(400, f"unknown MO field(s): {', '.join(sorted(unknown))}")
         system_id = body.get("system_id")
@@ -112,7 +115,9 @@ class ControlResource(resource.Resource):
             answered = self.factory.inject_mo(
                 body["from"], body["to"], body["text"], ussd_op=body.get("ussd_op"),
                 its_session_info=body.get("its_session_info"),
-                service_type=body.get("service_type", ""), system_id=system_id)
+                service_type=body.get("service_type", ""), system_id=system_id,
+                concat=body.get("concat", "udh8"), command=body.get("command", "deliver_sm"),
+                order=body.get("order"), repeat=body.get("repeat", []))
         except (ValueError, TypeError, TextTooLong) as exc:
             raise ControlError(400, str(exc)) from None
         answered.addTimeout(self.mo_timeout_s, self.factory.reactor)

@@ -452,14 +452,20 @@ class SMSCFactory(protocol.ServerFactory):
     # -- injection ----------------------------------------------------------------------
 
     def inject_mo(self, source, destination, text, *, ussd_op=None, its_session_info=None,
-                  service_type="", system_id=None) -> defer.Deferred:
+                  service_type="", system_id=None, concat="udh8", command="deliver_sm",
+                  order=None, repeat=()) -> defer.Deferred:
         """Send a citizen's message (split with UDH when long) or a USSD step to a bound
         receiver of `system_id` (any when None). Fires with the deliver_sm_resp statuses,
-        one per part; errback NoReceiver / SessionGone. ValueError for bad input."""
+        one per PDU sent; errback NoReceiver / SessionGone. ValueError for bad input.
+        concat: "udh8" | "udh16" | "sar"; command: "deliver_sm" | "data_sm"; order: the
+        part numbers (1-based) in the order to send them (default 1..n); repeat: part
+        numbers sent a second time, at the end (a redelivery)."""
         self._mo_ref = (self._mo_ref + 1) & 0xFF
         pdus = build_mo(source, destination, text, ref=self._mo_ref,
                         coding=self.behaviour.mo_coding, ussd_op=ussd_op,
-                        its_session_info=its_session_info, service_type=service_type)
+                        its_session_info=its_session_info, service_type=service_type,
+                        concat=concat, command=command)
+        pdus = _reorder(pdus, order, repeat)
         session = self._receiver(system_id, want_room=False)
         if session is None:
             return defer.fail(NoReceiver(
@@ -512,3 +518,18 @@ class SMSCFactory(protocol.ServerFactory):
         self._since_drop = 0
         self._rate_window = (0.0, 0)
         self._undeliverable_debt = 0.0
+
+
+def _reorder(pdus, order, repeat):
+    """The PDUs in `order` (1-based part numbers, each once), then `repeat`'s again."""
+    numbers = list(range(1, len(pdus) + 1))
+    if order is not None:
+        if (not isinstance(order, (list, tuple)) or sorted(order) != numbers):
+            raise ValueError(f"order must list the part numbers 1..{len(pdus)} once each")
+        numbers = list(order)
+    if not isinstance(repeat, (list, tuple)) or any(
+            not isinstance(n, int) or not 1 <= n <= len(pdus) for n in repeat):
+        raise ValueError(f"repeat must list part numbers within 1..{len(pdus)}")
+    if len(repeat) > 255:
+        raise ValueError("repeat: at most 255 parts")
+    return [pdus[n - 1] for n in [*numbers, *repeat]]
