@@ -69,13 +69,14 @@ class Correspondence(unittest.TestCase):
         return status, json.loads(raw)
 
     @defer.inlineCallbacks
-    def send(self, priority="normal", key="tax-key", sender="40401234"):
+    def send(self, priority="normal", key="tax-key", sender="40401234", whole=False):
         status, _, raw = yield threads.deferToThread(
             call, self.port, "POST", "/v1/messages",
             {"from": sender, "to": "09121234567", "text": "اطلاعیه", "priority": priority},
             key)
         assert status == 202, raw
-        return json.loads(raw)["messages"][0]["id"]
+        entry = json.loads(raw)["messages"][0]
+        return entry if whole else entry["id"]
 
     def reply(self, agency="tax", text="بله", number="40401234"):
         return self.inbox.file(InboxEntry(agency=agency, number=number, citizen=CITIZEN,
@@ -162,7 +163,9 @@ class Correspondence(unittest.TestCase):
     def test_stop_where_allowed_fails_normal_messages_opted_out_but_not_urgent_ones(self):
         keywords = self.keywords()
         yield keywords.handle(self.mo("لغو"), TAX_OPTING, "40401234")
-        normal = yield self.send("normal")
+        answered = yield self.send("normal", whole=True)
+        self.assertEqual((answered["status"], answered["error"]), ("failed", "opted_out"))
+        normal = answered["id"]
         high = yield self.send("high")
         emergency = yield self.send("emergency")
         _, got = yield self.get(f"/v1/messages/{normal}")

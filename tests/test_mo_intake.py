@@ -281,3 +281,34 @@ def test_all_citizens_together_hold_at_most_max_open_parts(store, clock):  # noq
     assert store._reader.execute(
         "SELECT COUNT(*) FROM mo_parts WHERE settled = 0").fetchone()[0] <= 5
     assert len(inbox(clock, store, "tax")) == 7
+
+
+def test_logs_never_carry_a_full_number_or_the_text(classifier, store, clock, caplog):
+    import logging
+    caplog.set_level(logging.DEBUG)
+    secret = "کد ملی ۰۰۱۲۳۴۵۶۷۸ و رمز"
+    first, _, _ = ucs2_parts(secret * 8, ref=40)
+    first.fields["destination_addr"] = "989350000001"               # to a citizen's number
+    send(clock, classifier, first)                                   # never completed
+    send(clock, classifier, pdu(body=b"\x09\x00\x03\x01", esm_class=c.ESM_CLASS_UDHI))
+    send(clock, classifier, pdu(to="989350000001", body=secret.encode("utf-16-be"),
+                                data_coding=8))
+    clock.advance(REASSEMBLY_TIMEOUT_S + 1)
+    clock.wait(classifier.intake.sweep())
+    drain(clock, store)
+    assert "partial" in caplog.text and "not readable" in caplog.text
+    for leak in (CITIZEN, "09121234567", "989350000001", "۰۰۱۲۳۴۵۶۷۸", "رمز"):
+        assert leak not in caplog.text, leak
+
+
+def test_a_reused_reference_begins_a_new_message_and_releases_the_old(
+        classifier, store, clock):
+    old = ucs2_parts(PERSIAN, ref=21)
+    new = ucs2_parts(PERSIAN[::-1], ref=21)          # the handset reused the reference
+    send(clock, classifier, old[0])
+    for p in new:
+        assert send(clock, classifier, p) == c.ESME_ROK
+    drain(clock, store)
+    messages = inbox(clock, store, "tax")
+    assert sorted((m.partial, m.text[:10]) for m in messages) == sorted(
+        [(True, PERSIAN[:10]), (False, PERSIAN[::-1][:10])])

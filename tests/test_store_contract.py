@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 from store_contract import (
-    AcceptContract, ClaimContract, InboxContract, LifecycleContract, ReceiptContract, RecordsContract,
-    new_message)
+    AcceptContract, ClaimContract, CorrespondenceContract, InboxContract, LifecycleContract,
+    ReceiptContract, RecordsContract, new_message)
 from threaded_clock import T0, ThreadedClock
 
 from gateway.store import Store
@@ -48,7 +48,7 @@ def test_the_dispatcher_knows_the_store_only_by_its_interface():
 
 
 class TestSQLiteStore(ClaimContract, AcceptContract, ReceiptContract, RecordsContract,
-                      InboxContract, LifecycleContract):
+                      InboxContract, CorrespondenceContract, LifecycleContract):
 
     @pytest.fixture(autouse=True)
     def open_store(self, tmp_path):

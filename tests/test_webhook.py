@@ -251,3 +251,19 @@ class LoopbackPush(unittest.TestCase):
         yield wait_until(reactor, lambda: store._reader.execute(
             "SELECT state FROM webhook_pushes").fetchone() == ("ok",))
         json.loads(replies.seen[0][1])
+
+
+def test_ended_pushes_are_forgotten_after_the_recovery_window(store, now_clock):
+    from gateway.webhook.pusher import KEEP_ENDED_S, RECOVER_S
+    assert KEEP_ENDED_S > RECOVER_S
+    receiver = FakeReceiver(200)
+    pusher, inbox = pusher_on(store, now_clock, receiver)
+    now_clock.wait(inbox.file(entry()))
+    settle(now_clock, store)
+    pusher.poll()
+    settle(now_clock, store)
+    assert [row[0] for row in push_row(store)] == ["ok"]
+    now_clock.advance(KEEP_ENDED_S + 3600)
+    pusher.poll()
+    settle(now_clock, store)
+    assert push_row(store) == []

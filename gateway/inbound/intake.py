@@ -27,6 +27,7 @@ from gateway.inbound.raw import keep_raw
 from gateway.inbound.record import MobileOriginated
 from gateway.numbers import mask_msisdn
 from gateway.smpp import constants as c
+from gateway.smpp.ratelog import RateLimitedLog
 
 log = logging.getLogger("payam.inbound.intake")
 
@@ -51,6 +52,7 @@ class CitizenIntake:
         self.max_open_sets = max_open_sets
         self.max_open_parts = max_open_parts
         self._handling = set()          # set ids handed to route, not yet settled
+        self._said = RateLimitedLog(log, clock)    # lines a peer can make us repeat
         self._sweeper = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -74,20 +76,21 @@ class CitizenIntake:
         try:
             part = read_part(inbound)
         except Unreadable as error:
-            log.info("MO from %s on %s not readable (%s): kept raw",
-                     mask_msisdn(inbound.pdu.fields.get("source_addr", "")),
-                     inbound.operator, error)
+            self._said.log(logging.INFO, (inbound.operator, "unreadable"),
+                           "MO from %s on %s not readable (%s): kept raw",
+                           mask_msisdn(inbound.pdu.fields.get("source_addr", "")),
+                           inbound.operator, error)
             return keep_raw(self.store, inbound)
         metrics.child(metrics.INBOUND, inbound.operator, "mo").inc()
         d = self.store.keep_mo_part(part, inbound.received_at - DUPLICATE_WINDOW_S,
                                     self.max_open_sets)
-        d.addCallback(self._kept, inbound.session)
+        d.addCallback(self._kept, inbound.session, inbound.operator)
         return d
 
-    def _kept(self, result, session):
+    def _kept(self, result, session, operator):
         new, whole, overflow = result
         if not new:
-            metrics.child(metrics.INBOUND, "any", "mo_duplicate").inc()
+            metrics.child(metrics.INBOUND, operator, "mo_duplicate").inc()
         for mo_set in overflow:
             self._release(mo_set, None)
         if whole is not None:
@@ -107,14 +110,17 @@ class CitizenIntake:
             received_at=min(part.received_at for part in mo_set.parts),
             partial=not mo_set.complete, source_key=mo_set.set_id)
         if not mo_set.complete:
-            log.info("MO from %s to %s released partial: %d of %d parts",
-                     mask_msisdn(first.citizen), first.destination, len(mo_set.parts), total)
+            self._said.log(logging.INFO, (first.operator, "partial"),
+                           "MO from %s to %s released partial: %d of %d parts",
+                           mask_msisdn(first.citizen), mask_msisdn(first.destination),
+                           len(mo_set.parts), total)
         self._handling.add(mo_set.set_id)
         try:
             d = self.route(mo)
         except Exception:
             d = defer.fail()
-        d.addErrback(lambda f: log.error(
+        d.addErrback(lambda f: self._said.log(
+            logging.ERROR, (first.operator, "not handled"),
             "MO from %s not handled yet (retried by the sweep): %s",
             mask_msisdn(first.citizen), f.getErrorMessage()))
         d.addBoth(lambda _: self._handling.discard(mo_set.set_id))

@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from gateway.model import HIGH
 from gateway.numbers import mask_msisdn
 from gateway.outbound.submission import Submission
+from gateway.smpp.ratelog import RateLimitedLog
 
 log = logging.getLogger("payam.inbound.keywords")
 
@@ -102,6 +103,7 @@ class Keywords:
         self.clock = clock
         self.outbound_of = outbound_of
         self.limit = limit if limit is not None else AnswerLimit(clock)
+        self._said = RateLimitedLog(log, clock)
 
     def handle(self, mo, agency, number):
         """Deferred once a keyword in `mo` (to `agency`'s `number`) is handled; None
@@ -129,8 +131,10 @@ class Keywords:
     def _answer(self, mo, agency, number, text, word):
         outbound = self.outbound_of()
         if outbound is None or not self.limit.allow(mo.citizen):
-            log.info("%s from %s to %s not answered (%s)", word, mask_msisdn(mo.citizen),
-                     agency.id, "rate limit" if outbound is not None else "no accept path")
+            self._said.log(logging.INFO, (agency.id, word, "unanswered"),
+                           "%s from %s to %s not answered (%s)", word, mask_msisdn(mo.citizen),
+                           agency.id,
+                           "rate limit" if outbound is not None else "no accept path")
             return defer.succeed(None)
         # HIGH: an answer the citizen asked for reaches them even after STOP.
         submission = Submission(sender=number, recipients=[mo.citizen], text=text,

@@ -8,6 +8,8 @@
                                      service_type?, system_id?, concat? (udh8 | udh16 |
                                      sar), command? (deliver_sm | data_sm), order? (part
                                      numbers), repeat? (parts sent again)} → statuses
+    POST /mo-batch                  {messages: [MO, ...]} (≤ 1000) → statuses of each
+    POST /mo-batch                  {messages: [MO, ...]} (at most 1000) → their statuses
     POST /reset                     forget recorded submits, zero the counters
 
 Not on any hot path, so a plain twisted.web Resource is enough.
@@ -28,6 +30,7 @@ log = logging.getLogger("payam.simulator.control")
 MAX_LIMIT = 100_000
 MAX_BODY = 1 << 20
 MO_TIMEOUT_S = 10.0           # an ESME that never answers the deliver_sm
+MAX_MO_BATCH = 1000
 
 
 class ControlError(Exception):
@@ -49,6 +52,7 @@ class ControlResource(resource.Resource):
             (b"GET", b"/behaviour"): self.get_behaviour,
             (b"POST", b"/behaviour"): self.post_behaviour,
             (b"POST", b"/mo"): self.post_mo,
+            (b"POST", b"/mo-batch"): self.post_mo_batch,
             (b"POST", b"/reset"): self.post_reset,
         }
 
@@ -97,7 +101,22 @@ class ControlResource(resource.Resource):
         return self.factory.behaviour.as_dict()
 
     def post_mo(self, request):
+        return self._inject(_json_body(request))
+
+    def post_mo_batch(self, request):
+        """{"messages": [MO, ...]} (at most MAX_MO_BATCH): all injected at once, for
+        load tests; → {"statuses": [[...], ...]} in the same order."""
         body = _json_body(request)
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(messages, list) or not 1 <= len(messages) <= MAX_MO_BATCH:
+            raise ControlError(400, f"expected {{\"messages\": [1..{MAX_MO_BATCH} MO]}}")
+        answers = [self._inject(mo) for mo in messages]
+        d = defer.gatherResults(answers, consumeErrors=True)
+        d.addCallback(lambda results: {"statuses": [r["statuses"] for r in results]})
+        d.addErrback(lambda failure: failure.value.subFailure)
+        return d
+
+    def _inject(self, body):
         if not isinstance(body, dict):
             raise ControlError(400, "MO request must be a JSON object")
         missing = [key for key in ("from", "to", "text") if key not in body]

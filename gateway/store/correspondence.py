@@ -24,47 +24,65 @@ def keep_mo_part(conn, part, duplicate_since, max_open_sets):
     """Keep one part → (new, whole, overflow): `new` False for a part kept already (a
     redelivery: of a part of an open set, or of one settled since `duplicate_since`
     with the same body); `whole` the MoSet this part completed, else None; `overflow`
-    the citizen's oldest other open sets beyond `max_open_sets` (to release now, as
-    partial: a citizen cannot make us hold more)."""
-    row = conn.execute("SELECT set_id FROM mo_parts WHERE set_key = ? AND settled = 0"
-                       " LIMIT 1", (part.set_key,)).fetchone()
-    if row is not None:
-        set_id = row[0]
-    else:
+    sets to release now, as they are (partial): the citizen's oldest open sets beyond
+    `max_open_sets`, and an open set whose reference this part reuses (the same part
+    number with another body: the handset began a new message)."""
+    row = conn.execute("SELECT set_id, first_at FROM mo_parts WHERE set_key = ?"
+                       " AND settled = 0 ORDER BY first_at DESC LIMIT 1",
+                       (part.set_key,)).fetchone()
+    overflow = []
+    if row is None:
         again = conn.execute(
             "SELECT 1 FROM mo_parts WHERE set_key = ? AND settled = 1 AND seq = ?"
             " AND body = ? AND received_at >= ? LIMIT 1",
             (part.set_key, part.seq, part.body, duplicate_since)).fetchone()
         if again is not None:
             return False, None, []
-        set_id = f"{part.set_key}@{part.received_at:.6f}"
-    first_at = part.received_at
-    if row is not None:
-        first_at = conn.execute("SELECT MIN(first_at) FROM mo_parts WHERE set_id = ?",
-                                (set_id,)).fetchone()[0]
-    cursor = conn.execute(
+        set_id, first_at = None, part.received_at
+    else:
+        set_id, first_at = row
+        kept = conn.execute("SELECT body FROM mo_parts WHERE set_id = ? AND seq = ?",
+                            (set_id, part.seq)).fetchone()
+        if kept is not None:
+            if bytes(kept[0]) == part.body:
+                return False, None, []
+            parts = set_parts(conn, set_id)
+            overflow.append(MoSet(set_id, parts, len(parts) >= part.total))
+            set_id = None
+    if set_id is None:
+        set_id, first_at = _new_set_id(conn, part), part.received_at
+    conn.execute(
         "INSERT INTO mo_parts (set_id, set_key, seq, total, operator, citizen, destination,"
-        " data_coding, body, received_at, first_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (set_id, seq) DO NOTHING",
+        " data_coding, body, received_at, first_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (set_id, part.set_key, part.seq, part.total, part.operator, part.citizen,
          part.destination, part.data_coding, part.body, part.received_at, first_at))
-    if not cursor.rowcount:
-        return False, None, []
     whole = None
     count = conn.execute("SELECT COUNT(*) FROM mo_parts WHERE set_id = ?",
                          (set_id,)).fetchone()[0]
     if count >= part.total:
         whole = MoSet(set_id, set_parts(conn, set_id), True)
-    overflow = []
     if part.total > 1:
-        open_sets = conn.execute(
+        released = {mo_set.set_id for mo_set in overflow}
+        open_sets = [row for row in conn.execute(
             "SELECT set_id, MIN(first_at) AS first FROM mo_parts"
             " WHERE operator = ? AND citizen = ? AND settled = 0 AND set_id != ?"
-            " GROUP BY set_id ORDER BY first", (part.operator, part.citizen, set_id)).fetchall()
+            " GROUP BY set_id ORDER BY first", (part.operator, part.citizen, set_id))
+            if row[0] not in released]
         # This set counts too: at most max_open_sets open, the oldest go first.
         for other, _ in open_sets[:max(0, len(open_sets) + 1 - max_open_sets)]:
             overflow.append(MoSet(other, set_parts(conn, other), False))
     return True, whole, overflow
+
+
+def _new_set_id(conn, part):
+    """set_key @ the first part's arrival; unique even for two sets begun at one instant."""
+    base = f"{part.set_key}@{part.received_at:.6f}"
+    set_id, n = base, 0
+    while conn.execute("SELECT 1 FROM mo_parts WHERE set_id = ? LIMIT 1",
+                       (set_id,)).fetchone() is not None:
+        n += 1
+        set_id = f"{base}+{n}"
+    return set_id
 
 
 def settle_mo_sets(conn, set_ids):
@@ -192,3 +210,9 @@ def insert_ended(conn, insert_messages, item, ended, now):
     conn.executemany("UPDATE parts SET state = 'failed', error = ?, changed_at = ?"
                      " WHERE message_id = ?", [(error, now, mid) for error, mid in ended])
     return ids
+
+
+def forget_pushes(conn, before):
+    """Ended pushes (ok, failed) last changed before `before` are gone."""
+    return conn.execute("DELETE FROM webhook_pushes WHERE state != 'pending' AND next_at < ?",
+                        (before,)).rowcount

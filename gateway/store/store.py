@@ -534,6 +534,9 @@ class Store:
         return self._write(lambda conn: correspondence.push_done(
             conn, inbox_seq, state, attempts, next_at, error))
 
+    def forget_pushes(self, before):
+        return self._write(lambda conn: correspondence.forget_pushes(conn, before))
+
     @_read
     def due_pushes(self, agency, now, limit):
         return correspondence.due_pushes(self._reader, agency, now, limit)

@@ -31,13 +31,15 @@ from gateway.webhook.signing import secret_key, signed_headers
 log = logging.getLogger("payam.webhook")
 
 TIMEOUT_S = 5.0
-CONCURRENCY = 4                  # POSTs in flight per agency
+CONCURRENCY = 8                  # POSTs in flight per agency
 POLL_S = 5.0                     # due retries are looked for this often
 FIRST_RETRY_S = 5.0
 MAX_RETRY_S = 1800.0
 GIVE_UP_S = 24 * 3600.0          # retried for at least this long
 RECOVER_S = 24 * 3600.0          # at start: inbox messages this recent get a missing row
 MAX_ERROR = 200                  # characters of an error kept with the push
+KEEP_ENDED_S = 2 * 24 * 3600.0   # ended pushes are kept this long (past RECOVER_S)
+FORGET_EVERY_S = 3600.0
 
 
 def retry_delay(attempts, rng):
@@ -82,6 +84,7 @@ class ReplyPusher:
         self._hooks = {}
         self._in_flight = {}             # agency → set of inbox seqs being POSTed
         self._poller = None
+        self._forgot_at = None
         self.update_agencies(agencies)
 
     def update_agencies(self, agencies):
@@ -128,6 +131,13 @@ class ReplyPusher:
     def poll(self):
         for agency in list(self._hooks):
             self.pump(agency)
+        now = self.clock.seconds()
+        if self._forgot_at is None or now - self._forgot_at >= FORGET_EVERY_S:
+            # Only pushes older than the restart recovery looks back are forgotten, so
+            # recovery never queues a delivered message again.
+            self._forgot_at = now
+            self.store.forget_pushes(now - KEEP_ENDED_S).addErrback(
+                lambda f: log.error("old webhook pushes not purged: %s", f.getErrorMessage()))
         d = self.store.push_counts()
         d.addCallback(self._gauges)
         d.addErrback(lambda f: log.error("webhook counts not read: %s", f.getErrorMessage()))
