@@ -267,3 +267,41 @@ def test_ended_pushes_are_forgotten_after_the_recovery_window(store, now_clock):
     pusher.poll()
     settle(now_clock, store)
     assert push_row(store) == []
+
+
+class _Silent(resource.Resource):
+    """Takes the POST and never answers it."""
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.requests = []
+
+    def render_POST(self, request):
+        self.requests.append(request)
+        return server.NOT_DONE_YET
+
+
+class LoopbackTimeout(unittest.TestCase):
+    timeout = 15
+
+    @defer.inlineCallbacks
+    def test_a_receiver_that_never_answers_times_out_and_is_retried(self):
+        silent = _Silent()
+        port = reactor.listenTCP(0, server.Site(silent), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        url = f"http://127.0.0.1:{port.getHost().port}/replies"
+        store, _ = open_store(self)
+        pusher = ReplyPusher(store, reactor, (agency(url=url),), timeout_s=0.3)
+        self.addCleanup(pusher.stop)
+        inbox = Inbox(store)
+        inbox.listen(pusher.heard)
+        yield inbox.file(entry())
+        from conftest import wait_until
+        yield wait_until(reactor, lambda: store._reader.execute(
+            "SELECT state, attempts FROM webhook_pushes").fetchone() == ("pending", 1))
+        [(error,)] = store._reader.execute("SELECT last_error FROM webhook_pushes")
+        assert "Timeout" in error or "Cancelled" in error, error
+        for request in silent.requests:         # the client's timeout closed it already
+            if request.channel is not None:
+                request.channel.transport.loseConnection()

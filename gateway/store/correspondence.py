@@ -27,6 +27,8 @@ def keep_mo_part(conn, part, duplicate_since, max_open_sets):
     sets to release now, as they are (partial): the citizen's oldest open sets beyond
     `max_open_sets`, and an open set whose reference this part reuses (the same part
     number with another body: the handset began a new message)."""
+    if part.total == 1:
+        return _keep_single(conn, part, duplicate_since)
     row = conn.execute("SELECT set_id, first_at FROM mo_parts WHERE set_key = ?"
                        " AND settled = 0 ORDER BY first_at DESC LIMIT 1",
                        (part.set_key,)).fetchone()
@@ -72,6 +74,25 @@ def keep_mo_part(conn, part, duplicate_since, max_open_sets):
         for other, _ in open_sets[:max(0, len(open_sets) + 1 - max_open_sets)]:
             overflow.append(MoSet(other, set_parts(conn, other), False))
     return True, whole, overflow
+
+
+def _keep_single(conn, part, duplicate_since):
+    """A single-part message: its set key is its content, so any set of that key still
+    open or settled since `duplicate_since` is this message again. Two statements (the
+    hot path: most MO are one part)."""
+    if conn.execute("SELECT 1 FROM mo_parts WHERE set_key = ? AND (settled = 0"
+                    " OR received_at >= ?) LIMIT 1",
+                    (part.set_key, duplicate_since)).fetchone() is not None:
+        return False, None, []
+    set_id = f"{part.set_key}@{part.received_at:.6f}"
+    if not conn.execute(
+            "INSERT INTO mo_parts (set_id, set_key, seq, total, operator, citizen,"
+            " destination, data_coding, body, received_at, first_at)"
+            " VALUES (?, ?, 1, 1, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (set_id, seq) DO NOTHING",
+            (set_id, part.set_key, part.operator, part.citizen, part.destination,
+             part.data_coding, part.body, part.received_at, part.received_at)).rowcount:
+        return False, None, []
+    return True, MoSet(set_id, [part], True), []
 
 
 def _new_set_id(conn, part):

@@ -70,10 +70,11 @@ def treq_post(reactor):
 
 class ReplyPusher:
     def __init__(self, store, clock, agencies=(), *, post=None, close=None,
-                 concurrency=CONCURRENCY, rng=None):
+                 concurrency=CONCURRENCY, rng=None, timeout_s=TIMEOUT_S):
         """post(url, headers, body, timeout) -> Deferred[int HTTP status] (default:
-        treq on `clock`, the reactor)."""
+        treq on `clock`, the reactor); timeout_s: how long a POST may take."""
         self.store = store
+        self.timeout_s = timeout_s
         self.clock = clock
         if post is None:
             post, close = treq_post(clock)
@@ -191,7 +192,7 @@ class ReplyPusher:
                           separators=(",", ":")).encode("utf-8")
         headers = signed_headers(key, message.id, self.clock.seconds(), body)
         try:
-            d = self.post(url, headers, body, TIMEOUT_S)
+            d = self.post(url, headers, body, self.timeout_s)
         except Exception:
             d = defer.fail()
         d.addBoth(self._answered, agency, message.seq, attempts + 1, created_at)
