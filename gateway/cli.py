@@ -1,5 +1,5 @@
 """`payam-gateway` console script: run, demo, check-config, smsc-sim, hash-key, backup,
-status, reload, ussd-try, audit."""
+status, reload, ussd-try, audit, inbox."""
 
 import argparse
 import contextlib
@@ -300,6 +300,43 @@ def cmd_audit(args):
     return 0
 
 
+def cmd_inbox(args):
+    """List an inbox (an agency's, or the unrouted box) from the store, read-only: safe
+    while the daemon runs. Citizens' numbers are masked unless --full-numbers."""
+    import json
+    import sqlite3
+
+    from gateway.inbox.document import iso_time
+    from gateway.numbers import mask_msisdn
+    from gateway.store.operations import list_inbox
+    config = load_or_exit(args.config)
+    if args.agency is None and not args.unrouted:
+        print("inbox: say which: --unrouted or --agency ID", file=sys.stderr)
+        return 2
+    if args.agency is not None and args.agency not in {a.id for a in config.agencies}:
+        print(f"inbox: no agency {args.agency!r} in {config.agencies_path}", file=sys.stderr)
+        return 2
+    try:
+        conn = sqlite3.connect(f"file:{config.store_path}?mode=ro", uri=True)
+        messages = list_inbox(conn, args.agency, args.after, args.limit)
+    except sqlite3.Error as e:
+        print(f"inbox: cannot read the store {config.store_path}: {e}", file=sys.stderr)
+        return 1
+    show = (lambda n: n) if args.full_numbers else mask_msisdn
+    for m in messages:
+        row = {"seq": m.seq, "id": m.id, "received_at": iso_time(m.received_at),
+               "operator": m.operator, "from": show(m.citizen), "to": m.number,
+               "channel": m.channel, "partial": m.partial, "text": m.text}
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False))
+        else:
+            print(f"{m.seq}\t{row['received_at']}\t{m.operator or '-'}\t{row['from']}"
+                  f"\t→ {m.number}\t{'[partial] ' if m.partial else ''}{m.text}")
+    if not messages and not args.json:
+        print("(empty)", file=sys.stderr)
+    return 0
+
+
 def version():
     """The installed distribution's version (what pip shows), else the package's own."""
     from importlib.metadata import PackageNotFoundError
@@ -414,6 +451,21 @@ def build_parser():
                        help="only records naming this citizen's number, which rows "
                             "hold hashed (default: any)")
     audit.add_argument("--json", action="store_true", help="one JSON object per record")
+
+    inbox = command("inbox", "list citizens' messages kept in an inbox (admins): the "
+                             "unrouted box or an agency's; numbers masked by default")
+    config_option(inbox)
+    which = inbox.add_mutually_exclusive_group()
+    which.add_argument("--unrouted", action="store_true",
+                       help="messages to 4040 numbers nobody owns (and others kept for "
+                            "admins)")
+    which.add_argument("--agency", metavar="ID", help="that agency's inbox")
+    inbox.add_argument("--after", type=int, default=0, metavar="SEQ",
+                       help="only messages after this position (the first column)")
+    inbox.add_argument("--limit", type=int, default=100, help="messages listed at most")
+    inbox.add_argument("--full-numbers", action="store_true",
+                       help="show citizens' numbers whole (they are personal data)")
+    inbox.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
 
 
@@ -425,7 +477,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     handlers = {"run": cmd_run, "demo": cmd_demo, "check-config": cmd_check_config,
                 "hash-key": cmd_hash_key, "backup": cmd_backup, "status": cmd_status,
-                "reload": cmd_reload, "ussd-try": cmd_ussd_try, "audit": cmd_audit}
+                "reload": cmd_reload, "ussd-try": cmd_ussd_try, "audit": cmd_audit,
+                "inbox": cmd_inbox}
     return handlers[args.command](args)
 
 

@@ -73,3 +73,8 @@ MESSAGE_STATUSES = Counter(
     "failed, expired), per agency (read from the store every few seconds)",
     ["agency", "status"])
 OTHER_AGENCY = "other"                  # label of an agency no longer configured
+WEBHOOK_PUSHES = Counter(
+    "payam_webhook_pushes_total", "Reply webhook POST outcomes (ok, retry, failed)",
+    ["agency", "outcome"])
+WEBHOOK_PENDING = Gauge(
+    "payam_webhook_pending", "Reply webhook pushes waiting for delivery", ["agency"])

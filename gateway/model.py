@@ -48,6 +48,8 @@ class NewMessage:
     route: str | None = None           # the operator the recipient's routing rule prefers
     fingerprint: bytes | None = None   # its text's (gateway.text.fingerprint), kept for
                                        # the 4040 check; None: not an agency's notice
+    error: str | None = None           # recorded failed at accept with this error, never
+                                       # sent ("opted_out": the citizen sent STOP)
 
 
 @dataclass(frozen=True)
@@ -163,3 +165,28 @@ class UssdDialogRecord:
     end_reason: str                    # one of USSD_END_REASONS
     last_state: str | None
     tracking: str | None = None        # the filing's tracking number, if one was filed
+@dataclass
+class MoPart:
+    """One part of a citizen's SMS as the intake keeps it until its set is whole.
+
+    `set_key` names the set among a citizen's messages (operator, citizen, number, the
+    kind and value of the concatenation reference, the part count): parts of one set
+    may come on different binds of that operator.  A single-part message is a set of
+    one, keyed by its content, so that a redelivery of it is recognised."""
+    set_key: str
+    seq: int                           # 1..total
+    total: int                         # 1..255
+    operator: str
+    citizen: str                       # "98912..." (or the source address as sent)
+    destination: str                   # the number it was sent to ("40401234", "4040")
+    data_coding: int
+    body: bytes                        # the payload after any UDH, not yet decoded
+    received_at: float
+
+
+@dataclass
+class MoSet:
+    """A set of kept parts (`set_id`: the set_key and when its first part came)."""
+    set_id: str
+    parts: list                        # [MoPart] present, in seq order
+    complete: bool

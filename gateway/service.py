@@ -42,6 +42,7 @@ from gateway.systemd import Notifier
 from gateway.ussd.dialogs import UssdDialogs
 from gateway.ussd.dynamic import DynamicStates
 from gateway.ussd.filing import Filing
+from gateway.webhook.pusher import ReplyPusher
 
 log = logging.getLogger("payam.service")
 
@@ -68,6 +69,13 @@ def build_store(config, reactor, create=False):
 def build_inbox(config, store):
     """The agencies' inboxes: SMS replies, USSD filings and app replies are filed here."""
     return Inbox(store, debug_text_agencies=config.log.debug_text_agencies)
+
+
+def build_webhooks(config, store, inbox, reactor):
+    """The reply webhooks' pusher, listening to the inbox (it never holds filing up)."""
+    pusher = ReplyPusher(store, reactor, config.agencies)
+    inbox.listen(pusher.heard)
+    return pusher
 
 
 def build_inbound(config, store, inbox, reactor):
@@ -189,6 +197,7 @@ class GatewayService(MultiService):
         self.metrics_port = None
         self.admin_port = None
         self.ussd = None
+        self.webhooks = None
 
     # lifecycle -----------------------------------------------------------------
     def startService(self):
@@ -202,6 +211,8 @@ class GatewayService(MultiService):
             raise
         self._build()
         super().startService()             # the children: binds, then housekeeping
+        self.inbound.start()               # the MO intake's sweep (partial sets)
+        self.webhooks.start()              # pushes left pending by the last run
         self.dispatcher.start()
         self.feeder.start()
         self._listen()
@@ -214,6 +225,7 @@ class GatewayService(MultiService):
         """Every piece over the open store; pools and housekeeping become children."""
         config, reactor, store = self.config, self.reactor, self.store
         self.inbox = build_inbox(config, store)
+        self.webhooks = build_webhooks(config, store, self.inbox, reactor)
         self.inbound = inbound = build_inbound(config, store, self.inbox, reactor)
         self.pools = build_pools(config, inbound, reactor)
         for pool in self.pools.values():
@@ -274,6 +286,8 @@ class GatewayService(MultiService):
             yield self.ussd.stop()
         yield super().stopService()        # binds drain their windows and unbind
         yield self.dispatcher.release_and_flush()
+        self.inbound.stop()
+        yield self.webhooks.stop()
         yield self.store.close()
         self.store_lock.release()
         self.notifier.stop_watchdog()
@@ -320,6 +334,7 @@ class GatewayService(MultiService):
         self.keyring.update(agencies)
         self.limits.update(agencies)
         self.inbound.update_agencies(agencies)
+        self.webhooks.update_agencies(agencies)
         self.dispatcher.set_router(OperatorRouter(routing))
         self.ussd.update(menus)
         self.ussd.filing.update_agencies(agencies)

@@ -406,6 +406,62 @@ class FingerprintContract:
         assert self.wait(self.store.find_sent([digest], "989121234567", 0)) is None
 
 
+def mo_part(seq, total=3, key="mci|989121234567|40401234|3|u7", body=None, at=T0 + 60):
+    from gateway.model import MoPart
+    return MoPart(key, seq, total, "mci", "989121234567", "40401234", 8,
+                  body if body is not None else f"part{seq}".encode("utf-16-be"), at)
+
+
+class CorrespondenceContract:
+    """keep_mo_part, file_mo, stale_mo_sets, pushes, opt-outs (migration 10)."""
+
+    def test_parts_make_a_set_once_each_and_filing_settles_it(self):
+        keep = self.store.keep_mo_part
+        assert self.wait(keep(mo_part(3), T0, 8))[:2] == (True, None)
+        assert self.wait(keep(mo_part(3), T0, 8))[0] is False          # redelivered
+        assert self.wait(keep(mo_part(1), T0, 8))[1] is None
+        new, whole, overflow = self.wait(keep(mo_part(2), T0, 8))
+        assert new and whole.complete and [p.seq for p in whole.parts] == [1, 2, 3]
+        assert overflow == []
+        [(filed, _)] = self.wait(self.store.file_mo(
+            [reply(source_key=whole.set_id)], [whole.set_id]))
+        assert filed.text == "salam"
+        # Settled: a late copy of a part is a redelivery, and nothing is stale.
+        assert self.wait(keep(mo_part(2), T0, 8))[0] is False
+        assert self.wait(self.store.stale_mo_sets(T0 + 10_000, T0 + 10_000, 10, 1000)) == []
+        assert self.wait(self.store.forget_mo_parts(T0 + 10_000)) == 3
+
+    def test_incomplete_sets_go_stale_and_a_citizen_overflows(self):
+        keep = self.store.keep_mo_part
+        self.wait(keep(mo_part(1, key="k1"), T0, 2))
+        self.wait(keep(mo_part(1, key="k2", at=T0 + 61), T0, 2))
+        _, _, overflow = self.wait(keep(mo_part(1, key="k3", at=T0 + 62), T0, 2))
+        assert [s.set_id.split("@")[0] for s in overflow] == ["k1"]
+        stale = self.wait(self.store.stale_mo_sets(T0 + 61.5, T0, 10, 1000))
+        assert [s.set_id.split("@")[0] for s in stale] == ["k1", "k2"][:len(stale)]
+        assert all(not s.complete for s in stale)
+
+    def test_pushes_are_queued_once_and_their_state_kept(self):
+        [(filed, _)] = self.wait(self.store.file_inbox([reply()]))
+        assert self.wait(self.store.unqueued_inbox(["tax"], T0, 10)) == [(filed.seq, "tax")]
+        assert self.wait(self.store.queue_pushes([(filed.seq, "tax")])) == 1
+        assert self.wait(self.store.queue_pushes([(filed.seq, "tax")])) == 0
+        assert self.wait(self.store.unqueued_inbox(["tax"], T0, 10)) == []
+        [(seq, attempts, _)] = self.wait(self.store.due_pushes("tax", T0 + 10**9, 10))
+        assert (seq, attempts) == (filed.seq, 0)
+        self.wait(self.store.push_done(seq, "pending", 1, T0 + 10**10, "HTTP 500"))
+        assert self.wait(self.store.due_pushes("tax", T0 + 10**9, 10)) == []
+        assert self.wait(self.store.push_counts()) == {("tax", "pending"): 1}
+        assert self.wait(self.store.inbox_by_seq([seq]))[seq].id == filed.id
+
+    def test_opt_outs(self):
+        assert self.wait(self.store.opt_out("tax", "989121234567")) is True
+        assert self.wait(self.store.opt_out("tax", "989121234567")) is False
+        found = self.wait(self.store.opted_out("tax", ["989121234567", "989350000000"]))
+        assert found == {"989121234567"}
+        assert self.wait(self.store.opted_out("post", ["989121234567"])) == set()
+
+
 class LifecycleContract:
     """open, close, writable, and the interface as a whole."""
 

@@ -199,7 +199,9 @@ store: {path: "/srv/payam/gateway.db"}
     ussd_code: "*4*0135#"
     rate_per_s: 20
     daily_parts: 5000
-    reply_webhook: {url: "https://agency.example/replies", token: "t0k"}
+    reply_webhook: {url: "https://agency.example/replies", secret: "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"}
+    opt_out: true
+    help_text: "{name} answers on {number}"
 """
     config = load_gateway_config(make_config(tmp_path, gateway, agencies))
     op = config.operators[1]
@@ -212,8 +214,9 @@ store: {path: "/srv/payam/gateway.db"}
     agency = config.agencies[0]
     assert agency.name == "سازمان امور مالیاتی"
     assert (agency.ussd_code, agency.rate_per_s, agency.daily_parts) == ("*4*0135#", 20.0, 5000)
-    assert (agency.reply_webhook.url, agency.reply_webhook.token) == (
-        "https://agency.example/replies", "t0k")
+    assert (agency.reply_webhook.url, agency.reply_webhook.secret) == (
+        "https://agency.example/replies", "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3")
+    assert (agency.opt_out, agency.help_text) == (True, "{name} answers on {number}")
     rule = config.routing.rules[0]
     assert (rule.prefixes, rule.operator, rule.fallback) == (("98912",), "mci", ("irancell",))
     assert rule.origin == f"{tmp_path / 'rules' / '10-rules.yaml'}:2"
@@ -323,12 +326,12 @@ def test_unknown_key_deep_in_an_agency_webhook(tmp_path):
     agencies = AGENCIES + """\
     reply_webhook:
       url: "http://127.0.0.1:9000/replies"
+      secret: "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"
       token: "t"
-      secret: "s"
 """
     assert_single_error(make_config(tmp_path, agencies=agencies), "agencies.yaml", 10,
-                        "agencies[0].reply_webhook: unknown key 'secret'",
-                        "allowed: url, token")
+                        "agencies[0].reply_webhook: unknown key 'token'",
+                        "allowed: url, secret")
 
 
 def test_unknown_key_in_a_rule(tmp_path):
@@ -533,14 +536,27 @@ def test_agency_ussd_code_shape(tmp_path, code):
                  "agencies[0].ussd_code: expected a code under *4")
 
 
+SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"      # base64 of 24 bytes
+
+
 @pytest.mark.parametrize("line, fragment", [
     ("rate_per_s: 0", "agencies[0].rate_per_s: must be greater than 0"),
     ("rate_per_s: many", "agencies[0].rate_per_s: expected a number"),
     ("daily_parts: 0", "agencies[0].daily_parts: must be at least 1, got 0"),
     ("daily_parts: 1.5", "agencies[0].daily_parts: expected an integer"),
-    ('reply_webhook: {url: "ftp://x/y", token: t}', "reply_webhook.url: expected an http://"),
-    ('reply_webhook: {url: "http://", token: t}', "reply_webhook.url: expected an http://"),
-    ('reply_webhook: {url: "http://a/b"}', "reply_webhook: missing required key 'token'"),
+    (f'reply_webhook: {{url: "ftp://x/y", secret: {SECRET}}}',
+     "reply_webhook.url: expected an http://"),
+    (f'reply_webhook: {{url: "http://", secret: {SECRET}}}',
+     "reply_webhook.url: expected an http://"),
+    ('reply_webhook: {url: "http://a/b"}', "reply_webhook: missing required key 'secret'"),
+    ('reply_webhook: {url: "http://a/b", secret: "s3cret"}',
+     'reply_webhook.secret: expected "whsec_" followed by the base64 of at least 24'),
+    ('reply_webhook: {url: "http://a/b", secret: "whsec_c2hvcnQ="}',   # 5 bytes
+     'reply_webhook.secret: expected "whsec_"'),
+    ('reply_webhook: {url: "http://a/b", secret: "whsec_not base64!!"}',
+     'reply_webhook.secret: expected "whsec_"'),
+    ("opt_out: sometimes", "agencies[0].opt_out: expected true or false"),
+    ('help_text: "{name} {nmber}"', "agencies[0].help_text: only {name} and {number}"),
     ("reply_webhook: http://a/b", "reply_webhook: expected a mapping"),
 ])
 def test_agency_value_rules(tmp_path, line, fragment):

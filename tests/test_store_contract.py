@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 from store_contract import (
-    AcceptContract, AuditContract, ClaimContract, FingerprintContract, GaugeContract,
-    InboxContract, LifecycleContract, ReceiptContract, RecordsContract, new_message)
+    AcceptContract, AuditContract, ClaimContract, CorrespondenceContract, FingerprintContract,
+    GaugeContract, InboxContract, LifecycleContract, ReceiptContract, RecordsContract,
+    new_message)
 from threaded_clock import T0, ThreadedClock
 
 from gateway.store import Store
@@ -49,7 +50,7 @@ def test_the_dispatcher_knows_the_store_only_by_its_interface():
 
 class TestSQLiteStore(ClaimContract, AcceptContract, ReceiptContract, RecordsContract,
                       InboxContract, FingerprintContract, AuditContract, GaugeContract,
-                      LifecycleContract):
+                      CorrespondenceContract, LifecycleContract):
 
     @pytest.fixture(autouse=True)
     def open_store(self, tmp_path):

@@ -1,5 +1,7 @@
 """The agencies files: one Agency per entry, senders and keys unique across all files."""
 
+import base64
+import binascii
 import os
 import re
 from urllib.parse import urlsplit
@@ -20,7 +22,11 @@ MASK_RE = re.compile(r"^[A-Za-z0-9]{3,11}$")
 USSD_CODE_RE = re.compile(r"^\*4\*[0-9]+#$")
 
 AGENCY_KEYS = ("id", "name", "keys", "numbers", "masks", "ussd_code", "rate_per_s",
-               "daily_parts", "reply_webhook", "links")
+               "daily_parts", "reply_webhook", "links", "opt_out",
+               "help_text")
+WEBHOOK_SECRET_PREFIX = "whsec_"
+MIN_WEBHOOK_SECRET_BYTES = 24       # Standard Webhooks: 24 to 64 random bytes
+MAX_HELP_TEXT = 500
 
 
 class _Claims:
@@ -120,6 +126,12 @@ def _read_agency(reader, node, what, claims):
     links = ()
     if "links" in fields:
         links = _read_links(reader, node_of("links"), f"{what}.links")
+    opt_out = False
+    if "opt_out" in fields:
+        opt_out = reader.boolean(node_of("opt_out"), f"{what}.opt_out")
+    help_text = None
+    if "help_text" in fields:
+        help_text = _read_help_text(reader, node_of("help_text"), f"{what}.help_text")
     if len(reader.errors) != before:
         return None
     return Agency(id=agency_id, name=name,
@@ -127,7 +139,8 @@ def _read_agency(reader, node, what, claims):
                   numbers=tuple(value for value, _ in numbers or ()),
                   masks=tuple(value for value, _ in masks or ()),
                   ussd_code=ussd_code, rate_per_s=rate, daily_parts=daily,
-                  reply_webhook=webhook, links=links)
+                  reply_webhook=webhook, links=links, opt_out=bool(opt_out),
+                  help_text=help_text)
 
 
 def _read_unique_list(reader, node, what, kind, pattern, shape, claims, owner, unique_key):
@@ -162,18 +175,47 @@ def _read_links(reader, node, what):
 
 
 def _read_webhook(reader, node, what):
-    fields = reader.mapping(node, what, ("url", "token"), required=("url", "token"))
-    if not fields or "url" not in fields or "token" not in fields:
+    fields = reader.mapping(node, what, ("url", "secret"), required=("url", "secret"))
+    if not fields or "url" not in fields or "secret" not in fields:
         return None
     url = reader.text(fields["url"][1], f"{what}.url")
-    token = reader.text(fields["token"][1], f"{what}.token")
+    secret = reader.text(fields["secret"][1], f"{what}.secret")
     if url is not None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             reader.fail(fields["url"][1], f"{what}.url: expected an http:// or https:// URL, "
                                           f"got {url!r}")
             return None
-    if url is None or token is None:
+    if secret is not None and not _webhook_secret_ok(secret):
+        reader.fail(fields["secret"][1], f"{what}.secret: expected \"whsec_\" followed by "
+                    f"the base64 of at least {MIN_WEBHOOK_SECRET_BYTES} random bytes")
         return None
-    return Webhook(url=url, token=token)
+    if url is None or secret is None:
+        return None
+    return Webhook(url=url, secret=secret)
 
+
+def _webhook_secret_ok(secret):
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        return False
+    try:
+        key = base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX):], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(key) >= MIN_WEBHOOK_SECRET_BYTES
+
+
+def _read_help_text(reader, node, what):
+    text = reader.text(node, what)
+    if text is None:
+        return None
+    if len(text) > MAX_HELP_TEXT:
+        reader.fail(node, f"{what}: at most {MAX_HELP_TEXT} characters, got {len(text)}")
+        return None
+    try:
+        text.format(name="", number="")
+    except (KeyError, IndexError, ValueError) as error:
+        reader.fail(node, f"{what}: only {{name}} and {{number}} may be filled in "
+                          f"({error})")
+        return None
+    return text

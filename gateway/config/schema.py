@@ -41,7 +41,7 @@ class OperatorConfig:
 @dataclass(frozen=True)
 class Webhook:
     url: str
-    token: str
+    secret: str                          # "whsec_" + base64 of >= 24 bytes (Standard Webhooks)
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,8 @@ class Agency:
     daily_parts: int                     # quota in parts per day
     reply_webhook: Webhook | None
     links: tuple[str, ...] = ()          # hosts its texts may link to (normal form); () any
+    opt_out: bool = False                # may citizens opt out with STOP / لغو
+    help_text: str | None = None         # the HELP answer ({name}, {number}); None: default
 
 
 @dataclass(frozen=True)

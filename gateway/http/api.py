@@ -1,5 +1,5 @@
-"""The agency API: POST /v1/messages, GET /v1/messages/{id}, GET /healthz, and the
-Kannel-compatible /cgi-bin/sendsms (kannel.py).
+"""The agency API: POST /v1/messages, GET /v1/messages/{id}, GET /v1/inbox, GET /healthz,
+broadcasts (broadcasts.py), and the Kannel-compatible /cgi-bin/sendsms (kannel.py).
 
 Checks run in a fixed order, cheapest and most telling first: an address blocked for
 failed authentication (429), authentication (401), load (503), body shape (400); then the
@@ -19,10 +19,12 @@ from twisted.python.failure import Failure
 from gateway.http import openapi
 from gateway.http.broadcasts import BroadcastRoutes
 from gateway.http.errors import ApiError, api_error
+from gateway.http.inbox_query import encode_cursor, inbox_query
 from gateway.http.kannel import PATH as KANNEL_PATH
 from gateway.http.kannel import KannelSendSMS
 from gateway.http.server import JSON_TYPE, PathRouter, Response, json_response
 from gateway.http.validate import parse_submission, require_json
+from gateway.inbox.document import inbox_document
 from gateway.outbound.errors import Refusal
 from gateway.outbound.submission import Accepted
 from gateway.policy.auth import UNAUTHORIZED_MESSAGE, Unauthorized
@@ -54,6 +56,7 @@ class AgencyAPI:
         self.router.add("POST", "/v1/messages", self.submit)
         self.router.add_prefix("GET", "/v1/messages/", "/v1/messages/{id}", self.get_message)
         BroadcastRoutes(broadcasts, self._authenticate).register(self.router)
+        self.router.add("GET", "/v1/inbox", self.inbox)
         self.router.add("GET", "/healthz", self.healthz)
         self.router.add("GET", "/v1/openapi.json", openapi.serve)
         kannel = KannelSendSMS(outbound, self.authenticate_key)
@@ -114,6 +117,19 @@ class AgencyAPI:
         d.addBoth(_message_answer, agency.id, not_found)
         return d
 
+    # -- GET /v1/inbox ------------------------------------------------------------------
+
+    def inbox(self, request):
+        """The calling agency's inbox (never another's), oldest first, from `after`."""
+        agency = self._authenticate(request)
+        after, limit = inbox_query(request.query)
+        try:
+            d = self.store.list_inbox(agency.id, after, limit)
+        except Exception:
+            d = defer.fail()
+        d.addBoth(_inbox_answer, after)
+        return d
+
     # -- GET /healthz -------------------------------------------------------------------
 
     def healthz(self, request):
@@ -159,6 +175,17 @@ def _message_answer(message, agency_id, not_found):
     message = dict(message)
     del message["agency"]
     return json_response(200, message)
+
+
+def _inbox_answer(messages, after):
+    if isinstance(messages, Failure):
+        log.error("reading an inbox failed: %s", messages.getErrorMessage())
+        raise ApiError("overloaded", "the store cannot be read right now; retry shortly",
+                       headers={"Retry-After": "1"})
+    # `next` always comes back: with nothing new yet it is where this page began.
+    position = messages[-1].seq if messages else after
+    return json_response(200, {"messages": [inbox_document(m) for m in messages],
+                               "next": encode_cursor(position)})
 
 
 def _answer(outcome):

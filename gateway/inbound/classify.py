@@ -10,95 +10,79 @@ with that status once it fires (after the store has committed what came in). The
   agency        to an agency's number (or one under it): a citizen's reply
   unrouted      anything else, kept for admins
 
-Receipts, 4040 checks (given a desk, `use_authenticity`) and USSD (inbound/ussd.py, once
-the composition root hands it the dialogs: use_ussd) have behaviour; the others keep the
-PDU raw (store.store_inbound), for the correspondence issue to fill in.
+The last three are a citizen's SMS: each part goes through the intake (intake.py: kept
+durably, then made whole) and the whole message, a MobileOriginated, is routed by its
+number: 4040 → `authenticity.handle(mo)` (the desk, given by `use_authenticity`; until
+then the message is filed in the unrouted box, so nothing is lost); an agency's number →
+its keywords (HELP, STOP) or else its inbox; anything else → the unrouted box. USSD
+steps go to the dialogs (inbound/ussd.py, given by `use_ussd`). A PDU the intake cannot
+read is kept raw (store.store_inbound).
 """
 
+from twisted.internet import defer
+
+from gateway.inbound.intake import CitizenIntake
+from gateway.inbound.keywords import Keywords
 from gateway.inbound.owners import ROOT_NUMBER, NumberOwners
-from gateway.inbound.raw import keep_raw
 from gateway.inbound.receipts import Receipts
-from gateway.inbound.record import Inbound, MobileOriginated
+from gateway.inbound.record import Inbound
 from gateway.inbound.ussd import UssdRequests
-from gateway.numbers import InvalidNumber, normalize_msisdn
-from gateway.smpp import constants as c
-from gateway.text import decode_short_message
+from gateway.model import InboxEntry
 
 _new_tuple = tuple.__new__
 
 
-class _KeptRaw:
-    """An entry whose feature is still to come: what it takes is kept as the raw PDU
-    (durably, before the answer), as every MO was before the inbound package."""
+class _CitizensSMS:
+    """An entry whose PDUs are parts of a citizen's SMS: taken by the intake."""
 
-    def __init__(self, store):
-        self.store = store
+    def __init__(self, intake):
+        self.intake = intake
 
     def handle(self, inbound):
-        return keep_raw(self.store, inbound)
+        return self.intake.take(inbound)
 
 
-class AuthenticityChecks(_KeptRaw):
-    """An MO to 4040 goes to the classifier's authenticity desk (gateway.authenticity),
-    or is kept raw while there is none."""
+class AuthenticityChecks(_CitizensSMS):
     name = "authenticity"
-
-    def __init__(self, store, classifier):
-        super().__init__(store)
-        self.classifier = classifier
 
     def matches(self, inbound):
         return inbound.pdu.fields.get("destination_addr") == ROOT_NUMBER
 
-    def handle(self, inbound):
-        desk = self.classifier.authenticity
-        mo = single_part_mo(inbound) if desk is not None else None
-        if mo is None:
-            return keep_raw(self.store, inbound)
-        d = desk.handle(mo)
-        d.addCallback(lambda _: c.ESME_ROK)
-        return d
 
-
-def single_part_mo(inbound):
-    """A one-part deliver_sm as the MobileOriginated record; None for a part of a
-    concatenated one (kept raw). Stands in until the MO intake reassembles parts and
-    hands whole messages to the entries (it then replaces this)."""
-    fields, tlvs = inbound.pdu.fields, inbound.pdu.tlvs
-    payload = tlvs.get(c.TLV_MESSAGE_PAYLOAD) or fields.get("short_message") or b""
-    udhi = bool(fields.get("esm_class", 0) & c.ESM_CLASS_UDHI)
-    try:
-        decoded = decode_short_message(bytes(payload), fields.get("data_coding", 0), udhi)
-    except ValueError:
-        return None
-    if decoded.concat is not None and decoded.concat.total > 1:
-        return None
-    source = fields.get("source_addr", "")
-    try:
-        citizen = normalize_msisdn(source)
-    except InvalidNumber:
-        citizen = source
-    return MobileOriginated(inbound.operator, inbound.session, citizen,
-                            fields.get("destination_addr", ""), decoded.text,
-                            inbound.received_at)
-
-
-class AgencyReplies(_KeptRaw):
+class AgencyReplies(_CitizensSMS):
     name = "agency"
 
-    def __init__(self, store, owners):
-        super().__init__(store)
+    def __init__(self, intake, owners):
+        super().__init__(intake)
         self.owners = owners
 
     def matches(self, inbound):
         return self.owners.owner(inbound.pdu.fields.get("destination_addr", "")) is not None
 
 
-class Unrouted(_KeptRaw):
+class Unrouted(_CitizensSMS):
     name = "unrouted"
 
     def matches(self, inbound):
         return True
+
+
+def inbox_entry(mo, agency_id):
+    """The inbox entry of a whole SMS (agency_id None: the unrouted box)."""
+    return InboxEntry(agency=agency_id, number=mo.destination, citizen=mo.citizen,
+                      text=mo.text, channel="sms", received_at=mo.received_at,
+                      operator=mo.operator, partial=mo.partial, source_key=mo.source_key)
+
+
+class FileAsUnrouted:
+    """The 4040 hook's default, until the authenticity desk plugs in: the citizen's
+    message is kept in the unrouted box (admins see it), never lost."""
+
+    def __init__(self, inbox):
+        self.inbox = inbox
+
+    def handle(self, mo):
+        return self.inbox.file(inbox_entry(mo, None))
 
 
 class InboundClassifier:
@@ -106,19 +90,25 @@ class InboundClassifier:
     first entry of `table` that matches."""
 
     def __init__(self, store, clock, receipt_ids=None, response_timeouts=None,
-                 agencies=(), inbox=None):
+                 agencies=(), inbox=None, **intake_bounds):
         """receipt_ids / response_timeouts: per operator, see receipts.Receipts;
         agencies: the configured Agency records (whose numbers are theirs); inbox: the
-        gateway.inbox.filing.Inbox citizens' messages are filed into."""
+        gateway.inbox.filing.Inbox citizens' messages are filed into; intake_bounds:
+        CitizenIntake's timeout_s, max_open_sets, max_open_parts."""
+        self.store = store
         self.clock = clock
         self.inbox = inbox
         self.outbound = None
-        self.authenticity = None         # the 4040 desk: handle(MobileOriginated)
+        # The 4040 hook: an object with handle(mo: MobileOriginated) -> Deferred.
+        self.authenticity = FileAsUnrouted(inbox)
+        self.keywords = Keywords(store, clock, lambda: self.outbound)
+        self.intake = CitizenIntake(store, clock, self.route, **intake_bounds)
         self.receipts = Receipts(store, clock, receipt_ids, response_timeouts)
-        self.agency_replies = AgencyReplies(store, NumberOwners(agencies))
+        self.agency_replies = AgencyReplies(self.intake, NumberOwners(agencies))
+        self._agencies = {agency.id: agency for agency in agencies}
         self.ussd = UssdRequests(store, clock)
-        self.table = (self.receipts, self.ussd, AuthenticityChecks(store, self),
-                      self.agency_replies, Unrouted(store))
+        self.table = (self.receipts, self.ussd, AuthenticityChecks(self.intake),
+                      self.agency_replies, Unrouted(self.intake))
 
     def use_outbound(self, outbound):
         """The accept path (gateway.outbound.accept.Outbound) that answers citizens by
@@ -130,6 +120,7 @@ class InboundClassifier:
         """The 4040 desk (gateway.authenticity.desk.AuthenticityDesk) whole MOs to 4040
         go to; set by the composition root (it answers through the accept path)."""
         self.authenticity = desk
+
     def use_ussd(self, dialogs, pools, settings=None):
         """The USSD dialogs (gateway.ussd.dialogs.UssdDialogs) and the pools their
         answers leave by, once built (the pools are built over this classifier);
@@ -140,6 +131,14 @@ class InboundClassifier:
         """SIGHUP: whose numbers are whose, anew (one assignment: an MO sees the old
         owners or the new ones)."""
         self.agency_replies.owners = NumberOwners(agencies)
+        self._agencies = {agency.id: agency for agency in agencies}
+
+    def start(self):
+        """The intake's sweep (partial sets, sets a crash left): after the store opens."""
+        self.intake.start()
+
+    def stop(self):
+        self.intake.stop()
 
     def received(self, operator, session, pdu):
         """OperatorPool's inbound_handler(operator, session, pdu) -> Deferred[int]."""
@@ -155,3 +154,29 @@ class InboundClassifier:
         for entry in self.table:
             if entry.matches(inbound):
                 return entry.name
+
+    # -- a whole citizen's SMS ------------------------------------------------------------
+
+    def route(self, mo):
+        """Handle a whole (or partial) MobileOriginated → Deferred once done and its
+        parts settled."""
+        settle = [mo.source_key] if mo.source_key is not None else []
+        if mo.destination == ROOT_NUMBER:
+            return self._then_settle(self.authenticity.handle(mo), settle)
+        agency_id = self.agency_replies.owners.owner(mo.destination)
+        agency = self._agencies.get(agency_id) if agency_id is not None else None
+        if agency is None:
+            return self.inbox.file_mo(inbox_entry(mo, None), settle)
+        number = max((n for n in agency.numbers if mo.destination.startswith(n)),
+                     key=len, default=mo.destination)
+        handled = self.keywords.handle(mo, agency, number)
+        if handled is not None:
+            return self._then_settle(handled, settle)
+        return self.inbox.file_mo(inbox_entry(mo, agency.id), settle)
+
+    def _then_settle(self, d, settle):
+        if not isinstance(d, defer.Deferred):
+            d = defer.succeed(d)
+        if settle:
+            d.addCallback(lambda _: self.store.settle_mo_sets(settle))
+        return d

@@ -38,6 +38,13 @@ class Inbox:
         d.addCallback(self._tell)
         return d
 
+    def file_mo(self, entry, set_ids):
+        """file(entry), settling the SMS parts it was made of (the intake's sets) in
+        the same transaction: → Deferred[InboxMessage]."""
+        d = self.store.file_mo([entry], list(set_ids))
+        d.addCallback(self._tell)
+        return d.addCallback(lambda filed: filed[0])
+
     def _tell(self, filed):
         # Only messages new to the store go to the listeners: a redelivery was told.
         for message, new in filed:

@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from gateway import metrics
-from gateway.model import NewMessage
+from gateway.model import NORMAL, NewMessage
 from gateway.numbers import mask_msisdn
 from gateway.outbound.checks import check_text_length, normalize_recipients
 from gateway.outbound import platform
@@ -34,6 +34,7 @@ from gateway.text.links import outside
 log = logging.getLogger("payam.outbound")
 
 DEFAULT_MAX_PENDING = 5000           # accepts waiting for their commit before we shed load
+OPTED_OUT = "opted_out"              # the error of a message to a citizen who sent STOP
 
 
 def _as_is(outcome):
@@ -99,10 +100,31 @@ class Outbound:
         parts = check_text_length(submission.text)
         if agency.links:
             self._check_links(agency, submission.text, origin)
+        if getattr(agency, "opt_out", False) and submission.priority == NORMAL:
+            # Citizens who sent STOP get no normal messages from this agency: the
+            # opt-outs are the store's (a read, fired at once by SQLite).
+            d = self.store.opted_out(agency.id, recipients)
+            d.addBoth(self._opt_outs_read, agency, submission, sender, recipients, parts,
+                      answer)
+            return d
+        return self._go(agency, submission, sender, recipients, parts, answer)
+
+    def _go(self, agency, submission, sender, recipients, parts, answer, opted_out=()):
         if submission.idempotency_key is None:
             return self._reserve_and_store(agency, submission, sender, recipients, parts,
-                                           answer)
-        return self._accept(agency, submission, sender, recipients, parts, answer)
+                                           answer, opted_out)
+        return self._accept(agency, submission, sender, recipients, parts, answer,
+                            opted_out)
+
+    def _opt_outs_read(self, opted_out, agency, submission, sender, recipients, parts,
+                       answer):
+        try:
+            if isinstance(opted_out, Failure):
+                opted_out.raiseException()
+            return self._go(agency, submission, sender, recipients, parts, answer,
+                            frozenset(opted_out))
+        except Exception:
+            return answer(Failure())
 
     def _check_sender(self, agency, sender, origin):
         try:
@@ -132,7 +154,7 @@ class Outbound:
 
     # -- idempotency ----------------------------------------------------------------
 
-    def _accept(self, agency, submission, sender, recipients, parts, answer):
+    def _accept(self, agency, submission, sender, recipients, parts, answer, opted_out=()):
         """A submission with an idempotency key, from the lookup on; re-entered by one
         that waited for a concurrent one with the same key.  The lookup of the key's
         first answer (24 h) is the accept path's one store read, a Deferred (fired at
@@ -140,41 +162,49 @@ class Outbound:
         d = self.store.idempotent_response(
             agency.id, submission.idempotency_key, self.clock.seconds(),
             request_hash=request_hash(submission, sender, recipients))
-        d.addBoth(self._looked_up, agency, submission, sender, recipients, parts, answer)
+        d.addBoth(self._looked_up, agency, submission, sender, recipients, parts, answer,
+                  opted_out)
         return d
 
-    def _looked_up(self, stored, agency, submission, sender, recipients, parts, answer):
+    def _looked_up(self, stored, agency, submission, sender, recipients, parts, answer,
+                   opted_out=()):
         try:
             if isinstance(stored, Failure):
                 if stored.check(IdempotencyMismatch):
                     raise _conflict(submission.idempotency_key)
                 stored.raiseException()
             return self._after_lookup(stored, agency, submission, sender, recipients,
-                                      parts, answer)
+                                      parts, answer, opted_out)
         except Exception:
             return answer(Failure())
 
-    def _after_lookup(self, stored, agency, submission, sender, recipients, parts, answer):
+    def _after_lookup(self, stored, agency, submission, sender, recipients, parts, answer,
+                      opted_out=()):
         if stored is not None:
             return answer(Accepted(None, stored, replayed=True))
         waiting = self._in_flight.get((agency.id, submission.idempotency_key))
         if waiting is not None:
             # The same key is being stored right now: answer as that submission is answered.
             d = defer.Deferred()
-            d.addCallback(self._waited, agency, submission, sender, recipients, parts, answer)
+            d.addCallback(self._waited, agency, submission, sender, recipients, parts, answer,
+                          opted_out)
             waiting.append(d)
             return d
-        return self._reserve_and_store(agency, submission, sender, recipients, parts, answer)
+        return self._reserve_and_store(agency, submission, sender, recipients, parts, answer,
+                                       opted_out)
 
-    def _waited(self, _, agency, submission, sender, recipients, parts, answer):
+    def _waited(self, _, agency, submission, sender, recipients, parts, answer,
+                opted_out=()):
         try:
-            return self._accept(agency, submission, sender, recipients, parts, answer)
+            return self._accept(agency, submission, sender, recipients, parts, answer,
+                                opted_out)
         except Exception:
             return answer(Failure())
 
     # -- limits and the store ----------------------------------------------------------
 
-    def _reserve_and_store(self, agency, submission, sender, recipients, parts, answer):
+    def _reserve_and_store(self, agency, submission, sender, recipients, parts, answer,
+                           opted_out=()):
         key = submission.idempotency_key
         needed = parts * len(recipients)
         try:
@@ -189,7 +219,7 @@ class Outbound:
                             "time", retry_after=quota.retry_after) from None
 
         try:
-            messages = self._build(agency, submission, sender, recipients)
+            messages = self._build(agency, submission, sender, recipients, opted_out)
         except Exception:
             self.limits.release(reservation)
             raise
@@ -210,7 +240,8 @@ class Outbound:
         d.addBoth(self._stored, agency, messages, document, reservation, key, answer)
         return d
 
-    def _build(self, agency, submission, sender, recipients, fingerprinted=True):
+    def _build(self, agency, submission, sender, recipients, opted_out=(),
+               fingerprinted=True):
         now = self.clock.seconds()
         text = submission.text
         # One fingerprint per submission (~9 µs for a 2-part Persian text), one row per
@@ -232,7 +263,10 @@ class Outbound:
                 reference=submission.reference, validity_s=submission.validity_s,
                 receipt=submission.receipt, data_coding=encoded.data_coding,
                 esm_class=encoded.esm_class, parts=list(encoded.parts), created_at=now,
-                route=self.route_of(recipient), fingerprint=digest))
+                route=self.route_of(recipient),
+                # An opted-out citizen is sent nothing: no fingerprint to confirm.
+                fingerprint=None if recipient in opted_out else digest,
+                error=OPTED_OUT if recipient in opted_out else None))
         return messages
 
     def _stored(self, result, agency, messages, document, reservation, key, answer):

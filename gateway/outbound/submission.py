@@ -53,13 +53,18 @@ def accepted_document(messages):
     entries = []
     for m in messages:
         plain = m.id + m.recipient
-        if not (plain.isalnum() and plain.isascii()):
+        if not (plain.isalnum() and plain.isascii()) or getattr(m, "error", None):
             break
         entries.append('{"id":"%s","to":"%s","parts":%d,"status":"queued"}'
                        % (m.id, m.recipient, len(m.parts)))
     else:
         return '{"messages":[' + ",".join(entries) + "]}"
-    return json.dumps(
-        {"messages": [{"id": m.id, "to": m.recipient, "parts": len(m.parts),
-                       "status": "queued"} for m in messages]},
-        ensure_ascii=False, separators=(",", ":"))
+    return json.dumps({"messages": [_entry(m) for m in messages]},
+                      ensure_ascii=False, separators=(",", ":"))
+
+
+def _entry(m):
+    if getattr(m, "error", None):      # recorded failed at accept (opted_out): never sent
+        return {"id": m.id, "to": m.recipient, "parts": len(m.parts), "status": "failed",
+                "error": m.error}
+    return {"id": m.id, "to": m.recipient, "parts": len(m.parts), "status": "queued"}

@@ -5,7 +5,10 @@
     GET  /behaviour                 current behaviour
     POST /behaviour                 JSON merge into the behaviour (unknown keys → 400)
     POST /mo                        {from, to, text, ussd_op?, its_session_info?,
-                                     service_type?, system_id?} → deliver_sm_resp statuses
+                                     service_type?, system_id?, concat? (udh8 | udh16 |
+                                     sar), command? (deliver_sm | data_sm), order? (part
+                                     numbers), repeat? (parts sent again)} → statuses
+    POST /mo-batch                  {messages: [MO, ...]} (at most 1000) → their statuses
     POST /ussd/dial                 {from, code, op?, its_session_info?, dial_field?,
                                      system_id?} → the ESME's answer {text, op, end, ...}
     POST /ussd/send                 {from, text, op?} → the answer to the citizen's input
@@ -31,6 +34,7 @@ log = logging.getLogger("payam.simulator.control")
 MAX_LIMIT = 100_000
 MAX_BODY = 1 << 20
 MO_TIMEOUT_S = 10.0           # an ESME that never answers the deliver_sm
+MAX_MO_BATCH = 1000
 
 
 class ControlError(Exception):
@@ -52,6 +56,7 @@ class ControlResource(resource.Resource):
             (b"GET", b"/behaviour"): self.get_behaviour,
             (b"POST", b"/behaviour"): self.post_behaviour,
             (b"POST", b"/mo"): self.post_mo,
+            (b"POST", b"/mo-batch"): self.post_mo_batch,
             (b"POST", b"/reset"): self.post_reset,
             (b"POST", b"/ussd/dial"): self.post_ussd_dial,
             (b"POST", b"/ussd/send"): self.post_ussd_send,
@@ -104,14 +109,30 @@ class ControlResource(resource.Resource):
         return self.factory.behaviour.as_dict()
 
     def post_mo(self, request):
+        return self._inject(_json_body(request))
+
+    def post_mo_batch(self, request):
+        """{"messages": [MO, ...]} (at most MAX_MO_BATCH): all injected at once, for
+        load tests; → {"statuses": [[...], ...]} in the same order."""
         body = _json_body(request)
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(messages, list) or not 1 <= len(messages) <= MAX_MO_BATCH:
+            raise ControlError(400, f"expected {{\"messages\": [1..{MAX_MO_BATCH} MO]}}")
+        answers = [self._inject(mo) for mo in messages]
+        d = defer.gatherResults(answers, consumeErrors=True)
+        d.addCallback(lambda results: {"statuses": [r["statuses"] for r in results]})
+        d.addErrback(lambda failure: failure.value.subFailure)
+        return d
+
+    def _inject(self, body):
         if not isinstance(body, dict):
             raise ControlError(400, "MO request must be a JSON object")
         missing = [key for key in ("from", "to", "text") if key not in body]
         if missing:
             raise ControlError(400, f"MO request lacks: {', '.join(missing)}")
         unknown = set(body) - {"from", "to", "text", "ussd_op", "its_session_info",
-                               "service_type", "system_id"}
+                               "service_type", "system_id", "concat", "command", "order",
+                               "repeat"}
         if unknown:
             raise ControlError(400, f"unknown MO field(s): {', '.join(sorted(unknown))}")
         system_id = body.get("system_id")
@@ -121,7 +142,9 @@ class ControlResource(resource.Resource):
             answered = self.factory.inject_mo(
                 body["from"], body["to"], body["text"], ussd_op=body.get("ussd_op"),
                 its_session_info=body.get("its_session_info"),
-                service_type=body.get("service_type", ""), system_id=system_id)
+                service_type=body.get("service_type", ""), system_id=system_id,
+                concat=body.get("concat", "udh8"), command=body.get("command", "deliver_sm"),
+                order=body.get("order"), repeat=body.get("repeat", []))
         except (ValueError, TypeError, TextTooLong) as exc:
             raise ControlError(400, str(exc)) from None
         answered.addTimeout(self.mo_timeout_s, self.factory.reactor)

@@ -46,10 +46,40 @@ def _encode(text, coding, ref):
     return encoded.data_coding, encoded.esm_class, encoded.parts
 
 
+CONCAT_STYLES = ("udh8", "udh16", "sar")
+COMMANDS = {"deliver_sm": constants.DELIVER_SM, "data_sm": constants.DATA_SM}
+
+
+def _restyle(parts, esm_class, style, ref):
+    """Parts split with an 8-bit-reference UDH, as `style` would carry them:
+    [(esm_class, body, tlvs)]."""
+    if len(parts) == 1 or style == "udh8":
+        return [(esm_class, part, {}) for part in parts]
+    out = []
+    wide_ref = (ref << 8) | ref
+    for part in parts:
+        total, seq, body = part[4], part[5], part[6:]
+        if style == "udh16":
+            udh = bytes((6, 8, 4, wide_ref >> 8, wide_ref & 0xFF, total, seq))
+            out.append((esm_class, udh + body, {}))
+        else:
+            out.append((0, body, {constants.TLV_SAR_MSG_REF_NUM: wide_ref.to_bytes(2, "big"),
+                                  constants.TLV_SAR_TOTAL_SEGMENTS: bytes((total,)),
+                                  constants.TLV_SAR_SEGMENT_SEQNUM: bytes((seq,))}))
+    return out
+
+
 def build_mo(source, destination, text, *, ref, coding="auto", ussd_op=None,
-             its_session_info=None, service_type="") -> list:
-    """The deliver_sm PDUs (sequence unset) carrying one MO. A USSD step is always one
-    PDU (USSD has no concatenation); an SMS longer than one part is split with a UDH."""
+             its_session_info=None, service_type="", concat="udh8",
+             command="deliver_sm") -> list:
+    """The deliver_sm (or data_sm) PDUs (sequence unset) carrying one MO. A USSD step is
+    always one PDU (USSD has no concatenation); an SMS longer than one part is split
+    with a UDH (8-bit reference; `concat` "udh16": 16-bit, "sar": sar_* TLVs). A data_sm
+    carries its text in message_payload."""
+    if concat not in CONCAT_STYLES:
+        raise ValueError(f"concat must be one of {', '.join(CONCAT_STYLES)}, not {concat!r}")
+    if command not in COMMANDS:
+        raise ValueError(f"command must be deliver_sm or data_sm, not {command!r}")
     if not isinstance(source, str) or not source:
         raise ValueError("MO source address must be a non-empty string")
     if not isinstance(destination, str) or not destination:
@@ -87,18 +117,22 @@ def build_mo(source, destination, text, *, ref, coding="auto", ussd_op=None,
     source_ton, source_npi = _address_type(source)
     dest_ton, dest_npi = _address_type(destination)
     pdus = []
-    for part in parts:
-        pdu = PDU(constants.DELIVER_SM, fields={
+    for part_esm_class, part, part_tlvs in _restyle(parts, esm_class, concat, ref):
+        fields = {
             "service_type": service_type,
             "source_addr_ton": source_ton, "source_addr_npi": source_npi,
             "source_addr": source,
             "dest_addr_ton": dest_ton, "dest_addr_npi": dest_npi,
             "destination_addr": destination,
-            "esm_class": esm_class,
+            "esm_class": part_esm_class,
             "data_coding": data_coding,
-            "short_message": part,
-        })
-        for tag, value in tlvs.items():
+        }
+        if command == "deliver_sm":
+            fields["short_message"] = part
+        pdu = PDU(COMMANDS[command], fields=fields)
+        if command == "data_sm":
+            pdu.set_tlv(constants.TLV_MESSAGE_PAYLOAD, part)
+        for tag, value in {**tlvs, **part_tlvs}.items():
             pdu.set_tlv(tag, value)
         pdus.append(pdu)
     return pdus

@@ -31,6 +31,7 @@ MAX_SEQUENCE = 0x7FFFFFFF
 RESPONSE_BIT = c.RESPONSE_BIT
 RECEIPT_RETRY_S = 1.0         # an ESME refused a receipt: offer it again this much later
 RECEIPT_MAX_ATTEMPTS = 5
+MO_LATENCIES_KEPT = 100_000   # MO answer times kept for /stats (the last ones)
 _DROP = object()              # decision: close the connection instead of answering
 
 COUNTERS = ("binds", "bind_failures", "unbinds", "submits", "throttled", "failed", "drops",
@@ -237,6 +238,8 @@ class SMSCFactory(protocol.ServerFactory):
         self.orphan_capacity = orphan_capacity        # receipts kept per unbound system_id
         self.records = SubmitRecords(record_capacity)
         self.counters = dict.fromkeys(COUNTERS, 0)
+        # Seconds from each MO PDU written to its deliver_sm_resp (the last ones only).
+        self.mo_latencies = deque(maxlen=MO_LATENCIES_KEPT)
         self.sessions = []                  # bound sessions, in bind order
         self._receivers = {}                # system_id → [sessions able to receive]
         self._turn = {}                     # system_id → round-robin position
@@ -456,20 +459,29 @@ class SMSCFactory(protocol.ServerFactory):
     # -- injection ----------------------------------------------------------------------
 
     def inject_mo(self, source, destination, text, *, ussd_op=None, its_session_info=None,
-                  service_type="", system_id=None) -> defer.Deferred:
+                  service_type="", system_id=None, concat="udh8", command="deliver_sm",
+                  order=None, repeat=()) -> defer.Deferred:
         """Send a citizen's message (split with UDH when long) or a USSD step to a bound
         receiver of `system_id` (any when None). Fires with the deliver_sm_resp statuses,
-        one per part; errback NoReceiver / SessionGone. ValueError for bad input."""
+        one per PDU sent; errback NoReceiver / SessionGone. ValueError for bad input.
+        concat: "udh8" | "udh16" | "sar"; command: "deliver_sm" | "data_sm"; order: the
+        part numbers (1-based) in the order to send them (default 1..n); repeat: part
+        numbers sent a second time, at the end (a redelivery)."""
         self._mo_ref = (self._mo_ref + 1) & 0xFF
         pdus = build_mo(source, destination, text, ref=self._mo_ref,
                         coding=self.behaviour.mo_coding, ussd_op=ussd_op,
-                        its_session_info=its_session_info, service_type=service_type)
+                        its_session_info=its_session_info, service_type=service_type,
+                        concat=concat, command=command)
+        pdus = _reorder(pdus, order, repeat)
         session = self._receiver(system_id, want_room=False)
         if session is None:
             return defer.fail(NoReceiver(
                 "no receiver or transceiver session is bound"
                 + ("" if system_id is None else f" as {system_id!r}")))
         waiters = [defer.Deferred() for _ in pdus]
+        sent_at = self.reactor.seconds()
+        for waiter in waiters:
+            waiter.addCallback(self._mo_answered, sent_at)
         session.transport.write(b"".join(
             session.frame_request(pdu, waiter) for pdu, waiter in zip(pdus, waiters)))
         self.counters["mo"] += len(pdus)
@@ -477,6 +489,20 @@ class SMSCFactory(protocol.ServerFactory):
         answered.addCallback(lambda responses: [r.status for r in responses])
         answered.addErrback(lambda failure: failure.value.subFailure)
         return answered
+
+    def _mo_answered(self, response, sent_at):
+        self.mo_latencies.append(self.reactor.seconds() - sent_at)
+        return response
+
+    def mo_latency_ms(self) -> dict:
+        """p50 / p99 / max of the MO PDUs' deliver_sm → deliver_sm_resp times kept."""
+        times = sorted(self.mo_latencies)
+        if not times:
+            return {"count": 0}
+        def at(q):
+            return round(times[min(len(times) - 1, int(q * len(times)))] * 1000, 2)
+        return {"count": len(times), "p50": at(0.5), "p99": at(0.99),
+                "max": round(times[-1] * 1000, 2)}
 
     def inject_pdu(self, pdu, system_id=None) -> defer.Deferred:
         """Send any request PDU (its sequence is set here) to a bound receiver; fires with
@@ -503,6 +529,7 @@ class SMSCFactory(protocol.ServerFactory):
             1 for s in self.sessions for e in s.awaiting.values()
             if isinstance(e, PendingReceipt))
         stats["bound"] = len(self.sessions)
+        stats["mo_resp_ms"] = self.mo_latency_ms()
         stats["sessions"] = [
             {"system_id": s.system_id, "mode": s.mode, "peer": s.peer,
              "awaiting": len(s.awaiting)} for s in self.sessions]
@@ -512,7 +539,23 @@ class SMSCFactory(protocol.ServerFactory):
         """Forget recorded submits and zero the counters (receipts owed are still sent)."""
         self.records.clear()
         self.counters = dict.fromkeys(COUNTERS, 0)
+        self.mo_latencies.clear()
         self._submits_seen = 0
         self._since_drop = 0
         self._rate_window = (0.0, 0)
         self._undeliverable_debt = 0.0
+
+
+def _reorder(pdus, order, repeat):
+    """The PDUs in `order` (1-based part numbers, each once), then `repeat`'s again."""
+    numbers = list(range(1, len(pdus) + 1))
+    if order is not None:
+        if (not isinstance(order, (list, tuple)) or sorted(order) != numbers):
+            raise ValueError(f"order must list the part numbers 1..{len(pdus)} once each")
+        numbers = list(order)
+    if not isinstance(repeat, (list, tuple)) or any(
+            not isinstance(n, int) or not 1 <= n <= len(pdus) for n in repeat):
+        raise ValueError(f"repeat must list part numbers within 1..{len(pdus)}")
+    if len(repeat) > 255:
+        raise ValueError("repeat: at most 255 parts")
+    return [pdus[n - 1] for n in [*numbers, *repeat]]

@@ -115,6 +115,53 @@ class MessageStore(Protocol):
         once durable, with in_reply_to found; an entry whose source_key is filed
         already answers the message filed then, with new False."""
 
+    # -- correspondence (migration 10) -----------------------------------------------
+    def keep_mo_part(self, part, duplicate_since: float, max_open_sets: int) -> Deferred:
+        """Keep a citizen's SMS part (model.MoPart) → Deferred[(new, whole, overflow)]:
+        new False for a redelivery; whole the MoSet it completed or None; overflow the
+        citizen's oldest open sets beyond max_open_sets (to release as partial)."""
+
+    def settle_mo_sets(self, set_ids) -> Deferred:
+        """The sets were handled; their parts are kept only to recognise redeliveries."""
+
+    def file_mo(self, entries: list[InboxEntry], set_ids) -> Deferred:
+        """file_inbox(entries) and settle_mo_sets(set_ids) in one transaction."""
+
+    def stale_mo_sets(self, incomplete_before: float, complete_before: float, limit: int,
+                      open_parts_cap: int) -> Deferred:
+        """→ Deferred[list[MoSet]] to release now (timed out, left by a crash, over the cap)."""
+
+    def forget_mo_parts(self, before: float) -> Deferred:
+        """Settled parts received before `before` are deleted."""
+
+    def queue_pushes(self, pushes) -> Deferred:
+        """[(inbox seq, agency)] get a pending reply-webhook push each (once)."""
+
+    def push_done(self, inbox_seq: int, state: str, attempts: int, next_at: float,
+                  error=None) -> Deferred:
+        """A push's state after an attempt: 'pending' (due at next_at), 'ok', 'failed'."""
+
+    def due_pushes(self, agency: str, now: float, limit: int) -> Deferred:
+        """→ Deferred[[(inbox seq, attempts, created_at)]] of pending pushes due by now."""
+
+    def push_counts(self) -> Deferred:
+        """→ Deferred[{(agency, state): count}]."""
+
+    def unqueued_inbox(self, agencies, since: float, limit: int) -> Deferred:
+        """→ Deferred[[(seq, agency)]]: inbox messages since `since` with no push row."""
+
+    def inbox_by_seq(self, seqs) -> Deferred:
+        """→ Deferred[{seq: InboxMessage}]."""
+
+    def forget_pushes(self, before: float) -> Deferred:
+        """Ended pushes last changed before `before` are deleted."""
+
+    def opt_out(self, agency: str, citizen: str) -> Deferred:
+        """Record a citizen's STOP to an agency → Deferred[bool] (new)."""
+
+    def opted_out(self, agency: str, citizens) -> Deferred:
+        """→ Deferred[set] of those citizens opted out of the agency."""
+
     # -- records, housekeeping ------------------------------------------------------
     def audit(self, event: str, agency: str | None, detail: dict) -> Deferred:
         """Keep an audit row → Deferred of its id.  Rows are append-only: only

@@ -228,6 +228,53 @@ def _v9_inbox(db):
                " ON messages (recipient, created_at)")
 
 
+def _v10_correspondence(db):
+    # Issue 8, correspondence.
+    # mo_parts: a citizen's SMS parts kept until their set is whole (answered
+    # deliver_sm_resp only once committed here), then `settled` once the whole was
+    # handled; settled rows stay a few minutes so a redelivered part is recognised.
+    # set_id = set_key + "@" + when the set's first part came (a reference is reused).
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS mo_parts ("
+        " set_id TEXT NOT NULL,"
+        " set_key TEXT NOT NULL,"
+        " seq INTEGER NOT NULL,"
+        " total INTEGER NOT NULL,"
+        " operator TEXT NOT NULL,"
+        " citizen TEXT NOT NULL,"
+        " destination TEXT NOT NULL,"
+        " data_coding INTEGER NOT NULL,"
+        " body BLOB NOT NULL,"
+        " received_at REAL NOT NULL,"
+        " first_at REAL NOT NULL,"
+        " settled INTEGER NOT NULL DEFAULT 0,"
+        " PRIMARY KEY (set_id, seq))")
+    db.execute("CREATE INDEX IF NOT EXISTS mo_parts_key ON mo_parts (set_key, settled)")
+    db.execute("CREATE INDEX IF NOT EXISTS mo_parts_citizen"
+               " ON mo_parts (operator, citizen, settled)")
+    db.execute("CREATE INDEX IF NOT EXISTS mo_parts_age ON mo_parts (settled, first_at)")
+    # webhook_pushes: the reply webhook's delivery state per inbox message, so that
+    # pushes survive a restart; state 'pending' (due at next_at), 'ok' or 'failed'.
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS webhook_pushes ("
+        " inbox_seq INTEGER PRIMARY KEY,"
+        " agency TEXT NOT NULL,"
+        " state TEXT NOT NULL DEFAULT 'pending',"
+        " attempts INTEGER NOT NULL DEFAULT 0,"
+        " next_at REAL NOT NULL,"
+        " created_at REAL NOT NULL,"
+        " last_error TEXT)")
+    db.execute("CREATE INDEX IF NOT EXISTS webhook_pushes_due"
+               " ON webhook_pushes (agency, next_at) WHERE state = 'pending'")
+    # opt_outs: citizens who sent STOP to an agency that allows it (opt_out: true).
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS opt_outs ("
+        " agency TEXT NOT NULL,"
+        " citizen TEXT NOT NULL,"
+        " at REAL NOT NULL,"
+        " PRIMARY KEY (agency, citizen))")
+
+
 def _v14_broadcasts(db):
     # A broadcast keeps its text and encoded parts once (broadcasts, broadcast_parts);
     # per recipient only the number and its route (broadcast_recipients; the primary key
@@ -339,6 +386,7 @@ MIGRATIONS = [
     (7, _v7_retention_indexes),
     (8, _v8_claim_leases),
     (9, _v9_inbox),
+    (10, _v10_correspondence),
     (11, _v11_sent_fingerprints),
     (12, _v12_ussd_dialogs),
     (13, _v13_audit_rules_and_status_counts),

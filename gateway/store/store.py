@@ -22,7 +22,7 @@ from gateway.model import (
     CLAIM_ORDER, LANE_SHARES, OUTCOME_KINDS, PRIORITY_NAMES, ClaimedPart, NewBroadcast,
     NewMessage, PartOutcome)
 from gateway.receipt_ids import normal_id
-from gateway.store import audit_trail, broadcasts, guard, operations, schema
+from gateway.store import audit_trail, broadcasts, correspondence, guard, operations, schema
 from gateway.store import receipts as store_receipts
 from gateway.store.interface import RENEW_LEASES_S, IdempotencyMismatch, StoreClosed
 from gateway.store.operations import IDEMPOTENCY_S
@@ -272,8 +272,14 @@ class Store:
         fingerprint_rows = [(m.fingerprint, m.recipient, m.created_at, m.agency)
                             for m in messages if m.fingerprint is not None]
         ids = [m.id for m in messages]
-        return self._write(operations.insert_messages,
-                           (message_rows, part_rows, ids, idempotency, now, fingerprint_rows))
+        item = (message_rows, part_rows, ids, idempotency, now, fingerprint_rows)
+        ended = [(m.error, m.id) for m in messages if m.error is not None]
+        if ended:
+            # Recorded failed at once (the part trigger ends the message), in the
+            # accept's own transaction; rare (opt-outs), so outside the grouped write.
+            return self._write(lambda conn: correspondence.insert_ended(
+                conn, operations.insert_messages, item, ended, now))
+        return self._write(operations.insert_messages, item)
 
     def claim(self, limit, now, route=None):
         """Up to `limit` queued parts of `route` (None: parts stored without one) due by
@@ -638,6 +644,72 @@ class Store:
                 d.addErrback(lambda f: log.error("store write probe failed: %s",
                                                  f.getErrorMessage()))
         return self._file is not None and writer.last_commit_ok
+
+
+    # -- correspondence (migration 10; gateway/store/correspondence.py) ---------------
+
+    def keep_mo_part(self, part, duplicate_since, max_open_sets):
+        """Keep a citizen's SMS part → Deferred[(new, whole, overflow)] once durable
+        (see correspondence.keep_mo_part)."""
+        return self._write(lambda conn: correspondence.keep_mo_part(
+            conn, part, duplicate_since, max_open_sets))
+
+    def settle_mo_sets(self, set_ids):
+        return self._write(lambda conn: correspondence.settle_mo_sets(conn, list(set_ids)))
+
+    def file_mo(self, entries, set_ids):
+        """file_inbox(entries) and settle_mo_sets(set_ids) in one transaction: a whole
+        MO is in its inbox exactly when its parts are settled."""
+        ids = [self.new_message_id() for _ in entries]
+
+        def both(conn):
+            filed = operations.file_inbox(conn, entries, ids)
+            correspondence.settle_mo_sets(conn, list(set_ids))
+            return filed
+        return self._write(both)
+
+    def forget_mo_parts(self, before):
+        return self._write(lambda conn: correspondence.forget_mo_parts(conn, before))
+
+    @_read
+    def stale_mo_sets(self, incomplete_before, complete_before, limit, open_parts_cap):
+        return correspondence.stale_mo_sets(self._reader, incomplete_before,
+                                            complete_before, limit, open_parts_cap)
+
+    def queue_pushes(self, pushes):
+        now = self._reactor.seconds()
+        return self._write(lambda conn: correspondence.queue_pushes(conn, list(pushes), now))
+
+    def push_done(self, inbox_seq, state, attempts, next_at, error=None):
+        return self._write(lambda conn: correspondence.push_done(
+            conn, inbox_seq, state, attempts, next_at, error))
+
+    def forget_pushes(self, before):
+        return self._write(lambda conn: correspondence.forget_pushes(conn, before))
+
+    @_read
+    def due_pushes(self, agency, now, limit):
+        return correspondence.due_pushes(self._reader, agency, now, limit)
+
+    @_read
+    def push_counts(self):
+        return correspondence.push_counts(self._reader)
+
+    @_read
+    def unqueued_inbox(self, agencies, since, limit):
+        return correspondence.unqueued_inbox(self._reader, list(agencies), since, limit)
+
+    @_read
+    def inbox_by_seq(self, seqs):
+        return correspondence.inbox_by_seq(self._reader, seqs)
+
+    def opt_out(self, agency, citizen):
+        now = self._reactor.seconds()
+        return self._write(lambda conn: correspondence.opt_out(conn, agency, citizen, now))
+
+    @_read
+    def opted_out(self, agency, citizens):
+        return correspondence.opted_out(self._reader, agency, citizens)
 
 
 # -- validation -----------------------------------------------------------------------
