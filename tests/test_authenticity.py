@@ -322,44 +322,6 @@ def test_housekeeping_purges_fingerprints_after_the_checks_retention(store, cloc
 
 # -- the inbound entry, and the configuration ----------------------------------------------
 
-class RecordingDesk:
-    def __init__(self):
-        self.asked = []
-
-    def handle(self, mo):
-        self.asked.append(mo)
-        return defer.succeed(None)
-
-
-def test_an_mo_to_4040_goes_to_the_desk_decoded_and_a_part_of_a_longer_one_is_kept_raw():
-    from test_inbound_classify import FakeStore
-    from gateway.inbound import InboundClassifier
-    from gateway.smpp import constants as c
-    from gateway.smpp.pdu import PDU
-
-    store, desk = FakeStore(), RecordingDesk()
-    classifier = InboundClassifier(store, Clock())
-    classifier.use_authenticity(desk)
-    whole = PDU(c.DELIVER_SM, 1, fields={
-        "source_addr": "09121234567", "destination_addr": "4040", "esm_class": 0,
-        "data_coding": 8, "short_message": "اظهارنامه\u200cی شما".encode("utf-16-be")})
-    part = PDU(c.DELIVER_SM, 2, fields={
-        "source_addr": "989121234567", "destination_addr": "4040", "esm_class": 0x40,
-        "data_coding": 8, "short_message": bytes((5, 0, 3, 7, 2, 1)) + "ا".encode("utf-16-be")})
-    assert answered_status(classifier.received("mci", "session", whole)) == c.ESME_ROK
-    assert answered_status(classifier.received("mci", "session", part)) == c.ESME_ROK
-    [asked] = desk.asked
-    assert (asked.citizen, asked.destination, asked.text, asked.operator) == (
-        "989121234567", "4040", "اظهارنامه\u200cی شما", "mci")
-    assert len(store.raw) == 1 and store.raw[0][1]["esm_class"] == 0x40
-
-
-def answered_status(d):
-    outcome = []
-    d.addBoth(outcome.append)
-    return outcome[0]
-
-
 def test_the_authenticity_settings_are_read_and_checked(tmp_path):
     from test_config import GATEWAY, make_config
     from gateway.config import ConfigErrors, load_gateway_config

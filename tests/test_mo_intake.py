@@ -217,7 +217,7 @@ def test_the_4040_hook_takes_the_whole_message(classifier, store, clock):
             from twisted.internet import defer
             return defer.succeed(None)
 
-    classifier.authenticity = Desk()
+    classifier.use_authenticity(Desk())
     for p in ucs2_parts(PERSIAN, ref=1):
         p.fields["destination_addr"] = "4040"
         send(clock, classifier, p)
