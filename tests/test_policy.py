@@ -196,6 +196,20 @@ def test_request_bigger_than_the_bucket_passes_when_full_and_leaves_a_debt():
     limits.reserve("a", 1)
 
 
+def test_releasing_a_quota_only_reservation_gives_back_quota_but_no_rate_tokens():
+    # A broadcast reserves quota alone (its drain is paced apart); giving it back must
+    # not credit the agency's rate with tokens it never spent.
+    clock = Clock()
+    clock.advance(T0)
+    limits = AgencyLimits([agency("a", "k", rate=4)], UsedParts(), clock)
+    for _ in range(4):
+        limits.reserve("a", 1)
+    limits.release(limits.reserve_quota("a", 100))
+    assert limits.used_today("a") == 4
+    with pytest.raises(RateLimited):
+        limits.reserve("a", 1)
+
+
 def test_quota_counts_parts_and_refuses_without_taking_anything():
     clock = Clock()
     clock.advance(T0)

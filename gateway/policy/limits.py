@@ -66,6 +66,7 @@ class Reservation:
     agency: str
     parts: int
     day: int
+    rate_spent: bool = True         # False: quota alone (reserve_quota), no tokens to return
 
 
 def _burst(rate):
@@ -104,6 +105,12 @@ class _AgencyState:
                 self._set_day(day)
                 if self.used is not None:   # one still being read is read for the new day
                     self.used = 0
+
+
+def _check_quota(state, parts, now):
+    if state.used + parts > state.quota:
+        until_midnight = start_of_tehran_day(now) + DAY_S - now
+        raise QuotaExceeded(state.used, state.quota, max(1, math.ceil(until_midnight)))
 
 
 class AgencyLimits:
@@ -161,21 +168,12 @@ class AgencyLimits:
         QuotaExceeded having taken nothing."""
         if parts < 1:
             raise ValueError("a reservation needs at least one part")
-        state = self._states[agency_id]
-        now = self.clock.seconds()
-        state.roll_day(now)
-        if state.used is None:
-            if not state.reading and now >= state.read_after:
-                self._read_used(agency_id, state)
-            if state.used is None:
-                raise QuotaUnknown()
+        state, now = self._known_state(agency_id)
         bucket = state.bucket
         wait = bucket.delay_until_available(min(parts, bucket.burst))
         if wait > 0:
             raise RateLimited(max(1, math.ceil(wait)))
-        if state.used + parts > state.quota:
-            until_midnight = start_of_tehran_day(now) + DAY_S - now
-            raise QuotaExceeded(state.used, state.quota, max(1, math.ceil(until_midnight)))
+        _check_quota(state, parts, now)
         bucket.spend(parts)
         state.used += parts
         return Reservation(agency_id, parts, state.day)
@@ -183,6 +181,14 @@ class AgencyLimits:
     def reserve_quota(self, agency_id, parts):
         """Take `parts` from the agency's daily quota alone (a broadcast, whose drain
         the agency's rate paces instead), or raise QuotaUnknown / QuotaExceeded."""
+        state, now = self._known_state(agency_id)
+        _check_quota(state, parts, now)
+        state.used += parts
+        return Reservation(agency_id, parts, state.day, rate_spent=False)
+
+    def _known_state(self, agency_id):
+        """The agency's state on today's quota day, once the store has said what it used
+        (the read is started here, and QuotaUnknown raised, until then)."""
         state = self._states[agency_id]
         now = self.clock.seconds()
         state.roll_day(now)
@@ -191,11 +197,7 @@ class AgencyLimits:
                 self._read_used(agency_id, state)
             if state.used is None:
                 raise QuotaUnknown()
-        if state.used + parts > state.quota:
-            until_midnight = start_of_tehran_day(now) + DAY_S - now
-            raise QuotaExceeded(state.used, state.quota, max(1, math.ceil(until_midnight)))
-        state.used += parts
-        return Reservation(agency_id, parts, state.day)
+        return state, now
 
     def quota_left(self, agency_id):
         """Parts the agency may still use today, or None until the store has said."""
@@ -208,7 +210,8 @@ class AgencyLimits:
         if state is None:
             return
         state.roll_day(self.clock.seconds())
-        state.bucket.give_back(reservation.parts)
+        if reservation.rate_spent:
+            state.bucket.give_back(reservation.parts)
         if state.day == reservation.day and state.used is not None:
             state.used = max(0, state.used - reservation.parts)
 
