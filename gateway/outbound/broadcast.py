@@ -137,6 +137,7 @@ class BroadcastIntake:
         self.sender = self.broadcasts.outbound.check_sender(self.agency, text.sender,
                                                              self.origin)
         self.parts = check_text_length(text.text)
+        self.broadcasts.outbound.check_links(self.agency, text.text, self.origin)
         self.text = text
         self._check_quota(self.valid)
 
