@@ -35,10 +35,18 @@ def add_recipients(conn, items):
     return added
 
 
-def open_broadcast(conn, row, payloads):
+def open_broadcast(conn, row, payloads, fingerprint=None):
     """row: (id, agency, sender, text, priority, validity_s, receipt, data_coding,
     esm_class, parts, created_at, recipients, invalid); the broadcast becomes
-    feedable."""
+    feedable.  fingerprint: its text's (gateway.text.fingerprint), kept per recipient
+    in sent_fingerprints as an accepted message's is, so that 4040 confirms a
+    broadcast's text to the citizens it went to (one INSERT ... SELECT of the
+    recipients, in this transaction)."""
+    if fingerprint is not None:
+        conn.execute(
+            "INSERT OR IGNORE INTO sent_fingerprints (digest, recipient, sent_at, agency)"
+            " SELECT ?, CAST(number AS TEXT), ?, ? FROM broadcast_recipients"
+            " WHERE broadcast_id = ?", (fingerprint, row[10], row[1], row[0]))
     conn.execute(
         "INSERT INTO broadcasts (id, agency, sender, text, priority, validity_s, receipt,"
         " data_coding, esm_class, parts, created_at, recipients, invalid, state)"
