@@ -16,7 +16,7 @@ housekeeping purge once its messages have all ended (`purge`).
 
 import json
 
-from gateway.model import PRIORITY_NAMES
+from gateway.model import NORMAL, PRIORITY_NAMES
 
 CANCELLED_ERROR = "cancelled"
 # What the counts of a broadcast are made of (GET /v1/broadcasts/{id}).
@@ -102,6 +102,16 @@ def feed(conn, broadcast_id, limit, now):
             " SELECT ? || '-' || json_extract(j.value, '$[0]'), s.value, ?, X'', ?,"
             " json_extract(j.value, '$[2]') FROM json_each(?) AS j, json_each(?) AS s",
             (broadcast_id, priority, now, batch, json.dumps(list(range(1, parts + 1)))))
+        if priority == NORMAL:
+            # A citizen who opted out of this agency (STOP, where its config allowed
+            # it) gets no normal message from it: failed `opted_out` at once, as the
+            # accept path records a single message (the part trigger ends the message).
+            conn.execute(
+                "UPDATE parts SET state = 'failed', error = 'opted_out', changed_at = ?"
+                " WHERE message_id IN (SELECT ? || '-' || json_extract(value, '$[0]')"
+                " FROM json_each(?) WHERE json_extract(value, '$[1]') IN"
+                " (SELECT citizen FROM opt_outs WHERE agency = ?))",
+                (now, broadcast_id, batch, agency))
         # A fed recipient lives on as its message: its row is not needed any more.
         conn.execute("DELETE FROM broadcast_recipients WHERE broadcast_id = ?"
                      " AND number <= ?", (broadcast_id, numbers[-1][0]))
