@@ -282,3 +282,17 @@ def test_a_normal_broadcast_fails_opted_out_citizens_and_an_urgent_one_reaches_t
     claimed = ok(clock, store.claim(100, T0, "mci"))
     assert len(claimed) == (3 + 4) * 2                        # 2 parts each
     assert ("989120000002", 2) in {(p.recipient, p.priority) for p in claimed}
+
+
+def test_a_broadcast_keeps_its_fingerprint_for_those_it_will_reach(store, clock):
+    ok(clock, store.opt_out("tax", "989120000002"))
+    digest = b"\x01" * 16
+    for priority in (0, 2):
+        b = broadcast(store, 0, priority=priority)
+        b.fingerprint = digest if priority == 0 else b"\x02" * 16
+        b.recipients = ok(clock, store.add_broadcast_recipients(
+            b.id, [[n, "mci"] for n in range(989120000001, 989120000004)]))
+        ok(clock, store.open_broadcast(b))
+    assert ok(clock, store.find_sent([digest], "989120000001", 0)).to_citizen
+    assert not ok(clock, store.find_sent([digest], "989120000002", 0)).to_citizen
+    assert ok(clock, store.find_sent([b"\x02" * 16], "989120000002", 0)).to_citizen

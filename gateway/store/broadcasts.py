@@ -43,10 +43,13 @@ def open_broadcast(conn, row, payloads, fingerprint=None):
     broadcast's text to the citizens it went to (one INSERT ... SELECT of the
     recipients, in this transaction)."""
     if fingerprint is not None:
+        # Not for citizens a normal broadcast will not reach (opted out, see feed).
         conn.execute(
             "INSERT OR IGNORE INTO sent_fingerprints (digest, recipient, sent_at, agency)"
             " SELECT ?, CAST(number AS TEXT), ?, ? FROM broadcast_recipients"
-            " WHERE broadcast_id = ?", (fingerprint, row[10], row[1], row[0]))
+            " WHERE broadcast_id = ? AND (? != 0 OR CAST(number AS TEXT) NOT IN"
+            " (SELECT citizen FROM opt_outs WHERE agency = ?))",
+            (fingerprint, row[10], row[1], row[0], row[4], row[1]))
     conn.execute(
         "INSERT INTO broadcasts (id, agency, sender, text, priority, validity_s, receipt,"
         " data_coding, esm_class, parts, created_at, recipients, invalid, state)"
