@@ -78,6 +78,7 @@ class NewBroadcast:
     created_at: float
     recipients: int                    # distinct valid numbers stored
     invalid: int                       # entries that were not numbers
+    fingerprint: bytes | None = None   # its text's, for the 4040 check (one row per recipient)
 
 
 @dataclass

@@ -197,3 +197,26 @@ class BroadcastAPITests(unittest.TestCase):
         self.assertEqual(progress["counts"], {"queued": 4, "submitted": 0, "delivered": 0,
                                               "failed": 0, "expired": 0, "cancelled": 6})
         self.assertEqual(list(self.feeder.active), [])
+
+
+class BroadcastFingerprintTests(BroadcastAPITests):
+    """Issue 8 item 5's seam: a broadcast's text is kept as a fingerprint per recipient
+    like an accepted message's, so 4040 confirms a genuine broadcast (and says "not to
+    you" to others) instead of warning that no agency sent it."""
+
+    def setUp(self):
+        super().setUp()
+        from gateway.text.fingerprint import TextFingerprint
+        self.broadcasts.outbound.fingerprint = TextFingerprint(self.store.fingerprint_key())
+
+    @defer.inlineCallbacks
+    def test_a_broadcasts_text_is_found_by_the_4040_lookup(self):
+        status, document = yield self.send(
+            {"from": "40401234", "text": PERSIAN_2_PARTS, "to": numbers(3)},
+            "application/json")
+        self.assertEqual(status, 202)
+        digest = self.broadcasts.outbound.fingerprint.of(PERSIAN_2_PARTS)
+        mine = yield self.store.find_sent([digest], "989120000001", 0)
+        self.assertEqual((mine.agency, mine.to_citizen), ("tax", True))
+        other = yield self.store.find_sent([digest], "989129999999", 0)
+        self.assertEqual((other.agency, other.to_citizen), ("tax", False))

@@ -261,3 +261,38 @@ def test_fed_recipients_leave_their_rows_and_an_ended_broadcast_is_purged(store,
     assert removed["broadcasts"] == 1 and removed["broadcast_recipients"] == 6
     assert db.execute("SELECT id FROM broadcasts").fetchall() == [(live.id,)]
     assert db.execute("SELECT count(*) FROM broadcast_parts").fetchone() == (2,)
+
+
+def test_a_normal_broadcast_fails_opted_out_citizens_and_an_urgent_one_reaches_them(
+        store, clock, db_path):
+    """Issue 8 item 4 on the broadcast path: STOP (where allowed) holds for broadcasts
+    too; `high` and `emergency` still go."""
+    ok(clock, store.opt_out("tax", "989120000002"))
+    ok(clock, store.opt_out("judiciary", "989120000003"))      # another agency's: no effect
+    normal = received(clock, store, range(989120000001, 989120000005))
+    urgent = received(clock, store, range(989120000001, 989120000005), priority=2)
+    ok(clock, store.feed_broadcast(normal.id, 1000, T0))
+    ok(clock, store.feed_broadcast(urgent.id, 1000, T0))
+    db = sqlite3.connect(db_path)
+    rows = db.execute("SELECT broadcast_id, recipient, status FROM messages"
+                      " WHERE status = 'failed'").fetchall()
+    assert rows == [(normal.id, "989120000002", "failed")]
+    assert db.execute("SELECT DISTINCT error FROM parts WHERE state = 'failed'"
+                      ).fetchall() == [("opted_out",)]
+    claimed = ok(clock, store.claim(100, T0, "mci"))
+    assert len(claimed) == (3 + 4) * 2                        # 2 parts each
+    assert ("989120000002", 2) in {(p.recipient, p.priority) for p in claimed}
+
+
+def test_a_broadcast_keeps_its_fingerprint_for_those_it_will_reach(store, clock):
+    ok(clock, store.opt_out("tax", "989120000002"))
+    digest = b"\x01" * 16
+    for priority in (0, 2):
+        b = broadcast(store, 0, priority=priority)
+        b.fingerprint = digest if priority == 0 else b"\x02" * 16
+        b.recipients = ok(clock, store.add_broadcast_recipients(
+            b.id, [[n, "mci"] for n in range(989120000001, 989120000004)]))
+        ok(clock, store.open_broadcast(b))
+    assert ok(clock, store.find_sent([digest], "989120000001", 0)).to_citizen
+    assert not ok(clock, store.find_sent([digest], "989120000002", 0)).to_citizen
+    assert ok(clock, store.find_sent([b"\x02" * 16], "989120000002", 0)).to_citizen

@@ -10,12 +10,14 @@ import pytest
 import yaml
 
 from daemon_harness import (KEYS, Daemon, Simulator, assert_private, http_json,
-                            privacy_leaks, write_config)
+                            privacy_leaks, wait_for, write_config)
 
 TAX, JUDICIARY = KEYS["tax"], KEYS["judiciary"]
 TAX_TEXT = "Your tax return 7731 is due on 1 Esfand: pay at my.tax.gov.ir"
 JUDICIARY_TEXT = "ابلاغیه الکترونیک پرونده شماره ۱۴۰۲ در سامانه ثنا"
 CITIZEN_TEXT = "I already paid this one last week, see receipt 5521"
+NATIONAL_ID_REPLY = ("کد ملی من ۰۰۱۲۳۴۵۶۷۸ است و این نامه را با کد 0012345678 هم فرستادم. "
+                     * 3)
 
 
 @pytest.fixture
@@ -66,6 +68,17 @@ def _every_path(daemon, simulator):
                                                  "text": CITIZEN_TEXT})
     assert answered["statuses"] == [0]
     daemon.texts.add(CITIZEN_TEXT)
+    # Issue 8's other inbound paths: a 4040 check (a forwarded copy), HELP, and a
+    # multipart reply carrying a national ID.
+    for to, text, extra in (("4040", JUDICIARY_TEXT, {}), ("40401234", "HELP", {}),
+                            ("40401234", NATIONAL_ID_REPLY, {"concat": "udh8"})):
+        answered = simulator.control("POST", "/mo", {"from": "989124445566", "to": to,
+                                                     "text": text, **extra})
+        assert set(answered["statuses"]) == {0}
+    daemon.texts.update((NATIONAL_ID_REPLY, "0012345678", "۰۰۱۲۳۴۵۶۷۸"))
+    wait_for(lambda: [s for s in simulator.submits() if s["source_addr"] == "4040"
+                      and s["destination_addr"] == "989124445566"], 15,
+             what="the 4040 answer")
 
 
 def test_no_number_or_text_reaches_the_logs_or_metrics_even_at_debug(tmp_path, simulator):

@@ -153,3 +153,30 @@ class AcceptPathLinkTests(unittest.TestCase):
         d1.addCallback(lambda _: d2)
         d1.addCallback(lambda _: self.assertEqual((self.count(), self.audit.links), (2, [])))
         return d1
+
+
+class OtherChannelsLinkTests(AcceptPathLinkTests):
+    """Every channel carrying an agency's text checks its links: broadcasts (the widest
+    reach a leaked key has) and Kannel's sendsms (403, in Kannel's words)."""
+
+    def test_a_broadcast_with_a_link_outside_the_list_is_refused_and_audited(self):
+        from gateway.outbound.broadcast import Broadcasts, BroadcastText
+        broadcasts = Broadcasts(self.store, self.outbound.limits, self.outbound,
+                                clock=reactor)
+        text = BroadcastText(sender="40401234", text="پرداخت: evil.com/p", priority=0,
+                             validity_s=3600, receipt=True)
+        refusal = self.assertRaises(errors.LinkRefused, broadcasts.begin, self.listed,
+                                    flow=None, text=text, origin="10.0.0.9")
+        self.assertEqual(api_error(refusal).code, "link_not_allowed")
+        self.assertEqual(self.audit.links, [("tax", "evil.com", "10.0.0.9")])
+        allowed = BroadcastText(sender="40401234", text="https://my.tax.gov.ir/a",
+                                priority=0, validity_s=3600, receipt=True)
+        broadcasts.begin(self.listed, flow=None, text=allowed)
+        broadcasts.begin(self.unlisted, flow=None, text=text)
+        self.assertEqual(len(self.audit.links), 1)
+
+    def test_kannel_answers_a_link_refusal_403(self):
+        from gateway.http.kannel import _refused
+        response = _refused(errors.LinkRefused("evil.com", "the text links to 'evil.com'"))
+        self.assertEqual(response.status, 403)
+        self.assertIn(b"Link not allowed", response.body)

@@ -152,6 +152,12 @@ class Outbound:
         raise LinkRefused(host, f"the text links to {host!r}, which is not one of your "
                                 f"agency's links ({', '.join(agency.links)})")
 
+    # Every channel with a text of its own checks it the same way (a broadcast's text
+    # too: a leaked key must not reach a million phones with a phishing link).
+    def check_links(self, agency, text, origin=None):
+        if agency.links:
+            self._check_links(agency, text, origin)
+
     # -- idempotency ----------------------------------------------------------------
 
     def _accept(self, agency, submission, sender, recipients, parts, answer, opted_out=()):

@@ -137,6 +137,7 @@ class BroadcastIntake:
         self.sender = self.broadcasts.outbound.check_sender(self.agency, text.sender,
                                                              self.origin)
         self.parts = check_text_length(text.text)
+        self.broadcasts.outbound.check_links(self.agency, text.text, self.origin)
         self.text = text
         self._check_quota(self.valid)
 
@@ -254,7 +255,8 @@ class BroadcastIntake:
             priority=text.priority, validity_s=text.validity_s, receipt=text.receipt,
             data_coding=encoded.data_coding, esm_class=encoded.esm_class,
             parts=list(encoded.parts), created_at=self.broadcasts.clock.seconds(),
-            recipients=self.added, invalid=self.invalid)
+            recipients=self.added, invalid=self.invalid,
+            fingerprint=self._fingerprint(text.text))
         d = self.store.open_broadcast(broadcast)
 
         def opened(_):
@@ -275,6 +277,11 @@ class BroadcastIntake:
 
         d.addCallbacks(opened, failed)
         return d
+
+    def _fingerprint(self, text):
+        """The text's fingerprint for the 4040 check (the accept path's key), or None."""
+        fingerprint = getattr(self.broadcasts.outbound, "fingerprint", None)
+        return fingerprint.of(text) if fingerprint is not None else None
 
     def _not_stored(self, failure):
         """A refusal or a failed write: nothing of this broadcast stays."""

@@ -16,7 +16,7 @@ housekeeping purge once its messages have all ended (`purge`).
 
 import json
 
-from gateway.model import PRIORITY_NAMES
+from gateway.model import NORMAL, PRIORITY_NAMES
 
 CANCELLED_ERROR = "cancelled"
 # What the counts of a broadcast are made of (GET /v1/broadcasts/{id}).
@@ -35,10 +35,21 @@ def add_recipients(conn, items):
     return added
 
 
-def open_broadcast(conn, row, payloads):
+def open_broadcast(conn, row, payloads, fingerprint=None):
     """row: (id, agency, sender, text, priority, validity_s, receipt, data_coding,
     esm_class, parts, created_at, recipients, invalid); the broadcast becomes
-    feedable."""
+    feedable.  fingerprint: its text's (gateway.text.fingerprint), kept per recipient
+    in sent_fingerprints as an accepted message's is, so that 4040 confirms a
+    broadcast's text to the citizens it went to (one INSERT ... SELECT of the
+    recipients, in this transaction)."""
+    if fingerprint is not None:
+        # Not for citizens a normal broadcast will not reach (opted out, see feed).
+        conn.execute(
+            "INSERT OR IGNORE INTO sent_fingerprints (digest, recipient, sent_at, agency)"
+            " SELECT ?, CAST(number AS TEXT), ?, ? FROM broadcast_recipients"
+            " WHERE broadcast_id = ? AND (? != 0 OR CAST(number AS TEXT) NOT IN"
+            " (SELECT citizen FROM opt_outs WHERE agency = ?))",
+            (fingerprint, row[10], row[1], row[0], row[4], row[1]))
     conn.execute(
         "INSERT INTO broadcasts (id, agency, sender, text, priority, validity_s, receipt,"
         " data_coding, esm_class, parts, created_at, recipients, invalid, state)"
@@ -94,6 +105,16 @@ def feed(conn, broadcast_id, limit, now):
             " SELECT ? || '-' || json_extract(j.value, '$[0]'), s.value, ?, X'', ?,"
             " json_extract(j.value, '$[2]') FROM json_each(?) AS j, json_each(?) AS s",
             (broadcast_id, priority, now, batch, json.dumps(list(range(1, parts + 1)))))
+        if priority == NORMAL:
+            # A citizen who opted out of this agency (STOP, where its config allowed
+            # it) gets no normal message from it: failed `opted_out` at once, as the
+            # accept path records a single message (the part trigger ends the message).
+            conn.execute(
+                "UPDATE parts SET state = 'failed', error = 'opted_out', changed_at = ?"
+                " WHERE message_id IN (SELECT ? || '-' || json_extract(value, '$[0]')"
+                " FROM json_each(?) WHERE json_extract(value, '$[1]') IN"
+                " (SELECT citizen FROM opt_outs WHERE agency = ?))",
+                (now, broadcast_id, batch, agency))
         # A fed recipient lives on as its message: its row is not needed any more.
         conn.execute("DELETE FROM broadcast_recipients WHERE broadcast_id = ?"
                      " AND number <= ?", (broadcast_id, numbers[-1][0]))

@@ -465,7 +465,8 @@ class Store:
                int(bool(b.receipt)), b.data_coding, b.esm_class, len(b.parts),
                b.created_at, b.recipients, b.invalid)
         payloads = [bytes(p) for p in b.parts]
-        return self._write(lambda conn: broadcasts.open_broadcast(conn, row, payloads))
+        return self._write(lambda conn: broadcasts.open_broadcast(conn, row, payloads,
+                                                                  b.fingerprint))
 
     def discard_broadcast(self, broadcast_id):
         return self._write(lambda conn: broadcasts.discard(conn, broadcast_id))
