@@ -46,6 +46,7 @@ DLR_FINAL = 1 | 2                    # Kannel's dlr-mask bits "delivered" and "f
 # What each refusal of the accept path is in Kannel's words, with its status.
 _REFUSALS = {
     refusals.SenderRefused: (403, "Sender not allowed"),
+    refusals.LinkRefused: (403, "Link not allowed"),
     refusals.InvalidRecipients: (400, "Invalid receiver number"),
     refusals.TooManyParts: (400, "Text too long"),
     refusals.UnsendableText: (400, "Charset or body misformed"),
