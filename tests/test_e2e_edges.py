@@ -74,7 +74,9 @@ def test_head_answers_as_get_without_a_body(setup):
     code, accepted, _ = daemon.send(TAX, **{"from": "40401234", "to": "09121234567",
                                             "text": "head and get alike"})
     assert code == 202
-    path = f"/v1/messages/{accepted['messages'][0]['id']}"
+    message_id = accepted["messages"][0]["id"]
+    daemon.wait_status(TAX, message_id, "delivered")       # (its body changes no more)
+    path = f"/v1/messages/{message_id}"
     auth = {"Authorization": f"Bearer {TAX}"}
     for where, headers in (("/healthz", {}), ("/v1/openapi.json", {}), (path, auth)):
         get_status, get_headers, get_body = raw(daemon.http_port, "GET", where,
@@ -139,3 +141,24 @@ def test_kannels_refusals_are_the_contracts_a_foreign_sender_and_a_foreign_link(
     status, _, body = raw(daemon.http_port, "GET", "/cgi-bin/sendsms?" + urlencode(
         {**base, "password": "wrong-key", "from": "40401234", "text": "x"}))
     assert (status, body) == (403, b"Authorization failed for sendsms")
+
+
+def test_a_broadcast_with_a_foreign_link_is_refused_as_any_text_is(setup):
+    # The agency's `links` hold for broadcasts too (JSON, or NDJSON with the text in the
+    # query): a leaked key cannot send a phishing link to a million citizens.
+    daemon, _sim, _ = setup
+    auth = {"Authorization": f"Bearer {TAX}"}
+    phishing = "pay your fine at http://evil.example/x"
+    daemon.texts.add(phishing)
+    body = json.dumps({"from": "40401234", "text": phishing, "to": ["09121234567"]})
+    status, _, answer = raw(daemon.http_port, "POST", "/v1/broadcasts", body,
+                            {**auth, "Content-Type": "application/json"})
+    assert status == 403 and json.loads(answer)["error"]["code"] == "link_not_allowed"
+    status, _, answer = raw(daemon.http_port, "POST", "/v1/broadcasts?" + urlencode(
+        {"from": "40401234", "text": phishing}), b'"09121234567"\n',
+        {**auth, "Content-Type": "application/x-ndjson"})
+    assert status == 403 and json.loads(answer)["error"]["code"] == "link_not_allowed"
+    status, _, answer = raw(daemon.http_port, "POST", "/v1/broadcasts", json.dumps(
+        {"from": "40401234", "text": "see https://my.tax.gov.ir/x", "to": ["09121234567"]}),
+        {**auth, "Content-Type": "application/json"})
+    assert status == 202, answer

@@ -152,6 +152,8 @@ class Outbound:
         raise LinkRefused(host, f"the text links to {host!r}, which is not one of your "
                                 f"agency's links ({', '.join(agency.links)})")
 
+    check_links = _check_links          # a broadcast's text, checked as it arrives
+
     # -- idempotency ----------------------------------------------------------------
 
     def _accept(self, agency, submission, sender, recipients, parts, answer, opted_out=()):

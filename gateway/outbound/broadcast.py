@@ -136,6 +136,8 @@ class BroadcastIntake:
         """Check the sender (audited) and the text now: a refusal stops the body."""
         self.sender = self.broadcasts.outbound.check_sender(self.agency, text.sender,
                                                              self.origin)
+        # The agency's `links` hold for a broadcast as for any text (audited).
+        self.broadcasts.outbound.check_links(self.agency, text.text, self.origin)
         self.parts = check_text_length(text.text)
         self.text = text
         self._check_quota(self.valid)
