@@ -53,3 +53,12 @@ def test_api_md_says_what_attempts_counts_as_the_dispatcher_does():
     for status in ("ESME_RTHROTTLED", "ESME_RMSGQFUL", "ESME_RINVBNDSTS", "ESME_RALYBND"):
         assert status in uncounted, status
     assert "crash" in uncounted
+
+
+def test_operating_md_says_how_long_each_kind_of_record_is_kept_and_none_is_planned():
+    operating = (REPO / "docs" / "operating.md").read_text(encoding="utf-8")
+    for key in (*gateway_file.RETENTION_KEYS, "authenticity.retention_days"):
+        row = next((line for line in operating.splitlines()
+                    if line.startswith(f"| `{key}` |")), None)
+        assert row is not None, key
+        assert "planned" not in row, row
