@@ -9,10 +9,12 @@ import json
 import time
 from urllib.parse import quote, urlencode
 
+import jsonschema_rs
 import pytest
 import yaml
 
 from daemon_harness import KEYS, Daemon, Simulator, free_port, http_json, wait_for, write_config
+from gateway.http import openapi
 
 TAX = KEYS["tax"]
 
@@ -154,6 +156,11 @@ def test_a_broadcast_with_a_foreign_link_is_refused_as_any_text_is(setup):
     status, _, answer = raw(daemon.http_port, "POST", "/v1/broadcasts", body,
                             {**auth, "Content-Type": "application/json"})
     assert status == 403 and json.loads(answer)["error"]["code"] == "link_not_allowed"
+    spec = openapi.document()                # and the document says so
+    schema = spec["paths"]["/v1/broadcasts"]["post"]["responses"]["403"]["content"][
+        "application/json"]["schema"]
+    jsonschema_rs.validator_for({**schema, "components": spec["components"]}).validate(
+        json.loads(answer))
     status, _, answer = raw(daemon.http_port, "POST", "/v1/broadcasts?" + urlencode(
         {"from": "40401234", "text": phishing}), b'"09121234567"\n',
         {**auth, "Content-Type": "application/x-ndjson"})
