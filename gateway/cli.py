@@ -437,8 +437,9 @@ def build_parser():
     reload = command("reload", "make the running daemon reload agencies, routing rules "
                                "and USSD menus (as SIGHUP does), through its admin endpoint")
     config_option(reload)
-    audit = command("audit", "print the audit trail (refused senders, failed "
-                             "authentication), oldest first; reads the store read-only")
+    audit = command("audit", "print the audit trail (refused senders and links, failed "
+                             "authentication, 4040 answers), oldest first; reads the "
+                             "store read-only")
     config_option(audit)
     audit.add_argument("--agency", metavar="ID", help="only this agency's records "
                                                       "(default: every agency's)")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import agencies_file, gateway_file, operators, routing_file
+from gateway.config import agencies_file, gateway_file, operators, routing_file, ussd_file
 from gateway.http import openapi
 from gateway.http.errors import STATUS_FOR_CODE
 
@@ -32,7 +32,11 @@ def test_api_md_gives_every_error_code_with_its_status(code):
     ("authenticity", gateway_file.AUTHENTICITY_KEYS),
     ("operators", operators.OPERATOR_KEYS), ("agencies", agencies_file.AGENCY_KEYS),
     ("routing rules", routing_file.RULE_KEYS),
-    ("admin", tuple(f"admin.{key}" for key in gateway_file.ADMIN_KEYS))])
+    ("admin", tuple(f"admin.{key}" for key in gateway_file.ADMIN_KEYS)),
+    ("operators' ussd", operators.USSD_KEYS),
+    ("USSD menus", ussd_file.MENU_KEYS + ussd_file.COMMON_KEYS + ussd_file.OPTION_KEYS
+     + ussd_file.ROUTE_KEYS + tuple(key for keys in ussd_file.KIND_KEYS.values()
+                                    for key in keys))])
 def test_configuration_md_describes_every_key(section, keys):
     for key in keys:
         assert f"`{key}" in CONFIGURATION, f"{section}: {key}"
@@ -53,3 +57,12 @@ def test_api_md_says_what_attempts_counts_as_the_dispatcher_does():
     for status in ("ESME_RTHROTTLED", "ESME_RMSGQFUL", "ESME_RINVBNDSTS", "ESME_RALYBND"):
         assert status in uncounted, status
     assert "crash" in uncounted
+
+
+def test_operating_md_says_how_long_each_kind_of_record_is_kept_and_none_is_planned():
+    operating = (REPO / "docs" / "operating.md").read_text(encoding="utf-8")
+    for key in (*gateway_file.RETENTION_KEYS, "authenticity.retention_days"):
+        row = next((line for line in operating.splitlines()
+                    if line.startswith(f"| `{key}` |")), None)
+        assert row is not None, key
+        assert "planned" not in row, row

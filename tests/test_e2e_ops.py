@@ -9,8 +9,8 @@ import subprocess
 import pytest
 import yaml
 
-from daemon_harness import (KEYS, PYTHON, REPO, Daemon, Simulator, free_port, http_json,
-                            wait_for, write_config)
+from daemon_harness import (KEYS, PYTHON, REPO, Daemon, Simulator, assert_private, free_port,
+                            http_json, wait_for, write_config)
 
 TAX = KEYS["tax"]
 
@@ -116,11 +116,12 @@ def test_sighup_reloads_routing_rules_and_keeps_the_old_ones_when_a_file_is_bad(
 
 def test_demo_runs_on_embedded_defaults_and_delivers(tmp_path):
     http_port, smsc_port = free_port(), free_port()
-    demo = subprocess.Popen(
-        [PYTHON, "-m", "gateway.cli", "demo", "--http-port", str(http_port),
-         "--smsc-port", str(smsc_port), "--control-port", "0", "--metrics-port", "0",
-         "--admin-port", "0", "--var", str(tmp_path / "var")],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    with open(tmp_path / "demo.log", "wb") as log:     # the child keeps its own copy
+        demo = subprocess.Popen(
+            [PYTHON, "-m", "gateway.cli", "demo", "--http-port", str(http_port),
+             "--smsc-port", str(smsc_port), "--control-port", "0", "--metrics-port", "0",
+             "--admin-port", "0", "--var", str(tmp_path / "var")],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         banner = []
         for line in demo.stdout:
@@ -148,6 +149,8 @@ def test_demo_runs_on_embedded_defaults_and_delivers(tmp_path):
     finally:
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(20) == 0
+    # Its log (the embedded simulator's too) carries no citizen's number in full.
+    assert_private((tmp_path / "demo.log").read_text(errors="replace"))
 
 
 def test_fallback_operator_carries_traffic_while_the_preferred_one_is_down(tmp_path, sim):

@@ -474,3 +474,28 @@ def test_the_throttle_table_stays_bounded_and_drops_expired_entries_first():
     for i in range(1000):                                     # a rotating flood
         throttle.failed(f"10.1.{i // 256}.{i % 256}")
         assert len(throttle) <= 3
+
+
+def test_audit_refused_filter_keeps_every_refusal_the_audit_log_writes(store, clock):
+    # `payam-gateway audit --refused` (store/audit_trail.REFUSALS) knows the events by
+    # the names AuditLog writes them under: a link refusal is one (it was missed).
+    from gateway.store import audit_trail
+    audit = AuditLog(store, clock)
+    clock.wait(audit.sender_refused("tax", "40400135", "number_not_assigned", "10.0.0.7",
+                                    owner="judiciary"))
+    clock.wait(audit.link_refused("tax", "evil.example", "10.0.0.7"))
+    clock.wait(audit.unauthorized("10.0.0.8", "unknown key"))
+    with sqlite3.connect(f"file:{store.path}?mode=ro", uri=True) as db:
+        refused = [event for _, _, event, _, _ in audit_trail.rows(db, refused=True)]
+    assert refused == ["sender_refused", "link_refused"]
+
+
+def test_a_4040_answers_recipient_is_hashed_in_its_audit_row_not_masked(store, clock):
+    # Every citizen's number in the audit is the salted hash (so `audit --number` finds
+    # the 4040 answers a citizen got); a mask would be neither findable nor the rule.
+    audit = AuditLog(store, clock)
+    clock.wait(audit.platform_message("authenticity_answer", "989121234567", "m1"))
+    [(event, agency, detail)] = _audit_rows(store)
+    assert (event, agency) == ("platform_message", None)
+    assert detail == {"kind": "authenticity_answer",
+                      "to": store.number_hash("989121234567"), "message": "m1"}

@@ -18,8 +18,8 @@ import uuid
 
 import pytest
 
-from daemon_harness import (KEYS, PYTHON, REPO, Simulator, free_port, http_json, wait_for,
-                            write_config)
+from daemon_harness import (KEYS, PYTHON, REPO, Simulator, assert_private, free_port,
+                            http_json, wait_for, write_config)
 
 from gateway.systemd import Notifier, _watchdog_interval
 
@@ -147,6 +147,8 @@ def test_the_daemon_speaks_sd_notify_and_answers_status_and_reload(tmp_path, sim
     # Nobody answers now: status says so and fails.
     gone = run_cli("status", "-c", str(config))
     assert gone.returncode == 1 and "admin.listen" in gone.stderr
+    # Its own process, not the harness's Daemon: the privacy check over its log here.
+    assert_private((config.parent / "daemon.log").read_text(errors="replace"))
 
 
 def test_an_abstract_notify_socket_hears_ready_and_stopping(tmp_path):

@@ -7,7 +7,7 @@ asking to send from "4040" is refused by the sender policy like any number not a
 to it (configured numbers are 4040 plus at least one digit), and audited. Platform
 messages go through the one accept path without the agency limits (the callers bound
 them: the check's per-citizen rate), are counted in `payam_platform_messages_total`,
-audited one row each (kind, masked recipient, message id), and are not fingerprinted:
+audited one row each (kind, hashed recipient, message id), and are not fingerprinted:
 a forwarded 4040 answer is not a notice.
 """
 

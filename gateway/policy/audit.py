@@ -92,9 +92,10 @@ class AuditLog:
 
     def platform_message(self, kind, recipient, message_id):
         """A message the platform sent from 4040 (an authenticity answer): what kind, to
-        whom (masked), which message. Returns the store's Deferred."""
-        recipient = mask_msisdn(recipient)
-        log.debug("platform message: kind=%s to=%s id=%s", kind, recipient, message_id)
+        whom (masked in the log, hashed in the row as every number), which message.
+        Returns the store's Deferred."""
+        log.debug("platform message: kind=%s to=%s id=%s", kind, mask_msisdn(recipient),
+                  message_id)
         return self._write("platform_message", None,
                            {"kind": kind, "to": recipient, "message": message_id})
 

@@ -26,7 +26,7 @@ SALT_KEY = "audit_salt"
 HASH_PREFIX = "h:"
 HASH_HEX = 16                   # 64 bits: distinct per citizen, useless without the salt
 # Events that are a refusal of what an agency asked (the `--refused` filter).
-REFUSALS = ("sender_refused", "link_not_allowed")
+REFUSALS = ("sender_refused", "link_refused")
 
 
 def number_hash(salt, msisdn):
