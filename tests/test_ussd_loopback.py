@@ -9,8 +9,10 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from conftest import wait_until
+from gateway.config.load import load_gateway_config
+from gateway.config.schema import DEFAULT_ADMIN_LISTEN
 from gateway.smpp import constants as c
-from ussd_loopback import CITIZEN, REPO, Loopback, page, walk
+from ussd_loopback import CITIZEN, REPO, Loopback, page, walk, write_gateway
 
 JUDICIARY = (REPO / "config" / "ussd" / "judiciary.yaml").read_text(encoding="utf-8")
 VALID_ID = "0067749828"
@@ -256,3 +258,11 @@ class OperatorStyles(unittest.TestCase):
         yield wait_until(reactor, lambda: loop.service.pools["mci"].bound_count() == 0)
         yield loop.bound()
         self.assertEqual(page((yield loop.send("1"))), ("خدانگهدار", True))
+
+
+def test_the_loopback_daemon_listens_on_no_fixed_port(tmp_path):
+    """Several test runs on one machine (or a demo on its default ports) must not
+    collide: the admin endpoint's default 127.0.0.1:9109 is left to real daemons."""
+    config = load_gateway_config(write_gateway(tmp_path, 2775, {}))
+    assert config.admin_listen != DEFAULT_ADMIN_LISTEN
+    assert config.metrics_listen is None

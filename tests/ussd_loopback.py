@@ -48,6 +48,7 @@ def write_gateway(directory, smpp_port, menus, *, operator_extra=None, agencies=
     operator.update(operator_extra or {})
     (directory / "routing.yaml").write_text("rules: []\ndefault: mci\n")
     config = {"http": {"listen": f"127.0.0.1:{free_port()}"},
+              "admin": {"listen": f"127.0.0.1:{free_port()}"},   # not the fixed 9109
               "store": {"path": "var/gateway.db"},
               "agencies": "agencies.yaml", "routing_rules": "routing.yaml",
               "ussd_menus": "ussd/", "operators": [operator]}
