@@ -249,6 +249,19 @@ class OperatorStyles(unittest.TestCase):
         yield wait_until(reactor, lambda: len(loop.service.ussd.table) == 0)
 
     @defer.inlineCallbacks
+    def test_transmitter_receiver_binds_answer_on_the_receivers_transmitter(self):
+        # The request comes on the receiver, which cannot carry a submit_sm: the page
+        # goes on the transmitter of its pair (it was retried on the receiver for 5 s,
+        # then lost).
+        loop = Loopback(self, {"j.yaml": PAGED.replace("TEXT", "خانه")},
+                        operator_extra={"bind": "transmitter+receiver"})
+        yield wait_until(reactor, lambda: len(loop.simulator.factory.sessions) == 2
+                         and loop.service.pools["mci"].bound_count() == 1)
+        first = yield loop.dial("*4*0135#")
+        self.assertEqual(page(first), ("خانه\n1. پایان", False))
+        self.assertEqual(page((yield loop.send("1"))), ("خدانگهدار", True))
+
+    @defer.inlineCallbacks
     def test_a_dialog_survives_a_bind_reconnect(self):
         loop = Loopback(self, {"j.yaml": PAGED.replace("TEXT", "خانه")})
         yield loop.bound()
