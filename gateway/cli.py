@@ -434,8 +434,9 @@ def build_parser():
     config_option(status)
     status.add_argument("--json", action="store_true", help="print the status as JSON")
 
-    reload = command("reload", "make the running daemon reload agencies and routing rules "
-                               "(as SIGHUP does), through its admin endpoint")
+    reload = command("reload", "make the running daemon reload agencies, routing rules "
+                               "and USSD menus (as SIGHUP does), through its admin "
+                               "endpoint")
     config_option(reload)
     audit = command("audit", "print the audit trail (refused senders, failed "
                              "authentication), oldest first; reads the store read-only")
