@@ -53,3 +53,14 @@ def test_api_md_says_what_attempts_counts_as_the_dispatcher_does():
     for status in ("ESME_RTHROTTLED", "ESME_RMSGQFUL", "ESME_RINVBNDSTS", "ESME_RALYBND"):
         assert status in uncounted, status
     assert "crash" in uncounted
+
+
+def test_api_md_says_what_a_ussd_filings_text_holds():
+    """An integrator reading the inbox learns there that a `ussd` message's text is the
+    filing's JSON object, with the keys gateway/ussd/filing.py writes."""
+    import inspect
+    from gateway.ussd import filing
+    row = next(line for line in API.splitlines() if line.startswith("| `channel` |"))
+    source = inspect.getsource(filing.Filing.file)
+    for key in ("tracking", "code", "state", "values"):
+        assert f'"{key}"' in source and f'"{key}"' in row, key
