@@ -279,3 +279,8 @@ def test_the_loopback_daemon_listens_on_no_fixed_port(tmp_path):
     config = load_gateway_config(write_gateway(tmp_path, 2775, {}))
     assert config.admin_listen != DEFAULT_ADMIN_LISTEN
     assert config.metrics_listen is None
+
+
+def test_the_loopback_ports_are_outside_the_ephemeral_range(tmp_path):
+    config = load_gateway_config(write_gateway(tmp_path, 2775, {}))
+    assert all(port < 32768 for _, port in (config.http_listen, config.admin_listen))

@@ -1,6 +1,7 @@
 """In-process USSD over loopback: the real daemon (GatewayService) bound over real SMPP
 sockets to the built-in simulator, whose USSD side plays the citizens' handsets."""
 
+import random
 import shutil
 import socket
 import tempfile
@@ -19,9 +20,17 @@ CITIZEN = "989121234567"
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, below the kernel's ephemeral range (32768-60999 on Linux): a port
+    the kernel hands out for `bind(0)` may go to any outgoing connection (the daemon's
+    own SMPP binds) before the daemon listens on it."""
+    while True:
+        port = random.randrange(20000, 32768)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def temporary_directory(testcase):
