@@ -7,6 +7,7 @@ the agency HTTP API and the simulator's control API.
 import http.client
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -59,9 +60,17 @@ def assert_private(output, texts=(), what="daemon output"):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, below the kernel's ephemeral range (32768-60999 on Linux): a port
+    the kernel hands out for `bind(0)` may go to any outgoing connection (the daemon's
+    own SMPP binds) before the daemon listens on it."""
+    while True:
+        port = random.randrange(20000, 32768)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):

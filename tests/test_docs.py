@@ -66,3 +66,14 @@ def test_operating_md_says_how_long_each_kind_of_record_is_kept_and_none_is_plan
                     if line.startswith(f"| `{key}` |")), None)
         assert row is not None, key
         assert "planned" not in row, row
+
+
+def test_api_md_says_what_a_ussd_filings_text_holds():
+    """An integrator reading the inbox learns there that a `ussd` message's text is the
+    filing's JSON object, with the keys gateway/ussd/filing.py writes."""
+    import inspect
+    from gateway.ussd import filing
+    row = next(line for line in API.splitlines() if line.startswith("| `channel` |"))
+    source = inspect.getsource(filing.Filing.file)
+    for key in ("tracking", "code", "state", "values"):
+        assert f'"{key}"' in source and f'"{key}"' in row, key

@@ -1,19 +1,48 @@
 """USSD end to end with the daemon and the simulator as processes: the simulator's
-control API dials and answers as a citizen's handset; SIGHUP reloads the menus (and a
-bad menu file keeps the running ones)."""
+control API dials and answers as a citizen's handset; a filing is read back through the
+agency API's inbox and pushed to the agency's reply webhook; SIGHUP reloads the menus (and
+a bad menu file keeps the running ones)."""
 
 import json
 import signal
 import sqlite3
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
+from standardwebhooks import Webhook as Verifier
 
-from daemon_harness import Daemon, Simulator, wait_for
+from daemon_harness import KEYS, Daemon, Simulator, http_json, wait_for
 from ussd_loopback import REPO, write_gateway
 
 JUDICIARY = (REPO / "config" / "ussd" / "judiciary.yaml").read_text(encoding="utf-8")
 CITIZEN = "989121234567"
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    seen = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Receiver.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def receiver():
+    Receiver.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture
@@ -24,8 +53,14 @@ def sim():
 
 
 @pytest.fixture
-def daemon(tmp_path, sim):
-    path = write_gateway(tmp_path, sim.smpp_port, {"judiciary.yaml": JUDICIARY})
+def daemon(tmp_path, sim, receiver):
+    agencies = yaml.safe_load((REPO / "config" / "agencies.yaml").read_text())
+    for agency in agencies["agencies"]:
+        if agency["id"] == "judiciary":
+            agency["reply_webhook"] = {"url": f"http://127.0.0.1:{receiver}/replies",
+                                       "secret": SECRET}
+    path = write_gateway(tmp_path, sim.smpp_port, {"judiciary.yaml": JUDICIARY},
+                         agencies=yaml.safe_dump(agencies, allow_unicode=True))
     port = int(yaml.safe_load(path.read_text())["http"]["listen"].rsplit(":", 1)[1])
     d = Daemon(path, port).start()
     yield d
@@ -58,6 +93,27 @@ def test_a_citizen_files_a_request_through_the_simulators_handset(sim, daemon):
     sms = wait_for(lambda: [s for s in sim.submits() if s["destination_addr"] == CITIZEN
                             and "0x0501" not in s["tlvs"]], what="the tracking SMS")
     assert tracking in sms[0]["text"] and sms[0]["source_addr"] == "40400135"
+
+
+def test_a_filing_is_in_the_agency_api_inbox_and_pushed_to_its_webhook(sim, daemon):
+    handset(sim, "dial", **{"from": CITIZEN, "code": "*4*0135*1*2#"})
+    done = handset(sim, "send", **{"from": CITIZEN, "text": "0067749828"})
+    assert done["end"]
+    tracking = done["text"].rsplit(" ", 1)[1]
+    code, body, _ = http_json(daemon.http_port, "GET", "/v1/inbox",
+                              key=KEYS["judiciary"])
+    assert code == 200, body
+    (message,) = body["messages"]
+    assert (message["from"], message["to"], message["channel"], message["in_reply_to"]) \
+        == (CITIZEN, "40400135", "ussd", None)
+    filed = json.loads(message["text"])
+    assert (filed["tracking"], filed["values"]) == (tracking,
+                                                    {"national_id": "0067749828"})
+    code, other, _ = http_json(daemon.http_port, "GET", "/v1/inbox", key=KEYS["tax"])
+    assert code == 200 and other["messages"] == []
+
+    (headers, raw), = wait_for(lambda: list(Receiver.seen), what="the webhook push")
+    assert Verifier(SECRET).verify(raw, headers) == message
 
 
 def test_sighup_reloads_menus_and_keeps_them_on_a_bad_file(sim, daemon):

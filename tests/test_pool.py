@@ -561,6 +561,19 @@ def test_via_a_full_window_or_a_receiver_fails_no_session_not_another_bind(memor
     assert len(tx.sent()) == 1 and rx.sent() == []
 
 
+def test_a_receivers_requests_are_answered_on_the_transmitter_of_its_pair(memory_reactor):
+    pool = started(make_pool(memory_reactor, bind="transmitter+receiver", binds=2))
+    links = {link.session.factory.label: link for link in FakeSMSC(memory_reactor).accept()}
+    tx2, rx2 = links["mci:tx2"], links["mci:rx2"]
+    assert pool.answering(rx2.session) is tx2.session
+    assert pool.answering(links["mci:rx1"].session) is links["mci:tx1"].session
+    assert pool.answering(tx2.session) is tx2.session
+    pool.submit(submit_sm(), via=pool.answering(rx2.session))
+    assert len(tx2.sent()) == 1 and links["mci:tx1"].sent() == []
+    tx2.drop()                  # its transmitter gone: the receiver, which cannot take it
+    assert pool.answering(rx2.session) is rx2.session
+
+
 def test_via_a_lost_session_fails_session_gone(memory_reactor):
     pool = started(make_pool(memory_reactor, binds=2))
     a, b = FakeSMSC(memory_reactor).accept()

@@ -23,8 +23,12 @@ class Pool:
         self.outcomes = list(outcomes)
         self.sent = []
 
+    def answering(self, session):
+        return session
+
     def submit(self, pdu, via=None):
         self.sent.append(pdu)
+        self.via = via
         outcome = self.outcomes.pop(0) if self.outcomes else c.ESME_ROK
         if isinstance(outcome, Exception):
             return defer.fail(outcome)
@@ -70,3 +74,16 @@ def test_retries_are_bounded_in_time_and_a_lost_bind_is_not_retried():
     entry(gone, clock).handle(Inbound("mci", object(), dial(), clock.seconds()))
     clock.pump([0.05] * 100)
     assert len(gone.sent) == 1
+
+
+def test_the_answer_goes_on_the_requests_session_and_a_last_refusal_is_logged(caplog):
+    clock = Clock()
+    pool = Pool([NoSession("full")] * 1000)
+    session = object()
+    with caplog.at_level("INFO", logger="payam.inbound.ussd"):
+        entry(pool, clock).handle(Inbound("mci", session, dial(), 0.0))
+        assert pool.via is session
+        clock.pump([0.05] * 200)
+    assert pool.via is session                    # every retry on the same session
+    # the last retry's refusal is told (not an unhandled error in a Deferred)
+    assert any("not sent on mci" in r.getMessage() for r in caplog.records)

@@ -4,6 +4,8 @@ tests under <ussd_menus>/tests/ and names failures with file:line."""
 import subprocess
 import sys
 
+import pytest
+
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
@@ -27,6 +29,18 @@ def config_with_tests(tmp_path, tests=TESTS):
 def test_the_sample_menu_tests_pass(tmp_path, capsys):
     assert main(["check-config", "-c", str(config_with_tests(tmp_path)), "--ussd-tests"]) == 0
     assert "4 USSD tests passed" in capsys.readouterr().out
+
+
+def test_every_shipped_menu_test_passes_and_reload_says_it_reloads_menus(capsys):
+    # config/ussd/tests/ holds the tests of all three sample menus (not only the
+    # judiciary's): an edit of a sample menu that breaks its tests fails here.
+    assert main(["check-config", "-c", str(REPO / "config" / "gateway.yaml"),
+                 "--ussd-tests"]) == 0
+    assert "7 USSD tests passed" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = " ".join(capsys.readouterr().out.split())
+    assert "reload agencies, routing rules and USSD menus" in listed
 
 
 def test_a_failing_menu_test_is_named_with_file_and_line(tmp_path, capsys):

@@ -9,8 +9,10 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from conftest import wait_until
+from gateway.config.load import load_gateway_config
+from gateway.config.schema import DEFAULT_ADMIN_LISTEN
 from gateway.smpp import constants as c
-from ussd_loopback import CITIZEN, REPO, Loopback, page, walk
+from ussd_loopback import CITIZEN, REPO, Loopback, page, walk, write_gateway
 
 JUDICIARY = (REPO / "config" / "ussd" / "judiciary.yaml").read_text(encoding="utf-8")
 VALID_ID = "0067749828"
@@ -247,6 +249,19 @@ class OperatorStyles(unittest.TestCase):
         yield wait_until(reactor, lambda: len(loop.service.ussd.table) == 0)
 
     @defer.inlineCallbacks
+    def test_transmitter_receiver_binds_answer_on_the_receivers_transmitter(self):
+        # The request comes on the receiver, which cannot carry a submit_sm: the page
+        # goes on the transmitter of its pair (it was retried on the receiver for 5 s,
+        # then lost).
+        loop = Loopback(self, {"j.yaml": PAGED.replace("TEXT", "خانه")},
+                        operator_extra={"bind": "transmitter+receiver"})
+        yield wait_until(reactor, lambda: len(loop.simulator.factory.sessions) == 2
+                         and loop.service.pools["mci"].bound_count() == 1)
+        first = yield loop.dial("*4*0135#")
+        self.assertEqual(page(first), ("خانه\n1. پایان", False))
+        self.assertEqual(page((yield loop.send("1"))), ("خدانگهدار", True))
+
+    @defer.inlineCallbacks
     def test_a_dialog_survives_a_bind_reconnect(self):
         loop = Loopback(self, {"j.yaml": PAGED.replace("TEXT", "خانه")})
         yield loop.bound()
@@ -256,3 +271,16 @@ class OperatorStyles(unittest.TestCase):
         yield wait_until(reactor, lambda: loop.service.pools["mci"].bound_count() == 0)
         yield loop.bound()
         self.assertEqual(page((yield loop.send("1"))), ("خدانگهدار", True))
+
+
+def test_the_loopback_daemon_listens_on_no_fixed_port(tmp_path):
+    """Several test runs on one machine (or a demo on its default ports) must not
+    collide: the admin endpoint's default 127.0.0.1:9109 is left to real daemons."""
+    config = load_gateway_config(write_gateway(tmp_path, 2775, {}))
+    assert config.admin_listen != DEFAULT_ADMIN_LISTEN
+    assert config.metrics_listen is None
+
+
+def test_the_loopback_ports_are_outside_the_ephemeral_range(tmp_path):
+    config = load_gateway_config(write_gateway(tmp_path, 2775, {}))
+    assert all(port < 32768 for _, port in (config.http_listen, config.admin_listen))

@@ -2,7 +2,6 @@
 sockets to the built-in simulator, whose USSD side plays the citizens' handsets."""
 
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -10,18 +9,13 @@ import yaml
 from twisted.internet import defer, reactor
 
 from conftest import wait_until
+from daemon_harness import free_port
 from gateway.config.load import load_gateway_config
 from gateway.service import GatewayService
 from gateway.simulator.main import start_simulator
 
 REPO = Path(__file__).resolve().parent.parent
 CITIZEN = "989121234567"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def temporary_directory(testcase):
@@ -48,6 +42,7 @@ def write_gateway(directory, smpp_port, menus, *, operator_extra=None, agencies=
     operator.update(operator_extra or {})
     (directory / "routing.yaml").write_text("rules: []\ndefault: mci\n")
     config = {"http": {"listen": f"127.0.0.1:{free_port()}"},
+              "admin": {"listen": f"127.0.0.1:{free_port()}"},   # not the fixed 9109
               "store": {"path": "var/gateway.db"},
               "agencies": "agencies.yaml", "routing_rules": "routing.yaml",
               "ussd_menus": "ussd/", "operators": [operator]}

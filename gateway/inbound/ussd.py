@@ -4,7 +4,8 @@ Acked at once (ESME_ROK: the network's step timer is ~20 s and we answer well wi
 it); the step goes to the USSD dialogs (gateway/ussd/dialogs.UssdDialogs, handed in by
 the composition root with the pools: `use`), and the page it answers becomes a
 submit_sm to the citizen on the bind the request came in on (`pool.submit(pdu,
-via=session)`), with the operator's op values and its_session_info (end bit on the last
+via=pool.answering(session))`: for transmitter+receiver binds, the transmitter paired
+with the receiver it came on), with the operator's op values and its_session_info (end bit on the last
 page) from ussd_fields. Before `use`, a USSD PDU is kept raw as before.
 """
 
@@ -82,7 +83,7 @@ class UssdRequests:
         return self._send(pool, pdu, inbound, request)
 
     def _send(self, pool, pdu, inbound, request):
-        d = pool.submit(pdu, via=inbound.session)
+        d = pool.submit(pdu, via=pool.answering(inbound.session))
         d.addCallbacks(self._answered, self._refused, callbackArgs=(pool, pdu, inbound, request),
                        errbackArgs=(pool, pdu, inbound, request))
         return d
@@ -96,7 +97,8 @@ class UssdRequests:
 
         def retry():
             self.retrying -= 1
-            self._send(pool, pdu, inbound, request)
+            d = self._send(pool, pdu, inbound, request)
+            d.addErrback(self._unanswered, inbound, request)
         self.clock.callLater(RETRY_S, retry)
         return True
 

@@ -119,8 +119,10 @@ class OperatorPool(MultiService):
         self._tps_call = None
         self._stopping = False
         self._binds = {}               # ESMEFactory -> _Bind
+        self._partners = {}            # a receiver's factory -> its pair's transmitter's
         kinds = [kind for kind in BIND_MODES[config.bind] for _ in range(config.binds)]
         counts = {}
+        by_label = {}
         for kind in kinds:
             counts[kind] = counts.get(kind, 0) + 1
             bind = _Bind(f"{name}:{_SHORT_KIND[kind]}{counts[kind]}")
@@ -137,6 +139,10 @@ class OperatorPool(MultiService):
                                          retryPolicy=self._retry_policy(bind), clock=reactor)
             bind.service.setServiceParent(self)
             self._binds[bind.factory] = bind
+            by_label[(kind, counts[kind])] = bind.factory
+        for (kind, n), factory in by_label.items():
+            if kind == "receiver" and ("transmitter", n) in by_label:
+                self._partners[factory] = by_label[("transmitter", n)]
 
     # --- capacity -------------------------------------------------------------------------
     def bound_count(self):
@@ -154,6 +160,19 @@ class OperatorPool(MultiService):
         if tokens == 0:
             self._wake_on_tokens()
         return min(window, tokens)
+
+    def answering(self, session):
+        """The session that answers a request `session` brought (a USSD page): itself,
+        or for a receiver of transmitter+receiver binds, the transmitter of its pair
+        (the receiver itself while that transmitter is not bound: submit then fails
+        NoSession, as for any bind that cannot take it now)."""
+        partner = self._partners.get(getattr(session, "factory", None))
+        if partner is None:
+            return session
+        for candidate in self._sessions:
+            if candidate.factory is partner:
+                return candidate
+        return session
 
     def submit(self, pdu, via=None):
         """Send through the least-loaded bound session, or through `via` (a session this
