@@ -86,10 +86,10 @@ def build_inbound(config, store, inbox, reactor):
         agencies=config.agencies)
 
 
-def build_ussd(config, store, inbox, reactor):
+def build_ussd(config, store, inbox, outbound, reactor):
     """The USSD dialogs over the agencies' menus: filing into the inbox (its SMS through
-    the accept path, set once built: `filing.outbound`), dynamic states by HTTP."""
-    filing = Filing(inbox, None, reactor, config.agencies)
+    the accept path), dynamic states by HTTP."""
+    filing = Filing(inbox, outbound, reactor, config.agencies)
     return UssdDialogs(config.ussd_menus, clock=reactor, store=store, filing=filing,
                        dynamic=DynamicStates(reactor))
 
@@ -240,8 +240,7 @@ class GatewayService(MultiService):
         inbound.use_outbound(self.outbound)
         inbound.use_authenticity(build_authenticity(config, store, self.outbound,
                                                     self.keyring, reactor))
-        self.ussd = build_ussd(config, store, self.inbox, reactor)
-        self.ussd.filing.outbound = self.outbound
+        self.ussd = build_ussd(config, store, self.inbox, self.outbound, reactor)
         inbound.use_ussd(self.ussd, self.pools,
                          {op.name: settings_from(op.ussd) for op in config.operators})
         self.ussd.start()
