@@ -190,8 +190,9 @@ class Audit:
         self.refused = args
 
 
-def mo(citizen, text, source_key=None):
-    return MobileOriginated("mci", None, citizen, "4040", text, T0, source_key=source_key)
+def mo(citizen, text, source_key=None, partial=False):
+    return MobileOriginated("mci", None, citizen, "4040", text, T0, partial=partial,
+                            source_key=source_key)
 
 
 class DeskTests(unittest.TestCase):
@@ -279,6 +280,16 @@ class DeskTests(unittest.TestCase):
         yield self.desk.handle(mo("989121234567", "x y z", source_key="mci:1"))
         yield self.desk.handle(mo("MyBank", "x y z"))
         self.assertEqual(len(self.answers()), 1)
+
+    @defer.inlineCallbacks
+    def test_a_text_that_came_with_parts_missing_is_asked_for_again_not_warned_about(self):
+        # Parts of a long SMS lost on the way are no sign of a forgery: the citizen is
+        # asked to forward it again, never told to report a genuine notice to the police.
+        yield self.send()
+        yield self.desk.handle(mo("989121234567", SENT[:20] + "…", partial=True))
+        [(_, text)] = self.answers()
+        self.assertIn("کامل نرسید", text)
+        self.assertNotIn("هیچ دستگاه دولتی", text)
 
     @defer.inlineCallbacks
     def test_an_empty_text_is_told_how_to_check(self):

@@ -39,3 +39,9 @@ def how_to():
     """An empty text (or only spaces and punctuation) was sent."""
     return ("۴۰۴۰: متن پیامک مشکوک را کامل برای ۴۰۴۰ بفرستید تا بگوییم کدام دستگاه "
             "دولتی آن را برای شما فرستاده است.")
+
+
+def incomplete():
+    """Parts of the forwarded text never came (the intake released it partial)."""
+    return ("۴۰۴۰: متن شما کامل نرسید (بخشی از پیامک بلند در راه ماند). لطفاً پیامک "
+            "مشکوک را دوباره کامل برای ۴۰۴۰ بفرستید.")

@@ -58,6 +58,9 @@ class AuthenticityDesk:
             return defer.succeed(None)
         if allowance == TELL:
             return self._answer(mo, "over_limit", answers.over_limit(self.limiter.per_hour))
+        if mo.partial:
+            # Parts lost on the way are no sign of a forgery: ask for the whole text.
+            return self._answer(mo, "incomplete", answers.incomplete())
         normals = candidate_texts(mo.text)
         if not normals:
             return self._answer(mo, "empty", answers.how_to())
