@@ -5,8 +5,6 @@ and the agency API; a reply-webhook receiver in this process checks signatures w
 
 import json
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -14,6 +12,7 @@ from standardwebhooks import Webhook as Verifier
 
 from daemon_harness import KEYS, PYTHON, REPO, Daemon, Simulator, http_json, wait_for, \
     write_config
+from webhook_receiver import WebhookReceiver
 
 TAX, POST, JUDICIARY = KEYS["tax"], KEYS["post"], KEYS["judiciary"]
 CITIZEN = "989121234567"
@@ -22,27 +21,11 @@ PERSIAN_3_PARTS = ("شهروند گرامی، پاسخ شما به نامه\u200
                    + "با سپاس از همکاری شما")
 
 
-class Receiver(BaseHTTPRequestHandler):
-    seen = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        Receiver.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def receiver():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    webhook = WebhookReceiver()
+    yield webhook
+    webhook.close()
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +41,7 @@ def daemon(tmp_path_factory, sim, receiver):
     agencies = yaml.safe_load((REPO / "config" / "agencies.yaml").read_text())
     for agency in agencies["agencies"]:
         if agency["id"] == "tax":
-            agency["reply_webhook"] = {"url": f"http://127.0.0.1:{receiver}/replies",
+            agency["reply_webhook"] = {"url": f"http://127.0.0.1:{receiver.port}/replies",
                                        "secret": SECRET}
         if agency["id"] == "post":
             agency["opt_out"] = True
@@ -132,12 +115,12 @@ def test_an_agency_cannot_see_another_agencys_inbox(sim, daemon):
                                              inbox(daemon, JUDICIARY)["messages"]]
 
 
-def test_the_webhook_gets_each_reply_signed_per_standard_webhooks(sim, daemon):
+def test_the_webhook_gets_each_reply_signed_per_standard_webhooks(sim, daemon, receiver):
     mo(sim, "webhook me")
     message = wait_inbox_text(daemon, TAX, "webhook me")
 
     def pushed():
-        for headers, body in Receiver.seen:
+        for headers, body in receiver.seen:
             if headers["webhook-id"] == message["id"]:
                 return headers, body
     headers, body = wait_for(pushed, 15, what="the webhook POST")

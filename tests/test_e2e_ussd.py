@@ -6,8 +6,6 @@ a bad menu file keeps the running ones)."""
 import json
 import signal
 import sqlite3
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -15,34 +13,18 @@ from standardwebhooks import Webhook as Verifier
 
 from daemon_harness import KEYS, Daemon, Simulator, http_json, wait_for
 from ussd_loopback import REPO, write_gateway
+from webhook_receiver import WebhookReceiver
 
 JUDICIARY = (REPO / "config" / "ussd" / "judiciary.yaml").read_text(encoding="utf-8")
 CITIZEN = "989121234567"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
-class Receiver(BaseHTTPRequestHandler):
-    seen = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        Receiver.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def receiver():
-    Receiver.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    webhook = WebhookReceiver()
+    yield webhook
+    webhook.close()
 
 
 @pytest.fixture
@@ -57,7 +39,7 @@ def daemon(tmp_path, sim, receiver):
     agencies = yaml.safe_load((REPO / "config" / "agencies.yaml").read_text())
     for agency in agencies["agencies"]:
         if agency["id"] == "judiciary":
-            agency["reply_webhook"] = {"url": f"http://127.0.0.1:{receiver}/replies",
+            agency["reply_webhook"] = {"url": f"http://127.0.0.1:{receiver.port}/replies",
                                        "secret": SECRET}
     path = write_gateway(tmp_path, sim.smpp_port, {"judiciary.yaml": JUDICIARY},
                          agencies=yaml.safe_dump(agencies, allow_unicode=True))
@@ -95,7 +77,8 @@ def test_a_citizen_files_a_request_through_the_simulators_handset(sim, daemon):
     assert tracking in sms[0]["text"] and sms[0]["source_addr"] == "40400135"
 
 
-def test_a_filing_is_in_the_agency_api_inbox_and_pushed_to_its_webhook(sim, daemon):
+def test_a_filing_is_in_the_agency_api_inbox_and_pushed_to_its_webhook(sim, daemon,
+                                                                       receiver):
     handset(sim, "dial", **{"from": CITIZEN, "code": "*4*0135*1*2#"})
     done = handset(sim, "send", **{"from": CITIZEN, "text": "0067749828"})
     assert done["end"]
@@ -112,8 +95,9 @@ def test_a_filing_is_in_the_agency_api_inbox_and_pushed_to_its_webhook(sim, daem
     code, other, _ = http_json(daemon.http_port, "GET", "/v1/inbox", key=KEYS["tax"])
     assert code == 200 and other["messages"] == []
 
-    (headers, raw), = wait_for(lambda: list(Receiver.seen), what="the webhook push")
+    (headers, raw), = wait_for(lambda: list(receiver.seen), what="the webhook push")
     assert Verifier(SECRET).verify(raw, headers) == message
+    assert headers["webhook-id"] == message["id"]
 
 
 def test_sighup_reloads_menus_and_keeps_them_on_a_bad_file(sim, daemon):
@@ -128,55 +112,3 @@ def test_sighup_reloads_menus_and_keeps_them_on_a_bad_file(sim, daemon):
     wait_for(lambda: "reload refused" in daemon.output(), what="the refusal")
     assert "judiciary.yaml" in daemon.output().split("reload refused", 1)[1]
     assert "خدمات نو" in handset(sim, "dial", **{"from": CITIZEN, "code": "*4*0135#"})["text"]
-
-
-def test_a_ussd_filing_reaches_the_agencys_reply_webhook_signed(tmp_path, sim):
-    """Issue 8's seam: the USSD filing is an inbox message like an SMS reply, so the
-    real daemon pushes it to the agency's reply webhook too (channel "ussd")."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from standardwebhooks import Webhook
-
-    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-    seen = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        agencies = yaml.safe_load((REPO / "config" / "agencies.yaml").read_text())
-        for agency in agencies["agencies"]:
-            if agency["id"] == "judiciary":
-                agency["reply_webhook"] = {
-                    "url": f"http://127.0.0.1:{server.server_address[1]}/replies",
-                    "secret": secret}
-        path = write_gateway(tmp_path, sim.smpp_port, {"judiciary.yaml": JUDICIARY},
-                             agencies=yaml.safe_dump(agencies, allow_unicode=True))
-        port = int(yaml.safe_load(path.read_text())["http"]["listen"].rsplit(":", 1)[1])
-        running = Daemon(path, port).start()
-        try:
-            handset(sim, "dial", **{"from": CITIZEN, "code": "*4*0135#"})
-            handset(sim, "send", **{"from": CITIZEN, "text": "1"})
-            handset(sim, "send", **{"from": CITIZEN, "text": "1"})
-            done = handset(sim, "send", **{"from": CITIZEN, "text": "0067749828"})
-            assert done["end"]
-            headers, body = wait_for(lambda: seen[0] if seen else None, 15,
-                                     what="the webhook POST of the USSD filing")
-            pushed = Webhook(secret).verify(body, headers)
-            assert pushed["channel"] == "ussd" and pushed["from"] == CITIZEN
-            assert pushed["id"] == headers["webhook-id"]
-        finally:
-            assert running.stop() == 0
-    finally:
-        server.shutdown()
-        server.server_close()
