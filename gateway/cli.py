@@ -160,7 +160,7 @@ def run_ussd_tests(config):
 
 
 def cmd_ussd_try(args):
-    from twisted.internet import reactor, task
+    from twisted.internet import task
     from gateway.ussd.dynamic import DynamicStates
     from gateway.ussd.terminal import try_menu
     config = load_or_exit(args.config)

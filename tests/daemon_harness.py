@@ -6,7 +6,6 @@ the agency HTTP API and the simulator's control API.
 
 import http.client
 import json
-import os
 import random
 import re
 import signal

@@ -5,7 +5,6 @@ from conftest import operator_config
 from store_fixtures import clock, db_path, ok, store  # noqa: F401 (fixtures)
 from test_broadcast_store import received
 from test_dispatch import FakePool
-from twisted.internet import defer
 
 from gateway.config.schema import Routing
 from gateway.dispatch import Dispatcher

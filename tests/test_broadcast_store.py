@@ -150,7 +150,6 @@ def test_a_share_left_unused_goes_to_the_other_priority():
 
 # -- the feeder over the real store: fair shares, single messages, the agency's rate --------
 
-from twisted.internet import defer  # noqa: E402
 
 from gateway.outbound.feeder import BroadcastFeeder  # noqa: E402
 

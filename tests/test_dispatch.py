@@ -10,13 +10,12 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from gateway.config.schema import Routing, RoutingRule
-from gateway.dispatch.dispatcher import (LANE_FULL_RETRY_S, RECORD_RETRY_S, REBIND_RETRY_S,
-                              UNKNOWN_OUTCOME, Dispatcher, Lane)
+from gateway.dispatch.dispatcher import (RECORD_RETRY_S, REBIND_RETRY_S, UNKNOWN_OUTCOME,
+                                         Dispatcher, Lane)
 from gateway.smpp.esme import ResponseTimeout, SessionClosed
 from gateway.smpp.pool import NoSession
 from gateway.dispatch.routing import OperatorRouter
 from gateway.smpp import constants as c
-from gateway.smpp.pdu import PDU
 from gateway.model import CLAIM_ORDER, EMERGENCY, LANE_SHARES, ClaimedPart
 from gateway.store.operations import claim_plan
 from gateway.store.interface import StoreClosed

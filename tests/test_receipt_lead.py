@@ -13,7 +13,7 @@ import pytest
 from conftest import answered
 from store_fixtures import clock, db_path, ok, store  # noqa: F401 (fixtures)
 
-from gateway.store import NewMessage, PartOutcome, Store
+from gateway.store import NewMessage, PartOutcome
 from gateway.store import receipts as store_receipts
 
 LATE_S = 3600.0             # well past RECEIPT_LEAD_S (600 s)

@@ -82,7 +82,7 @@ FINAL_STATES_SQL = "(" + ", ".join(f"'{state}'" for state in FINAL_STATES) + ")"
 # message inside the same statement.  The writer can then change a whole batch of parts
 # with one set-based UPDATE (see operations.py) instead of two statements per part.
 _PART_TRIGGERS = {
-    "part_submitted": f"""
+    "part_submitted": """
         AFTER UPDATE OF state ON parts
         WHEN new.state = 'submitted' AND old.state IN ('queued', 'sending')
         BEGIN
