@@ -205,13 +205,21 @@ def cmd_backup(args):
     return 0
 
 
-def cmd_status(args):
-    from gateway.admin.client import Unreachable, ask, format_status
+def ask_daemon(args, command, method, path):
+    """The running daemon's answer on its admin endpoint, or None (said on stderr)."""
+    from gateway.admin.client import Unreachable, ask
     config = load_or_exit(args.config)
     try:
-        document = ask(config.admin_listen, "GET", "/status")
+        return ask(config.admin_listen, method, path)
     except Unreachable as e:
-        print(f"status: {e}", file=sys.stderr)
+        print(f"{command}: {e}", file=sys.stderr)
+        return None
+
+
+def cmd_status(args):
+    from gateway.admin.client import format_status
+    document = ask_daemon(args, "status", "GET", "/status")
+    if document is None:
         return 1
     print(json.dumps(document, ensure_ascii=False, indent=2) if args.json
           else format_status(document))
@@ -219,12 +227,8 @@ def cmd_status(args):
 
 
 def cmd_reload(args):
-    from gateway.admin.client import Unreachable, ask
-    config = load_or_exit(args.config)
-    try:
-        answer = ask(config.admin_listen, "POST", "/reload")
-    except Unreachable as e:
-        print(f"reload: {e}", file=sys.stderr)
+    answer = ask_daemon(args, "reload", "POST", "/reload")
+    if answer is None:
         return 1
     if answer["reloaded"]:
         print("reloaded agencies, routing rules and USSD menus")
