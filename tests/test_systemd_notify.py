@@ -190,3 +190,13 @@ def test_check_config_refuses_an_admin_address_off_loopback_unless_meant(tmp_pat
     config.write_text(yaml.safe_dump(settings))
     checked = run_cli("check-config", "-c", str(config))
     assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize("command", ["status", "reload"])
+def test_status_and_reload_with_no_daemon_say_so_in_one_line_and_exit_1(tmp_path, command):
+    config, _ = write_config(tmp_path, free_port())     # nothing listens on admin.listen
+    ran = run_cli(command, "-c", str(config))
+    assert ran.returncode == 1, ran.stderr
+    assert "Traceback" not in ran.stderr
+    [line] = ran.stderr.strip().splitlines()
+    assert line.startswith(f"{command}: ")
