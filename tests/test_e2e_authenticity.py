@@ -46,15 +46,23 @@ def answer_to(sim, msisdn, count=1):
     def answers():
         parts = [s for s in sim.submits()
                  if s["source_addr"] == "4040" and s["destination_addr"] == msisdn]
-        messages = {}
+        # Two answers may carry the same 8-bit concatenation reference (it is random
+        # per message): a part joins the first message of its reference and count that
+        # lacks its number, in the order the SMSC took them.
+        messages = []
         for part in parts:
             concat = part["concat"] or {"ref": None, "seq": 1, "total": 1}
-            messages.setdefault(concat["ref"], []).append((concat["seq"], part["text"],
-                                                           concat["total"]))
-        whole = [m for m in messages.values() if len(m) == m[0][2]]
+            key = (concat["ref"], concat["total"])
+            home = next((m for m in messages if m[0] == key and concat["seq"] not in m[1]),
+                        None)
+            if home is None:
+                home = (key, {})
+                messages.append(home)
+            home[1][concat["seq"]] = part["text"]
+        whole = [texts for (_, total), texts in messages if len(texts) == total]
         if len(whole) < count:
             return None
-        return ["".join(text for _, text, _ in sorted(m)) for m in whole]
+        return ["".join(texts[seq] for seq in sorted(texts)) for texts in whole]
     return wait_for(answers, what=f"{count} answer(s) from 4040 to {msisdn}")
 
 
