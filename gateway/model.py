@@ -191,3 +191,15 @@ class MoSet:
     set_id: str
     parts: list                        # [MoPart] present, in seq order
     complete: bool
+
+
+@dataclass(frozen=True)
+class Citizen:
+    """What the directory (Shahkar-style) knows of one citizen: the mobile number the
+    national ID is registered to, and an email address if the citizen gave one."""
+    national_id: str                   # ten ASCII digits, check digit valid
+    msisdn: str                        # "98912..."
+    email: str | None = None
+
+    def __repr__(self):                # never a national ID or number in a log line
+        return "Citizen(<personal data>)"

@@ -17,7 +17,9 @@ from twisted.internet.defer import CancelledError, inlineCallbacks
 
 from gateway.authenticity.desk import AuthenticityDesk
 from gateway.admin.endpoint import AdminAPI, status_document
-from gateway.config.load import load_agencies, load_routing, load_ussd_menus
+from gateway.citizens.directory import FileDirectory
+from gateway.config.load import (
+    load_agencies, load_directory_file, load_routing, load_ussd_menus)
 from gateway.dispatch import Dispatcher
 from gateway.gauges import store_gauges_service
 from gateway.housekeeping import housekeeping_service
@@ -92,6 +94,15 @@ def build_ussd(config, store, inbox, outbound, reactor):
     filing = Filing(inbox, outbound, reactor, config.agencies)
     return UssdDialogs(config.ussd_menus, clock=reactor, store=store, filing=filing,
                        dynamic=DynamicStates(reactor))
+
+
+def build_directory(config, reactor):
+    """The citizen directory (national ID → number), or None when gateway.yaml names
+    none: then national-ID recipients and the citizen API answer that none is set."""
+    settings = config.directory
+    if settings is None:
+        return None
+    return FileDirectory(settings.citizens)
 
 
 def build_pools(config, inbound, reactor):
@@ -198,6 +209,7 @@ class GatewayService(MultiService):
         self.admin_port = None
         self.ussd = None
         self.webhooks = None
+        self.directory = None
 
     # lifecycle -----------------------------------------------------------------
     def startService(self):
@@ -225,6 +237,7 @@ class GatewayService(MultiService):
         """Every piece over the open store; pools and housekeeping become children."""
         config, reactor, store = self.config, self.reactor, self.store
         self.inbox = build_inbox(config, store)
+        self.directory = build_directory(config, reactor)
         self.webhooks = build_webhooks(config, store, self.inbox, reactor)
         self.inbound = inbound = build_inbound(config, store, self.inbox, reactor)
         self.pools = build_pools(config, inbound, reactor)
@@ -326,6 +339,8 @@ class GatewayService(MultiService):
                                    {op.name for op in config.operators})
             menus = (load_ussd_menus(config.ussd_menus_path, agencies)
                      if config.ussd_menus_path else ())
+            citizens = (load_directory_file(config.directory.path)
+                        if config.directory is not None and config.directory.path else None)
         except Exception as error:  # ConfigErrors carries every file:line problem
             log.error("reload refused, keeping the running configuration:\n%s", error)
             self.reload_problem = str(error)
@@ -337,6 +352,8 @@ class GatewayService(MultiService):
         self.dispatcher.set_router(OperatorRouter(routing))
         self.ussd.update(menus)
         self.ussd.filing.update_agencies(agencies)
+        if citizens is not None:
+            self.directory.update(citizens)
         log.info("reloaded %d agencies, %d routing rules and %d USSD menus", len(agencies),
                  len(routing.rules), len(menus))
         return True

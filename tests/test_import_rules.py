@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "gateway"
 # codec and the simulator use the same ones.  token_bucket: the one token bucket, an
 # operator's TPS (smpp) and an agency's rate (policy) both count with it.
 LEAVES = {"numbers", "text", "metrics", "model", "receipt_ids", "config.schema",
-          "smpp.constants", "token_bucket", "__version__"}
+          "smpp.constants", "token_bucket", "national_id", "__version__"}
 
 # unit → the units (besides leaves) it may import.
 ALLOWED = {
@@ -38,6 +38,7 @@ ALLOWED = {
     "simulator": {"smpp"},
     "ussd": {"outbound"},             # USSD dialogs: filing's SMS through the accept path
     "config": set(),
+    "citizens": set(),                # the directory (national ID → number): a lookup
     "service": {"*"},
     "cli": {"*"},
     "demo": {"*"},

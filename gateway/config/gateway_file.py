@@ -6,6 +6,7 @@ import ipaddress
 import os
 import re
 
+from gateway.config.directory_file import read_directory_settings
 from gateway.config.operators import read_operators
 from gateway.config.schema import (
     DEFAULT_ADMIN_LISTEN, DEFAULT_HTTP_MAX_CONNECTIONS, LOG_FORMATS, Authenticity, Retention)
@@ -15,7 +16,8 @@ DEFAULT_STORE_PATH = "var/gateway.db"
 PORT_RE = re.compile(r"^[0-9]{1,5}$")
 
 GATEWAY_KEYS = ("http", "metrics", "store", "agencies", "routing_rules", "ussd_menus",
-                "operators", "retention", "authenticity", "admin", "log")
+                "operators", "retention", "authenticity", "admin", "log", "apps",
+                "directory")
 ADMIN_KEYS = ("listen", "remote")
 RETENTION_KEYS = ("messages", "audit", "receipts", "inbound", "inbox", "ussd")
 AUTHENTICITY_KEYS = ("retention_days", "checks_per_hour")
@@ -37,6 +39,7 @@ def read_gateway(reader, root):
         "http_max_connections": DEFAULT_HTTP_MAX_CONNECTIONS, "log": {},
         "authenticity": Authenticity(),
         "admin_listen": DEFAULT_ADMIN_LISTEN,
+        "apps_path": None, "directory": None,
     }
     if "http" in fields:
         _read_http_section(reader, fields["http"][1], settings)
@@ -67,6 +70,11 @@ def read_gateway(reader, root):
         settings["admin_listen"] = _read_admin(reader, fields["admin"][1])
     if "log" in fields:
         settings["log"] = _read_log(reader, fields["log"][1])
+    if "apps" in fields:
+        settings["apps_path"] = _read_existing_path(
+            reader, fields["apps"][1], base, "apps", directory=False)
+    if "directory" in fields:
+        settings["directory"] = read_directory_settings(reader, fields["directory"][1], base)
     return settings
 
 

@@ -6,9 +6,12 @@ each kind of file (`gateway_file.py` with `operators.py`, `agencies_file.py`,
 `routing_file.py`); this one puts them together.
 """
 
+import dataclasses
 import os
 
 from gateway.config.agencies_file import read_agencies
+from gateway.config.apps_file import read_apps
+from gateway.config.directory_file import read_directory_file
 from gateway.config.gateway_file import read_gateway
 from gateway.config.routing_file import read_routing
 from gateway.config.schema import GatewayConfig, LogSettings
@@ -35,6 +38,11 @@ def load_gateway_config(path):
     if settings["ussd_menus_path"] and agencies is not None:
         menus = read_ussd_menus(settings["ussd_menus_path"], agencies, errors)
     log = _log_settings(reader, settings["log"], agencies)
+    apps = read_apps(settings["apps_path"], agencies, errors) if settings["apps_path"] else ()
+    directory = settings["directory"]
+    if directory is not None and directory.path:
+        directory = dataclasses.replace(
+            directory, citizens=read_directory_file(directory.path, errors))
     if errors:
         raise _in_reading_order(errors)
     return GatewayConfig(
@@ -53,7 +61,10 @@ def load_gateway_config(path):
         authenticity=settings["authenticity"],
         admin_listen=settings["admin_listen"],
         ussd_menus=menus,
-        log=log)
+        log=log,
+        apps_path=settings["apps_path"],
+        apps=apps,
+        directory=directory)
 
 
 def _log_settings(reader, fields, agencies):
@@ -85,6 +96,24 @@ def load_routing(path, operator_names):
     if errors:
         raise _in_reading_order(errors)
     return routing
+
+
+def load_apps(path, agencies):
+    """The partner apps of apps.yaml (SIGHUP: read anew against the agencies)."""
+    errors = []
+    apps = read_apps(os.path.abspath(path), agencies, errors)
+    if errors:
+        raise _in_reading_order(errors)
+    return apps
+
+
+def load_directory_file(path):
+    """The citizens of a directory file (SIGHUP: read anew)."""
+    errors = []
+    citizens = read_directory_file(os.path.abspath(path), errors)
+    if errors:
+        raise _in_reading_order(errors)
+    return citizens
 
 
 def load_ussd_menus(path, agencies):

@@ -104,6 +104,27 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class App:
+    """A partner app that shows citizens their national inbox (apps.yaml): it may read a
+    citizen's messages and send a citizen's replies, never send as an agency."""
+    id: str
+    name: str
+    keys: tuple[str, ...]                # "sha256:<64 lowercase hex>"; none an agency's
+
+
+@dataclass(frozen=True)
+class DirectorySettings:
+    """gateway.yaml `directory:`: the citizens of a file (embedded default) or a lookup
+    service `GET {url}/citizens/{national_id}`."""
+    path: str | None = None              # absolute; the file's citizens are in `citizens`
+    url: str | None = None               # without a trailing "/"
+    timeout_s: float = 2.0               # url: one lookup, then 503 directory_unavailable
+    cache_ttl_s: float = 300.0           # url: answers (found or not) kept this long
+    cache_size: int = 100_000            # url: entries at most (oldest go first)
+    citizens: tuple = ()                 # path: Citizen per entry of the file
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     path: str
     http_listen: tuple[str, int]
@@ -121,6 +142,9 @@ class GatewayConfig:
     admin_listen: tuple[str, int] | None = DEFAULT_ADMIN_LISTEN   # status and reload
     ussd_menus: tuple = ()               # UssdMenu per agency file under ussd_menus_path
     log: LogSettings = LogSettings()
+    apps_path: str | None = None         # absolute; apps.yaml
+    apps: tuple[App, ...] = ()
+    directory: DirectorySettings | None = None
 
 
 # USSD menus (issue 9): one UssdMenu per agency file under `ussd_menus:`, read by

@@ -3,6 +3,7 @@ citizen's input (digits already made ASCII) and answers the value to keep, or No
 
 import re
 
+from gateway.national_id import InvalidNationalId, normalize_national_id
 from gateway.numbers import InvalidNumber, normalize_msisdn
 
 _DIGITS = re.compile(r"^[0-9]{1,20}$")
@@ -10,13 +11,11 @@ _TEN = re.compile(r"^[0-9]{10}$")
 
 
 def national_id(text):
-    """An Iranian national ID: 10 digits, the last a mod-11 check digit over the first
-    nine weighted 10..2; ten equal digits are not issued."""
-    if not _TEN.match(text) or len(set(text)) == 1:
+    """An Iranian national ID (gateway.national_id: check digit, not ten equal digits)."""
+    try:
+        return normalize_national_id(text) if _TEN.match(text) else None
+    except InvalidNationalId:
         return None
-    total = sum(int(digit) * (10 - index) for index, digit in enumerate(text[:9])) % 11
-    check = total if total < 2 else 11 - total
-    return text if int(text[9]) == check else None
 
 
 def mobile(text):

@@ -1,0 +1,1 @@
+"""The citizen directory: a national ID → the citizen's mobile number (and email)."""
