@@ -50,6 +50,8 @@ class NewMessage:
                                        # the 4040 check; None: not an agency's notice
     error: str | None = None           # recorded failed at accept with this error, never
                                        # sent ("opted_out": the citizen sent STOP)
+    citizen: "Citizen | None" = None   # the directory's entry, when addressed by national
+                                       # ID (resolved at accept; its email serves fallback)
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,10 @@ def test_file_directory_looks_up_and_confirms(tmp_path):
     directory.lookup("0087654326").addCallback(found.append)
     confirms(directory, "989121234567", "0012345679").addCallback(found.append)
     confirms(directory, "989351234567", "0012345679").addCallback(found.append)
-    assert [getattr(f, "msisdn", f) for f in found] == ["989121234567", None, True, False]
+    directory.lookup_msisdn("989351234567").addCallback(
+        lambda citizen: found.append(citizen.national_id))
+    assert [getattr(f, "msisdn", f) for f in found] == ["989121234567", None, True, False,
+                                                      "1234567891"]
     directory.update(())
     directory.lookup("0012345679").addCallback(found.append)
     assert found[-1] is None and dataclasses.is_dataclass(config.directory)

@@ -19,14 +19,21 @@ class FileDirectory:
     """The citizens of a directory file (config: `directory: {path: ...}`), by national ID."""
 
     def __init__(self, citizens):
-        self._by_id = {citizen.national_id: citizen for citizen in citizens}
+        self.update(citizens)
 
     def lookup(self, national_id):
         return defer.succeed(self._by_id.get(national_id))
 
+    def lookup_msisdn(self, msisdn):
+        """The citizen registered to a number (a file can answer it; a lookup service by
+        national ID cannot, and has no such method)."""
+        return defer.succeed(self._by_msisdn.get(msisdn))
+
     def update(self, citizens):
-        """SIGHUP: the file read anew (one assignment: a lookup sees old or new)."""
+        """SIGHUP: the file read anew."""
+        citizens = tuple(citizens)
         self._by_id = {citizen.national_id: citizen for citizen in citizens}
+        self._by_msisdn = {citizen.msisdn: citizen for citizen in citizens}
 
     def __len__(self):
         return len(self._by_id)
