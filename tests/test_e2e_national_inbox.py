@@ -86,6 +86,23 @@ def test_an_app_reads_what_two_agencies_sent_and_nothing_of_another_citizens(dae
     assert "for another citizen entirely" not in everything
 
 
+def test_a_broadcast_shows_with_its_text_to_each_of_its_citizens(daemon):
+    text = "اطلاعیه همگانی اداره پست"
+    daemon.texts.add(text)
+    code, body, _ = http_json(daemon.http_port, "POST", "/v1/broadcasts",
+                              {"from": "40401111", "text": text,
+                               "to": [NUMBER, OTHER_NUMBER, "09191112233"]},
+                              key=KEYS["post"])
+    assert code == 202, body
+
+    def shown():
+        found = [m for m in citizen_messages(daemon)[1]["messages"] if m["text"] == text]
+        return found or None
+    [message] = wait_for(shown, 15, what="the broadcast in the citizen's inbox")
+    assert (message["agency"], message["from"]) == ("post", "40401111")
+    assert message["id"].startswith(body["id"])
+
+
 def test_a_mismatched_pair_and_keys_of_the_other_kind_are_refused(daemon):
     code, body, _ = citizen_messages(daemon, msisdn=OTHER_NUMBER)
     assert (code, body["error"]["code"]) == (403, "identity_mismatch")
@@ -94,6 +111,8 @@ def test_a_mismatched_pair_and_keys_of_the_other_kind_are_refused(daemon):
     assert citizen_messages(daemon, key=TAX)[0] == 401
     code, _, _ = daemon.send(APP, **{"from": "40401234", "to": NUMBER, "text": "x"})
     assert code == 401
+    wait_for(lambda: "identity mismatch" in daemon.output(), 10, what="the warning")
+    assert NID not in daemon.output() and "0012345678" not in daemon.output()
 
 
 def test_an_app_reply_reaches_the_agencys_inbox_and_its_webhook(daemon, receiver):
