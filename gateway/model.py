@@ -132,6 +132,20 @@ class InboxEntry:
     operator: str | None = None        # the operator it came from (sms, ussd)
     partial: bool = False              # a concatenated MO released with parts missing
     source_key: str | None = None      # filed once per key (a redelivered MO)
+    in_reply_to: str | None = None     # the message it answers, when the channel knows it
+                                       # (a partner app); else the store finds the latest
+
+
+@dataclass(frozen=True)
+class CitizenMessage:
+    """A message an agency sent to a citizen, as the national inbox shows it (a single
+    message, or a broadcast's to that citizen with the broadcast's text)."""
+    id: str
+    agency: str
+    sender: str
+    text: str
+    created_at: float
+    status: str
 
 
 @dataclass

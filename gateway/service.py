@@ -19,7 +19,7 @@ from gateway.authenticity.desk import AuthenticityDesk
 from gateway.admin.endpoint import AdminAPI, status_document
 from gateway.citizens.directory import FileDirectory
 from gateway.config.load import (
-    load_agencies, load_directory_file, load_routing, load_ussd_menus)
+    load_agencies, load_apps, load_directory_file, load_routing, load_ussd_menus)
 from gateway.dispatch import Dispatcher
 from gateway.gauges import store_gauges_service
 from gateway.housekeeping import housekeeping_service
@@ -32,6 +32,10 @@ from gateway.inbound import InboundClassifier
 from gateway.inbound.ussd_fields import settings_from
 from gateway.inbox.filing import Inbox
 from gateway.listening import listen_tcp
+from gateway.national_inbox.desk import NationalInbox
+from gateway.national_inbox.identity import IdentityCheck
+from gateway.outbound.platform import PLATFORM_ID
+from gateway.policy.app_limits import AppRequestLimits
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing
 from gateway.policy.limits import AgencyLimits
@@ -156,9 +160,20 @@ def build_broadcasts(store, keyring, limits, outbound, dispatcher, reactor):
     return broadcasts, feeder
 
 
-def build_api(outbound, store, keyring, audit, health, reactor, broadcasts=None):
+def build_national_inbox(config, store, inbox, directory, audit, reactor):
+    """(app KeyRing, AppRequestLimits, NationalInbox): the partner apps, their rates
+    (the first two updated on reload) and what they may do for a confirmed citizen."""
+    national_inbox = NationalInbox(store, inbox, IdentityCheck(directory, audit),
+                                   clock=reactor, hidden_agencies=(PLATFORM_ID,))
+    return (KeyRing(config.apps, kind="app"), AppRequestLimits(config.apps, reactor),
+            national_inbox)
+
+
+def build_api(outbound, store, keyring, audit, health, reactor, broadcasts=None,
+              national_inbox=None, app_keyring=None, app_limits=None):
     return AgencyAPI(outbound, store, keyring, audit, clock=reactor, health=health,
-                     broadcasts=broadcasts)
+                     broadcasts=broadcasts, national_inbox=national_inbox,
+                     app_keyring=app_keyring, app_limits=app_limits)
 
 
 def build_http(config, api, reactor):
@@ -210,6 +225,8 @@ class GatewayService(MultiService):
         self.ussd = None
         self.webhooks = None
         self.directory = None
+        self.app_keyring = None
+        self.app_limits = None
 
     # lifecycle -----------------------------------------------------------------
     def startService(self):
@@ -259,8 +276,11 @@ class GatewayService(MultiService):
         self.ussd.start()
         self.broadcasts, self.feeder = build_broadcasts(
             store, self.keyring, self.limits, self.outbound, self.dispatcher, reactor)
+        self.app_keyring, self.app_limits, national_inbox = build_national_inbox(
+            config, store, self.inbox, self.directory, audit, reactor)
         self.api = build_api(self.outbound, store, self.keyring, audit, self.health, reactor,
-                             self.broadcasts)
+                             self.broadcasts, national_inbox, self.app_keyring,
+                             self.app_limits)
         self.http_factory = build_http(config, self.api, reactor)
         build_housekeeping(config, store, reactor).setServiceParent(self)
         build_gauges(store, self.keyring, reactor).setServiceParent(self)
@@ -323,8 +343,8 @@ class GatewayService(MultiService):
         return reloaded, None if reloaded else self.reload_problem
 
     def reload(self):
-        """SIGHUP (or `payam-gateway reload`): agencies, routing rules and USSD menus
-        anew; on any error keep the old ones. systemd hears RELOADING=1, then READY=1."""
+        """SIGHUP (or `payam-gateway reload`): agencies, partner apps, routing rules and
+        USSD menus anew; on any error keep the old ones. systemd hears RELOADING=1, then READY=1."""
         self.notifier.reloading()
         try:
             return self._reload()
@@ -339,6 +359,7 @@ class GatewayService(MultiService):
                                    {op.name for op in config.operators})
             menus = (load_ussd_menus(config.ussd_menus_path, agencies)
                      if config.ussd_menus_path else ())
+            apps = load_apps(config.apps_path, agencies) if config.apps_path else ()
             citizens = (load_directory_file(config.directory.path)
                         if config.directory is not None and config.directory.path else None)
         except Exception as error:  # ConfigErrors carries every file:line problem
@@ -346,6 +367,8 @@ class GatewayService(MultiService):
             self.reload_problem = str(error)
             return False
         self.keyring.update(agencies)
+        self.app_keyring.update(apps)
+        self.app_limits.update(apps)
         self.limits.update(agencies)
         self.inbound.update_agencies(agencies)
         self.webhooks.update_agencies(agencies)

@@ -21,7 +21,7 @@ import inspect
 import pytest
 from twisted.internet import defer
 
-from gateway.model import InboxEntry, NewMessage, PartOutcome, SentMatch
+from gateway.model import InboxEntry, NewBroadcast, NewMessage, PartOutcome, SentMatch
 from gateway.store.interface import (
     DuplicateIdempotencyKey, IdempotencyMismatch, MessageStore, StoreClosed)
 
@@ -363,6 +363,67 @@ class InboxContract:
             [reply(source_key="mci:abc", text="other")]))
         assert new and not new_again and again.id == first.id and again.text == "salam"
         assert len(self.wait(self.store.list_inbox("tax"))) == 1
+
+
+CITIZEN = "989121234567"
+
+
+class CitizenMessagesContract:
+    """citizen_messages, citizen_message: what the national inbox (partner apps) reads;
+    and an inbox entry that names the message it answers."""
+
+    def test_a_citizens_messages_from_every_agency_come_newest_first_and_no_one_elses(self):
+        tax = new_message(self.store, created_at=T0, text="from tax")
+        post = new_message(self.store, created_at=T0 + 5, agency="post", text="from post")
+        other = new_message(self.store, created_at=T0 + 9, recipient="989350000000")
+        self.wait(self.store.accept([tax, post, other]))
+        page = self.wait(self.store.citizen_messages(CITIZEN))
+        assert [(m.id, m.agency, m.text, m.status) for m in page] == [
+            (post.id, "post", "from post", "queued"), (tax.id, "tax", "from tax", "queued")]
+        assert page[0].sender == "40401234" and page[0].created_at == T0 + 5
+        assert self.wait(self.store.citizen_message(CITIZEN, other.id)) is None
+        assert self.wait(self.store.citizen_message(CITIZEN, tax.id)) == page[1]
+
+    def test_pages_follow_a_cursor_that_new_messages_do_not_shift(self):
+        # Two share an instant: the id breaks the tie, so none is skipped or repeated.
+        messages = [new_message(self.store, created_at=T0 + n // 2) for n in range(7)]
+        self.wait(self.store.accept(messages))
+        first = self.wait(self.store.citizen_messages(CITIZEN, None, 3))
+        self.wait(self.store.accept([new_message(self.store, created_at=T0 + 60)]))
+        cursor = (first[-1].created_at, first[-1].id)
+        rest = self.wait(self.store.citizen_messages(CITIZEN, cursor, 10))
+        newest_first = sorted(messages, key=lambda m: (m.created_at, m.id), reverse=True)
+        assert [m.id for m in first + rest] == [m.id for m in newest_first]
+
+    def test_a_broadcast_shows_its_text_to_each_recipient_once_fed(self):
+        b = NewBroadcast(id=self.store.new_message_id(), agency="post", sender="40405555",
+                         text="to everyone", priority=0, validity_s=86400, receipt=True,
+                         data_coding=0, esm_class=0, parts=[b"to everyone"],
+                         created_at=T0, recipients=2, invalid=0)
+        self.wait(self.store.add_broadcast_recipients(
+            b.id, [[int(CITIZEN), "mci"], [989350000000, "mci"]]))
+        self.wait(self.store.open_broadcast(b))
+        assert self.wait(self.store.citizen_messages(CITIZEN)) == []     # not fed yet
+        self.wait(self.store.feed_broadcast(b.id, 10, T0))
+        [shown] = self.wait(self.store.citizen_messages(CITIZEN))
+        assert (shown.agency, shown.sender, shown.text) == ("post", "40405555", "to everyone")
+
+    def test_messages_never_sent_and_hidden_agencies_are_not_shown(self):
+        opted = new_message(self.store, error="opted_out")
+        platform = new_message(self.store, agency="@4040")
+        shown = new_message(self.store)
+        self.wait(self.store.accept([opted, platform, shown]))
+        page = self.wait(self.store.citizen_messages(CITIZEN, None, 100, ("@4040",)))
+        assert [m.id for m in page] == [shown.id]
+        assert self.wait(self.store.citizen_message(CITIZEN, platform.id, ("@4040",))) is None
+
+    def test_an_entry_naming_what_it_answers_keeps_it(self):
+        answered = new_message(self.store, created_at=T0)
+        latest = new_message(self.store, created_at=T0 + 1)
+        self.wait(self.store.accept([answered, latest]))
+        [(filed, _)] = self.wait(self.store.file_inbox(
+            [reply(channel="app", in_reply_to=answered.id)]))
+        assert filed.in_reply_to == answered.id and filed.channel == "app"
 
 
 class FingerprintContract:

@@ -93,6 +93,13 @@ def test_apps_load_with_their_keys(tmp_path):
     config = load_gateway_config(path)
     assert [(a.id, a.keys) for a in config.apps] == [("dolat-hamrah", (HASH_C,))]
     assert config.apps_path == str(tmp_path / "apps.yaml")
+    assert config.apps[0].rate_per_s == 50.0          # the default request rate
+
+
+def test_an_app_may_have_its_own_request_rate(tmp_path):
+    path = national_config(tmp_path, apps=f"apps:\n  - {{id: a, name: x, keys: [\"{HASH_C}\"],"
+                                          " rate_per_s: 5}\n")
+    assert [app.rate_per_s for app in load_gateway_config(path).apps] == [5.0]
 
 
 def test_an_app_may_not_hold_an_agency_key(tmp_path):
@@ -114,6 +121,8 @@ def test_an_app_may_not_hold_an_agency_key(tmp_path):
     ("apps:\n  - {id: a, name: x, keys: [\"%s\"]}\n  - {id: b, name: y, keys: [\"%s\"]}\n"
      % (HASH_C, HASH_C), 3, "already used"),
     ("apps:\n  - {id: a, name: x, keys: [\"%s\"], secret: 1}\n" % HASH_C, 2, "unknown key"),
+    ("apps:\n  - {id: a, name: x, keys: [\"%s\"], rate_per_s: 0}\n" % HASH_C, 2,
+     "greater than 0"),
 ])
 def test_apps_file_errors_name_file_and_line(tmp_path, body, line, fragment):
     path = national_config(tmp_path, apps=body)

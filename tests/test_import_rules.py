@@ -28,7 +28,7 @@ ALLOWED = {
     "inbox": {"store"},
     "outbound": {"policy", "store"},
     "authenticity": {"outbound", "store"},
-    "http": {"outbound", "policy", "store", "inbox"},
+    "http": {"outbound", "policy", "store", "inbox", "national_inbox"},
     "housekeeping": {"store"},
     "listening": set(),
     "systemd": set(),
@@ -39,6 +39,7 @@ ALLOWED = {
     "ussd": {"outbound"},             # USSD dialogs: filing's SMS through the accept path
     "config": set(),
     "citizens": set(),                # the directory (national ID → number): a lookup
+    "national_inbox": {"citizens", "inbox"},   # partner apps: identity check, reads, replies
     "service": {"*"},
     "cli": {"*"},
     "demo": {"*"},

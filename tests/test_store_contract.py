@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from store_contract import (
+    CitizenMessagesContract,
     AcceptContract, AuditContract, ClaimContract, CorrespondenceContract, FingerprintContract,
     GaugeContract, InboxContract, LifecycleContract, ReceiptContract, RecordsContract,
     new_message)
@@ -49,7 +50,7 @@ def test_the_dispatcher_knows_the_store_only_by_its_interface():
 
 
 class TestSQLiteStore(ClaimContract, AcceptContract, ReceiptContract, RecordsContract,
-                      InboxContract, FingerprintContract, AuditContract, GaugeContract,
+                      InboxContract, CitizenMessagesContract, FingerprintContract, AuditContract, GaugeContract,
                       CorrespondenceContract, LifecycleContract):
 
     @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ from gateway.config.schema import App
 from gateway.config.shared import read_name
 from gateway.config.yamlnodes import NodeReader, line_of
 
-APP_KEYS = ("id", "name", "keys")
+APP_KEYS = ("id", "name", "keys", "rate_per_s")
 
 
 def read_apps(path, agencies, errors):
@@ -60,6 +60,9 @@ def _read_app(reader, node, what, seen_ids, seen_keys, agency_keys):
         else:
             seen_keys[key] = line_of(key_node)
             keys.append(key)
+    rate = App.rate_per_s
+    if "rate_per_s" in fields:
+        rate = reader.number(fields["rate_per_s"][1], f"{what}.rate_per_s", above=0)
     if len(reader.errors) > before:
         return None
-    return App(id=app_id, name=name, keys=tuple(keys))
+    return App(id=app_id, name=name, keys=tuple(keys), rate_per_s=rate)

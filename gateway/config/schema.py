@@ -110,6 +110,7 @@ class App:
     id: str
     name: str
     keys: tuple[str, ...]                # "sha256:<64 lowercase hex>"; none an agency's
+    rate_per_s: float = 50.0             # citizen API requests a second (429 beyond)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from gateway.http import openapi
 from gateway.http.broadcasts import BroadcastRoutes
+from gateway.http.citizen import CitizenRoutes
 from gateway.http.errors import ApiError, api_error
 from gateway.http.inbox_query import encode_cursor, inbox_query
 from gateway.http.kannel import PATH as KANNEL_PATH
@@ -27,7 +28,8 @@ from gateway.http.validate import parse_submission, require_json
 from gateway.inbox.document import inbox_document
 from gateway.outbound.errors import Refusal
 from gateway.outbound.submission import Accepted
-from gateway.policy.auth import UNAUTHORIZED_MESSAGE, Unauthorized
+from gateway.policy.app_limits import AppRequestLimits
+from gateway.policy.auth import UNAUTHORIZED_MESSAGE, KeyRing, Unauthorized
 from gateway.policy.auth_throttle import FailedAuthThrottle
 
 log = logging.getLogger("payam.api")
@@ -39,11 +41,14 @@ _ACCEPTED_HEADERS = {"Content-Type": JSON_TYPE}
 
 class AgencyAPI:
     def __init__(self, outbound, store, keyring, audit, *, clock, health=None,
-                 auth_throttle=None, broadcasts=None):
+                 auth_throttle=None, broadcasts=None, national_inbox=None,
+                 app_keyring=None, app_limits=None):
         """outbound: the accept path (gateway.outbound.accept.Outbound); store: read for
         GET /v1/messages/{id} and /healthz; health(): the operators' state for /healthz;
         auth_throttle: a FailedAuthThrottle (one on `clock` with its defaults if None);
-        broadcasts: the broadcast use case (gateway.outbound.broadcast.Broadcasts)."""
+        broadcasts: the broadcast use case (gateway.outbound.broadcast.Broadcasts);
+        national_inbox: the partner apps' use case (gateway.national_inbox.desk), on
+        app_keyring's keys (a KeyRing of apps, none if None) at app_limits' rates."""
         self.outbound = outbound
         self.store = store
         self.keyring = keyring
@@ -57,6 +62,11 @@ class AgencyAPI:
         self.router.add_prefix("GET", "/v1/messages/", "/v1/messages/{id}", self.get_message)
         BroadcastRoutes(broadcasts, self._authenticate).register(self.router)
         self.router.add("GET", "/v1/inbox", self.inbox)
+        self.app_keyring = app_keyring if app_keyring is not None else KeyRing((), "app")
+        CitizenRoutes(national_inbox, self._authenticate_app,
+                      app_limits if app_limits is not None
+                      else AppRequestLimits(self.app_keyring.holders, clock),
+                      lambda: self.keyring.agencies).register(self.router)
         self.router.add("GET", "/healthz", self.healthz)
         self.router.add("GET", "/v1/openapi.json", openapi.serve)
         kannel = KannelSendSMS(outbound, self.authenticate_key)
@@ -78,11 +88,16 @@ class AgencyAPI:
     def _authenticate(self, request):
         return self.authenticate_key(request.peer, request.headers.get("authorization"))
 
-    def authenticate_key(self, peer, authorization, agency_id=None):
+    def _authenticate_app(self, request):
+        return self.authenticate_key(request.peer, request.headers.get("authorization"),
+                                     keyring=self.app_keyring)
+
+    def authenticate_key(self, peer, authorization, agency_id=None, keyring=None):
         """The agency whose key `authorization` ("Bearer <key>") carries, or ApiError
         (401, or 429 while `peer` is blocked for failed authentications); with
         `agency_id`, a key of another agency is a failed authentication too (Kannel's
-        username and password)."""
+        username and password); `keyring`: another ring than the agencies' (the
+        partner apps'), counted by the same throttle."""
         throttle = self.auth_throttle
         # The throttle stops key guessing: a request that presents no key guesses
         # nothing, so it is told what is wrong (401) and not counted.
@@ -92,7 +107,8 @@ class AgencyAPI:
                            f"too many failed authentications from your address; "
                            f"retry after {wait} s", headers={"Retry-After": str(wait)})
         try:
-            agency = self.keyring.authenticate(authorization)
+            agency = (self.keyring if keyring is None else keyring).authenticate(
+                authorization)
             if agency_id is not None and agency.id != agency_id:
                 raise Unauthorized("the key is not the named agency's")
             return agency

@@ -6,6 +6,7 @@ turns it into a response. The accept path's refusals (gateway.outbound.errors) b
 ApiErrors here, in `api_error`, and nowhere else.
 """
 
+from gateway.national_inbox import errors as citizen_refusals
 from gateway.outbound import errors as refusals
 
 # code -> HTTP status (CONTRACT.md, "Agency HTTP API"), plus the HTTP layer's own codes.
@@ -16,6 +17,9 @@ STATUS_FOR_CODE = {
     "unauthorized": 401,
     "sender_not_allowed": 403,
     "link_not_allowed": 403,
+    "identity_mismatch": 403,
+    "invalid_national_id": 400,
+    "directory_unavailable": 503,
     "not_found": 404,
     "method_not_allowed": 405,
     "idempotency_mismatch": 409,
@@ -73,3 +77,19 @@ def api_error(refusal):
     headers = ({"Retry-After": str(refusal.retry_after)}
                if refusal.retry_after is not None else None)
     return ApiError(CODE_FOR_REFUSAL[type(refusal)], refusal.message, headers=headers)
+
+
+# What each refusal of the national inbox (partner apps) is called in the contract.
+CODE_FOR_CITIZEN_REFUSAL = {
+    citizen_refusals.IdentityMismatch: "identity_mismatch",
+    citizen_refusals.DirectoryDown: "directory_unavailable",
+    citizen_refusals.MessageNotFound: "not_found",
+}
+
+
+def citizen_error(refusal):
+    """The ApiError for a gateway.national_inbox CitizenRefusal."""
+    headers = ({"Retry-After": str(refusal.retry_after)}
+               if refusal.retry_after is not None else None)
+    return ApiError(CODE_FOR_CITIZEN_REFUSAL[type(refusal)], refusal.message,
+                    headers=headers)

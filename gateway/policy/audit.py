@@ -1,5 +1,5 @@
-"""Security audit trail: refused senders and links, failed authentication, and the
-messages the platform itself sends from 4040.
+"""Security audit trail: refused senders and links, failed authentication, partner apps'
+identity mismatches, and the messages the platform itself sends from 4040.
 
 Every sender refusal becomes a row in the store's audit table (the contract requires it)
 and a WARNING on logger `payam.audit`. Sender ids (4040 numbers, masks) are not personal
@@ -98,6 +98,16 @@ class AuditLog:
                   message_id)
         return self._write("platform_message", None,
                            {"kind": kind, "to": recipient, "message": message_id})
+
+    def identity_mismatch(self, app_id, msisdn, peer):
+        """A partner app named a number the directory does not register to the national
+        ID it gave: the app and the number (hashed in the row, masked in the log), never
+        the national ID. Returns the store's Deferred."""
+        peer = recordable(peer)
+        log.warning("identity mismatch: app=%s msisdn=%s peer=%s", app_id,
+                    mask_msisdn(msisdn), peer)
+        return self._write("identity_mismatch", None,
+                           {"app": app_id, "msisdn": msisdn, "peer": peer})
 
     def unauthorized(self, peer, reason):
         """Audit a failed authentication, at most once per interval per peer."""

@@ -37,30 +37,35 @@ def generate_key():
 
 
 class KeyRing:
-    """Maps the SHA-256 of every configured key to its agency; swapped whole on reload."""
+    """Maps the SHA-256 of every configured key to its holder; swapped whole on reload.
 
-    def __init__(self, agencies):
-        self.update(agencies)
+    Agencies have one ring and partner apps another (kind "app"): a key is found only in
+    its own ring, so an app key on an agency route is as unknown as a made-up one, and
+    the other way round."""
 
-    def update(self, agencies):
+    def __init__(self, holders, kind="agency"):
+        self.kind = kind
+        self.update(holders)
+
+    def update(self, holders):
         by_digest = {}
-        for agency in agencies:
-            for configured in agency.keys:
+        for holder in holders:
+            for configured in holder.keys:
                 if not configured.startswith(HASH_PREFIX):
-                    raise ValueError(f"agency {agency.id}: key hash must start with "
+                    raise ValueError(f"{self.kind} {holder.id}: key hash must start with "
                                      f"{HASH_PREFIX!r}")
                 digest = configured[len(HASH_PREFIX):].lower()
-                if digest in by_digest and by_digest[digest].id != agency.id:
-                    raise ValueError(f"agencies {by_digest[digest].id} and {agency.id} "
+                if digest in by_digest and by_digest[digest].id != holder.id:
+                    raise ValueError(f"{self.kind} {by_digest[digest].id} and {holder.id} "
                                      "share an API key")
-                by_digest[digest] = agency
+                by_digest[digest] = holder
         # One assignment: a request sees the old ring or the new one, never half of each.
         self._by_digest = by_digest
-        self.agencies = tuple(agencies)
+        self.holders = self.agencies = tuple(holders)
 
     def authenticate(self, authorization):
-        """The agency owning the bearer key in an Authorization header value, or
-        Unauthorized."""
+        """The holder (agency or app) of the bearer key in an Authorization header value,
+        or Unauthorized."""
         if not authorization:
             raise Unauthorized("missing Authorization header")
         scheme, _, key = authorization.strip().partition(" ")
@@ -69,7 +74,7 @@ class KeyRing:
         key = key.strip()
         if not _KEY_SHAPE.fullmatch(key):
             raise Unauthorized("malformed key")
-        agency = self._by_digest.get(hashlib.sha256(key.encode("utf-8")).hexdigest())
-        if agency is None:
+        holder = self._by_digest.get(hashlib.sha256(key.encode("utf-8")).hexdigest())
+        if holder is None:
             raise Unauthorized("unknown key")
-        return agency
+        return holder

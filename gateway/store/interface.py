@@ -201,6 +201,16 @@ class MessageStore(Protocol):
         """→ Deferred[list[InboxMessage]]: an agency's inbox (None: unrouted) after the
         cursor `after`, oldest first."""
 
+    def citizen_messages(self, recipient: str, before=None, limit: int = 100,
+                         hidden_agencies=()) -> Deferred:
+        """→ Deferred[list[CitizenMessage]]: the messages agencies sent to `recipient`
+        (not `hidden_agencies`', nor those never sent: opted out, cancelled), newest
+        first by (created_at, id), those before `before` ((created_at, id) or None)."""
+
+    def citizen_message(self, recipient: str, message_id: str,
+                        hidden_agencies=()) -> Deferred:
+        """→ Deferred[CitizenMessage | None]: that message, if citizen_messages shows it."""
+
     def idempotent_response(self, agency: str, key: str, now: float,
                             request_hash: str | None = None) -> Deferred:
         """→ Deferred[str | None]: the first response to this key within 24 h; fails

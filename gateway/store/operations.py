@@ -496,12 +496,12 @@ def inbox_message(row):
 def file_inbox(conn, entries, ids):
     """Insert inbox entries (ids: one new id each) → [(InboxMessage, new)], in order.
     An entry whose source_key is filed already is not filed again: the one filed then
-    is returned, with new False.  in_reply_to: the latest message the agency sent from that number to
-    that citizen."""
+    is returned, with new False.  in_reply_to: the entry's, else the latest message the agency
+    sent from that number to that citizen."""
     filed = []
     for entry, new_id in zip(entries, ids):
-        in_reply_to = None
-        if entry.agency is not None:
+        in_reply_to = entry.in_reply_to            # a partner app names what it answers
+        if in_reply_to is None and entry.agency is not None:
             row = conn.execute(
                 "SELECT id FROM messages WHERE recipient = ? AND agency = ? AND sender = ?"
                 " ORDER BY created_at DESC LIMIT 1",

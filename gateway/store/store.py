@@ -22,7 +22,8 @@ from gateway.model import (
     CLAIM_ORDER, LANE_SHARES, OUTCOME_KINDS, PRIORITY_NAMES, ClaimedPart, NewBroadcast,
     NewMessage, PartOutcome)
 from gateway.receipt_ids import normal_id
-from gateway.store import audit_trail, broadcasts, correspondence, guard, operations, schema
+from gateway.store import (
+    audit_trail, broadcasts, citizen_messages, correspondence, guard, operations, schema)
 from gateway.store import receipts as store_receipts
 from gateway.store.interface import RENEW_LEASES_S, IdempotencyMismatch, StoreClosed
 from gateway.store.operations import IDEMPOTENCY_S
@@ -503,6 +504,19 @@ class Store:
         """→ [InboxMessage] of `agency`'s inbox (None: the unrouted box) after the
         cursor `after` (a seq), at most `limit`, oldest first."""
         return operations.list_inbox(self._reader, agency, after, limit)
+
+    @_read
+    def citizen_messages(self, recipient, before=None, limit=100, hidden_agencies=()):
+        """→ [CitizenMessage] sent to `recipient`, newest first, older than `before`
+        ((created_at, id); None: from the newest), at most `limit`."""
+        return citizen_messages.list_for(self._reader, recipient, before, limit,
+                                         hidden_agencies)
+
+    @_read
+    def citizen_message(self, recipient, message_id, hidden_agencies=()):
+        """→ CitizenMessage | None: `message_id` if it is one sent to `recipient`."""
+        return citizen_messages.one_for(self._reader, recipient, message_id,
+                                        hidden_agencies)
 
     @_read
     def find_sent(self, digests, citizen, since):
