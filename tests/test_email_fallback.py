@@ -267,6 +267,29 @@ class EmailFallbackTests(unittest.TestCase):
                          f"<{message_id}.sms-fallback@payam.gov.ir>")
         self.assertEqual((yield self.row(message_id))["attempts"], 2)
 
+    @defer.inlineCallbacks
+    def test_a_silent_mail_server_is_given_up_on_after_timeout_s_and_retried(self):
+        from twisted.internet.protocol import Factory, Protocol
+        silent = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(silent.stopListening)
+        message_id = yield self.accepted()
+        yield self.sms_fails(message_id)
+        sender = self.sender(port=silent.getHost().port, timeout_s=0.3)
+        yield sender.poll()
+        yield wait_until(reactor, lambda: sender.in_flight == 0)
+        row = yield self.row(message_id)
+        self.assertEqual((row["status"], row["attempts"]), ("pending", 1))
+        self.assertIn("SmtpTimeout", row["error"])
+
+    @defer.inlineCallbacks
+    def test_an_idempotency_key_reused_without_the_fallback_is_a_mismatch(self):
+        status, first = yield self.post(fallback="email", idempotency_key="k1")
+        self.assertEqual(status, 202)
+        status, again = yield self.post(fallback="email", idempotency_key="k1")
+        self.assertEqual((status, again), (202, first))
+        status, other = yield self.post(idempotency_key="k1")
+        self.assertEqual((status, other["error"]["code"]), (409, "idempotency_mismatch"))
+
     def _reopen(self):
         from gateway.store import Store
         store = Store(self.db_path, reactor)
