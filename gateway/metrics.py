@@ -76,5 +76,8 @@ OTHER_AGENCY = "other"                  # label of an agency no longer configure
 WEBHOOK_PUSHES = Counter(
     "payam_webhook_pushes_total", "Reply webhook POST outcomes (ok, retry, failed)",
     ["agency", "outcome"])
+EMAIL_SENT = Counter(
+    "payam_email_sent_total", "Email fallback attempts by result (sent, retry, failed)",
+    ["result"])
 WEBHOOK_PENDING = Gauge(
     "payam_webhook_pending", "Reply webhook pushes waiting for delivery", ["agency"])

@@ -52,6 +52,9 @@ class NewMessage:
                                        # sent ("opted_out": the citizen sent STOP)
     citizen: "Citizen | None" = None   # the directory's entry, when addressed by national
                                        # ID (resolved at accept; its email serves fallback)
+    fallback: str | None = None        # "email": sent by email if the SMS fails or
+                                       # expires (store migration 17)
+    fallback_address: str | None = None    # the address found at accept (None: unknown)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,9 @@ from gateway.national_inbox.desk import NationalInbox
 from gateway.national_inbox.identity import IdentityCheck
 from gateway.outbound.platform import PLATFORM_ID
 from gateway.policy.app_limits import AppRequestLimits
+from gateway.mail.sender import EmailFallbackSender
+from gateway.mail.smtp import SmtpClient
+from gateway.outbound.fallback import EmailFallback
 from gateway.policy.audit import AuditLog
 from gateway.policy.auth import KeyRing
 from gateway.policy.limits import AgencyLimits
@@ -128,14 +131,28 @@ def build_policy(config, store, reactor):
 
 
 def build_outbound(store, keyring, limits, audit, dispatcher, reactor,
-                   debug_text_agencies=()):
+                   debug_text_agencies=(), email_fallback=None):
     """The accept path every channel calls; accepted messages wake the dispatcher, and
     agency texts are fingerprinted with the store's key for the 4040 check."""
     return Outbound(store, limits, audit, clock=reactor,
                     agencies=lambda: keyring.agencies, route_of=dispatcher.route_of,
                     on_accepted=dispatcher.wake,
                     fingerprint=TextFingerprint(store.fingerprint_key()),
-                    debug_text_agencies=debug_text_agencies)
+                    debug_text_agencies=debug_text_agencies,
+                    email_fallback=email_fallback)
+
+
+def build_email(config, store, keyring, reactor):
+    """The email fallback's sender over `smtp:`, or None without one (then the accept
+    path refuses "fallback": "email")."""
+    if config.smtp is None:
+        return None
+
+    def agency_name(agency_id):
+        agency = next((a for a in keyring.agencies if a.id == agency_id), None)
+        return agency.name if agency is not None else agency_id
+    return EmailFallbackSender(store, reactor, SmtpClient(config.smtp, reactor), config.smtp,
+                               agency_name)
 
 
 def build_authenticity(config, store, outbound, keyring, reactor):
@@ -227,6 +244,7 @@ class GatewayService(MultiService):
         self.directory = None
         self.app_keyring = None
         self.app_limits = None
+        self.email = None
 
     # lifecycle -----------------------------------------------------------------
     def startService(self):
@@ -242,6 +260,8 @@ class GatewayService(MultiService):
         super().startService()             # the children: binds, then housekeeping
         self.inbound.start()               # the MO intake's sweep (partial sets)
         self.webhooks.start()              # pushes left pending by the last run
+        if self.email is not None:
+            self.email.start()             # fallbacks due (or left claimed by a crash)
         self.dispatcher.start()
         self.feeder.start()
         self._listen()
@@ -264,7 +284,10 @@ class GatewayService(MultiService):
         self.keyring, self.limits, audit = build_policy(config, store, reactor)
         self.outbound = build_outbound(store, self.keyring, self.limits, audit,
                                        self.dispatcher, reactor,
-                                       config.log.debug_text_agencies)
+                                       config.log.debug_text_agencies,
+                                       email_fallback=(EmailFallback(self.directory)
+                                                       if config.smtp is not None else None))
+        self.email = build_email(config, store, self.keyring, reactor)
         # Inbound answers citizens (HELP, 4040 checks, USSD filings' SMS) through the
         # accept path, which is built over the dispatcher that the binds feed.
         inbound.use_outbound(self.outbound)
@@ -320,6 +343,8 @@ class GatewayService(MultiService):
         yield self.dispatcher.release_and_flush()
         self.inbound.stop()
         yield self.webhooks.stop()
+        if self.email is not None:
+            yield bounded(self.reactor, self.email.stop(), HTTP_DRAIN_S)
         yield self.store.close()
         self.store_lock.release()
         self.notifier.stop_watchdog()

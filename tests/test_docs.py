@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import agencies_file, gateway_file, operators, routing_file, ussd_file
+from gateway.config import (
+    agencies_file, gateway_file, operators, routing_file, smtp_file, ussd_file)
 from gateway.http import openapi
 from gateway.http.errors import STATUS_FOR_CODE
 
@@ -33,7 +34,7 @@ def test_api_md_gives_every_error_code_with_its_status(code):
     ("operators", operators.OPERATOR_KEYS), ("agencies", agencies_file.AGENCY_KEYS),
     ("routing rules", routing_file.RULE_KEYS),
     ("admin", tuple(f"admin.{key}" for key in gateway_file.ADMIN_KEYS)),
-    ("operators' ussd", operators.USSD_KEYS),
+    ("operators' ussd", operators.USSD_KEYS), ("smtp", smtp_file.SMTP_KEYS),
     ("USSD menus", ussd_file.MENU_KEYS + ussd_file.COMMON_KEYS + ussd_file.OPTION_KEYS
      + ussd_file.ROUTE_KEYS + tuple(key for keys in ussd_file.KIND_KEYS.values()
                                     for key in keys))])

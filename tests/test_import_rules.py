@@ -38,6 +38,7 @@ ALLOWED = {
     "simulator": {"smpp"},
     "ussd": {"outbound"},             # USSD dialogs: filing's SMS through the accept path
     "config": set(),
+    "mail": {"store"},                # the email fallback: due rows from the store, SMTP
     "citizens": set(),                # the directory (national ID → number): a lookup
     "national_inbox": {"citizens", "inbox"},   # partner apps: identity check, reads, replies
     "service": {"*"},

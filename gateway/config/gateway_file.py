@@ -8,6 +8,7 @@ import re
 
 from gateway.config.directory_file import read_directory_settings
 from gateway.config.operators import read_operators
+from gateway.config.smtp_file import read_smtp_settings
 from gateway.config.schema import (
     DEFAULT_ADMIN_LISTEN, DEFAULT_HTTP_MAX_CONNECTIONS, LOG_FORMATS, Authenticity, Retention)
 
@@ -17,7 +18,7 @@ PORT_RE = re.compile(r"^[0-9]{1,5}$")
 
 GATEWAY_KEYS = ("http", "metrics", "store", "agencies", "routing_rules", "ussd_menus",
                 "operators", "retention", "authenticity", "admin", "log", "apps",
-                "directory")
+                "directory", "smtp")
 ADMIN_KEYS = ("listen", "remote")
 RETENTION_KEYS = ("messages", "audit", "receipts", "inbound", "inbox", "ussd")
 AUTHENTICITY_KEYS = ("retention_days", "checks_per_hour")
@@ -39,7 +40,7 @@ def read_gateway(reader, root):
         "http_max_connections": DEFAULT_HTTP_MAX_CONNECTIONS, "log": {},
         "authenticity": Authenticity(),
         "admin_listen": DEFAULT_ADMIN_LISTEN,
-        "apps_path": None, "directory": None,
+        "apps_path": None, "directory": None, "smtp": None,
     }
     if "http" in fields:
         _read_http_section(reader, fields["http"][1], settings)
@@ -75,6 +76,8 @@ def read_gateway(reader, root):
             reader, fields["apps"][1], base, "apps", directory=False)
     if "directory" in fields:
         settings["directory"] = read_directory_settings(reader, fields["directory"][1], base)
+    if "smtp" in fields:
+        settings["smtp"] = read_smtp_settings(reader, fields["smtp"][1])
     return settings
 
 

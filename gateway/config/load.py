@@ -64,7 +64,8 @@ def load_gateway_config(path):
         log=log,
         apps_path=settings["apps_path"],
         apps=apps,
-        directory=directory)
+        directory=directory,
+        smtp=settings["smtp"])
 
 
 def _log_settings(reader, fields, agencies):

@@ -126,6 +126,23 @@ class DirectorySettings:
 
 
 @dataclass(frozen=True)
+class SmtpSettings:
+    """gateway.yaml `smtp:`: the mail server the email fallback sends through."""
+    host: str
+    sender: str                          # `from`: the envelope sender and From header
+    port: int = 25
+    username: str | None = None          # SMTP AUTH, with password; none: no AUTH
+    password: str | None = None
+    starttls: bool = False               # true: STARTTLS is required before sending
+    timeout_s: float = 30.0              # one attempt (connect to the last reply)
+    max_attempts: int = 5                # then the email is failed
+    retry_s: tuple[float, float] = (60.0, 1800.0)   # backoff between attempts, from, to
+
+    def __repr__(self):                  # never the password in a log line
+        return f"SmtpSettings(host={self.host!r}, port={self.port})"
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     path: str
     http_listen: tuple[str, int]
@@ -146,6 +163,7 @@ class GatewayConfig:
     apps_path: str | None = None         # absolute; apps.yaml
     apps: tuple[App, ...] = ()
     directory: DirectorySettings | None = None
+    smtp: SmtpSettings | None = None     # the email fallback's server; None: refused
 
 
 # USSD menus (issue 9): one UssdMenu per agency file under `ussd_menus:`, read by

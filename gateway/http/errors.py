@@ -68,6 +68,7 @@ CODE_FOR_REFUSAL = {
     refusals.IdempotencyConflict: "idempotency_mismatch",
     refusals.InvalidBroadcast: "invalid_request",
     refusals.TooManyRecipients: "payload_too_large",
+    refusals.FallbackRefused: "invalid_request",
 }
 
 

@@ -23,7 +23,7 @@ MAX_REPORTED = 5              # unknown fields named in one error
 
 PRIORITIES = {name: number for number, name in PRIORITY_NAMES.items()}   # name → number
 FIELDS = ("from", "to", "text", "priority", "reference", "idempotency_key", "validity_s",
-          "receipt")
+          "receipt", "fallback")
 _FIELD_SET = frozenset(FIELDS)
 
 
@@ -181,9 +181,14 @@ def parse_submission(body):
     if not isinstance(receipt, bool):
         raise invalid("'receipt' must be true or false")
 
+    fallback = document.get("fallback")
+    if fallback is not None and fallback != "email":
+        raise invalid("'fallback' must be \"email\" (send by email when the SMS fails "
+                      "or expires)")
+
     return Submission(
         sender=document["from"], recipients=recipients, text=text,
         priority=PRIORITIES[priority_name],
         reference=_optional_string(document, "reference", MAX_REFERENCE),
         idempotency_key=_optional_string(document, "idempotency_key", MAX_IDEMPOTENCY_KEY),
-        validity_s=validity, receipt=receipt)
+        validity_s=validity, receipt=receipt, fallback=fallback)

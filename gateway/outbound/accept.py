@@ -21,6 +21,7 @@ from gateway.model import NORMAL, NewMessage
 from gateway.numbers import mask_msisdn
 from gateway.outbound.checks import check_text_length, normalize_recipients
 from gateway.outbound import platform
+from gateway.outbound.fallback import check_fallback
 from gateway.outbound.errors import (
     IdempotencyConflict, LinkRefused, OverQuota, Overloaded, OverRate, SenderRefused,
     TooManyParts)
@@ -53,7 +54,7 @@ def _waiting_too_long():
 class Outbound:
     def __init__(self, store, limits, audit, *, clock, agencies=tuple, route_of=None,
                  on_accepted=None, max_pending=DEFAULT_MAX_PENDING, fingerprint=None,
-                 debug_text_agencies=()):
+                 debug_text_agencies=(), email_fallback=None):
         """limits: a gateway.policy.limits.AgencyLimits; audit: a policy.audit.AuditLog;
         agencies(): the agencies configured now (SIGHUP replaces them), to name a refused
         sender's owner in the audit; route_of(msisdn): the route stored with a message
@@ -61,7 +62,9 @@ class Outbound:
         with their routes; fingerprint: a gateway.text.fingerprint.TextFingerprint, whose
         fingerprint of each agency text is stored with its messages (the 4040 check);
         None stores none; debug_text_agencies: the agencies whose message text is
-        logged at DEBUG (gateway.yaml log.debug_text_agencies; nobody's otherwise)."""
+        logged at DEBUG (gateway.yaml log.debug_text_agencies; nobody's otherwise);
+        email_fallback: a gateway.outbound.fallback.EmailFallback when `smtp:` is
+        configured (None: `"fallback": "email"` is refused)."""
         self.store = store
         self.limits = limits
         self.audit = audit
@@ -72,6 +75,7 @@ class Outbound:
         self.max_pending = max_pending
         self.fingerprint = fingerprint
         self.debug_text_agencies = frozenset(debug_text_agencies)
+        self.email_fallback = email_fallback
         self.pending = 0                 # accepts handed to the store, not yet committed
         self._in_flight = {}             # (agency, idempotency key) -> [waiting Deferreds]
         self._random = random.Random()   # concatenation references: unpredictable enough
@@ -98,6 +102,8 @@ class Outbound:
         sender = self._check_sender(agency, submission.sender, origin)
         recipients = normalize_recipients(submission.recipients)
         parts = check_text_length(submission.text)
+        if submission.fallback is not None:
+            check_fallback(submission.fallback, self.email_fallback)
         if agency.links:
             self._check_links(agency, submission.text, origin)
         if getattr(agency, "opt_out", False) and submission.priority == NORMAL:
@@ -240,10 +246,19 @@ class Outbound:
         # store.accept returns a Deferred: no maybeDeferred, and one callback for the
         # whole outcome (each Deferred link costs µs per request).
         try:
-            d = self.store.accept(messages, idempotency=idempotency)
+            d = self._store_accept(messages, idempotency)
         except Exception:
             d = defer.fail()
         d.addBoth(self._stored, agency, messages, document, reservation, key, answer)
+        return d
+
+    def _store_accept(self, messages, idempotency):
+        if messages[0].fallback is None or self.email_fallback is None:
+            return self.store.accept(messages, idempotency=idempotency)
+        # The email addresses are found first (the directory's answers, fired at once
+        # by the file), then stored with the messages in one transaction.
+        d = self.email_fallback.find_addresses(messages)
+        d.addCallback(lambda _: self.store.accept(messages, idempotency=idempotency))
         return d
 
     def _build(self, agency, submission, sender, recipients, opted_out=(),
@@ -272,7 +287,8 @@ class Outbound:
                 route=self.route_of(recipient),
                 # An opted-out citizen is sent nothing: no fingerprint to confirm.
                 fingerprint=None if recipient in opted_out else digest,
-                error=OPTED_OUT if recipient in opted_out else None))
+                error=OPTED_OUT if recipient in opted_out else None,
+                fallback=submission.fallback))
         return messages
 
     def _stored(self, result, agency, messages, document, reservation, key, answer):

@@ -66,3 +66,7 @@ class InvalidBroadcast(Refusal):
 
 class TooManyRecipients(Refusal):
     """More recipients than one broadcast takes."""
+
+
+class FallbackRefused(Refusal):
+    """The submission asks for a fallback channel this gateway cannot offer."""

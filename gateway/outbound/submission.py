@@ -21,6 +21,7 @@ class Submission:
     idempotency_key: "str | None"
     validity_s: int
     receipt: bool
+    fallback: "str | None" = None  # "email": by email if the SMS fails (fallback.py)
 
 
 def request_hash(submission, sender, recipients):
@@ -29,7 +30,10 @@ def request_hash(submission, sender, recipients):
     kept with its idempotency key, so that a reuse with another body is told apart."""
     canonical = json.dumps([sender, recipients, submission.text, submission.priority,
                             submission.reference, submission.validity_s,
-                            submission.receipt], separators=(",", ":"))
+                            submission.receipt]
+                           # Only when asked: keys stored before the fallback keep theirs.
+                           + ([submission.fallback] if submission.fallback else []),
+                           separators=(",", ":"))
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
 
 

@@ -188,7 +188,7 @@ class MessageStore(Protocol):
     # -- reads ------------------------------------------------------------------------
     def get_message(self, message_id: str) -> Deferred:
         """→ Deferred[dict | None]: the contract's fields, "agency", "attempts" and
-        "last_error"."""
+        "last_error"; "channels" {"sms", "email"} when an email fallback was asked."""
 
     def find_sent(self, digests: list[bytes], citizen: str, since: float) -> Deferred:
         """→ Deferred[SentMatch | None]: the latest message whose text fingerprint is one
@@ -256,3 +256,18 @@ class MessageStore(Protocol):
 
     def broadcast_backlog(self, broadcast_id: str) -> Deferred:
         """→ Deferred[int]: its fed messages not yet wholly submitted."""
+
+    # the email fallback (gateway/store/email_fallbacks.py, migration 17): a row per
+    # message accepted with "fallback": "email", due once its SMS failed or expired
+    def claim_email_fallbacks(self, now: float, limit: int, busy_until: float) -> Deferred:
+        """→ Deferred[[(message_id, agency, address, attempt, text, created_at, sms
+        status)]]: due rows, each claimed (attempt counted) until `busy_until`."""
+
+    def settle_email_fallback(self, message_id: str, attempt: int, status: str,
+                              next_at: float | None = None, error: str | None = None,
+                              sent_at: float | None = None) -> Deferred:
+        """An attempt's outcome ('sent', 'failed', 'pending' from next_at) → Deferred[bool]
+        whether the row was still that attempt's."""
+
+    def email_fallback(self, message_id: str) -> Deferred:
+        """→ Deferred[dict | None]: the fallback's row."""

@@ -375,6 +375,15 @@ def _v13_audit_rules_and_status_counts(db):
         " ON CONFLICT (agency, status) DO UPDATE SET n = n + 1; END")
 
 
+def _v17_email_fallbacks(db):
+    # Issue 12 item 6: a message asked with "fallback": "email" has a row here from its
+    # accept (store/email_fallbacks.py says what each status means); the trigger makes
+    # it due when its SMS fails or expires, and not needed when it is delivered.
+    from gateway.store.email_fallbacks import schema_sql
+    for statement in schema_sql(FINAL_STATES_SQL):
+        db.execute(statement)
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
@@ -392,6 +401,7 @@ MIGRATIONS = [
     (13, _v13_audit_rules_and_status_counts),
     (14, _v14_broadcasts),
     (15, _v15_idempotency_request_hash),
+    (17, _v17_email_fallbacks),
 ]
 
 

@@ -25,6 +25,7 @@ from gateway.receipt_ids import normal_id
 from gateway.store import (
     audit_trail, broadcasts, citizen_messages, correspondence, guard, operations, schema)
 from gateway.store import receipts as store_receipts
+from gateway.store import email_fallbacks
 from gateway.store.interface import RENEW_LEASES_S, IdempotencyMismatch, StoreClosed
 from gateway.store.operations import IDEMPOTENCY_S
 from gateway.store.writer import Writer
@@ -275,6 +276,11 @@ class Store:
         ids = [m.id for m in messages]
         item = (message_rows, part_rows, ids, idempotency, now, fingerprint_rows)
         ended = [(m.error, m.id) for m in messages if m.error is not None]
+        fallback_rows = email_fallbacks.rows_of(messages, now)
+        if fallback_rows:
+            # With their email fallbacks (migration 17), in the same transaction.
+            return self._write(lambda conn: _with_fallbacks(
+                conn, item, ended, now, fallback_rows))
         if ended:
             # Recorded failed at once (the part trigger ends the message), in the
             # accept's own transaction; rare (opt-outs), so outside the grouped write.
@@ -548,6 +554,7 @@ class Store:
             "created_at": _iso(created_at), "submitted_at": _iso(submitted_at),
             "done_at": _iso(done_at), "error": error,
             "attempts": attempts, "last_error": last_error, "agency": agency,
+            **_channels(self._reader, id_, status),
         }
 
     @_read
@@ -725,6 +732,42 @@ class Store:
     @_read
     def opted_out(self, agency, citizens):
         return correspondence.opted_out(self._reader, agency, citizens)
+
+
+    # -- the email fallback (migration 17; gateway/store/email_fallbacks.py) ----------
+
+    def claim_email_fallbacks(self, now, limit, busy_until):
+        """Due fallbacks (their SMS failed or expired), claimed until `busy_until`.
+        Deferred[[(message_id, agency, address, attempt, text, created_at, sms status)]]."""
+        return self._write(lambda conn: email_fallbacks.claim_due(conn, now, limit,
+                                                                  busy_until))
+
+    def settle_email_fallback(self, message_id, attempt, status, next_at=None, error=None,
+                              sent_at=None):
+        """An attempt's outcome: 'sent', 'failed', or 'pending' again from `next_at`.
+        Deferred[bool]: False when the row is no longer that attempt's."""
+        return self._write(lambda conn: email_fallbacks.settle(
+            conn, message_id, attempt, status, next_at, error, sent_at))
+
+    @_read
+    def email_fallback(self, message_id):
+        """The fallback's row as a dict (status, address, attempts, ...), or None."""
+        return email_fallbacks.fallback_of(self._reader, message_id)
+
+
+def _with_fallbacks(conn, item, ended, now, fallback_rows):
+    if ended:
+        ids = correspondence.insert_ended(conn, operations.insert_messages, item, ended, now)
+    else:
+        ids = operations.insert_messages(conn, [item])[0]
+    email_fallbacks.insert(conn, fallback_rows)
+    return ids
+
+
+def _channels(reader, message_id, sms_status):
+    """{"channels": {...}} for a message that asked for a fallback, else nothing."""
+    email = email_fallbacks.channel_of(reader, message_id)
+    return {} if email is None else {"channels": {"sms": sms_status, "email": email}}
 
 
 # -- validation -----------------------------------------------------------------------

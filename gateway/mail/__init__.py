@@ -1,0 +1,1 @@
+"""The email channel: a message whose SMS failed or expired, sent by email."""
