@@ -61,8 +61,10 @@ class FakeShahkar(resource.Resource):
             request.write(FOUND)
             request.finish()
             return server.NOT_DONE_YET
-        status, body = answer
+        status, body = answer[:2]
         request.setResponseCode(status)
+        for name, value in answer[2:]:
+            request.setHeader(name, value)
         return body
 
     def release(self, body=FOUND):
@@ -138,6 +140,14 @@ class LoopbackDirectory(unittest.TestCase):
         assert len(self.shahkar.asked) == 4          # a failure is asked again each time
         self.shahkar.answers[NID] = (200, FOUND)
         assert (yield directory.lookup(NID)).msisdn == "989121234567"
+
+    @defer.inlineCallbacks
+    def test_a_redirect_is_not_followed(self):
+        # The national ID is in the URL: it goes to the configured service only.
+        self.shahkar.answers[NID] = (302, b"", (b"location", f"{self.url}/citizens/{OTHER}"))
+        self.shahkar.answers[OTHER] = (200, FOUND)
+        assert "HTTP 302" in (yield self.unavailable(self.directory()))
+        assert self.shahkar.asked == [f"/shahkar/citizens/{NID}"]
 
     @defer.inlineCallbacks
     def test_malformed_answers_are_unavailable_never_a_guess(self):

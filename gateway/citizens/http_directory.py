@@ -2,9 +2,9 @@
 
 `GET {url}/citizens/{national_id}` → 200 `{"msisdn": "98912...", "email": "..."?}` is the
 citizen (the number normalised), 404 is "not registered" (None). Anything else — another
-status, no answer within `timeout_s`, a refused connection, a body over MAX_BODY, not
-that JSON, a number or email that is not one — is DirectoryUnavailable: the caller
-answers 503, it never guesses a number.
+status (a redirect is not followed: the ID goes to this service only), no answer within
+`timeout_s`, a refused connection, a body over MAX_BODY, not that JSON, a number or email
+that is not one — is DirectoryUnavailable: the caller answers 503, it never guesses.
 
 Answers (found and not registered) are kept `cache_ttl_s` in a bounded cache
 (cache.py); concurrent lookups of one ID share one request; at most `max_in_flight`
@@ -106,7 +106,8 @@ class HttpDirectory:
     def _ask(self, national_id):
         started = self.clock.seconds()
         d = self._http.get(f"{self.url}/citizens/{national_id}",
-                           headers={"Accept": ["application/json"]})
+                           headers={"Accept": ["application/json"]},
+                           allow_redirects=False)   # the ID goes to this service only
         d.addCallback(_read_answer)
         d.addTimeout(self.timeout_s, self.clock, onTimeoutCancel=_timed_out)
         d.addCallback(_citizen, national_id)
@@ -114,6 +115,9 @@ class HttpDirectory:
         d.addBoth(self._answered, national_id, started)
 
     def _failed(self, failure, national_id):
+        reasons = getattr(failure.value, "reasons", None)    # the agent's ResponseFailed
+        if reasons:
+            failure = reasons[0]
         if failure.check(defer.TimeoutError, defer.CancelledError):
             reason = f"no answer within {self.timeout_s:g} s"
         else:
