@@ -81,3 +81,11 @@ EMAIL_SENT = Counter(
     ["result"])
 WEBHOOK_PENDING = Gauge(
     "payam_webhook_pending", "Reply webhook pushes waiting for delivery", ["agency"])
+
+# -- issue 12 item 2: the citizen directory's lookup service -----------------------------
+DIRECTORY_LOOKUPS = Counter(
+    "payam_directory_lookups_total", "National-ID lookups by how they were answered: "
+    "found, unknown (not registered), cached (kept answer), unavailable (503)", ["result"])
+DIRECTORY_SECONDS = Histogram(
+    "payam_directory_lookup_seconds", "Lookup service requests, from asking to its answer "
+    "or failure", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

@@ -18,6 +18,7 @@ from twisted.internet.defer import CancelledError, inlineCallbacks
 from gateway.authenticity.desk import AuthenticityDesk
 from gateway.admin.endpoint import AdminAPI, status_document
 from gateway.citizens.directory import FileDirectory
+from gateway.citizens.http_directory import HttpDirectory
 from gateway.config.load import (
     load_agencies, load_apps, load_directory_file, load_routing, load_ussd_menus)
 from gateway.dispatch import Dispatcher
@@ -105,10 +106,13 @@ def build_ussd(config, store, inbox, outbound, reactor):
 
 def build_directory(config, reactor):
     """The citizen directory (national ID → number), or None when gateway.yaml names
-    none: then national-ID recipients and the citizen API answer that none is set."""
+    none: then national-ID recipients and the citizen API answer that none is set.
+    `url`: the lookup service, asked over HTTP with a cache (its failures are 503s)."""
     settings = config.directory
     if settings is None:
         return None
+    if settings.url is not None:
+        return HttpDirectory(settings, reactor)
     return FileDirectory(settings.citizens)
 
 
@@ -345,6 +349,8 @@ class GatewayService(MultiService):
         yield self.webhooks.stop()
         if self.email is not None:
             yield bounded(self.reactor, self.email.stop(), HTTP_DRAIN_S)
+        if isinstance(self.directory, HttpDirectory):
+            yield self.directory.close()   # its kept-alive connections
         yield self.store.close()
         self.store_lock.release()
         self.notifier.stop_watchdog()

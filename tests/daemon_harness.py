@@ -29,15 +29,20 @@ KEYS = {
 
 
 # What must never reach a log line or /metrics: a citizen's whole number, in the
-# international or the national form (masked ones, 98912****567, do not match).
+# international or the national form (masked ones, 98912****567, do not match), and the
+# national IDs the daemon knows (its directory file's, those sent as recipients).
 FULL_NUMBER = re.compile(r"(?<![0-9])(?:98[0-9]{10}|09[0-9]{9})(?![0-9])")
 MIN_TEXT_CHECKED = 12           # shorter texts ("retried") may be words of any line
+_ASCII_DIGITS = str.maketrans({**{0x06F0 + i: str(i) for i in range(10)},
+                               **{0x0660 + i: str(i) for i in range(10)}})
 
 
-def privacy_leaks(output, texts=()):
-    """The lines of `output` that carry a full phone number or one of the message
-    `texts` sent (a JSON line is also read decoded, so escaped text is found)."""
+def privacy_leaks(output, texts=(), national_ids=()):
+    """The lines of `output` that carry a full phone number, one of the message `texts`
+    sent or one of the `national_ids` (ASCII or Persian digits; a JSON line is also read
+    decoded, so escaped text is found)."""
     texts = [t for t in texts if isinstance(t, str) and len(t.strip()) >= MIN_TEXT_CHECKED]
+    texts += _id_forms(national_ids)
     leaks = []
     for line in output.splitlines():
         seen = line
@@ -51,11 +56,47 @@ def privacy_leaks(output, texts=()):
     return leaks
 
 
-def assert_private(output, texts=(), what="daemon output"):
-    leaks = privacy_leaks(output, texts)
-    shown = [FULL_NUMBER.sub(lambda m: m.group()[:5] + "…", line)[:300] for line in leaks[:5]]
-    assert not leaks, (f"{len(leaks)} line(s) of the {what} carry a full phone number "
-                       f"or a message text:\n" + "\n".join(shown))
+def _id_forms(national_ids):
+    """Each national ID as written, in ASCII digits and in Persian digits."""
+    forms = set()
+    for value in national_ids:
+        if isinstance(value, int):
+            value = f"{value:010d}"
+        if isinstance(value, str) and len(value.strip()) >= 8:
+            ascii_form = value.strip().translate(_ASCII_DIGITS)
+            forms.update((value.strip(), ascii_form,
+                          "".join(chr(0x06F0 + int(d)) if d.isdigit() else d
+                                  for d in ascii_form)))
+    return sorted(forms)
+
+
+def assert_private(output, texts=(), what="daemon output", national_ids=()):
+    leaks = privacy_leaks(output, texts, national_ids)
+    hidden = _id_forms(national_ids)
+
+    def shown(line):
+        line = FULL_NUMBER.sub(lambda m: m.group()[:5] + "…", line)
+        for national_id in hidden:
+            line = line.replace(national_id, "<national ID>")
+        return line[:300]
+    assert not leaks, (f"{len(leaks)} line(s) of the {what} carry a full phone number, "
+                       f"a national ID or a message text:\n"
+                       + "\n".join(map(shown, leaks[:5])))
+
+
+def directory_national_ids(config_path):
+    """The national IDs of the directory file gateway.yaml names (`directory: {path}`),
+    as written there; none for a lookup service or no directory."""
+    config_path = Path(config_path)
+    try:
+        setting = (yaml.safe_load(config_path.read_text()) or {}).get("directory")
+        if not isinstance(setting, dict) or not isinstance(setting.get("path"), str):
+            return set()
+        entries = yaml.safe_load((config_path.parent / setting["path"]).read_text())
+    except (OSError, yaml.YAMLError):
+        return set()
+    return {entry["national_id"] for entry in entries or ()
+            if isinstance(entry, dict) and isinstance(entry.get("national_id"), (str, int))}
 
 
 def free_port():
@@ -152,11 +193,12 @@ class Simulator:
 
 def write_config(directory, smpp_port, *, operators=("mci", "irancell", "rightel"),
                  window=10, binds=1, tps=1000, receipts=True, agencies=None, routing=None,
-                 receipt_ids="raw"):
+                 receipt_ids="raw", citizens=None):
     """gateway.yaml + the sample agencies and routing rules, pointed at the simulator
     (whose receipts carry the submit_sm_resp id as it is unless told otherwise:
     receipt_ids raw, so that a single receipt is matched without learning; None leaves
-    the key out, i.e. the default `auto`)."""
+    the key out, i.e. the default `auto`). citizens: gateway.yaml's `directory:` value
+    ({"path": ...} or {"url": ...}); none by default."""
     directory = Path(directory)
     http_port = free_port()
     config = {
@@ -177,6 +219,8 @@ def write_config(directory, smpp_port, *, operators=("mci", "irancell", "rightel
     if receipt_ids is None:
         for operator in config["operators"]:
             del operator["receipt_ids"]
+    if citizens is not None:
+        config["directory"] = citizens
     path = directory / "gateway.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
     return path, http_port
@@ -186,8 +230,9 @@ class Daemon:
     """`payam-gateway run -c …` as a subprocess.
 
     When it stops, its whole output and a last scrape of /metrics are checked for full
-    phone numbers and for the texts sent through `send` (assert_private): every
-    end-to-end test using it asserts the daemon's privacy.  `check_privacy = False` for a
+    phone numbers, for the texts sent through `send` and for national IDs (those of its
+    directory file, at start and at stop, and those `send` addressed) (assert_private):
+    every end-to-end test using it asserts the daemon's privacy.  `check_privacy = False` for a
     test that turns on log.debug_text_agencies."""
 
     def __init__(self, config_path, http_port):
@@ -197,10 +242,12 @@ class Daemon:
         self.proc = None
         self.check_privacy = True
         self.texts = set()              # message texts sent through send()
+        self.national_ids = set()       # the directory file's, and recipients' of send()
         self.metrics_seen = ""
         self.signalled = False          # a test's own signal: stop() then scrapes nothing
 
     def start(self, wait_bound=True, extra=()):
+        self.national_ids |= directory_national_ids(self.config_path)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "gateway.cli", "run", "-c", str(self.config_path), *extra],
@@ -228,6 +275,10 @@ class Daemon:
 
     def send(self, key, **body):
         self.texts.add(body.get("text"))
+        recipients = body.get("to")
+        for recipient in recipients if isinstance(recipients, list) else [recipients]:
+            if isinstance(recipient, dict):
+                self.national_ids.add(recipient.get("national_id"))
         return http_json(self.http_port, "POST", "/v1/messages", body, key=key)
 
     def status(self, key, message_id):
@@ -288,8 +339,10 @@ class Daemon:
 
     def assert_private(self):
         if self.check_privacy:
-            assert_private(self.output(), self.texts)
-            assert_private(self.metrics_seen, self.texts, what="/metrics output")
+            self.national_ids |= directory_national_ids(self.config_path)
+            assert_private(self.output(), self.texts, national_ids=self.national_ids)
+            assert_private(self.metrics_seen, self.texts, what="/metrics output",
+                           national_ids=self.national_ids)
 
     def output(self):
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import (
-    agencies_file, gateway_file, operators, routing_file, smtp_file, ussd_file)
+    agencies_file, apps_file, directory_file, gateway_file, operators, routing_file, smtp_file,
+    ussd_file)
 from gateway.http import openapi
 from gateway.http.errors import STATUS_FOR_CODE
 
@@ -33,6 +34,8 @@ def test_api_md_gives_every_error_code_with_its_status(code):
     ("authenticity", gateway_file.AUTHENTICITY_KEYS),
     ("operators", operators.OPERATOR_KEYS), ("agencies", agencies_file.AGENCY_KEYS),
     ("routing rules", routing_file.RULE_KEYS),
+    ("directory", directory_file.DIRECTORY_KEYS), ("apps", apps_file.APP_KEYS),
+    ("directory file", directory_file.CITIZEN_KEYS),
     ("admin", tuple(f"admin.{key}" for key in gateway_file.ADMIN_KEYS)),
     ("operators' ussd", operators.USSD_KEYS), ("smtp", smtp_file.SMTP_KEYS),
     ("USSD menus", ussd_file.MENU_KEYS + ussd_file.COMMON_KEYS + ussd_file.OPTION_KEYS
