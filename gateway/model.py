@@ -27,6 +27,9 @@ FINAL_STATES = ("delivered", "failed", "expired")
 OUTCOME_KINDS = ("submitted", "requeue", "failed", "expired")
 # The error of a part whose sends went unanswered (it may have reached the citizen).
 UNKNOWN_OUTCOME = "unknown_outcome"
+# The error of a message to a national ID the directory does not know: stored failed,
+# with no number and no parts (it costs no quota).
+UNKNOWN_CITIZEN = "unknown_citizen"
 
 
 @dataclass
@@ -52,6 +55,8 @@ class NewMessage:
                                        # sent ("opted_out": the citizen sent STOP)
     citizen: "Citizen | None" = None   # the directory's entry, when addressed by national
                                        # ID (resolved at accept; its email serves fallback)
+    national_id: str | None = None     # the ID the agency addressed (stored: its answers
+                                       # show it and only a masked number)
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class NewBroadcast:
     recipients: int                    # distinct valid numbers stored
     invalid: int                       # entries that were not numbers
     fingerprint: bytes | None = None   # its text's, for the 4040 check (one row per recipient)
+    unknown_citizens: int = 0          # national IDs the directory did not know (failed)
 
 
 @dataclass

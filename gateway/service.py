@@ -248,6 +248,7 @@ class GatewayService(MultiService):
         self.outbound = build_outbound(store, self.keyring, self.limits, audit,
                                        self.dispatcher, reactor,
                                        config.log.debug_text_agencies)
+        self.outbound.use_directory(self.directory)     # national-ID recipients
         # Inbound answers citizens (HELP, 4040 checks, USSD filings' SMS) through the
         # accept path, which is built over the dispatcher that the binds feed.
         inbound.use_outbound(self.outbound)

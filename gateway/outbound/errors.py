@@ -66,3 +66,15 @@ class InvalidBroadcast(Refusal):
 
 class TooManyRecipients(Refusal):
     """More recipients than one broadcast takes."""
+
+
+class InvalidNationalIds(Refusal):
+    """Some recipients given by national_id are not national IDs (shape, check digit)."""
+
+
+class NoDirectory(Refusal):
+    """Recipients given by national_id, and no citizen directory is configured."""
+
+
+class DirectoryDown(Refusal):
+    """The citizen directory could not answer: nothing was stored; retry later."""

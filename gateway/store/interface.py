@@ -187,8 +187,8 @@ class MessageStore(Protocol):
 
     # -- reads ------------------------------------------------------------------------
     def get_message(self, message_id: str) -> Deferred:
-        """→ Deferred[dict | None]: the contract's fields, "agency", "attempts" and
-        "last_error"."""
+        """→ Deferred[dict | None]: the contract's fields, "agency", "attempts",
+        "last_error", and "national_id" when it was addressed by one."""
 
     def find_sent(self, digests: list[bytes], citizen: str, since: float) -> Deferred:
         """→ Deferred[SentMatch | None]: the latest message whose text fingerprint is one

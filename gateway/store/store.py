@@ -22,7 +22,8 @@ from gateway.model import (
     CLAIM_ORDER, LANE_SHARES, OUTCOME_KINDS, PRIORITY_NAMES, ClaimedPart, NewBroadcast,
     NewMessage, PartOutcome)
 from gateway.receipt_ids import normal_id
-from gateway.store import audit_trail, broadcasts, correspondence, guard, operations, schema
+from gateway.store import (audit_trail, broadcasts, correspondence, guard, national_ids,
+                           operations, schema)
 from gateway.store import receipts as store_receipts
 from gateway.store.interface import RENEW_LEASES_S, IdempotencyMismatch, StoreClosed
 from gateway.store.operations import IDEMPOTENCY_S
@@ -274,6 +275,11 @@ class Store:
         ids = [m.id for m in messages]
         item = (message_rows, part_rows, ids, idempotency, now, fingerprint_rows)
         ended = [(m.error, m.id) for m in messages if m.error is not None]
+        addressed = [(m.national_id, m.id) for m in messages if m.national_id is not None]
+        if addressed:
+            # Addressed by national ID (migration 17): rare, outside the grouped write.
+            return self._write(lambda conn: national_ids.insert_addressed(
+                conn, operations.insert_messages, item, ended, addressed, now))
         if ended:
             # Recorded failed at once (the part trigger ends the message), in the
             # accept's own transaction; rare (opt-outs), so outside the grouped write.
@@ -517,7 +523,7 @@ class Store:
         tried again) and `last_error` (the latest such error of its most-retried part)."""
         row = self._reader.execute(
             "SELECT id, agency, sender, recipient, status, parts, priority, reference,"
-            " operator, created_at, submitted_at, done_at, error,"
+            " operator, created_at, submitted_at, done_at, error, national_id,"
             " (SELECT COALESCE(SUM(attempts), 0) FROM parts WHERE message_id = m.id),"
             " (SELECT error FROM parts WHERE message_id = m.id AND error IS NOT NULL"
             "  ORDER BY attempts DESC, seq LIMIT 1)"
@@ -526,8 +532,8 @@ class Store:
         if row is None:
             return None
         (id_, agency, sender, recipient, status, parts, priority, reference, operator,
-         created_at, submitted_at, done_at, error, attempts, last_error) = row
-        return {
+         created_at, submitted_at, done_at, error, national_id, attempts, last_error) = row
+        message = {
             "id": id_, "from": sender, "to": recipient, "status": status, "parts": parts,
             "priority": PRIORITY_NAMES.get(priority, str(priority)),
             "reference": reference, "operator": operator,
@@ -535,6 +541,9 @@ class Store:
             "done_at": _iso(done_at), "error": error,
             "attempts": attempts, "last_error": last_error, "agency": agency,
         }
+        if national_id is not None:        # addressed by national ID (migration 17)
+            message["national_id"] = national_id
+        return message
 
     @_read
     def idempotent_response(self, agency, key, now, request_hash=None):
@@ -718,8 +727,11 @@ class Store:
 def _check_message(m):
     if not isinstance(m, NewMessage):
         raise TypeError(f"accept takes NewMessage objects, not {type(m).__name__}")
+    # A message to an unknown citizen (no parts, failed at accept) has no number.
+    may_be_empty = ("text", "recipient") if not m.parts else ("text",)
     for name in ("id", "agency", "sender", "recipient", "text"):
-        if not isinstance(getattr(m, name), str) or (name != "text" and not getattr(m, name)):
+        if not isinstance(getattr(m, name), str) or (name not in may_be_empty
+                                                     and not getattr(m, name)):
             raise ValueError(f"message {name} must be a non-empty string")
     if m.priority not in PRIORITY_NAMES:
         raise ValueError(f"message priority must be 0, 1 or 2, not {m.priority!r}")
@@ -731,7 +743,8 @@ def _check_message(m):
         value = getattr(m, name)
         if not isinstance(value, int) or not 0 <= value <= 255:
             raise ValueError(f"message {name} must be an octet, not {value!r}")
-    if not isinstance(m.parts, (list, tuple)) or not m.parts:
+    if not isinstance(m.parts, (list, tuple)) or (not m.parts and m.error is None):
+        # Only a message failed at accept may have none (to an unknown citizen).
         raise ValueError("message needs at least one part")
     if not all(isinstance(p, (bytes, bytearray)) for p in m.parts):
         raise ValueError("message parts must be bytes")
