@@ -224,7 +224,8 @@ class MessageStore(Protocol):
     # broadcasts (gateway/store/broadcasts.py): recipients received in batches, opened
     # once all are durable, fed into messages and parts while they drain
     def add_broadcast_recipients(self, broadcast_id: str, rows: list) -> Deferred:
-        """rows [[number (int, 98...), route]] → Deferred[int]: how many were new."""
+        """rows [[number (int, 98...), route(, the national ID it was addressed by)]]
+        → Deferred[int]: how many were new."""
 
     def open_broadcast(self, broadcast: NewBroadcast) -> Deferred:
         """The broadcast and its parts stored once; its recipients become feedable."""

@@ -459,8 +459,9 @@ class Store:
     # -- broadcasts (broadcasts.py) ---------------------------------------------------
 
     def add_broadcast_recipients(self, broadcast_id, rows):
-        """rows [[number as int, route]]; Deferred[int] of those new to the broadcast
-        (a repeated number is kept once) once durable."""
+        """rows [[number as int, route(, national ID it was addressed by)]];
+        Deferred[int] of those new to the broadcast (a repeated number is kept once)
+        once durable."""
         return self._write(broadcasts.add_recipients, (broadcast_id, rows))
 
     def open_broadcast(self, broadcast):
@@ -471,8 +472,8 @@ class Store:
                int(bool(b.receipt)), b.data_coding, b.esm_class, len(b.parts),
                b.created_at, b.recipients, b.invalid)
         payloads = [bytes(p) for p in b.parts]
-        return self._write(lambda conn: broadcasts.open_broadcast(conn, row, payloads,
-                                                                  b.fingerprint))
+        return self._write(lambda conn: broadcasts.open_broadcast(
+            conn, row, payloads, b.fingerprint, b.unknown_citizens))
 
     def discard_broadcast(self, broadcast_id):
         return self._write(lambda conn: broadcasts.discard(conn, broadcast_id))
