@@ -276,3 +276,54 @@ def _later():
     from twisted.internet.task import deferLater
     return deferLater(reactor, 0.01, lambda: None)
 
+
+
+class BrokenDirectory:
+    """An adapter with a bug whose error message holds the ID it was asked."""
+
+    def lookup(self, national_id):
+        return defer.fail(KeyError(f"no row for {national_id}"))
+
+
+class UnexpectedDirectoryErrors(NationalIdTests):
+
+    @defer.inlineCallbacks
+    def test_an_adapter_error_is_503_and_its_message_is_not_logged(self):
+        self.api.outbound.use_directory(BrokenDirectory())
+        with self.assertLogs("payam", logging.ERROR) as logs:
+            status, _, body = yield self.send(**{
+                "from": "40401234", "text": "x", "to": [{"national_id": CITIZEN.national_id}]})
+        self.assertEqual((status, body["error"]["code"]), (503, "directory_unavailable"))
+        self.assertTrue(logs.output)
+        self.assertFalse(any(CITIZEN.national_id in line for line in logs.output),
+                         logs.output)
+        self.assertEqual(self.message_count(), 0)
+
+
+def test_the_resolver_shares_its_slots_fails_a_job_once_and_goes_on_with_the_next():
+    from gateway.outbound.errors import DirectoryDown
+    from gateway.outbound.recipients import Resolver
+
+    held = HeldDirectory([CITIZEN, IRANCELL_CITIZEN])
+    resolver = Resolver(held, at_once=2)
+    first = resolver.lookup_all([CITIZEN.national_id, IRANCELL_CITIZEN.national_id,
+                                 UNKNOWN_ID])
+    second = resolver.lookup_all([CITIZEN.national_id])
+    assert len(held.waiting) == 2 and resolver.in_flight == 2     # the third waits
+    held.answer_all()                    # the third of `first`, then `second`'s, follow
+    held.answer_all()
+    assert first.result == {CITIZEN.national_id: CITIZEN,
+                            IRANCELL_CITIZEN.national_id: IRANCELL_CITIZEN,
+                            UNKNOWN_ID: None}
+    assert second.result == {CITIZEN.national_id: CITIZEN}
+    assert resolver.in_flight == 0
+    assert resolver.lookup_all([]).result == {}
+
+    down = Resolver(DownDirectory())
+    failed = down.lookup_all([CITIZEN.national_id, UNKNOWN_ID])
+    assert failed.result.check(DirectoryDown)
+    failed.addErrback(lambda _: None)
+    assert down.directory.asked == 1 and down.in_flight == 0     # nothing more asked
+    again = down.lookup_all([CITIZEN.national_id])
+    assert again.result.check(DirectoryDown)
+    again.addErrback(lambda _: None)

@@ -273,7 +273,7 @@ class BroadcastIntake:
         if self._failed is None:
             if not failure.check(Refusal):
                 log.error("broadcast %s: resolving national IDs failed: %s", self.id,
-                          failure.getErrorMessage())
+                          failure.type.__name__)      # its message may hold an ID
             self._failed = failure.value if failure.check(Refusal) else Overloaded(
                 "the citizen directory could not be asked; retry shortly", retry_after=1)
 
