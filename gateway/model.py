@@ -27,6 +27,9 @@ FINAL_STATES = ("delivered", "failed", "expired")
 OUTCOME_KINDS = ("submitted", "requeue", "failed", "expired")
 # The error of a part whose sends went unanswered (it may have reached the citizen).
 UNKNOWN_OUTCOME = "unknown_outcome"
+# The error of a message to a national ID the directory does not know: stored failed,
+# with no number and no parts (it costs no quota).
+UNKNOWN_CITIZEN = "unknown_citizen"
 
 
 @dataclass
@@ -55,6 +58,8 @@ class NewMessage:
     fallback: str | None = None        # "email": sent by email if the SMS fails or
                                        # expires (store migration 17)
     fallback_address: str | None = None    # the address found at accept (None: unknown)
+    national_id: str | None = None     # the ID the agency addressed (stored: its answers
+                                       # show it and only a masked number)
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,7 @@ class NewBroadcast:
     recipients: int                    # distinct valid numbers stored
     invalid: int                       # entries that were not numbers
     fingerprint: bytes | None = None   # its text's, for the 4040 check (one row per recipient)
+    unknown_citizens: int = 0          # national IDs the directory did not know (failed)
 
 
 @dataclass

@@ -291,6 +291,7 @@ class GatewayService(MultiService):
                                        config.log.debug_text_agencies,
                                        email_fallback=(EmailFallback(self.directory)
                                                        if config.smtp is not None else None))
+        self.outbound.use_directory(self.directory)     # national-ID recipients
         self.email = build_email(config, store, self.keyring, reactor)
         # Inbound answers citizens (HELP, 4040 checks, USSD filings' SMS) through the
         # accept path, which is built over the dispatcher that the binds feed.

@@ -26,7 +26,7 @@ ALLOWED = {
     "dispatch": {"smpp", "store"},
     "inbound": {"smpp", "store", "inbox", "outbound"},
     "inbox": {"store"},
-    "outbound": {"policy", "store"},
+    "outbound": {"policy", "store", "citizens"},   # national IDs resolved at accept
     "authenticity": {"outbound", "store"},
     "http": {"outbound", "policy", "store", "inbox", "national_inbox"},
     "housekeeping": {"store"},

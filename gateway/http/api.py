@@ -27,6 +27,7 @@ from gateway.http.server import JSON_TYPE, PathRouter, Response, json_response
 from gateway.http.validate import parse_submission, require_json
 from gateway.inbox.document import inbox_document
 from gateway.outbound.errors import Refusal
+from gateway.outbound.recipients import show_addressed
 from gateway.outbound.submission import Accepted
 from gateway.policy.app_limits import AppRequestLimits
 from gateway.policy.auth import UNAUTHORIZED_MESSAGE, KeyRing, Unauthorized
@@ -190,6 +191,10 @@ def _message_answer(message, agency_id, not_found):
         raise not_found
     message = dict(message)
     del message["agency"]
+    national_id = message.pop("national_id", None)
+    if national_id is not None:
+        # Addressed by national ID: the agency sees the ID it gave, the number masked.
+        show_addressed(message, message["to"], national_id)
     return json_response(200, message)
 
 

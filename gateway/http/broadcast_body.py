@@ -4,16 +4,23 @@ Three shapes, each handing recipient entries to a sink (`add(entry, where)`) as 
 they are complete, keeping at most one unfinished line or JSON value:
 - `application/json`: `{"from", "text", "priority", "validity_s", "receipt", "to": [...]}`
   in any member order; the other members are handed over as `fields` when the object
-  ends (`to` entries are strings, or an object with `"to"`);
-- `application/x-ndjson`: one JSON value per line, a string (or `{"to": "..."}`);
-- `text/csv`: one number per line in the first column, an optional header line.
+  ends (`to` entries are strings, an object with `"to"`, or `{"national_id": "..."}`);
+- `application/x-ndjson`: one JSON value per line, a string (or `{"to": "..."}`, or
+  `{"national_id": "..."}`);
+- `text/csv`: one number per line in the first column, an optional header line; a
+  header naming a `national_id` column makes that column's cell the recipient where it
+  is not empty (else the line's number: the column named msisdn, number, to, mobile or
+  phone, or the first other one).
 Malformed input raises BodyError (the API answers 400 invalid_request).
 """
 
 import codecs
 import json
 
+from gateway.outbound.recipients import ByNationalId
+
 MAX_PENDING = 64 * 1024          # an unfinished line or JSON value held at most
+_NUMBER_COLUMNS = ("msisdn", "number", "to", "mobile", "phone")
 _WHITESPACE = " \t\r\n"
 _DECODER = json.JSONDecoder()
 
@@ -45,6 +52,8 @@ class LineBody:
         self._pending = ""
         self._line = 0
         self._first = True
+        self._id_column = None           # CSV: the header's national_id column
+        self._number_column = None       # CSV with a national_id column: the number's
 
     def feed(self, chunk):
         text = self._pending + self._text.decode(chunk)
@@ -72,7 +81,11 @@ class LineBody:
             cell = line.split(",", 1)[0].strip().strip('"').strip()
             first, self._first = self._first, False
             if first and not any(ch.isdigit() for ch in cell):
-                return                   # a header ("to", "msisdn", ...)
+                self._header(line)       # a header ("to", "msisdn", "national_id", ...)
+                return
+            if self._id_column is not None:
+                self.sink.add(self._csv_entry(line), where)
+                return
             self.sink.add(cell, where)
             return
         if line[0] == '"' and line[-1] == '"' and "\\" not in line and len(line) > 1 \
@@ -86,10 +99,34 @@ class LineBody:
         self.sink.add(_entry(value), where)
 
 
+    def _header(self, line):
+        names = [_cell(name).lower() for name in line.split(",")]
+        if "national_id" in names:
+            self._id_column = names.index("national_id")
+            others = [i for i in range(len(names)) if i != self._id_column]
+            named = [i for i in others if names[i] in _NUMBER_COLUMNS]
+            self._number_column = (named or others or [None])[0]
+
+    def _csv_entry(self, line):
+        cells = line.split(",")
+        national_id = _cell(cells[self._id_column]) if len(cells) > self._id_column else ""
+        if national_id:
+            return ByNationalId(national_id)
+        column = self._number_column
+        return _cell(cells[column]) if column is not None and len(cells) > column else ""
+
+
+def _cell(text):
+    return text.strip().strip('"').strip()
+
+
 def _entry(value):
-    """A recipient entry as given: a string, or the "to" of an object."""
-    if isinstance(value, dict) and set(value) == {"to"}:
-        return value["to"]
+    """A recipient entry as given: a string, the "to" of an object, or a national ID."""
+    if isinstance(value, dict):
+        if set(value) == {"to"}:
+            return value["to"]
+        if set(value) == {"national_id"}:
+            return ByNationalId(value["national_id"])
     return value
 
 

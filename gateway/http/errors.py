@@ -13,6 +13,7 @@ from gateway.outbound import errors as refusals
 STATUS_FOR_CODE = {
     "invalid_request": 400,
     "invalid_number": 400,
+    "invalid_national_id": 400,
     "text_too_long": 400,
     "unauthorized": 401,
     "sender_not_allowed": 403,
@@ -33,6 +34,7 @@ STATUS_FOR_CODE = {
     "quota_exceeded": 429,
     "internal_error": 500,
     "overloaded": 503,
+    "directory_unavailable": 503,
 }
 
 
@@ -69,6 +71,9 @@ CODE_FOR_REFUSAL = {
     refusals.InvalidBroadcast: "invalid_request",
     refusals.TooManyRecipients: "payload_too_large",
     refusals.FallbackRefused: "invalid_request",
+    refusals.InvalidNationalIds: "invalid_national_id",
+    refusals.NoDirectory: "invalid_request",
+    refusals.DirectoryDown: "directory_unavailable",
 }
 
 

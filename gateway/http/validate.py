@@ -11,6 +11,7 @@ import re
 
 from gateway.http.errors import ApiError
 from gateway.model import PRIORITY_NAMES
+from gateway.outbound.recipients import ByNationalId
 from gateway.outbound.submission import Submission
 
 MAX_RECIPIENTS = 1000
@@ -139,6 +140,13 @@ def _optional_string(document, name, limit):
     return value
 
 
+def _by_national_id(entry, where):
+    """A recipient object: only {"national_id": "..."} (the accept path checks the ID)."""
+    if set(entry) != {"national_id"}:
+        raise invalid(f"{where}: a recipient object must be {{\"national_id\": \"...\"}}")
+    return ByNationalId(entry["national_id"])
+
+
 def parse_submission(body):
     """A Submission from a POST /v1/messages body, checking shape and types."""
     document = parse_json_object(body)
@@ -155,8 +163,12 @@ def parse_submission(body):
         if not 1 <= len(recipients) <= MAX_RECIPIENTS:
             raise invalid(f"'to' must list 1 to {MAX_RECIPIENTS} numbers, "
                           f"not {len(recipients)}")
+        if dict in map(type, recipients):
+            recipients = [_by_national_id(entry, f"to[{index}]")
+                          if type(entry) is dict else entry
+                          for index, entry in enumerate(recipients)]
     elif isinstance(recipients, dict):
-        raise invalid("'to' must be a number as a string, or a list of them")
+        recipients = [_by_national_id(recipients, "'to'")]
     else:
         # A lone number; one that is not a string (a JSON number, say) is an
         # invalid_number like any other unusable recipient

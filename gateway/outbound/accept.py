@@ -12,6 +12,7 @@ knows HTTP.
 
 import logging
 import random
+from dataclasses import replace
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -22,6 +23,8 @@ from gateway.numbers import mask_msisdn
 from gateway.outbound.checks import check_text_length, normalize_recipients
 from gateway.outbound import platform
 from gateway.outbound.fallback import check_fallback
+from gateway.outbound.recipients import (
+    Resolver, addressed, no_directory, read_recipients)
 from gateway.outbound.errors import (
     IdempotencyConflict, LinkRefused, OverQuota, Overloaded, OverRate, SenderRefused,
     TooManyParts)
@@ -77,6 +80,8 @@ class Outbound:
         self.debug_text_agencies = frozenset(debug_text_agencies)
         self.email_fallback = email_fallback
         self.pending = 0                 # accepts handed to the store, not yet committed
+        self.resolving = 0               # submissions waiting for the citizen directory
+        self.resolver = None             # use_directory: national-ID recipients
         self._in_flight = {}             # (agency, idempotency key) -> [waiting Deferreds]
         self._random = random.Random()   # concatenation references: unpredictable enough
 
@@ -100,12 +105,19 @@ class Outbound:
         if self.pending >= self.max_pending:       # admit(), without a call on the hot path
             raise _waiting_too_long()
         sender = self._check_sender(agency, submission.sender, origin)
-        recipients = normalize_recipients(submission.recipients)
+        recipients, national_ids = read_recipients(submission.recipients)
         parts = check_text_length(submission.text)
         if submission.fallback is not None:
             check_fallback(submission.fallback, self.email_fallback)
         if agency.links:
             self._check_links(agency, submission.text, origin)
+        if national_ids:
+            return self._resolve(agency, submission, sender, recipients, national_ids,
+                                 parts, answer)
+        return self._recipients_known(agency, submission, sender, recipients, parts,
+                                      answer)
+
+    def _recipients_known(self, agency, submission, sender, recipients, parts, answer):
         if getattr(agency, "opt_out", False) and submission.priority == NORMAL:
             # Citizens who sent STOP get no normal messages from this agency: the
             # opt-outs are the store's (a read, fired at once by SQLite).
@@ -129,6 +141,39 @@ class Outbound:
                 opted_out.raiseException()
             return self._go(agency, submission, sender, recipients, parts, answer,
                             frozenset(opted_out))
+        except Exception:
+            return answer(Failure())
+
+    # -- recipients given by national ID (gateway.outbound.recipients) ------------------
+
+    def use_directory(self, directory):
+        """The citizen directory national-ID recipients are resolved through (None: such
+        recipients are refused, there being none to ask)."""
+        self.resolver = Resolver(directory) if directory is not None else None
+
+    def _resolve(self, agency, submission, sender, numbers, national_ids, parts, answer):
+        """Ask the directory once per distinct ID, then go on with the numbers it gave;
+        if it cannot answer, nothing is stored (503)."""
+        if self.resolver is None:
+            raise no_directory()
+        if self.resolving >= self.max_pending:
+            raise _waiting_too_long()
+        self.resolving += 1
+        d = self.resolver.lookup_all(set(national_ids.values()))
+        d.addBoth(self._resolved, agency, submission, sender, numbers, national_ids, parts,
+                  answer)
+        return d
+
+    def _resolved(self, citizens, agency, submission, sender, numbers, national_ids, parts,
+                  answer):
+        self.resolving -= 1
+        try:
+            if isinstance(citizens, Failure):
+                citizens.raiseException()
+            recipients, addressing = addressed(numbers, national_ids, citizens)
+            submission = replace(submission, addressing=addressing)
+            return self._recipients_known(agency, submission, sender, recipients, parts,
+                                          answer)
         except Exception:
             return answer(Failure())
 
@@ -219,6 +264,8 @@ class Outbound:
                            opted_out=()):
         key = submission.idempotency_key
         needed = parts * len(recipients)
+        if submission.addressing is not None:    # unknown citizens are sent nothing
+            needed -= parts * submission.addressing.unknown
         try:
             reservation = self.limits.reserve(agency.id, needed)
         except RateLimited as limit:
@@ -274,6 +321,7 @@ class Outbound:
         except TextTooLong as error:
             raise TooManyParts(str(error)) from None
         messages = []
+        addressing = submission.addressing
         for recipient in recipients:
             # Parts of different messages to one handset must not share a reference.
             encoded = (shared if len(shared.parts) == 1 or not messages
@@ -289,6 +337,8 @@ class Outbound:
                 fingerprint=None if recipient in opted_out else digest,
                 error=OPTED_OUT if recipient in opted_out else None,
                 fallback=submission.fallback))
+            if addressing is not None:
+                addressing.address(messages[-1], len(messages) - 1)
         return messages
 
     def _stored(self, result, agency, messages, document, reservation, key, answer):

@@ -19,11 +19,13 @@ from twisted.internet import defer
 
 from gateway import metrics
 from gateway.model import NewBroadcast
+from gateway.national_id import InvalidNationalId, normalize_national_id
 from gateway.numbers import InvalidNumber, normalize_msisdn
 from gateway.outbound.checks import check_text_length
 from gateway.outbound.errors import (
     InvalidBroadcast, InvalidRecipients, OverQuota, Overloaded, Refusal, TooManyParts,
     TooManyRecipients)
+from gateway.outbound.recipients import ByNationalId, no_directory
 from gateway.policy.limits import QuotaExceeded, QuotaUnknown
 from gateway.text import TextTooLong, encode_for_submit
 
@@ -31,8 +33,10 @@ log = logging.getLogger("payam.broadcast")
 
 MAX_RECIPIENTS = 2_000_000         # valid entries of one broadcast (413 beyond)
 BATCH = 10_000                     # recipients per store write
-MAX_WRITES = 4                     # batches waiting for their commit before we hold back
+MAX_WRITES = 4                     # batches waiting for their commit (or chunks of IDs
+                                   # for the directory) before we hold back
 MAX_REPORTED = 100                 # invalid entries named in the answer
+ID_CHUNK = 1000                    # national IDs handed to the directory together
 
 
 @dataclass(frozen=True)
@@ -126,9 +130,13 @@ class BroadcastIntake:
         self._batch = []
         self._writes = 0             # batches handed to the store, not yet committed
         self._held = False
-        self._failed = None          # the first failed write
+        self._failed = None          # the first failed write (or directory lookup)
         self._written = []           # Deferreds of the batches not yet committed
         self._ended = False
+        self._aborted = False
+        self.unknown_citizens = 0    # national IDs the directory does not know
+        self._ids = []               # national IDs not yet asked for
+        self._resolving = []         # Deferreds of the chunks the directory is asked
 
     # -- what the channel calls --
 
@@ -144,6 +152,9 @@ class BroadcastIntake:
     def add(self, entry, where):
         """One recipient entry (as the body gave it; `where` names it in a report)."""
         self.entries += 1
+        if type(entry) is ByNationalId:
+            self._add_national_id(entry, where)
+            return
         try:
             if not isinstance(entry, str):
                 raise InvalidNumber(entry, "not a string")
@@ -170,11 +181,20 @@ class BroadcastIntake:
         if self.text is None:
             raise InvalidBroadcast("a broadcast needs 'from' and 'text'")
         self._ended = True
+        if self._ids:
+            self._resolve_ids()
+        d = defer.gatherResults(self._resolving, consumeErrors=True)
+        d.addCallback(lambda _: self._write_rest())
+        d.addErrback(self._not_stored)
+        return d
+
+    def _write_rest(self):
+        if self._failed is not None:
+            raise self._failed
         if self._batch:
             self._write_batch()
         d = defer.gatherResults(self._written, consumeErrors=True)
         d.addCallback(lambda _: self._open())
-        d.addErrback(self._not_stored)
         return d
 
     def abort(self):
@@ -182,7 +202,8 @@ class BroadcastIntake:
         if self._ended:
             return
         self._ended = True
-        d = defer.gatherResults(self._written, consumeErrors=True)
+        self._aborted = True
+        d = defer.gatherResults(self._resolving + self._written, consumeErrors=True)
         d.addBoth(lambda _: self.store.discard_broadcast(self.id))
         d.addErrback(lambda failure: log.error("broadcast %s: discarding its recipients "
                                                "failed: %s", self.id,
@@ -198,6 +219,71 @@ class BroadcastIntake:
             raise OverQuota(f"this broadcast needs more than the {max(0, left)} parts "
                             "left of today's quota; it resets at midnight Tehran time")
 
+    # -- recipients by national ID (gateway.outbound.recipients) --
+
+    def _add_national_id(self, entry, where):
+        """Checked now (reported by `where`, never the ID); asked of the directory a
+        chunk at a time, while the body goes on arriving."""
+        try:
+            national_id = normalize_national_id(entry.value)
+        except InvalidNationalId as error:
+            self.invalid += 1
+            if len(self.reported) < MAX_REPORTED:
+                self.reported.append({"entry": where, "reason": f"national ID: {error.reason}"})
+            return
+        if getattr(self.broadcasts.outbound, "resolver", None) is None:
+            raise no_directory()
+        self.valid += 1
+        if self.valid > self.broadcasts.max_recipients:
+            raise TooManyRecipients(f"a broadcast takes at most "
+                                    f"{self.broadcasts.max_recipients} recipients")
+        self._ids.append(national_id)
+        if len(self._ids) >= ID_CHUNK:
+            self._resolve_ids()
+
+    def _resolve_ids(self):
+        national_ids, self._ids = self._ids, []
+        if self._failed is not None:         # refused already: ask nothing more
+            return
+        d = self.broadcasts.outbound.resolver.lookup_all(set(national_ids))
+        d.addCallback(self._resolved, national_ids)
+        d.addErrback(self._not_resolved)
+        self._resolving.append(d)
+        d.addBoth(self._done_resolving, d)
+        if self._pending_writes() >= MAX_WRITES and not self._held:
+            self._held = True
+            self.flow.pause_body()
+
+    def _resolved(self, citizens, national_ids):
+        if self._aborted or self._failed is not None:
+            return
+        route_of = self.broadcasts.route_of
+        for national_id in national_ids:
+            citizen = citizens[national_id]
+            if citizen is None:
+                self.unknown_citizens += 1
+                continue
+            self._batch.append([int(citizen.msisdn), route_of(citizen.msisdn), national_id])
+            if len(self._batch) >= self.broadcasts.batch:
+                self._write_batch()
+
+    def _not_resolved(self, failure):
+        """A chunk not resolved (directory down: 503, or over quota), or a bug: the
+        broadcast is refused when it finishes; nothing of it stays."""
+        if self._failed is None:
+            if not failure.check(Refusal):
+                log.error("broadcast %s: resolving national IDs failed: %s", self.id,
+                          failure.type.__name__)      # its message may hold an ID
+            self._failed = failure.value if failure.check(Refusal) else Overloaded(
+                "the citizen directory could not be asked; retry shortly", retry_after=1)
+
+    def _done_resolving(self, _, d):
+        self._resolving.remove(d)
+        self._wrote(counted=False)
+
+    def _pending_writes(self):
+        return self._writes + len(self._resolving)
+
     def _write_batch(self):
         rows, self._batch = self._batch, []
         if self.parts is not None:
@@ -206,7 +292,7 @@ class BroadcastIntake:
         d = self.store.add_broadcast_recipients(self.id, rows)
         d.addCallbacks(self._batch_written, self._batch_failed)
         self._written.append(d)
-        if self._writes >= MAX_WRITES and not self._held:
+        if self._pending_writes() >= MAX_WRITES and not self._held:
             self._held = True
             self.flow.pause_body()
 
@@ -224,9 +310,10 @@ class BroadcastIntake:
         self._wrote()
         return failure
 
-    def _wrote(self):
-        self._writes -= 1
-        if self._held and self._writes < MAX_WRITES:
+    def _wrote(self, counted=True):
+        if counted:
+            self._writes -= 1
+        if self._held and self._pending_writes() < MAX_WRITES:
             self._held = False
             self.flow.resume_body()
 
@@ -256,20 +343,24 @@ class BroadcastIntake:
             data_coding=encoded.data_coding, esm_class=encoded.esm_class,
             parts=list(encoded.parts), created_at=self.broadcasts.clock.seconds(),
             recipients=self.added, invalid=self.invalid,
-            fingerprint=self._fingerprint(text.text))
+            fingerprint=self._fingerprint(text.text),
+            unknown_citizens=self.unknown_citizens)
         d = self.store.open_broadcast(broadcast)
 
         def opened(_):
             metrics.child(metrics.MESSAGES_ACCEPTED, self.agency.id).inc(self.added)
             metrics.child(metrics.PARTS_ACCEPTED, self.agency.id).inc(needed)
             log.info("broadcast %s of %s opened: %d recipients, %d parts each, %d "
-                     "invalid, %d repeated", self.id, self.agency.id, self.added,
-                     self.parts, self.invalid, self.valid - self.added)
+                     "invalid, %d repeated, %d unknown citizens", self.id, self.agency.id,
+                     self.added, self.parts, self.invalid,
+                     self.valid - self.added - self.unknown_citizens, self.unknown_citizens)
             if self.broadcasts.feeder is not None:
                 self.broadcasts.feeder.add(self.id, self.agency.id, self.parts)
             return {"id": self.id, "recipients": self.added,
-                    "duplicates": self.valid - self.added, "parts": self.parts,
-                    "invalid": self.reported, "invalid_count": self.invalid}
+                    "duplicates": self.valid - self.added - self.unknown_citizens,
+                    "parts": self.parts, "invalid": self.reported,
+                    "invalid_count": self.invalid,
+                    "unknown_citizens": self.unknown_citizens}
 
         def failed(failure):
             self.broadcasts.limits.release(reservation)

@@ -70,3 +70,15 @@ class TooManyRecipients(Refusal):
 
 class FallbackRefused(Refusal):
     """The submission asks for a fallback channel this gateway cannot offer."""
+
+
+class InvalidNationalIds(Refusal):
+    """Some recipients given by national_id are not national IDs (shape, check digit)."""
+
+
+class NoDirectory(Refusal):
+    """Recipients given by national_id, and no citizen directory is configured."""
+
+
+class DirectoryDown(Refusal):
+    """The citizen directory could not answer: nothing was stored; retry later."""

@@ -10,6 +10,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from gateway.outbound.recipients import show_addressed
+
 
 @dataclass(frozen=True)
 class Submission:
@@ -22,12 +24,17 @@ class Submission:
     validity_s: int
     receipt: bool
     fallback: "str | None" = None  # "email": by email if the SMS fails (fallback.py)
+    # Set by the accept path once the directory answered for entries given by national
+    # ID (gateway.outbound.recipients.Addressing); None for numbers only.
+    addressing: object = None
 
 
 def request_hash(submission, sender, recipients):
     """A short hash of what a keyed submission asks for, in canonical form (the sender
     and recipients normalised, so another spelling of one request is the same request):
     kept with its idempotency key, so that a reuse with another body is told apart."""
+    if submission.addressing is not None:     # the entries as given, not what they
+        recipients = submission.addressing.given   # resolved to (that may change)
     canonical = json.dumps([sender, recipients, submission.text, submission.priority,
                             submission.reference, submission.validity_s,
                             submission.receipt]
@@ -57,7 +64,8 @@ def accepted_document(messages):
     entries = []
     for m in messages:
         plain = m.id + m.recipient
-        if not (plain.isalnum() and plain.isascii()) or getattr(m, "error", None):
+        if (not (plain.isalnum() and plain.isascii()) or getattr(m, "error", None)
+                or getattr(m, "national_id", None)):
             break
         entries.append('{"id":"%s","to":"%s","parts":%d,"status":"queued"}'
                        % (m.id, m.recipient, len(m.parts)))
@@ -69,6 +77,10 @@ def accepted_document(messages):
 
 def _entry(m):
     if getattr(m, "error", None):      # recorded failed at accept (opted_out): never sent
-        return {"id": m.id, "to": m.recipient, "parts": len(m.parts), "status": "failed",
-                "error": m.error}
-    return {"id": m.id, "to": m.recipient, "parts": len(m.parts), "status": "queued"}
+        entry = {"id": m.id, "to": m.recipient, "parts": len(m.parts), "status": "failed",
+                 "error": m.error}
+    else:
+        entry = {"id": m.id, "to": m.recipient, "parts": len(m.parts), "status": "queued"}
+    if getattr(m, "national_id", None):
+        show_addressed(entry, m.recipient, m.national_id)
+    return entry

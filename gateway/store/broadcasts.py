@@ -24,18 +24,28 @@ COUNTED = ("queued", "submitted", "delivered", "failed", "expired", "cancelled")
 
 
 def add_recipients(conn, items):
-    """Grouped: items (broadcast_id, [[number, route], ...]); each gives how many of its
-    numbers were new to its broadcast (the others were already there: sent once)."""
+    """Grouped: items (broadcast_id, [[number, route(, national ID)], ...]); each gives
+    how many of its numbers were new to its broadcast (the others were already there:
+    sent once). A number also given by national ID is shown as addressed by it (masked),
+    whichever came first."""
     added = []
     for broadcast_id, rows in items:
+        batch = json.dumps(rows)
         added.append(conn.execute(
-            "INSERT OR IGNORE INTO broadcast_recipients (broadcast_id, number, route)"
-            " SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]')"
-            " FROM json_each(?)", (broadcast_id, json.dumps(rows))).rowcount)
+            "INSERT OR IGNORE INTO broadcast_recipients (broadcast_id, number, route,"
+            " national_id) SELECT ?, json_extract(value, '$[0]'),"
+            " json_extract(value, '$[1]'), json_extract(value, '$[2]')"
+            " FROM json_each(?)", (broadcast_id, batch)).rowcount)
+        if any(len(row) > 2 and row[2] is not None for row in rows):
+            conn.execute(
+                "UPDATE broadcast_recipients SET national_id = json_extract(j.value, '$[2]')"
+                " FROM json_each(?) AS j WHERE broadcast_id = ?"
+                " AND number = json_extract(j.value, '$[0]') AND national_id IS NULL"
+                " AND json_extract(j.value, '$[2]') IS NOT NULL", (batch, broadcast_id))
     return added
 
 
-def open_broadcast(conn, row, payloads, fingerprint=None):
+def open_broadcast(conn, row, payloads, fingerprint=None, unknown_citizens=0):
     """row: (id, agency, sender, text, priority, validity_s, receipt, data_coding,
     esm_class, parts, created_at, recipients, invalid); the broadcast becomes
     feedable.  fingerprint: its text's (gateway.text.fingerprint), kept per recipient
@@ -54,6 +64,10 @@ def open_broadcast(conn, row, payloads, fingerprint=None):
         "INSERT INTO broadcasts (id, agency, sender, text, priority, validity_s, receipt,"
         " data_coding, esm_class, parts, created_at, recipients, invalid, state)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')", row)
+    if unknown_citizens:
+        # National IDs the directory did not know (migration 17): counted failed.
+        conn.execute("UPDATE broadcasts SET unknown_citizens = ? WHERE id = ?",
+                     (unknown_citizens, row[0]))
     conn.executemany("INSERT INTO broadcast_parts (broadcast_id, seq, payload)"
                      " VALUES (?, ?, ?)",
                      [(row[0], seq, payload) for seq, payload in enumerate(payloads, 1)])
@@ -87,17 +101,20 @@ def feed(conn, broadcast_id, limit, now):
                      (now, broadcast_id))
         return 0, [], True
     numbers = conn.execute(
-        "SELECT number, route FROM broadcast_recipients WHERE broadcast_id = ?"
+        "SELECT number, route, national_id FROM broadcast_recipients WHERE broadcast_id = ?"
         " AND number > ? ORDER BY number LIMIT ?", (broadcast_id, cursor, limit)).fetchall()
     if numbers:
-        batch = json.dumps([[fed + index, str(number), route]
-                            for index, (number, route) in enumerate(numbers, 1)])
-        # A message per recipient with no text of its own (the broadcast's is kept once).
+        batch = json.dumps([[fed + index, str(number), route, national_id]
+                            for index, (number, route, national_id) in enumerate(numbers, 1)])
+        # A message per recipient with no text of its own (the broadcast's is kept once);
+        # one addressed by national ID keeps it (its number is shown masked).
         conn.execute(
             "INSERT INTO messages (id, agency, sender, recipient, text, priority,"
-            " validity_s, receipt, data_coding, esm_class, parts, created_at, broadcast_id)"
+            " validity_s, receipt, data_coding, esm_class, parts, created_at, broadcast_id,"
+            " national_id)"
             " SELECT ? || '-' || json_extract(value, '$[0]'), ?, ?,"
-            " json_extract(value, '$[1]'), '', ?, ?, ?, ?, ?, ?, ?, ? FROM json_each(?)",
+            " json_extract(value, '$[1]'), '', ?, ?, ?, ?, ?, ?, ?, ?,"
+            " json_extract(value, '$[3]') FROM json_each(?)",
             (broadcast_id, agency, sender, priority, validity_s, receipt, data_coding,
              esm_class, parts, created_at, broadcast_id, batch))
         conn.execute(
@@ -123,7 +140,7 @@ def feed(conn, broadcast_id, limit, now):
     conn.execute("UPDATE broadcasts SET fed = ?, cursor = ?, state = ? WHERE id = ?",
                  (fed, numbers[-1][0] if numbers else cursor, "fed" if done else "open",
                   broadcast_id))
-    return len(numbers), sorted({route for _, route in numbers}, key=str), done
+    return len(numbers), sorted({route for _, route, _ in numbers}, key=str), done
 
 
 def cancel(conn, broadcast_id, now):
@@ -180,18 +197,18 @@ def progress(reader, broadcast_id):
     """The broadcast's fields and its recipients' counts per status, or None."""
     row = reader.execute(
         "SELECT id, agency, sender, priority, parts, created_at, state, recipients,"
-        " invalid, fed, cancelled, cancelled_fed, done_at FROM broadcasts WHERE id = ?",
-        (broadcast_id,)).fetchone()
+        " invalid, fed, cancelled, cancelled_fed, done_at, unknown_citizens"
+        " FROM broadcasts WHERE id = ?", (broadcast_id,)).fetchone()
     if row is None:
         return None
     (id_, agency, sender, priority, parts, created_at, state, recipients, invalid, fed,
-     cancelled, cancelled_fed, done_at) = row
+     cancelled, cancelled_fed, done_at, unknown_citizens) = row
     counts = dict.fromkeys(COUNTED, 0)
     for status, count in reader.execute(
             "SELECT status, count(*) FROM messages WHERE broadcast_id = ?"
             " GROUP BY status", (broadcast_id,)):
         counts[status] = count
-    counts["failed"] -= cancelled_fed
+    counts["failed"] += unknown_citizens - cancelled_fed
     counts["cancelled"] = cancelled
     unfed = recipients - fed
     if state == "open":
@@ -201,7 +218,7 @@ def progress(reader, broadcast_id):
     return {"id": id_, "agency": agency, "from": sender,
             "priority": PRIORITY_NAMES.get(priority, str(priority)), "parts": parts,
             "state": state, "recipients": recipients, "invalid": invalid,
-            "created_at": created_at, "done_at": done_at, "counts": counts}
+            "unknown_citizens": unknown_citizens, "created_at": created_at, "done_at": done_at, "counts": counts}
 
 
 def open_broadcasts(reader):

@@ -187,8 +187,9 @@ class MessageStore(Protocol):
 
     # -- reads ------------------------------------------------------------------------
     def get_message(self, message_id: str) -> Deferred:
-        """→ Deferred[dict | None]: the contract's fields, "agency", "attempts" and
-        "last_error"; "channels" {"sms", "email"} when an email fallback was asked."""
+        """→ Deferred[dict | None]: the contract's fields, "agency", "attempts",
+        "last_error", "national_id" when it was addressed by one, and "channels"
+        {"sms", "email"} when an email fallback was asked."""
 
     def find_sent(self, digests: list[bytes], citizen: str, since: float) -> Deferred:
         """→ Deferred[SentMatch | None]: the latest message whose text fingerprint is one
@@ -234,7 +235,8 @@ class MessageStore(Protocol):
     # broadcasts (gateway/store/broadcasts.py): recipients received in batches, opened
     # once all are durable, fed into messages and parts while they drain
     def add_broadcast_recipients(self, broadcast_id: str, rows: list) -> Deferred:
-        """rows [[number (int, 98...), route]] → Deferred[int]: how many were new."""
+        """rows [[number (int, 98...), route(, the national ID it was addressed by)]]
+        → Deferred[int]: how many were new."""
 
     def open_broadcast(self, broadcast: NewBroadcast) -> Deferred:
         """The broadcast and its parts stored once; its recipients become feedable."""

@@ -375,6 +375,20 @@ def _v13_audit_rules_and_status_counts(db):
         " ON CONFLICT (agency, status) DO UPDATE SET n = n + 1; END")
 
 
+def _v16_national_id_recipients(db):
+    # A recipient an agency addressed by national ID: the ID it gave is kept with the
+    # message (GET /v1/messages/{id} shows it and only a masked number: the agency
+    # asked for a citizen, not for the citizen's number), and with a broadcast's
+    # recipient until it is fed; a broadcast counts the IDs the directory did not know.
+    if "national_id" not in db["messages"].columns_dict:
+        db.execute("ALTER TABLE messages ADD COLUMN national_id TEXT")
+    if "national_id" not in db["broadcast_recipients"].columns_dict:
+        db.execute("ALTER TABLE broadcast_recipients ADD COLUMN national_id TEXT")
+    if "unknown_citizens" not in db["broadcasts"].columns_dict:
+        db.execute("ALTER TABLE broadcasts ADD COLUMN unknown_citizens INTEGER NOT NULL"
+                   " DEFAULT 0")
+
+
 def _v17_email_fallbacks(db):
     # Issue 12 item 6: a message asked with "fallback": "email" has a row here from its
     # accept (store/email_fallbacks.py says what each status means); the trigger makes
@@ -401,6 +415,7 @@ MIGRATIONS = [
     (13, _v13_audit_rules_and_status_counts),
     (14, _v14_broadcasts),
     (15, _v15_idempotency_request_hash),
+    (16, _v16_national_id_recipients),
     (17, _v17_email_fallbacks),
 ]
 

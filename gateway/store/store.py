@@ -23,7 +23,8 @@ from gateway.model import (
     NewMessage, PartOutcome)
 from gateway.receipt_ids import normal_id
 from gateway.store import (
-    audit_trail, broadcasts, citizen_messages, correspondence, guard, operations, schema)
+    audit_trail, broadcasts, citizen_messages, correspondence, guard, national_ids, operations,
+    schema)
 from gateway.store import receipts as store_receipts
 from gateway.store import email_fallbacks
 from gateway.store.interface import RENEW_LEASES_S, IdempotencyMismatch, StoreClosed
@@ -277,10 +278,12 @@ class Store:
         item = (message_rows, part_rows, ids, idempotency, now, fingerprint_rows)
         ended = [(m.error, m.id) for m in messages if m.error is not None]
         fallback_rows = email_fallbacks.rows_of(messages, now)
-        if fallback_rows:
-            # With their email fallbacks (migration 17), in the same transaction.
-            return self._write(lambda conn: _with_fallbacks(
-                conn, item, ended, now, fallback_rows))
+        addressed = [(m.national_id, m.id) for m in messages if m.national_id is not None]
+        if fallback_rows or addressed:
+            # Addressed by national ID (migration 16) or with email fallbacks (17): rare,
+            # so outside the grouped write, in the accept's own transaction.
+            return self._write(lambda conn: _accept_with_extras(
+                conn, item, ended, now, addressed, fallback_rows))
         if ended:
             # Recorded failed at once (the part trigger ends the message), in the
             # accept's own transaction; rare (opt-outs), so outside the grouped write.
@@ -460,8 +463,9 @@ class Store:
     # -- broadcasts (broadcasts.py) ---------------------------------------------------
 
     def add_broadcast_recipients(self, broadcast_id, rows):
-        """rows [[number as int, route]]; Deferred[int] of those new to the broadcast
-        (a repeated number is kept once) once durable."""
+        """rows [[number as int, route(, national ID it was addressed by)]];
+        Deferred[int] of those new to the broadcast (a repeated number is kept once)
+        once durable."""
         return self._write(broadcasts.add_recipients, (broadcast_id, rows))
 
     def open_broadcast(self, broadcast):
@@ -472,8 +476,8 @@ class Store:
                int(bool(b.receipt)), b.data_coding, b.esm_class, len(b.parts),
                b.created_at, b.recipients, b.invalid)
         payloads = [bytes(p) for p in b.parts]
-        return self._write(lambda conn: broadcasts.open_broadcast(conn, row, payloads,
-                                                                  b.fingerprint))
+        return self._write(lambda conn: broadcasts.open_broadcast(
+            conn, row, payloads, b.fingerprint, b.unknown_citizens))
 
     def discard_broadcast(self, broadcast_id):
         return self._write(lambda conn: broadcasts.discard(conn, broadcast_id))
@@ -537,7 +541,7 @@ class Store:
         tried again) and `last_error` (the latest such error of its most-retried part)."""
         row = self._reader.execute(
             "SELECT id, agency, sender, recipient, status, parts, priority, reference,"
-            " operator, created_at, submitted_at, done_at, error,"
+            " operator, created_at, submitted_at, done_at, error, national_id,"
             " (SELECT COALESCE(SUM(attempts), 0) FROM parts WHERE message_id = m.id),"
             " (SELECT error FROM parts WHERE message_id = m.id AND error IS NOT NULL"
             "  ORDER BY attempts DESC, seq LIMIT 1)"
@@ -546,8 +550,8 @@ class Store:
         if row is None:
             return None
         (id_, agency, sender, recipient, status, parts, priority, reference, operator,
-         created_at, submitted_at, done_at, error, attempts, last_error) = row
-        return {
+         created_at, submitted_at, done_at, error, national_id, attempts, last_error) = row
+        message = {
             "id": id_, "from": sender, "to": recipient, "status": status, "parts": parts,
             "priority": PRIORITY_NAMES.get(priority, str(priority)),
             "reference": reference, "operator": operator,
@@ -556,6 +560,9 @@ class Store:
             "attempts": attempts, "last_error": last_error, "agency": agency,
             **_channels(self._reader, id_, status),
         }
+        if national_id is not None:        # addressed by national ID (migration 17)
+            message["national_id"] = national_id
+        return message
 
     @_read
     def idempotent_response(self, agency, key, now, request_hash=None):
@@ -755,12 +762,11 @@ class Store:
         return email_fallbacks.fallback_of(self._reader, message_id)
 
 
-def _with_fallbacks(conn, item, ended, now, fallback_rows):
-    if ended:
-        ids = correspondence.insert_ended(conn, operations.insert_messages, item, ended, now)
-    else:
-        ids = operations.insert_messages(conn, [item])[0]
-    email_fallbacks.insert(conn, fallback_rows)
+def _accept_with_extras(conn, item, ended, now, addressed, fallback_rows):
+    ids = national_ids.insert_addressed(conn, operations.insert_messages, item, ended,
+                                        addressed, now)
+    if fallback_rows:
+        email_fallbacks.insert(conn, fallback_rows)
     return ids
 
 
@@ -775,8 +781,11 @@ def _channels(reader, message_id, sms_status):
 def _check_message(m):
     if not isinstance(m, NewMessage):
         raise TypeError(f"accept takes NewMessage objects, not {type(m).__name__}")
+    # A message to an unknown citizen (no parts, failed at accept) has no number.
+    may_be_empty = ("text", "recipient") if not m.parts else ("text",)
     for name in ("id", "agency", "sender", "recipient", "text"):
-        if not isinstance(getattr(m, name), str) or (name != "text" and not getattr(m, name)):
+        if not isinstance(getattr(m, name), str) or (name not in may_be_empty
+                                                     and not getattr(m, name)):
             raise ValueError(f"message {name} must be a non-empty string")
     if m.priority not in PRIORITY_NAMES:
         raise ValueError(f"message priority must be 0, 1 or 2, not {m.priority!r}")
@@ -788,7 +797,8 @@ def _check_message(m):
         value = getattr(m, name)
         if not isinstance(value, int) or not 0 <= value <= 255:
             raise ValueError(f"message {name} must be an octet, not {value!r}")
-    if not isinstance(m.parts, (list, tuple)) or not m.parts:
+    if not isinstance(m.parts, (list, tuple)) or (not m.parts and m.error is None):
+        # Only a message failed at accept may have none (to an unknown citizen).
         raise ValueError("message needs at least one part")
     if not all(isinstance(p, (bytes, bytearray)) for p in m.parts):
         raise ValueError("message parts must be bytes")
