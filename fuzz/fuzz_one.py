@@ -19,5 +19,13 @@ with atheris.instrument_imports(include=["gateway"]):
     except Exception:
         pass
 
+if name == "pdu":
+    # The codec compiles each command's body layout with exec at import: code that
+    # instrument_imports never sees. Instrument those functions themselves.
+    from gateway.smpp import pdu as codec
+    for layout in codec._LAYOUTS.values():
+        layout.encode = atheris.instrument_func(layout.encode)
+        layout.decode = atheris.instrument_func(layout.decode)
+
 atheris.Setup(sys.argv, target)
 atheris.Fuzz()

@@ -20,6 +20,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 import targets  # noqa: E402
 
 MAX_CRASHES = 5
+# Tokens that help the mutator past the first checks (libFuzzer -dict).
+DICTS = {"messages_json": "json.dict", "broadcast_body": "json.dict", "http": "http.dict",
+         "config_yaml": "yaml.dict", "ussd_menu": "yaml.dict"}
 _EXECUTED = re.compile(rb"stat::number_of_executed_units:\s*(\d+)")
 _DONE = re.compile(rb"#(\d+)\s+(?:DONE|INITED|pulse|NEW|REDUCE)")
 
@@ -80,12 +83,13 @@ def run(name, seconds):
         if left < 2:
             break
         runs += 1
+        options = [f"-max_total_time={left}", "-timeout=10", "-rss_limit_mb=2048",
+                   "-max_len=4096", "-print_final_stats=1", f"-artifact_prefix={crashes}/"]
+        if name in DICTS:
+            options.append(f"-dict={os.path.join(HERE, 'dicts', DICTS[name])}")
         with open(log_path, "wb") as log:
             code = subprocess.call(
-                [sys.executable, os.path.join(HERE, "fuzz_one.py"), name, corpus,
-                 f"-max_total_time={left}", "-timeout=10", "-rss_limit_mb=2048",
-                 "-max_len=4096", "-print_final_stats=1",
-                 f"-artifact_prefix={crashes}/"],
+                [sys.executable, os.path.join(HERE, "fuzz_one.py"), name, corpus, *options],
                 stdout=log, stderr=subprocess.STDOUT)
         output = open(log_path, "rb").read()
         found = _EXECUTED.findall(output) or _DONE.findall(output)
