@@ -4,7 +4,10 @@ changing what the text says.
 
 In this order:
 1. Unicode NFKC: Arabic presentation forms, full-width letters and digits, no-break and
-   other odd spaces become their plain characters; `ه` + hamza above becomes `ۀ`.
+   other odd spaces become their plain characters; `ە` (U+06D5) + hamza above becomes
+   `ۀ`. Not `ه` (U+0647) + hamza above, as Persian keyboards type it: NFKC does not
+   compose that pair, so `نامهٔ` and `نامۀ` stay different (a property test found it;
+   changing it would change the fingerprints of texts already sent).
 2. Persian (۰-۹) and Arabic-Indic (٠-٩) digits become ASCII digits.
 3. Arabic letters become the Persian ones keyboards type: yeh `ي` and alef maksura `ى`
    → `ی`, kaf `ك` → `ک`.
