@@ -1,6 +1,10 @@
 """Store throughput with synchronous=FULL, on the real reactor.
 
     .venv/bin/python bench/store.py [-n 50000] [-c 50] [--commit-interval 0.002]
+                                    [--synchronous NORMAL]
+
+--synchronous NORMAL measures what the daemon would gain by giving up durability at
+power loss (docs/operating.md, "Power loss"): the store always runs FULL.
 
 1. accept: 1-part messages issued as a stream, `-c` in flight at once like concurrent
    HTTP requests (each answered only after its commit), then the next one.
@@ -87,6 +91,9 @@ def bench(args):
     store = Store(os.path.join(directory, "bench.db"), reactor,
                   commit_interval=args.commit_interval)
     store.open()
+    if args.synchronous != "FULL":
+        # Before the first write, on the writer's connection (the thread waits idle).
+        store._writer._conn.execute(f"PRAGMA synchronous={args.synchronous}")
     now = reactor.seconds()
 
     def new_message(index):
@@ -164,9 +171,11 @@ def main():
     parser.add_argument("--backlog", type=int, default=0,
                         help="queued messages to add before timing claims")
     parser.add_argument("--commit-interval", type=float, default=0.002)
+    parser.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
     args = parser.parse_args()
     print(f"store bench: {args.n} messages, {args.concurrency} in flight, "
-          f"commit_interval {args.commit_interval * 1000:g} ms, synchronous=FULL", flush=True)
+          f"commit_interval {args.commit_interval * 1000:g} ms, "
+          f"synchronous={args.synchronous}", flush=True)
     result = {}
 
     def stop(outcome):

@@ -60,3 +60,20 @@ def answered(d):
     if hasattr(outcome[0], "raiseException"):
         outcome[0].raiseException()
     return outcome[0]
+
+
+# Property tests (tests/test_properties_*.py): the default profile keeps their examples
+# few enough that all of them add well under a minute on a loaded machine; run longer
+# locally with `pytest --hypothesis-profile=long tests/test_properties_*.py`.
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:                     # hypothesis is a test extra; only those tests need it
+    pass
+else:
+    settings.register_profile(
+        "default", max_examples=60, deadline=None, derandomize=False,
+        suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile(
+        "long", max_examples=5000, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile("default")

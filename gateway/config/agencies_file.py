@@ -4,10 +4,9 @@ import base64
 import binascii
 import os
 import re
-from urllib.parse import urlsplit
 
 from gateway.config.schema import Agency, Webhook
-from gateway.config.shared import read_name, yaml_files
+from gateway.config.shared import read_name, split_http_url, yaml_files
 from gateway.config.yamlnodes import NodeReader, line_of
 from gateway.text.links import normal_host
 
@@ -181,8 +180,7 @@ def _read_webhook(reader, node, what):
     url = reader.text(fields["url"][1], f"{what}.url")
     secret = reader.text(fields["secret"][1], f"{what}.secret")
     if url is not None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if split_http_url(url) is None:
             reader.fail(fields["url"][1], f"{what}.url: expected an http:// or https:// URL, "
                                           f"got {url!r}")
             return None

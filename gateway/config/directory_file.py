@@ -6,9 +6,9 @@ Errors name the entry's index and line, never its national ID or number.
 """
 
 import os
-from urllib.parse import urlsplit
 
 from gateway.config.schema import DirectorySettings
+from gateway.config.shared import split_http_url
 from gateway.config.yamlnodes import NodeReader
 from gateway.model import Citizen
 from gateway.national_id import InvalidNationalId, normalize_national_id
@@ -42,9 +42,8 @@ def read_directory_settings(reader, node, base):
         url = reader.text(fields["url"][1], "directory.url")
         if url is None:
             return None
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
-                or parts.fragment:
+        parts = split_http_url(url)
+        if parts is None or parts.query or parts.fragment:
             reader.fail(fields["url"][1], "directory.url: expected http(s)://host[:port]"
                                           "[/path], no query")
             return None

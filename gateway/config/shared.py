@@ -2,6 +2,7 @@
 
 import os
 import re
+from urllib.parse import urlsplit
 
 from gateway.config.yamlnodes import ConfigError
 
@@ -28,3 +29,17 @@ def yaml_files(path, errors):
         errors.append(ConfigError(path, None, "does not exist"))
         return []
     return [path]
+
+
+def split_http_url(url):
+    """urlsplit(url) for an http(s) URL with a host and, if it names one, a port that
+    is a port; None for anything else. Never raises: urllib does (ValueError) for an
+    unclosed `[`, a stray `]` or a port such as `99999` or `ab`."""
+    try:
+        parts = urlsplit(url)
+        parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts

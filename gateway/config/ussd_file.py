@@ -14,6 +14,7 @@ import re
 from gateway.config.schema import (
     USSD_LANGUAGES, USSD_ROUTE_TESTS, USSD_STATE_KINDS, USSD_VALIDATORS, UssdMenu,
     UssdOption, UssdRoute, UssdState, UssdText)
+from gateway.config.shared import split_http_url
 from gateway.config.yamlnodes import NodeReader, line_of
 from gateway.text.pages import fits_with, page_cost, page_units
 
@@ -364,12 +365,10 @@ def _read_pattern(reader, node, what):
 
 
 def _read_url(reader, node, what):
-    from urllib.parse import urlsplit
     url = reader.text(node, what)
     if url is None:
         return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if split_http_url(url) is None:
         reader.fail(node, f"{what}: expected an http:// or https:// URL, got {url!r}")
         return None
     return url

@@ -133,6 +133,13 @@ def unusable(path, error):
     if isinstance(error, sqlite3.DatabaseError) \
             and not isinstance(error, sqlite3.OperationalError):
         return damaged(path, error)     # not a database, malformed
+    if getattr(error, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        # Another process (an sqlite3 shell, a copy tool) holds a lock past the busy
+        # timeout: name that, and exit as locked (systemd tries again after RestartSec).
+        from gateway.store.lock import StoreLocked      # (lock.py imports this module)
+        return StoreLocked(path, f"is locked by another process ({error})",
+                           f"find it with `fuser {path}` and let it finish or end it",
+                           lasting=False)
     return StoreUnusable(path, f"cannot be opened ({error})",
                          "check its directory's permissions and free space",
                          lasting=False)

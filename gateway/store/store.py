@@ -35,6 +35,9 @@ log = logging.getLogger("payam.store")
 
 PENDING_RECEIPT_S = 3 * 24 * 3600
 PROBE_EVERY_S = 1.0
+# How long the writer waits for a lock another process holds (an sqlite3 shell, a copy
+# tool); past it, the start is refused as locked (guard.unusable).
+BUSY_TIMEOUT_MS = 5000
 # A claimed part is leased to the store that claimed it.  Another store takes it back
 # once the lease is this old: the dispatcher renews the leases of the parts it holds
 # every RENEW_LEASES_S (30 s), so only a process that stopped (or froze this long)
@@ -117,7 +120,7 @@ class Store:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._audit_gate.install(conn)
             self._number_salt = audit_trail.read_salt(conn)
             self.store_id = guard.adopt(conn, self.path, created)

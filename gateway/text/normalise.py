@@ -4,14 +4,18 @@ changing what the text says.
 
 In this order:
 1. Unicode NFKC: Arabic presentation forms, full-width letters and digits, no-break and
-   other odd spaces become their plain characters; `ه` + hamza above becomes `ۀ`.
+   other odd spaces become their plain characters; `ە` (U+06D5) + hamza above becomes
+   `ۀ`. Not `ه` (U+0647) + hamza above, as Persian keyboards type it: NFKC does not
+   compose that pair, so `نامهٔ` and `نامۀ` stay different (a property test found it;
+   changing it would change the fingerprints of texts already sent).
 2. Persian (۰-۹) and Arabic-Indic (٠-٩) digits become ASCII digits.
 3. Arabic letters become the Persian ones keyboards type: yeh `ي` and alef maksura `ى`
    → `ی`, kaf `ك` → `ک`.
 4. Dropped: ZWNJ (U+200C) and the other invisible characters (ZWJ, zero-width space,
    word joiner, BOM, soft hyphen, LRM/RLM/ALM), the kashida `ـ`, and Arabic diacritics
    (fatha, kasra, damma, tanwin, shadda, sukun, superscript alef), which Persian
-   writers add or leave out freely.
+   writers add or leave out freely. If dropping one brought a letter and a mark
+   together (`e` ZWNJ `◌́`), NFKC runs again, so the result is the same as without it.
 5. Whitespace of any kind and length (line breaks included) becomes one space; none at
    the ends.
 6. Case folded (Latin `ABC` = `abc`).
@@ -39,6 +43,8 @@ def normalise_for_check(text):
     text = unicodedata.normalize("NFKC", text)
     for char in set(_CHANGED.findall(text)):
         text = text.replace(char, _TABLE[char])
+    if not unicodedata.is_normalized("NFKC", text):  # (a quick check in C, usually true)
+        text = unicodedata.normalize("NFKC", text)
     text = " ".join(text.split()).casefold()       # str.split(): any Unicode whitespace
     # Punctuation, symbols and spaces at the ends (usually none, or one or two).
     start, end = 0, len(text)
