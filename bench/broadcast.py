@@ -29,6 +29,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from daemon_harness import Daemon, Simulator, http_json, wait_for, write_config  # noqa: E402
 from mt_throughput import peak_rss_mb  # noqa: E402
+from profiling import PyinstrumentDaemon, finish_profile, start_profile  # noqa: E402
 
 TEXT = ("شهروند گرامی، به دلیل شرایط جوی فردا مدارس استان تعطیل است. "
         "لطفاً از تردد غیرضروری خودداری فرمایید. ستاد مدیریت بحران")
@@ -119,15 +120,24 @@ def emergency_delay(port, sim):
     return at_smsc, at_status, accepted
 
 
-def one_broadcast(tmp, recipients, window_s):
+def one_broadcast(tmp, recipients, window_s, profile=None, profile_out=None):
     sim = Simulator("--receipt-delay", "1.0")
     config, port = write_config(tmp, sim.smpp_port, operators=("mci",), window=100,
                                 binds=4, tps=100_000, receipts=True,
                                 agencies=write_agencies(tmp), routing=write_routing(tmp))
-    daemon = Daemon(config, port).start()
+    if profile == "pyinstrument":
+        Path(profile_out).mkdir(parents=True, exist_ok=True)
+        daemon = PyinstrumentDaemon(config, port, Path(profile_out)
+                                    / "broadcast.pyinstrument.txt").start()
+    else:
+        daemon = Daemon(config, port).start()
+    spy = None
     try:
         base = sim.stats()["submits"]
+        spy = start_profile(profile, daemon.proc.pid, profile_out, "broadcast-accept")
         to_202, document = post_broadcast(port, "crisis", recipients)
+        finish_profile(spy)
+        spy = start_profile(profile, daemon.proc.pid, profile_out, "broadcast-drain")
         rss_at_202 = peak_rss_mb(daemon.proc.pid)
         parts = document["recipients"] * document["parts"]
         started = time.perf_counter()
@@ -154,6 +164,7 @@ def one_broadcast(tmp, recipients, window_s):
             counts = progress(port, "crisis", document["id"])
         rss = peak_rss_mb(daemon.proc.pid)
     finally:
+        finish_profile(spy)
         code = daemon.stop(timeout=60)
         sim.stop()
     print(f"broadcast of {recipients} recipients (NDJSON, Persian, {document['parts']} "
@@ -215,9 +226,12 @@ def main():
                              "rest (0: drain it all)")
     parser.add_argument("--pair", type=int, default=60_000,
                         help="recipients of each of the two agencies' broadcasts")
+    parser.add_argument("--profile", choices=("py-spy", "pyinstrument"),
+                        help="profile the daemon of the one broadcast (bench/profiling.py)")
+    parser.add_argument("--profile-out", default="bench/profiles")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        one_broadcast(tmp, args.recipients, args.window)
+        one_broadcast(tmp, args.recipients, args.window, args.profile, args.profile_out)
     if args.pair:
         with tempfile.TemporaryDirectory() as tmp:
             two_agencies(tmp, args.pair)
