@@ -143,23 +143,34 @@ class BroadcastIntake:
 
     def add(self, entry, where):
         """One recipient entry (as the body gave it; `where` names it in a report)."""
-        self.entries += 1
-        try:
-            if not isinstance(entry, str):
-                raise InvalidNumber(entry, "not a string")
-            number = normalize_msisdn(entry)
-        except InvalidNumber as error:
-            self.invalid += 1
-            if len(self.reported) < MAX_REPORTED:
-                self.reported.append({"entry": where, "reason": error.reason})
-            return
-        self.valid += 1
+        self.add_all((entry,), lambda index: where)
+
+    def add_all(self, entries, where_of):
+        """Recipient entries in body order; where_of(i) names the i-th in a report
+        (asked only for invalid ones).  One call per block of the body: per entry only
+        normalize_msisdn and route_of run (see tests/test_broadcast_hot_path.py)."""
+        route_of = self.broadcasts.route_of
+        batch = self._batch
+        invalid = self.invalid
+        for index, entry in enumerate(entries):
+            try:
+                if entry.__class__ is not str:
+                    raise InvalidNumber(entry, "not a string")
+                number = normalize_msisdn(entry)
+            except InvalidNumber as error:
+                self.invalid += 1
+                if len(self.reported) < MAX_REPORTED:
+                    self.reported.append({"entry": where_of(index), "reason": error.reason})
+                continue
+            batch.append([int(number), route_of(number)])
+        self.entries += len(entries)
+        self.valid += len(entries) - (self.invalid - invalid)
         if self.valid > self.broadcasts.max_recipients:
             raise TooManyRecipients(f"a broadcast takes at most "
                                     f"{self.broadcasts.max_recipients} recipients")
-        self._batch.append([int(number), self.broadcasts.route_of(number)])
-        if len(self._batch) >= self.broadcasts.batch:
-            self._write_batch()
+        size = self.broadcasts.batch
+        while len(self._batch) >= size:
+            self._write_batch(size)
 
     def finish(self):
         """The body is complete: Deferred of the answer document, once every recipient
@@ -198,8 +209,12 @@ class BroadcastIntake:
             raise OverQuota(f"this broadcast needs more than the {max(0, left)} parts "
                             "left of today's quota; it resets at midnight Tehran time")
 
-    def _write_batch(self):
-        rows, self._batch = self._batch, []
+    def _write_batch(self, size=None):
+        """Write the first `size` rows held (None: all)."""
+        if size is None or size >= len(self._batch):
+            rows, self._batch = self._batch, []
+        else:
+            rows, self._batch = self._batch[:size], self._batch[size:]
         if self.parts is not None:
             self._check_quota(self.added + self._writes * self.broadcasts.batch + len(rows))
         self._writes += 1
