@@ -321,3 +321,25 @@ def test_claiming_broadcast_parts_reads_each_stored_payload_once_per_claim(store
     assert all(row[9][:3] + row[9][4:] in {p[:3] + p[4:] for p in payloads}
                for row in claimed)
     assert steps[0] <= 155 * 500, steps[0] / 500
+
+
+def test_storing_a_batch_of_recipients_costs_few_sqlite_steps_each(store, clock, db_path):
+    # A million recipients go through this before the 202 (SQLite VM steps: deterministic
+    # where time is not).  Each element's two json_extract() calls, each parsing its
+    # element again, cost 21 steps and 1.4 µs CPU a recipient; one INSERT per route of
+    # the batch reading plain numbers, 19 steps and 0.6 µs.
+    from gateway.store import broadcasts as store_broadcasts
+    db = sqlite3.connect(db_path, isolation_level=None)
+    rows = [[989120000000 + n, "mci" if n % 3 else "irancell"] for n in range(10_000)]
+    steps = [0]
+
+    def step():
+        steps[0] += 1
+
+    db.set_progress_handler(step, 1)
+    added = store_broadcasts.add_recipients(db, [("b1", rows), ("b1", rows[:10])])
+    db.set_progress_handler(None, 1)
+    assert added == [10_000, 0]
+    assert sorted(db.execute("SELECT number, route FROM broadcast_recipients")) == \
+        sorted(map(tuple, rows))
+    assert steps[0] <= 20 * 10_010, steps[0] / 10_010
