@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import http.client
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -28,7 +29,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from daemon_harness import Daemon, Simulator, http_json, wait_for, write_config  # noqa: E402
-from mt_throughput import peak_rss_mb  # noqa: E402
+from mt_throughput import cpu_seconds, peak_rss_mb  # noqa: E402
+from profiling import PyinstrumentDaemon, finish_profile, start_profile  # noqa: E402
 
 TEXT = ("شهروند گرامی، به دلیل شرایط جوی فردا مدارس استان تعطیل است. "
         "لطفاً از تردد غیرضروری خودداری فرمایید. ستاد مدیریت بحران")
@@ -119,18 +121,40 @@ def emergency_delay(port, sim):
     return at_smsc, at_status, accepted
 
 
-def one_broadcast(tmp, recipients, window_s):
+def commits(daemon):
+    """(transactions, their seconds) the daemon's store writer committed so far."""
+    found = {}
+    for line in daemon.scrape_metrics().splitlines():
+        for name in ("payam_store_commit_seconds_count", "payam_store_commit_seconds_sum"):
+            if line.startswith(name + " "):
+                found[name] = float(line.split()[1])
+    return (found.get("payam_store_commit_seconds_count", 0.0),
+            found.get("payam_store_commit_seconds_sum", 0.0))
+
+
+def one_broadcast(tmp, recipients, window_s, profile=None, profile_out=None):
     sim = Simulator("--receipt-delay", "1.0")
     config, port = write_config(tmp, sim.smpp_port, operators=("mci",), window=100,
                                 binds=4, tps=100_000, receipts=True,
                                 agencies=write_agencies(tmp), routing=write_routing(tmp))
-    daemon = Daemon(config, port).start()
+    if profile == "pyinstrument":
+        Path(profile_out).mkdir(parents=True, exist_ok=True)
+        daemon = PyinstrumentDaemon(config, port, Path(profile_out)
+                                    / "broadcast.pyinstrument.txt").start()
+    else:
+        daemon = Daemon(config, port).start()
+    spy = None
     try:
         base = sim.stats()["submits"]
+        spy = start_profile(profile, daemon.proc.pid, profile_out, "broadcast-accept")
         to_202, document = post_broadcast(port, "crisis", recipients)
+        finish_profile(spy)
+        spy = start_profile(profile, daemon.proc.pid, profile_out, "broadcast-drain")
         rss_at_202 = peak_rss_mb(daemon.proc.pid)
         parts = document["recipients"] * document["parts"]
         started = time.perf_counter()
+        cpu = {"daemon": cpu_seconds(daemon.proc.pid), "simulator": cpu_seconds(sim.proc.pid)}
+        written = commits(daemon)
         if window_s:
             # A window of the drain: the emergency in its middle, then the rest cancelled.
             time.sleep(window_s / 2)
@@ -138,6 +162,9 @@ def one_broadcast(tmp, recipients, window_s):
             time.sleep(max(0.0, started + window_s - time.perf_counter()))
             carried = sim.stats()["submits"] - base - 1
             drain = time.perf_counter() - started
+            cpu = {name: cpu_seconds(proc.pid) - cpu[name]
+                   for name, proc in (("daemon", daemon.proc), ("simulator", sim.proc))}
+            written = [a - b for a, b in zip(commits(daemon), written)]
             cancel_started = time.perf_counter()
             status, counts, _ = http_json(port, "DELETE", f"/v1/broadcasts/{document['id']}",
                                           key=key("crisis"), timeout=60)
@@ -151,16 +178,26 @@ def one_broadcast(tmp, recipients, window_s):
                      interval=0.05, what="the whole broadcast at the SMSC")
             carried = parts
             drain = time.perf_counter() - started
+            cpu = {name: cpu_seconds(proc.pid) - cpu[name]
+                   for name, proc in (("daemon", daemon.proc), ("simulator", sim.proc))}
+            written = [a - b for a, b in zip(commits(daemon), written)]
             counts = progress(port, "crisis", document["id"])
         rss = peak_rss_mb(daemon.proc.pid)
+        rss_sim = peak_rss_mb(sim.proc.pid)
     finally:
+        finish_profile(spy)
         code = daemon.stop(timeout=60)
         sim.stop()
     print(f"broadcast of {recipients} recipients (NDJSON, Persian, {document['parts']} "
           f"parts): 202 after {to_202:.1f} s ({recipients / to_202:,.0f} recipients/s), "
           f"daemon peak RSS by then {rss_at_202:.0f} MB")
     print(f"drain over 4 binds: {carried} parts in {drain:.1f} s: {carried / drain:,.0f} "
-          f"parts/s (receipts on)")
+          f"parts/s (receipts on); CPU per part: " + ", ".join(
+              f"{name} {seconds * 1e6 / max(carried, 1):.0f} µs ({seconds / drain:.2f} cores)"
+              for name, seconds in cpu.items()))
+    print(f"store writer during the drain: {written[0]:.0f} transactions, mean "
+          f"{written[1] * 1000 / max(written[0], 1):.1f} ms (what each claim and feed "
+          f"waits for); load average {os.getloadavg()[0]:.1f} (other work on the machine)")
     if window_s:
         print(f"then cancelled in {cancel_s * 1000:.0f} ms: counts {counts}")
     else:
@@ -168,7 +205,8 @@ def one_broadcast(tmp, recipients, window_s):
     print(f"emergency message injected mid-drain: at the SMSC {delay[0] * 1000:.0f} ms "
           f"after its POST (202 after {delay[2] * 1000:.0f} ms), status submitted after "
           f"{delay[1] * 1000:.0f} ms")
-    print(f"daemon peak RSS {rss:.0f} MB (exit code {code})")
+    print(f"peak RSS: daemon {rss:.0f} MB (exit code {code}), simulator {rss_sim:.0f} MB "
+          "(the daemon is one process here)")
 
 
 def two_agencies(tmp, recipients):
@@ -215,9 +253,12 @@ def main():
                              "rest (0: drain it all)")
     parser.add_argument("--pair", type=int, default=60_000,
                         help="recipients of each of the two agencies' broadcasts")
+    parser.add_argument("--profile", choices=("py-spy", "pyinstrument"),
+                        help="profile the daemon of the one broadcast (bench/profiling.py)")
+    parser.add_argument("--profile-out", default="bench/profiles")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        one_broadcast(tmp, args.recipients, args.window)
+        one_broadcast(tmp, args.recipients, args.window, args.profile, args.profile_out)
     if args.pair:
         with tempfile.TemporaryDirectory() as tmp:
             two_agencies(tmp, args.pair)

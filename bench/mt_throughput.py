@@ -21,6 +21,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from daemon_harness import Daemon, Simulator, wait_for, write_config  # noqa: E402
+from profiling import PyinstrumentDaemon, finish_profile, start_profile  # noqa: E402
 
 KEY = "bench-key-" + "0" * 22
 KANNEL_MSG_S = 4650   # measured here: Kannel 1.4.5, one bind, RAM only (../shared/README.md)
@@ -106,6 +107,9 @@ def main():
     parser.add_argument("--persian", action="store_true", help="UCS2 text instead of GSM")
     parser.add_argument("--no-receipts", action="store_true",
                         help="ask for no delivery receipts (less work per message)")
+    parser.add_argument("--profile", choices=("py-spy", "pyinstrument"),
+                        help="profile the daemon during the load (bench/profiling.py)")
+    parser.add_argument("--profile-out", default="bench/profiles")
     args = parser.parse_args()
     text = ("پیام آزمایشی سامانه پیام دولت" if args.persian
             else "Payam Gateway benchmark message")
@@ -117,9 +121,16 @@ def main():
                                          receipts=not args.no_receipts,
                                          agencies=write_bench_agency(tmp),
                                          routing=write_bench_routing(tmp))
-        daemon = Daemon(config, http_port).start()
+        if args.profile == "pyinstrument":
+            Path(args.profile_out).mkdir(parents=True, exist_ok=True)
+            daemon = PyinstrumentDaemon(config, http_port, Path(args.profile_out)
+                                        / "mt_throughput.pyinstrument.txt").start()
+        else:
+            daemon = Daemon(config, http_port).start()
         try:
             base = sim.stats()["submits"]
+            spy = start_profile(args.profile, daemon.proc.pid, args.profile_out,
+                                "mt_throughput")
             cpu_before = {"daemon": cpu_seconds(daemon.proc.pid),
                           "simulator": cpu_seconds(sim.proc.pid),
                           "load client": cpu_seconds(os.getpid())}
@@ -129,6 +140,7 @@ def main():
             accepted = results.get(202, 0) * args.recipients
             wait_for(lambda: sim.stats()["submits"] - base >= accepted, 120, interval=0.01,
                      what="all submit_sm at the SMSC")
+            finish_profile(spy)
             submit_elapsed = time.perf_counter() - started
             cpu = {"daemon": cpu_seconds(daemon.proc.pid) - cpu_before["daemon"],
                    "simulator": cpu_seconds(sim.proc.pid) - cpu_before["simulator"],

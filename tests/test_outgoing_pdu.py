@@ -49,3 +49,26 @@ def test_priority_and_remaining_validity():
 def test_relative_validity_counts_years_and_months_of_365_and_30_days():
     assert relative_validity(86400 * 365 + 86400 * 31 + 3661) == "010101010101000R"
     assert relative_validity(59.9) == relative_validity(60) == "000000000100000R"
+
+
+def test_parts_sent_in_the_same_second_share_one_validity_string():
+    # The drain builds ~10,000 submit_sm a second, most with one expiry (a broadcast's):
+    # the validity string is made once per whole second left, not once per part.
+    import sys
+    settings = operator_config()
+    build_submit_sm(part(expires_at=5000.2), settings, 1000.1)
+    calls = []
+
+    def profile(frame, event, arg):
+        if event == "call":
+            calls.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        pdu = build_submit_sm(part(expires_at=5000.2), settings, 1000.15)
+    finally:
+        sys.setprofile(None)
+    assert "relative_validity" not in calls, calls
+    assert pdu.fields["validity_period"] == relative_validity(4000)
+    assert build_submit_sm(part(expires_at=5000.2), settings, 1001.5).fields[
+        "validity_period"] == relative_validity(3998)

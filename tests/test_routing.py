@@ -117,3 +117,26 @@ def test_compiled_lookup_agrees_with_the_reference_on_random_rules(monkeypatch):
         for _ in range(300):
             msisdn = "989" + "".join(rng.choice("0123459") for _ in range(9))
             assert router.candidates(msisdn) == reference_candidates(routing, msisdn), msisdn
+
+
+def test_the_route_of_a_number_whose_prefix_was_seen_runs_no_further_python_call():
+    # A broadcast asks the route of every recipient (1,000,000 before its 202): a
+    # remembered prefix is answered in preferred() itself, not through candidates().
+    import sys
+    router = OperatorRouter(Routing(rules=(RoutingRule(prefixes=("98912",), operator="mci",
+                                                       fallback=(), origin="t:1"),),
+                                    default="irancell"))
+    assert router.preferred("989121234567") == "mci"
+    calls = []
+
+    def profile(frame, event, arg):
+        if event == "call":
+            calls.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        route = router.preferred("989127654321")
+    finally:
+        sys.setprofile(None)
+    assert (route, calls[1:]) == ("mci", [])
+    assert router.preferred("989351234567") == "irancell"

@@ -5,6 +5,10 @@ from gateway.smpp.pdu import PDU
 
 # Our priorities → SMPP priority_flag (0 normal … 3 very urgent).
 PRIORITY_FLAGS = {0: 0, 1: 1, 2: 3}
+# Validity strings by whole seconds left: a drain's parts mostly share one expiry (a
+# broadcast's), and making the string was ~1.5 µs of each submit_sm (measured); bounded.
+_VALIDITY = {}
+_VALIDITY_KEPT = 4096
 
 
 def relative_validity(seconds):
@@ -25,6 +29,12 @@ def build_submit_sm(part, settings, now):
         source_ton, source_npi = settings.short_code_ton, settings.short_code_npi
     else:
         source_ton, source_npi = c.TON_ALPHANUMERIC, c.NPI_UNKNOWN
+    seconds = int(part.expires_at - now)
+    validity = _VALIDITY.get(seconds)
+    if validity is None:
+        if len(_VALIDITY) >= _VALIDITY_KEPT:
+            _VALIDITY.clear()
+        validity = _VALIDITY[seconds] = relative_validity(seconds)
     return PDU(c.SUBMIT_SM, fields={
         "service_type": "",
         "source_addr_ton": source_ton,
@@ -37,7 +47,7 @@ def build_submit_sm(part, settings, now):
         "protocol_id": 0,
         "priority_flag": PRIORITY_FLAGS.get(part.priority, 0),
         "schedule_delivery_time": "",
-        "validity_period": relative_validity(part.expires_at - now),
+        "validity_period": validity,
         "registered_delivery": 1 if (settings.receipts and part.receipt) else 0,
         "replace_if_present_flag": 0,
         "data_coding": part.data_coding,

@@ -44,7 +44,11 @@ class OperatorRouter:
 
     def preferred(self, msisdn):
         """The operator a part to `msisdn` goes to when all are up (its route), or None."""
-        candidates = self.candidates(msisdn)
+        # A remembered prefix answered here, without a call to candidates(): a
+        # broadcast asks this of each of its recipients before its 202.
+        candidates = self._cache.get(msisdn[:self._key_length])
+        if candidates is None:
+            candidates = self.candidates(msisdn)
         return candidates[0] if candidates else None
 
     def carriers(self, operator):

@@ -151,26 +151,43 @@ class BroadcastIntake:
 
     def add(self, entry, where):
         """One recipient entry (as the body gave it; `where` names it in a report)."""
-        self.entries += 1
         if type(entry) is ByNationalId:
-            self._add_national_id(entry, where)
+            self.entries += 1
+            if self._add_national_id(entry, where):
+                self.valid += 1
+        else:
+            self.add_all((entry,), lambda index: where)
             return
-        try:
-            if not isinstance(entry, str):
-                raise InvalidNumber(entry, "not a string")
-            number = normalize_msisdn(entry)
-        except InvalidNumber as error:
-            self.invalid += 1
-            if len(self.reported) < MAX_REPORTED:
-                self.reported.append({"entry": where, "reason": error.reason})
-            return
-        self.valid += 1
         if self.valid > self.broadcasts.max_recipients:
             raise TooManyRecipients(f"a broadcast takes at most "
                                     f"{self.broadcasts.max_recipients} recipients")
-        self._batch.append([int(number), self.broadcasts.route_of(number)])
-        if len(self._batch) >= self.broadcasts.batch:
-            self._write_batch()
+
+    def add_all(self, entries, where_of):
+        """Numbers (strings) in body order; where_of(i) names the i-th in a report
+        (asked only for invalid ones).  One call per block of the body: per entry only
+        normalize_msisdn and route_of run (see tests/test_broadcast_hot_path.py)."""
+        route_of = self.broadcasts.route_of
+        batch = self._batch
+        invalid = self.invalid
+        for index, entry in enumerate(entries):
+            try:
+                if entry.__class__ is not str:      # IDs come one by one, to add()
+                    raise InvalidNumber(entry, "not a string")
+                number = normalize_msisdn(entry)
+            except InvalidNumber as error:
+                self.invalid += 1
+                if len(self.reported) < MAX_REPORTED:
+                    self.reported.append({"entry": where_of(index), "reason": error.reason})
+                continue
+            batch.append([int(number), route_of(number)])
+        self.entries += len(entries)
+        self.valid += len(entries) - (self.invalid - invalid)
+        if self.valid > self.broadcasts.max_recipients:
+            raise TooManyRecipients(f"a broadcast takes at most "
+                                    f"{self.broadcasts.max_recipients} recipients")
+        size = self.broadcasts.batch
+        while len(self._batch) >= size:
+            self._write_batch(size)
 
     def finish(self):
         """The body is complete: Deferred of the answer document, once every recipient
@@ -222,24 +239,21 @@ class BroadcastIntake:
     # -- recipients by national ID (gateway.outbound.recipients) --
 
     def _add_national_id(self, entry, where):
-        """Checked now (reported by `where`, never the ID); asked of the directory a
-        chunk at a time, while the body goes on arriving."""
+        """Checked now (reported by `where`, never the ID; False, counted invalid);
+        asked of the directory a chunk at a time, while the body goes on arriving."""
         try:
             national_id = normalize_national_id(entry.value)
         except InvalidNationalId as error:
             self.invalid += 1
             if len(self.reported) < MAX_REPORTED:
                 self.reported.append({"entry": where, "reason": f"national ID: {error.reason}"})
-            return
+            return False
         if getattr(self.broadcasts.outbound, "resolver", None) is None:
             raise no_directory()
-        self.valid += 1
-        if self.valid > self.broadcasts.max_recipients:
-            raise TooManyRecipients(f"a broadcast takes at most "
-                                    f"{self.broadcasts.max_recipients} recipients")
         self._ids.append(national_id)
         if len(self._ids) >= ID_CHUNK:
             self._resolve_ids()
+        return True
 
     def _resolve_ids(self):
         national_ids, self._ids = self._ids, []
@@ -284,8 +298,12 @@ class BroadcastIntake:
     def _pending_writes(self):
         return self._writes + len(self._resolving)
 
-    def _write_batch(self):
-        rows, self._batch = self._batch, []
+    def _write_batch(self, size=None):
+        """Write the first `size` rows held (None: all)."""
+        if size is None or size >= len(self._batch):
+            rows, self._batch = self._batch, []
+        else:
+            rows, self._batch = self._batch[:size], self._batch[size:]
         if self.parts is not None:
             self._check_quota(self.added + self._writes * self.broadcasts.batch + len(rows))
         self._writes += 1

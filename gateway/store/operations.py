@@ -102,12 +102,12 @@ _CLAIM_SQL = (
     " FROM (SELECT p.rowid AS rowid, p.message_id AS message_id, p.seq AS seq,"
     "  m.parts AS parts, m.agency AS agency, m.sender AS sender, m.recipient AS recipient,"
     "  m.priority AS priority, m.data_coding AS data_coding, m.esm_class AS esm_class,"
-    # A broadcast's part stores no payload: it is its broadcast's (stored once).
-    "  hex(CASE WHEN m.broadcast_id IS NULL THEN p.payload ELSE (SELECT bp.payload"
-    "   FROM broadcast_parts bp WHERE bp.broadcast_id = m.broadcast_id AND bp.seq = p.seq)"
-    "   END) AS payload, m.receipt AS receipt, p.attempts AS attempts,"
+    # A broadcast's part stores no payload: it is its broadcast's (stored once), read
+    # once per claim (claim below), not per row here.
+    "  CASE WHEN m.broadcast_id IS NULL THEN hex(p.payload) END AS payload,"
+    "  m.receipt AS receipt, p.attempts AS attempts,"
     "  m.created_at + m.validity_s AS expires_at, p.unknowns AS unknowns,"
-    "  m.broadcast_id IS NOT NULL AS broadcast"
+    "  m.broadcast_id AS broadcast"
     "  FROM parts p JOIN messages m ON m.id = p.message_id"
     # state = 'queued' written literally so that the partial index applies.
     "  WHERE p.state = 'queued' AND p.route IS ? AND p.priority = ? AND p.not_before <= ?"
@@ -183,6 +183,7 @@ def claim(conn, limit, now, route, priorities, owner=None, leases_before=None,
     rowids = []
     exhausted = set()                   # priorities that gave less than was asked
     taken = {}                          # priority → rows read so far (skipped next time)
+    payloads = {}                       # (broadcast id, seq) → its stored payload
     shares = shares or {}
     strict = [(priority, None) for priority in priorities if priority not in shares]
     for priority, most in _then(strict, lambda: claim_plan(limit - len(claimed),
@@ -201,10 +202,16 @@ def claim(conn, limit, now, route, priorities, owner=None, leases_before=None,
             exhausted.add(priority)
         for row in rows:
             rowids.append(row[0])
-            row[10] = payload = bytes.fromhex(row[10])
             row[11] = bool(row[11])
-            if row.pop() and row[3] > 1:
-                row[10] = with_concat_ref(payload, row[1])
+            broadcast = row.pop()
+            if broadcast is None:
+                row[10] = bytes.fromhex(row[10])
+            else:
+                payload = payloads.get((broadcast, row[2]))
+                if payload is None:
+                    payload = payloads[broadcast, row[2]] = _broadcast_payload(
+                        conn, broadcast, row[2])
+                row[10] = with_concat_ref(payload, row[1]) if row[3] > 1 else payload
             claimed.append(row[1:])
         if len(claimed) >= limit:
             break
@@ -213,6 +220,12 @@ def claim(conn, limit, now, route, priorities, owner=None, leases_before=None,
     if shares:
         claimed.sort(key=lambda row: -row[6])      # highest priority first, ages kept
     return claimed
+
+
+def _broadcast_payload(conn, broadcast_id, seq):
+    row = conn.execute("SELECT payload FROM broadcast_parts WHERE broadcast_id = ?"
+                       " AND seq = ?", (broadcast_id, seq)).fetchone()
+    return bytes(row[0]) if row is not None else b""
 
 
 def _then(first, later):

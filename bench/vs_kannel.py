@@ -1,0 +1,232 @@
+"""Kannel against Payam Gateway, the same keep-alive HTTP load, alternating, in one run.
+
+Run through bench/vs_kannel.sh (it installs Kannel from Debian first).  One SMSC
+simulator (`payam-gateway smsc-sim`); Kannel (bearerbox + smsbox, one SMPP bind, window
+100, no store: it keeps messages in RAM) and the daemon (durable SQLite store,
+synchronous=FULL, one bind, window 100, receipts on) each bind to it.  Each round sends
+--messages messages from --clients keep-alive connections to Kannel's /cgi-bin/sendsms,
+then to ours, then to our /v1/messages, and waits until the simulator has every
+submit_sm of the round before the next.  Prints accepted/s (HTTP answers) and
+submit_sm/s at the simulator per round, and the ratios.  Figures only, not a test.
+
+    .venv/bin/python bench/vs_kannel.py [--messages 10000] [--clients 50] [--rounds 2]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from daemon_harness import Daemon, Simulator, free_port, wait_for, write_config  # noqa: E402
+from mt_throughput import (  # noqa: E402
+    KEY, cpu_seconds, write_bench_agency, write_bench_routing)
+
+TEXT = "Payam Gateway benchmark message"
+KANNEL_CONF = """\
+group = core
+admin-port = {admin}
+admin-password = bench
+smsbox-port = {box}
+box-allow-ip = 127.0.0.1
+log-file = "{dir}/bearerbox.log"
+log-level = 4
+
+group = smsc
+smsc = smpp
+smsc-id = sim
+host = 127.0.0.1
+port = {smpp}
+transceiver-mode = true
+smsc-username = kannel
+smsc-password = secret
+system-type = ""
+max-pending-submits = 100
+enquire-link-interval = 30
+reconnect-delay = 1
+
+group = smsbox
+bearerbox-host = 127.0.0.1
+bearerbox-port = {box}
+sendsms-port = {http}
+log-file = "{dir}/smsbox.log"
+log-level = 4
+
+group = sendsms-user
+username = bench
+password = benchpass
+max-messages = 1
+"""
+
+
+def request(port, path, body=None, headers=()):
+    head = [f"{'POST' if body is not None else 'GET'} {path} HTTP/1.1", "Host: bench",
+            *headers]
+    if body is not None:
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + (body or b"")
+
+
+def kannel_requests(count):
+    return [request(0, "/cgi-bin/sendsms?" + urlencode({
+        "username": "bench", "password": "benchpass", "from": "40409999",
+        "to": f"0912{n:07d}", "text": TEXT})) for n in range(count)]
+
+
+def payam_sendsms_requests(count):
+    return [request(0, "/cgi-bin/sendsms?" + urlencode({
+        "username": "bench", "password": KEY, "from": "40409999",
+        "to": f"0912{n:07d}", "text": TEXT})) for n in range(count)]
+
+
+def payam_api_requests(count):
+    return [request(0, "/v1/messages", json.dumps(
+        {"from": "40409999", "to": f"0912{n:07d}", "text": TEXT}).encode(),
+        (f"Authorization: Bearer {KEY}", "Content-Type: application/json"))
+        for n in range(count)]
+
+
+async def client(port, requests, results):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for raw in requests:
+            writer.write(raw)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            results[status] = results.get(status, 0) + 1
+    finally:
+        writer.close()
+
+
+async def load(port, requests, clients):
+    results = {}
+    started = time.perf_counter()
+    await asyncio.gather(*(client(port, requests[i::clients], results)
+                           for i in range(clients)))
+    return time.perf_counter() - started, results
+
+
+class Kannel:
+    def __init__(self, directory, smpp_port):
+        self.dir = Path(directory)
+        self.http_port = free_port()
+        conf = self.dir / "kannel.conf"
+        conf.write_text(KANNEL_CONF.format(admin=free_port(), box=free_port(),
+                                           smpp=smpp_port, http=self.http_port,
+                                           dir=self.dir))
+        self.bearerbox = subprocess.Popen([shutil.which("bearerbox") or "/usr/sbin/bearerbox",
+                                           str(conf)], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        self.smsbox = subprocess.Popen([shutil.which("smsbox") or "/usr/sbin/smsbox",
+                                        str(conf)], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+
+    def pids(self):
+        return [self.bearerbox.pid, self.smsbox.pid]
+
+    def stop(self):
+        for proc in (self.smsbox, self.bearerbox):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+
+
+def kannel_ready(kannel, sim):
+    """Kannel answers sendsms once its bind is up (a message then reaches the SMSC)."""
+    base = sim.stats()["submits"]
+
+    async def one():
+        try:
+            return await load(kannel.http_port, kannel_requests(1), 1)
+        except OSError:
+            return None
+    if asyncio.run(one()) is None:
+        return False
+    try:
+        wait_for(lambda: sim.stats()["submits"] > base, 5, what="Kannel's first submit_sm")
+    except AssertionError:
+        return False
+    return True
+
+
+def round_of(name, port, requests, clients, sim, pids):
+    base = sim.stats()["submits"]
+    before = sum(cpu_seconds(pid) for pid in pids)
+    elapsed, results = asyncio.run(load(port, requests, clients))
+    accepted = sum(n for status, n in results.items() if status in (200, 202))
+    started = time.perf_counter() - elapsed
+    wait_for(lambda: sim.stats()["submits"] - base >= accepted, 300, interval=0.01,
+             what=f"{name}: every submit_sm at the SMSC")
+    at_smsc = time.perf_counter() - started
+    cpu = sum(cpu_seconds(pid) for pid in pids) - before
+    print(f"  {name:<26} {accepted / elapsed:8,.0f} accepted/s  {accepted / at_smsc:8,.0f} "
+          f"submit_sm/s  CPU {cpu * 1e6 / max(accepted, 1):5.0f} µs/msg  {results}",
+          flush=True)
+    return accepted / elapsed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    sim = Simulator("--receipt-delay", "0.2")
+    kannel = daemon = None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            kannel = Kannel(tmp, sim.smpp_port)
+            wait_for(lambda: kannel_ready(kannel, sim), 30, interval=0.5,
+                     what="Kannel bound and answering")
+            config, port = write_config(tmp, sim.smpp_port, operators=("mci",),
+                                        window=100, binds=1, tps=100_000, receipts=True,
+                                        agencies=write_bench_agency(tmp),
+                                        routing=write_bench_routing(tmp))
+            daemon = Daemon(config, port).start()
+            print(f"{args.messages} messages per run, {args.clients} keep-alive clients, "
+                  f"one bind (window 100) each to the same simulator; load {os.getloadavg()[0]:.1f}")
+            rates = {"kannel": [], "sendsms": [], "api": []}
+            for number in range(1, args.rounds + 1):
+                print(f"round {number}:")
+                rates["kannel"].append(round_of(
+                    "Kannel /cgi-bin/sendsms", kannel.http_port,
+                    kannel_requests(args.messages), args.clients, sim, kannel.pids()))
+                rates["sendsms"].append(round_of(
+                    "Payam /cgi-bin/sendsms", port, payam_sendsms_requests(args.messages),
+                    args.clients, sim, [daemon.proc.pid]))
+                rates["api"].append(round_of(
+                    "Payam /v1/messages", port, payam_api_requests(args.messages),
+                    args.clients, sim, [daemon.proc.pid]))
+        finally:
+            if daemon is not None:
+                daemon.stop(timeout=60)
+            if kannel is not None:
+                kannel.stop()
+            sim.stop()
+    best = {name: max(values) for name, values in rates.items()}
+    print(f"best of {args.rounds}: Kannel {best['kannel']:,.0f}/s (RAM only: a message it "
+          f"accepted is lost if it stops), Payam sendsms {best['sendsms']:,.0f}/s "
+          f"({best['sendsms'] / best['kannel']:.2f}x), Payam /v1/messages "
+          f"{best['api']:,.0f}/s ({best['api'] / best['kannel']:.2f}x), durable "
+          f"(synchronous=FULL) with receipts tracked")
+
+
+if __name__ == "__main__":
+    main()
