@@ -375,8 +375,8 @@ class GatewayService(MultiService):
         return reloaded, None if reloaded else self.reload_problem
 
     def reload(self):
-        """SIGHUP (or `payam-gateway reload`): agencies, partner apps, routing rules and
-        USSD menus anew; on any error keep the old ones. systemd hears RELOADING=1, then READY=1."""
+        """SIGHUP (or `payam-gateway reload`): agencies, partner apps, routing rules,
+        USSD menus and the directory file anew; on any error keep the old ones. systemd hears RELOADING=1, then READY=1."""
         self.notifier.reloading()
         try:
             return self._reload()

@@ -81,3 +81,20 @@ def test_api_md_says_what_a_ussd_filings_text_holds():
     source = inspect.getsource(filing.Filing.file)
     for key in ("tracking", "code", "state", "values"):
         assert f'"{key}"' in source and f'"{key}"' in row, key
+
+
+def test_the_readme_shows_the_citizen_api_with_the_demo_apps_key():
+    import hashlib
+    import re
+
+    import yaml
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    apps = yaml.safe_load((REPO / "gateway" / "demo" / "apps.yaml").read_text())["apps"]
+    hashes = {key for app in apps for key in app["keys"]}
+    keys = set(re.findall(r"Bearer (demo-[a-z-]+-key-0+)'", readme))
+    app_keys = {k for k in keys
+                if "sha256:" + hashlib.sha256(k.encode()).hexdigest() in hashes}
+    assert app_keys, "no README curl line uses a demo partner app's key"
+    assert "/v1/citizen/messages?national_id=" in readme
+    assert "/v1/citizen/replies" in readme

@@ -12,6 +12,8 @@ import yaml
 from daemon_harness import (KEYS, PYTHON, REPO, Daemon, Simulator, assert_private, free_port,
                             http_json, wait_for, write_config)
 
+from gateway.demo.run import DEMO_APP_KEY
+
 TAX = KEYS["tax"]
 
 
@@ -144,6 +146,13 @@ def test_demo_runs_on_embedded_defaults_and_delivers(tmp_path):
         for message in body["messages"]:
             wait_for(lambda: http_json(http_port, "GET", f"/v1/messages/{message['id']}",
                                        key=TAX)[1]["status"] == "delivered", what="delivery")
+        # The banner's national inbox line works as printed (sample app, directory).
+        assert DEMO_APP_KEY in text and "/v1/citizen/messages?" in text
+        code, inbox, _ = http_json(
+            http_port, "GET",
+            "/v1/citizen/messages?national_id=0012345679&msisdn=09121234567",
+            key=DEMO_APP_KEY)
+        assert code == 200 and inbox["messages"] == [], inbox
         assert (tmp_path / "var" / "demo.db").exists()
         assert (tmp_path / "var" / ".demo.db.payam-id").exists()  # a fresh machine: both made
     finally:

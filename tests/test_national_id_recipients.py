@@ -174,6 +174,16 @@ class ResolvedRecipients(NationalIdTests):
         self.assertEqual(used, 1)
 
     @defer.inlineCallbacks
+    def test_a_submission_to_unknown_citizens_only_is_accepted_failed_not_a_500(self):
+        status, _, body = yield self.send(**{
+            "from": "40401234", "text": "x", "to": {"national_id": UNKNOWN_ID}})
+        self.assertEqual(status, 202, body)
+        [unknown] = body["messages"]
+        self.assertEqual((unknown["status"], unknown["error"], unknown["parts"]),
+                         ("failed", "unknown_citizen", 0))
+        self.assertEqual(self.limits.used_today("tax"), 0)
+
+    @defer.inlineCallbacks
     def test_directory_down_is_503_with_retry_after_and_nothing_is_stored(self):
         self.directory = DownDirectory()
         self.api.outbound.use_directory(self.directory)

@@ -9,6 +9,7 @@ from gateway.config.load import load_gateway_config
 
 DEMO_DIR = Path(__file__).resolve().parent
 DEMO_KEY = "demo-tax-key-0000000000000000"   # the sample `tax` agency's key (demo only)
+DEMO_APP_KEY = "demo-dolat-hamrah-key-00000000000"   # the sample partner app's (apps.yaml)
 
 log = logging.getLogger("payam.demo")
 
@@ -62,6 +63,10 @@ Send a message as the sample tax agency:
     -d '{{"from": "40401234", "to": "09121234567", "text": "سلام از سامانه پیام"}}'
 
 Then read its status with GET {url}/v1/messages/<id> and the same header.
+
+Read a citizen's national inbox as the sample partner app Dolat Hamrah:
+  curl -s '{url}/v1/citizen/messages?national_id=0012345679&msisdn=09121234567' \\
+    -H 'Authorization: Bearer {DEMO_APP_KEY}'
 
 Dial the judiciary's USSD menu as a citizen's handset (then /ussd/send with "text"):
   curl -s http://127.0.0.1:{simulator.control_port}/ussd/dial \\

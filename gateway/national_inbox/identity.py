@@ -44,7 +44,8 @@ class IdentityCheck:
     def _judged(self, confirmed, app, msisdn, peer):
         if isinstance(confirmed, Failure):
             if not confirmed.check(DirectoryUnavailable):
-                log.error("directory lookup failed: %s", confirmed.getErrorMessage())
+                # The type only: an adapter's message may carry the ID or number asked.
+                log.error("directory lookup failed: %s", confirmed.type.__name__)
             raise DirectoryDown("the citizen directory cannot answer right now; retry "
                                 "shortly", RETRY_UNAVAILABLE_S)
         if not confirmed:

@@ -267,7 +267,8 @@ class Outbound:
         if submission.addressing is not None:    # unknown citizens are sent nothing
             needed -= parts * submission.addressing.unknown
         try:
-            reservation = self.limits.reserve(agency.id, needed)
+            # Unknown citizens only: nothing to send, nothing to reserve.
+            reservation = self.limits.reserve(agency.id, needed) if needed > 0 else None
         except RateLimited as limit:
             raise OverRate(f"more than {agency.rate_per_s:g} parts per second; "
                            f"retry after {limit.retry_after} s",
@@ -280,7 +281,8 @@ class Outbound:
         try:
             messages = self._build(agency, submission, sender, recipients, opted_out)
         except Exception:
-            self.limits.release(reservation)
+            if reservation is not None:
+                self.limits.release(reservation)
             raise
         document = accepted_document(messages)
         idempotency = ((agency.id, key, document,
@@ -372,7 +374,8 @@ class Outbound:
         return Accepted(messages, document)
 
     def _not_stored(self, failure, reservation):
-        self.limits.release(reservation)
+        if reservation is not None:
+            self.limits.release(reservation)
         if failure.check(DuplicateIdempotencyKey):
             return Accepted(None, failure.value.response, replayed=True)
         if failure.check(IdempotencyMismatch):

@@ -54,8 +54,9 @@ class EmailFallback:
 
     @staticmethod
     def _not_found(failure):
+        # The type only: an adapter's message may carry the number it was asked.
         log.warning("directory lookup for an email fallback failed (%s): the message is "
-                    "accepted for SMS only", failure.getErrorMessage())
+                    "accepted for SMS only", failure.type.__name__)
 
 
 def check_fallback(fallback, email):
