@@ -27,7 +27,7 @@ from gateway.outbound.errors import (
 from gateway.outbound.submission import Accepted, Submission, accepted_document, request_hash
 from gateway.policy.limits import QuotaExceeded, RateLimited
 from gateway.policy.senders import SenderNotAllowed, check_sender, owner_of
-from gateway.store.interface import DuplicateIdempotencyKey, IdempotencyMismatch
+from gateway.store.interface import DuplicateIdempotencyKey, IdempotencyMismatch, QuotaRefused
 from gateway.text import TextTooLong, encode_for_submit
 from gateway.text.links import outside
 
@@ -239,8 +239,10 @@ class Outbound:
             self._in_flight[(agency.id, key)] = []
         # store.accept returns a Deferred: no maybeDeferred, and one callback for the
         # whole outcome (each Deferred link costs µs per request).
+        quota = self.limits.store_quota(reservation)
         try:
-            d = self.store.accept(messages, idempotency=idempotency)
+            d = (self.store.accept(messages, idempotency=idempotency) if quota is None
+                 else self.store.accept(messages, idempotency=idempotency, quota=quota))
         except Exception:
             d = defer.fail()
         d.addBoth(self._stored, agency, messages, document, reservation, key, answer)
@@ -311,6 +313,13 @@ class Outbound:
             return Accepted(None, failure.value.response, replayed=True)
         if failure.check(IdempotencyMismatch):
             raise _conflict(failure.value.key)
+        if failure.check(QuotaRefused):
+            refused = failure.value
+            self.limits.refused_by_store(reservation, refused.used)
+            raise OverQuota(f"daily quota of {refused.quota} parts reached ({refused.used} "
+                            f"used, this request needs {reservation.parts}); it resets at "
+                            "midnight Tehran time",
+                            retry_after=self.limits.seconds_to_midnight())
         log.error("store refused an accept: %s", failure.getErrorMessage())
         raise Overloaded("messages could not be stored; retry shortly", retry_after=1)
 

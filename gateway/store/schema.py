@@ -375,6 +375,14 @@ def _v13_audit_rules_and_status_counts(db):
         " ON CONFLICT (agency, status) DO UPDATE SET n = n + 1; END")
 
 
+def _v18_quota_used(db):
+    # Parts each agency used per quota day, counted in the accept's transaction when
+    # several processes accept into this store (gateway/store/quota.py).
+    db.execute("CREATE TABLE IF NOT EXISTS quota_used (agency TEXT NOT NULL,"
+               " day_start REAL NOT NULL, used INTEGER NOT NULL,"
+               " PRIMARY KEY (agency, day_start))")
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
@@ -392,6 +400,7 @@ MIGRATIONS = [
     (13, _v13_audit_rules_and_status_counts),
     (14, _v14_broadcasts),
     (15, _v15_idempotency_request_hash),
+    (18, _v18_quota_used),
 ]
 
 

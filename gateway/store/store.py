@@ -23,6 +23,7 @@ from gateway.model import (
     NewMessage, PartOutcome)
 from gateway.receipt_ids import normal_id
 from gateway.store import audit_trail, broadcasts, correspondence, guard, operations, schema
+from gateway.store import quota as store_quota
 from gateway.store import receipts as store_receipts
 from gateway.store.interface import RENEW_LEASES_S, IdempotencyMismatch, StoreClosed
 from gateway.store.operations import IDEMPOTENCY_S
@@ -46,6 +47,15 @@ _BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"   # Crockford, in ASCII order: ids 
 _SYMBOL_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)   # 10 bits → 2 symbols
 
 
+_INSERT_WITHIN_QUOTA = store_quota.within_quota(operations.insert_messages)
+
+
+def _refused_raised(result):
+    if isinstance(result, store_quota.QuotaRefused):
+        raise result
+    return result
+
+
 def _read(read):
     """A read on the reactor thread's own connection, answered as the interface's
     reads are (a Deferred, so that a network database can answer later): at once."""
@@ -62,10 +72,12 @@ def _read(read):
 
 class Store:
     def __init__(self, path, reactor=None, commit_interval=0.002, *, node=None,
-                 lease_s=LEASE_S):
+                 lease_s=LEASE_S, claims=True):
         """node: this machine's name among the store's users (default: the host
         name); lease_s: how old another owner's claim lease must be to be taken
-        back."""
+        back; claims=False: a process that only accepts and reads (an HTTP worker,
+        gateway/procs) beside the one that claims: its open takes over no leases
+        (they are the dispatcher's) and its close leaves the WAL checkpoint to it."""
         if reactor is None:
             from twisted.internet import reactor
         if not lease_s >= 3 * RENEW_LEASES_S:
@@ -76,6 +88,7 @@ class Store:
         self._commit_interval = commit_interval
         self.node = node if node is not None else socket.gethostname()
         self.lease_s = lease_s
+        self.claims = claims
         self.owner = None              # "node:pid:random" while open: claims' leases
         self._reclaim_at = float("-inf")
         self._claim_credit = {}        # route → the lanes' share fractions (claim_plan)
@@ -107,7 +120,13 @@ class Store:
         now = self._reactor.seconds()
         conn = None
         try:
-            guard.before_open(self.path, create)
+            if self.claims:
+                guard.before_open(self.path, create)
+            elif not guard.present(self.path):
+                # (An HTTP worker: the dispatcher process, which checked the file
+                # page by page, has it open already; a worker never creates one.)
+                raise guard.StoreUnusable(self.path, "is missing",
+                                          "the process that claims opens it first")
             created = not guard.present(self.path)
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             schema.migrate(self.path, now=now)
@@ -121,7 +140,7 @@ class Store:
             self._fingerprint_key = bytes.fromhex(conn.execute(
                 "SELECT value FROM meta WHERE key = 'fingerprint_key'").fetchone()[0])
             owner = f"{self.node}:{os.getpid()}:{self._random.getrandbits(32):08x}"
-            recovered = self._take_over(conn, owner)
+            recovered = self._take_over(conn, owner) if self.claims else 0
         except (sqlite3.Error, OSError) as e:
             if conn is not None:
                 conn.close()
@@ -173,7 +192,8 @@ class Store:
                 # The read-only connection, closed last, cannot checkpoint on close
                 # (SQLite's own end-of-use checkpoint): it goes first, then ours.
                 self._reader.close()
-                self._checkpoint()
+                if self.claims:
+                    self._checkpoint()
                 self._closing.callback(None)
 
             self._writer.stop().addCallback(stopped)
@@ -239,12 +259,14 @@ class Store:
             return self._writer.submit(operation)
         return self._writer.submit_grouped(operation, item)
 
-    def accept(self, messages, idempotency=None):
+    def accept(self, messages, idempotency=None, quota=None):
         """Store new messages (all or none); Deferred fires with their ids once durable.
 
         idempotency=(agency, key, response_json[, request_hash]): a key the agency
         used within 24 h fails with DuplicateIdempotencyKey carrying the first response,
-        or IdempotencyMismatch when the two requests' hashes differ."""
+        or IdempotencyMismatch when the two requests' hashes differ.
+        quota=(agency, day_start, parts, daily_parts): counted in the store in the same
+        transaction (store/quota.py); over it, fails with QuotaRefused, nothing stored."""
         try:
             messages = list(messages)
             if not messages:
@@ -273,13 +295,18 @@ class Store:
                             for m in messages if m.fingerprint is not None]
         ids = [m.id for m in messages]
         item = (message_rows, part_rows, ids, idempotency, now, fingerprint_rows)
+        insert = operations.insert_messages
+        if quota is not None:
+            item, insert = item + (tuple(quota),), _INSERT_WITHIN_QUOTA
         ended = [(m.error, m.id) for m in messages if m.error is not None]
         if ended:
             # Recorded failed at once (the part trigger ends the message), in the
             # accept's own transaction; rare (opt-outs), so outside the grouped write.
-            return self._write(lambda conn: correspondence.insert_ended(
-                conn, operations.insert_messages, item, ended, now))
-        return self._write(operations.insert_messages, item)
+            d = self._write(lambda conn: correspondence.insert_ended(
+                conn, insert, item, ended, now))
+        else:
+            d = self._write(insert, item)
+        return d if quota is None else d.addCallback(_refused_raised)
 
     def claim(self, limit, now, route=None):
         """Up to `limit` queued parts of `route` (None: parts stored without one) due by
@@ -457,7 +484,8 @@ class Store:
         (a repeated number is kept once) once durable."""
         return self._write(broadcasts.add_recipients, (broadcast_id, rows))
 
-    def open_broadcast(self, broadcast):
+    def open_broadcast(self, broadcast, quota=None):
+        """quota: as accept's, for the whole broadcast (its recipients x parts)."""
         if not isinstance(broadcast, NewBroadcast):
             return defer.fail(TypeError("open_broadcast takes a NewBroadcast"))
         b = broadcast
@@ -465,8 +493,14 @@ class Store:
                int(bool(b.receipt)), b.data_coding, b.esm_class, len(b.parts),
                b.created_at, b.recipients, b.invalid)
         payloads = [bytes(p) for p in b.parts]
-        return self._write(lambda conn: broadcasts.open_broadcast(conn, row, payloads,
-                                                                  b.fingerprint))
+        if quota is None:
+            return self._write(lambda conn: broadcasts.open_broadcast(conn, row, payloads,
+                                                                      b.fingerprint))
+
+        def open_within_quota(conn):
+            store_quota.take(conn, *quota)
+            return broadcasts.open_broadcast(conn, row, payloads, b.fingerprint)
+        return self._write(open_within_quota)
 
     def discard_broadcast(self, broadcast_id):
         return self._write(lambda conn: broadcasts.discard(conn, broadcast_id))
