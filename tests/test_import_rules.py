@@ -40,6 +40,7 @@ ALLOWED = {
     "config": set(),
     "citizens": set(),                # the directory (national ID → number): a lookup
     "service": {"*"},
+    "procs": {"*"},                   # the split daemon: a composition root too
     "cli": {"*"},
     "demo": {"*"},
 }
