@@ -115,6 +115,7 @@ def test_two_workers_accept_sighup_reloads_all_a_killed_worker_comes_back(tmp_pa
         for message_id in ids:
             daemon.wait_status(TAX, message_id, "delivered")
         assert len(ids) == 6 and len(sim.submits()) == 6
+        assert "wake-up failed" not in daemon.output()         # woken over the pipe
 
         # SIGHUP: an agency added to the file is accepted by every worker.
         document = yaml.safe_load(agencies.read_text())
@@ -125,6 +126,12 @@ def test_two_workers_accept_sighup_reloads_all_a_killed_worker_comes_back(tmp_pa
         answers = through_each_worker(daemon, lambda ask: ask(
             "POST", "/v1/messages", message("40409992", "from the newcomer agency"), NEW_KEY))
         assert [code for code, _ in answers.values()] == [202, 202], answers
+
+        # `payam-gateway reload` (the dispatcher's admin endpoint) reloads the workers too.
+        admin = int(yaml.safe_load(path.read_text())["admin"]["listen"].rsplit(":", 1)[1])
+        code, answer, _ = http_json(admin, "POST", "/reload")
+        assert (code, answer["reloaded"]) == (200, True), answer
+        wait_for(lambda: daemon.output().count("reloaded") >= 6, 20, what="3 more reloads")
 
         # A worker killed is started again; the daemon serves throughout.
         killed = slots[("http", 1)]
