@@ -10,6 +10,10 @@ import logging
 import os
 import signal
 
+from twisted.internet.task import LoopingCall
+
+from gateway import metrics
+
 from gateway.listening import listen_tcp
 from gateway.admin.endpoint import AdminAPI
 from gateway.http.server import HTTPFactory
@@ -18,6 +22,8 @@ from gateway.procs.wake import WakeReader
 from gateway.service import GatewayService
 
 log = logging.getLogger("payam.procs.dispatcher")
+
+WINDOWS_EVERY_S = 1.0
 
 
 class _LockHeldBySupervisor:
@@ -36,6 +42,7 @@ class DispatcherProcess(GatewayService):
         self.wake_fd = wake_fd
         self.health_file = HealthWriter(run_dir, self.health, reactor)
         self._wake_reader = None
+        self._windows = None
 
     def _build(self):
         super()._build()
@@ -55,9 +62,19 @@ class DispatcherProcess(GatewayService):
                                        self._broadcast_opened)
         reactor.addReader(self._wake_reader)
         self.health_file.start()
+        self._windows = LoopingCall(self._export_windows)
+        self._windows.clock = reactor
+        self._windows.start(WINDOWS_EVERY_S, now=True)
         self.http_port = _NoPort()
         log.info("dispatcher process with %d operators, %d agencies", len(self.pools),
                  len(config.agencies))
+
+    def _export_windows(self):
+        """The pools' window gauges are functions read at scrape time in one process;
+        /metrics is the supervisor's here, which reads only what the children wrote."""
+        for name, pool in self.pools.items():
+            metrics.child(metrics.WINDOW_IN_FLIGHT, name).set(pool.in_flight())
+            metrics.child(metrics.WINDOW_SIZE, name).set(pool.window_size())
 
     def _broadcast_opened(self):
         """A worker opened a broadcast: the feeder takes up every open one it lacks."""
@@ -70,6 +87,8 @@ class DispatcherProcess(GatewayService):
         if self._wake_reader is not None:
             self.reactor.removeReader(self._wake_reader)
         self.health_file.stop()
+        if self._windows is not None and self._windows.running:
+            self._windows.stop()
         self.http_port = None
         self.http_factory = None
         return super().stopService()

@@ -79,6 +79,8 @@ class _Child(ProcessProtocol):
         self.role = role
         self.index = index
         self.ready = False
+        self.told = False            # a worker: told the store is open
+        self.unstarted_kill = False  # killed at stop before it was told: no failure
         self.ended = defer.Deferred()
         self.pid = None
 
@@ -200,6 +202,7 @@ class Supervisor(Service):
     def _go(self, worker):
         """Tell a worker (on its stdin) that the store is open for it."""
         try:
+            worker.told = True
             worker.transport.writeToChild(0, b"go\n")
         except Exception:          # it has just died: its restart is told anew
             pass
@@ -228,15 +231,15 @@ class Supervisor(Service):
         if self.children.get(slot) is child:
             del self.children[slot]
         if self.stopping:
-            if code != 0:
+            if code != 0 and not child.unstarted_kill:
                 log.error("the %s exited with %s while stopping", child.name,
                           code if code is not None else f"signal {signal_}")
-                self.exit_code = 1
+                self.exit_code = self.exit_code or 1   # a lasting exit's code stays
             return
         how = f"exit code {code}" if code is not None else f"signal {signal_}"
         if code in LASTING_EXITS:
             # The store needs a person, or another daemon has it: no restart helps.
-            log.error("the %s ended (%s): stopping the daemon", child.name, how)
+            log.info("the %s ended (%s): stopping the daemon", child.name, how)
             self.exit_code = code
             self.reactor.callLater(0, self.reactor.stop)
             return
@@ -262,6 +265,12 @@ class Supervisor(Service):
         self.notifier.stopping()
         log.info("stopping: HTTP workers first, then the dispatcher")
         workers = [c for (role, _), c in list(self.children.items()) if role == "http"]
+        for worker in workers:
+            if not worker.told:
+                # Still waiting to open the store (its stdin is read in a blocking
+                # call the reactor cannot interrupt): it has taken nothing, kill it.
+                worker.unstarted_kill = True
+                self._signal(worker, signal.SIGKILL)
         yield self._stop(workers, WORKERS_STOP_S)
         dispatcher = [c for (role, _), c in list(self.children.items())
                       if role == "dispatcher"]
