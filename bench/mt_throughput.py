@@ -98,6 +98,11 @@ def peak_rss_mb(pid):
     return float("nan")
 
 
+def process_name(slot):
+    role, index = slot
+    return f"http worker {index + 1}" if role == "http" else role
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
@@ -110,6 +115,9 @@ def main():
     parser.add_argument("--profile", choices=("py-spy", "pyinstrument"),
                         help="profile the daemon during the load (bench/profiling.py)")
     parser.add_argument("--profile-out", default="bench/profiles")
+    parser.add_argument("--workers", default=None,
+                        help="http.workers: HTTP worker processes (0: one process; "
+                             "default: the configuration's default, auto)")
     args = parser.parse_args()
     text = ("پیام آزمایشی سامانه پیام دولت" if args.persian
             else "Payam Gateway benchmark message")
@@ -121,6 +129,11 @@ def main():
                                          receipts=not args.no_receipts,
                                          agencies=write_bench_agency(tmp),
                                          routing=write_bench_routing(tmp))
+        if args.workers is not None:
+            settings = yaml.safe_load(Path(config).read_text())
+            settings["http"]["workers"] = (args.workers if args.workers == "auto"
+                                           else int(args.workers))
+            Path(config).write_text(yaml.safe_dump(settings))
         if args.profile == "pyinstrument":
             Path(args.profile_out).mkdir(parents=True, exist_ok=True)
             daemon = PyinstrumentDaemon(config, http_port, Path(args.profile_out)
@@ -129,11 +142,14 @@ def main():
             daemon = Daemon(config, http_port).start()
         try:
             base = sim.stats()["submits"]
-            spy = start_profile(args.profile, daemon.proc.pid, args.profile_out,
-                                "mt_throughput")
-            cpu_before = {"daemon": cpu_seconds(daemon.proc.pid),
-                          "simulator": cpu_seconds(sim.proc.pid),
-                          "load client": cpu_seconds(os.getpid())}
+            found = daemon.processes()
+            processes = ({process_name(slot): pid for slot, pid in found.items()}
+                         if len(found) > 1 else {"daemon (one process)": daemon.proc.pid})
+            spy = start_profile(args.profile, processes.get("dispatcher", daemon.proc.pid),
+                                args.profile_out, "mt_throughput")
+            cpu_before = {"simulator": cpu_seconds(sim.proc.pid),
+                          "load client": cpu_seconds(os.getpid()),
+                          **{name: cpu_seconds(pid) for name, pid in processes.items()}}
             started = time.perf_counter()
             elapsed, results = asyncio.run(load(http_port, args.messages, args.clients, text,
                                                  args.recipients))
@@ -142,14 +158,16 @@ def main():
                      what="all submit_sm at the SMSC")
             finish_profile(spy)
             submit_elapsed = time.perf_counter() - started
-            cpu = {"daemon": cpu_seconds(daemon.proc.pid) - cpu_before["daemon"],
-                   "simulator": cpu_seconds(sim.proc.pid) - cpu_before["simulator"],
-                   "load client": cpu_seconds(os.getpid()) - cpu_before["load client"]}
+            cpu = {name: cpu_seconds(pid) - cpu_before[name]
+                   for name, pid in processes.items()}
+            cpu["daemon (all processes)"] = sum(cpu.values())
+            cpu["simulator"] = cpu_seconds(sim.proc.pid) - cpu_before["simulator"]
+            cpu["load client"] = cpu_seconds(os.getpid()) - cpu_before["load client"]
             receipts = 0 if args.no_receipts else wait_for(
                 lambda: sim.stats()["receipts"] >= accepted and sim.stats()["receipts"], 60,
                 what="receipts sent")
-            rss = peak_rss_mb(daemon.proc.pid)
-            threads = thread_cpu_seconds(daemon.proc.pid)
+            rss = {name: peak_rss_mb(pid) for name, pid in processes.items()}
+            threads = thread_cpu_seconds(processes.get("dispatcher", daemon.proc.pid))
         finally:
             code = daemon.stop()
             sim.stop()
@@ -160,12 +178,13 @@ def main():
     print(f"accepted/s (HTTP 202, durable):  {accepted / elapsed:8.0f}")
     print(f"submit_sm/s at the simulator:    {accepted / submit_elapsed:8.0f}")
     print(f"receipts sent by the simulator:  {receipts}")
-    print("CPU seconds during the run:      " + ", ".join(
-        f"{name} {seconds:.2f} ({seconds * 1e6 / max(accepted, 1):.0f} µs/msg)"
-        for name, seconds in cpu.items()))
-    print("daemon threads' CPU seconds (whole life): " + ", ".join(
-        f"{name} {seconds:.2f}" for name, seconds in threads.items()))
-    print(f"daemon peak RSS:                 {rss:8.1f} MB   (exit code {code})")
+    print("CPU seconds during the run, per process:")
+    for name, seconds in cpu.items():
+        print(f"  {name:24s} {seconds:6.2f} s  {seconds * 1e6 / max(accepted, 1):5.0f} µs/msg")
+    print("dispatcher's (or the one process's) threads' CPU seconds (whole life): "
+          + ", ".join(f"{name} {seconds:.2f}" for name, seconds in threads.items()))
+    print("peak RSS: " + ", ".join(f"{name} {mb:.1f} MB" for name, mb in rss.items())
+          + f"   (exit code {code})")
     print(f"ratio to Kannel's ~{KANNEL_MSG_S} msg/s: {accepted / elapsed / KANNEL_MSG_S:.2f}x")
 
 

@@ -111,12 +111,24 @@ def logging_for_the_reactor(level, fmt="auto"):
 
 
 def cmd_run(args):
+    from gateway.procs.child import child_settings
+    settings = child_settings()
+    if settings is not None:              # a process of the split daemon (gateway/procs)
+        from gateway.procs.run import run_child
+        return run_child(settings, args, serve, logging_for_the_reactor)
     config = load_or_exit(args.config)
     fmt = args.log_format or config.log.format
     with logging_for_the_reactor(args.log_level, fmt) as reactor:
-        from gateway.service import GatewayService
-        return serve(reactor, GatewayService(config, reactor,
-                                             create_store=args.create_store))
+        from gateway.procs.supervisor import workers_for
+        workers = workers_for(config.http_workers)
+        if workers == 0:
+            from gateway.service import GatewayService
+            return serve(reactor, GatewayService(config, reactor,
+                                                 create_store=args.create_store))
+        from gateway.procs.run import supervisor_for
+        service = supervisor_for(config, reactor, workers, args,
+                                 {"kind": "run", "path": config.path})
+        return serve(reactor, service) or service.exit_code
 
 
 def cmd_demo(args):

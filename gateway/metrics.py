@@ -36,10 +36,16 @@ RECEIPTS = Counter(
     "payam_receipts_total", "Delivery receipts received", ["operator", "state", "matched"])
 INBOUND = Counter(
     "payam_inbound_pdus_total", "deliver_sm/data_sm received", ["operator", "kind"])
+# Split across processes (gateway/procs: prometheus_client's multiprocess mode), a
+# gauge is the sum over the live processes: only the dispatcher process sets these, so
+# each reads as in one process (no pid label); ignored in one process.
+LIVE = "livesum"
+
 BOUND_SESSIONS = Gauge(
-    "payam_bound_sessions", "Bound SMPP sessions", ["operator"])
+    "payam_bound_sessions", "Bound SMPP sessions", ["operator"], multiprocess_mode=LIVE)
 QUEUE_DEPTH = Gauge(
-    "payam_dispatch_buffer", "Parts claimed from the store and waiting for a bind")
+    "payam_dispatch_buffer", "Parts claimed from the store and waiting for a bind",
+    multiprocess_mode=LIVE)
 COMMIT_SECONDS = Histogram(
     "payam_store_commit_seconds", "Group commit duration",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1))
@@ -50,7 +56,7 @@ USSD_STEPS = Counter(
     "payam_ussd_steps_total", "USSD dialog steps, by what each did", ["agency", "outcome"])
 USSD_DIALOGS = Counter(
     "payam_ussd_dialogs_total", "USSD dialogs ended, by why", ["agency", "reason"])
-USSD_SESSIONS = Gauge("payam_ussd_sessions", "Live USSD dialogs")
+USSD_SESSIONS = Gauge("payam_ussd_sessions", "Live USSD dialogs", multiprocess_mode=LIVE)
 
 # -- issue 11 item 8: latency, window use, the store's queue, messages per agency ---------
 HTTP_SECONDS = Histogram(
@@ -59,15 +65,16 @@ HTTP_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 WINDOW_IN_FLIGHT = Gauge(
     "payam_window_in_flight", "submit_sm and other requests awaiting their response, "
-    "all bound sessions of the operator", ["operator"])
+    "all bound sessions of the operator", ["operator"], multiprocess_mode=LIVE)
 WINDOW_SIZE = Gauge(
-    "payam_window_size", "Window of the operator's bound sessions together", ["operator"])
+    "payam_window_size", "Window of the operator's bound sessions together", ["operator"],
+    multiprocess_mode=LIVE)
 QUEUED_PARTS = Gauge(
     "payam_queued_parts", "Parts queued in the store (refreshed every few seconds)",
-    ["priority"])
+    ["priority"], multiprocess_mode=LIVE)
 OLDEST_QUEUED = Gauge(
     "payam_oldest_queued_seconds", "How long the longest-waiting due queued part has "
-    "waited (0 when none)", ["priority"])
+    "waited (0 when none)", ["priority"], multiprocess_mode=LIVE)
 MESSAGE_STATUSES = Counter(
     "payam_messages_status_total", "Messages reaching a status (submitted, delivered, "
     "failed, expired), per agency (read from the store every few seconds)",
@@ -80,7 +87,8 @@ EMAIL_SENT = Counter(
     "payam_email_sent_total", "Email fallback attempts by result (sent, retry, failed)",
     ["result"])
 WEBHOOK_PENDING = Gauge(
-    "payam_webhook_pending", "Reply webhook pushes waiting for delivery", ["agency"])
+    "payam_webhook_pending", "Reply webhook pushes waiting for delivery", ["agency"],
+    multiprocess_mode=LIVE)
 
 # -- issue 12 item 2: the citizen directory's lookup service -----------------------------
 DIRECTORY_LOOKUPS = Counter(

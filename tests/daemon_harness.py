@@ -6,6 +6,7 @@ the agency HTTP API and the simulator's control API.
 
 import http.client
 import json
+import os
 import random
 import re
 import signal
@@ -19,6 +20,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+TEST_WORKERS = (lambda value: value if value == "auto" else int(value))(
+    os.environ.get("PAYAM_TEST_WORKERS", "0"))
 
 # Demo keys of the sample agencies (config/agencies.yaml documents them).
 KEYS = {
@@ -202,7 +205,9 @@ def write_config(directory, smpp_port, *, operators=("mci", "irancell", "rightel
     directory = Path(directory)
     http_port = free_port()
     config = {
-        "http": {"listen": f"127.0.0.1:{http_port}"},
+        # One process unless the test asks for the split (tests/test_e2e_procs.py);
+        # PAYAM_TEST_WORKERS runs every daemon test split (e.g. "auto").
+        "http": {"listen": f"127.0.0.1:{http_port}", "workers": TEST_WORKERS},
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
         "admin": {"listen": f"127.0.0.1:{free_port()}"},
         "store": {"path": "var/gateway.db"},
@@ -346,6 +351,29 @@ class Daemon:
 
     def output(self):
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def processes(self):
+        """{(role, index): pid} of the daemon's processes: ("supervisor", 0) and, when
+        it runs split (http.workers), ("dispatcher", 0) and ("http", i), read from
+        /proc (the children's PAYAM_CHILD environment)."""
+        found = {("supervisor", 0): self.proc.pid}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid != self.proc.pid:
+                    continue
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    environ = dict(item.split(b"=", 1) for item in f.read().split(b"\0")
+                                   if b"=" in item)
+            except (OSError, ValueError):
+                continue
+            if b"PAYAM_CHILD" in environ:
+                settings = json.loads(environ[b"PAYAM_CHILD"])
+                found[(settings["role"], settings["index"])] = int(name)
+        return found
 
     @property
     def db_path(self):

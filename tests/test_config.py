@@ -760,3 +760,20 @@ def test_http_max_connections_defaults_and_is_checked(tmp_path):
                               'http: {listen: "127.0.0.1:8080", max_connections: 0}')
     assert_single_error(make_config(tmp_path, gateway=gateway), "gateway.yaml", 1,
                         "http.max_connections")
+
+
+def test_http_workers_defaults_to_one_process_and_is_checked(tmp_path):
+    from gateway.procs.supervisor import workers_for
+    config = load_gateway_config(make_config(tmp_path))
+    assert config.http_workers == 0
+    assert workers_for("auto", cpus=2) == 1 and workers_for("auto", cpus=1) == 1
+    assert workers_for("auto", cpus=8) == 7
+    for text, value in (("0", 0), ("3", 3), ("auto", "auto")):
+        gateway = GATEWAY.replace('http: {listen: "127.0.0.1:8080"}',
+                                  f'http: {{listen: "127.0.0.1:8080", workers: {text}}}')
+        assert load_gateway_config(make_config(tmp_path, gateway=gateway)).http_workers == value
+    for bad in ("many", "-1", "65"):
+        gateway = GATEWAY.replace('http: {listen: "127.0.0.1:8080"}',
+                                  f'http: {{listen: "127.0.0.1:8080", workers: {bad}}}')
+        assert_single_error(make_config(tmp_path, gateway=gateway), "gateway.yaml", 1,
+                            "http.workers")

@@ -42,6 +42,7 @@ ALLOWED = {
     "citizens": set(),                # the directory (national ID → number): a lookup
     "national_inbox": {"citizens", "inbox"},   # partner apps: identity check, reads, replies
     "service": {"*"},
+    "procs": {"*"},                   # the split daemon: a composition root too
     "cli": {"*"},
     "demo": {"*"},
 }

@@ -162,7 +162,8 @@ def _read_listen_section(reader, node, section):
 
 
 def _read_http_section(reader, node, settings):
-    fields = reader.mapping(node, "http", ("listen", "max_connections"), required=("listen",))
+    fields = reader.mapping(node, "http", ("listen", "max_connections", "workers"),
+                            required=("listen",))
     settings["http_listen"] = None
     if not fields:
         return
@@ -171,6 +172,15 @@ def _read_http_section(reader, node, settings):
     if "max_connections" in fields:
         settings["http_max_connections"] = reader.integer(
             fields["max_connections"][1], "http.max_connections", 1, 1_000_000)
+    if "workers" in fields:
+        settings["http_workers"] = _read_workers(reader, fields["workers"][1])
+
+
+def _read_workers(reader, node):
+    """http.workers: "auto" or 0..64 (0: everything in one process)."""
+    if getattr(node, "value", None) == "auto":
+        return "auto"
+    return reader.integer(node, "http.workers", 0, 64)
 
 
 def _read_listen(reader, node, what):

@@ -45,10 +45,26 @@ def run_demo(args, serve):
         return 1
     config = demo_config(args.http_port, simulator.smpp_port, args.var, args.metrics_port,
                          args.admin_port)
-    service = GatewayService(config, reactor, create_store=args.create_store,
-                             listen_settings={"http": "the demo's --http-port",
-                                              "metrics": "the demo's --metrics-port",
-                                              "admin": "the demo's --admin-port"})
+    from gateway.procs.supervisor import workers_for
+    workers = workers_for(config.http_workers)
+    if workers:
+        # The split daemon (gateway/procs), as `run` starts it by default; the
+        # simulator stays in this, the supervisor's, process.
+        from gateway.procs.run import supervisor_for
+        source = {"kind": "demo", "demo": {
+            "http_port": args.http_port, "smsc_port": simulator.smpp_port,
+            "var_dir": args.var, "metrics_port": args.metrics_port,
+            "admin_port": args.admin_port}}
+        service = supervisor_for(config, reactor, workers, args, source,
+                                 listen_setting="the demo's --http-port")
+        split = (f"  processes:         this supervisor, 1 dispatcher (the binds), "
+                 f"{workers} HTTP worker(s)\n")
+    else:
+        service = GatewayService(config, reactor, create_store=args.create_store,
+                                 listen_settings={"http": "the demo's --http-port",
+                                                  "metrics": "the demo's --metrics-port",
+                                                  "admin": "the demo's --admin-port"})
+        split = "  processes:         one (http.workers: 0)\n"
 
     def announce():
         url = f"http://127.0.0.1:{args.http_port}"
@@ -57,7 +73,7 @@ Payam Gateway demo is running.
   agency API:        {url}/   (health: {url}/healthz)
   SMSC simulator:    127.0.0.1:{simulator.smpp_port}, control API http://127.0.0.1:{simulator.control_port}/submits
   store:             {config.store_path}
-
+{split}
 Send a message as the sample tax agency:
   curl -s {url}/v1/messages -H 'Authorization: Bearer {DEMO_KEY}' \\
     -d '{{"from": "40401234", "to": "09121234567", "text": "سلام از سامانه پیام"}}'
@@ -74,4 +90,4 @@ Dial the judiciary's USSD menu as a citizen's handset (then /ussd/send with "tex
 Ctrl-C stops.
 """, flush=True)
 
-    return serve(reactor, service, announce=announce)
+    return serve(reactor, service, announce=announce) or getattr(service, "exit_code", 0)

@@ -31,7 +31,7 @@ from gateway.outbound.errors import (
 from gateway.outbound.submission import Accepted, Submission, accepted_document, request_hash
 from gateway.policy.limits import QuotaExceeded, RateLimited
 from gateway.policy.senders import SenderNotAllowed, check_sender, owner_of
-from gateway.store.interface import DuplicateIdempotencyKey, IdempotencyMismatch
+from gateway.store.interface import DuplicateIdempotencyKey, IdempotencyMismatch, QuotaRefused
 from gateway.text import TextTooLong, encode_for_submit
 from gateway.text.links import outside
 
@@ -294,21 +294,26 @@ class Outbound:
             self._in_flight[(agency.id, key)] = []
         # store.accept returns a Deferred: no maybeDeferred, and one callback for the
         # whole outcome (each Deferred link costs µs per request).
+        quota = self.limits.store_quota(reservation)
         try:
-            d = self._store_accept(messages, idempotency)
+            d = self._store_accept(messages, idempotency, quota)
         except Exception:
             d = defer.fail()
         d.addBoth(self._stored, agency, messages, document, reservation, key, answer)
         return d
 
-    def _store_accept(self, messages, idempotency):
+    def _store_accept(self, messages, idempotency, quota):
+        """quota: counted in the store's transaction (several processes accept into
+        one store: policy.limits.store_quota), or None."""
+        def accept(_=None):
+            if quota is None:
+                return self.store.accept(messages, idempotency=idempotency)
+            return self.store.accept(messages, idempotency=idempotency, quota=quota)
         if messages[0].fallback is None or self.email_fallback is None:
-            return self.store.accept(messages, idempotency=idempotency)
+            return accept()
         # The email addresses are found first (the directory's answers, fired at once
         # by the file), then stored with the messages in one transaction.
-        d = self.email_fallback.find_addresses(messages)
-        d.addCallback(lambda _: self.store.accept(messages, idempotency=idempotency))
-        return d
+        return self.email_fallback.find_addresses(messages).addCallback(accept)
 
     def _build(self, agency, submission, sender, recipients, opted_out=(),
                fingerprinted=True):
@@ -380,6 +385,13 @@ class Outbound:
             return Accepted(None, failure.value.response, replayed=True)
         if failure.check(IdempotencyMismatch):
             raise _conflict(failure.value.key)
+        if failure.check(QuotaRefused):
+            refused = failure.value
+            self.limits.refused_by_store(reservation, refused.used)
+            raise OverQuota(f"daily quota of {refused.quota} parts reached ({refused.used} "
+                            f"used, this request needs {reservation.parts}); it resets at "
+                            "midnight Tehran time",
+                            retry_after=self.limits.seconds_to_midnight())
         log.error("store refused an accept: %s", failure.getErrorMessage())
         raise Overloaded("messages could not be stored; retry shortly", retry_after=1)
 

@@ -27,6 +27,7 @@ from gateway.outbound.errors import (
     TooManyRecipients)
 from gateway.outbound.recipients import ByNationalId, no_directory
 from gateway.policy.limits import QuotaExceeded, QuotaUnknown
+from gateway.store.interface import QuotaRefused
 from gateway.text import TextTooLong, encode_for_submit
 
 log = logging.getLogger("payam.broadcast")
@@ -363,7 +364,10 @@ class BroadcastIntake:
             recipients=self.added, invalid=self.invalid,
             fingerprint=self._fingerprint(text.text),
             unknown_citizens=self.unknown_citizens)
-        d = self.store.open_broadcast(broadcast)
+        limits = self.broadcasts.limits
+        quota = limits.store_quota(reservation)
+        d = (self.store.open_broadcast(broadcast) if quota is None
+             else self.store.open_broadcast(broadcast, quota=quota))
 
         def opened(_):
             metrics.child(metrics.MESSAGES_ACCEPTED, self.agency.id).inc(self.added)
@@ -382,6 +386,14 @@ class BroadcastIntake:
 
         def failed(failure):
             self.broadcasts.limits.release(reservation)
+            if failure.check(QuotaRefused):
+                # Other HTTP workers used the rest of today's quota (the store counts).
+                refused = failure.value
+                limits.refused_by_store(reservation, refused.used)
+                raise OverQuota(f"daily quota of {refused.quota} parts reached "
+                                f"({refused.used} used, this broadcast needs {needed}); "
+                                "it resets at midnight Tehran time",
+                                retry_after=limits.seconds_to_midnight())
             return failure
 
         d.addCallbacks(opened, failed)

@@ -107,16 +107,26 @@ class _AgencyState:
                     self.used = 0
 
 
+def seconds_to_midnight(now):
+    """Whole seconds (at least 1) until the quota day ends."""
+    return max(1, math.ceil(start_of_tehran_day(now) + DAY_S - now))
+
+
 def _check_quota(state, parts, now):
     if state.used + parts > state.quota:
-        until_midnight = start_of_tehran_day(now) + DAY_S - now
-        raise QuotaExceeded(state.used, state.quota, max(1, math.ceil(until_midnight)))
+        raise QuotaExceeded(state.used, state.quota, seconds_to_midnight(now))
 
 
 class AgencyLimits:
-    def __init__(self, agencies, store, clock):
+    def __init__(self, agencies, store, clock, *, rate_share=1.0, store_counts=False):
+        """rate_share: the part of each agency's rate this process may spend (one of N
+        HTTP workers: 1/N, the rate split between them); store_counts: the store counts
+        the quota in each accept's transaction too (several processes accept: this
+        count sees only this one's), see store_quota."""
         self.store = store
         self.clock = clock
+        self.rate_share = rate_share
+        self.store_counts = store_counts
         self._states = {}
         self.loaded = self.update(agencies)
 
@@ -129,12 +139,12 @@ class AgencyLimits:
         for agency in agencies:
             state = self._states.get(agency.id)
             if state is None:
-                state = _AgencyState(float(agency.rate_per_s), agency.daily_parts,
-                                     self.clock)
+                state = _AgencyState(float(agency.rate_per_s) * self.rate_share,
+                                     agency.daily_parts, self.clock)
                 reads.append((agency.id, state))
             else:
                 state.roll_day(now)
-                state.set_rate(float(agency.rate_per_s))
+                state.set_rate(float(agency.rate_per_s) * self.rate_share)
                 state.quota = agency.daily_parts
             states[agency.id] = state
         self._states = states
@@ -203,6 +213,28 @@ class AgencyLimits:
         """Parts the agency may still use today, or None until the store has said."""
         used = self.used_today(agency_id)
         return None if used is None else self._states[agency_id].quota - used
+
+    def store_quota(self, reservation):
+        """The store's accept(quota=...) for a reservation when the store counts the
+        quota across processes, else None.  This process's count still refuses early
+        what it alone already knows to be over."""
+        if not self.store_counts:
+            return None
+        state = self._states.get(reservation.agency)
+        if state is None:
+            return None
+        return (reservation.agency, reservation.day * DAY_S - TEHRAN_OFFSET_S,
+                reservation.parts, state.quota)
+
+    def seconds_to_midnight(self):
+        return seconds_to_midnight(self.clock.seconds())
+
+    def refused_by_store(self, reservation, used):
+        """The store refused the reservation's parts: other processes used `used` parts
+        today; this count learns it (the reservation was released)."""
+        state = self._states.get(reservation.agency)
+        if state is not None and state.day == reservation.day and state.used is not None:
+            state.used = max(state.used, used)
 
     def release(self, reservation):
         """Give back a reservation whose messages were not stored."""

@@ -52,6 +52,18 @@ class IdempotencyMismatch(Exception):
         self.key = key
 
 
+class QuotaRefused(Exception):
+    """An accept counted in the store (quota=...) would take the agency past its daily
+    quota; nothing was stored."""
+
+    def __init__(self, agency, used, quota):
+        super().__init__(f"agency {agency!r}: daily quota of {quota} parts reached "
+                         f"({used} used)")
+        self.agency = agency
+        self.used = used
+        self.quota = quota
+
+
 @runtime_checkable
 class MessageStore(Protocol):
     """The durable queue and record of messages.  Writes fire once durable; a write
@@ -70,11 +82,14 @@ class MessageStore(Protocol):
 
     # -- the outbound queue ---------------------------------------------------------
     def accept(self, messages: list[NewMessage],
-               idempotency: tuple | None = None) -> Deferred:
+               idempotency: tuple | None = None, quota: tuple | None = None) -> Deferred:
         """Store messages, all or none → Deferred[list[str]] of their ids.
         idempotency=(agency, key, response[, request_hash]): a key used within 24 h
         fails with DuplicateIdempotencyKey carrying the first response, or with
-        IdempotencyMismatch when both requests have a hash and they differ."""
+        IdempotencyMismatch when both requests have a hash and they differ.
+        quota=(agency, day_start, parts, daily_parts): the parts are counted against
+        the agency's day in the same transaction, across every process sharing the
+        store; past daily_parts it fails with QuotaRefused, nothing stored."""
 
     def claim(self, limit: int, now: float, route: str | None = None) -> Deferred:
         """→ Deferred[list[ClaimedPart]]: up to `limit` queued parts of `route` (None:
@@ -238,8 +253,10 @@ class MessageStore(Protocol):
         """rows [[number (int, 98...), route(, the national ID it was addressed by)]]
         → Deferred[int]: how many were new."""
 
-    def open_broadcast(self, broadcast: NewBroadcast) -> Deferred:
-        """The broadcast and its parts stored once; its recipients become feedable."""
+    def open_broadcast(self, broadcast: NewBroadcast,
+                       quota: tuple | None = None) -> Deferred:
+        """The broadcast and its parts stored once; its recipients become feedable.
+        quota: as accept's, for the whole broadcast."""
 
     def discard_broadcast(self, broadcast_id: str) -> Deferred:
         """A broadcast never opened: its recipients go."""

@@ -396,6 +396,12 @@ def _v17_email_fallbacks(db):
     from gateway.store.email_fallbacks import schema_sql
     for statement in schema_sql(FINAL_STATES_SQL):
         db.execute(statement)
+def _v18_quota_used(db):
+    # Parts each agency used per quota day, counted in the accept's transaction when
+    # several processes accept into this store (gateway/store/quota.py).
+    db.execute("CREATE TABLE IF NOT EXISTS quota_used (agency TEXT NOT NULL,"
+               " day_start REAL NOT NULL, used INTEGER NOT NULL,"
+               " PRIMARY KEY (agency, day_start))")
 
 
 # (version, function) in order; never renumber or edit one that has shipped.
@@ -417,6 +423,7 @@ MIGRATIONS = [
     (15, _v15_idempotency_request_hash),
     (16, _v16_national_id_recipients),
     (17, _v17_email_fallbacks),
+    (18, _v18_quota_used),
 ]
 
 

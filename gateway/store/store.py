@@ -25,6 +25,7 @@ from gateway.receipt_ids import normal_id
 from gateway.store import (
     audit_trail, broadcasts, citizen_messages, correspondence, guard, national_ids, operations,
     schema)
+from gateway.store import quota as store_quota
 from gateway.store import receipts as store_receipts
 from gateway.store import email_fallbacks
 from gateway.store.interface import RENEW_LEASES_S, IdempotencyMismatch, StoreClosed
@@ -52,6 +53,15 @@ _BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"   # Crockford, in ASCII order: ids 
 _SYMBOL_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)   # 10 bits → 2 symbols
 
 
+_INSERT_WITHIN_QUOTA = store_quota.within_quota(operations.insert_messages)
+
+
+def _refused_raised(result):
+    if isinstance(result, store_quota.QuotaRefused):
+        raise result
+    return result
+
+
 def _read(read):
     """A read on the reactor thread's own connection, answered as the interface's
     reads are (a Deferred, so that a network database can answer later): at once."""
@@ -68,10 +78,12 @@ def _read(read):
 
 class Store:
     def __init__(self, path, reactor=None, commit_interval=0.002, *, node=None,
-                 lease_s=LEASE_S):
+                 lease_s=LEASE_S, claims=True):
         """node: this machine's name among the store's users (default: the host
         name); lease_s: how old another owner's claim lease must be to be taken
-        back."""
+        back; claims=False: a process that only accepts and reads (an HTTP worker,
+        gateway/procs) beside the one that claims: its open takes over no leases
+        (they are the dispatcher's) and its close leaves the WAL checkpoint to it."""
         if reactor is None:
             from twisted.internet import reactor
         if not lease_s >= 3 * RENEW_LEASES_S:
@@ -82,6 +94,7 @@ class Store:
         self._commit_interval = commit_interval
         self.node = node if node is not None else socket.gethostname()
         self.lease_s = lease_s
+        self.claims = claims
         self.owner = None              # "node:pid:random" while open: claims' leases
         self._reclaim_at = float("-inf")
         self._claim_credit = {}        # route → the lanes' share fractions (claim_plan)
@@ -113,7 +126,13 @@ class Store:
         now = self._reactor.seconds()
         conn = None
         try:
-            guard.before_open(self.path, create)
+            if self.claims:
+                guard.before_open(self.path, create)
+            elif not guard.present(self.path):
+                # (An HTTP worker: the dispatcher process, which checked the file
+                # page by page, has it open already; a worker never creates one.)
+                raise guard.StoreUnusable(self.path, "is missing",
+                                          "the process that claims opens it first")
             created = not guard.present(self.path)
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             schema.migrate(self.path, now=now)
@@ -127,7 +146,7 @@ class Store:
             self._fingerprint_key = bytes.fromhex(conn.execute(
                 "SELECT value FROM meta WHERE key = 'fingerprint_key'").fetchone()[0])
             owner = f"{self.node}:{os.getpid()}:{self._random.getrandbits(32):08x}"
-            recovered = self._take_over(conn, owner)
+            recovered = self._take_over(conn, owner) if self.claims else 0
         except (sqlite3.Error, OSError) as e:
             if conn is not None:
                 conn.close()
@@ -179,7 +198,8 @@ class Store:
                 # The read-only connection, closed last, cannot checkpoint on close
                 # (SQLite's own end-of-use checkpoint): it goes first, then ours.
                 self._reader.close()
-                self._checkpoint()
+                if self.claims:
+                    self._checkpoint()
                 self._closing.callback(None)
 
             self._writer.stop().addCallback(stopped)
@@ -245,12 +265,14 @@ class Store:
             return self._writer.submit(operation)
         return self._writer.submit_grouped(operation, item)
 
-    def accept(self, messages, idempotency=None):
+    def accept(self, messages, idempotency=None, quota=None):
         """Store new messages (all or none); Deferred fires with their ids once durable.
 
         idempotency=(agency, key, response_json[, request_hash]): a key the agency
         used within 24 h fails with DuplicateIdempotencyKey carrying the first response,
-        or IdempotencyMismatch when the two requests' hashes differ."""
+        or IdempotencyMismatch when the two requests' hashes differ.
+        quota=(agency, day_start, parts, daily_parts): counted in the store in the same
+        transaction (store/quota.py); over it, fails with QuotaRefused, nothing stored."""
         try:
             messages = list(messages)
             if not messages:
@@ -279,20 +301,25 @@ class Store:
                             for m in messages if m.fingerprint is not None]
         ids = [m.id for m in messages]
         item = (message_rows, part_rows, ids, idempotency, now, fingerprint_rows)
+        insert = operations.insert_messages
+        if quota is not None:
+            item, insert = item + (tuple(quota),), _INSERT_WITHIN_QUOTA
         ended = [(m.error, m.id) for m in messages if m.error is not None]
         fallback_rows = email_fallbacks.rows_of(messages, now)
         addressed = [(m.national_id, m.id) for m in messages if m.national_id is not None]
         if fallback_rows or addressed:
             # Addressed by national ID (migration 16) or with email fallbacks (17): rare,
             # so outside the grouped write, in the accept's own transaction.
-            return self._write(lambda conn: _accept_with_extras(
-                conn, item, ended, now, addressed, fallback_rows))
-        if ended:
+            d = self._write(lambda conn: _accept_with_extras(
+                conn, insert, item, ended, now, addressed, fallback_rows))
+        elif ended:
             # Recorded failed at once (the part trigger ends the message), in the
             # accept's own transaction; rare (opt-outs), so outside the grouped write.
-            return self._write(lambda conn: correspondence.insert_ended(
-                conn, operations.insert_messages, item, ended, now))
-        return self._write(operations.insert_messages, item)
+            d = self._write(lambda conn: correspondence.insert_ended(
+                conn, insert, item, ended, now))
+        else:
+            d = self._write(insert, item)
+        return d if quota is None else d.addCallback(_refused_raised)
 
     def claim(self, limit, now, route=None):
         """Up to `limit` queued parts of `route` (None: parts stored without one) due by
@@ -471,7 +498,8 @@ class Store:
         once durable."""
         return self._write(broadcasts.add_recipients, (broadcast_id, rows))
 
-    def open_broadcast(self, broadcast):
+    def open_broadcast(self, broadcast, quota=None):
+        """quota: as accept's, for the whole broadcast (its recipients x parts)."""
         if not isinstance(broadcast, NewBroadcast):
             return defer.fail(TypeError("open_broadcast takes a NewBroadcast"))
         b = broadcast
@@ -479,8 +507,15 @@ class Store:
                int(bool(b.receipt)), b.data_coding, b.esm_class, len(b.parts),
                b.created_at, b.recipients, b.invalid)
         payloads = [bytes(p) for p in b.parts]
-        return self._write(lambda conn: broadcasts.open_broadcast(
-            conn, row, payloads, b.fingerprint, b.unknown_citizens))
+        if quota is None:
+            return self._write(lambda conn: broadcasts.open_broadcast(
+                conn, row, payloads, b.fingerprint, b.unknown_citizens))
+
+        def open_within_quota(conn):
+            store_quota.take(conn, *quota)
+            return broadcasts.open_broadcast(conn, row, payloads, b.fingerprint,
+                                             b.unknown_citizens)
+        return self._write(open_within_quota)
 
     def discard_broadcast(self, broadcast_id):
         return self._write(lambda conn: broadcasts.discard(conn, broadcast_id))
@@ -765,9 +800,8 @@ class Store:
         return email_fallbacks.fallback_of(self._reader, message_id)
 
 
-def _accept_with_extras(conn, item, ended, now, addressed, fallback_rows):
-    ids = national_ids.insert_addressed(conn, operations.insert_messages, item, ended,
-                                        addressed, now)
+def _accept_with_extras(conn, insert, item, ended, now, addressed, fallback_rows):
+    ids = national_ids.insert_addressed(conn, insert, item, ended, addressed, now)
     if fallback_rows:
         email_fallbacks.insert(conn, fallback_rows)
     return ids

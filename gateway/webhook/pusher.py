@@ -86,6 +86,8 @@ class ReplyPusher:
         self._in_flight = {}             # agency → set of inbox seqs being POSTed
         self._poller = None
         self._forgot_at = None
+        self.delivers = True             # False: queue rows only (an HTTP worker process:
+                                         # the dispatcher process's poller POSTs them)
         self.update_agencies(agencies)
 
     def update_agencies(self, agencies):
@@ -123,7 +125,8 @@ class ReplyPusher:
         if message.agency not in self._hooks:
             return
         d = self.store.queue_pushes([(message.seq, message.agency)])
-        d.addCallback(lambda _: self.pump(message.agency))
+        if self.delivers:
+            d.addCallback(lambda _: self.pump(message.agency))
         d.addErrback(lambda f: log.error("webhook push not queued (the poller retries "
                                          "after a restart): %s", f.getErrorMessage()))
 

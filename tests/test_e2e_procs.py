@@ -1,0 +1,220 @@
+"""End to end, the daemon split across processes (`http: {workers: 2}`): a supervisor,
+one dispatcher process holding the binds, two HTTP workers on one socket."""
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import yaml
+
+from daemon_harness import KEYS, REPO, Daemon, Simulator, http_json, wait_for, write_config
+
+TAX = KEYS["tax"]
+QUOTA_KEY = "procs-quota-key-000000000000000"
+NEW_KEY = "procs-new-agency-key-00000000000"
+SMALL_KEY = "procs-small-quota-key-0000000000"
+
+
+def children(daemon):
+    """{(role, index): pid} of the supervisor's children."""
+    return {slot: pid for slot, pid in daemon.processes().items() if slot[0] != "supervisor"}
+
+
+def agency(agency_id, key, number, **limits):
+    return {"id": agency_id, "name": agency_id, "numbers": [number],
+            "keys": ["sha256:" + hashlib.sha256(key.encode()).hexdigest()],
+            "rate_per_s": limits.get("rate_per_s", 10000),
+            "daily_parts": limits.get("daily_parts", 1000000)}
+
+
+def split_config(tmp_path, sim, workers=2):
+    agencies = tmp_path / "agencies.yaml"
+    document = yaml.safe_load((REPO / "config" / "agencies.yaml").read_text())
+    document["agencies"].append(agency("quota", QUOTA_KEY, "40409991", daily_parts=100))
+    document["agencies"].append(agency("small", SMALL_KEY, "40409993", daily_parts=20))
+    agencies.write_text(yaml.safe_dump(document, allow_unicode=True))
+    path, port = write_config(tmp_path, sim.smpp_port, agencies=agencies, window=50)
+    config = yaml.safe_load(path.read_text())
+    config["http"]["workers"] = workers
+    path.write_text(yaml.safe_dump(config))
+    return path, port, agencies
+
+
+def message(sender, text):
+    return {"from": sender, "to": "09121234567", "text": text}
+
+
+def send(daemon, key, sender, text, **extra):
+    return daemon.send(key, **{"from": sender, "to": "09121234567", "text": text, **extra})
+
+
+def through_each_worker(daemon, request):
+    """request(ask) answered by each HTTP worker in turn, ask(method, path, body, key)
+    → (status, body) on one keep-alive connection that worker took: the connection is
+    made while the other workers are stopped (SIGSTOP), so the kernel hands it to that
+    one, and they go on (SIGCONT) as soon as it has answered a first GET /healthz
+    (no stopped worker is left holding the store's write lock for long)."""
+    workers = {slot: pid for slot, pid in children(daemon).items() if slot[0] == "http"}
+    answers = {}
+    for slot in workers:
+        conn = http.client.HTTPConnection("127.0.0.1", daemon.http_port, timeout=10)
+        others = [pid for other, pid in workers.items() if other != slot]
+        for pid in others:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+        finally:
+            for pid in others:
+                os.kill(pid, signal.SIGCONT)
+
+        def ask(method, path, body=None, key=None):
+            daemon.texts.add((body or {}).get("text"))    # (its privacy check)
+            headers = {"Content-Type": "application/json"}
+            if key is not None:
+                headers["Authorization"] = f"Bearer {key}"
+            conn.request(method, path, body=json.dumps(body).encode(), headers=headers)
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+        try:
+            answers[slot] = request(ask)
+        finally:
+            conn.close()
+    return answers
+
+
+@pytest.fixture
+def sim():
+    simulator = Simulator("--receipt-delay", "0.05")
+    yield simulator
+    simulator.stop()
+
+
+def test_two_workers_accept_sighup_reloads_all_a_killed_worker_comes_back(tmp_path, sim):
+    path, port, agencies = split_config(tmp_path, sim)
+    daemon = Daemon(path, port).start()
+    try:
+        slots = children(daemon)
+        assert set(slots) == {("dispatcher", 0), ("http", 0), ("http", 1)}, slots
+
+        # Accepted by each worker, each message lands once and is sent once.
+        ids = []
+        for round_ in range(3):
+            answers = through_each_worker(daemon, lambda ask: ask(
+                "POST", "/v1/messages", message("40401234", f"split round {round_} ok"), TAX))
+            for code, body in answers.values():
+                assert code == 202, body
+                ids.append(body["messages"][0]["id"])
+        for message_id in ids:
+            daemon.wait_status(TAX, message_id, "delivered")
+        assert len(ids) == 6 and len(sim.submits()) == 6
+        assert "wake-up failed" not in daemon.output()         # woken over the pipe
+
+        # SIGHUP: an agency added to the file is accepted by every worker.
+        document = yaml.safe_load(agencies.read_text())
+        document["agencies"].append(agency("newcomer", NEW_KEY, "40409992"))
+        agencies.write_text(yaml.safe_dump(document, allow_unicode=True))
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: daemon.output().count("reloaded") >= 3, 20, what="3 reloads")
+        answers = through_each_worker(daemon, lambda ask: ask(
+            "POST", "/v1/messages", message("40409992", "from the newcomer agency"), NEW_KEY))
+        assert [code for code, _ in answers.values()] == [202, 202], answers
+
+        # `payam-gateway reload` (the dispatcher's admin endpoint) reloads the workers too.
+        admin = int(yaml.safe_load(path.read_text())["admin"]["listen"].rsplit(":", 1)[1])
+        code, answer, _ = http_json(admin, "POST", "/reload")
+        assert (code, answer["reloaded"]) == (200, True), answer
+        wait_for(lambda: daemon.output().count("reloaded") >= 6, 20, what="3 more reloads")
+
+        # A worker killed is started again; the daemon serves throughout.
+        killed = slots[("http", 1)]
+        os.kill(killed, signal.SIGKILL)
+        code, body, _ = send(daemon, TAX, "40401234", "while a worker restarts")
+        assert code == 202, body
+        wait_for(lambda: children(daemon).get(("http", 1)) not in (None, killed), 20,
+                 what="the worker restarted")
+        wait_for(lambda: "the http worker 2 is ready" in daemon.output().split(
+            "http worker 2 ended")[-1], 20, what="the new worker ready")
+        answers = through_each_worker(daemon, lambda ask: ask(
+            "POST", "/v1/messages", message("40401234", "after the restart"), TAX))
+        assert [code for code, _ in answers.values()] == [202, 202], answers
+        assert daemon.health()["status"] == "ok"
+
+        # /metrics: one scrape shows every process's CPU and memory.
+        scraped = daemon.scrape_metrics()
+        for role, index in (("supervisor", 0), ("dispatcher", 0), ("http", 0), ("http", 1)):
+            assert f'payam_process_resident_bytes{{index="{index}",role="{role}"}}' \
+                in scraped, role
+        assert "payam_messages_accepted_total" in scraped
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_quota_across_two_workers_is_never_overshot(tmp_path, sim):
+    """Quota 100 parts, 150 concurrent single-part requests over two workers: exactly
+    100 accepted, 50 refused as over quota."""
+    path, port, _ = split_config(tmp_path, sim)
+    daemon = Daemon(path, port).start()
+    try:
+        def one(i):
+            return http_json(port, "POST", "/v1/messages",
+                             {"from": "40409991", "to": "09121234567",
+                              "text": f"quota check {i}"}, key=QUOTA_KEY)[:2]
+        with ThreadPoolExecutor(24) as pool:
+            answers = list(pool.map(one, range(150)))
+        codes = [code for code, _ in answers]
+        assert codes.count(202) == 100, sorted(set(codes))
+        refused = [body for code, body in answers if code != 202]
+        assert all(body["error"]["code"] == "quota_exceeded" for body in refused), refused[:3]
+
+        # Quota 20: 10 parts through each worker (each one counts 10 of its own), then
+        # a broadcast either worker would let through alone is refused by the store.
+        def ten(ask):
+            return [ask("POST", "/v1/messages", message("40409993", "ten"), SMALL_KEY)[0]
+                    for _ in range(10)]
+        assert list(through_each_worker(daemon, ten).values()) == [[202] * 10] * 2
+
+        def broadcast(ask):
+            return ask("POST", "/v1/broadcasts",
+                       {"from": "40409993", "text": "a broadcast too many",
+                        "to": [f"0912000{n:04d}" for n in range(5)]}, SMALL_KEY)
+        for code, body in through_each_worker(daemon, broadcast).values():
+            assert (code, body["error"]["code"]) == (429, "quota_exceeded"), body
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_sigterm_stops_every_process_cleanly_and_loses_nothing(tmp_path, sim):
+    path, port, _ = split_config(tmp_path, sim)
+    sim.behave(ack_delay_s=0.3)
+    daemon = Daemon(path, port).start()
+    texts = [f"stop test message {i}" for i in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda t: send(daemon, TAX, "40401234", t), texts))
+    ids = [body["messages"][0]["id"] for code, body, _ in answers if code == 202]
+    assert len(ids) == 40
+    pids = children(daemon)
+    assert daemon.stop() == 0
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids.values())
+    output = daemon.output()
+    assert "stopped cleanly" in output.rsplit("stopping: HTTP workers first", 1)[1]
+    with sqlite3.connect(daemon.db_path) as db:
+        stored = {row[0] for row in db.execute("SELECT id FROM messages")}
+    assert set(ids) <= stored
+    # Started again, what was not sent yet goes out, each message once.
+    sim.behave(ack_delay_s=0)
+    daemon = Daemon(path, port).start()
+    try:
+        for message_id in ids:
+            daemon.wait_status(TAX, message_id, "delivered", timeout=30)
+        sent = [s for s in sim.submits()]
+        assert len(sent) == 40, len(sent)
+    finally:
+        assert daemon.stop() == 0
