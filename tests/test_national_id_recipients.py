@@ -184,6 +184,16 @@ class ResolvedRecipients(NationalIdTests):
         self.assertEqual(self.limits.used_today("tax"), 0)
 
     @defer.inlineCallbacks
+    def test_unknown_citizens_only_with_the_quota_counted_in_the_store(self):
+        # As an HTTP worker of the split daemon counts it (gateway/procs/worker.py): no
+        # reservation for zero parts, so no quota for the store to count either.
+        self.limits.store_counts = True
+        status, _, body = yield self.send(**{
+            "from": "40401234", "text": "x", "to": {"national_id": UNKNOWN_ID}})
+        self.assertEqual((status, body["messages"][0]["error"]), (202, "unknown_citizen"))
+        self.assertEqual(self.limits.used_today("tax"), 0)
+
+    @defer.inlineCallbacks
     def test_directory_down_is_503_with_retry_after_and_nothing_is_stored(self):
         self.directory = DownDirectory()
         self.api.outbound.use_directory(self.directory)

@@ -218,7 +218,7 @@ class AgencyLimits:
         """The store's accept(quota=...) for a reservation when the store counts the
         quota across processes, else None.  This process's count still refuses early
         what it alone already knows to be over."""
-        if not self.store_counts:
+        if not self.store_counts or reservation is None:   # None: nothing reserved
             return None
         state = self._states.get(reservation.agency)
         if state is None:
