@@ -45,8 +45,10 @@ def sim():
     simulator.stop()
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory, sim, smtp, receiver):
+@pytest.fixture(scope="module", params=[0, 1], ids=["one-process", "split"])
+def daemon(request, tmp_path_factory, sim, smtp, receiver):
+    # Split too (http.workers: 1): the HTTP worker builds its own accept path and API,
+    # which must carry the directory, the apps and the fallback as the one process does.
     directory = tmp_path_factory.mktemp("seams")
     agencies = yaml.safe_load((REPO / "config" / "agencies.yaml").read_text())
     for agency in agencies["agencies"]:
@@ -61,6 +63,7 @@ def daemon(tmp_path_factory, sim, smtp, receiver):
     shutil.copy(REPO / "config" / "directory.yaml", directory / "directory.yaml")
     config = yaml.safe_load(path.read_text())
     config["apps"] = str(directory / "apps.yaml")
+    config["http"]["workers"] = request.param
     config["smtp"] = {"host": "127.0.0.1", "port": smtp.port, "from": "notify@payam.gov.ir",
                       "timeout_s": 5, "max_attempts": 3, "retry_s": [1, 2]}
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
