@@ -194,6 +194,25 @@ class Simulator:
                 self.proc.wait(5)
 
 
+def sample_agencies(webhook=None, **changes):
+    """config/agencies.yaml's document, with `webhook` (agency id, receiver port, secret)
+    given a reply webhook and `changes` {agency id: {key: value}} applied."""
+    agencies = yaml.safe_load((REPO / "config" / "agencies.yaml").read_text())
+    for agency in agencies["agencies"]:
+        if webhook is not None and agency["id"] == webhook[0]:
+            agency["reply_webhook"] = {"url": f"http://127.0.0.1:{webhook[1]}/replies",
+                                       "secret": webhook[2]}
+        agency.update(changes.get(agency["id"], {}))
+    return agencies
+
+
+def write_sample_agencies(directory, webhook=None, **changes):
+    """sample_agencies() written to `directory`/agencies.yaml; its path."""
+    path = Path(directory) / "agencies.yaml"
+    path.write_text(yaml.safe_dump(sample_agencies(webhook, **changes), allow_unicode=True))
+    return path
+
+
 def write_config(directory, smpp_port, *, operators=("mci", "irancell", "rightel"),
                  window=10, binds=1, tps=1000, receipts=True, agencies=None, routing=None,
                  receipt_ids="raw", citizens=None):

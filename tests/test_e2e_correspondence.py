@@ -7,11 +7,10 @@ import json
 import subprocess
 
 import pytest
-import yaml
 from standardwebhooks import Webhook as Verifier
 
 from daemon_harness import KEYS, PYTHON, REPO, Daemon, Simulator, http_json, wait_for, \
-    write_config
+    write_config, write_sample_agencies
 from webhook_receiver import WebhookReceiver
 
 TAX, POST, JUDICIARY = KEYS["tax"], KEYS["post"], KEYS["judiciary"]
@@ -38,15 +37,7 @@ def sim():
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, sim, receiver):
     directory = tmp_path_factory.mktemp("corr")
-    agencies = yaml.safe_load((REPO / "config" / "agencies.yaml").read_text())
-    for agency in agencies["agencies"]:
-        if agency["id"] == "tax":
-            agency["reply_webhook"] = {"url": f"http://127.0.0.1:{receiver.port}/replies",
-                                       "secret": SECRET}
-        if agency["id"] == "post":
-            agency["opt_out"] = True
-    agencies_path = directory / "agencies.yaml"
-    agencies_path.write_text(yaml.safe_dump(agencies, allow_unicode=True))
+    agencies_path = write_sample_agencies(directory, ("tax", receiver.port, SECRET), post={"opt_out": True})
     config, http_port = write_config(directory, sim.smpp_port, agencies=agencies_path)
     running = Daemon(config, http_port).start()
     yield running

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from standardwebhooks import Webhook as Verifier
 
-from daemon_harness import KEYS, REPO, Daemon, Simulator, http_json, wait_for, write_config
+from daemon_harness import KEYS, REPO, Daemon, Simulator, http_json, wait_for, write_config, \
+    write_sample_agencies
 from webhook_receiver import WebhookReceiver
 
 TAX, JUDICIARY = KEYS["tax"], KEYS["judiciary"]
@@ -40,13 +41,7 @@ def sim():
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, sim, receiver):
     directory = tmp_path_factory.mktemp("national")
-    agencies = yaml.safe_load((REPO / "config" / "agencies.yaml").read_text())
-    for agency in agencies["agencies"]:
-        if agency["id"] == "tax":
-            agency["reply_webhook"] = {"url": f"http://127.0.0.1:{receiver.port}/replies",
-                                       "secret": SECRET}
-    agencies_path = directory / "agencies.yaml"
-    agencies_path.write_text(yaml.safe_dump(agencies, allow_unicode=True))
+    agencies_path = write_sample_agencies(directory, ("tax", receiver.port, SECRET))
     config, http_port = write_config(directory, sim.smpp_port, agencies=agencies_path)
     shutil.copy(REPO / "config" / "apps.yaml", directory / "apps.yaml")
     shutil.copy(REPO / "config" / "directory.yaml", directory / "directory.yaml")

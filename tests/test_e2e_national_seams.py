@@ -14,7 +14,8 @@ import pytest
 import yaml
 from standardwebhooks import Webhook as Verifier
 
-from daemon_harness import KEYS, REPO, Daemon, Simulator, http_json, wait_for, write_config
+from daemon_harness import KEYS, REPO, Daemon, Simulator, http_json, wait_for, write_config, \
+    write_sample_agencies
 from test_e2e_email import ThreadedSmtp
 from webhook_receiver import WebhookReceiver
 
@@ -50,13 +51,7 @@ def daemon(request, tmp_path_factory, sim, smtp, receiver):
     # Split too (http.workers: 1): the HTTP worker builds its own accept path and API,
     # which must carry the directory, the apps and the fallback as the one process does.
     directory = tmp_path_factory.mktemp("seams")
-    agencies = yaml.safe_load((REPO / "config" / "agencies.yaml").read_text())
-    for agency in agencies["agencies"]:
-        if agency["id"] == "tax":
-            agency["reply_webhook"] = {"url": f"http://127.0.0.1:{receiver.port}/replies",
-                                       "secret": SECRET}
-    agencies_path = directory / "agencies.yaml"
-    agencies_path.write_text(yaml.safe_dump(agencies, allow_unicode=True))
+    agencies_path = write_sample_agencies(directory, ("tax", receiver.port, SECRET))
     path, http_port = write_config(directory, sim.smpp_port, agencies=agencies_path,
                                    citizens={"path": str(directory / "directory.yaml")})
     shutil.copy(REPO / "config" / "apps.yaml", directory / "apps.yaml")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from standardwebhooks import Webhook as Verifier
 
-from daemon_harness import KEYS, Daemon, Simulator, http_json, wait_for
+from daemon_harness import KEYS, Daemon, Simulator, http_json, sample_agencies, wait_for
 from ussd_loopback import REPO, write_gateway
 from webhook_receiver import WebhookReceiver
 
@@ -36,11 +36,7 @@ def sim():
 
 @pytest.fixture
 def daemon(tmp_path, sim, receiver):
-    agencies = yaml.safe_load((REPO / "config" / "agencies.yaml").read_text())
-    for agency in agencies["agencies"]:
-        if agency["id"] == "judiciary":
-            agency["reply_webhook"] = {"url": f"http://127.0.0.1:{receiver.port}/replies",
-                                       "secret": SECRET}
+    agencies = sample_agencies(("judiciary", receiver.port, SECRET))
     path = write_gateway(tmp_path, sim.smpp_port, {"judiciary.yaml": JUDICIARY},
                          agencies=yaml.safe_dump(agencies, allow_unicode=True))
     port = int(yaml.safe_load(path.read_text())["http"]["listen"].rsplit(":", 1)[1])
