@@ -817,7 +817,7 @@ def test_a_throttling_smsc_sees_few_throttled_submits(memory_reactor):
         clock.advance(0.005)
     dispatcher.stop_claiming()
     assert len(accepted) == 2000
-    assert throttled < 100                     # 64 measured
+    assert throttled < 100                     # 73 measured (64 before the slope floor)
     assert sliding_max(sent) <= 500
 
 
@@ -859,3 +859,21 @@ def test_window_use_per_operator_is_what_the_bound_sessions_have_outstanding(mem
     assert scraped("payam_window_in_flight") == 3
     b.drop()
     assert scraped("payam_window_size") == 3 and scraped("payam_window_in_flight") == 1
+
+
+def test_throttles_while_little_is_sent_still_recover_to_tps_within_a_minute():
+    # Found by bench/chaos.py: throttles answered while ~20 msgs/s went out cut the rate
+    # to its floor, from where it climbed 0.1 msgs/s a second (20/s after ~3 minutes).
+    from twisted.internet.task import Clock
+
+    from gateway.smpp.ratelimit import OperatorRate
+    clock = Clock()
+    rate = OperatorRate(500, clock)
+    for _ in range(5):                      # five throttles, a second apart, nothing sent
+        clock.advance(1.0)
+        rate.throttled()
+    assert rate.rate <= 1.0
+    clock.advance(30.0)
+    assert 240 <= rate.rate < 500           # halfway: the slope is tps / 60 s
+    clock.advance(30.0)
+    assert rate.rate == 500
