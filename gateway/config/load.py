@@ -82,49 +82,39 @@ def _log_settings(reader, fields, agencies):
                        debug_text_agencies=tuple(names))
 
 
-def load_agencies(path):
-    """The agencies of a file or a directory of *.yaml files (merged in name order)."""
+def _read_alone(read, path, *args):
+    """One file (or directory) read by `read(path, *args, errors)`, for a reload: its
+    value, or ConfigErrors with every problem it had."""
     errors = []
-    agencies = read_agencies(os.path.abspath(path), errors)
+    value = read(os.path.abspath(path), *args, errors)
     if errors:
         raise _in_reading_order(errors)
-    return agencies
+    return value
+
+
+def load_agencies(path):
+    """The agencies of a file or a directory of *.yaml files (merged in name order)."""
+    return _read_alone(read_agencies, path)
 
 
 def load_routing(path, operator_names):
     """The routing rules of a directory of *.yaml files (name order) or of one file."""
-    errors = []
-    routing = read_routing(os.path.abspath(path), set(operator_names), errors)
-    if errors:
-        raise _in_reading_order(errors)
-    return routing
+    return _read_alone(read_routing, path, set(operator_names))
 
 
 def load_apps(path, agencies):
     """The partner apps of apps.yaml (SIGHUP: read anew against the agencies)."""
-    errors = []
-    apps = read_apps(os.path.abspath(path), agencies, errors)
-    if errors:
-        raise _in_reading_order(errors)
-    return apps
+    return _read_alone(read_apps, path, agencies)
 
 
 def load_directory_file(path):
     """The citizens of a directory file (SIGHUP: read anew)."""
-    errors = []
-    citizens = read_directory_file(os.path.abspath(path), errors)
-    if errors:
-        raise _in_reading_order(errors)
-    return citizens
+    return _read_alone(read_directory_file, path)
 
 
 def load_ussd_menus(path, agencies):
     """The USSD menus of a directory (SIGHUP: read anew against the agencies)."""
-    errors = []
-    menus = read_ussd_menus(os.path.abspath(path), agencies, errors)
-    if errors:
-        raise _in_reading_order(errors)
-    return menus
+    return _read_alone(read_ussd_menus, path, agencies)
 
 
 def _in_reading_order(errors):
