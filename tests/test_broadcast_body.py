@@ -61,3 +61,20 @@ def test_a_line_that_never_ends_is_refused_before_it_grows_without_bound():
     with pytest.raises(BodyError):
         for _ in range(100):
             body.feed(b"9" * 4096)
+
+
+def test_members_beyond_the_known_ones_are_refused_as_they_come_not_held_to_the_end():
+    # A streamed body has no size limit: before, every unknown member was kept in
+    # `fields` until the object ended (then refused), so a body of many large unknown
+    # members grew without bound.
+    body = JsonBody(Sink(), members={"from", "text", "to"})
+    body.feed(b'{"from": "40401234", ')
+    with pytest.raises(BodyError, match="unknown fields: x0"):
+        for n in range(100):
+            body.feed(b'"x%d": "' % n + b"a" * 60_000 + b'",')
+    assert len(body.fields) <= 2
+
+
+def test_without_a_member_list_every_member_is_handed_over():
+    entries, fields = parse(JsonBody, b'{"to": [], "extra": 1}', 4)
+    assert fields == {"extra": 1}

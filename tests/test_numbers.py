@@ -94,3 +94,22 @@ def test_mask_never_shows_the_whole_number():
     assert mask_msisdn("") == ""
     assert "9121234567" not in mask_msisdn(9121234567)
 
+
+
+def test_the_fast_path_answers_as_the_general_parse_does():
+    # normalize_msisdn answers plain ASCII "09…" / "989…" without the general parse; a
+    # trailing space sends the same digits through the general one.
+    import itertools
+    from gateway.numbers import InvalidNumber as Invalid
+
+    def outcome(value):
+        try:
+            return normalize_msisdn(value)
+        except Invalid:
+            return "invalid"
+
+    prefixes = ["09", "989", "98", "9", "0", "08", "988", "0098", "00"]
+    for prefix, length in itertools.product(prefixes, range(9, 14)):
+        for fill in ("1", "0", "9"):
+            value = (prefix + fill * length)[:length]
+            assert outcome(value) == outcome(value + " "), value

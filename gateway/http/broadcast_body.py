@@ -166,8 +166,12 @@ class JsonBody:
     # States: what comes next.
     OPEN, KEY, COLON, VALUE, AFTER_VALUE, TO_OPEN, ELEMENT, AFTER_ELEMENT, DONE = range(9)
 
-    def __init__(self, sink):
+    def __init__(self, sink, members=None):
+        """members: the member names taken besides "to" (None: any); another is
+        refused as soon as its name is read, not held until the object ends (a
+        streamed body has no size limit)."""
         self.sink = sink
+        self.members = members
         self.fields = {}
         self._text = _Text()
         self._buffer = ""
@@ -218,6 +222,9 @@ class JsonBody:
                     raise BodyError("object member names must be strings")
                 if value in self.fields or (value == "to" and self._seen_to):
                     raise BodyError(f"member {value!r} appears twice")
+                if (self.members is not None and value != "to"
+                        and value not in self.members):
+                    raise BodyError(f"unknown fields: {value[:40]}")
                 self._key, at, self._state = value, end, self.COLON
             elif state == self.COLON:
                 if char != ":":
