@@ -172,6 +172,15 @@ class BroadcastAPITests(unittest.TestCase):
         self.assertEqual((status, document["error"]["code"]), (413, "payload_too_large"))
 
     @defer.inlineCallbacks
+    def test_a_body_of_invalid_entries_is_cut_off_at_twice_the_recipient_cap(self):
+        # Invalid entries cost no memory (the report keeps 100), but without a cap on
+        # entries a peer could stream them for ever.
+        body = b'"0912"\n' * 200_001
+        status, document = yield self.send(body, **{"from": "40401234", "text": "x"})
+        self.assertEqual((status, document["error"]["code"]), (413, "payload_too_large"))
+        self.assertIn("200000 entries", document["error"]["message"])
+
+    @defer.inlineCallbacks
     def test_progress_is_the_owners_only_and_cancel_ends_what_was_not_submitted(self):
         status, document = yield self.send(
             {"from": "40401234", "text": "Hello", "to": numbers(10)}, "application/json")

@@ -37,6 +37,7 @@ BATCH = 10_000                     # recipients per store write
 MAX_WRITES = 4                     # batches waiting for their commit (or chunks of IDs
                                    # for the directory) before we hold back
 MAX_REPORTED = 100                 # invalid entries named in the answer
+MAX_ENTRIES_PER_RECIPIENT = 2       # entries (valid or not) a body may hold, per recipient
 ID_CHUNK = 1000                    # national IDs handed to the directory together
 
 
@@ -159,9 +160,7 @@ class BroadcastIntake:
         else:
             self.add_all((entry,), lambda index: where)
             return
-        if self.valid > self.broadcasts.max_recipients:
-            raise TooManyRecipients(f"a broadcast takes at most "
-                                    f"{self.broadcasts.max_recipients} recipients")
+        self._check_size()
 
     def add_all(self, entries, where_of):
         """Numbers (strings) in body order; where_of(i) names the i-th in a report
@@ -183,12 +182,21 @@ class BroadcastIntake:
             batch.append([int(number), route_of(number)])
         self.entries += len(entries)
         self.valid += len(entries) - (self.invalid - invalid)
-        if self.valid > self.broadcasts.max_recipients:
-            raise TooManyRecipients(f"a broadcast takes at most "
-                                    f"{self.broadcasts.max_recipients} recipients")
+        self._check_size()
         size = self.broadcasts.batch
         while len(self._batch) >= size:
             self._write_batch(size)
+
+    def _check_size(self):
+        """At most max_recipients valid recipients, and at most twice as many entries:
+        a body of invalid lines costs no memory (the report is capped) but would
+        otherwise be read for ever."""
+        cap = self.broadcasts.max_recipients
+        if self.valid > cap:
+            raise TooManyRecipients(f"a broadcast takes at most {cap} recipients")
+        if self.entries > MAX_ENTRIES_PER_RECIPIENT * cap:
+            raise TooManyRecipients(f"a broadcast body takes at most "
+                                    f"{MAX_ENTRIES_PER_RECIPIENT * cap} entries")
 
     def finish(self):
         """The body is complete: Deferred of the answer document, once every recipient
