@@ -192,20 +192,19 @@ class _CappedBody(Protocol):
     """A response body, at most MAX_BODY octets; cancelling the read drops the
     connection (a server trickling its body cannot hold it past the timeout)."""
 
-    def __init__(self, finished):
-        self.finished = finished
+    def __init__(self):
+        self.finished = defer.Deferred(lambda _: self.drop())
         self.chunks = []
         self.size = 0
 
     @classmethod
     def read(cls, response):
-        protocol = cls(None)
-        protocol.finished = defer.Deferred(lambda _: protocol.drop())
+        protocol = cls()
         response.deliverBody(protocol)
         return protocol.finished
 
     def dataReceived(self, data):
-        if self.finished is None or self.finished.called:
+        if self.finished.called:
             return
         self.size += len(data)
         if self.size > MAX_BODY:

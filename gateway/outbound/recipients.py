@@ -207,6 +207,7 @@ def addressed(numbers, national_ids, citizens):
     NO_NUMBER for an unknown citizen. As for numbers, each entry is a message: a national
     ID and the number it resolves to, both given, are two (as a number given twice is)."""
     recipients, ids, found, given = [], [], [], []
+    unknown = 0
     for index, number in enumerate(numbers):
         national_id = national_ids.get(index)
         citizen = None
@@ -215,11 +216,14 @@ def addressed(numbers, national_ids, citizens):
         else:
             given.append({"national_id": national_id})
             citizen = citizens[national_id]
-            number = citizen.msisdn if citizen is not None else NO_NUMBER
+            if citizen is None:
+                unknown += 1
+                number = NO_NUMBER
+            else:
+                number = citizen.msisdn
         recipients.append(number)
         ids.append(national_id)
         found.append(citizen)
-    unknown = sum(1 for nid, citizen in zip(ids, found) if nid is not None and citizen is None)
     return recipients, Addressing(tuple(given), tuple(ids), tuple(found), unknown)
 
 
