@@ -305,3 +305,44 @@ class LoopbackTimeout(unittest.TestCase):
         for request in silent.requests:         # the client's timeout closed it already
             if request.channel is not None:
                 request.channel.transport.loseConnection()
+
+
+class _Trickle(resource.Resource):
+    """Answers 200 at once, then sends its body a byte at a time, never ending it."""
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.requests = []
+
+    def render_POST(self, request):
+        self.requests.append(request)
+        request.setResponseCode(200)
+        request.write(b"x")
+        return server.NOT_DONE_YET
+
+
+class LoopbackEndlessBody(unittest.TestCase):
+    timeout = 15
+
+    @defer.inlineCallbacks
+    def test_a_receiver_whose_body_never_ends_times_out_and_is_retried(self):
+        # The status line came, the body never finishes: the POST's timeout covers
+        # the whole answer, so the push does not hold a slot of its agency for ever.
+        trickle = _Trickle()
+        port = reactor.listenTCP(0, server.Site(trickle), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        url = f"http://127.0.0.1:{port.getHost().port}/replies"
+        store, _ = open_store(self)
+        pusher = ReplyPusher(store, reactor, (agency(url=url),), timeout_s=0.3)
+        self.addCleanup(pusher.stop)
+        inbox = Inbox(store)
+        inbox.listen(pusher.heard)
+        yield inbox.file(entry())
+        from conftest import wait_until
+        yield wait_until(reactor, lambda: store._reader.execute(
+            "SELECT state, attempts FROM webhook_pushes").fetchone() == ("pending", 1))
+        assert not pusher._in_flight.get("tax")
+        for request in trickle.requests:
+            if request.channel is not None:
+                request.channel.transport.loseConnection()

@@ -35,8 +35,13 @@ def tehran_day(now):
     return int((now + TEHRAN_OFFSET_S) // DAY_S)
 
 
+def start_of_day(day):
+    """When the Tehran day numbered `day` begins (epoch seconds)."""
+    return day * DAY_S - TEHRAN_OFFSET_S
+
+
 def start_of_tehran_day(now):
-    return tehran_day(now) * DAY_S - TEHRAN_OFFSET_S
+    return start_of_day(tehran_day(now))
 
 
 class RateLimited(Exception):
@@ -90,7 +95,7 @@ class _AgencyState:
 
     def _set_day(self, day):
         self.day = day
-        self.day_start = day * DAY_S - TEHRAN_OFFSET_S
+        self.day_start = start_of_day(day)
         self.day_end = self.day_start + DAY_S
 
     def set_rate(self, rate):
@@ -223,7 +228,7 @@ class AgencyLimits:
         state = self._states.get(reservation.agency)
         if state is None:
             return None
-        return (reservation.agency, reservation.day * DAY_S - TEHRAN_OFFSET_S,
+        return (reservation.agency, start_of_day(reservation.day),
                 reservation.parts, state.quota)
 
     def seconds_to_midnight(self):

@@ -22,6 +22,19 @@ def used_at_start(conn, agency, day_start):
         (agency, day_start)).fetchone()[0] + broadcasts.unfed_parts(conn, agency, day_start)
 
 
+def _used(conn, agency, day_start):
+    """The day's count: its row, or (no row yet) what the store holds for the day."""
+    row = conn.execute("SELECT used FROM quota_used WHERE agency = ? AND day_start = ?",
+                       (agency, day_start)).fetchone()
+    return row[0] if row is not None else used_at_start(conn, agency, day_start)
+
+
+def _set_used(conn, agency, day_start, used):
+    conn.execute("INSERT INTO quota_used (agency, day_start, used) VALUES (?, ?, ?)"
+                 " ON CONFLICT (agency, day_start) DO UPDATE SET used = excluded.used",
+                 (agency, day_start, used))
+
+
 def within_quota(insert):
     """The grouped accept `insert(conn, items)`, for items ending with a quota spec
     (agency, day_start, parts, daily_parts) or None: the items that fit are inserted
@@ -36,10 +49,7 @@ def within_quota(insert):
                 agency, day_start, parts, limit = spec
                 key = (agency, day_start)
                 if key not in counts:
-                    row = conn.execute("SELECT used FROM quota_used WHERE agency = ?"
-                                       " AND day_start = ?", key).fetchone()
-                    counts[key] = (row[0] if row is not None
-                                   else used_at_start(conn, agency, day_start))
+                    counts[key] = _used(conn, agency, day_start)
                 if counts[key] + parts > limit:
                     results.append(QuotaRefused(agency, counts[key], limit))
                     continue
@@ -47,10 +57,8 @@ def within_quota(insert):
             results.append(None)
             kept.append(item[:-1])
         inserted = iter(insert(conn, kept) if kept else ())
-        for key, used in counts.items():
-            conn.execute("INSERT INTO quota_used (agency, day_start, used) VALUES (?, ?, ?)"
-                         " ON CONFLICT (agency, day_start) DO UPDATE SET used = excluded.used",
-                         (*key, used))
+        for (agency, day_start), used in counts.items():
+            _set_used(conn, agency, day_start, used)
         return [next(inserted) if result is None else result for result in results]
     insert_within_quota.__name__ = f"{insert.__name__}_within_quota"
     return insert_within_quota
@@ -59,14 +67,10 @@ def within_quota(insert):
 def take(conn, agency, day_start, parts, limit):
     """Count `parts` for the agency's day (a broadcast opened whole), or raise
     QuotaRefused counting nothing."""
-    row = conn.execute("SELECT used FROM quota_used WHERE agency = ? AND day_start = ?",
-                       (agency, day_start)).fetchone()
-    used = row[0] if row is not None else used_at_start(conn, agency, day_start)
+    used = _used(conn, agency, day_start)
     if used + parts > limit:
         raise QuotaRefused(agency, used, limit)
-    conn.execute("INSERT INTO quota_used (agency, day_start, used) VALUES (?, ?, ?)"
-                 " ON CONFLICT (agency, day_start) DO UPDATE SET used = excluded.used",
-                 (agency, day_start, used + parts))
+    _set_used(conn, agency, day_start, used + parts)
 
 
 def forget_days_before(conn, day_start):

@@ -61,10 +61,11 @@ def treq_post(reactor):
     def post(url, headers, body, timeout):
         d = client.post(url, data=body, headers={k: [v] for k, v in headers.items()},
                         timeout=timeout, reactor=reactor)
-        # The receiver's answer body is read and dropped (never held).
+        # The receiver's answer body is read and dropped (never held); `timeout` bounds
+        # the whole answer, body included (treq's own ends at the status line).
         d.addCallback(lambda response: treq.collect(response, lambda _: None)
                       .addCallback(lambda _: response.code))
-        return d
+        return d.addTimeout(timeout, reactor)
     return post, pool.closeCachedConnections
 
 
