@@ -200,3 +200,29 @@ def test_status_and_reload_with_no_daemon_say_so_in_one_line_and_exit_1(tmp_path
     assert "Traceback" not in ran.stderr
     [line] = ran.stderr.strip().splitlines()
     assert line.startswith(f"{command}: ")
+
+
+def test_something_else_on_the_admin_address_is_unreachable_not_a_traceback():
+    import http.server
+    import threading
+
+    from gateway.admin.client import Unreachable, ask
+
+    class NotAdmin(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"\xffhi!\n")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotAdmin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(Unreachable, match="not JSON"):
+            ask(server.server_address, "GET", "/status")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -25,7 +25,11 @@ def ask(address, method, path):
         conn.close()
     if response.status != 200:
         raise Unreachable(f"the admin endpoint {host}:{port} answered {response.status}")
-    return json.loads(body)
+    try:
+        return json.loads(body)
+    except ValueError:         # something else listens there (UnicodeDecodeError too)
+        raise Unreachable(f"{host}:{port} (admin.listen) answered, but not as the admin "
+                          "endpoint does (not JSON)") from None
 
 
 def format_status(document):
