@@ -12,7 +12,8 @@ import time
 import pytest
 import yaml
 
-from daemon_harness import KEYS, Daemon, Simulator, http_json, wait_for, write_config
+from daemon_harness import KEYS, Daemon, http_json, wait_for, write_config
+from e2e_fixtures import sim  # noqa: F401 (fixtures)
 
 from gateway.authenticity.jalali import persian_date
 
@@ -20,13 +21,6 @@ TAX = KEYS["tax"]
 AGENCY_NAME = "سازمان امور مالیاتی"
 # Short enough to come back as one UCS2 MO part (70 units), "Fwd: " included.
 NOTICE = "مؤدی گرامی، مهلت اظهارنامه ۱۴۰۵ شما تا ۲۰ آذر است.\u200cکد ۷۷"
-
-
-@pytest.fixture(scope="module")
-def sim():
-    simulator = Simulator("--receipt-delay", "0.05")
-    yield simulator
-    simulator.stop()
 
 
 @pytest.fixture(scope="module")

@@ -9,29 +9,15 @@ import subprocess
 import pytest
 from standardwebhooks import Webhook as Verifier
 
-from daemon_harness import KEYS, PYTHON, REPO, Daemon, Simulator, http_json, wait_for, \
+from daemon_harness import KEYS, PYTHON, REPO, Daemon, http_json, wait_for, \
     write_config, write_sample_agencies
-from webhook_receiver import WebhookReceiver
+from e2e_fixtures import receiver, sim  # noqa: F401 (fixtures)
 
 TAX, POST, JUDICIARY = KEYS["tax"], KEYS["post"], KEYS["judiciary"]
 CITIZEN = "989121234567"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 PERSIAN_3_PARTS = ("شهروند گرامی، پاسخ شما به نامه\u200cی شماره ۱۲۳۴ دریافت شد. " * 3
                    + "با سپاس از همکاری شما")
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    webhook = WebhookReceiver()
-    yield webhook
-    webhook.close()
-
-
-@pytest.fixture(scope="module")
-def sim():
-    simulator = Simulator("--receipt-delay", "0.05")
-    yield simulator
-    simulator.stop()
 
 
 @pytest.fixture(scope="module")

@@ -4,82 +4,18 @@ submit_sm with a permanent error, and the email reaches a small SMTP server in t
 process (a thread) with the agency's text intact. The daemon's output carries neither
 the address nor the text (the harness checks numbers and texts at stop)."""
 
-import socketserver
-import threading
 from email import message_from_bytes
 from email.policy import default
 
 import pytest
 import yaml
 
-from daemon_harness import KEYS, REPO, Daemon, Simulator, wait_for, write_config
+from daemon_harness import KEYS, REPO, Daemon, wait_for, write_config
+from e2e_fixtures import sim, smtp  # noqa: F401 (fixtures)
 
 TAX = KEYS["tax"]
 TEXT = "شهروند گرامی، اظهارنامه\u200cی مالیاتی شما ثبت نشد."
 ADDRESS = "citizen1@example.ir"            # the demo directory's entry for 09121234567
-
-
-class ThreadedSmtp:
-    """Just enough SMTP (EHLO, MAIL, RCPT, DATA, QUIT) to take messages: each kept as
-    (MAIL FROM, [RCPT TO], raw bytes)."""
-
-    def __init__(self):
-        self.received = []
-        received = self.received
-
-        class Handler(socketserver.StreamRequestHandler):
-            def handle(self):
-                self.wfile.write(b"220 test ESMTP\r\n")
-                sender, recipients = None, []
-                while True:
-                    line = self.rfile.readline(1000)
-                    if not line:
-                        return
-                    verb = line[:4].upper()
-                    if verb in (b"EHLO", b"HELO"):
-                        self.wfile.write(b"250 test\r\n")
-                    elif verb == b"MAIL":
-                        sender = line.split(b":", 1)[1].strip().strip(b"<>").decode()
-                        self.wfile.write(b"250 ok\r\n")
-                    elif verb == b"RCPT":
-                        recipients.append(line.split(b":", 1)[1].strip().strip(b"<>")
-                                          .decode())
-                        self.wfile.write(b"250 ok\r\n")
-                    elif verb == b"DATA":
-                        self.wfile.write(b"354 go\r\n")
-                        lines = []
-                        while (data := self.rfile.readline(100_000)) not in (b".\r\n", b""):
-                            lines.append(data[1:] if data.startswith(b"..") else data)
-                        received.append((sender, recipients, b"".join(lines)))
-                        self.wfile.write(b"250 queued\r\n")
-                    elif verb == b"QUIT":
-                        self.wfile.write(b"221 bye\r\n")
-                        return
-                    else:
-                        self.wfile.write(b"250 ok\r\n")
-
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@pytest.fixture(scope="module")
-def smtp():
-    server = ThreadedSmtp()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def sim():
-    simulator = Simulator("--receipt-delay", "0.05")
-    yield simulator
-    simulator.stop()
 
 
 @pytest.fixture(scope="module")

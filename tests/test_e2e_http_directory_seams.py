@@ -12,8 +12,8 @@ from urllib.parse import urlencode
 import pytest
 import yaml
 
-from daemon_harness import KEYS, REPO, Daemon, Simulator, http_json, wait_for, write_config
-from test_e2e_email import ThreadedSmtp
+from daemon_harness import KEYS, REPO, Daemon, http_json, wait_for, write_config
+from e2e_fixtures import ThreadedSmtp, sim  # noqa: F401 (fixtures)
 
 TAX = KEYS["tax"]
 APP = "demo-dolat-hamrah-key-00000000000"
@@ -60,13 +60,6 @@ def service():
     lookup = LookupService()
     yield lookup
     lookup.close()
-
-
-@pytest.fixture(scope="module")
-def sim():
-    simulator = Simulator("--receipt-delay", "0.05")
-    yield simulator
-    simulator.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,29 +13,15 @@ import pytest
 import yaml
 from standardwebhooks import Webhook as Verifier
 
-from daemon_harness import KEYS, REPO, Daemon, Simulator, http_json, wait_for, write_config, \
+from daemon_harness import KEYS, REPO, Daemon, http_json, wait_for, write_config, \
     write_sample_agencies
-from webhook_receiver import WebhookReceiver
+from e2e_fixtures import receiver, sim  # noqa: F401 (fixtures)
 
 TAX, JUDICIARY = KEYS["tax"], KEYS["judiciary"]
 APP = "demo-dolat-hamrah-key-00000000000"         # config/apps.yaml's demo key
 NID, NUMBER = "0012345679", "09121234567"         # config/directory.yaml's first citizen
 OTHER_NUMBER = "09351234567"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    webhook = WebhookReceiver()
-    yield webhook
-    webhook.close()
-
-
-@pytest.fixture(scope="module")
-def sim():
-    simulator = Simulator("--receipt-delay", "0.05")
-    yield simulator
-    simulator.stop()
 
 
 @pytest.fixture(scope="module")
