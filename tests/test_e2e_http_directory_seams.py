@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import pytest
 import yaml
 
-from daemon_harness import KEYS, REPO, Daemon, http_json, wait_for, write_config
+from daemon_harness import KEYS, REPO, Daemon, http_json, write_config
 from e2e_fixtures import ThreadedSmtp, sim  # noqa: F401 (fixtures)
 
 TAX = KEYS["tax"]

@@ -5,10 +5,8 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import signal
 import sqlite3
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest

@@ -1,6 +1,5 @@
 """Property tests of the USSD page splitter and the authenticity normaliser (issue 13)."""
 
-import unicodedata
 
 from hypothesis import example, given
 from hypothesis import strategies as st
