@@ -772,6 +772,21 @@ def test_an_enquire_link_answer_reopens_the_window(h, clock):
     assert not h.transport.disconnecting
 
 
+def test_with_a_probe_out_an_enquire_link_answer_does_not_reopen(h, clock):
+    """A stalled SMSC may answer enquire_link and still hold submits: the probe decides."""
+    probe_mode(h, clock)
+    clock.advance(ENQUIRE - TIMEOUT - 2)
+    probe = results(h.session.send_request(submit_sm()))
+    (sent,) = h.sent()
+    clock.advance(2)
+    (enquire,) = h.sent()
+    assert enquire.command_id == c.ENQUIRE_LINK
+    h.receive(enquire.response())
+    assert h.factory.probing and h.session.free_slots == 0
+    h.receive(sent.response(message_id="1"))
+    assert probe[0].status == 0 and h.session.free_slots == 3
+
+
 def test_a_late_answer_to_a_timed_out_submit_does_not_reopen(h, clock):
     h.bind()
     results(h.session.send_request(submit_sm()))

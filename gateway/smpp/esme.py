@@ -401,7 +401,11 @@ class ESMEProtocol(protocol.Protocol):
     def _answered(self, entry, pdu):
         self._consecutive_timeouts = 0
         reopened = False
-        if self.factory.probing and (entry.in_window or entry.command_id == c.ENQUIRE_LINK):
+        if self.factory.probing and (entry.in_window or (
+                entry.command_id == c.ENQUIRE_LINK and self._in_window == 0)):
+            # With a probe out, its answer decides: a stalled SMSC may still answer
+            # enquire_link, and reopening on that would send a window into the stall
+            # every enquire_link_s (every other timeout at the defaults).
             reopened = self.factory.smsc_answered(self)
         # Only answers to our own requests show the SMSC alive: a peer can flood us
         # with requests while ignoring ours.
@@ -751,8 +755,8 @@ class ESMEFactory(protocol.Factory):
                           self.response_timeout_s)
 
     def smsc_answered(self, session):
-        """An answer to a submit or an enquire_link on `session`: reopen the full window.
-        True if it was closed to one."""
+        """`session` had an answer to a submit (or to an enquire_link, no submit out):
+        reopen the full window. True if it was closed to one."""
         if not self.probing:
             return False
         self.probing = False
