@@ -736,9 +736,10 @@ class ESMEFactory(protocol.Factory):
 
     # --- probing: one submit at a time after a response timeout --------------------------
     # An SMSC that stalls longer than response_timeout_s would otherwise get each timed-out
-    # window resent (its copies all unknown outcomes, each a possible duplicate): ~35
-    # duplicates for a 5 s stall at a 1 s timeout and window 10 (bench/chaos.py, stall).
-    # Probing, a stall of any length costs the window in flight when it began plus one
+    # window resent on the next bind (its copies all unknown outcomes, each a possible
+    # duplicate): 30-53 duplicates for a 5 s stall at a 1 s timeout and window 10, 96
+    # for 10 s (bench/chaos.py --case stall, two operators' binds); probing, 21-22 and
+    # 28. A stall of any length costs the window in flight when it began plus one
     # submit per timeout. It lives on the factory, the bind's slot, not on the session:
     # the session drops itself after MAX_CONSECUTIVE_TIMEOUTS and a stalled SMSC still
     # answers the next bind, which must not reopen a full window.
