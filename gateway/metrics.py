@@ -52,6 +52,9 @@ COMMIT_SECONDS = Histogram(
 MALFORMED_RESPONSES = Counter(
     "payam_smpp_malformed_responses_total",
     "Responses whose body could not be decoded (status and id salvaged)", ["operator"])
+PROBING_BINDS = Gauge(
+    "payam_smpp_probing_binds", "Binds sending one submit at a time after a response "
+    "timeout, until the SMSC answers again", ["operator"], multiprocess_mode=LIVE)
 USSD_STEPS = Counter(
     "payam_ussd_steps_total", "USSD dialog steps, by what each did", ["agency", "outcome"])
 USSD_DIALOGS = Counter(

@@ -16,6 +16,11 @@ depends on the factory's `mode`:
   error_status       answers every submit_sm with `status` (e.g. ESME_RSYSERR)
   rebind_in_batch    holds the first `batch` submit_sm, then answers them in one write:
                      ESME_RINVBNDSTS for the first, ESME_ROK for the others; normal after
+  stall              while the factory's `stalled` is set, holds every submit_sm_resp
+                     (sent when it is cleared, on the connections still open; binds and
+                     enquire_link are answered at once); otherwise answers each after
+                     `latency`, recording the most submits unanswered at once per
+                     connection (`peak_in_flight`)
 
 The factory records what happened (binds and their times, submits, throttled answers,
 accepted submit times), and each connection its own submits, so a test can count. Time
@@ -33,7 +38,7 @@ from gateway.smpp.pdu import PDU, Framer, decode, encode
 
 MODES = ("normal", "malformed_ok_resp", "never_answer", "foreign_sequence",
          "drop_after_bind", "garbage_after_bind", "throttle_above_rate",
-         "flood_never_read", "error_status", "rebind_in_batch")
+         "flood_never_read", "error_status", "rebind_in_batch", "stall")
 
 # Bodies of a status-0 submit_sm_resp that our codec refuses to decode.
 _MALFORMED = {
@@ -53,6 +58,7 @@ class HostileSMSC(protocol.Protocol):
         self._flooding = False
         self._flood_paused = False
         self.submitted = []         # the submit_sm PDUs that came on this connection
+        self.unanswered = 0         # stall: submits not answered yet on this connection
         self.factory.links.append(self)
 
     def connectionLost(self, reason):
@@ -149,6 +155,8 @@ class HostileSMSC(protocol.Protocol):
             else:
                 window.append(now)
                 self.send_later(pdu.response(message_id=f"{len(window):X}"))
+        elif mode == "stall":
+            self._stall_submit(pdu)
         elif mode == "error_status":
             self.send(pdu.response(status=factory.status))
         elif mode == "rebind_in_batch" and factory.held is not None:
@@ -164,6 +172,23 @@ class HostileSMSC(protocol.Protocol):
         else:
             factory.accepted_times.append(factory.clock.seconds())
             self.send(pdu.response(message_id=f"{factory.submits:X}"))
+
+    def _stall_submit(self, pdu):
+        factory = self.factory
+        self.unanswered += 1
+        factory.peak_in_flight = max(factory.peak_in_flight, self.unanswered)
+        response = pdu.response(message_id=f"{factory.submits:X}")
+        if factory.stalled:
+            factory.stall_submits.append(pdu)
+            factory.stall_held.append((self, response))
+            return
+
+        def answer():
+            if self.transport.connected:
+                self.unanswered -= 1
+                factory.accepted_times.append(factory.clock.seconds())
+                self.send(response)
+        factory.clock.callLater(factory.latency, answer)
 
     # --- flood_never_read: a push producer on its own socket ---------------------------------
     def _flood(self):
@@ -212,6 +237,27 @@ class HostileFactory(protocol.ServerFactory):
         self.accepted_times = []
         self.flooded = 0            # octets written by flood_never_read
         self.closed = 0
+        self._stalled = False       # stall: see the stalled property
+        self.stall_submits = []     # stall: the submit_sm PDUs that came while stalled
+        self.stall_held = []        # stall: (connection, its held submit_sm_resp)
+        self.peak_in_flight = 0     # stall: most submits unanswered at once on a link
+
+    @property
+    def stalled(self):
+        return self._stalled
+
+    @stalled.setter
+    def stalled(self, value):
+        """stall mode: set, submit_sm_resp are held; cleared, the held ones go out."""
+        self._stalled = bool(value)
+        if self._stalled:
+            return
+        held, self.stall_held = self.stall_held, []
+        for link, response in held:
+            if link.transport.connected:
+                link.unanswered -= 1
+                self.accepted_times.append(self.clock.seconds())
+                link.send(response)
 
     def max_per_second(self, times=None):
         """The most accepted submit_sm in any 1 s window (closed at both ends)."""

@@ -38,6 +38,10 @@ class Harness:
             session_bound=lambda s: self.events.append(("bound", s)),
             session_lost=lambda s: self.events.append(("lost", s)),
             session_ready=lambda s: self.events.append(("ready", s)))
+        self.connect()
+
+    def connect(self):
+        """A new connection of the same factory (the bind's next session)."""
         self.session = self.factory.buildProtocol(None)
         self.transport = StringTransport()
         self._framer = Framer()
@@ -730,3 +734,95 @@ def test_a_peer_repeating_a_fault_gets_one_line_per_interval(clock, caplog, what
     assert len(h.sent()) == 1000                          # each still answered
     lines = [r.getMessage() for r in caplog.records if text in r.getMessage()]
     assert len(lines) == 1, (what, len(lines))
+
+
+# --- probing after a response timeout (issue 13) ---------------------------------------------
+def probe_mode(h, clock):
+    """Bind, let one submit time out: the session is probing."""
+    h.bind()
+    got = results(h.session.send_request(submit_sm()))
+    h.sent()
+    clock.advance(TIMEOUT + 1)
+    assert got[0].check(ResponseTimeout)
+
+
+def test_after_a_timeout_one_submit_at_a_time_until_it_is_answered(h, clock):
+    probe_mode(h, clock)
+    assert h.factory.probing and h.session.free_slots == 1
+    probe = results(h.session.send_request(submit_sm()))
+    (sent,) = h.sent()
+    assert not h.session.can_submit() and h.session.free_slots == 0
+    refused = results(h.session.send_request(submit_sm()))
+    assert refused[0].check(NotReady)
+    assert "one submit at a time" in refused[0].getErrorMessage()
+    h.receive(sent.response(status=c.ESME_RTHROTTLED))      # any answer will do
+    assert probe[0].status == c.ESME_RTHROTTLED
+    assert not h.factory.probing and h.session.free_slots == 3
+    assert h.events[-1] == ("ready", h.session)
+
+
+def test_an_enquire_link_answer_reopens_the_window(h, clock):
+    probe_mode(h, clock)
+    before = h.count("ready")
+    clock.advance(ENQUIRE)
+    (enquire,) = h.sent()
+    assert enquire.command_id == c.ENQUIRE_LINK and h.session.free_slots == 1
+    h.receive(enquire.response())
+    assert h.session.free_slots == 3 and h.count("ready") == before + 1
+    assert not h.transport.disconnecting
+
+
+def test_with_a_probe_out_an_enquire_link_answer_does_not_reopen(h, clock):
+    """A stalled SMSC may answer enquire_link and still hold submits: the probe decides."""
+    probe_mode(h, clock)
+    clock.advance(ENQUIRE - TIMEOUT - 2)
+    probe = results(h.session.send_request(submit_sm()))
+    (sent,) = h.sent()
+    clock.advance(2)
+    (enquire,) = h.sent()
+    assert enquire.command_id == c.ENQUIRE_LINK
+    h.receive(enquire.response())
+    assert h.factory.probing and h.session.free_slots == 0
+    h.receive(sent.response(message_id="1"))
+    assert probe[0].status == 0 and h.session.free_slots == 3
+
+
+def test_a_late_answer_to_a_timed_out_submit_does_not_reopen(h, clock):
+    h.bind()
+    results(h.session.send_request(submit_sm()))
+    (late,) = h.sent()
+    clock.advance(TIMEOUT + 1)
+    h.receive(late.response(message_id="1"))       # its request is gone: not an answer
+    assert h.factory.probing and h.session.free_slots == 1
+
+
+def test_probing_outlives_the_session_and_a_bind_answer_does_not_end_it(h, clock):
+    """A stalled SMSC still answers binds: the next session of the bind probes too."""
+    probe_mode(h, clock)
+    h.lose()
+    h.connect()
+    h.bind()
+    assert h.session.free_slots == 1
+    results(h.session.send_request(submit_sm()))
+    (sent,) = h.sent()
+    h.receive(sent.response(message_id="1"))
+    assert h.session.free_slots == 3
+
+
+def test_an_answer_to_a_submit_still_in_flight_reopens_the_window(h, clock):
+    h.bind()
+    first = results(h.session.send_request(submit_sm()))
+    clock.advance(TIMEOUT / 2)
+    others = [results(h.session.send_request(submit_sm())) for _ in range(2)]
+    sent = h.sent()
+    clock.advance(TIMEOUT / 2 + 1)              # the first times out, two still out
+    assert first[0].check(ResponseTimeout)
+    assert h.session.outstanding == 2 and h.session.free_slots == 0
+    h.receive(sent[1].response(message_id="2"))     # an answer: the full window again
+    assert others[0][0].status == 0 and h.session.free_slots == 2
+
+
+def test_a_window_of_one_is_never_probing(clock):
+    h = Harness(clock, window=1)
+    probe_mode(h, clock)
+    assert not h.factory.probing and h.session.free_slots == 1

@@ -17,6 +17,8 @@ from gateway.dispatch import Dispatcher
 from gateway.model import NewMessage
 from gateway.dispatch.routing import OperatorRouter
 from gateway.smpp import constants as c
+from gateway.smpp.esme import ResponseTimeout
+from gateway.smpp.pdu import PDU
 from gateway.smpp.pool import OperatorPool
 from gateway.store import Store
 from hostile_smsc import HostileFactory
@@ -276,3 +278,96 @@ class RebindAnswerInABatch(HostileTestCase):
         self.assertEqual(self.peer.submits, 4, "submit_sm sent")
         self.assertEqual(smsc_ids, ["4", "B1", "B2"])
         self.assertEqual(self.peer.binds, 2, "binds")
+
+
+class StallPastTheTimeout(HostileTestCase):
+    """Issue 13: an SMSC that holds every submit_sm_resp for several response timeouts
+    (binds and enquire_link still answered at once). Before, each timed-out window was
+    resent on the next bind, so the copies grew with the stall: 30 submit_sm in a 2 s
+    stall, 50 in a 3 s one, at a 0.2 s timeout and window 10 (each part still at most
+    max_unknown_outcomes times). Now, after a timeout the bind sends one submit at a
+    time until an answer comes: the window in flight when the stall began plus one
+    probe per timeout at most (measured: 15 and 17), and the full window again once
+    the SMSC answers."""
+
+    timeout = 30
+    WINDOW = 10
+    TIMEOUT_S = 0.2
+    STALL_S = 3.0
+
+    @defer.inlineCallbacks
+    def check_stall(self, enquire_link_s):
+        self.start_peer("stall", latency=0.05)
+        self.start_pool(window=self.WINDOW, response_timeout_s=self.TIMEOUT_S,
+                        enquire_link_s=enquire_link_s, reconnect_s=(0.05, 0.2))
+        self.start_dispatcher(operator_config(max_unknown_outcomes=3),
+                              unknown_retry_s=(0.1, 0.4))
+        yield wait_until(reactor, lambda: self.pool.bound_count() == 1)
+        self.peer.stalled = True
+        began = reactor.seconds()
+        ids = yield self.accept(60)
+        yield sleep(self.STALL_S)
+        self.peer.peak_in_flight = 0
+        self.peer.stalled = False
+        stalled_s = reactor.seconds() - began       # STALL_S, or more on a busy machine
+        during = len(self.peer.stall_submits)
+        yield wait_for(lambda: all(self.part(i)[0] in ("submitted", "failed") for i in ids),
+                       15.0)
+        per_part = {}
+        for pdu in self.peer.stall_submits:
+            to = pdu.fields["destination_addr"]
+            per_part[to] = per_part.get(to, 0) + 1
+        print(f"\nenquire_link_s {enquire_link_s}: submit_sm during the {stalled_s:.1f} s "
+              f"stall: {during}; enquire_link: {self.peer.received.count('enquire_link')}; "
+              f"in all: {self.peer.submits} for {len(ids)} messages; binds "
+              f"{self.peer.binds}; most in flight after it: {self.peer.peak_in_flight}")
+        # Each probe waits out the timeout before the next goes: no more fit in the stall.
+        timeouts = int(stalled_s / self.TIMEOUT_S)
+        self.assertLessEqual(during, self.WINDOW + timeouts + 1, "copies sent in the stall")
+        self.assertLessEqual(max(per_part.values()), 3, "sends of one part without answer")
+        states = [self.part(i)[0] for i in ids]
+        self.assertEqual(states.count("submitted") + states.count("failed"), len(ids))
+        self.assertEqual(self.peer.peak_in_flight, self.WINDOW, "window used after it")
+
+    def test_copies_are_bounded_by_the_window_and_the_full_window_comes_back(self):
+        return self.check_stall(enquire_link_s=30)
+
+    def test_enquire_link_answered_in_the_stall_does_not_reopen_it(self):
+        """The SMSC answers enquire_link (every 0.3 s here) while it holds submits: with
+        a probe out, that answer does not reopen the window (measured: 21 submit_sm in
+        the stall; 41 if every enquire_link_resp reopened it)."""
+        return self.check_stall(enquire_link_s=0.3)
+
+    @defer.inlineCallbacks
+    def test_enquire_link_works_while_probing_and_its_answer_reopens_the_window(self):
+        self.start_peer("stall", latency=0.05)
+        pool = self.start_pool(window=self.WINDOW, response_timeout_s=self.TIMEOUT_S,
+                               enquire_link_s=0.5)
+        (bind,) = pool._binds.values()
+        yield wait_until(reactor, lambda: pool.bound_count() == 1)
+        session = bind.factory.current
+        probing = metrics.child(metrics.PROBING_BINDS, "mci")._value
+        before = probing.get()
+        self.peer.stalled = True
+        outcome = []
+        pool.submit(submit_pdu()).addBoth(outcome.append)
+        yield wait_for(lambda: outcome, 2.0)
+        self.assertIsInstance(outcome[0].value, ResponseTimeout)
+        self.assertEqual(pool.free_slots(), 1, "one submit at a time")
+        self.assertEqual(probing.get(), before + 1, "payam_smpp_probing_binds")
+        yield wait_for(lambda: "enquire_link" in self.peer.received, 2.0)
+        yield wait_for(lambda: pool.free_slots() == self.WINDOW, 1.0)
+        self.assertIs(bind.factory.current, session, "the same session")
+        self.assertEqual(pool.free_slots(), self.WINDOW, "window reopened")
+        self.assertEqual(probing.get(), before)
+        self.peer.stalled = False
+        answers = yield defer.gatherResults([pool.submit(submit_pdu())
+                                             for _ in range(self.WINDOW)])
+        self.assertEqual([a.status for a in answers], [c.ESME_ROK] * self.WINDOW)
+        self.assertEqual(self.peer.peak_in_flight, self.WINDOW)
+        self.assertEqual(self.peer.binds, 1)
+
+
+def submit_pdu():
+    return PDU(c.SUBMIT_SM, fields={"destination_addr": "989121234567",
+                                    "short_message": b"salam"})

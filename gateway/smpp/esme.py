@@ -158,7 +158,8 @@ class ESMEProtocol(protocol.Protocol):
 
     @property
     def window(self):
-        return self.factory.window
+        """The configured window (while probing, can_submit honours 1: see ESMEFactory)."""
+        return self.factory.config.window
 
     @property
     def outstanding(self):
@@ -194,6 +195,8 @@ class ESMEProtocol(protocol.Protocol):
                 why = "bound as receiver"
             elif self._blocked_since is not None:
                 why = "the SMSC is not reading"
+            elif self.factory.probing:
+                why = "one submit at a time until the SMSC answers again"
             else:
                 why = f"window of {self.factory.window} is full"
             return defer.fail(NotReady(f"session {self.label}: {why}"))
@@ -397,6 +400,13 @@ class ESMEProtocol(protocol.Protocol):
 
     def _answered(self, entry, pdu):
         self._consecutive_timeouts = 0
+        reopened = False
+        if self.factory.probing and (entry.in_window or (
+                entry.command_id == c.ENQUIRE_LINK and self._in_window == 0)):
+            # With a probe out, its answer decides: a stalled SMSC may still answer
+            # enquire_link, and reopening on that would send a window into the stall
+            # every enquire_link_s (every other timeout at the defaults).
+            reopened = self.factory.smsc_answered(self)
         # Only answers to our own requests show the SMSC alive: a peer can flood us
         # with requests while ignoring ours.
         self._last_answer = self._clock.seconds()
@@ -418,6 +428,8 @@ class ESMEProtocol(protocol.Protocol):
             self._start_unbind(min(self.factory.response_timeout_s, REBIND_DRAIN_S),
                                f"SMSC answered {c.status_name(pdu.status)}")
         self._finish(entry, result=pdu)
+        if reopened and not entry.in_window and self.can_submit():
+            self.factory.session_ready(self)    # an enquire_link_resp reopened the window
 
     def _finish(self, entry, result=None, failure=None):
         if entry.in_window:
@@ -622,10 +634,13 @@ class ESMEProtocol(protocol.Protocol):
         now = self._clock.seconds()
         expired = [seq for seq, entry in self._pending.items() if entry.deadline <= now]
         freed = False
+        unanswered = False
         for seq in expired:
             entry = self._pending.pop(seq, None)
             if entry is None:       # answered or failed by an earlier errback in this loop
                 continue
+            if entry.in_window or entry.command_id == c.ENQUIRE_LINK:
+                unanswered = True
             if entry.in_window:
                 self._consecutive_timeouts += 1
                 freed = True
@@ -636,6 +651,9 @@ class ESMEProtocol(protocol.Protocol):
                 self._in_window -= 1
             entry.deferred.errback(ResponseTimeout(
                 f"{c.command_name(entry.command_id)} seq {seq} unanswered"))
+        if unanswered:
+            # Before the freed slots are offered: the next submit is a lone probe.
+            self.factory.request_unanswered(self)
         if self._state in (CLOSING, CLOSED):
             return
         if self._blocked_since is not None and now - self._blocked_since >= WRITE_STALL_S:
@@ -697,7 +715,10 @@ class ESMEFactory(protocol.Factory):
         self.label = label or config.name
         self.bind_type = bind_type
         self.address_range = address_range
-        self.window = config.window                 # read per submit: one lookup less
+        # What can_submit honours, read per submit (one lookup less): the configured
+        # window, or 1 while probing (below).
+        self.window = config.window
+        self.probing = False
         self.enquire_link_s = float(config.enquire_link_s)
         self.response_timeout_s = float(config.response_timeout_s)
         self.sweep_interval = min(SWEEP_INTERVAL_S, self.response_timeout_s / 4,
@@ -712,6 +733,39 @@ class ESMEFactory(protocol.Factory):
         self.rlog = RateLimitedLog(log, clock)
         self.connections = 0
         self.current = None                 # the live session, if any
+
+    # --- probing: one submit at a time after a response timeout --------------------------
+    # An SMSC that stalls longer than response_timeout_s would otherwise get each timed-out
+    # window resent on the next bind (its copies all unknown outcomes, each a possible
+    # duplicate): 30-53 duplicates for a 5 s stall at a 1 s timeout and window 10, 96
+    # for 10 s (bench/chaos.py --case stall, two operators' binds); probing, 21-22 and
+    # 28. A stall of any length costs the window in flight when it began plus one
+    # submit per timeout. It lives on the factory, the bind's slot, not on the session:
+    # the session drops itself after MAX_CONSECUTIVE_TIMEOUTS and a stalled SMSC still
+    # answers the next bind, which must not reopen a full window.
+    def request_unanswered(self, session):
+        """A submit (or enquire_link) of `session` went unanswered within the timeout."""
+        if self.probing or self.config.window == 1:
+            return
+        self.probing = True
+        self.window = 1
+        metrics.child(metrics.PROBING_BINDS, self.operator).inc()
+        self.rlog.warning((self.label, "probing"),
+                          "%s: a request went unanswered within %gs; one submit at a time "
+                          "until the SMSC answers again", session.label,
+                          self.response_timeout_s)
+
+    def smsc_answered(self, session):
+        """`session` had an answer to a submit (or to an enquire_link, no submit out):
+        reopen the full window. True if it was closed to one."""
+        if not self.probing:
+            return False
+        self.probing = False
+        self.window = self.config.window
+        metrics.child(metrics.PROBING_BINDS, self.operator).dec()
+        self.rlog.info((self.label, "reopened"), "%s: the SMSC answers again; window of %d "
+                       "reopened", session.label, self.window)
+        return True
 
     def buildProtocol(self, addr):
         self.connections += 1
