@@ -713,7 +713,7 @@ def table(rows):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", action="append", choices=sorted(CASES))
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of fault")
@@ -722,8 +722,14 @@ def main(argv=None):
     parser.add_argument("--webhook-down", type=float, default=60.0,
                         help="seconds the webhook receiver is down (the webhook_down case)")
     parser.add_argument("--rate", type=float, default=20.0, help="submissions per second")
-    parser.add_argument("--drain", type=float, default=60.0)
-    args = parser.parse_args(argv)
+    parser.add_argument("--drain", type=float, default=60.0,
+                        help="seconds the backlog has to go out after the fault (the "
+                             "webhook_down case: at least --webhook-down + 30)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     rows = []
     for name in args.case or list(CASES):
         with tempfile.TemporaryDirectory(prefix=f"chaos-{name}-") as workdir:

@@ -124,6 +124,14 @@ def test_the_accounting_flags_copies_over_the_bound_and_wrong_ussd_sessions():
     assert (clean.ussd_wrong, clean.failures()) == (0, [])
 
 
+def test_the_webhook_is_down_a_full_minute_and_the_drain_outlasts_its_retries():
+    args = chaos.build_parser().parse_args([])
+    assert args.webhook_down == 60.0
+    # Retries back off x2 from 5 s: the first after the outage comes within ~D + 5 s of
+    # its end, and the pusher looks every 5 s.
+    assert chaos.MIN_DRAIN["webhook_down"](vars(args)) >= args.webhook_down + 10
+
+
 def test_national_ids_of_the_sessions_are_valid_and_distinct():
     ids = {chaos.national_id(n) for n in range(1, 5000)}
     assert len(ids) == 4999
