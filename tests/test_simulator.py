@@ -22,7 +22,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from gateway.simulator.smsc import SMSCFactory
-from gateway.smpp.pdu import PDU, Framer, decode, encode
+from gateway.smpp.pdu import PDU, Framer, PDUError, decode, encode
 
 REPO = Path(__file__).resolve().parent.parent
 PERSIAN = "شهروند گرامی، اظهارنامه\u200cی مالیاتی شما ثبت شد."
@@ -32,7 +32,8 @@ LONG_PERSIAN = ("پیام شما درباره\u200cی پرونده\u200cی ما�
 DEFAULTS = {"throttle_every": 0, "throttle_rate": 0.0, "fail_every": 0, "fail_status": 0x45,
             "drop_after": 0, "drop_repeat": False, "id_format": "hex", "receipts": "both",
             "receipt_delay_s": 0.05, "receipt_stat": "DELIVRD",
-            "undeliverable_fraction": 0.0, "ack_delay_s": 0.0, "mo_coding": "auto"}
+            "undeliverable_fraction": 0.0, "ack_delay_s": 0.0, "malformed_every": 0,
+            "mo_coding": "auto"}
 GENERIC_NACK = 0x80000000
 ENQUIRE_LINK = 0x00000015
 BIND_TRANSCEIVER = 0x00000009
@@ -453,6 +454,38 @@ def test_ack_delay_holds_responses_until_due(clocked):
     assert wire.read() == []
     clock.advance(0.3)
     assert [(p.sequence, p.status) for p in wire.read()] == [(first, 0), (second, 0)]
+
+
+def test_malformed_every_answers_accepted_submits_with_each_broken_kind_in_turn(clocked):
+    clock, factory = clocked
+    factory.apply_behaviour({"malformed_every": 2, "receipts": "none"})
+    wire = _Wire(factory)
+    wire.send(BIND_TRANSCEIVER, system_id="mci", password="x")
+    wire.read()
+    answers = []
+    for n in range(8):
+        sequence = wire.send(4, destination_addr=str(n))
+        answers.append((sequence, wire.transport.value()))
+        wire.transport.clear()
+    good = [decode(raw) for _, raw in answers[0::2]]
+    assert [(p.command_id, p.status) for p in good] == [(0x80000004, 0)] * 4
+    (s2, lying), (s4, truncated), (s6, garbage), (s8, wrong) = answers[1::2]
+    length, command_id, status, sequence = struct.unpack(">IIII", lying[:16])
+    assert (length, command_id, status, sequence) == (len(lying) + 4, 0x80000004, 0, s2)
+    for sequence, raw in ((s4, truncated), (s6, garbage)):
+        assert struct.unpack(">IIII", raw[:16])[1:] == (0x80000004, 0, sequence)
+        with pytest.raises(PDUError):
+            decode(raw)
+    assert b"\0" not in truncated[16:]
+    assert garbage[16:].split(b"\0")[1]            # stray octets after the id's NUL
+    answered = decode(wrong)
+    assert (answered.command_id, answered.sequence, answered.status) == (0x80000005, s8, 0)
+    # Accepted all the same: recorded, counted.
+    assert len(factory.records) == 8
+    assert (factory.counters["submits"], factory.counters["malformed"]) == (8, 4)
+    factory.apply_behaviour({"malformed_every": 0})
+    sequence = wire.send(4, destination_addr="9")
+    assert decode(wire.transport.value()).sequence == sequence
 
 
 def test_throttle_rate_refuses_above_the_rate_within_each_second(clocked):

@@ -1,4 +1,5 @@
-"""How the simulated SMSC misbehaves: throttling, failures, drops, id format, receipts.
+"""How the simulated SMSC misbehaves: throttling, failures, drops, malformed answers, id
+format, receipts.
 
 One mutable `Behaviour` per simulator, changed at run time through the control API
 (`Behaviour.merge`), so a test can switch throttling on and off while our daemon is bound.
@@ -42,6 +43,10 @@ class Behaviour:
     receipt_stat: str = "DELIVRD"
     undeliverable_fraction: float = 0.0   # this share of receipts says UNDELIV instead
     ack_delay_s: float = 0.0         # hold each submit_sm_resp this long
+    # Every Nth accepted submit_sm answered with a malformed submit_sm_resp (0: never),
+    # the kinds in turn (malformed.KINDS: lying command_length, truncated body, garbage
+    # message_id, wrong command_id); the submit is accepted all the same.
+    malformed_every: int = 0
     mo_coding: str = "auto"
 
     def merge(self, changes) -> None:
@@ -62,7 +67,7 @@ class Behaviour:
             setattr(self, name, getattr(candidate, name))
 
     def validate(self) -> None:
-        for name in ("throttle_every", "fail_every", "drop_after"):
+        for name in ("throttle_every", "fail_every", "drop_after", "malformed_every"):
             if getattr(self, name) < 0:
                 raise BehaviourError(f"{name} must be >= 0, not {getattr(self, name)}")
         for name in ("throttle_rate", "receipt_delay_s", "ack_delay_s"):

@@ -3,7 +3,9 @@
     GET  /submits?after=N&limit=M   recorded submits with a running index above N
     GET  /stats                     counters and bound sessions
     GET  /behaviour                 current behaviour
-    POST /behaviour                 JSON merge into the behaviour (unknown keys → 400)
+    POST /behaviour                 JSON merge into the behaviour (unknown keys → 400;
+                                     the settings: behaviour.Behaviour, e.g.
+                                     {"malformed_every": 5})
     POST /mo                        {from, to, text, ussd_op?, its_session_info?,
                                      service_type?, system_id?, concat? (udh8 | udh16 |
                                      sar), command? (deliver_sm | data_sm), order? (part

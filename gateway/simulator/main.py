@@ -121,6 +121,9 @@ def build_parser():
                         help="close the connection on the Nth submit_sm without answering it")
     parser.add_argument("--drop-repeat", action="store_true",
                         help="drop again after every further N submits")
+    parser.add_argument("--malformed-every", type=int, default=0, metavar="N",
+                        help="every Nth accepted submit_sm gets a malformed submit_sm_resp "
+                             "(lying length, truncated, garbage id, wrong command in turn)")
     parser.add_argument("--ack-delay", type=float, default=0.0, metavar="SECONDS",
                         help="delay before each submit_sm_resp")
     parser.add_argument("--mo-coding", choices=MO_CODINGS, default="auto",
@@ -140,7 +143,7 @@ def behaviour_from(args) -> Behaviour:
         id_format=args.id_format, receipts=args.receipts,
         receipt_delay_s=args.receipt_delay, receipt_stat=args.receipt_stat,
         undeliverable_fraction=args.undeliverable, ack_delay_s=args.ack_delay,
-        mo_coding=args.mo_coding)
+        malformed_every=args.malformed_every, mo_coding=args.mo_coding)
     behaviour.validate()
     return behaviour
 

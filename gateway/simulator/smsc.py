@@ -13,6 +13,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.task import LoopingCall
 
 from gateway.simulator.behaviour import Behaviour
+from gateway.simulator.malformed import KINDS as MALFORMED_KINDS, malformed_resp
 from gateway.simulator.mo import build_mo
 from gateway.simulator.receipts import PendingReceipt, build_receipt
 from gateway.simulator.records import SubmitRecords
@@ -36,7 +37,7 @@ _DROP = object()              # decision: close the connection instead of answer
 
 COUNTERS = ("binds", "bind_failures", "unbinds", "submits", "throttled", "failed", "drops",
             "receipts", "receipt_errors", "receipts_abandoned", "mo", "generic_nacks",
-            "enquire_links")
+            "enquire_links", "malformed")
 
 
 class NoReceiver(Exception):
@@ -178,7 +179,13 @@ class SMSCProtocol(protocol.Protocol):
                 return True
             status, message_id = decision
             if status == c.ESME_ROK:
-                response = encode(pdu.response(c.ESME_ROK, message_id=message_id))
+                kind = (self.factory.malformed_turn()
+                        if self.factory.behaviour.malformed_every else None)
+                if kind is None:
+                    response = encode(pdu.response(c.ESME_ROK, message_id=message_id))
+                else:
+                    response = malformed_resp(kind, pdu.sequence, message_id,
+                                              pdu.command_id | RESPONSE_BIT)
                 if c.TLV_USSD_SERVICE_OP in pdu.tlvs:
                     self.factory.ussd.answered(pdu)
             else:
@@ -379,6 +386,19 @@ class SMSCFactory(protocol.ServerFactory):
                     fields, payload, stat, origin=session))
         return c.ESME_ROK, message_id
 
+    def malformed_turn(self):
+        """The malformed kind this accepted submit_sm is answered with, or None."""
+        every = self.behaviour.malformed_every
+        if not every:
+            return None
+        self._since_malformed += 1
+        if self._since_malformed < every:
+            return None
+        self._since_malformed = 0
+        kind = MALFORMED_KINDS[self.counters["malformed"] % len(MALFORMED_KINDS)]
+        self.counters["malformed"] += 1
+        return kind
+
     def _receipt_stat(self):
         fraction = self.behaviour.undeliverable_fraction
         if fraction:
@@ -519,6 +539,8 @@ class SMSCFactory(protocol.ServerFactory):
         self.behaviour.merge(changes)
         if "drop_after" in changes:
             self._since_drop = 0
+        if "malformed_every" in changes:
+            self._since_malformed = 0
 
     def stats(self) -> dict:
         stats = dict(self.counters)
@@ -542,6 +564,7 @@ class SMSCFactory(protocol.ServerFactory):
         self.mo_latencies.clear()
         self._submits_seen = 0
         self._since_drop = 0
+        self._since_malformed = 0
         self._rate_window = (0.0, 0)
         self._undeliverable_debt = 0.0
 
