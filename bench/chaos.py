@@ -113,6 +113,9 @@ class Row:
         if self.max_copies > MAX_UNKNOWN_OUTCOMES:
             reasons.append(f"a part reached the SMSC {self.max_copies} times "
                            f"(bound {MAX_UNKNOWN_OUTCOMES})")
+        if self.webhooks is not None and self.webhooks < self.mo_stored:
+            reasons.append(f"{self.mo_stored - self.webhooks} stored MO never reached the "
+                           f"agency's webhook")
         if self.ussd_wrong:
             reasons.append(f"{self.ussd_wrong} USSD session(s) wrong: {self.ussd_problems[:5]}")
         if self.probes_failed:

@@ -34,6 +34,8 @@ SHORT = [
     ("sigkill_split", 2.0, 10.0, {"kills": 1}),
     # The store's tmpfs full for 2 s (root only: skipped where it cannot be mounted).
     ("disk_full", 2.0, 8.0, {}),
+    # The reply webhook's receiver gone 2 s: the pushes it missed are retried 5 s later.
+    ("webhook_down", 2.0, 15.0, {"webhook_down": 2.0}),
 ]
 OPERATORS = 3                   # daemon_harness.write_config's: one bind each
 
@@ -62,6 +64,8 @@ def test_no_accepted_message_is_lost_under_fault(tmp_path, case, duration, drain
     assert row.ussd_wrong == 0, row.ussd_problems
     assert row.ussd_after == f"{chaos.USSD_PROBES}/{chaos.USSD_PROBES}", row.ussd_problems
     assert row.failures() == [], row
+    if case == "webhook_down":
+        assert row.mo_stored > 0 and row.webhooks == row.mo_stored, row
     if case == "malformed":
         assert "malformed=" in row.note, row
         # The lying length cost the session, and it was bound again.
