@@ -84,6 +84,9 @@ class Writer:
         # (the notify waits for its wait() to release _cond).
         if self._sleeping:
             with self._cond:
+                # One wake-up is enough: the submits that follow before the thread runs
+                # need none (it looks at the queue when it wakes).
+                self._sleeping = False
                 self._cond.notify()
         if self._stopping:
             # Stopped (the thread died, or stop() on another thread) between the check
@@ -149,12 +152,13 @@ class Writer:
         if queue:
             return True
         with self._cond:
-            self._sleeping = True
             try:
                 # Looked at after _sleeping is set: an item appended before a submitter
                 # saw _sleeping false is seen here (see submit_grouped).
+                self._sleeping = True
                 while not queue and not self._stopping:
                     self._cond.wait()
+                    self._sleeping = True
             finally:
                 self._sleeping = False
         return bool(queue)
