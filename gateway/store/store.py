@@ -76,8 +76,17 @@ def _read(read):
     return answer
 
 
+# The least time between the starts of two group commits (Writer). Every commit
+# rewrites the WAL pages it touches and fsyncs, whatever it holds: at 2 ms the 10,000-
+# message benchmark made ~10-13 messages a commit and the daemon spent 521-549 µs/msg;
+# at 6 ms, 15-16 a commit and 447-507 µs/msg (alternated, load ~4, bench/PROFILE.md).
+# An idle writer still commits a lone write at once; a busy one adds at most this to
+# an answer's latency.
+COMMIT_INTERVAL_S = 0.006
+
+
 class Store:
-    def __init__(self, path, reactor=None, commit_interval=0.002, *, node=None,
+    def __init__(self, path, reactor=None, commit_interval=COMMIT_INTERVAL_S, *, node=None,
                  lease_s=LEASE_S, claims=True):
         """node: this machine's name among the store's users (default: the host
         name); lease_s: how old another owner's claim lease must be to be taken
