@@ -138,8 +138,9 @@ def test_at_stop_what_was_queued_commits_and_later_submits_fail(clock, db):
 
 
 def test_stop_from_another_thread_amid_submits_leaves_no_item_unfired(clock, db):
-    """stop() racing submits: each item either commits or fails StoreClosed, and what
-    committed is exactly what the Deferreds said."""
+    """stop() racing submits: each item either commits or fails StoreClosed, what
+    committed is exactly what the Deferreds said, and the committed ones come first
+    (what was queued before the stop is committed, never failed)."""
     conn, path = db
     writer = Writer(conn, clock)
     writer.start()
@@ -161,6 +162,8 @@ def test_stop_from_another_thread_amid_submits_leaves_no_item_unfired(clock, db)
     assert refused, "the stop came after every submit: the race was not exercised"
     writer.join(10)
     assert rows(path) == committed
+    assert committed == list(range(len(committed)))
+    assert all(hasattr(r, "check") for r in results[len(committed):])
 
 
 def test_a_dying_thread_fails_everything_still_queued(clock, db):
@@ -180,3 +183,18 @@ def test_a_dying_thread_fails_everything_still_queued(clock, db):
     assert clock.wait(first).check(TransactionLost)
     assert clock.wait(late).check(StoreClosed)
     assert not writer.alive()
+
+
+def test_an_item_appended_after_the_threads_last_look_is_failed_by_its_submit(clock, db):
+    """The window between a submit's _stopping check and its append, as the thread
+    ends: the thread has set _done and taken its last look, so the submit fails its
+    own item rather than leave it queued for nobody."""
+    conn, path = db
+    writer = Writer(conn, clock)
+    writer.start()
+    clock.wait(writer.stop())
+    writer.join(10)
+    writer._stopping = False          # as seen by a submit that checked just before
+    d = writer.submit_grouped(insert_all, 3)
+    assert clock.wait(d, timeout=10).check(StoreClosed)
+    assert not writer._queue

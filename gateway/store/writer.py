@@ -55,6 +55,7 @@ class Writer:
         self._queue = collections.deque()
         self._sleeping = False    # set, under _cond, by the thread just before it waits
         self._stopping = False
+        self._done = False        # the thread takes nothing more from the queue
         self._stopped = defer.Deferred()
         self._thread = threading.Thread(target=self._run, name="payam-store-writer",
                                         daemon=True)
@@ -88,9 +89,10 @@ class Writer:
                 # need none (it looks at the queue when it wakes).
                 self._sleeping = False
                 self._cond.notify()
-        if self._stopping:
-            # Stopped (the thread died, or stop() on another thread) between the check
-            # above and the append: what the thread will not take is failed here.
+        if self._done:
+            # The thread ended (stopped, or died) between the check above and the
+            # append: it set _done before its last look at the queue, so what it did
+            # not take is failed here (see _run).
             self._fail_queued(StoreClosed("the store is closed"))
         return d
 
@@ -123,6 +125,7 @@ class Writer:
 
     def _run(self):
         last_start = 0.0
+        left = StoreClosed("the store is closed")
         try:
             while True:
                 if not self._wait_for_work():
@@ -138,12 +141,18 @@ class Writer:
             log.exception("store writer thread died")
             self.last_commit_ok = False
             self._stopping = True
-            self._fail_queued(TransactionLost("the store writer stopped"))
+            left = TransactionLost("the store writer stopped")
         finally:
             try:
-                self._conn.close()
+                # _done before the last look: a submit that appends after this look
+                # sees _done and fails its item itself (submit_grouped).
+                self._done = True
+                self._fail_queued(left)
             finally:
-                self._reactor.callFromThread(self._stopped.callback, None)
+                try:
+                    self._conn.close()
+                finally:
+                    self._reactor.callFromThread(self._stopped.callback, None)
 
     def _wait_for_work(self):
         """Block until something is queued (True) or the writer stops with nothing
