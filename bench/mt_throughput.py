@@ -80,15 +80,26 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def thread_cpu_seconds(pid):
-    """CPU seconds per thread (the daemon's reactor thread is the one named after the pid)."""
+def thread_cpu_seconds(pid, part=None):
+    """CPU seconds per thread (the daemon's reactor thread is the one named after the
+    pid); part "user" or "system": only that share."""
     result = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         name = f"{(task / 'comm').read_text().strip()}[{task.name}]"
         fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        ticks = {"user": int(fields[11]), "system": int(fields[12])}.get(
+            part, int(fields[11]) + int(fields[12]))
+        seconds = ticks / os.sysconf("SC_CLK_TCK")
         result[name] = result.get(name, 0) + seconds
     return result
+
+
+def commits(daemon):
+    """Group commits so far (the store's commit histogram's count; None if not served)."""
+    for line in daemon.scrape_metrics().splitlines():
+        if line.startswith("payam_store_commit_seconds_count"):
+            return float(line.split()[-1])
+    return None
 
 
 def peak_rss_mb(pid):
@@ -147,6 +158,10 @@ def main():
                          if len(found) > 1 else {"daemon (one process)": daemon.proc.pid})
             spy = start_profile(args.profile, processes.get("dispatcher", daemon.proc.pid),
                                 args.profile_out, "mt_throughput")
+            one = processes.get("dispatcher", daemon.proc.pid)
+            threads_before = thread_cpu_seconds(one)
+            system_before = thread_cpu_seconds(one, "system")
+            commits_before = commits(daemon)
             cpu_before = {"simulator": cpu_seconds(sim.proc.pid),
                           "load client": cpu_seconds(os.getpid()),
                           **{name: cpu_seconds(pid) for name, pid in processes.items()}}
@@ -163,6 +178,11 @@ def main():
             cpu["daemon (all processes)"] = sum(cpu.values())
             cpu["simulator"] = cpu_seconds(sim.proc.pid) - cpu_before["simulator"]
             cpu["load client"] = cpu_seconds(os.getpid()) - cpu_before["load client"]
+            threads_run = {name: seconds - threads_before.get(name, 0)
+                           for name, seconds in thread_cpu_seconds(one).items()}
+            system_run = {name: seconds - system_before.get(name, 0)
+                          for name, seconds in thread_cpu_seconds(one, "system").items()}
+            commits_after = commits(daemon)
             receipts = 0 if args.no_receipts else wait_for(
                 lambda: sim.stats()["receipts"] >= accepted and sim.stats()["receipts"], 60,
                 what="receipts sent")
@@ -183,6 +203,14 @@ def main():
         print(f"  {name:24s} {seconds:6.2f} s  {seconds * 1e6 / max(accepted, 1):5.0f} µs/msg")
     print("dispatcher's (or the one process's) threads' CPU seconds (whole life): "
           + ", ".join(f"{name} {seconds:.2f}" for name, seconds in threads.items()))
+    print("  its threads during the run: " + ", ".join(
+        f"{name} {seconds * 1e6 / max(accepted, 1):.0f} µs/msg"
+        f" ({system_run.get(name, 0) * 1e6 / max(accepted, 1):.0f} in the kernel)"
+        for name, seconds in threads_run.items() if seconds > 0))
+    if commits_before is not None and commits_after is not None:
+        made = commits_after - commits_before
+        print(f"group commits during the run: {made:.0f} "
+              f"({accepted / max(made, 1):.1f} messages each)")
     print("peak RSS: " + ", ".join(f"{name} {mb:.1f} MB" for name, mb in rss.items())
           + f"   (exit code {code})")
     print(f"ratio to Kannel's ~{KANNEL_MSG_S} msg/s: {accepted / elapsed / KANNEL_MSG_S:.2f}x")

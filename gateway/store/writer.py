@@ -12,8 +12,16 @@ items queued for the same operation before a commit reach it in one call (a plai
 `submit` is an item of `run_each`).  Each SQL
 statement costs this thread a GIL hand-off while the reactor thread is busy (~100 µs
 measured, against ~1 µs idle), so one statement for many rows beats one per row.
+
+The hand-off takes no lock on the reactor's side while the thread is busy: an item is
+appended to a deque (atomic under the GIL) and the thread is woken, under the
+Condition, only when it said it is going to sleep (`_sleeping`).  With the Condition
+held on every submit the reactor waited for the writer thread, which held it while
+waiting for a CPU (bench/PROFILE.md); why no item is ever left unseen is told in
+submit_grouped and _next_batch.
 """
 
+import collections
 import logging
 import sqlite3
 import threading
@@ -44,8 +52,10 @@ class Writer:
         self._reactor = reactor
         self._commit_interval = commit_interval
         self._cond = threading.Condition()
-        self._queue = []
+        self._queue = collections.deque()
+        self._sleeping = False    # set, under _cond, by the thread just before it waits
         self._stopping = False
+        self._done = False        # the thread takes nothing more from the queue
         self._stopped = defer.Deferred()
         self._thread = threading.Thread(target=self._run, name="payam-store-writer",
                                         daemon=True)
@@ -66,13 +76,39 @@ class Writer:
     def submit_grouped(self, operation, item):
         """Queue `item` for `operation(conn, items) -> [result per item]`, called once
         per transaction with every item queued for it; Deferred of this item's result."""
+        if self._stopping:
+            return defer.fail(StoreClosed("the store is closed"))
         d = defer.Deferred()
-        with self._cond:
-            if self._stopping:
-                return defer.fail(StoreClosed("the store is closed"))
-            self._queue.append((operation, item, d))
-            self._cond.notify()
+        self._queue.append((operation, item, d))
+        # The thread sets _sleeping under _cond and then looks at the queue once more
+        # before it waits: either it sees this item, or we see _sleeping and wake it
+        # (the notify waits for its wait() to release _cond).
+        if self._sleeping:
+            with self._cond:
+                # One wake-up is enough: the submits that follow before the thread runs
+                # need none (it looks at the queue when it wakes).
+                self._sleeping = False
+                self._cond.notify()
+        if self._done:
+            # The thread ended (stopped, or died) between the check above and the
+            # append: it set _done before its last look at the queue, so what it did
+            # not take is failed here (see _run).
+            self._fail_queued(StoreClosed("the store is closed"))
         return d
+
+    def _fail_queued(self, error):
+        """Fail every item still queued (each is taken by one popleft: by the thread's
+        batch or by this, never both)."""
+        failure = Failure(error)
+        failed = []
+        while True:
+            try:
+                _, _, d = self._queue.popleft()
+            except IndexError:
+                break
+            failed.append((d, False, failure))
+        if failed:
+            self._reactor.callFromThread(_fire, failed)
 
     def stop(self):
         """Commit what is queued, then end the thread; Deferred fires once it has."""
@@ -89,34 +125,59 @@ class Writer:
 
     def _run(self):
         last_start = 0.0
+        left = StoreClosed("the store is closed")
         try:
             while True:
-                with self._cond:
-                    while not self._queue and not self._stopping:
-                        self._cond.wait()
-                    if not self._queue:
-                        break
+                if not self._wait_for_work():
+                    break
                 wait = last_start + self._commit_interval - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-                with self._cond:
-                    batch, self._queue = self._queue, []
+                batch = self._next_batch()
                 last_start = time.monotonic()
                 self._reactor.callFromThread(_fire, self._transact(batch))
         except BaseException:
             # A bug here must not strand callers: fail whatever is still queued.
             log.exception("store writer thread died")
             self.last_commit_ok = False
-            with self._cond:
-                self._stopping = True
-                batch, self._queue = self._queue, []
-            failure = Failure(TransactionLost("the store writer stopped"))
-            self._reactor.callFromThread(_fire, [(d, False, failure) for _, _, d in batch])
+            self._stopping = True
+            left = TransactionLost("the store writer stopped")
         finally:
             try:
-                self._conn.close()
+                # _done before the last look: a submit that appends after this look
+                # sees _done and fails its item itself (submit_grouped).
+                self._done = True
+                self._fail_queued(left)
             finally:
-                self._reactor.callFromThread(self._stopped.callback, None)
+                try:
+                    self._conn.close()
+                finally:
+                    self._reactor.callFromThread(self._stopped.callback, None)
+
+    def _wait_for_work(self):
+        """Block until something is queued (True) or the writer stops with nothing
+        queued (False)."""
+        queue = self._queue
+        if queue:
+            return True
+        with self._cond:
+            try:
+                # Looked at after _sleeping is set: an item appended before a submitter
+                # saw _sleeping false is seen here (see submit_grouped).
+                self._sleeping = True
+                while not queue and not self._stopping:
+                    self._cond.wait()
+                    self._sleeping = True
+            finally:
+                self._sleeping = False
+        return bool(queue)
+
+    def _next_batch(self):
+        """Everything queued now, oldest first.  Items are popped one by one, never by
+        swapping the deque: a submitter may hold a reference to it mid-append."""
+        queue = self._queue
+        popleft = queue.popleft
+        return [popleft() for _ in range(len(queue))]
 
     def _transact(self, batch):
         """Run `batch` in one transaction; [(deferred, ok, result_or_failure)]."""
