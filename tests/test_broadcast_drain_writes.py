@@ -71,3 +71,28 @@ def test_a_single_message_s_email_fallback_still_follows_its_sms(store, clock): 
     ok(clock, store.apply_receipts([("mci", "B1", "delivered", None)], {"mci": "raw"}))
     assert ok(clock, store.email_fallback(failed.id))["status"] == "pending"
     assert ok(clock, store.email_fallback(delivered.id))["status"] == "not_needed"
+
+
+def test_outcomes_and_receipts_of_more_parts_than_one_statement_binds_all_apply(
+        store, clock, db_path):  # noqa: F811
+    # The submit outcomes and receipts go to SQLite as bound VALUES lists of at most
+    # 1,024 rows, padded with NULL rows (operations._run_values): 2,200 parts in one
+    # write are three statements each, and every part is reached exactly once.
+    b = received(clock, store, range(989120000001, 989120001101))
+    ok(clock, store.feed_broadcast(b.id, 2000, T0))
+    db = sqlite3.connect(db_path, isolation_level=None)
+    parts = operations.claim(db, 5000, T0, "mci", CLAIM_ORDER, "o", None, LANE_SHARES, {})
+    assert len(parts) == 2200
+    ids = [f"C{n:X}" for n in range(len(parts))]
+    assert operations.record(db, [PartOutcome(p[0], p[1], "submitted", operator="mci",
+                                              smsc_id=i) for p, i in zip(parts, ids)],
+                             T0, owner="o") == 2200
+    applied = receipts.apply_receipts(db, [("mci", i, "delivered", None) for i in ids],
+                                      {"mci": "raw"}, {}, set(), T0)
+    assert applied.matched == [True] * 2200
+    assert db.execute("SELECT state, count(*) FROM parts GROUP BY state").fetchall() == \
+        [("delivered", 2200)]
+    assert db.execute("SELECT status, count(*), sum(parts_submitted), sum(parts_delivered)"
+                      " FROM messages GROUP BY status").fetchall() == \
+        [("delivered", 1100, 2200, 2200)]
+    assert db.execute("SELECT count(*) FROM pending_receipts").fetchone() == (0,)
