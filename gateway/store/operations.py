@@ -295,6 +295,14 @@ def _update_values(conn, template, width, rows, before=(), after=()):
                for cursor in _run_values(conn, template, width, rows, before, after))
 
 
+def _rows_of_values(conn, template, width, rows, before=(), after=()):
+    """_run_values for a query aggregating its rows into one JSON array: the rows."""
+    found = []
+    for cursor in _run_values(conn, template, width, rows, before, after):
+        found.extend(json.loads(cursor.fetchone()[0] or "[]"))
+    return found
+
+
 # An outcome changes only a part its store holds: 'sending', leased to that store's
 # owner (the last parameter).  A part whose lease another store took back is that
 # store's to send again and record; a late outcome of the first must not undo it.
@@ -325,7 +333,7 @@ RECEIPT_LEAD_S = 600.0
 _PENDING_FOR_SQL = (
     "SELECT json_group_array(json_array(pr.rowid, j.message_id, j.seq, pr.state,"
     " pr.error))"
-    f" FROM {_batch(('message_id', 'seq', 'key', 'operator', 'alone'))} AS j"
+    f" FROM {_values(('message_id', 'seq', 'key', 'operator', 'alone'))} AS j"
     # Exactly this key, kept by this operator's receipts read in its id base (see
     # receipts.py), or kept unread by an `auto` operator still learning when the key
     # can be read only raw (alone), and recent enough to be for this submission.
@@ -396,8 +404,8 @@ def _apply_kept_receipts(conn, probes, now):
     """Receipts that overtook their submit_sm_resp, kept until now: each part is ended
     by the first final one that came for it; all that came for it are used up."""
     used, ends, ended = [], [], set()
-    for rowid, message_id, seq, state, error in sorted(_rows_of(
-            conn, _PENDING_FOR_SQL, (json.dumps(probes), now - RECEIPT_LEAD_S))):
+    for rowid, message_id, seq, state, error in sorted(_rows_of_values(
+            conn, _PENDING_FOR_SQL, 5, probes, after=(now - RECEIPT_LEAD_S,))):
         used.append(rowid)
         if (message_id, seq) not in ended:
             ended.add((message_id, seq))

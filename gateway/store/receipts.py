@@ -49,7 +49,7 @@ from gateway.store import schema
 # The batch helpers, the part-ending UPDATE and the lead bound (also applied when a
 # submit outcome meets its kept receipts) are shared with the other writes.
 from gateway.store.operations import (RECEIPT_LEAD_S, _batch, _end_parts, _rows_of,
-                                      _run_values, _values)
+                                      _rows_of_values, _values)
 
 log = logging.getLogger("payam.store.receipts")
 
@@ -155,11 +155,8 @@ _CANDIDATES_SQL = (
 def _candidates(conn, probe):
     """The parts each of `probe` [(n, key, operator, received_at)] may be the receipt
     of: [n, message_id, seq, state, submitted at, part rowid] rows."""
-    rows = []
-    for cursor in _run_values(conn, _CANDIDATES_SQL, 4, probe,
-                              after=(RECEIPT_LAG_S, RECEIPT_LEAD_S)):
-        rows.extend(json.loads(cursor.fetchone()[0] or "[]"))
-    return rows
+    return _rows_of_values(conn, _CANDIDATES_SQL, 4, probe,
+                           after=(RECEIPT_LAG_S, RECEIPT_LEAD_S))
 
 
 _KEEP_SQL = (
