@@ -48,7 +48,8 @@ from gateway.receipt_ids import ID_BASES, read_only_raw, receipt_key
 from gateway.store import schema
 # The batch helpers, the part-ending UPDATE and the lead bound (also applied when a
 # submit outcome meets its kept receipts) are shared with the other writes.
-from gateway.store.operations import RECEIPT_LEAD_S, _batch, _end_parts, _rows_of
+from gateway.store.operations import (RECEIPT_LEAD_S, _batch, _end_parts, _rows_of,
+                                      _rows_of_values, _values)
 
 log = logging.getLogger("payam.store.receipts")
 
@@ -142,13 +143,22 @@ def _votes_text(votes):
 _CANDIDATES_SQL = (
     "SELECT json_group_array(json_array(j.n, p.message_id, p.seq, p.state,"
     " COALESCE(p.changed_at, m.created_at), p.rowid))"
-    f" FROM {_batch(('n', 'key', 'operator', 'at'))} AS j"
+    f" FROM {_values(('n', 'key', 'operator', 'at'))} AS j"
     " JOIN receipt_keys rk ON rk.key = j.key AND rk.operator = j.operator"
     " JOIN parts p ON p.message_id = rk.message_id AND p.seq = rk.seq"
     " JOIN messages m ON m.id = p.message_id"
     " WHERE j.at <= m.created_at + m.validity_s + ?"
     # changed_at of a 'submitted' part: its submit outcome.
     " AND (p.state <> 'submitted' OR j.at >= COALESCE(p.changed_at, m.created_at) - ?)")
+
+
+def _candidates(conn, probe):
+    """The parts each of `probe` [(n, key, operator, received_at)] may be the receipt
+    of: [n, message_id, seq, state, submitted at, part rowid] rows."""
+    return _rows_of_values(conn, _CANDIDATES_SQL, 4, probe,
+                           after=(RECEIPT_LAG_S, RECEIPT_LEAD_S))
+
+
 _KEEP_SQL = (
     "INSERT INTO pending_receipts (key, operator, state, error, received_at, id_base)"
     " SELECT key, operator, state, error, at, id_base"
@@ -249,8 +259,7 @@ def _apply_read(conn, items, applied, now):
              if item[3] is not None]
     found = {}
     if probe:
-        for n, message_id, seq, state, submitted_at, rowid in _rows_of(
-                conn, _CANDIDATES_SQL, (json.dumps(probe), RECEIPT_LAG_S, RECEIPT_LEAD_S)):
+        for n, message_id, seq, state, submitted_at, rowid in _candidates(conn, probe):
             found.setdefault(n, []).append((state == "submitted", submitted_at, rowid,
                                             message_id, seq))
     ends, keep, ended, results = [], [], set(), [False] * len(items)
@@ -297,8 +306,7 @@ def _judge(conn, operators, votes, applied, now, limit, voted, mature_s):
         return {}
     met = {}
     if probe:
-        for n, *_ in _rows_of(conn, _CANDIDATES_SQL,
-                              (json.dumps(probe), RECEIPT_LAG_S, RECEIPT_LEAD_S)):
+        for n, *_ in _candidates(conn, probe):
             operator, rowid, base = meaning[n]
             met.setdefault((operator, rowid), set()).add(base)
     for (operator, _rowid), bases in met.items():
