@@ -30,6 +30,7 @@ from gateway.store import receipts as store_receipts
 from gateway.store import email_fallbacks
 from gateway.store.interface import RENEW_LEASES_S, IdempotencyMismatch, StoreClosed
 from gateway.store.operations import IDEMPOTENCY_S
+from gateway.store.transaction_lock import TransactionLock
 from gateway.store.writer import Writer
 
 log = logging.getLogger("payam.store")
@@ -99,6 +100,7 @@ class Store:
         self._reclaim_at = float("-inf")
         self._claim_credit = {}        # route → the lanes' share fractions (claim_plan)
         self._writer = None
+        self._transaction_lock = None
         self._reader = None
         self._closing = None
         self._last_probe = None
@@ -164,6 +166,10 @@ class Store:
         self._reader = sqlite3.connect(uri, uri=True, isolation_level=None)
         self._reader.execute("PRAGMA busy_timeout=5000")
         self._writer = Writer(conn, self._reactor, self._commit_interval)
+        # Processes sharing the store take turns without SQLite's sleeping busy handler.
+        self._transaction_lock = TransactionLock(self.path)
+        self._transaction_lock.open()
+        self._writer.serialise = self._transaction_lock.held
         self._writer.start()
 
     def _take_over(self, conn, owner):
@@ -195,6 +201,7 @@ class Store:
 
             def stopped(_):
                 self._writer.join(5)
+                self._transaction_lock.close()
                 # The read-only connection, closed last, cannot checkpoint on close
                 # (SQLite's own end-of-use checkpoint): it goes first, then ours.
                 self._reader.close()

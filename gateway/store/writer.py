@@ -14,6 +14,7 @@ statement costs this thread a GIL hand-off while the reactor thread is busy (~10
 measured, against ~1 µs idle), so one statement for many rows beats one per row.
 """
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -51,6 +52,8 @@ class Writer:
                                         daemon=True)
         # Read by other threads; written only by the writer thread.
         self.commits = 0          # transactions committed (tests count group commits)
+        # Around each transaction: a cross-process lock (store/transaction_lock.py).
+        self.serialise = contextlib.nullcontext
         self.last_commit_ok = True
 
     def start(self):
@@ -102,7 +105,9 @@ class Writer:
                 with self._cond:
                     batch, self._queue = self._queue, []
                 last_start = time.monotonic()
-                self._reactor.callFromThread(_fire, self._transact(batch))
+                with self.serialise():
+                    results = self._transact(batch)
+                self._reactor.callFromThread(_fire, results)
         except BaseException:
             # A bug here must not strand callers: fail whatever is still queued.
             log.exception("store writer thread died")
