@@ -25,7 +25,8 @@ from gateway.outbound.fallback import EmailFallback
 from gateway.service import (
     HTTP_DRAIN_S, bounded, build_api, build_directory, build_http, build_inbox,
     build_national_inbox, build_outbound, build_policy, build_webhooks)
-from gateway.store.store import Store
+from gateway.store.remote_writer import SOCKET_NAME, RemoteWriter
+from gateway.store.store import REMOTE_ACCEPTS, Store
 
 log = logging.getLogger("payam.procs.worker")
 
@@ -69,6 +70,7 @@ class HTTPWorker(MultiService):
         self.notifier = notifier
         self.wake = WakeSender(wake_fd, reactor)
         self.store = None
+        self.remote_writer = None
         self.http_port = None
         self.http_factory = None
 
@@ -78,6 +80,12 @@ class HTTPWorker(MultiService):
         _wait_for_the_store()
         self.store = store = Store(config.store_path, reactor, claims=False)
         store.open()
+        # Accepts are committed by the dispatcher process's writer while it is there.
+        self.remote_writer = RemoteWriter(
+            os.path.join(self.run_dir, SOCKET_NAME), reactor,
+            {operation: name for name, operation in REMOTE_ACCEPTS.items()})
+        store.hand_accepts_to(self.remote_writer)
+        self.remote_writer.start()
         self.keyring, self.limits, audit = build_policy(config, store, reactor)
         self.limits.rate_share = 1.0 / self.workers
         self.limits.store_counts = True
@@ -121,6 +129,8 @@ class HTTPWorker(MultiService):
             yield bounded(self.reactor, self.http_factory.stop(), HTTP_DRAIN_S)
         if isinstance(self.directory, HttpDirectory):
             yield self.directory.close()   # its kept-alive connections
+        if self.remote_writer is not None:
+            self.remote_writer.stop()      # nothing waits on it: the HTTP side drained
         if self.store is not None:
             yield self.store.close()
         yield super().stopService()

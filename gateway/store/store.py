@@ -55,6 +55,10 @@ _SYMBOL_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)   # 10 bits → 2
 
 
 _INSERT_WITHIN_QUOTA = store_quota.within_quota(operations.insert_messages)
+# The grouped accepts an HTTP worker hands to the dispatcher's writer, by name
+# (store/remote_writer.py); every other write of a worker stays its own.
+REMOTE_ACCEPTS = {"accept": operations.insert_messages,
+                  "accept_within_quota": _INSERT_WITHIN_QUOTA}
 
 
 def _refused_raised(result):
@@ -100,6 +104,7 @@ class Store:
         self._reclaim_at = float("-inf")
         self._claim_credit = {}        # route → the lanes' share fractions (claim_plan)
         self._writer = None
+        self._accepts_to = None        # a RemoteWriter (an HTTP worker's) or None
         self._transaction_lock = None
         self._reader = None
         self._closing = None
@@ -270,7 +275,21 @@ class Store:
             return defer.fail(StoreClosed("the store is not open"))
         if item is None:
             return self._writer.submit(operation)
+        if self._accepts_to is not None:
+            d = self._accepts_to.submit(operation, item)
+            if d is not None:
+                return d
         return self._writer.submit_grouped(operation, item)
+
+    def hand_accepts_to(self, remote):
+        """Grouped accepts go to `remote.submit(operation, item)` (a Deferred of the
+        result once committed elsewhere, or None: this writer's after all)."""
+        self._accepts_to = remote
+
+    def accept_named(self, name, item):
+        """A grouped accept prepared by another process's Store.accept (REMOTE_ACCEPTS),
+        committed by this writer; Deferred of its raw result."""
+        return self._write(REMOTE_ACCEPTS[name], item)
 
     def accept(self, messages, idempotency=None, quota=None):
         """Store new messages (all or none); Deferred fires with their ids once durable.
