@@ -216,3 +216,43 @@ def test_sigterm_stops_every_process_cleanly_and_loses_nothing(tmp_path, sim):
         assert len(sent) == 40, len(sent)
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_dispatcher_killed_mid_accept_never_leaves_a_202_unstored(tmp_path, sim):
+    """The workers' accepts are committed by the dispatcher process's writer
+    (store/remote_writer.py).  SIGKILLed while accepts stream in: every 202 answered is
+    a stored message (before, during and after its restart): those it took with it are
+    answered from the store (committed: 202; not: 503), those while it is away are
+    committed by the workers; once it is back they hand it their accepts again."""
+    path, port, _ = split_config(tmp_path, sim)
+    daemon = Daemon(path, port).start()
+    try:
+        wait_for(lambda: daemon.output().count("accepts go to the dispatcher") >= 2, 20,
+                 what="both workers linked to the dispatcher's writer")
+        dispatcher = children(daemon)[("dispatcher", 0)]
+        answers = []
+
+        def one(i):
+            if i == 150:
+                os.kill(dispatcher, signal.SIGKILL)
+            code, body, _ = send(daemon, TAX, "40401234", f"kill test message {i}")
+            return code, body
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(one, range(400)))
+        codes = [code for code, _ in answers]
+        assert set(codes) <= {202, 503}, sorted(set(codes))
+        assert codes.count(202) >= 200, codes.count(202)
+        wait_for(lambda: children(daemon).get(("dispatcher", 0)) not in (None, dispatcher),
+                 20, what="the dispatcher restarted")
+        wait_for(lambda: daemon.output().count("accepts go to the dispatcher") >= 4, 20,
+                 what="both workers linked again")
+        code, body, _ = send(daemon, TAX, "40401234", "after the dispatcher came back")
+        assert code == 202, body
+        accepted = [body["messages"][0]["id"] for code, body in answers if code == 202]
+        accepted.append(body["messages"][0]["id"])
+        assert "the dispatcher's writer is away" in daemon.output()
+    finally:
+        assert daemon.stop() == 0
+    with sqlite3.connect(daemon.db_path) as db:
+        stored = {row[0] for row in db.execute("SELECT id FROM messages")}
+    assert set(accepted) <= stored

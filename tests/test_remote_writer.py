@@ -44,6 +44,19 @@ class _Silent:
         return defer.Deferred()
 
 
+class _CommitsThenDies:
+    """A dispatcher's store that commits, then its process dies before answering."""
+
+    def __init__(self, real):
+        self.real = real
+        self.server = None
+
+    def accept_named(self, name, item):
+        d = self.real.accept_named(name, item)
+        d.addCallback(lambda _: (self.server.stop(), defer.Deferred())[1])
+        return d
+
+
 class RemoteAccepts(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="payam-remote-")
@@ -67,7 +80,7 @@ class RemoteAccepts(unittest.TestCase):
         store = Store(self.db, reactor, claims=False)
         store.open()
         self.addCleanup(store.close)
-        remote = RemoteWriter(self.sock, reactor, NAMES)
+        remote = RemoteWriter(self.sock, reactor, NAMES, stored_ids=store.stored_ids)
         store.hand_accepts_to(remote)
         remote.start()
         self.addCleanup(remote.stop)
@@ -138,6 +151,16 @@ class RemoteAccepts(unittest.TestCase):
         yield until(lambda: remote.connected)
         yield store.accept([message(store)])
         assert remote.remote == 1 and self.count() == 2
+
+    @defer.inlineCallbacks
+    def test_an_accept_the_dispatcher_committed_before_dying_is_answered_stored(self):
+        dying = _CommitsThenDies(self.dispatcher)
+        dying.server = self.serve(dying)
+        store, remote = yield self.worker()
+        messages = [message(store), message(store)]
+        ids = yield store.accept(messages, quota=("tax", 0.0, 2, 100))
+        assert ids == [m.id for m in messages] and remote.remote == 0
+        assert self.count() == 2                   # once: not committed again here
 
     @defer.inlineCallbacks
     def test_without_a_dispatcher_the_worker_commits_its_own(self):

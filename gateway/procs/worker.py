@@ -83,7 +83,8 @@ class HTTPWorker(MultiService):
         # Accepts are committed by the dispatcher process's writer while it is there.
         self.remote_writer = RemoteWriter(
             os.path.join(self.run_dir, SOCKET_NAME), reactor,
-            {operation: name for name, operation in REMOTE_ACCEPTS.items()})
+            {operation: name for name, operation in REMOTE_ACCEPTS.items()},
+            stored_ids=store.stored_ids)
         store.hand_accepts_to(self.remote_writer)
         self.remote_writer.start()
         self.keyring, self.limits, audit = build_policy(config, store, reactor)

@@ -16,9 +16,11 @@ commit (procs/writer_server.py).  The worker's Store answers the accept only the
   while the dispatcher is away, are committed by the worker's own writer, as before:
   slower, never wrong: quota and idempotency are counted in the store either way); a
   frame is at most MAX_FRAME bytes.
-- The dispatcher going away (a restart) fails every accept waiting on it with
-  TransactionLost (the agency hears 503): it may or may not have committed, so it is
-  never answered 202.  The worker connects again every RECONNECT_S.
+- The dispatcher going away (it died: its socket closes once all its threads are
+  gone, so what it committed is final) settles each accept waiting on it from the
+  store: its messages stored → answered as committed (the agency's 202 is true and it
+  will not send again); not stored → TransactionLost (503: the agency retries, nothing
+  was kept).  The worker connects again every RECONNECT_S.
 """
 
 import io
@@ -106,14 +108,17 @@ class RemoteWriter:
     """Store.hand_accepts_to's end in a worker: `submit(operation, item)` is a Deferred
     of the dispatcher's answer, or None when this accept is for the local writer."""
 
-    def __init__(self, path, reactor, names, max_in_flight=MAX_IN_FLIGHT):
-        """names: {grouped operation: its name at the dispatcher}."""
+    def __init__(self, path, reactor, names, stored_ids=None, max_in_flight=MAX_IN_FLIGHT):
+        """names: {grouped operation: its name at the dispatcher}; stored_ids(ids) →
+        Deferred of the set of those message ids committed (Store.stored_ids), to
+        settle what waited on a dispatcher that died (None: all fail)."""
+        self.stored_ids = stored_ids
         self.path = path
         self.reactor = reactor
         self.names = names
         self.max_in_flight = max_in_flight
         self._link = None
-        self._waiting = {}                 # seq → Deferred
+        self._waiting = {}                 # seq → (Deferred, the accept's message ids)
         self._seq = 0
         self._stopped = False
         self._connecting = None
@@ -166,7 +171,8 @@ class RemoteWriter:
         if name is None:
             return None
         self._seq += 1
-        d = self._waiting[self._seq] = defer.Deferred()
+        d = defer.Deferred()
+        self._waiting[self._seq] = (d, item[2])     # insert_messages' item: ids third
         link.sendString(dumps((self._seq, name, item)))
         return d
 
@@ -177,9 +183,10 @@ class RemoteWriter:
             log.error("unreadable answer from the dispatcher (%s): closing the link", error)
             link.transport.loseConnection()
             return
-        d = self._waiting.pop(seq, None)
-        if d is None:
+        waiting = self._waiting.pop(seq, None)
+        if waiting is None:
             return
+        d = waiting[0]
         ok, result = decode_result(kind, value)
         if ok:
             self.remote += 1
@@ -192,15 +199,41 @@ class RemoteWriter:
             self._link = None
         waiting, self._waiting = self._waiting, {}
         if waiting:
-            log.error("the dispatcher process went away with %d accepts waiting for its "
-                      "commit: they are answered as not stored", len(waiting))
-        for d in waiting.values():
-            d.errback(TransactionLost("the dispatcher process went away before "
-                                      "answering this accept (it may be stored)"))
+            self._settle(list(waiting.values()))
         if not self._stopped:
             log.warning("the dispatcher's writer is away: accepts are committed here "
                         "until it is back")
             self._again()
+
+    def _settle(self, waiting):
+        """The accepts the dispatcher took with it: committed or not, from the store."""
+        def lost():
+            return TransactionLost("the dispatcher process went away before committing "
+                                   "this accept")
+        if self.stored_ids is None:
+            found = defer.succeed(set())
+        else:
+            found = self.stored_ids([i for _, ids in waiting for i in ids])
+
+        def settle(stored):
+            kept = 0
+            for d, ids in waiting:
+                if ids and all(i in stored for i in ids):
+                    kept += 1
+                    d.callback(ids)
+                else:
+                    d.errback(lost())
+            log.error("the dispatcher process went away with %d accepts waiting for its "
+                      "answer: %d were committed, %d not (answered as not stored)",
+                      len(waiting), kept, len(waiting) - kept)
+
+        def unreadable(failure):
+            log.error("the dispatcher process went away with %d accepts waiting; the "
+                      "store cannot tell which it committed (%s): answered as not stored",
+                      len(waiting), failure.getErrorMessage())
+            for d, _ in waiting:
+                d.errback(lost())
+        found.addCallbacks(settle, unreadable)
 
     def stop(self):
         """Disconnect (call once nothing waits: after the HTTP side drained)."""

@@ -564,6 +564,18 @@ class Store:
         return found
 
     @_read
+    def stored_ids(self, ids):
+        """Which of these message ids are stored (committed), as a set."""
+        found = set()
+        ids = list(ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(row[0] for row in self._reader.execute(
+                f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
+        return found
+
+    @_read
     def open_broadcasts(self):
         return broadcasts.open_broadcasts(self._reader)
 
