@@ -18,6 +18,7 @@ TAX = KEYS["tax"]
 QUOTA_KEY = "procs-quota-key-000000000000000"
 NEW_KEY = "procs-new-agency-key-00000000000"
 SMALL_KEY = "procs-small-quota-key-0000000000"
+BULK_KEY = "procs-bulk-agency-key-0000000000"
 
 
 def children(daemon):
@@ -37,6 +38,7 @@ def split_config(tmp_path, sim, workers=2):
     document = yaml.safe_load((REPO / "config" / "agencies.yaml").read_text())
     document["agencies"].append(agency("quota", QUOTA_KEY, "40409991", daily_parts=100))
     document["agencies"].append(agency("small", SMALL_KEY, "40409993", daily_parts=20))
+    document["agencies"].append(agency("bulk", BULK_KEY, "40409994"))
     agencies.write_text(yaml.safe_dump(document, allow_unicode=True))
     path, port = write_config(tmp_path, sim.smpp_port, agencies=agencies, window=50)
     config = yaml.safe_load(path.read_text())
@@ -235,7 +237,7 @@ def test_a_dispatcher_killed_mid_accept_never_leaves_a_202_unstored(tmp_path, si
         def one(i):
             if i == 150:
                 os.kill(dispatcher, signal.SIGKILL)
-            code, body, _ = send(daemon, TAX, "40401234", f"kill test message {i}")
+            code, body, _ = send(daemon, BULK_KEY, "40409994", f"kill test message {i}")
             return code, body
         with ThreadPoolExecutor(12) as pool:
             answers = list(pool.map(one, range(400)))
@@ -246,7 +248,7 @@ def test_a_dispatcher_killed_mid_accept_never_leaves_a_202_unstored(tmp_path, si
                  20, what="the dispatcher restarted")
         wait_for(lambda: daemon.output().count("accepts go to the dispatcher") >= 4, 20,
                  what="both workers linked again")
-        code, body, _ = send(daemon, TAX, "40401234", "after the dispatcher came back")
+        code, body, _ = send(daemon, BULK_KEY, "40409994", "after the dispatcher came back")
         assert code == 202, body
         accepted = [body["messages"][0]["id"] for code, body in answers if code == 202]
         accepted.append(body["messages"][0]["id"])

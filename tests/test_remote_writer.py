@@ -168,6 +168,15 @@ class RemoteAccepts(unittest.TestCase):
         yield store.accept([message(store)])
         assert not remote.connected and remote.remote == 0 and self.count() == 1
 
+    @defer.inlineCallbacks
+    def test_an_accept_too_big_for_a_frame_is_committed_by_the_worker(self):
+        from gateway.store import remote_writer
+        self.serve()
+        store, remote = yield self.worker()
+        self.patch(remote_writer, "MAX_FRAME", 200)
+        yield store.accept([message(store, parts=3)])
+        assert remote.remote == 0 and self.count() == 1
+
     def test_a_frame_carries_data_only(self):
         assert loads(pickle.dumps((1, "accept", ([("a", b"x", 1.5, None)], [])))) == \
             (1, "accept", ([("a", b"x", 1.5, None)], []))

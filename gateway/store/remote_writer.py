@@ -14,20 +14,23 @@ commit (procs/writer_server.py).  The worker's Store answers the accept only the
   code.  Request (seq, name, item); answer (seq, kind, value).
 - Bounded: at most MAX_IN_FLIGHT accepts wait per worker (the rest, like every accept
   while the dispatcher is away, are committed by the worker's own writer, as before:
-  slower, never wrong: quota and idempotency are counted in the store either way); a
-  frame is at most MAX_FRAME bytes.
+  slower, never wrong: quota and idempotency are counted in the store either way),
+  and so is an accept whose frame would pass MAX_FRAME bytes.  A stopping worker
+  waits (STOP_WAIT_S at most) for the answers due before it disconnects.
 - The dispatcher going away (it died: its socket closes once all its threads are
   gone, so what it committed is final) settles each accept waiting on it from the
   store: its messages stored → answered as committed (the agency's 202 is true and it
   will not send again); not stored → TransactionLost (503: the agency retries, nothing
-  was kept).  The worker connects again every RECONNECT_S.
+  was kept).  The worker connects again every RECONNECT_S.  (A link the dispatcher
+  closed while alive, on a frame it could not read, can leave a 503'd accept committed
+  later: a 503 never claims "not stored" for sure; a 202 always means stored.)
 """
 
 import io
 import logging
 import pickle
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.protocols.basic import Int32StringReceiver
 
 from gateway.store.interface import (
@@ -39,6 +42,7 @@ SOCKET_NAME = "writer.sock"
 MAX_IN_FLIGHT = 1000      # accepts waiting per worker; the HTTP side holds fewer
 MAX_FRAME = 32 << 20      # one accept of 1,000 long messages is ~2 MiB
 RECONNECT_S = 0.5
+STOP_WAIT_S = 5.0         # a stopping worker waits this long for answers due
 
 
 # -- the frames ----------------------------------------------------------------------
@@ -170,10 +174,13 @@ class RemoteWriter:
         name = self.names.get(operation)
         if name is None:
             return None
+        frame = dumps((self._seq + 1, name, item))
+        if len(frame) > MAX_FRAME:
+            return None
         self._seq += 1
         d = defer.Deferred()
         self._waiting[self._seq] = (d, item[2])     # insert_messages' item: ids third
-        link.sendString(dumps((self._seq, name, item)))
+        link.sendString(frame)
         return d
 
     def _answered(self, link, data):
@@ -235,10 +242,16 @@ class RemoteWriter:
                 d.errback(lost())
         found.addCallbacks(settle, unreadable)
 
-    def stop(self):
-        """Disconnect (call once nothing waits: after the HTTP side drained)."""
+    @defer.inlineCallbacks
+    def stop(self, wait_s=STOP_WAIT_S):
+        """Disconnect once nothing waits for the dispatcher's answer (at most wait_s:
+        what still waits then is settled from the store); Deferred."""
         self._stopped = True
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
+        for _ in range(int(wait_s / 0.05)):
+            if not self._waiting or self._link is None:
+                break
+            yield task.deferLater(self.reactor, 0.05, lambda: None)
         if self._link is not None:
             self._link.transport.loseConnection()
