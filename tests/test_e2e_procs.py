@@ -258,3 +258,27 @@ def test_a_dispatcher_killed_mid_accept_never_leaves_a_202_unstored(tmp_path, si
     with sqlite3.connect(daemon.db_path) as db:
         stored = {row[0] for row in db.execute("SELECT id FROM messages")}
     assert set(accepted) <= stored
+
+
+def test_two_workers_racing_one_idempotency_key_store_one_message(tmp_path, sim):
+    """The same idempotency_key sent 16 times at once over both workers (their accepts
+    committed by the dispatcher's writer): one message stored, every answer its id."""
+    path, port, _ = split_config(tmp_path, sim)
+    daemon = Daemon(path, port).start()
+    try:
+        wait_for(lambda: daemon.output().count("accepts go to the dispatcher") >= 2, 20,
+                 what="both workers linked to the dispatcher's writer")
+
+        def one(_):
+            return send(daemon, BULK_KEY, "40409994", "raced idempotency key",
+                        idempotency_key="raced-key-1")[:2]
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(one, range(16)))
+        assert {code for code, _ in answers} <= {200, 202}, answers
+        ids = {body["messages"][0]["id"] for _, body in answers}
+        assert len(ids) == 1, answers
+    finally:
+        assert daemon.stop() == 0
+    with sqlite3.connect(daemon.db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM messages WHERE agency = 'bulk'"
+                          ).fetchone()[0] == 1
