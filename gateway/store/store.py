@@ -154,6 +154,8 @@ class Store:
                 "SELECT value FROM meta WHERE key = 'fingerprint_key'").fetchone()[0])
             owner = f"{self.node}:{os.getpid()}:{self._random.getrandbits(32):08x}"
             recovered = self._take_over(conn, owner) if self.claims else 0
+            transaction_lock = TransactionLock(self.path)
+            transaction_lock.open()
         except (sqlite3.Error, OSError) as e:
             if conn is not None:
                 conn.close()
@@ -172,9 +174,8 @@ class Store:
         self._reader.execute("PRAGMA busy_timeout=5000")
         self._writer = Writer(conn, self._reactor, self._commit_interval)
         # Processes sharing the store take turns without SQLite's sleeping busy handler.
-        self._transaction_lock = TransactionLock(self.path)
-        self._transaction_lock.open()
-        self._writer.serialise = self._transaction_lock.held
+        self._transaction_lock = transaction_lock
+        self._writer.serialise = transaction_lock.held
         self._writer.start()
 
     def _take_over(self, conn, owner):
