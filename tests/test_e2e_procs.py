@@ -18,6 +18,7 @@ TAX = KEYS["tax"]
 QUOTA_KEY = "procs-quota-key-000000000000000"
 NEW_KEY = "procs-new-agency-key-00000000000"
 SMALL_KEY = "procs-small-quota-key-0000000000"
+BULK_KEY = "procs-bulk-agency-key-0000000000"
 
 
 def children(daemon):
@@ -37,6 +38,7 @@ def split_config(tmp_path, sim, workers=2):
     document = yaml.safe_load((REPO / "config" / "agencies.yaml").read_text())
     document["agencies"].append(agency("quota", QUOTA_KEY, "40409991", daily_parts=100))
     document["agencies"].append(agency("small", SMALL_KEY, "40409993", daily_parts=20))
+    document["agencies"].append(agency("bulk", BULK_KEY, "40409994"))
     agencies.write_text(yaml.safe_dump(document, allow_unicode=True))
     path, port = write_config(tmp_path, sim.smpp_port, agencies=agencies, window=50)
     config = yaml.safe_load(path.read_text())
@@ -216,3 +218,67 @@ def test_sigterm_stops_every_process_cleanly_and_loses_nothing(tmp_path, sim):
         assert len(sent) == 40, len(sent)
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_dispatcher_killed_mid_accept_never_leaves_a_202_unstored(tmp_path, sim):
+    """The workers' accepts are committed by the dispatcher process's writer
+    (store/remote_writer.py).  SIGKILLed while accepts stream in: every 202 answered is
+    a stored message (before, during and after its restart): those it took with it are
+    answered from the store (committed: 202; not: 503), those while it is away are
+    committed by the workers; once it is back they hand it their accepts again."""
+    path, port, _ = split_config(tmp_path, sim)
+    daemon = Daemon(path, port).start()
+    try:
+        wait_for(lambda: daemon.output().count("accepts go to the dispatcher") >= 2, 20,
+                 what="both workers linked to the dispatcher's writer")
+        dispatcher = children(daemon)[("dispatcher", 0)]
+        answers = []
+
+        def one(i):
+            if i == 150:
+                os.kill(dispatcher, signal.SIGKILL)
+            code, body, _ = send(daemon, BULK_KEY, "40409994", f"kill test message {i}")
+            return code, body
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(one, range(400)))
+        codes = [code for code, _ in answers]
+        assert set(codes) <= {202, 503}, sorted(set(codes))
+        assert codes.count(202) >= 200, codes.count(202)
+        wait_for(lambda: children(daemon).get(("dispatcher", 0)) not in (None, dispatcher),
+                 20, what="the dispatcher restarted")
+        wait_for(lambda: daemon.output().count("accepts go to the dispatcher") >= 4, 20,
+                 what="both workers linked again")
+        code, body, _ = send(daemon, BULK_KEY, "40409994", "after the dispatcher came back")
+        assert code == 202, body
+        accepted = [body["messages"][0]["id"] for code, body in answers if code == 202]
+        accepted.append(body["messages"][0]["id"])
+        assert "the dispatcher's writer is away" in daemon.output()
+    finally:
+        assert daemon.stop() == 0
+    with sqlite3.connect(daemon.db_path) as db:
+        stored = {row[0] for row in db.execute("SELECT id FROM messages")}
+    assert set(accepted) <= stored
+
+
+def test_two_workers_racing_one_idempotency_key_store_one_message(tmp_path, sim):
+    """The same idempotency_key sent 16 times at once over both workers (their accepts
+    committed by the dispatcher's writer): one message stored, every answer its id."""
+    path, port, _ = split_config(tmp_path, sim)
+    daemon = Daemon(path, port).start()
+    try:
+        wait_for(lambda: daemon.output().count("accepts go to the dispatcher") >= 2, 20,
+                 what="both workers linked to the dispatcher's writer")
+
+        def one(_):
+            return send(daemon, BULK_KEY, "40409994", "raced idempotency key",
+                        idempotency_key="raced-key-1")[:2]
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(one, range(16)))
+        assert {code for code, _ in answers} <= {200, 202}, answers
+        ids = {body["messages"][0]["id"] for _, body in answers}
+        assert len(ids) == 1, answers
+    finally:
+        assert daemon.stop() == 0
+    with sqlite3.connect(daemon.db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM messages WHERE agency = 'bulk'"
+                          ).fetchone()[0] == 1

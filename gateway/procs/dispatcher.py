@@ -19,6 +19,8 @@ from gateway.admin.endpoint import AdminAPI
 from gateway.http.server import HTTPFactory
 from gateway.procs.health import HealthWriter
 from gateway.procs.wake import WakeReader
+from gateway.procs.writer_server import WriterServer
+from gateway.store.remote_writer import SOCKET_NAME
 from gateway.service import GatewayService
 
 log = logging.getLogger("payam.procs.dispatcher")
@@ -43,6 +45,7 @@ class DispatcherProcess(GatewayService):
         self.health_file = HealthWriter(run_dir, self.health, reactor)
         self._wake_reader = None
         self._windows = None
+        self.writer_server = None
 
     def _build(self):
         super()._build()
@@ -61,6 +64,10 @@ class DispatcherProcess(GatewayService):
         self._wake_reader = WakeReader(self.wake_fd, self.dispatcher.wake,
                                        self._broadcast_opened)
         reactor.addReader(self._wake_reader)
+        # The workers' accepts, committed by this process's writer (one fsync for all).
+        self.writer_server = WriterServer(os.path.join(self.run_dir, SOCKET_NAME),
+                                          self.store, reactor, self.dispatcher.wake)
+        self.writer_server.start()
         self.health_file.start()
         self._windows = LoopingCall(self._export_windows)
         self._windows.clock = reactor
@@ -84,6 +91,8 @@ class DispatcherProcess(GatewayService):
                                                failure.getErrorMessage()))
 
     def stopService(self):
+        if self.writer_server is not None:
+            self.writer_server.stop()      # the workers stopped first
         if self._wake_reader is not None:
             self.reactor.removeReader(self._wake_reader)
         self.health_file.stop()

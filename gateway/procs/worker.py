@@ -25,7 +25,8 @@ from gateway.outbound.fallback import EmailFallback
 from gateway.service import (
     HTTP_DRAIN_S, bounded, build_api, build_directory, build_http, build_inbox,
     build_national_inbox, build_outbound, build_policy, build_webhooks)
-from gateway.store.store import Store
+from gateway.store.remote_writer import SOCKET_NAME, RemoteWriter
+from gateway.store.store import REMOTE_ACCEPTS, Store
 
 log = logging.getLogger("payam.procs.worker")
 
@@ -34,9 +35,17 @@ class _Routes:
     """The dispatcher's face the accept path needs here: the route stored with each
     message (the routing rules, reloaded on SIGHUP) and the wake-up."""
 
-    def __init__(self, router, wake):
+    def __init__(self, router, wake, remote_writer):
         self.router = router
-        self.wake = wake.wake
+        self._wake = wake
+        self._remote_writer = remote_writer
+
+    def wake(self, routes=None):
+        # Accepts the dispatcher's writer committed woke its claim there already: the
+        # pipe is for those committed here (its writer away), saving each process a
+        # system call per reactor turn.
+        if not self._remote_writer.connected:
+            self._wake.wake(routes)
 
     def route_of(self, msisdn):
         return self.router.preferred(msisdn)
@@ -69,6 +78,7 @@ class HTTPWorker(MultiService):
         self.notifier = notifier
         self.wake = WakeSender(wake_fd, reactor)
         self.store = None
+        self.remote_writer = None
         self.http_port = None
         self.http_factory = None
 
@@ -78,11 +88,19 @@ class HTTPWorker(MultiService):
         _wait_for_the_store()
         self.store = store = Store(config.store_path, reactor, claims=False)
         store.open()
+        # Accepts are committed by the dispatcher process's writer while it is there.
+        self.remote_writer = RemoteWriter(
+            os.path.join(self.run_dir, SOCKET_NAME), reactor,
+            {operation: name for name, operation in REMOTE_ACCEPTS.items()},
+            stored_ids=store.stored_ids)
+        store.hand_accepts_to(self.remote_writer)
+        self.remote_writer.start()
         self.keyring, self.limits, audit = build_policy(config, store, reactor)
         self.limits.rate_share = 1.0 / self.workers
         self.limits.store_counts = True
         self.limits.update(config.agencies)       # rates now at this worker's share
-        self.routes = _Routes(OperatorRouter(config.routing), self.wake)
+        self.routes = _Routes(OperatorRouter(config.routing), self.wake,
+                              self.remote_writer)
         self.directory = build_directory(config, reactor)
         self.outbound = build_outbound(store, self.keyring, self.limits, audit,
                                        self.routes, reactor,
@@ -121,6 +139,8 @@ class HTTPWorker(MultiService):
             yield bounded(self.reactor, self.http_factory.stop(), HTTP_DRAIN_S)
         if isinstance(self.directory, HttpDirectory):
             yield self.directory.close()   # its kept-alive connections
+        if self.remote_writer is not None:
+            yield self.remote_writer.stop()    # (the HTTP side drained: none waits)
         if self.store is not None:
             yield self.store.close()
         yield super().stopService()

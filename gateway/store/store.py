@@ -30,6 +30,7 @@ from gateway.store import receipts as store_receipts
 from gateway.store import email_fallbacks
 from gateway.store.interface import RENEW_LEASES_S, IdempotencyMismatch, StoreClosed
 from gateway.store.operations import IDEMPOTENCY_S
+from gateway.store.transaction_lock import TransactionLock
 from gateway.store.writer import Writer
 
 log = logging.getLogger("payam.store")
@@ -54,6 +55,10 @@ _SYMBOL_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)   # 10 bits → 2
 
 
 _INSERT_WITHIN_QUOTA = store_quota.within_quota(operations.insert_messages)
+# The grouped accepts an HTTP worker hands to the dispatcher's writer, by name
+# (store/remote_writer.py); every other write of a worker stays its own.
+REMOTE_ACCEPTS = {"accept": operations.insert_messages,
+                  "accept_within_quota": _INSERT_WITHIN_QUOTA}
 
 
 def _refused_raised(result):
@@ -108,6 +113,8 @@ class Store:
         self._reclaim_at = float("-inf")
         self._claim_credit = {}        # route → the lanes' share fractions (claim_plan)
         self._writer = None
+        self._accepts_to = None        # a RemoteWriter (an HTTP worker's) or None
+        self._transaction_lock = None
         self._reader = None
         self._closing = None
         self._last_probe = None
@@ -156,6 +163,8 @@ class Store:
                 "SELECT value FROM meta WHERE key = 'fingerprint_key'").fetchone()[0])
             owner = f"{self.node}:{os.getpid()}:{self._random.getrandbits(32):08x}"
             recovered = self._take_over(conn, owner) if self.claims else 0
+            transaction_lock = TransactionLock(self.path)
+            transaction_lock.open()
         except (sqlite3.Error, OSError) as e:
             if conn is not None:
                 conn.close()
@@ -173,6 +182,9 @@ class Store:
         self._reader = sqlite3.connect(uri, uri=True, isolation_level=None)
         self._reader.execute("PRAGMA busy_timeout=5000")
         self._writer = Writer(conn, self._reactor, self._commit_interval)
+        # Processes sharing the store take turns without SQLite's sleeping busy handler.
+        self._transaction_lock = transaction_lock
+        self._writer.serialise = transaction_lock.held
         self._writer.start()
 
     def _take_over(self, conn, owner):
@@ -204,6 +216,7 @@ class Store:
 
             def stopped(_):
                 self._writer.join(5)
+                self._transaction_lock.close()
                 # The read-only connection, closed last, cannot checkpoint on close
                 # (SQLite's own end-of-use checkpoint): it goes first, then ours.
                 self._reader.close()
@@ -272,7 +285,21 @@ class Store:
             return defer.fail(StoreClosed("the store is not open"))
         if item is None:
             return self._writer.submit(operation)
+        if self._accepts_to is not None:
+            d = self._accepts_to.submit(operation, item)
+            if d is not None:
+                return d
         return self._writer.submit_grouped(operation, item)
+
+    def hand_accepts_to(self, remote):
+        """Grouped accepts go to `remote.submit(operation, item)` (a Deferred of the
+        result once committed elsewhere, or None: this writer's after all)."""
+        self._accepts_to = remote
+
+    def accept_named(self, name, item):
+        """A grouped accept prepared by another process's Store.accept (REMOTE_ACCEPTS),
+        committed by this writer; Deferred of its raw result."""
+        return self._write(REMOTE_ACCEPTS[name], item)
 
     def accept(self, messages, idempotency=None, quota=None):
         """Store new messages (all or none); Deferred fires with their ids once durable.
@@ -557,6 +584,18 @@ class Store:
         if found is not None:
             found["created_at"] = _iso(found["created_at"])
             found["done_at"] = _iso(found["done_at"])
+        return found
+
+    @_read
+    def stored_ids(self, ids):
+        """Which of these message ids are stored (committed), as a set."""
+        found = set()
+        ids = list(ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(row[0] for row in self._reader.execute(
+                f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
         return found
 
     @_read

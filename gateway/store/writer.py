@@ -22,6 +22,7 @@ submit_grouped and _next_batch.
 """
 
 import collections
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -61,6 +62,8 @@ class Writer:
                                         daemon=True)
         # Read by other threads; written only by the writer thread.
         self.commits = 0          # transactions committed (tests count group commits)
+        # Around each transaction: a cross-process lock (store/transaction_lock.py).
+        self.serialise = contextlib.nullcontext
         self.last_commit_ok = True
 
     def start(self):
@@ -135,7 +138,9 @@ class Writer:
                     time.sleep(wait)
                 batch = self._next_batch()
                 last_start = time.monotonic()
-                self._reactor.callFromThread(_fire, self._transact(batch))
+                with self.serialise():
+                    results = self._transact(batch)
+                self._reactor.callFromThread(_fire, results)
         except BaseException:
             # A bug here must not strand callers: fail whatever is still queued.
             log.exception("store writer thread died")

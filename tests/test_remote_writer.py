@@ -1,0 +1,184 @@
+"""HTTP workers' accepts committed by the dispatcher process's writer over a UNIX
+socket (store/remote_writer.py, procs/writer_server.py): in one process here, each
+"process" its own Store on one file, the link a real socket on the reactor."""
+
+import os
+import pickle
+import shutil
+import sqlite3
+import tempfile
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from gateway.model import NewMessage
+from gateway.procs.writer_server import WriterServer
+from gateway.store import Store
+from gateway.store.interface import DuplicateIdempotencyKey, QuotaRefused, TransactionLost
+from gateway.store.remote_writer import RemoteWriter, loads
+from gateway.store.store import REMOTE_ACCEPTS
+
+NAMES = {operation: name for name, operation in REMOTE_ACCEPTS.items()}
+
+
+def message(s, agency="tax", parts=1):
+    return NewMessage(id=s.new_message_id(), agency=agency, sender="40401234",
+                      recipient="989121234567", text="x", priority=0, reference=None,
+                      validity_s=3600, receipt=False, data_coding=0, esm_class=0,
+                      parts=[b"x"] * parts, created_at=1000.0)
+
+
+@defer.inlineCallbacks
+def until(condition, seconds=10.0):
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        yield task.deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("timed out")
+
+
+class _Silent:
+    """A dispatcher's store that never commits (it is about to die)."""
+
+    def accept_named(self, name, item):
+        return defer.Deferred()
+
+
+class _CommitsThenDies:
+    """A dispatcher's store that commits, then its process dies before answering."""
+
+    def __init__(self, real):
+        self.real = real
+        self.server = None
+
+    def accept_named(self, name, item):
+        d = self.real.accept_named(name, item)
+        d.addCallback(lambda _: (self.server.stop(), defer.Deferred())[1])
+        return d
+
+
+class RemoteAccepts(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="payam-remote-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.db = os.path.join(self.dir, "gateway.db")
+        self.sock = os.path.join(self.dir, "writer.sock")
+        self.dispatcher = Store(self.db, reactor)
+        self.dispatcher.open(create=True)
+        self.addCleanup(self.dispatcher.close)
+        self.woken = []
+
+    def serve(self, store=None):
+        server = WriterServer(self.sock, store or self.dispatcher, reactor,
+                              lambda: self.woken.append(1))
+        server.start()
+        self.addCleanup(server.stop)
+        return server
+
+    @defer.inlineCallbacks
+    def worker(self, connected=True):
+        store = Store(self.db, reactor, claims=False)
+        store.open()
+        self.addCleanup(store.close)
+        remote = RemoteWriter(self.sock, reactor, NAMES, stored_ids=store.stored_ids)
+        store.hand_accepts_to(remote)
+        remote.start()
+        self.addCleanup(remote.stop)
+        if connected:
+            yield until(lambda: remote.connected)
+        return store, remote
+
+    def count(self, sql="SELECT COUNT(*) FROM messages"):
+        with sqlite3.connect(self.db) as db:
+            return db.execute(sql).fetchone()[0]
+
+    @defer.inlineCallbacks
+    def test_an_accept_is_committed_by_the_dispatchers_writer(self):
+        self.serve()
+        store, remote = yield self.worker()
+        local_commits, remote_commits = store.commits, self.dispatcher.commits
+        messages = [message(store), message(store, parts=2)]
+        ids = yield store.accept(messages)
+        assert ids == [m.id for m in messages]
+        assert remote.remote == 1 and store.commits == local_commits
+        assert self.dispatcher.commits > remote_commits
+        assert self.count() == 2 and self.count("SELECT COUNT(*) FROM parts") == 3
+        yield until(lambda: self.woken)          # the claim is woken after the commit
+
+    @defer.inlineCallbacks
+    def test_two_workers_racing_one_idempotency_key_store_one_message(self):
+        self.serve()
+        (a, _), (b, _) = (yield self.worker()), (yield self.worker())
+        outcomes = yield defer.DeferredList(
+            [s.accept([message(s)], idempotency=("tax", "same-key", '{"first": 1}'),
+                      quota=("tax", 0.0, 1, 100)) for s in (a, b) * 5],
+            consumeErrors=True)
+        stored = [value for ok, value in outcomes if ok]
+        duplicates = [value for ok, value in outcomes
+                      if not ok and value.check(DuplicateIdempotencyKey)]
+        assert len(stored) == 1 and len(duplicates) == 9, outcomes
+        assert duplicates[0].value.response == '{"first": 1}'
+        assert self.count() == 1
+
+    @defer.inlineCallbacks
+    def test_quota_across_workers_is_exact(self):
+        self.serve()
+        (a, _), (b, _) = (yield self.worker()), (yield self.worker())
+        outcomes = yield defer.DeferredList(
+            [s.accept([message(s)], quota=("tax", 0.0, 1, 7)) for s in (a, b) * 6],
+            consumeErrors=True)
+        refused = [value for ok, value in outcomes
+                   if not ok and value.check(QuotaRefused)]
+        assert sum(ok for ok, _ in outcomes) == 7 and len(refused) == 5, outcomes
+        assert refused[0].value.quota == 7
+        assert self.count() == 7
+
+    @defer.inlineCallbacks
+    def test_the_dispatcher_going_away_fails_what_waits_and_accepts_go_on_locally(self):
+        server = self.serve(_Silent())
+        store, remote = yield self.worker()
+        waiting = store.accept([message(store)])
+        yield until(lambda: server.links and remote._waiting)
+        server.stop()                              # the dispatcher process died
+        yield self.assertFailure(waiting, TransactionLost)
+        yield until(lambda: not remote.connected)
+        # Away: the worker's own writer commits (as before the single writer).
+        commits = store.commits
+        ids = yield store.accept([message(store)])
+        assert store.commits == commits + 1 and self.count() == 1, ids
+        # Back (a new dispatcher on the same path): accepts go there again.
+        self.serve()
+        yield until(lambda: remote.connected)
+        yield store.accept([message(store)])
+        assert remote.remote == 1 and self.count() == 2
+
+    @defer.inlineCallbacks
+    def test_an_accept_the_dispatcher_committed_before_dying_is_answered_stored(self):
+        dying = _CommitsThenDies(self.dispatcher)
+        dying.server = self.serve(dying)
+        store, remote = yield self.worker()
+        messages = [message(store), message(store)]
+        ids = yield store.accept(messages, quota=("tax", 0.0, 2, 100))
+        assert ids == [m.id for m in messages] and remote.remote == 0
+        assert self.count() == 2                   # once: not committed again here
+
+    @defer.inlineCallbacks
+    def test_without_a_dispatcher_the_worker_commits_its_own(self):
+        store, remote = yield self.worker(connected=False)
+        yield store.accept([message(store)])
+        assert not remote.connected and remote.remote == 0 and self.count() == 1
+
+    @defer.inlineCallbacks
+    def test_an_accept_too_big_for_a_frame_is_committed_by_the_worker(self):
+        from gateway.store import remote_writer
+        self.serve()
+        store, remote = yield self.worker()
+        self.patch(remote_writer, "MAX_FRAME", 200)
+        yield store.accept([message(store, parts=3)])
+        assert remote.remote == 0 and self.count() == 1
+
+    def test_a_frame_carries_data_only(self):
+        assert loads(pickle.dumps((1, "accept", ([("a", b"x", 1.5, None)], [])))) == \
+            (1, "accept", ([("a", b"x", 1.5, None)], []))
+        with self.assertRaises(pickle.UnpicklingError):
+            loads(pickle.dumps(os.system))
