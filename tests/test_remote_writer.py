@@ -182,3 +182,25 @@ class RemoteAccepts(unittest.TestCase):
             (1, "accept", ([("a", b"x", 1.5, None)], []))
         with self.assertRaises(pickle.UnpicklingError):
             loads(pickle.dumps(os.system))
+
+    @defer.inlineCallbacks
+    def test_hostile_frames_close_only_their_own_link(self):
+        """A peer on the socket sending garbage, a class, the wrong shape or a frame over
+        MAX_FRAME loses its link; the server goes on committing a good worker's accepts."""
+        import struct
+        from twisted.internet.protocol import ClientCreator, Protocol
+        from gateway.store import remote_writer
+        self.patch(remote_writer.Framed, "MAX_LENGTH", 1000)
+        server = self.serve()
+        bad = [b"\x80\x05not a pickle", pickle.dumps(os.system), pickle.dumps((1, 2)),
+               pickle.dumps([1, 2, 3, 4]), b"x" * 1001]
+        for payload in bad:
+            peer = yield ClientCreator(reactor, Protocol).connectUNIX(self.sock)
+            closed = defer.Deferred()
+            peer.connectionLost = lambda reason, d=closed: d.callback(None)
+            peer.transport.write(struct.pack("!I", len(payload)) + payload)
+            yield closed                        # the server closed it
+        yield until(lambda: not server.links)
+        store, remote = yield self.worker()
+        yield store.accept([message(store)])
+        assert remote.remote == 1 and self.count() == 1

@@ -14,7 +14,7 @@ import os
 
 from twisted.internet import protocol
 
-from gateway.store.remote_writer import Framed, dumps, encode_result, loads
+from gateway.store.remote_writer import Framed, dumps, encode_result
 
 log = logging.getLogger("payam.procs.writer_server")
 
@@ -29,12 +29,10 @@ class _Accepts(Framed):
         self.factory.server.links.add(self)
 
     def stringReceived(self, data):
-        try:
-            seq, name, item = loads(data)
-        except Exception as error:
-            log.error("unreadable accept from an HTTP worker (%s): closing its link", error)
-            self.transport.loseConnection()
+        frame = self.read(data, "accept from an HTTP worker")
+        if frame is None:
             return
+        seq, name, item = frame
         server = self.factory.server
         try:
             d = server.store.accept_named(name, item)

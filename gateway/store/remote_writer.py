@@ -94,6 +94,17 @@ class Framed(Int32StringReceiver):
         log.error("a %d-byte frame on the writer socket: closing it", length)
         self.transport.loseConnection()
 
+    def read(self, data, what):
+        """The frame's three fields, or None once an unreadable frame (not data, or not
+        three fields) has closed the link: `what` names it in the log."""
+        try:
+            first, second, third = loads(data)
+        except Exception as error:
+            log.error("unreadable %s (%s): closing the link", what, error)
+            self.transport.loseConnection()
+            return None
+        return first, second, third
+
 
 # -- the worker's side ---------------------------------------------------------------
 
@@ -184,12 +195,10 @@ class RemoteWriter:
         return d
 
     def _answered(self, link, data):
-        try:
-            seq, kind, value = loads(data)
-        except Exception as error:
-            log.error("unreadable answer from the dispatcher (%s): closing the link", error)
-            link.transport.loseConnection()
+        frame = link.read(data, "answer from the dispatcher")
+        if frame is None:
             return
+        seq, kind, value = frame
         waiting = self._waiting.pop(seq, None)
         if waiting is None:
             return
