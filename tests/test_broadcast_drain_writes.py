@@ -27,6 +27,21 @@ def _steps(db, work):
     return result, steps[0]
 
 
+def submitted_broadcast(store, clock, db_path, recipients, prefix):
+    """A 2-part broadcast to `recipients` numbers, fed, claimed and every part submitted
+    with SMSC id prefix+hex: (connection, SMSC ids, parts recorded)."""
+    b = received(clock, store, range(989120000001, 989120000001 + recipients))
+    ok(clock, store.feed_broadcast(b.id, 2 * recipients, T0))
+    db = sqlite3.connect(db_path, isolation_level=None)
+    parts = operations.claim(db, 4 * recipients, T0, "mci", CLAIM_ORDER, "o", None,
+                             LANE_SHARES, {})
+    ids = [f"{prefix}{n:X}" for n in range(len(parts))]
+    recorded = operations.record(db, [PartOutcome(p[0], p[1], "submitted", operator="mci",
+                                                  smsc_id=i) for p, i in zip(parts, ids)],
+                                 T0, owner="o")
+    return db, ids, recorded
+
+
 def test_migration_19_is_there():
     assert 19 in dict(MIGRATIONS)
 
@@ -35,15 +50,8 @@ def test_a_broadcast_part_s_receipt_costs_few_sqlite_steps(store, clock, db_path
     # Each receipt ending a broadcast part ran the email fallback trigger's UPDATE of
     # email_fallbacks when its message ended, though broadcast messages never have a
     # fallback: 388 steps a part before migration 19 (schema.py), 355 after.
-    b = received(clock, store, range(989120000001, 989120000251))
-    ok(clock, store.feed_broadcast(b.id, 1000, T0))
-    db = sqlite3.connect(db_path, isolation_level=None)
-    parts = operations.claim(db, 500, T0, "mci", CLAIM_ORDER, "o", None, LANE_SHARES, {})
-    assert len(parts) == 500
-    ids = [f"A{n:X}" for n in range(len(parts))]
-    operations.record(db, [PartOutcome(p[0], p[1], "submitted", operator="mci",
-                                       smsc_id=i) for p, i in zip(parts, ids)], T0,
-                      owner="o")
+    db, ids, recorded = submitted_broadcast(store, clock, db_path, 250, "A")
+    assert len(ids) == 500 and recorded == 500
     applied, steps = _steps(db, lambda: receipts.apply_receipts(
         db, [("mci", i, "delivered", None) for i in ids], {"mci": "raw"}, {}, set(), T0))
     assert applied.matched == [True] * 500
@@ -78,15 +86,8 @@ def test_outcomes_and_receipts_of_more_parts_than_one_statement_binds_all_apply(
     # The submit outcomes and receipts go to SQLite as bound VALUES lists of at most
     # 1,024 rows, padded with NULL rows (operations._run_values): 2,200 parts in one
     # write are three statements each, and every part is reached exactly once.
-    b = received(clock, store, range(989120000001, 989120001101))
-    ok(clock, store.feed_broadcast(b.id, 2000, T0))
-    db = sqlite3.connect(db_path, isolation_level=None)
-    parts = operations.claim(db, 5000, T0, "mci", CLAIM_ORDER, "o", None, LANE_SHARES, {})
-    assert len(parts) == 2200
-    ids = [f"C{n:X}" for n in range(len(parts))]
-    assert operations.record(db, [PartOutcome(p[0], p[1], "submitted", operator="mci",
-                                              smsc_id=i) for p, i in zip(parts, ids)],
-                             T0, owner="o") == 2200
+    db, ids, recorded = submitted_broadcast(store, clock, db_path, 1100, "C")
+    assert len(ids) == 2200 and recorded == 2200
     applied = receipts.apply_receipts(db, [("mci", i, "delivered", None) for i in ids],
                                       {"mci": "raw"}, {}, set(), T0)
     assert applied.matched == [True] * 2200
