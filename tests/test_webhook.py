@@ -282,24 +282,32 @@ class _Silent(resource.Resource):
         return server.NOT_DONE_YET
 
 
+@defer.inlineCallbacks
+def push_once_to(case, receiver):
+    """One reply filed for an agency whose webhook is `receiver` (a loopback Site) with
+    a 0.3 s push timeout; fires (store, pusher) once the push failed once and waits."""
+    from conftest import wait_until
+    port = reactor.listenTCP(0, server.Site(receiver), interface="127.0.0.1")
+    case.addCleanup(port.stopListening)
+    url = f"http://127.0.0.1:{port.getHost().port}/replies"
+    store, _ = open_store(case)
+    pusher = ReplyPusher(store, reactor, (agency(url=url),), timeout_s=0.3)
+    case.addCleanup(pusher.stop)
+    inbox = Inbox(store)
+    inbox.listen(pusher.heard)
+    yield inbox.file(entry())
+    yield wait_until(reactor, lambda: store._reader.execute(
+        "SELECT state, attempts FROM webhook_pushes").fetchone() == ("pending", 1))
+    return store, pusher
+
+
 class LoopbackTimeout(unittest.TestCase):
     timeout = 15
 
     @defer.inlineCallbacks
     def test_a_receiver_that_never_answers_times_out_and_is_retried(self):
         silent = _Silent()
-        port = reactor.listenTCP(0, server.Site(silent), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        url = f"http://127.0.0.1:{port.getHost().port}/replies"
-        store, _ = open_store(self)
-        pusher = ReplyPusher(store, reactor, (agency(url=url),), timeout_s=0.3)
-        self.addCleanup(pusher.stop)
-        inbox = Inbox(store)
-        inbox.listen(pusher.heard)
-        yield inbox.file(entry())
-        from conftest import wait_until
-        yield wait_until(reactor, lambda: store._reader.execute(
-            "SELECT state, attempts FROM webhook_pushes").fetchone() == ("pending", 1))
+        store, _ = yield push_once_to(self, silent)
         [(error,)] = store._reader.execute("SELECT last_error FROM webhook_pushes")
         assert "Timeout" in error or "Cancelled" in error, error
         for request in silent.requests:         # the client's timeout closed it already
@@ -330,18 +338,7 @@ class LoopbackEndlessBody(unittest.TestCase):
         # The status line came, the body never finishes: the POST's timeout covers
         # the whole answer, so the push does not hold a slot of its agency for ever.
         trickle = _Trickle()
-        port = reactor.listenTCP(0, server.Site(trickle), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        url = f"http://127.0.0.1:{port.getHost().port}/replies"
-        store, _ = open_store(self)
-        pusher = ReplyPusher(store, reactor, (agency(url=url),), timeout_s=0.3)
-        self.addCleanup(pusher.stop)
-        inbox = Inbox(store)
-        inbox.listen(pusher.heard)
-        yield inbox.file(entry())
-        from conftest import wait_until
-        yield wait_until(reactor, lambda: store._reader.execute(
-            "SELECT state, attempts FROM webhook_pushes").fetchone() == ("pending", 1))
+        _, pusher = yield push_once_to(self, trickle)
         assert not pusher._in_flight.get("tax")
         for request in trickle.requests:
             if request.channel is not None:
