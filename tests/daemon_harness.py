@@ -102,17 +102,27 @@ def directory_national_ids(config_path):
             if isinstance(entry, dict) and isinstance(entry.get("national_id"), (str, int))}
 
 
+_HANDED_OUT = set()     # free_port's, this process
+
+
 def free_port():
     """A port free now, below the kernel's ephemeral range (32768-60999 on Linux): a port
     the kernel hands out for `bind(0)` may go to any outgoing connection (the daemon's
-    own SMPP binds) before the daemon listens on it."""
+    own SMPP binds) before the daemon listens on it.  Not the same port twice in a run
+    (until half the range is handed out): a port handed out but not yet listened on
+    looks free, so two settings of one config could get the same one."""
+    if len(_HANDED_OUT) > 6000:
+        _HANDED_OUT.clear()
     while True:
         port = random.randrange(20000, 32768)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
 
 
