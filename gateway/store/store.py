@@ -36,6 +36,7 @@ from gateway.store.writer import Writer
 log = logging.getLogger("payam.store")
 
 PENDING_RECEIPT_S = 3 * 24 * 3600
+WRITER_STATEMENTS_CACHED = 256      # sqlite3's default is 128
 PROBE_EVERY_S = 1.0
 # How long the writer waits for a lock another process holds (an sqlite3 shell, a copy
 # tool); past it, the start is refused as locked (guard.unusable).
@@ -152,7 +153,10 @@ class Store:
             created = not guard.present(self.path)
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             schema.migrate(self.path, now=now)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # The batch statements are written for a few row counts each (operations.
+            # padded_size: 26 per statement at most): room for them all beside the rest.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   cached_statements=WRITER_STATEMENTS_CACHED)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
