@@ -203,7 +203,13 @@ def claim(conn, limit, now, route, priorities, owner=None, leases_before=None,
                         "stopped answering); counted as unknown outcomes", taken)
     claimed = []
     rowids = []
-    exhausted = set()                   # priorities that gave less than was asked
+    # Priorities with no part due read nothing (one statement asks for all of them);
+    # a weighted one due alone reads its rounds at once, its share uncapped: the rounds
+    # would take the same rows, oldest first, in two statements and an empty one.
+    due = _due_priorities(conn, route, now, priorities)
+    exhausted = set(priorities) - due   # priorities that gave less than was asked
+    alone = [p for p in due if p in (shares or {})]
+    alone = alone[0] if len(alone) == 1 else None
     taken = {}                          # priority → rows read so far (skipped next time)
     payloads = {}                       # (broadcast id, seq) → its stored payload
     shares = shares or {}
@@ -211,7 +217,7 @@ def claim(conn, limit, now, route, priorities, owner=None, leases_before=None,
     for priority, most in _then(strict, lambda: claim_plan(limit - len(claimed),
                                                            priorities, shares, credit)):
         want = limit - len(claimed)
-        if most is not None:
+        if most is not None and priority != alone:
             want = min(want, most)
         if want <= 0 or priority in exhausted:
             continue
@@ -242,6 +248,22 @@ def claim(conn, limit, now, route, priorities, owner=None, leases_before=None,
     if shares:
         claimed.sort(key=lambda row: -row[6])      # highest priority first, ages kept
     return claimed
+
+
+_DUE_SQL = {}               # number of priorities → statement text
+
+
+def _due_priorities(conn, route, now, priorities):
+    """The set of `priorities` with a part of `route` due by `now` (a probe of the
+    claim index each, in one statement)."""
+    sql = _DUE_SQL.get(len(priorities))
+    if sql is None:
+        sql = _DUE_SQL[len(priorities)] = "SELECT " + ", ".join(
+            ["EXISTS (SELECT 1 FROM parts WHERE state = 'queued' AND route IS ?"
+             " AND priority = ? AND not_before <= ?)"] * len(priorities))
+    found = conn.execute(sql, [value for priority in priorities
+                               for value in (route, priority, now)]).fetchone()
+    return {priority for priority, any_due in zip(priorities, found) if any_due}
 
 
 def _broadcast_payload(conn, broadcast_id, seq):
