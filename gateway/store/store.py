@@ -87,7 +87,11 @@ def _read(read):
 # message benchmark made ~10-13 messages a commit and the daemon spent 521-549 µs/msg;
 # at 6 ms, 15-16 a commit and 447-507 µs/msg (alternated, load ~4, bench/PROFILE.md).
 # An idle writer still commits a lone write at once; a busy one adds at most this to
-# an answer's latency.
+# an answer's latency.  Measured again once a commit cost less (writer 59 -> 54 µs/msg),
+# alternated, load ~2 (two other benchmarks running): 6 ms 4,331-5,447 msg/s at
+# 167-175 µs/msg; 4 ms 4,888-5,210 at 184-191; 3 ms 4,385-4,813 at 179-203; 2 ms
+# 4,139-4,981 at 184-202.  A group commit then took 3-4 ms from BEGIN to COMMIT (its
+# fsync 1.4-2.8 ms of it), so a shorter interval only made more, smaller commits.
 COMMIT_INTERVAL_S = 0.006
 
 
