@@ -87,6 +87,7 @@ def main():
         return result
 
     now, made, claimed, submitted, credit, learning = 1000.0, 0, [], [], {}, set()
+    settled = set()
     for _ in range(args.rounds):
         now += 0.006
         items = accept_items(made, args.k, now)
@@ -100,9 +101,11 @@ def main():
         if outcomes:
             timed("record", operations.record, conn, outcomes, now, learning, OWNER)
         if submitted:
-            timed("receipts", receipts.apply_receipts, conn,
-                  [("mci", normal_id(o.smsc_id), "delivered", None) for o in submitted],
-                  {"mci": "raw"}, {}, set(), now, (), learning, {})
+            applied = timed("receipts", receipts.apply_receipts, conn,
+                            [("mci", normal_id(o.smsc_id), "delivered", None)
+                             for o in submitted],
+                            {"mci": "raw"}, {}, settled, now, (), learning, {})
+            settled |= applied.settled          # as the Store's KnownBases keeps it
         timed("commit", conn.execute, "COMMIT")
         claimed, submitted = got, outcomes
     total = sum(spent.values())
