@@ -94,11 +94,14 @@ def thread_cpu_seconds(pid, part=None):
 
 
 def commits(daemon):
-    """Group commits so far (the store's commit histogram's count; None if not served)."""
+    """(group commits so far, seconds spent in them): the store's commit histogram's
+    count and sum; None if not served."""
+    found = {}
     for line in daemon.scrape_metrics().splitlines():
-        if line.startswith("payam_store_commit_seconds_count"):
-            return float(line.split()[-1])
-    return None
+        for field in ("count", "sum"):
+            if line.startswith(f"payam_store_commit_seconds_{field}"):
+                found[field] = float(line.split()[-1])
+    return (found["count"], found["sum"]) if len(found) == 2 else None
 
 
 def peak_rss_mb(pid):
@@ -207,9 +210,11 @@ def main():
         f" ({system_run.get(name, 0) * 1e6 / max(accepted, 1):.0f} in the kernel)"
         for name, seconds in threads_run.items() if seconds > 0))
     if commits_before is not None and commits_after is not None:
-        made = commits_after - commits_before
+        made = commits_after[0] - commits_before[0]
+        spent = commits_after[1] - commits_before[1]
         print(f"group commits during the run: {made:.0f} "
-              f"({accepted / max(made, 1):.1f} messages each)")
+              f"({accepted / max(made, 1):.1f} messages each, "
+              f"{spent * 1e3 / max(made, 1):.2f} ms each from BEGIN to COMMIT)")
     print("peak RSS: " + ", ".join(f"{name} {mb:.1f} MB" for name, mb in rss.items())
           + f"   (exit code {code})")
     # (A fixed Kannel figure went stale with every machine: compare in one run instead.)

@@ -76,3 +76,38 @@ def test_a_message_failed_at_accept_never_emails(store, clock):  # noqa: F811
     # A purged message takes its fallback row along.
     ok(clock, store.purge(clock.seconds() + 1))
     assert ok(clock, store.email_fallback(opted_out.id)) is None
+
+
+def test_a_fallback_kept_before_migration_20_still_fires(db_path, clock):  # noqa: F811
+    """Migration 20 flags the messages that have a fallback row (the trigger reads the
+    flag): one accepted before it, still waiting, is made due by its SMS's failure."""
+    import sqlite3
+
+    from gateway.store import Store
+    first = Store(db_path, clock, commit_interval=0.0)
+    first.open()
+    waiting = message(first, clock)
+    plain = message(first, clock, fallback=None)
+    ok(clock, first.accept([waiting, plain]))
+    clock.wait(first.close())
+    conn = sqlite3.connect(db_path)
+    with conn:          # as a store before migration 20 left it (column aside)
+        conn.execute("UPDATE messages SET email_fallback = NULL")
+        conn.execute("DROP TRIGGER email_fallback_flagged")
+        conn.execute("DELETE FROM migrations WHERE version = 20")
+    conn.close()
+    again = Store(db_path, clock, commit_interval=0.0)
+    again.open()
+    try:
+        ok(clock, again.claim(10, clock.seconds() + 1))
+        ok(clock, again.record([PartOutcome(m.id, 1, "failed", error="ESME_RINVDSTADR")
+                                for m in (waiting, plain)]))
+        assert ok(clock, again.email_fallback(waiting.id))["status"] == "pending"
+        assert ok(clock, again.email_fallback(plain.id)) is None
+        later = message(again, clock)           # accepted after: flagged by the trigger
+        ok(clock, again.accept([later]))
+        ok(clock, again.claim(10, clock.seconds() + 1))
+        ok(clock, again.record([PartOutcome(later.id, 1, "expired", error="validity")]))
+        assert ok(clock, again.email_fallback(later.id))["status"] == "pending"
+    finally:
+        clock.wait(again.close())

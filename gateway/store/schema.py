@@ -421,6 +421,32 @@ def _v19_drain_triggers(db):
     db.execute(guarded)
 
 
+def _v20_fallback_flag(db):
+    # Migration 19's guard still left the email fallback trigger's UPDATE of
+    # email_fallbacks (write cursors on the table and its indexes, a probe that meets
+    # nothing) to every single message that ends, though only the few accepted with
+    # "fallback": "email" have a row there.  Messages now carry a flag, set by a trigger
+    # when their fallback row is inserted (the accept inserts the message first), and
+    # the ending trigger's WHEN reads it.  bench/writer_mix.py (42 messages a commit):
+    # receipts 16.6 -> 11.8 µs of writer CPU a message, outcomes 12.0 -> 10.3, the
+    # writer's whole mix 49.3 -> 42.9 µs/msg.
+    if "email_fallback" not in db["messages"].columns_dict:
+        db.execute("ALTER TABLE messages ADD COLUMN email_fallback INTEGER")
+    db.execute("CREATE TRIGGER IF NOT EXISTS email_fallback_flagged AFTER INSERT"
+               " ON email_fallbacks BEGIN UPDATE messages SET email_fallback = 1"
+               " WHERE id = NEW.message_id; END")
+    db.execute("UPDATE messages SET email_fallback = 1 WHERE email_fallback IS NULL"
+               " AND id IN (SELECT message_id FROM email_fallbacks)")
+    from gateway.store.email_fallbacks import schema_sql
+    ended = next(statement for statement in schema_sql(FINAL_STATES_SQL)
+                 if "email_fallback_sms_ended" in statement)
+    flagged = ended.replace(" ON messages WHEN ",
+                            " ON messages WHEN NEW.email_fallback = 1 AND ", 1)
+    assert flagged != ended, "the email fallback trigger's WHEN was not found"
+    db.execute("DROP TRIGGER IF EXISTS email_fallback_sms_ended")
+    db.execute(flagged)
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
@@ -442,6 +468,7 @@ MIGRATIONS = [
     (17, _v17_email_fallbacks),
     (18, _v18_quota_used),
     (19, _v19_drain_triggers),
+    (20, _v20_fallback_flag),
 ]
 
 

@@ -36,6 +36,7 @@ from gateway.store.writer import Writer
 log = logging.getLogger("payam.store")
 
 PENDING_RECEIPT_S = 3 * 24 * 3600
+WRITER_STATEMENTS_CACHED = 256      # sqlite3's default is 128
 PROBE_EVERY_S = 1.0
 # How long the writer waits for a lock another process holds (an sqlite3 shell, a copy
 # tool); past it, the start is refused as locked (guard.unusable).
@@ -86,7 +87,11 @@ def _read(read):
 # message benchmark made ~10-13 messages a commit and the daemon spent 521-549 µs/msg;
 # at 6 ms, 15-16 a commit and 447-507 µs/msg (alternated, load ~4, bench/PROFILE.md).
 # An idle writer still commits a lone write at once; a busy one adds at most this to
-# an answer's latency.
+# an answer's latency.  Measured again once a commit cost less (writer 59 -> 54 µs/msg),
+# alternated, load ~2 (two other benchmarks running): 6 ms 4,331-5,447 msg/s at
+# 167-175 µs/msg; 4 ms 4,888-5,210 at 184-191; 3 ms 4,385-4,813 at 179-203; 2 ms
+# 4,139-4,981 at 184-202.  A group commit then took 3-4 ms from BEGIN to COMMIT (its
+# fsync 1.4-2.8 ms of it), so a shorter interval only made more, smaller commits.
 COMMIT_INTERVAL_S = 0.006
 
 
@@ -152,7 +157,10 @@ class Store:
             created = not guard.present(self.path)
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             schema.migrate(self.path, now=now)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # The batch statements are written for a few row counts each (operations.
+            # padded_size: 26 per statement at most): room for them all beside the rest.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   cached_statements=WRITER_STATEMENTS_CACHED)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
