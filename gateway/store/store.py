@@ -296,6 +296,13 @@ class Store:
         result once committed elsewhere, or None: this writer's after all)."""
         self._accepts_to = remote
 
+    def commit_every(self, seconds):
+        """The least time between the starts of two commits from now on (the split
+        daemon's dispatcher, whose writer commits for every process, sets its own)."""
+        self._commit_interval = seconds
+        if self._writer is not None:
+            self._writer._commit_interval = seconds     # read by its thread per commit
+
     def accept_named(self, name, item):
         """A grouped accept prepared by another process's Store.accept (REMOTE_ACCEPTS),
         committed by this writer; Deferred of its raw result."""
