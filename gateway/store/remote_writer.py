@@ -11,7 +11,8 @@ commit (procs/writer_server.py).  The worker's Store answers the accept only the
 
 - Frames: a 4-byte length, then a pickle of plain data (tuples, lists, str, bytes,
   numbers, None).  The reading side refuses any class (`loads`): a frame can carry no
-  code.  Request (seq, name, item); answer (seq, kind, value).
+  code.  Request (seq, name, item); answer (seq, kind, value), or (None, ANSWERS,
+  [answer, ...]): every answer of one commit to this worker in one frame.
 - Bounded: at most MAX_IN_FLIGHT accepts wait per worker (the rest, like every accept
   while the dispatcher is away, are committed by the worker's own writer, as before:
   slower, never wrong: quota and idempotency are counted in the store either way),
@@ -43,6 +44,7 @@ MAX_IN_FLIGHT = 1000      # accepts waiting per worker; the HTTP side holds fewe
 MAX_FRAME = 32 << 20      # one accept of 1,000 long messages is ~2 MiB
 RECONNECT_S = 0.5
 STOP_WAIT_S = 5.0         # a stopping worker waits this long for answers due
+ANSWERS = "answers"       # the kind of a frame of many answers
 
 
 # -- the frames ----------------------------------------------------------------------
@@ -199,6 +201,18 @@ class RemoteWriter:
         if frame is None:
             return
         seq, kind, value = frame
+        if seq is None and kind == ANSWERS:
+            try:
+                for seq, kind, value in value:
+                    self._answer(seq, kind, value)
+            except (TypeError, ValueError) as error:
+                log.error("unreadable answers from the dispatcher (%s): closing the "
+                          "link", error)
+                link.transport.loseConnection()
+            return
+        self._answer(seq, kind, value)
+
+    def _answer(self, seq, kind, value):
         waiting = self._waiting.pop(seq, None)
         if waiting is None:
             return
