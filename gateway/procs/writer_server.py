@@ -5,7 +5,7 @@ each frame is one grouped accept, handed to this process's Store (accept_named),
 dispatcher's writer commits the workers' accepts and its own writes in one group
 transaction with one fsync.
 Answers go from the writer thread right after the commit (Store.after_each_commit),
-one frame per commit per worker, through the link's AnswerOutbox: a hop through this
+one frame per commit per worker, through the link's FrameOutbox: a hop through this
 reactor less (with one HTTP worker the answer reached the worker 1.2 ms after the
 commit, mostly waiting for this reactor's turn and then the write at its end).  An
 accept the writer met before it was known here (it is registered just after its
@@ -20,7 +20,7 @@ import os
 
 from twisted.internet import defer, protocol
 
-from gateway.procs.answer_outbox import AnswerOutbox
+from gateway.store.frame_outbox import FrameOutbox
 from gateway.store.remote_writer import ANSWERS, MAX_FRAME, Framed, dumps, encode_result
 
 log = logging.getLogger("payam.procs.writer_server")
@@ -34,7 +34,7 @@ class _Accepts(Framed):
         self.pending = 0
         self.paused = False
         self.gone = False
-        self.outbox = AnswerOutbox(self.transport.fileno(), self.factory.server.reactor,
+        self.outbox = FrameOutbox(self.transport.fileno(), self.factory.server.reactor,
                                    self.update_reading)
         self.factory.server.links.add(self)
 

@@ -1,4 +1,4 @@
-"""The writer server's frames to one worker (procs/answer_outbox.py): written whole
+"""Frames on one link of the writer socket (store/frame_outbox.py): written whole
 and in order from any thread, what the socket cannot take kept and written by the
 reactor."""
 
@@ -8,7 +8,7 @@ import threading
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from gateway.procs.answer_outbox import AnswerOutbox
+from gateway.store.frame_outbox import FrameOutbox
 
 
 class Outbox(unittest.TestCase):
@@ -19,7 +19,7 @@ class Outbox(unittest.TestCase):
         self.addCleanup(self.theirs.close)
         self.addCleanup(self.ours.close)
         self.drained = []
-        self.outbox = AnswerOutbox(self.ours.fileno(), reactor,
+        self.outbox = FrameOutbox(self.ours.fileno(), reactor,
                                    lambda: self.drained.append(1))
         self.addCleanup(self.outbox.close)
 

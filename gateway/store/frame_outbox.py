@@ -1,22 +1,23 @@
-"""Frames to one HTTP worker, written from any thread, whole and in order.
+"""Frames on one link of the writer socket (remote_writer.py), written from any
+thread, whole and in order.
 
-The writer server answers a worker's accepts from the dispatcher's writer thread right
-after their commit (writer_server.py), and a few from the reactor (an accept the
-writer committed before it was known as a worker's; a frame it could not take).  Both
-write here, under one lock, on a duplicate of the link's descriptor: Twisted's
-transport of the link only reads.  A frame the socket cannot take at once is kept
-(what is kept is bounded by the link's pause: writer_server.py) and written by the
-reactor when the socket can take more: the duplicate is its own descriptor there.
+The dispatcher answers a worker's accepts from its writer thread right after their
+commit (procs/writer_server.py), and a few from its reactor; a worker sends a reactor
+turn's accepts at the turn's end (RemoteWriter.submit).  Each writes here, under one
+lock, on a duplicate of the link's descriptor: Twisted's transport of the link only
+reads.  A frame the socket cannot take at once is kept (bounded by each side:
+writer_server.py, remote_writer.py) and written by the reactor when the socket can
+take more: the duplicate is its own descriptor there.
 """
 
 import logging
 import os
 import threading
 
-log = logging.getLogger("payam.procs.answer_outbox")
+log = logging.getLogger("payam.store.frame_outbox")
 
 
-class AnswerOutbox:
+class FrameOutbox:
     """An IWriteDescriptor while it keeps bytes the socket did not take."""
 
     def __init__(self, fd, reactor, on_drained):
