@@ -5,11 +5,11 @@ each frame is one grouped accept, handed to this process's Store (accept_named),
 dispatcher's writer commits the workers' accepts and its own writes in one group
 transaction with one fsync.
 Answers go from the writer thread right after the commit (Store.after_each_commit),
-one frame per commit per worker, through the link's FrameOutbox: a hop through this
-reactor less (with one HTTP worker the answer reached the worker 1.2 ms after the
-commit, mostly waiting for this reactor's turn and then the write at its end).  An
-accept the writer met before it was known here (it is registered just after its
-submit) is answered from the reactor as before.  The claim is woken once per commit.
+one frame per commit per worker, through the link's FrameOutbox: no turn of this
+reactor (busy with the binds) and no Deferred chain, pickle and write per accept
+between the commit and the worker.  An accept the writer met before it was known
+here (it is registered just after its submit) is answered from the reactor as
+before.  The claim is woken once per commit.
 Bounded: a link is not read while it has MAX_PENDING accepts uncommitted (until it is
 down to half: the worker then commits its own), nor while its outbox keeps more than
 MAX_KEPT bytes the worker has not read (until it is written).
