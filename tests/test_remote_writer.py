@@ -123,6 +123,17 @@ class RemoteAccepts(unittest.TestCase):
                                                for link in server.links))
 
     @defer.inlineCallbacks
+    def test_an_unreadable_frame_of_answers_closes_the_workers_link(self):
+        server = self.serve(_Silent())
+        store, remote = yield self.worker()
+        waiting = store.accept([message(store)])
+        yield until(lambda: server.links and remote._waiting)
+        link, = server.links
+        link.outbox.send(link.frame(pickle.dumps((None, "answers", [1, 2]))))
+        yield self.assertFailure(waiting, TransactionLost)   # settled: not stored
+        yield until(lambda: not remote._waiting)
+
+    @defer.inlineCallbacks
     def test_two_workers_racing_one_idempotency_key_store_one_message(self):
         self.serve()
         (a, _), (b, _) = (yield self.worker()), (yield self.worker())
