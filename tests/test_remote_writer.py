@@ -106,6 +106,34 @@ class RemoteAccepts(unittest.TestCase):
         yield until(lambda: self.woken)          # the claim is woken after the commit
 
     @defer.inlineCallbacks
+    def test_the_writer_thread_answers_one_commits_accepts_in_one_frame(self):
+        server = self.serve()
+        store, remote = yield self.worker()
+        frames = []
+        answered = remote._answered
+        remote._answered = lambda link, data: (frames.append(data),
+                                               answered(link, data))
+        self.dispatcher.commit_every(0.05)   # the twenty are in one commit (or two)
+        ids = yield defer.gatherResults([store.accept([message(store)])
+                                         for _ in range(20)])
+        assert len(ids) == 20 and remote.remote == 20 and self.count() == 20
+        assert len(frames) <= 2, len(frames)
+        assert len(server.early) == 0
+        yield until(lambda: self.woken and all(link.pending == 0
+                                               for link in server.links))
+
+    @defer.inlineCallbacks
+    def test_an_unreadable_frame_of_answers_closes_the_workers_link(self):
+        server = self.serve(_Silent())
+        store, remote = yield self.worker()
+        waiting = store.accept([message(store)])
+        yield until(lambda: server.links and remote._waiting)
+        link, = server.links
+        link.outbox.send(link.frame(pickle.dumps((None, "answers", [1, 2]))))
+        yield self.assertFailure(waiting, TransactionLost)   # settled: not stored
+        yield until(lambda: not remote._waiting)
+
+    @defer.inlineCallbacks
     def test_two_workers_racing_one_idempotency_key_store_one_message(self):
         self.serve()
         (a, _), (b, _) = (yield self.worker()), (yield self.worker())

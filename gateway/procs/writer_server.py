@@ -3,22 +3,30 @@
 Listens on `<run dir>/writer.sock` (mode 0600, the run directory is the daemon's own);
 each frame is one grouped accept, handed to this process's Store (accept_named), so the
 dispatcher's writer commits the workers' accepts and its own writes in one group
-transaction with one fsync.  Each is answered after its commit, and the claim is woken
-at once (the worker's byte on the wake pipe is then only a spare).
-Bounded: a connection with MAX_PENDING accepts uncommitted is not read until it is
-down to half (the worker then commits its own).
+transaction with one fsync.
+Answers go from the writer thread right after the commit (Store.after_each_commit),
+one frame per commit per worker, through the link's FrameOutbox: no turn of this
+reactor (busy with the binds) and no Deferred chain, pickle and write per accept
+between the commit and the worker.  An accept the writer met before it was known
+here (it is registered just after its submit) is answered from the reactor as
+before.  The claim is woken once per commit.
+Bounded: a link is not read while it has MAX_PENDING accepts uncommitted (until it is
+down to half: the worker then commits its own), nor while its outbox keeps more than
+MAX_KEPT bytes the worker has not read (until it is written).
 """
 
 import logging
 import os
 
-from twisted.internet import protocol
+from twisted.internet import defer, protocol
 
-from gateway.store.remote_writer import Framed, dumps, encode_result
+from gateway.store.frame_outbox import FrameOutbox
+from gateway.store.remote_writer import ANSWERS, MAX_FRAME, Framed, dumps, encode_result
 
 log = logging.getLogger("payam.procs.writer_server")
 
 MAX_PENDING = 2000
+MAX_KEPT = 4 << 20
 
 
 class _Accepts(Framed):
@@ -26,6 +34,8 @@ class _Accepts(Framed):
         self.pending = 0
         self.paused = False
         self.gone = False
+        self.outbox = FrameOutbox(self.transport.fileno(), self.factory.server.reactor,
+                                   self.update_reading)
         self.factory.server.links.add(self)
 
     def stringReceived(self, data):
@@ -39,36 +49,53 @@ class _Accepts(Framed):
         except Exception as error:          # an unknown name: a worker of another build
             self._answer(seq, "lost", str(error))
             return
+        if server.early:
+            server.early[d] = (self, seq)   # the writer thread answers it after the commit
         self.pending += 1
-        if self.pending >= MAX_PENDING and not self.paused:
-            self.paused = True
-            self.transport.pauseProducing()
-        d.addCallbacks(self._committed, self._failed, callbackArgs=(seq,),
-                       errbackArgs=(seq,))
+        self.update_reading()
+        d.addCallbacks(self._committed, self._failed, callbackArgs=(seq, d),
+                       errbackArgs=(seq, d))
 
-    def _committed(self, result, seq):
-        self._done(seq, "ok", result)
+    def _committed(self, result, seq, d):
+        self._done(seq, d, *encode_result(True, result))
         self.factory.server.committed()
 
-    def _failed(self, failure, seq):
-        kind, value = encode_result(False, failure)
-        self._done(seq, kind, value)
+    def _failed(self, failure, seq, d):
+        self._done(seq, d, *encode_result(False, failure))
 
-    def _done(self, seq, kind, value):
+    def _done(self, seq, d, kind, value):
+        self.factory.server.early.pop(d, None)
         self.pending -= 1
-        if kind == "ok":
-            kind, value = encode_result(True, value)
         self._answer(seq, kind, value)
-        if self.paused and self.pending <= MAX_PENDING // 2:
-            self.paused = False
-            self.transport.resumeProducing()
+        self.update_reading()
+
+    def answered_early(self, count):
+        """On the reactor: `count` accepts were answered from the writer thread."""
+        self.pending -= count
+        self.update_reading()
 
     def _answer(self, seq, kind, value):
         if not self.gone:
-            self.sendString(dumps((seq, kind, value)))
+            self.outbox.send(self.frame(dumps((seq, kind, value))))
+
+    @staticmethod
+    def frame(data):
+        return len(data).to_bytes(4, "big") + data      # Int32StringReceiver's prefix
+
+    def update_reading(self):
+        if self.gone:
+            return
+        if not self.paused:
+            if self.pending >= MAX_PENDING or self.outbox.kept > MAX_KEPT:
+                self.paused = True
+                self.transport.pauseProducing()
+        elif self.pending <= MAX_PENDING // 2 and not self.outbox.kept:
+            self.paused = False
+            self.transport.resumeProducing()
 
     def connectionLost(self, reason):
         self.gone = True
+        self.outbox.close()
         self.factory.server.links.discard(self)
 
 
@@ -80,6 +107,9 @@ class WriterServer:
         self.on_committed = on_committed
         self.port = None
         self.links = set()
+        # Deferred of an accept → (link, seq), while the writer thread may answer it;
+        # empty (falsy) when the store has no after_each_commit (a test's stand-in).
+        self.early = _Early()
         self._wake_due = False
 
     def start(self):
@@ -87,10 +117,45 @@ class WriterServer:
             os.remove(self.path)              # a previous dispatcher's, in this run
         except FileNotFoundError:
             pass
+        hook = getattr(self.store, "after_each_commit", None)
+        if hook is not None:
+            hook(self._answer_committed)
+            self.early.on = True
         factory = protocol.Factory()
         factory.protocol = _Accepts
         factory.server = self
         self.port = self.reactor.listenUNIX(self.path, factory, mode=0o600)
+
+    def _answer_committed(self, results):
+        """On the writer thread, after each commit: answer the workers' accepts in it
+        (one frame per worker), and leave the rest, with one result of the counts for
+        the reactor's books, to the reactor."""
+        early = self.early
+        if not early:
+            return results
+        left = []
+        answers = {}
+        for result in results:
+            owner = early.pop(result[0], None)
+            if owner is None:
+                left.append(result)
+                continue
+            link, seq = owner
+            answers.setdefault(link, []).append((seq, *encode_result(result[1],
+                                                                     result[2])))
+        if answers:
+            for link, batch in answers.items():
+                for frame in _frames(batch):
+                    link.outbox.send(link.frame(frame))
+            books = defer.Deferred()
+            books.addCallback(self._answered_early)
+            left.append((books, True, {link: len(batch) for link, batch in answers.items()}))
+        return left
+
+    def _answered_early(self, counts):
+        for link, count in counts.items():
+            link.answered_early(count)
+        self.committed()
 
     def committed(self):
         # Every answer of one commit fires in one reactor turn: wake the claim once.
@@ -108,9 +173,35 @@ class WriterServer:
     def stop(self):
         """Stop listening and drop the links (a worker then commits its own accepts,
         and fails those still waiting here: not known to be stored)."""
+        hook = getattr(self.store, "after_each_commit", None)
+        if hook is not None and self.early.on:
+            self.early.on = False
+            try:
+                hook(None)
+            except Exception:                 # the store closed first: no writer left
+                pass
         for link in list(self.links):
             link.transport.loseConnection()
         if self.port is not None:
             port, self.port = self.port, None
             return port.stopListening()
         return None
+
+
+class _Early(dict):
+    """A dict that is true only while the writer thread answers (`on`)."""
+
+    on = False
+
+    def __bool__(self):
+        return self.on
+
+
+def _frames(batch):
+    """The answers of one commit to one worker, in frames of at most MAX_FRAME bytes
+    (a commit can answer 2,000 accepts of 1,000 ids each)."""
+    frame = dumps((None, ANSWERS, batch))
+    if len(frame) <= MAX_FRAME or len(batch) == 1:
+        return [frame]
+    half = len(batch) // 2
+    return _frames(batch[:half]) + _frames(batch[half:])

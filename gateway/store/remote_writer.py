@@ -11,7 +11,8 @@ commit (procs/writer_server.py).  The worker's Store answers the accept only the
 
 - Frames: a 4-byte length, then a pickle of plain data (tuples, lists, str, bytes,
   numbers, None).  The reading side refuses any class (`loads`): a frame can carry no
-  code.  Request (seq, name, item); answer (seq, kind, value).
+  code.  Request (seq, name, item); answer (seq, kind, value), or (None, ANSWERS,
+  [answer, ...]): every answer of one commit to this worker in one frame.
 - Bounded: at most MAX_IN_FLIGHT accepts wait per worker (the rest, like every accept
   while the dispatcher is away, are committed by the worker's own writer, as before:
   slower, never wrong: quota and idempotency are counted in the store either way),
@@ -33,6 +34,7 @@ import pickle
 from twisted.internet import defer, protocol, task
 from twisted.protocols.basic import Int32StringReceiver
 
+from gateway.store.frame_outbox import FrameOutbox
 from gateway.store.interface import (
     DuplicateIdempotencyKey, IdempotencyMismatch, QuotaRefused, TransactionLost)
 
@@ -43,6 +45,8 @@ MAX_IN_FLIGHT = 1000      # accepts waiting per worker; the HTTP side holds fewe
 MAX_FRAME = 32 << 20      # one accept of 1,000 long messages is ~2 MiB
 RECONNECT_S = 0.5
 STOP_WAIT_S = 5.0         # a stopping worker waits this long for answers due
+ANSWERS = "answers"       # the kind of a frame of many answers
+MAX_KEPT = 8 << 20        # bytes the dispatcher has not read: the rest commit here
 
 
 # -- the frames ----------------------------------------------------------------------
@@ -110,12 +114,15 @@ class Framed(Int32StringReceiver):
 
 class _Link(Framed):
     def connectionMade(self):
+        self.outbox = FrameOutbox(self.transport.fileno(), self.factory.owner.reactor,
+                                  lambda: None)
         self.factory.owner._connected(self)
 
     def stringReceived(self, data):
         self.factory.owner._answered(self, data)
 
     def connectionLost(self, reason):
+        self.outbox.close()
         self.factory.owner._lost(self)
 
 
@@ -138,6 +145,7 @@ class RemoteWriter:
         self._stopped = False
         self._connecting = None
         self._retry = None
+        self._unsent = []                  # this reactor turn's frames, sent at its end
         self._factory = protocol.ClientFactory()
         self._factory.protocol = _Link
         self._factory.owner = self
@@ -180,7 +188,8 @@ class RemoteWriter:
 
     def submit(self, operation, item):
         link = self._link
-        if link is None or len(self._waiting) >= self.max_in_flight:
+        if (link is None or len(self._waiting) >= self.max_in_flight
+                or link.outbox.kept > MAX_KEPT):
             return None
         name = self.names.get(operation)
         if name is None:
@@ -191,14 +200,37 @@ class RemoteWriter:
         self._seq += 1
         d = defer.Deferred()
         self._waiting[self._seq] = (d, item[2])     # insert_messages' item: ids third
-        link.sendString(frame)
+        # Written at the end of this reactor turn (its delayed calls run before the
+        # next poll), in one write: Twisted's transport wrote only once the next poll
+        # said the socket was writable, after the HTTP requests that poll returned
+        # with it (a frame reached the dispatcher ~1.9 ms after it was made).
+        if not self._unsent:
+            self.reactor.callLater(0, self._send)
+        self._unsent.append(len(frame).to_bytes(4, "big") + frame)
         return d
+
+    def _send(self):
+        unsent, self._unsent = self._unsent, []
+        if unsent and self._link is not None:
+            self._link.outbox.send(b"".join(unsent))
 
     def _answered(self, link, data):
         frame = link.read(data, "answer from the dispatcher")
         if frame is None:
             return
         seq, kind, value = frame
+        if seq is None and kind == ANSWERS:
+            try:
+                for seq, kind, value in value:
+                    self._answer(seq, kind, value)
+            except (TypeError, ValueError) as error:
+                log.error("unreadable answers from the dispatcher (%s): closing the "
+                          "link", error)
+                link.transport.loseConnection()
+            return
+        self._answer(seq, kind, value)
+
+    def _answer(self, seq, kind, value):
         waiting = self._waiting.pop(seq, None)
         if waiting is None:
             return
@@ -213,6 +245,7 @@ class RemoteWriter:
     def _lost(self, link):
         if self._link is link:
             self._link = None
+            self._unsent = []              # waiting: settled below, from the store
         waiting, self._waiting = self._waiting, {}
         if waiting:
             self._settle(list(waiting.values()))

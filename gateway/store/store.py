@@ -304,6 +304,20 @@ class Store:
         result once committed elsewhere, or None: this writer's after all)."""
         self._accepts_to = remote
 
+    def commit_every(self, seconds):
+        """The least time between the starts of two commits from now on (the split
+        daemon's dispatcher, whose writer commits for every process, sets its own)."""
+        self._commit_interval = seconds
+        if self._writer is not None:
+            self._writer._commit_interval = seconds     # read by its thread per commit
+
+    def after_each_commit(self, hook):
+        """hook(results) runs on the open store's writer thread after each commit and
+        returns the results left for the reactor (Writer.after_commit); None: no hook."""
+        if self._writer is None:
+            raise StoreClosed("the store is not open")
+        self._writer.after_commit = hook
+
     def accept_named(self, name, item):
         """A grouped accept prepared by another process's Store.accept (REMOTE_ACCEPTS),
         committed by this writer; Deferred of its raw result."""

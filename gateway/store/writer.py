@@ -65,6 +65,10 @@ class Writer:
         # Around each transaction: a cross-process lock (store/transaction_lock.py).
         self.serialise = contextlib.nullcontext
         self.last_commit_ok = True
+        # after_commit(results) → the results left for the reactor: run on this thread
+        # after each transaction, it may answer some itself a reactor hop sooner
+        # (procs/writer_server.py: the HTTP workers' accepts).  None: all go there.
+        self.after_commit = None
 
     def start(self):
         self._thread.start()
@@ -140,6 +144,8 @@ class Writer:
                 last_start = time.monotonic()
                 with self.serialise():
                     results = self._transact(batch)
+                if self.after_commit is not None:
+                    results = self._after_commit(results)
                 self._reactor.callFromThread(_fire, results)
         except BaseException:
             # A bug here must not strand callers: fail whatever is still queued.
@@ -158,6 +164,15 @@ class Writer:
                     self._conn.close()
                 finally:
                     self._reactor.callFromThread(self._stopped.callback, None)
+
+    def _after_commit(self, results):
+        try:
+            return self.after_commit(results)
+        except Exception:
+            # Whatever it answered is answered again from the reactor: a repeated
+            # answer is one its reader no longer waits for (remote_writer.py).
+            log.exception("the after-commit hook failed: the reactor fires every result")
+            return results
 
     def _wait_for_work(self):
         """Block until something is queued (True) or the writer stops with nothing
