@@ -41,6 +41,20 @@ DEFAULT_MAX_PENDING = 5000           # accepts waiting for their commit before w
 OPTED_OUT = "opted_out"              # the error of a message to a citizen who sent STOP
 
 
+# agency id → its (messages, parts) accepted counters: one dict lookup per accept, not
+# two metrics.child calls (~0.3 µs). Bounded as metrics.child's cache is.
+_ACCEPTED_COUNTERS = {}
+_MAX_COUNTED_AGENCIES = 4096
+
+
+def _accepted_counters(agency_id):
+    counters = (metrics.child(metrics.MESSAGES_ACCEPTED, agency_id),
+                metrics.child(metrics.PARTS_ACCEPTED, agency_id))
+    if len(_ACCEPTED_COUNTERS) < _MAX_COUNTED_AGENCIES:
+        _ACCEPTED_COUNTERS[agency_id] = counters
+    return counters
+
+
 def _as_is(outcome):
     return outcome
 
@@ -361,9 +375,14 @@ class Outbound:
         return answer(outcome)
 
     def _committed(self, agency, messages, document):
-        parts = sum(len(m.parts) for m in messages)
-        metrics.child(metrics.MESSAGES_ACCEPTED, agency.id).inc(len(messages))
-        metrics.child(metrics.PARTS_ACCEPTED, agency.id).inc(parts)
+        # Single-recipient requests are the common case: no generator for them.
+        parts = (len(messages[0].parts) if len(messages) == 1
+                 else sum(len(m.parts) for m in messages))
+        counters = _ACCEPTED_COUNTERS.get(agency.id)
+        if counters is None:
+            counters = _accepted_counters(agency.id)
+        counters[0].inc(len(messages))
+        counters[1].inc(parts)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("accepted %d message(s), %d part(s) for %s, first to %s", len(messages),
                       parts, agency.id, mask_msisdn(messages[0].recipient))
@@ -373,7 +392,8 @@ class Outbound:
                               m.text, extra={"event": "message_text", "agency": agency.id})
         if self.on_accepted is not None:
             try:
-                self.on_accepted({m.route for m in messages})
+                self.on_accepted({messages[0].route} if len(messages) == 1
+                                 else {m.route for m in messages})
             except Exception:
                 log.exception("dispatcher wake-up failed (messages are stored)")
         return Accepted(messages, document)
