@@ -164,6 +164,13 @@ class PathRouter:
         return None, None, ()
 
     def __call__(self, request):
+        return self.dispatch(request)
+
+    def dispatch(self, request, then=None, slot=None):
+        """The answer to `request` (a Response, or a Deferred of one), counted.  With
+        `then`, an answer that comes later is handed to then(response or Failure, slot)
+        inside the same callback that counts it (None is returned): each Deferred link
+        costs ~0.7 µs per request."""
         route, handlers, args = self._match(request.path)
         started = self.clock.seconds()
         try:
@@ -185,8 +192,12 @@ class PathRouter:
         if isinstance(result, defer.Deferred):
             # One callback for "failure → error answer, then count": each Deferred link
             # costs µs on the hot path.
-            result.addBoth(_count_outcome, route or "unmatched", self.clock, started)
-            return result
+            if then is None:
+                result.addBoth(_count_outcome, route or "unmatched", self.clock, started)
+                return result
+            result.addBoth(_count_then, route or "unmatched", self.clock, started, then,
+                           slot)
+            return None
         return _count(result, route or "unmatched", self.clock, started)
 
 
@@ -216,6 +227,14 @@ def _count_outcome(result, route, clock, started):
     if isinstance(result, Failure):
         result = _as_response(result)
     return _count(result, route, clock, started)
+
+
+def _count_then(result, route, clock, started, then, slot):
+    try:
+        result = _count_outcome(result, route, clock, started)
+    except Exception:
+        result = Failure()
+    then(result, slot)
 
 
 def _as_response(failure):
@@ -704,7 +723,14 @@ class HTTPChannel(Protocol):
 
     def _dispatch(self, request, slot):
         try:
-            result = self.factory.router(request)
+            dispatch = self.factory.dispatch
+            if dispatch is not None:
+                # A later answer comes to _answer_outcome in the router's own callback.
+                result = dispatch(request, self._answer_outcome, slot)
+                if result is None:
+                    return
+            else:
+                result = self.factory.router(request)
         except Exception:
             result = _as_response(Failure())
         if isinstance(result, defer.Deferred):
@@ -876,6 +902,8 @@ class HTTPFactory(Factory):
         if clock is None:
             from twisted.internet import reactor as clock
         self.router = router
+        # A PathRouter answers later answers through the channel's callback (dispatch).
+        self.dispatch = getattr(router, "dispatch", None)
         self.clock = clock
         self.max_body = max_body
         self.max_headers = max_headers
