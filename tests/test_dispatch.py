@@ -43,6 +43,12 @@ class FakePool:
         self.waiting.append((pdu, d))
         return d
 
+    def cork(self):              # the real pool's burst of one write per session
+        return ()
+
+    def uncork(self, corked):
+        pass
+
     def slow_down(self, seconds):
         pass
 

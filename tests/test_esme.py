@@ -173,6 +173,46 @@ def test_window_limits_outstanding_and_a_response_frees_a_slot(h):
     assert h.count("ready") == 1
 
 
+def test_a_corked_burst_leaves_in_one_write_in_order(h):
+    h.bind()
+    writes = []
+    h.transport.write = lambda data, write=h.transport.write: (writes.append(data),
+                                                               write(data))
+    assert h.session.cork()
+    assert not h.session.cork()                      # one cork at a time
+    pending = [results(h.session.send_request(submit_sm())) for _ in range(2)]
+    h.receive(PDU(c.ENQUIRE_LINK, 77))               # its answer queues behind them
+    assert writes == [] and h.transport.value() == b""
+    h.session.uncork()
+    assert len(writes) == 1
+    sent = h.sent()
+    assert [p.command_id for p in sent] == [c.SUBMIT_SM, c.SUBMIT_SM, c.ENQUIRE_LINK_RESP]
+    h.session.uncork()                               # nothing held: nothing written
+    assert len(writes) == 1
+    h.session.send_request(submit_sm())             # uncorked: written at once
+    assert len(writes) == 2 and pending == [[], []]
+
+
+def test_a_session_closed_while_corked_sends_what_it_held_first(h):
+    h.bind()
+    assert h.session.cork()
+    results(h.session.send_request(submit_sm()))
+    h.session._close("framing error")                # e.g. a bad frame in the same read
+    assert [p.command_id for p in h.sent()] == [c.SUBMIT_SM]
+    assert h.transport.disconnecting
+    h.session.uncork()
+    assert h.factory.corked is None
+
+
+def test_a_session_lost_while_corked_writes_nothing(h):
+    h.bind()
+    assert h.session.cork()
+    results(h.session.send_request(submit_sm()))
+    h.lose()
+    h.session.uncork()
+    assert h.sent() == [] and h.factory.corked is None
+
+
 def test_unencodable_pdu_fails_without_using_a_slot(h):
     h.bind()
     bad = PDU(c.SUBMIT_SM, fields={"no_such_field": 1})

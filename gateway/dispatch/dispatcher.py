@@ -354,7 +354,11 @@ class Dispatcher:
                 self._route(stranded)
                 continue
             free = lane.pool.free_slots()
+            if not free:
+                continue
             sent = 0
+            # The burst leaves each session in one write (ESMEProtocol.cork).
+            corked = lane.pool.cork()
             try:
                 while sent < free and lane.size:
                     part = lane.pop()
@@ -378,6 +382,7 @@ class Dispatcher:
                     self._send(lane, part)
                     sent += 1
             finally:
+                lane.pool.uncork(corked)
                 if sent:
                     # One metric update per lane and turn instead of one per submit_sm.
                     lane.sent_counter.inc(sent)

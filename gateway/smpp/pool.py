@@ -149,6 +149,16 @@ class OperatorPool(MultiService):
         """Bound sessions that can transmit (receiver binds do not count)."""
         return sum(1 for s in self._sessions if s.can_transmit)
 
+    def cork(self):
+        """Cork every bound session (ESMEProtocol.cork) for a burst of submits; give the
+        result to uncork() once the burst is sent."""
+        return [session for session in self._sessions if session.cork()]
+
+    @staticmethod
+    def uncork(corked):
+        for session in corked:
+            session.uncork()
+
     def free_slots(self):
         """Submits the pool takes now: free window slots, capped by the TPS tokens."""
         if self._stopping or self._clock.seconds() < self._slowed_until:
