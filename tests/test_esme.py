@@ -866,3 +866,39 @@ def test_a_window_of_one_is_never_probing(clock):
     h = Harness(clock, window=1)
     probe_mode(h, clock)
     assert not h.factory.probing and h.session.free_slots == 1
+
+
+def test_a_batch_of_receipts_is_answered_in_one_write(clock):
+    from gateway.inbound import InboundClassifier
+    from gateway.inbound.receipts import RECEIPT_GATHER_S
+    applied = defer.Deferred()
+
+    class Store:
+        def apply_receipts(self, receipts, receipt_ids, mature_s=None):
+            return applied
+
+        def learned_receipt_ids(self, operator):
+            return "raw"
+
+    classifier = InboundClassifier(Store(), clock)
+    h = Harness(clock, session_inbound=lambda session, pdu: classifier.received(
+        "mci", session, pdu))
+    h.bind()
+    for n in range(3):
+        receipt = PDU(c.DELIVER_SM, 10 + n, fields={
+            "esm_class": c.ESM_CLASS_DELIVERY_RECEIPT,
+            "short_message": b"id:A%d stat:DELIVRD" % n})
+        receipt.set_tlv(c.TLV_RECEIPTED_MESSAGE_ID, f"A{n}")
+        receipt.set_tlv(c.TLV_MESSAGE_STATE, c.MESSAGE_STATE_DELIVERED)
+        h.receive(receipt)
+    clock.advance(RECEIPT_GATHER_S)
+    assert h.sent() == []                            # answered once stored
+    writes = []
+    h.transport.write = lambda data, write=h.transport.write: (writes.append(data),
+                                                               write(data))
+    applied.callback([True, True, False])
+    assert len(writes) == 1
+    answers = h.sent()
+    assert [(p.command_id, p.sequence, p.status) for p in answers] == [
+        (c.DELIVER_SM_RESP, 10 + n, c.ESME_ROK) for n in range(3)]
+    assert h.factory.corked is None

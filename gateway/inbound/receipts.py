@@ -25,6 +25,16 @@ JUDGE_LATER_S = 1.0
 LEARN_AGAIN_S = MATURE_S + JUDGE_LATER_S      # at the default response timeout
 
 
+def _cork(sessions):
+    """The sessions (gateway.smpp.esme.ESMEProtocol) now corked, of those given."""
+    corked = []
+    for session in sessions:
+        cork = getattr(session, "cork", None)     # a test's stand-in may have none
+        if cork is not None and cork():
+            corked.append(session)
+    return corked
+
+
 class Receipts:
     """The classifier of receipts (esm_class says so) and their batched store writes."""
 
@@ -41,7 +51,7 @@ class Receipts:
                          for operator, timeout in (response_timeouts or {}).items()}
         self._learning = set()    # auto operators whose base is not known yet
         self._learn_call = None
-        self._receipts = []       # [(operator, smsc_id, state, error, deferred)]
+        self._receipts = []       # [(operator, smsc_id, state, error, deferred, session)]
         self._flush_call = None
 
     def matches(self, inbound):
@@ -55,7 +65,7 @@ class Receipts:
             return keep_raw(self.store, inbound)
         d = Deferred()
         self._receipts.append((inbound.operator, receipt.smsc_id, receipt.state,
-                               receipt.error, d))
+                               receipt.error, d, inbound.session))
         if self._flush_call is None:
             self._flush_call = self.clock.callLater(RECEIPT_GATHER_S, self._flush)
         return d
@@ -69,10 +79,17 @@ class Receipts:
         def applied(matched):
             # Metrics counted per label set and added once per batch (hot path).
             counts = {}
-            for (operator, _id, state, _error, waiting), hit in zip(batch, matched):
-                labels = (operator, state, "yes" if hit else "later")
-                counts[labels] = counts.get(labels, 0) + 1
-                waiting.callback(c.ESME_ROK)
+            # The batch's deliver_sm_resp leave each session in one write (its cork).
+            corked = _cork({item[5] for item in batch})
+            try:
+                for (operator, _id, state, _error, waiting, _session), hit in zip(batch,
+                                                                                  matched):
+                    labels = (operator, state, "yes" if hit else "later")
+                    counts[labels] = counts.get(labels, 0) + 1
+                    waiting.callback(c.ESME_ROK)
+            finally:
+                for session in corked:
+                    session.uncork()
             for labels, n in counts.items():
                 metrics.child(metrics.RECEIPTS, *labels).inc(n)
             self._still_learning({item[0] for item in batch})
@@ -80,7 +97,7 @@ class Receipts:
         def failed(failure):
             # Not stored: the session answers a temporary error and the SMSC retries.
             log.error("could not store %d receipts: %s", len(batch), failure.getErrorMessage())
-            for *_, waiting in batch:
+            for *_, waiting, _session in batch:
                 waiting.errback(failure)
 
         d.addCallbacks(applied, failed)
