@@ -902,3 +902,38 @@ def test_a_batch_of_receipts_is_answered_in_one_write(clock):
     assert [(p.command_id, p.sequence, p.status) for p in answers] == [
         (c.DELIVER_SM_RESP, 10 + n, c.ESME_ROK) for n in range(3)]
     assert h.factory.corked is None
+
+
+class Answer:
+    """send_request's `answer`: told as a Deferred would be."""
+
+    def __init__(self):
+        self.told = []
+
+    def callback(self, resp):
+        self.told.append(("answered", resp))
+
+    def errback(self, error):
+        self.told.append(("lost", error))
+
+
+def test_an_answer_object_is_told_the_response_instead_of_a_deferred(h, clock):
+    h.bind()
+    answered, timed_out, lost = Answer(), Answer(), Answer()
+    assert h.session.send_request(submit_sm(), answered) is answered
+    assert h.session.send_request(submit_sm(), timed_out) is timed_out
+    first, second = h.sent()
+    h.receive(first.response(message_id="abc"))
+    assert [(kind, resp.fields["message_id"]) for kind, resp in answered.told] == [
+        ("answered", "abc")]
+    clock.advance(TIMEOUT + 1)
+    assert [(kind, type(e)) for kind, e in timed_out.told] == [("lost", ResponseTimeout)]
+    assert h.session.send_request(submit_sm(), lost) is lost
+    h.lose()
+    assert [(kind, type(e)) for kind, e in lost.told] == [("lost", SessionClosed)]
+
+
+def test_a_request_refused_before_sending_fails_its_deferred_not_the_answer(h):
+    answer = Answer()
+    refused = results(h.session.send_request(submit_sm(), answer))   # not bound yet
+    assert refused[0].check(NotReady) and answer.told == []

@@ -178,14 +178,17 @@ class ESMEProtocol(protocol.Protocol):
         return (self._state == BOUND and self.factory.bind_type != "receiver"
                 and self._in_window < self.factory.window and self._blocked_since is None)
 
-    def send_request(self, pdu):
+    def send_request(self, pdu, answer=None):
         """Send a request (submit_sm, data_sm, query_sm...) in the window.
 
         Sets pdu.sequence. The Deferred fires with the response PDU whatever its status
         (a generic_nack included; a response whose body is malformed comes with its
         header's status and what could be read of its message_id, see salvage.py); it
         fails with SessionClosed, ResponseTimeout, or NotReady when can_submit() was
-        False."""
+        False.  `answer`: an object with the Deferred's callback(resp) and
+        errback(error), told instead of a Deferred once the request is sent (it is then
+        what is returned; a request refused before sending still gets a failed
+        Deferred): the dispatcher's submits, one Deferred less each."""
         if pdu.command_id & c.RESPONSE_BIT:
             raise ValueError(f"send_request takes a request, not {pdu.name}")
         if self._state in (CLOSING, CLOSED):
@@ -205,7 +208,7 @@ class ESMEProtocol(protocol.Protocol):
                 why = f"window of {self.factory.window} is full"
             return defer.fail(NotReady(f"session {self.label}: {why}"))
         try:
-            return self._send(pdu, in_window=True)
+            return self._send(pdu, in_window=True, answer=answer)
         except ValueError as e:          # the codec refused the PDU: the caller's bug
             return defer.fail(e)
 
@@ -528,11 +531,11 @@ class ESMEProtocol(protocol.Protocol):
         # Otherwise the connection went first: the SMSC redelivers the unanswered PDU.
 
     # --- bytes out ------------------------------------------------------------------------
-    def _send(self, pdu, in_window, timeout=None):
+    def _send(self, pdu, in_window, timeout=None, answer=None):
         sequence = self._take_sequence()
         pdu.sequence = sequence
         frame = encode(pdu)               # ValueError for a malformed PDU: caller's bug
-        d = defer.Deferred()
+        d = defer.Deferred() if answer is None else answer
         if timeout is None:
             timeout = self.factory.response_timeout_s
         self._pending[sequence] = _Pending(d, self._clock.seconds() + timeout,

@@ -184,11 +184,12 @@ class OperatorPool(MultiService):
                 return candidate
         return session
 
-    def submit(self, pdu, via=None):
+    def submit(self, pdu, via=None, answer=None):
         """Send through the least-loaded bound session, or through `via` (a session this
         pool handed to the inbound handler) and no other; Deferred[resp PDU], or a
         failure (NoSession, SessionGone, SessionClosed, ResponseTimeout). The TPS budget
-        and the slow-down apply either way."""
+        and the slow-down apply either way.  `answer`: as ESMEProtocol.send_request's
+        (returned once sent; a failed Deferred if refused before)."""
         if self._stopping:
             return defer.fail(NoSession(f"operator {self.operator} is stopping"))
         wait = self._slowed_until - self._clock.seconds()
@@ -226,7 +227,7 @@ class OperatorPool(MultiService):
             # Callers submit free_slots() times without asking again: wake them when the
             # bucket refills, or work would sit until some response happens to arrive.
             self._wake_on_tokens()
-        return session.send_request(pdu)
+        return session.send_request(pdu, answer)
 
     def throttled(self):
         """The SMSC answered ESME_RTHROTTLED / ESME_RMSGQFUL: lower the operator's rate
