@@ -314,17 +314,17 @@ class Dispatcher:
         d.addCallbacks(claimed, failed)
 
     # routing -------------------------------------------------------------------
-    def _is_bound(self, operator):
-        lane = self.lanes.get(operator)
-        return lane is not None and lane.pool.bound_count() > 0
-
     def _route(self, parts, front=False):
         now = self.clock.seconds()
+        # Which lanes are bound, asked once per batch, not per part and candidate
+        # (bound_count() runs a generator: ~0.7 µs a part); nothing here binds or unbinds.
+        is_bound = {name: lane.pool.bound_count() > 0
+                    for name, lane in self.lanes.items()}.get
         for part in parts:
             if now >= part.expires_at:
                 self._expired(part)
                 continue
-            operator = self.router.choose(part.recipient, self._is_bound)
+            operator = self.router.choose(part.recipient, is_bound)
             if operator is None:
                 self._outcome(PartOutcome(part.message_id, part.seq, "requeue",
                                           not_before=now + UNROUTABLE_RETRY_S,
