@@ -937,3 +937,29 @@ def test_a_request_refused_before_sending_fails_its_deferred_not_the_answer(h):
     answer = Answer()
     refused = results(h.session.send_request(submit_sm(), answer))   # not bound yet
     assert refused[0].check(NotReady) and answer.told == []
+
+
+def test_receipts_not_stored_are_answered_with_a_temporary_error(clock):
+    from gateway.inbound import InboundClassifier
+    from gateway.inbound.receipts import RECEIPT_GATHER_S
+
+    class Store:
+        def apply_receipts(self, receipts, receipt_ids, mature_s=None):
+            return defer.fail(RuntimeError("disk full"))
+
+        def learned_receipt_ids(self, operator):
+            return "raw"
+
+    classifier = InboundClassifier(Store(), clock)
+    h = Harness(clock, session_inbound=lambda session, pdu: classifier.received(
+        "mci", session, pdu))
+    h.bind()
+    for n in range(2):
+        receipt = PDU(c.DELIVER_SM, 20 + n, fields={
+            "esm_class": c.ESM_CLASS_DELIVERY_RECEIPT,
+            "short_message": b"id:B%d stat:DELIVRD" % n})
+        receipt.set_tlv(c.TLV_RECEIPTED_MESSAGE_ID, f"B{n}")
+        h.receive(receipt)
+    clock.advance(RECEIPT_GATHER_S)
+    assert [(p.sequence, p.status) for p in h.sent()] == [
+        (20, c.ESME_RX_T_APPN), (21, c.ESME_RX_T_APPN)]

@@ -96,6 +96,12 @@ def _as_is(result):
     return result
 
 
+# What an inbound handler may return instead of a status or a Deferred: it answers the
+# PDU itself, once, by session.answer_inbound(pdu, status) or
+# session.inbound_failed(pdu, failure) (the receipts' batches: no Deferred per receipt).
+ANSWERED_LATER = type("AnsweredLater", (), {"__repr__": lambda self: "ANSWERED_LATER"})()
+
+
 class ESMEProtocol(protocol.Protocol):
     """One bind. Made by ESMEFactory.buildProtocol; see the module docstring.
 
@@ -497,6 +503,8 @@ class ESMEProtocol(protocol.Protocol):
             result = self.factory.inbound(self, pdu)
         except Exception:
             result = defer.fail()
+        if result is ANSWERED_LATER:
+            return
         if not isinstance(result, defer.Deferred):     # a status, Failure or coroutine
             result = defer.maybeDeferred(_as_is, result)
         result.addCallbacks(self._inbound_handled, self._inbound_failed,
@@ -511,6 +519,14 @@ class ESMEProtocol(protocol.Protocol):
                                     pdu.name, pdu.sequence)
             status = c.ESME_RX_T_APPN
         self._answer_inbound(pdu, int(status))
+
+    def answer_inbound(self, pdu, status):
+        """The answer to an inbound PDU whose handler returned ANSWERED_LATER."""
+        self._inbound_handled(status, pdu)
+
+    def inbound_failed(self, pdu, failure):
+        """An inbound PDU whose handler returned ANSWERED_LATER could not be handled."""
+        self._inbound_failed(failure, pdu)
 
     def _inbound_failed(self, failure, pdu):
         # Not stored: a temporary error makes the SMSC deliver it again later.
@@ -736,7 +752,8 @@ class ESMEFactory(protocol.Factory):
 
     Callbacks (all optional): inbound(session, pdu) -> int | Deferred[int] (the
     deliver_sm_resp / data_sm_resp status, fired once the PDU is stored; `session` the
-    one it came in on, so an answer can go back on the same bind); session_bound(session);
+    one it came in on, so an answer can go back on the same bind), or ANSWERED_LATER
+    (the handler calls session.answer_inbound / inbound_failed); session_bound(session);
     session_lost(session) (every connection, bound or not: see session.bind_status);
     session_ready(session) (a window slot is free)."""
 

@@ -92,7 +92,8 @@ class OperatorPool(MultiService):
         config loader has checked once; the binds' factories share it.
         inbound_handler(operator, session, pdu) -> int | Deferred[int]: each deliver_sm /
         data_sm with the session it came in on (answer through it: submit(via=session)),
-        answered with that status once it fires."""
+        answered with that status once it fires (or esme.ANSWERED_LATER: the handler
+        answers through session.answer_inbound itself)."""
         super().__init__()
         # The loader refuses it; a pool of no binds would not fail, only never bind.
         assert config.binds >= 1, f"operator {config.name}: unchecked config"
