@@ -128,6 +128,11 @@ class Outbound:
         if national_ids:
             return self._resolve(agency, submission, sender, recipients, national_ids,
                                  parts, answer)
+        if submission.idempotency_key is None and not getattr(agency, "opt_out", False):
+            # The usual request: no opt-outs to read, no key to look up (two calls less
+            # than through _recipients_known and _go).
+            return self._reserve_and_store(agency, submission, sender, recipients, parts,
+                                           answer)
         return self._recipients_known(agency, submission, sender, recipients, parts,
                                       answer)
 
@@ -319,15 +324,17 @@ class Outbound:
     def _store_accept(self, messages, idempotency, quota):
         """quota: counted in the store's transaction (several processes accept into
         one store: policy.limits.store_quota), or None."""
-        def accept(_=None):
-            if quota is None:
-                return self.store.accept(messages, idempotency=idempotency)
-            return self.store.accept(messages, idempotency=idempotency, quota=quota)
-        if messages[0].fallback is None or self.email_fallback is None:
-            return accept()
-        # The email addresses are found first (the directory's answers, fired at once
-        # by the file), then stored with the messages in one transaction.
-        return self.email_fallback.find_addresses(messages).addCallback(accept)
+        if messages[0].fallback is not None and self.email_fallback is not None:
+            # The email addresses are found first (the directory's answers, fired at
+            # once by the file), then stored with the messages in one transaction.
+            return self.email_fallback.find_addresses(messages).addCallback(
+                lambda _: self._accept_now(messages, idempotency, quota))
+        return self._accept_now(messages, idempotency, quota)     # no closure made
+
+    def _accept_now(self, messages, idempotency, quota):
+        if quota is None:
+            return self.store.accept(messages, idempotency=idempotency)
+        return self.store.accept(messages, idempotency=idempotency, quota=quota)
 
     def _build(self, agency, submission, sender, recipients, opted_out=(),
                fingerprinted=True):
