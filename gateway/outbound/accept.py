@@ -41,15 +41,15 @@ DEFAULT_MAX_PENDING = 5000           # accepts waiting for their commit before w
 OPTED_OUT = "opted_out"              # the error of a message to a citizen who sent STOP
 
 
-# agency id → its (messages, parts) accepted counters: one dict lookup per accept, not
+# agency id → its (messages, parts) accepted counts' adds: one dict lookup per accept, not
 # two metrics.child calls (~0.3 µs). Bounded as metrics.child's cache is.
 _ACCEPTED_COUNTERS = {}
 _MAX_COUNTED_AGENCIES = 4096
 
 
 def _accepted_counters(agency_id):
-    counters = (metrics.child(metrics.MESSAGES_ACCEPTED, agency_id),
-                metrics.child(metrics.PARTS_ACCEPTED, agency_id))
+    counters = (metrics.adder(metrics.child(metrics.MESSAGES_ACCEPTED, agency_id)),
+                metrics.adder(metrics.child(metrics.PARTS_ACCEPTED, agency_id)))
     if len(_ACCEPTED_COUNTERS) < _MAX_COUNTED_AGENCIES:
         _ACCEPTED_COUNTERS[agency_id] = counters
     return counters
@@ -388,8 +388,8 @@ class Outbound:
         counters = _ACCEPTED_COUNTERS.get(agency.id)
         if counters is None:
             counters = _accepted_counters(agency.id)
-        counters[0].inc(len(messages))
-        counters[1].inc(parts)
+        counters[0](len(messages))
+        counters[1](parts)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("accepted %d message(s), %d part(s) for %s, first to %s", len(messages),
                       parts, agency.id, mask_msisdn(messages[0].recipient))
