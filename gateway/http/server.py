@@ -105,6 +105,7 @@ class PathRouter:
     raw path, so the label set stays bounded."""
 
     has_streams = False                 # whether any route takes a streamed body
+    streamed_paths = frozenset()        # the paths of those routes
 
     def __init__(self, clock=None):
         """clock: an IReactorTime, for the answer times (payam_http_request_seconds)."""
@@ -126,6 +127,7 @@ class PathRouter:
         handler or in data) refuses the request; the connection is then closed."""
         self._exact.setdefault(path, {})[method] = Streamed(handler)
         self.has_streams = True
+        self.streamed_paths = self.streamed_paths | {path}
 
     def streamed(self, method, path):
         """The Streamed route for this method and path, or None."""
@@ -649,6 +651,8 @@ class HTTPChannel(Protocol):
                 return False              # refused as malformed once complete
             if len(_URLS) < _CACHE_LIMIT:
                 _URLS[self._url] = target
+        if target[0] not in self.factory.router.streamed_paths:
+            return False                  # most requests: no method decoded for this
         method = self._parser.get_method().decode("ascii", "replace")
         streamed = self.factory.router.streamed(method, target[0])
         if streamed is None:
