@@ -350,21 +350,27 @@ class Outbound:
             raise TooManyParts(str(error)) from None
         messages = []
         addressing = submission.addressing
+        # Looked up once, not per recipient (a request may name 1,000).
+        new_id, route_of, agency_id = self.store.new_message_id, self.route_of, agency.id
+        priority, reference = submission.priority, submission.reference
+        validity_s, receipt, fallback = (submission.validity_s, submission.receipt,
+                                         submission.fallback)
         for recipient in recipients:
             # Parts of different messages to one handset must not share a reference.
             encoded = (shared if len(shared.parts) == 1 or not messages
                        else encode_for_submit(text, self._random.getrandbits(8)))
+            opted = recipient in opted_out
             messages.append(NewMessage(
-                id=self.store.new_message_id(), agency=agency.id, sender=sender,
-                recipient=recipient, text=text, priority=submission.priority,
-                reference=submission.reference, validity_s=submission.validity_s,
-                receipt=submission.receipt, data_coding=encoded.data_coding,
+                id=new_id(), agency=agency_id, sender=sender,
+                recipient=recipient, text=text, priority=priority,
+                reference=reference, validity_s=validity_s,
+                receipt=receipt, data_coding=encoded.data_coding,
                 esm_class=encoded.esm_class, parts=list(encoded.parts), created_at=now,
-                route=self.route_of(recipient),
+                route=route_of(recipient),
                 # An opted-out citizen is sent nothing: no fingerprint to confirm.
-                fingerprint=None if recipient in opted_out else digest,
-                error=OPTED_OUT if recipient in opted_out else None,
-                fallback=submission.fallback))
+                fingerprint=None if opted else digest,
+                error=OPTED_OUT if opted else None,
+                fallback=fallback))
             if addressing is not None:
                 addressing.address(messages[-1], len(messages) - 1)
         return messages
