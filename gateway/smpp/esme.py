@@ -855,7 +855,14 @@ class ESMEFactory(protocol.Factory):
         _notify(self._on_lost, session)
 
     def session_ready(self, session):
-        _notify(self._on_ready, session)
+        # _notify, written out: once per submit_sm_resp (a window slot freed).
+        callback = self._on_ready
+        if callback is None:
+            return
+        try:
+            callback(session)
+        except Exception:
+            log.exception("%s: session callback %r failed", session.label, callback)
 
 
 def _notify(callback, session):
