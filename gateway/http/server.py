@@ -853,9 +853,11 @@ class HTTPChannel(Protocol):
     def _set_timer(self, seconds, what):
         # A deadline checked by the factory's sweep, not a callLater per request: two
         # timer operations per request cost more than the rest of the bookkeeping.
-        self._deadline = self.factory.clock.seconds() + seconds
+        factory = self.factory
+        self._deadline = factory.clock.seconds() + seconds
         self._on_deadline = what
-        self.factory.watch_deadlines()
+        if factory._sweep is None:          # twice a request: no call once it runs
+            factory.watch_deadlines()
 
     def _cancel_timer(self):
         self._deadline = None
