@@ -12,7 +12,7 @@ knows HTTP.
 
 import logging
 import random
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -45,6 +45,16 @@ OPTED_OUT = "opted_out"              # the error of a message to a citizen who s
 # two metrics.child calls (~0.3 µs). Bounded as metrics.child's cache is.
 _ACCEPTED_COUNTERS = {}
 _MAX_COUNTED_AGENCIES = 4096
+
+
+# _build makes each NewMessage with these fields positional (0.90 → 0.32 µs a message,
+# measured: matching 17 keywords costs more than the rest); the order is checked here.
+_POSITIONAL = ("id", "agency", "sender", "recipient", "text", "priority", "reference",
+               "validity_s", "receipt", "data_coding", "esm_class", "parts", "created_at",
+               "route", "fingerprint", "error")
+if tuple(f.name for f in fields(NewMessage))[:len(_POSITIONAL)] != _POSITIONAL:
+    raise ImportError("gateway.model.NewMessage's fields moved: update "
+                      "gateway.outbound.accept._POSITIONAL and _build")
 
 
 def _accepted_counters(agency_id):
@@ -360,16 +370,13 @@ class Outbound:
             encoded = (shared if len(shared.parts) == 1 or not messages
                        else encode_for_submit(text, self._random.getrandbits(8)))
             opted = recipient in opted_out
-            messages.append(NewMessage(
-                id=new_id(), agency=agency_id, sender=sender,
-                recipient=recipient, text=text, priority=priority,
-                reference=reference, validity_s=validity_s,
-                receipt=receipt, data_coding=encoded.data_coding,
-                esm_class=encoded.esm_class, parts=list(encoded.parts), created_at=now,
-                route=route_of(recipient),
+            messages.append(NewMessage(       # in _POSITIONAL's order
+                new_id(), agency_id, sender, recipient, text, priority, reference,
+                validity_s, receipt, encoded.data_coding, encoded.esm_class,
+                list(encoded.parts), now, route_of(recipient),
                 # An opted-out citizen is sent nothing: no fingerprint to confirm.
-                fingerprint=None if opted else digest,
-                error=OPTED_OUT if opted else None,
+                None if opted else digest,             # fingerprint
+                OPTED_OUT if opted else None,          # error
                 fallback=fallback))
             if addressing is not None:
                 addressing.address(messages[-1], len(messages) - 1)
