@@ -11,6 +11,15 @@ def child(metric, *labels):
     prometheus_client's labels() validates and locks on every call (~5 µs)."""
     return metric.labels(*labels)
 
+
+def adder(counter):
+    """add(amount) for a Counter child, amount >= 0 by the caller's construction: the
+    child's value's own inc, without Counter.inc's checks (~0.15 µs per call on the
+    accept path's three counts per request). Its value object lives as long as the
+    child (reset() sets it to 0 in place)."""
+    value = getattr(counter, "_value", None)
+    return counter.inc if value is None else value.inc
+
 HTTP_REQUESTS = Counter(
     "payam_http_requests_total", "Agency API requests answered", ["route", "status"])
 MESSAGES_ACCEPTED = Counter(

@@ -38,10 +38,16 @@ class FakePool:
     def free_slots(self):
         return max(0, self.capacity - len(self.waiting)) if self.bound else 0
 
-    def submit(self, pdu):
+    def submit(self, pdu, answer=None):      # a Deferred, as a pool may give for any
         d = defer.Deferred()
         self.waiting.append((pdu, d))
         return d
+
+    def cork(self):              # the real pool's burst of one write per session
+        return ()
+
+    def uncork(self, corked):
+        pass
 
     def slow_down(self, seconds):
         pass
@@ -549,3 +555,20 @@ def test_a_flood_of_high_parts_leaves_normal_its_share_at_the_smsc(clock, world)
         sent += pools["mci"].answer_all()
     first = [int(pdu.fields["destination_addr"][5:]) for pdu in sent[:80]]
     assert sum(n >= 400 for n in first) == 20            # a quarter, not after the 400
+
+
+def test_a_failing_answer_handler_is_logged_not_raised_into_the_session(caplog):
+    from gateway.dispatch.dispatcher import _Answer
+
+    class Broken:
+        def _answered(self, resp, lane, part):
+            raise RuntimeError("boom")
+
+        _lost = _answered
+
+    part = ClaimedPart("m1", 1, 1, "tax", "40401234", "989121234567", 0, 0, 0, b"hi",
+                       True, 0, 2e9)
+    answer = _Answer(Broken(), None, part)
+    answer.callback(object())
+    answer.errback(RuntimeError("lost"))
+    assert caplog.text.count("part m1/1 failed") == 2

@@ -173,6 +173,46 @@ def test_window_limits_outstanding_and_a_response_frees_a_slot(h):
     assert h.count("ready") == 1
 
 
+def test_a_corked_burst_leaves_in_one_write_in_order(h):
+    h.bind()
+    writes = []
+    h.transport.write = lambda data, write=h.transport.write: (writes.append(data),
+                                                               write(data))
+    assert h.session.cork()
+    assert not h.session.cork()                      # one cork at a time
+    pending = [results(h.session.send_request(submit_sm())) for _ in range(2)]
+    h.receive(PDU(c.ENQUIRE_LINK, 77))               # its answer queues behind them
+    assert writes == [] and h.transport.value() == b""
+    h.session.uncork()
+    assert len(writes) == 1
+    sent = h.sent()
+    assert [p.command_id for p in sent] == [c.SUBMIT_SM, c.SUBMIT_SM, c.ENQUIRE_LINK_RESP]
+    h.session.uncork()                               # nothing held: nothing written
+    assert len(writes) == 1
+    h.session.send_request(submit_sm())             # uncorked: written at once
+    assert len(writes) == 2 and pending == [[], []]
+
+
+def test_a_session_closed_while_corked_sends_what_it_held_first(h):
+    h.bind()
+    assert h.session.cork()
+    results(h.session.send_request(submit_sm()))
+    h.session._close("framing error")                # e.g. a bad frame in the same read
+    assert [p.command_id for p in h.sent()] == [c.SUBMIT_SM]
+    assert h.transport.disconnecting
+    h.session.uncork()
+    assert h.factory.corked is None
+
+
+def test_a_session_lost_while_corked_writes_nothing(h):
+    h.bind()
+    assert h.session.cork()
+    results(h.session.send_request(submit_sm()))
+    h.lose()
+    h.session.uncork()
+    assert h.sent() == [] and h.factory.corked is None
+
+
 def test_unencodable_pdu_fails_without_using_a_slot(h):
     h.bind()
     bad = PDU(c.SUBMIT_SM, fields={"no_such_field": 1})
@@ -826,3 +866,100 @@ def test_a_window_of_one_is_never_probing(clock):
     h = Harness(clock, window=1)
     probe_mode(h, clock)
     assert not h.factory.probing and h.session.free_slots == 1
+
+
+def test_a_batch_of_receipts_is_answered_in_one_write(clock):
+    from gateway.inbound import InboundClassifier
+    from gateway.inbound.receipts import RECEIPT_GATHER_S
+    applied = defer.Deferred()
+
+    class Store:
+        def apply_receipts(self, receipts, receipt_ids, mature_s=None):
+            return applied
+
+        def learned_receipt_ids(self, operator):
+            return "raw"
+
+    classifier = InboundClassifier(Store(), clock)
+    h = Harness(clock, session_inbound=lambda session, pdu: classifier.received(
+        "mci", session, pdu))
+    h.bind()
+    for n in range(3):
+        receipt = PDU(c.DELIVER_SM, 10 + n, fields={
+            "esm_class": c.ESM_CLASS_DELIVERY_RECEIPT,
+            "short_message": b"id:A%d stat:DELIVRD" % n})
+        receipt.set_tlv(c.TLV_RECEIPTED_MESSAGE_ID, f"A{n}")
+        receipt.set_tlv(c.TLV_MESSAGE_STATE, c.MESSAGE_STATE_DELIVERED)
+        h.receive(receipt)
+    clock.advance(RECEIPT_GATHER_S)
+    assert h.sent() == []                            # answered once stored
+    writes = []
+    h.transport.write = lambda data, write=h.transport.write: (writes.append(data),
+                                                               write(data))
+    applied.callback([True, True, False])
+    assert len(writes) == 1
+    answers = h.sent()
+    assert [(p.command_id, p.sequence, p.status) for p in answers] == [
+        (c.DELIVER_SM_RESP, 10 + n, c.ESME_ROK) for n in range(3)]
+    assert h.factory.corked is None
+
+
+class Answer:
+    """send_request's `answer`: told as a Deferred would be."""
+
+    def __init__(self):
+        self.told = []
+
+    def callback(self, resp):
+        self.told.append(("answered", resp))
+
+    def errback(self, error):
+        self.told.append(("lost", error))
+
+
+def test_an_answer_object_is_told_the_response_instead_of_a_deferred(h, clock):
+    h.bind()
+    answered, timed_out, lost = Answer(), Answer(), Answer()
+    assert h.session.send_request(submit_sm(), answered) is answered
+    assert h.session.send_request(submit_sm(), timed_out) is timed_out
+    first, second = h.sent()
+    h.receive(first.response(message_id="abc"))
+    assert [(kind, resp.fields["message_id"]) for kind, resp in answered.told] == [
+        ("answered", "abc")]
+    clock.advance(TIMEOUT + 1)
+    assert [(kind, type(e)) for kind, e in timed_out.told] == [("lost", ResponseTimeout)]
+    assert h.session.send_request(submit_sm(), lost) is lost
+    h.lose()
+    assert [(kind, type(e)) for kind, e in lost.told] == [("lost", SessionClosed)]
+
+
+def test_a_request_refused_before_sending_fails_its_deferred_not_the_answer(h):
+    answer = Answer()
+    refused = results(h.session.send_request(submit_sm(), answer))   # not bound yet
+    assert refused[0].check(NotReady) and answer.told == []
+
+
+def test_receipts_not_stored_are_answered_with_a_temporary_error(clock):
+    from gateway.inbound import InboundClassifier
+    from gateway.inbound.receipts import RECEIPT_GATHER_S
+
+    class Store:
+        def apply_receipts(self, receipts, receipt_ids, mature_s=None):
+            return defer.fail(RuntimeError("disk full"))
+
+        def learned_receipt_ids(self, operator):
+            return "raw"
+
+    classifier = InboundClassifier(Store(), clock)
+    h = Harness(clock, session_inbound=lambda session, pdu: classifier.received(
+        "mci", session, pdu))
+    h.bind()
+    for n in range(2):
+        receipt = PDU(c.DELIVER_SM, 20 + n, fields={
+            "esm_class": c.ESM_CLASS_DELIVERY_RECEIPT,
+            "short_message": b"id:B%d stat:DELIVRD" % n})
+        receipt.set_tlv(c.TLV_RECEIPTED_MESSAGE_ID, f"B{n}")
+        h.receive(receipt)
+    clock.advance(RECEIPT_GATHER_S)
+    assert [(p.sequence, p.status) for p in h.sent()] == [
+        (20, c.ESME_RX_T_APPN), (21, c.ESME_RX_T_APPN)]

@@ -17,6 +17,7 @@ from threaded_clock import T0, ThreadedClock
 
 from gateway.config.schema import Agency
 from gateway.policy.audit import AuditLog
+from gateway.policy import auth
 from gateway.policy.auth import KeyRing, Unauthorized, generate_key, hash_key
 from gateway.policy.auth_throttle import FailedAuthThrottle
 from gateway.policy.limits import (
@@ -111,6 +112,15 @@ def test_keyring_update_forgets_keys_already_seen():
         ring.authenticate("Bearer tax-secret-key")
     assert refused.value.reason == "unknown key"
     assert ring.authenticate("Bearer tax-new-key") is rotated
+
+
+def test_keyring_remembers_a_bounded_number_of_header_values(monkeypatch):
+    monkeypatch.setattr(auth, "MAX_REMEMBERED", 2)
+    ring = KeyRing([TAX, JUDICIARY])
+    headers = ["Bearer tax-secret-key", "bearer tax-secret-key", "Bearer  tax-secret-key"]
+    for header in headers * 2:                     # past the bound: looked up each time
+        assert ring.authenticate(header) is TAX
+    assert len(ring._by_header) == 2
 
 
 def test_keyring_refuses_a_key_shared_by_two_agencies():

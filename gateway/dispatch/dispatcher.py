@@ -12,6 +12,7 @@ import logging
 from collections import deque
 
 from twisted.internet.defer import gatherResults, succeed
+from twisted.python.failure import Failure
 
 from gateway import metrics
 from gateway.smpp import constants as c
@@ -313,17 +314,17 @@ class Dispatcher:
         d.addCallbacks(claimed, failed)
 
     # routing -------------------------------------------------------------------
-    def _is_bound(self, operator):
-        lane = self.lanes.get(operator)
-        return lane is not None and lane.pool.bound_count() > 0
-
     def _route(self, parts, front=False):
         now = self.clock.seconds()
+        # Which lanes are bound, asked once per batch, not per part and candidate
+        # (bound_count() runs a generator: ~0.7 µs a part); nothing here binds or unbinds.
+        is_bound = {name: lane.pool.bound_count() > 0
+                    for name, lane in self.lanes.items()}.get
         for part in parts:
             if now >= part.expires_at:
                 self._expired(part)
                 continue
-            operator = self.router.choose(part.recipient, self._is_bound)
+            operator = self.router.choose(part.recipient, is_bound)
             if operator is None:
                 self._outcome(PartOutcome(part.message_id, part.seq, "requeue",
                                           not_before=now + UNROUTABLE_RETRY_S,
@@ -354,7 +355,11 @@ class Dispatcher:
                 self._route(stranded)
                 continue
             free = lane.pool.free_slots()
+            if not free:
+                continue
             sent = 0
+            # The burst leaves each session in one write (ESMEProtocol.cork).
+            corked = lane.pool.cork()
             try:
                 while sent < free and lane.size:
                     part = lane.pop()
@@ -378,6 +383,7 @@ class Dispatcher:
                     self._send(lane, part)
                     sent += 1
             finally:
+                lane.pool.uncork(corked)
                 if sent:
                     # One metric update per lane and turn instead of one per submit_sm.
                     lane.sent_counter.inc(sent)
@@ -390,9 +396,11 @@ class Dispatcher:
     def _send(self, lane, part):
         self.buffered -= 1
         pdu = build_submit_sm(part, lane.settings, self.clock.seconds())
-        d = lane.pool.submit(pdu)
-        d.addCallbacks(self._answered, self._lost,
-                       callbackArgs=(lane, part), errbackArgs=(lane, part))
+        answer = _Answer(self, lane, part)
+        d = lane.pool.submit(pdu, answer=answer)
+        if d is not answer:                 # refused before it was sent
+            d.addCallbacks(self._answered, self._lost,
+                           callbackArgs=(lane, part), errbackArgs=(lane, part))
 
     def _answered(self, resp, lane, part):
         status = resp.status
@@ -522,3 +530,32 @@ class Dispatcher:
         self._outcomes[:0] = outcomes
         if self._record_call is None:
             self._record_call = self.clock.callLater(RECORD_RETRY_S, self._flush_outcomes)
+
+
+class _Answer:
+    """What became of one sent submit_sm, told to the dispatcher as its Deferred would
+    (ESMEProtocol.send_request's `answer`): a Deferred, its addCallbacks and its run
+    cost ~1.2 µs per submit_sm (bench/smpp_path.py). A failing handler is logged, as
+    a Deferred's unhandled error would be, never raised into the session."""
+
+    __slots__ = ("dispatcher", "lane", "part")
+
+    def __init__(self, dispatcher, lane, part):
+        self.dispatcher = dispatcher
+        self.lane = lane
+        self.part = part
+
+    def callback(self, resp):
+        try:
+            self.dispatcher._answered(resp, self.lane, self.part)
+        except Exception:
+            log.exception("handling the answer to part %s/%d failed", self.part.message_id,
+                          self.part.seq)
+
+    def errback(self, error):
+        failure = error if isinstance(error, Failure) else Failure(error)
+        try:
+            self.dispatcher._lost(failure, self.lane, self.part)
+        except Exception:
+            log.exception("handling the loss of part %s/%d failed", self.part.message_id,
+                          self.part.seq)

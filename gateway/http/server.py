@@ -105,6 +105,7 @@ class PathRouter:
     raw path, so the label set stays bounded."""
 
     has_streams = False                 # whether any route takes a streamed body
+    streamed_paths = frozenset()        # the paths of those routes
 
     def __init__(self, clock=None):
         """clock: an IReactorTime, for the answer times (payam_http_request_seconds)."""
@@ -126,6 +127,7 @@ class PathRouter:
         handler or in data) refuses the request; the connection is then closed."""
         self._exact.setdefault(path, {})[method] = Streamed(handler)
         self.has_streams = True
+        self.streamed_paths = self.streamed_paths | {path}
 
     def streamed(self, method, path):
         """The Streamed route for this method and path, or None."""
@@ -164,6 +166,13 @@ class PathRouter:
         return None, None, ()
 
     def __call__(self, request):
+        return self.dispatch(request)
+
+    def dispatch(self, request, then=None, slot=None):
+        """The answer to `request` (a Response, or a Deferred of one), counted.  With
+        `then`, an answer that comes later is handed to then(response or Failure, slot)
+        inside the same callback that counts it (None is returned): each Deferred link
+        costs ~0.7 µs per request."""
         route, handlers, args = self._match(request.path)
         started = self.clock.seconds()
         try:
@@ -185,8 +194,12 @@ class PathRouter:
         if isinstance(result, defer.Deferred):
             # One callback for "failure → error answer, then count": each Deferred link
             # costs µs on the hot path.
-            result.addBoth(_count_outcome, route or "unmatched", self.clock, started)
-            return result
+            if then is None:
+                result.addBoth(_count_outcome, route or "unmatched", self.clock, started)
+                return result
+            result.addBoth(_count_then, route or "unmatched", self.clock, started, then,
+                           slot)
+            return None
         return _count(result, route or "unmatched", self.clock, started)
 
 
@@ -218,6 +231,14 @@ def _count_outcome(result, route, clock, started):
     return _count(result, route, clock, started)
 
 
+def _count_then(result, route, clock, started, then, slot):
+    try:
+        result = _count_outcome(result, route, clock, started)
+    except Exception:
+        result = Failure()
+    then(result, slot)
+
+
 def _as_response(failure):
     if failure.check(ApiError):
         return error_response(failure.value)
@@ -226,11 +247,28 @@ def _as_response(failure):
 
 
 def _count(response, route, clock, started):
-    metrics.child(metrics.HTTP_REQUESTS, route, response.status).inc()
-    metrics.child(metrics.HTTP_SECONDS, route, _STATUS_CLASSES.get(response.status // 100,
-                                                                   "other")).observe(
-        clock.seconds() - started)
+    status = response.status
+    counted = _COUNTED.get((route, status))
+    if counted is None:
+        counted = _counted(route, status)
+    counted[0](1)
+    counted[1](clock.seconds() - started)
     return response
+
+
+# (route, status) → its request count's add and latency's observe: one dict lookup per
+# answer, not two metrics.child calls. Bounded: routes are templates, statuses few.
+_COUNTED = {}
+_MAX_COUNTED = 4096
+
+
+def _counted(route, status):
+    counted = (metrics.adder(metrics.child(metrics.HTTP_REQUESTS, route, status)),
+               metrics.child(metrics.HTTP_SECONDS, route,
+                             _STATUS_CLASSES.get(status // 100, "other")).observe)
+    if len(_COUNTED) < _MAX_COUNTED:
+        _COUNTED[(route, status)] = counted
+    return counted
 
 
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -613,6 +651,8 @@ class HTTPChannel(Protocol):
                 return False              # refused as malformed once complete
             if len(_URLS) < _CACHE_LIMIT:
                 _URLS[self._url] = target
+        if target[0] not in self.factory.router.streamed_paths:
+            return False                  # most requests: no method decoded for this
         method = self._parser.get_method().decode("ascii", "replace")
         streamed = self.factory.router.streamed(method, target[0])
         if streamed is None:
@@ -704,7 +744,14 @@ class HTTPChannel(Protocol):
 
     def _dispatch(self, request, slot):
         try:
-            result = self.factory.router(request)
+            dispatch = self.factory.dispatch
+            if dispatch is not None:
+                # A later answer comes to _answer_outcome in the router's own callback.
+                result = dispatch(request, self._answer_outcome, slot)
+                if result is None:
+                    return
+            else:
+                result = self.factory.router(request)
         except Exception:
             result = _as_response(Failure())
         if isinstance(result, defer.Deferred):
@@ -806,9 +853,11 @@ class HTTPChannel(Protocol):
     def _set_timer(self, seconds, what):
         # A deadline checked by the factory's sweep, not a callLater per request: two
         # timer operations per request cost more than the rest of the bookkeeping.
-        self._deadline = self.factory.clock.seconds() + seconds
+        factory = self.factory
+        self._deadline = factory.clock.seconds() + seconds
         self._on_deadline = what
-        self.factory.watch_deadlines()
+        if factory._sweep is None:          # twice a request: no call once it runs
+            factory.watch_deadlines()
 
     def _cancel_timer(self):
         self._deadline = None
@@ -876,6 +925,8 @@ class HTTPFactory(Factory):
         if clock is None:
             from twisted.internet import reactor as clock
         self.router = router
+        # A PathRouter answers later answers through the channel's callback (dispatch).
+        self.dispatch = getattr(router, "dispatch", None)
         self.clock = clock
         self.max_body = max_body
         self.max_headers = max_headers

@@ -141,7 +141,8 @@ class InboundClassifier:
         self.intake.stop()
 
     def received(self, operator, session, pdu):
-        """OperatorPool's inbound_handler(operator, session, pdu) -> Deferred[int]."""
+        """OperatorPool's inbound_handler(operator, session, pdu) -> Deferred[int] (or
+        ANSWERED_LATER for a receipt: gateway.inbound.receipts)."""
         # Built as the tuple it is: a NamedTuple's own __new__ is one more Python call
         # per deliver_sm (the receipts' hot path).
         inbound = _new_tuple(Inbound, (operator, session, pdu, self.clock.seconds()))

@@ -12,7 +12,7 @@ knows HTTP.
 
 import logging
 import random
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -39,6 +39,30 @@ log = logging.getLogger("payam.outbound")
 
 DEFAULT_MAX_PENDING = 5000           # accepts waiting for their commit before we shed load
 OPTED_OUT = "opted_out"              # the error of a message to a citizen who sent STOP
+
+
+# agency id → its (messages, parts) accepted counts' adds: one dict lookup per accept, not
+# two metrics.child calls (~0.3 µs). Bounded as metrics.child's cache is.
+_ACCEPTED_COUNTERS = {}
+_MAX_COUNTED_AGENCIES = 4096
+
+
+# _build makes each NewMessage with these fields positional (0.90 → 0.32 µs a message,
+# measured: matching 17 keywords costs more than the rest); the order is checked here.
+_POSITIONAL = ("id", "agency", "sender", "recipient", "text", "priority", "reference",
+               "validity_s", "receipt", "data_coding", "esm_class", "parts", "created_at",
+               "route", "fingerprint", "error")
+if tuple(f.name for f in fields(NewMessage))[:len(_POSITIONAL)] != _POSITIONAL:
+    raise ImportError("gateway.model.NewMessage's fields moved: update "
+                      "gateway.outbound.accept._POSITIONAL and _build")
+
+
+def _accepted_counters(agency_id):
+    counters = (metrics.adder(metrics.child(metrics.MESSAGES_ACCEPTED, agency_id)),
+                metrics.adder(metrics.child(metrics.PARTS_ACCEPTED, agency_id)))
+    if len(_ACCEPTED_COUNTERS) < _MAX_COUNTED_AGENCIES:
+        _ACCEPTED_COUNTERS[agency_id] = counters
+    return counters
 
 
 def _as_is(outcome):
@@ -114,6 +138,11 @@ class Outbound:
         if national_ids:
             return self._resolve(agency, submission, sender, recipients, national_ids,
                                  parts, answer)
+        if submission.idempotency_key is None and not getattr(agency, "opt_out", False):
+            # The usual request: no opt-outs to read, no key to look up (two calls less
+            # than through _recipients_known and _go).
+            return self._reserve_and_store(agency, submission, sender, recipients, parts,
+                                           answer)
         return self._recipients_known(agency, submission, sender, recipients, parts,
                                       answer)
 
@@ -305,15 +334,17 @@ class Outbound:
     def _store_accept(self, messages, idempotency, quota):
         """quota: counted in the store's transaction (several processes accept into
         one store: policy.limits.store_quota), or None."""
-        def accept(_=None):
-            if quota is None:
-                return self.store.accept(messages, idempotency=idempotency)
-            return self.store.accept(messages, idempotency=idempotency, quota=quota)
-        if messages[0].fallback is None or self.email_fallback is None:
-            return accept()
-        # The email addresses are found first (the directory's answers, fired at once
-        # by the file), then stored with the messages in one transaction.
-        return self.email_fallback.find_addresses(messages).addCallback(accept)
+        if messages[0].fallback is not None and self.email_fallback is not None:
+            # The email addresses are found first (the directory's answers, fired at
+            # once by the file), then stored with the messages in one transaction.
+            return self.email_fallback.find_addresses(messages).addCallback(
+                lambda _: self._accept_now(messages, idempotency, quota))
+        return self._accept_now(messages, idempotency, quota)     # no closure made
+
+    def _accept_now(self, messages, idempotency, quota):
+        if quota is None:
+            return self.store.accept(messages, idempotency=idempotency)
+        return self.store.accept(messages, idempotency=idempotency, quota=quota)
 
     def _build(self, agency, submission, sender, recipients, opted_out=(),
                fingerprinted=True):
@@ -329,21 +360,24 @@ class Outbound:
             raise TooManyParts(str(error)) from None
         messages = []
         addressing = submission.addressing
+        # Looked up once, not per recipient (a request may name 1,000).
+        new_id, route_of, agency_id = self.store.new_message_id, self.route_of, agency.id
+        priority, reference = submission.priority, submission.reference
+        validity_s, receipt, fallback = (submission.validity_s, submission.receipt,
+                                         submission.fallback)
         for recipient in recipients:
             # Parts of different messages to one handset must not share a reference.
             encoded = (shared if len(shared.parts) == 1 or not messages
                        else encode_for_submit(text, self._random.getrandbits(8)))
-            messages.append(NewMessage(
-                id=self.store.new_message_id(), agency=agency.id, sender=sender,
-                recipient=recipient, text=text, priority=submission.priority,
-                reference=submission.reference, validity_s=submission.validity_s,
-                receipt=submission.receipt, data_coding=encoded.data_coding,
-                esm_class=encoded.esm_class, parts=list(encoded.parts), created_at=now,
-                route=self.route_of(recipient),
+            opted = recipient in opted_out
+            messages.append(NewMessage(       # in _POSITIONAL's order
+                new_id(), agency_id, sender, recipient, text, priority, reference,
+                validity_s, receipt, encoded.data_coding, encoded.esm_class,
+                list(encoded.parts), now, route_of(recipient),
                 # An opted-out citizen is sent nothing: no fingerprint to confirm.
-                fingerprint=None if recipient in opted_out else digest,
-                error=OPTED_OUT if recipient in opted_out else None,
-                fallback=submission.fallback))
+                None if opted else digest,             # fingerprint
+                OPTED_OUT if opted else None,          # error
+                fallback=fallback))
             if addressing is not None:
                 addressing.address(messages[-1], len(messages) - 1)
         return messages
@@ -361,9 +395,14 @@ class Outbound:
         return answer(outcome)
 
     def _committed(self, agency, messages, document):
-        parts = sum(len(m.parts) for m in messages)
-        metrics.child(metrics.MESSAGES_ACCEPTED, agency.id).inc(len(messages))
-        metrics.child(metrics.PARTS_ACCEPTED, agency.id).inc(parts)
+        # Single-recipient requests are the common case: no generator for them.
+        parts = (len(messages[0].parts) if len(messages) == 1
+                 else sum(len(m.parts) for m in messages))
+        counters = _ACCEPTED_COUNTERS.get(agency.id)
+        if counters is None:
+            counters = _accepted_counters(agency.id)
+        counters[0](len(messages))
+        counters[1](parts)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("accepted %d message(s), %d part(s) for %s, first to %s", len(messages),
                       parts, agency.id, mask_msisdn(messages[0].recipient))
@@ -373,7 +412,8 @@ class Outbound:
                               m.text, extra={"event": "message_text", "agency": agency.id})
         if self.on_accepted is not None:
             try:
-                self.on_accepted({m.route for m in messages})
+                self.on_accepted({messages[0].route} if len(messages) == 1
+                                 else {m.route for m in messages})
             except Exception:
                 log.exception("dispatcher wake-up failed (messages are stored)")
         return Accepted(messages, document)

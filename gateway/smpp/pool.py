@@ -92,7 +92,8 @@ class OperatorPool(MultiService):
         config loader has checked once; the binds' factories share it.
         inbound_handler(operator, session, pdu) -> int | Deferred[int]: each deliver_sm /
         data_sm with the session it came in on (answer through it: submit(via=session)),
-        answered with that status once it fires."""
+        answered with that status once it fires (or esme.ANSWERED_LATER: the handler
+        answers through session.answer_inbound itself)."""
         super().__init__()
         # The loader refuses it; a pool of no binds would not fail, only never bind.
         assert config.binds >= 1, f"operator {config.name}: unchecked config"
@@ -149,6 +150,16 @@ class OperatorPool(MultiService):
         """Bound sessions that can transmit (receiver binds do not count)."""
         return sum(1 for s in self._sessions if s.can_transmit)
 
+    def cork(self):
+        """Cork every bound session (ESMEProtocol.cork) for a burst of submits; give the
+        result to uncork() once the burst is sent."""
+        return [session for session in self._sessions if session.cork()]
+
+    @staticmethod
+    def uncork(corked):
+        for session in corked:
+            session.uncork()
+
     def free_slots(self):
         """Submits the pool takes now: free window slots, capped by the TPS tokens."""
         if self._stopping or self._clock.seconds() < self._slowed_until:
@@ -174,11 +185,12 @@ class OperatorPool(MultiService):
                 return candidate
         return session
 
-    def submit(self, pdu, via=None):
+    def submit(self, pdu, via=None, answer=None):
         """Send through the least-loaded bound session, or through `via` (a session this
         pool handed to the inbound handler) and no other; Deferred[resp PDU], or a
         failure (NoSession, SessionGone, SessionClosed, ResponseTimeout). The TPS budget
-        and the slow-down apply either way."""
+        and the slow-down apply either way.  `answer`: as ESMEProtocol.send_request's
+        (returned once sent; a failed Deferred if refused before)."""
         if self._stopping:
             return defer.fail(NoSession(f"operator {self.operator} is stopping"))
         wait = self._slowed_until - self._clock.seconds()
@@ -216,7 +228,7 @@ class OperatorPool(MultiService):
             # Callers submit free_slots() times without asking again: wake them when the
             # bucket refills, or work would sit until some response happens to arrive.
             self._wake_on_tokens()
-        return session.send_request(pdu)
+        return session.send_request(pdu, answer)
 
     def throttled(self):
         """The SMSC answered ESME_RTHROTTLED / ESME_RMSGQFUL: lower the operator's rate
@@ -326,7 +338,13 @@ class OperatorPool(MultiService):
             self._ready()
 
     def _session_ready(self, session):
-        self._ready()
+        # _ready, written out: once per submit_sm_resp (a window slot freed).
+        if self.on_ready is None or self._stopping:
+            return
+        try:
+            self.on_ready()
+        except Exception:
+            log.exception("operator %s: on_ready failed", self.operator)
 
     def _update_gauge(self):
         metrics.child(metrics.BOUND_SESSIONS, self.operator).set(len(self._sessions))
