@@ -855,14 +855,7 @@ class ESMEFactory(protocol.Factory):
         _notify(self._on_lost, session)
 
     def session_ready(self, session):
-        # _notify, written out: once per submit_sm_resp (a window slot freed).
-        callback = self._on_ready
-        if callback is None:
-            return
-        try:
-            callback(session)
-        except Exception:
-            log.exception("%s: session callback %r failed", session.label, callback)
+        _notify(self._on_ready, session)
 
 
 def _notify(callback, session):

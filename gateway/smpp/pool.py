@@ -338,13 +338,7 @@ class OperatorPool(MultiService):
             self._ready()
 
     def _session_ready(self, session):
-        # _ready, written out: once per submit_sm_resp (a window slot freed).
-        if self.on_ready is None or self._stopping:
-            return
-        try:
-            self.on_ready()
-        except Exception:
-            log.exception("operator %s: on_ready failed", self.operator)
+        self._ready()
 
     def _update_gauge(self):
         metrics.child(metrics.BOUND_SESSIONS, self.operator).set(len(self._sessions))
