@@ -868,10 +868,12 @@ def test_a_window_of_one_is_never_probing(clock):
     assert not h.factory.probing and h.session.free_slots == 1
 
 
-def test_a_batch_of_receipts_is_answered_in_one_write(clock):
+def receipts_classified(clock, applied, prefix, first_sequence, count):
+    """A bound session whose inbound PDUs go to a real InboundClassifier over a store
+    stand-in whose apply_receipts answers `applied`; `count` receipts received and
+    their gathering time passed."""
     from gateway.inbound import InboundClassifier
     from gateway.inbound.receipts import RECEIPT_GATHER_S
-    applied = defer.Deferred()
 
     class Store:
         def apply_receipts(self, receipts, receipt_ids, mature_s=None):
@@ -884,14 +886,20 @@ def test_a_batch_of_receipts_is_answered_in_one_write(clock):
     h = Harness(clock, session_inbound=lambda session, pdu: classifier.received(
         "mci", session, pdu))
     h.bind()
-    for n in range(3):
-        receipt = PDU(c.DELIVER_SM, 10 + n, fields={
+    for n in range(count):
+        receipt = PDU(c.DELIVER_SM, first_sequence + n, fields={
             "esm_class": c.ESM_CLASS_DELIVERY_RECEIPT,
-            "short_message": b"id:A%d stat:DELIVRD" % n})
-        receipt.set_tlv(c.TLV_RECEIPTED_MESSAGE_ID, f"A{n}")
+            "short_message": b"id:%s%d stat:DELIVRD" % (prefix.encode(), n)})
+        receipt.set_tlv(c.TLV_RECEIPTED_MESSAGE_ID, f"{prefix}{n}")
         receipt.set_tlv(c.TLV_MESSAGE_STATE, c.MESSAGE_STATE_DELIVERED)
         h.receive(receipt)
     clock.advance(RECEIPT_GATHER_S)
+    return h
+
+
+def test_a_batch_of_receipts_is_answered_in_one_write(clock):
+    applied = defer.Deferred()
+    h = receipts_classified(clock, applied, "A", 10, 3)
     assert h.sent() == []                            # answered once stored
     writes = []
     h.transport.write = lambda data, write=h.transport.write: (writes.append(data),
@@ -940,26 +948,9 @@ def test_a_request_refused_before_sending_fails_its_deferred_not_the_answer(h):
 
 
 def test_receipts_not_stored_are_answered_with_a_temporary_error(clock):
-    from gateway.inbound import InboundClassifier
-    from gateway.inbound.receipts import RECEIPT_GATHER_S
-
-    class Store:
-        def apply_receipts(self, receipts, receipt_ids, mature_s=None):
-            return defer.fail(RuntimeError("disk full"))
-
-        def learned_receipt_ids(self, operator):
-            return "raw"
-
-    classifier = InboundClassifier(Store(), clock)
-    h = Harness(clock, session_inbound=lambda session, pdu: classifier.received(
-        "mci", session, pdu))
-    h.bind()
-    for n in range(2):
-        receipt = PDU(c.DELIVER_SM, 20 + n, fields={
-            "esm_class": c.ESM_CLASS_DELIVERY_RECEIPT,
-            "short_message": b"id:B%d stat:DELIVRD" % n})
-        receipt.set_tlv(c.TLV_RECEIPTED_MESSAGE_ID, f"B{n}")
-        h.receive(receipt)
-    clock.advance(RECEIPT_GATHER_S)
+    failed = defer.Deferred()
+    h = receipts_classified(clock, failed, "B", 20, 2)
+    assert h.sent() == []
+    failed.errback(RuntimeError("disk full"))
     assert [(p.sequence, p.status) for p in h.sent()] == [
         (20, c.ESME_RX_T_APPN), (21, c.ESME_RX_T_APPN)]
