@@ -82,16 +82,20 @@ def _read(read):
     return answer
 
 
-# The least time between the starts of two group commits (Writer). Every commit
-# rewrites the WAL pages it touches and fsyncs, whatever it holds: at 2 ms the 10,000-
-# message benchmark made ~10-13 messages a commit and the daemon spent 521-549 µs/msg;
-# at 6 ms, 15-16 a commit and 447-507 µs/msg (alternated, load ~4, bench/PROFILE.md).
-# An idle writer still commits a lone write at once; a busy one adds at most this to
-# an answer's latency.  Measured again once a commit cost less (writer 59 -> 54 µs/msg),
-# alternated, load ~2 (two other benchmarks running): 6 ms 4,331-5,447 msg/s at
-# 167-175 µs/msg; 4 ms 4,888-5,210 at 184-191; 3 ms 4,385-4,813 at 179-203; 2 ms
-# 4,139-4,981 at 184-202.  A group commit then took 3-4 ms from BEGIN to COMMIT (its
-# fsync 1.4-2.8 ms of it), so a shorter interval only made more, smaller commits.
+# The least time between the starts of two group commits (Writer).  An idle writer
+# still commits a lone write at once; a busy one adds at most this to an answer's
+# latency.  Every commit costs the writer ~0.5-0.7 ms of CPU whatever it holds (~0.45
+# of it in the kernel: WAL write and fsync) plus ~0.25 ms in insert_messages, and the
+# reactor's answers then compete with the next transaction, so a shorter interval makes
+# more, smaller commits for more CPU a message; the dispatcher's claims, outcome and
+# receipt writes follow the binds' windows, not the commits (~370, ~370, ~300 per 20,000
+# messages at 6 ms as at 2 ms).  Measured, bench/mt_throughput.py, 50 clients,
+# alternated (load 1.3-2.3, other benchmarks running):
+# - 2 ms 4,139-4,981 msg/s at 184-202 µs/msg; 3 ms 4,385-5,427 at 164-203; 4 ms
+#   4,821-5,721 at 150-191 (10 pairs +1.8 % msg/s against 6 ms, inside the noise);
+#   6 ms 4,331-6,173 at 139-177 (main after the reactor and writer cuts of issue 10).
+# - At 200 clients a commit holds 83-89 messages and outlasts 3-6 ms alike.
+# (The split daemon's dispatcher commits for every process: procs/dispatcher.py.)
 COMMIT_INTERVAL_S = 0.006
 
 
