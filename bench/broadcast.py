@@ -29,7 +29,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from daemon_harness import Daemon, Simulator, http_json, wait_for, write_config  # noqa: E402
-from mt_throughput import cpu_seconds, peak_rss_mb  # noqa: E402
+from mt_throughput import (  # noqa: E402
+    cpu_seconds, daemon_processes, peak_rss_mb, set_workers)
 from profiling import PyinstrumentDaemon, finish_profile, start_profile  # noqa: E402
 
 TEXT = ("شهروند گرامی، به دلیل شرایط جوی فردا مدارس استان تعطیل است. "
@@ -132,11 +133,12 @@ def commits(daemon):
             found.get("payam_store_commit_seconds_sum", 0.0))
 
 
-def one_broadcast(tmp, recipients, window_s, profile=None, profile_out=None):
+def one_broadcast(tmp, recipients, window_s, profile=None, profile_out=None, workers=None):
     sim = Simulator("--receipt-delay", "1.0")
     config, port = write_config(tmp, sim.smpp_port, operators=("mci",), window=100,
                                 binds=4, tps=100_000, receipts=True,
                                 agencies=write_agencies(tmp), routing=write_routing(tmp))
+    set_workers(config, workers)
     if profile == "pyinstrument":
         Path(profile_out).mkdir(parents=True, exist_ok=True)
         daemon = PyinstrumentDaemon(config, port, Path(profile_out)
@@ -146,14 +148,19 @@ def one_broadcast(tmp, recipients, window_s, profile=None, profile_out=None):
     spy = None
     try:
         base = sim.stats()["submits"]
-        spy = start_profile(profile, daemon.proc.pid, profile_out, "broadcast-accept")
+        # Split, an HTTP worker takes the broadcast and the dispatcher drains it.
+        processes = {**daemon_processes(daemon), "simulator": sim.proc.pid}
+        accepting = processes.get("http worker 1", daemon.proc.pid)
+        draining = processes.get("dispatcher", daemon.proc.pid)
+        spy = start_profile(profile, accepting, profile_out, "broadcast-accept")
         to_202, document = post_broadcast(port, "crisis", recipients)
         finish_profile(spy)
-        spy = start_profile(profile, daemon.proc.pid, profile_out, "broadcast-drain")
-        rss_at_202 = peak_rss_mb(daemon.proc.pid)
+        spy = start_profile(profile, draining, profile_out, "broadcast-drain")
+        rss_at_202 = {name: peak_rss_mb(pid) for name, pid in processes.items()
+                      if name != "simulator"}
         parts = document["recipients"] * document["parts"]
         started = time.perf_counter()
-        cpu = {"daemon": cpu_seconds(daemon.proc.pid), "simulator": cpu_seconds(sim.proc.pid)}
+        cpu = {name: cpu_seconds(pid) for name, pid in processes.items()}
         written = commits(daemon)
         if window_s:
             # A window of the drain: the emergency in its middle, then the rest cancelled.
@@ -162,8 +169,7 @@ def one_broadcast(tmp, recipients, window_s, profile=None, profile_out=None):
             time.sleep(max(0.0, started + window_s - time.perf_counter()))
             carried = sim.stats()["submits"] - base - 1
             drain = time.perf_counter() - started
-            cpu = {name: cpu_seconds(proc.pid) - cpu[name]
-                   for name, proc in (("daemon", daemon.proc), ("simulator", sim.proc))}
+            cpu = {name: cpu_seconds(pid) - cpu[name] for name, pid in processes.items()}
             written = [a - b for a, b in zip(commits(daemon), written)]
             cancel_started = time.perf_counter()
             status, counts, _ = http_json(port, "DELETE", f"/v1/broadcasts/{document['id']}",
@@ -178,19 +184,18 @@ def one_broadcast(tmp, recipients, window_s, profile=None, profile_out=None):
                      interval=0.05, what="the whole broadcast at the SMSC")
             carried = parts
             drain = time.perf_counter() - started
-            cpu = {name: cpu_seconds(proc.pid) - cpu[name]
-                   for name, proc in (("daemon", daemon.proc), ("simulator", sim.proc))}
+            cpu = {name: cpu_seconds(pid) - cpu[name] for name, pid in processes.items()}
             written = [a - b for a, b in zip(commits(daemon), written)]
             counts = progress(port, "crisis", document["id"])
-        rss = peak_rss_mb(daemon.proc.pid)
-        rss_sim = peak_rss_mb(sim.proc.pid)
+        rss = {name: peak_rss_mb(pid) for name, pid in processes.items()}
     finally:
         finish_profile(spy)
         code = daemon.stop(timeout=60)
         sim.stop()
     print(f"broadcast of {recipients} recipients (NDJSON, Persian, {document['parts']} "
           f"parts): 202 after {to_202:.1f} s ({recipients / to_202:,.0f} recipients/s), "
-          f"daemon peak RSS by then {rss_at_202:.0f} MB")
+          "peak RSS by then: " + ", ".join(f"{name} {mb:.0f} MB"
+                                          for name, mb in rss_at_202.items()))
     print(f"drain over 4 binds: {carried} parts in {drain:.1f} s: {carried / drain:,.0f} "
           f"parts/s (receipts on); CPU per part: " + ", ".join(
               f"{name} {seconds * 1e6 / max(carried, 1):.0f} µs ({seconds / drain:.2f} cores)"
@@ -205,15 +210,16 @@ def one_broadcast(tmp, recipients, window_s, profile=None, profile_out=None):
     print(f"emergency message injected mid-drain: at the SMSC {delay[0] * 1000:.0f} ms "
           f"after its POST (202 after {delay[2] * 1000:.0f} ms), status submitted after "
           f"{delay[1] * 1000:.0f} ms")
-    print(f"peak RSS: daemon {rss:.0f} MB (exit code {code}), simulator {rss_sim:.0f} MB "
-          "(the daemon is one process here)")
+    print("peak RSS: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in rss.items())
+          + f" (exit code {code})")
 
 
-def two_agencies(tmp, recipients):
+def two_agencies(tmp, recipients, workers=None):
     sim = Simulator("--receipt-delay", "1.0")
     config, port = write_config(tmp, sim.smpp_port, operators=("mci",), window=100,
                                 binds=4, tps=4000, receipts=False,
                                 agencies=write_agencies(tmp), routing=write_routing(tmp))
+    set_workers(config, workers)
     daemon = Daemon(config, port).start()
     try:
         ids = {}
@@ -256,12 +262,15 @@ def main():
     parser.add_argument("--profile", choices=("py-spy", "pyinstrument"),
                         help="profile the daemon of the one broadcast (bench/profiling.py)")
     parser.add_argument("--profile-out", default="bench/profiles")
+    parser.add_argument("--workers", default=None,
+                        help="http.workers (0: one process; default: the daemon's default)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        one_broadcast(tmp, args.recipients, args.window, args.profile, args.profile_out)
+        one_broadcast(tmp, args.recipients, args.window, args.profile, args.profile_out,
+                      args.workers)
     if args.pair:
         with tempfile.TemporaryDirectory() as tmp:
-            two_agencies(tmp, args.pair)
+            two_agencies(tmp, args.pair, args.workers)
 
 
 if __name__ == "__main__":

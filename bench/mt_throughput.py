@@ -116,6 +116,26 @@ def process_name(slot):
     return f"http worker {index + 1}" if role == "http" else role
 
 
+def set_workers(config, workers):
+    """http.workers in the written configuration: "auto" or a number; None leaves it
+    out, so that the benchmark measures the daemon's default."""
+    settings = yaml.safe_load(Path(config).read_text())
+    if workers is None:
+        settings["http"].pop("workers", None)
+    else:
+        settings["http"]["workers"] = workers if workers == "auto" else int(workers)
+    Path(config).write_text(yaml.safe_dump(settings))
+
+
+def daemon_processes(daemon):
+    """{name: pid} of the daemon's processes: the one process, or the supervisor, the
+    dispatcher and each HTTP worker when it runs split."""
+    found = daemon.processes()
+    if len(found) == 1:
+        return {"daemon (one process)": daemon.proc.pid}
+    return {process_name(slot): pid for slot, pid in found.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
@@ -130,7 +150,7 @@ def main():
     parser.add_argument("--profile-out", default="bench/profiles")
     parser.add_argument("--workers", default=None,
                         help="http.workers: HTTP worker processes (0: one process; "
-                             "default: the configuration's default, auto)")
+                             "default: the daemon's default)")
     args = parser.parse_args()
     text = ("پیام آزمایشی سامانه پیام دولت" if args.persian
             else "Payam Gateway benchmark message")
@@ -142,11 +162,7 @@ def main():
                                          receipts=not args.no_receipts,
                                          agencies=write_bench_agency(tmp),
                                          routing=write_bench_routing(tmp))
-        if args.workers is not None:
-            settings = yaml.safe_load(Path(config).read_text())
-            settings["http"]["workers"] = (args.workers if args.workers == "auto"
-                                           else int(args.workers))
-            Path(config).write_text(yaml.safe_dump(settings))
+        set_workers(config, args.workers)
         if args.profile == "pyinstrument":
             Path(args.profile_out).mkdir(parents=True, exist_ok=True)
             daemon = PyinstrumentDaemon(config, http_port, Path(args.profile_out)
@@ -155,9 +171,7 @@ def main():
             daemon = Daemon(config, http_port).start()
         try:
             base = sim.stats()["submits"]
-            found = daemon.processes()
-            processes = ({process_name(slot): pid for slot, pid in found.items()}
-                         if len(found) > 1 else {"daemon (one process)": daemon.proc.pid})
+            processes = daemon_processes(daemon)
             spy = start_profile(args.profile, processes.get("dispatcher", daemon.proc.pid),
                                 args.profile_out, "mt_throughput")
             one = processes.get("dispatcher", daemon.proc.pid)

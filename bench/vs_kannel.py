@@ -31,11 +31,10 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import yaml  # noqa: E402
-
 from daemon_harness import Daemon, Simulator, free_port, wait_for, write_config  # noqa: E402
 from mt_throughput import (  # noqa: E402
-    KEY, cpu_seconds, write_bench_agency, write_bench_routing)
+    KEY, cpu_seconds, daemon_processes, set_workers, write_bench_agency,
+    write_bench_routing)
 
 TEXT = "Payam Gateway benchmark message"
 KANNEL_CONF = """\
@@ -203,8 +202,8 @@ def main():
                         help="Kannel asks for no receipts (ours always does): less work "
                              "for Kannel and the simulator than ours does")
     parser.add_argument("--workers", default=None,
-                        help="our http.workers (0: one process; default: the "
-                             "configuration's default)")
+                        help="our http.workers (0: one process; default: the daemon's "
+                             "default)")
     args = parser.parse_args()
     sim = Simulator("--receipt-delay", "0.2")
     kannel = daemon = None
@@ -217,13 +216,9 @@ def main():
                                         window=100, binds=1, tps=100_000, receipts=True,
                                         agencies=write_bench_agency(tmp),
                                         routing=write_bench_routing(tmp))
-            if args.workers is not None:
-                settings = yaml.safe_load(Path(config).read_text())
-                settings["http"]["workers"] = (args.workers if args.workers == "auto"
-                                               else int(args.workers))
-                Path(config).write_text(yaml.safe_dump(settings))
+            set_workers(config, args.workers)
             daemon = Daemon(config, port).start()
-            ours = list(daemon.processes().values()) or [daemon.proc.pid]
+            ours = list(daemon_processes(daemon).values())
             print(f"{args.messages} messages per run, {args.clients} keep-alive clients, "
                   f"one bind (window 100) each to the same simulator; load {os.getloadavg()[0]:.1f}")
             rates = {"kannel": [], "sendsms": [], "api": []}
