@@ -366,8 +366,12 @@ class GatewayService(MultiService):
         """Deferred[the admin endpoint's status document]: binds, queue per priority."""
         d = self.store.queue_summary(self.reactor.seconds())
         d.addCallback(lambda summary: status_document(
-            self.health(), summary, self.reactor.seconds(), os.getpid()))
+            self.health(), summary, self.reactor.seconds(), self.daemon_pid()))
         return d
+
+    def daemon_pid(self):
+        """The pid status shows: the process to signal (SIGHUP, SIGTERM) for the daemon."""
+        return os.getpid()
 
     def reload_for_admin(self):
         """reload(), as the admin endpoint answers it: (reloaded, why not)."""

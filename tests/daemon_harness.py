@@ -225,18 +225,19 @@ def write_sample_agencies(directory, webhook=None, **changes):
 
 def write_config(directory, smpp_port, *, operators=("mci", "irancell", "rightel"),
                  window=10, binds=1, tps=1000, receipts=True, agencies=None, routing=None,
-                 receipt_ids="raw", citizens=None):
+                 receipt_ids="raw", citizens=None, workers=None):
     """gateway.yaml + the sample agencies and routing rules, pointed at the simulator
     (whose receipts carry the submit_sm_resp id as it is unless told otherwise:
     receipt_ids raw, so that a single receipt is matched without learning; None leaves
     the key out, i.e. the default `auto`). citizens: gateway.yaml's `directory:` value
-    ({"path": ...} or {"url": ...}); none by default."""
+    ({"path": ...} or {"url": ...}); none by default. workers: http.workers (default
+    PAYAM_TEST_WORKERS, else 0)."""
     directory = Path(directory)
     http_port = free_port()
     config = {
         # One process unless the test asks for the split (tests/test_e2e_procs.py);
         # PAYAM_TEST_WORKERS runs every daemon test split (e.g. "auto").
-        "http": {"listen": f"127.0.0.1:{http_port}", "workers": TEST_WORKERS},
+        "http": {"listen": f"127.0.0.1:{http_port}", "workers": TEST_WORKERS if workers is None else workers},
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
         "admin": {"listen": f"127.0.0.1:{free_port()}"},
         "store": {"path": "var/gateway.db"},

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 import urllib.request
 import uuid
 
@@ -51,10 +52,16 @@ class Listener:
                 return
             self.messages.put(data.decode().split("\n"))
 
-    def next_with(self, line):
-        """Messages until one carries `line`; that message's lines."""
+    def next_with(self, line, within_s=30):
+        """Messages until one carries `line`; that message's lines.  Fails after
+        within_s even while other messages (WATCHDOG=1) keep coming."""
+        deadline = time.monotonic() + within_s
         while True:
-            message = self.messages.get(timeout=30)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {line!r} within {within_s} s; heard "
+                                     f"{self.seen[-5:]}")
+            message = self.messages.get(timeout=left)
             self.seen.append(message)
             if line in message:
                 return message
@@ -84,10 +91,13 @@ def stop(proc):
         proc.wait(10)
 
 
-def test_the_daemon_speaks_sd_notify_and_answers_status_and_reload(tmp_path, sim):
+# One process and split (the supervisor speaks for its children, and the admin
+# endpoint's reload reaches it from the dispatcher).
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_daemon_speaks_sd_notify_and_answers_status_and_reload(tmp_path, sim, workers):
     short = tempfile.mkdtemp(prefix="pn-")          # AF_UNIX paths are short (108 bytes)
     listener = Listener(os.path.join(short, "notify"))
-    config, http_port = write_config(tmp_path, sim.smpp_port)
+    config, http_port = write_config(tmp_path, sim.smpp_port, workers=workers)
     import yaml
     metrics_port = int(yaml.safe_load(config.read_text())["metrics"]["listen"].rsplit(":")[1])
     proc = start(config, {"NOTIFY_SOCKET": os.path.join(short, "notify"),

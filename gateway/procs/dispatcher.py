@@ -110,6 +110,10 @@ class DispatcherProcess(GatewayService):
         self.http_factory = None
         return super().stopService()
 
+    def daemon_pid(self):
+        # The supervisor: systemd's main pid, which forwards a signal to every process.
+        return os.getppid()
+
     def reload_for_admin(self):
         """The admin endpoint's reload: here, then (when it took) every HTTP worker,
         through the supervisor (SIGUSR1: forward SIGHUP to the workers)."""

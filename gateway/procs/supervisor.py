@@ -328,6 +328,11 @@ class Supervisor(Service):
         return True
 
     def reload_workers(self):
+        """SIGUSR1: the dispatcher reloaded for the admin endpoint (`payam-gateway
+        reload`); the workers follow, and systemd hears RELOADING=1 … READY=1 around
+        it, as from one process (only this process may speak to NOTIFY_SOCKET)."""
+        self.notifier.reloading()
         for (role, _), child in list(self.children.items()):
             if role == "http":
                 self._signal(child, signal.SIGHUP)
+        self.notifier.ready()
