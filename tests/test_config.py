@@ -762,11 +762,11 @@ def test_http_max_connections_defaults_and_is_checked(tmp_path):
                         "http.max_connections")
 
 
-def test_http_workers_defaults_to_one_process_and_is_checked(tmp_path):
+def test_http_workers_defaults_to_auto_and_is_checked(tmp_path):
     from gateway.procs.supervisor import workers_for
     config = load_gateway_config(make_config(tmp_path))
-    assert config.http_workers == 0
-    assert workers_for("auto", cpus=2) == 1 and workers_for("auto", cpus=1) == 1
+    assert config.http_workers == "auto"
+    assert workers_for("auto", cpus=2) == 1 and workers_for("auto", cpus=1) == 0
     assert workers_for("auto", cpus=8) == 7
     for text, value in (("0", 0), ("3", 3), ("auto", "auto")):
         gateway = GATEWAY.replace('http: {listen: "127.0.0.1:8080"}',

@@ -58,7 +58,7 @@ def load_gateway_config(path):
         routing=routing,
         retention=settings["retention"],
         http_max_connections=settings["http_max_connections"],
-        http_workers=settings.get("http_workers", 0),
+        http_workers=settings.get("http_workers", "auto"),
         authenticity=settings["authenticity"],
         admin_listen=settings["admin_listen"],
         ussd_menus=menus,

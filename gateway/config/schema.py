@@ -156,8 +156,8 @@ class GatewayConfig:
     routing: Routing
     retention: Retention = Retention()
     http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
-    http_workers: int | str = 0          # HTTP worker processes; 0: one process (the
-                                         # faster here, measured); "auto": CPUs - 1
+    http_workers: int | str = "auto"     # HTTP worker processes: "auto" (CPUs - 1; one
+                                         # process on one CPU), or N; 0: one process
     authenticity: Authenticity = Authenticity()
     admin_listen: tuple[str, int] | None = DEFAULT_ADMIN_LISTEN   # status and reload
     ussd_menus: tuple = ()               # UssdMenu per agency file under ussd_menus_path

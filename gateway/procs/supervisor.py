@@ -48,11 +48,11 @@ LASTING_EXITS = (65, 75)     # cli.EXIT_STORE, cli.EXIT_LOCKED: said once, not r
 
 
 def workers_for(setting, cpus=None):
-    """`http.workers`: a number, or "auto": one per CPU but the dispatcher's, at least
-    one."""
+    """`http.workers`: a number, or "auto": one per CPU but the dispatcher's; on a
+    single CPU none (one process: a split there only adds its hand-offs)."""
     if setting == "auto":
         cpus = cpus or os.cpu_count() or 1
-        return max(1, cpus - 1)
+        return cpus - 1
     return int(setting)
 
 
