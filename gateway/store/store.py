@@ -314,7 +314,7 @@ class Store:
         daemon's dispatcher, whose writer commits for every process, sets its own)."""
         self._commit_interval = seconds
         if self._writer is not None:
-            self._writer._commit_interval = seconds     # read by its thread per commit
+            self._writer.commit_every(seconds)
 
     def after_each_commit(self, hook):
         """hook(results) runs on the open store's writer thread after each commit and

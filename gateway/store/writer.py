@@ -73,6 +73,11 @@ class Writer:
     def start(self):
         self._thread.start()
 
+    def commit_every(self, seconds):
+        """The least time between the starts of two commits from the next one on (the
+        thread reads it before each commit; a float's assignment is atomic)."""
+        self._commit_interval = seconds
+
     def alive(self):
         return self._thread.is_alive() and not self._stopping
 
