@@ -954,3 +954,12 @@ def test_receipts_not_stored_are_answered_with_a_temporary_error(clock):
     failed.errback(RuntimeError("disk full"))
     assert [(p.sequence, p.status) for p in h.sent()] == [
         (20, c.ESME_RX_T_APPN), (21, c.ESME_RX_T_APPN)]
+
+
+def test_a_session_declares_itself_a_push_producer():
+    # The transport pauses and resumes it as one (the bound on what a peer that stops
+    # reading can pile up); a decorator moved off the class once went unnoticed.
+    from twisted.internet.interfaces import IPushProducer
+    from zope.interface.verify import verifyClass
+    from gateway.smpp.esme import ESMEProtocol
+    assert verifyClass(IPushProducer, ESMEProtocol)

@@ -91,7 +91,6 @@ class _Pending:
         self.in_window = in_window
 
 
-@implementer(IPushProducer)
 def _as_is(result):
     return result
 
@@ -102,6 +101,7 @@ def _as_is(result):
 ANSWERED_LATER = type("AnsweredLater", (), {"__repr__": lambda self: "ANSWERED_LATER"})()
 
 
+@implementer(IPushProducer)
 class ESMEProtocol(protocol.Protocol):
     """One bind. Made by ESMEFactory.buildProtocol; see the module docstring.
 
