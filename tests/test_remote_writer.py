@@ -15,7 +15,7 @@ from gateway.model import NewMessage
 from gateway.procs.writer_server import WriterServer
 from gateway.store import Store
 from gateway.store.interface import DuplicateIdempotencyKey, QuotaRefused, TransactionLost
-from gateway.store.remote_writer import RemoteWriter, loads
+from gateway.store.remote_writer import RemoteWriter, loads, prefixed
 from gateway.store.store import REMOTE_ACCEPTS
 
 NAMES = {operation: name for name, operation in REMOTE_ACCEPTS.items()}
@@ -129,7 +129,7 @@ class RemoteAccepts(unittest.TestCase):
         waiting = store.accept([message(store)])
         yield until(lambda: server.links and remote._waiting)
         link, = server.links
-        link.outbox.send(link.frame(pickle.dumps((None, "answers", [1, 2]))))
+        link.outbox.send(prefixed(pickle.dumps((None, "answers", [1, 2]))))
         yield self.assertFailure(waiting, TransactionLost)   # settled: not stored
         yield until(lambda: not remote._waiting)
 

@@ -21,7 +21,8 @@ import os
 from twisted.internet import defer, protocol
 
 from gateway.store.frame_outbox import FrameOutbox
-from gateway.store.remote_writer import ANSWERS, MAX_FRAME, Framed, dumps, encode_result
+from gateway.store.remote_writer import (
+    ANSWERS, MAX_FRAME, Framed, dumps, encode_result, prefixed)
 
 log = logging.getLogger("payam.procs.writer_server")
 
@@ -49,7 +50,7 @@ class _Accepts(Framed):
         except Exception as error:          # an unknown name: a worker of another build
             self._answer(seq, "lost", str(error))
             return
-        if server.early:
+        if server.answering:
             server.early[d] = (self, seq)   # the writer thread answers it after the commit
         self.pending += 1
         self.update_reading()
@@ -76,11 +77,7 @@ class _Accepts(Framed):
 
     def _answer(self, seq, kind, value):
         if not self.gone:
-            self.outbox.send(self.frame(dumps((seq, kind, value))))
-
-    @staticmethod
-    def frame(data):
-        return len(data).to_bytes(4, "big") + data      # Int32StringReceiver's prefix
+            self.outbox.send(prefixed(dumps((seq, kind, value))))
 
     def update_reading(self):
         if self.gone:
@@ -107,9 +104,10 @@ class WriterServer:
         self.on_committed = on_committed
         self.port = None
         self.links = set()
-        # Deferred of an accept → (link, seq), while the writer thread may answer it;
-        # empty (falsy) when the store has no after_each_commit (a test's stand-in).
-        self.early = _Early()
+        # Deferred of an accept → (link, seq), while the writer thread may answer it
+        # (`answering`: not with a store that has no after_each_commit, a test's stand-in).
+        self.early = {}
+        self.answering = False
         self._wake_due = False
 
     def start(self):
@@ -120,7 +118,7 @@ class WriterServer:
         hook = getattr(self.store, "after_each_commit", None)
         if hook is not None:
             hook(self._answer_committed)
-            self.early.on = True
+            self.answering = True
         factory = protocol.Factory()
         factory.protocol = _Accepts
         factory.server = self
@@ -131,7 +129,7 @@ class WriterServer:
         (one frame per worker), and leave the rest, with one result of the counts for
         the reactor's books, to the reactor."""
         early = self.early
-        if not early:
+        if not early:                         # none of this commit's can be the workers'
             return results
         left = []
         answers = {}
@@ -146,7 +144,7 @@ class WriterServer:
         if answers:
             for link, batch in answers.items():
                 for frame in _frames(batch):
-                    link.outbox.send(link.frame(frame))
+                    link.outbox.send(prefixed(frame))
             books = defer.Deferred()
             books.addCallback(self._answered_early)
             left.append((books, True, {link: len(batch) for link, batch in answers.items()}))
@@ -174,8 +172,8 @@ class WriterServer:
         """Stop listening and drop the links (a worker then commits its own accepts,
         and fails those still waiting here: not known to be stored)."""
         hook = getattr(self.store, "after_each_commit", None)
-        if hook is not None and self.early.on:
-            self.early.on = False
+        if hook is not None and self.answering:
+            self.answering = False
             try:
                 hook(None)
             except Exception:                 # the store closed first: no writer left
@@ -186,15 +184,6 @@ class WriterServer:
             port, self.port = self.port, None
             return port.stopListening()
         return None
-
-
-class _Early(dict):
-    """A dict that is true only while the writer thread answers (`on`)."""
-
-    on = False
-
-    def __bool__(self):
-        return self.on
 
 
 def _frames(batch):

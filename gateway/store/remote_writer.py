@@ -64,6 +64,12 @@ def loads(data):
     return _DataOnly(io.BytesIO(data)).load()
 
 
+def prefixed(data):
+    """`data` as it goes on the socket: Int32StringReceiver's 4-byte length first (the
+    FrameOutbox writes bytes, not strings)."""
+    return len(data).to_bytes(4, "big") + data
+
+
 def encode_result(ok, value):
     """The dispatcher's answer for one accept: (kind, plain value)."""
     if ok:
@@ -206,7 +212,7 @@ class RemoteWriter:
         # with it (a frame reached the dispatcher ~1.9 ms after it was made).
         if not self._unsent:
             self.reactor.callLater(0, self._send)
-        self._unsent.append(len(frame).to_bytes(4, "big") + frame)
+        self._unsent.append(prefixed(frame))
         return d
 
     def _send(self):
