@@ -138,11 +138,6 @@ class Outbound:
         if national_ids:
             return self._resolve(agency, submission, sender, recipients, national_ids,
                                  parts, answer)
-        if submission.idempotency_key is None and not getattr(agency, "opt_out", False):
-            # The usual request: no opt-outs to read, no key to look up (two calls less
-            # than through _recipients_known and _go).
-            return self._reserve_and_store(agency, submission, sender, recipients, parts,
-                                           answer)
         return self._recipients_known(agency, submission, sender, recipients, parts,
                                       answer)
 
