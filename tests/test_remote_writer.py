@@ -232,3 +232,51 @@ class RemoteAccepts(unittest.TestCase):
         store, remote = yield self.worker()
         yield store.accept([message(store)])
         assert remote.remote == 1 and self.count() == 1
+
+    # Each end's bytes the other does not read are bounded: past them the dispatcher
+    # stops reading that worker's accepts, and a worker commits its own.
+    @defer.inlineCallbacks
+    def test_a_worker_that_reads_no_answers_is_not_read_until_it_does(self):
+        from gateway.procs import writer_server
+        server = self.serve()
+        store, remote = yield self.worker()
+        yield until(lambda: server.links)
+        link, = server.links
+        remote._link.transport.stopReading()          # the worker reads nothing more
+        # Answers for no waiting accept (the worker ignores them), past the bound.
+        filler = prefixed(pickle.dumps((10 ** 9, "ok", ["x" * 60_000])))
+        while link.outbox.kept <= writer_server.MAX_KEPT:
+            link.outbox.send(filler)
+        waiting = store.accept([message(store)])        # read and committed, then …
+        yield until(lambda: link.paused)                # … the link is read no more
+        assert link.outbox.kept > writer_server.MAX_KEPT
+        remote._link.transport.startReading()           # it reads again: all drains,
+        ids = yield waiting                             # its answer arrives, reading
+        assert len(ids) == 1 and self.count() == 1      # resumes
+        yield until(lambda: not link.paused and link.outbox.kept == 0)
+        more = yield store.accept([message(store)])
+        assert len(more) == 1 and remote.remote == 2
+
+    @defer.inlineCallbacks
+    def test_a_dispatcher_that_reads_nothing_leaves_the_worker_committing_its_own(self):
+        from gateway.store import remote_writer
+        server = self.serve()
+        store, remote = yield self.worker()
+        yield until(lambda: server.links)
+        link, = server.links
+        link.transport.stopReading()                    # the dispatcher reads nothing
+        # Frames the dispatcher does not read pile up on the worker's side, past its
+        # bound (8 MiB; 256 KiB here, to be quick), each one still waiting for its answer.
+        self.patch(remote_writer, "MAX_KEPT", 256 << 10)
+        waiting = []
+        while remote._link.outbox.kept <= remote_writer.MAX_KEPT:
+            waiting.append(store.accept([message(store, parts=200)]))
+            yield task.deferLater(reactor, 0, lambda: None)   # the turn's frames go
+            assert len(waiting) < 5_000, "the worker's outbox never filled"
+        commits = store.commits
+        ids = yield store.accept([message(store)])     # past the bound: committed here
+        assert len(ids) == 1 and store.commits > commits
+        link.transport.startReading()                  # the dispatcher reads again:
+        done = yield defer.gatherResults(waiting)      # every waiting accept answered
+        assert len(done) == len(waiting)
+        assert self.count() == len(waiting) + 1
