@@ -853,11 +853,9 @@ class HTTPChannel(Protocol):
     def _set_timer(self, seconds, what):
         # A deadline checked by the factory's sweep, not a callLater per request: two
         # timer operations per request cost more than the rest of the bookkeeping.
-        factory = self.factory
-        self._deadline = factory.clock.seconds() + seconds
+        self._deadline = self.factory.clock.seconds() + seconds
         self._on_deadline = what
-        if factory._sweep is None:          # twice a request: no call once it runs
-            factory.watch_deadlines()
+        self.factory.watch_deadlines()
 
     def _cancel_timer(self):
         self._deadline = None
