@@ -172,8 +172,11 @@ def main():
         try:
             base = sim.stats()["submits"]
             processes = daemon_processes(daemon)
-            spy = start_profile(args.profile, processes.get("dispatcher", daemon.proc.pid),
-                                args.profile_out, "mt_throughput")
+            # One py-spy per daemon process (the supervisor only waits).
+            spies = [start_profile(args.profile, pid, args.profile_out,
+                                   "mt_throughput" + ("" if len(processes) == 1 else
+                                                      "." + name.replace(" ", "-")))
+                     for name, pid in processes.items() if name != "supervisor"]
             one = processes.get("dispatcher", daemon.proc.pid)
             threads_before = thread_cpu_seconds(one)
             system_before = thread_cpu_seconds(one, "system")
@@ -187,7 +190,8 @@ def main():
             accepted = results.get(202, 0) * args.recipients
             wait_for(lambda: sim.stats()["submits"] - base >= accepted, 120, interval=0.01,
                      what="all submit_sm at the SMSC")
-            finish_profile(spy)
+            for spy in spies:
+                finish_profile(spy)
             submit_elapsed = time.perf_counter() - started
             cpu = {name: cpu_seconds(pid) - cpu_before[name]
                    for name, pid in processes.items()}
