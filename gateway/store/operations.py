@@ -516,9 +516,8 @@ def purge(conn, older_than, idempotency_before, pending_before, audit_before=Non
     table's trigger refuses every other)."""
     ended = {"older": older_than}
     removed = {}
-    for table in ("receipt_keys", "parts"):
-        removed[table] = conn.execute(
-            f"DELETE FROM {table} WHERE message_id IN ({_ENDED_BEFORE})", ended).rowcount
+    removed["parts"] = conn.execute(
+        f"DELETE FROM parts WHERE message_id IN ({_ENDED_BEFORE})", ended).rowcount
     removed["messages"] = conn.execute(
         f"DELETE FROM messages WHERE id IN ({_ENDED_BEFORE})", ended).rowcount
     removed["idempotency"] = conn.execute(
