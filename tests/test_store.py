@@ -517,6 +517,35 @@ def test_purge_removes_finished_messages_and_keeps_the_rest(store, clock, db_pat
     assert ok(clock, store.apply_receipt("mci", "52", "delivered", id_mode="raw")) is True
 
 
+
+def test_purge_finds_ended_messages_of_every_agency_by_when_they_ended(store, clock, db_path):
+    # Migration 22: no index of done_at; the purge reads the messages created before
+    # the cutoff per agency, and still goes by when each ended.
+    agencies = ("health", "police", "tax")
+    early = {agency: message(store, agency=agency) for agency in agencies}
+    ok(clock, store.accept(list(early.values())))
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([submitted(m, 1, f"{n}1") for n, m in enumerate(early.values())]))
+    ok(clock, store.apply_receipt("mci", "01", "delivered", id_mode="raw"))   # health
+    ok(clock, store.apply_receipt("mci", "21", "failed", id_mode="raw"))      # tax
+    clock.advance(10)
+    cutoff = clock.seconds()
+    clock.advance(10)
+    ok(clock, store.apply_receipt("mci", "11", "delivered", id_mode="raw"))   # police, later
+    late = message(store, agency="health")
+    ok(clock, store.accept([late]))
+
+    removed = ok(clock, store.purge(older_than=cutoff))
+
+    assert removed["messages"] == 2 and removed["parts"] == 2
+    assert ok(clock, store.get_message(early["health"].id)) is None
+    assert ok(clock, store.get_message(early["tax"].id)) is None
+    assert ok(clock, store.get_message(early["police"].id))["status"] == "delivered"
+    assert ok(clock, store.get_message(late.id))["status"] == "queued"
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name ="
+                            " 'messages_done'").fetchone()[0] == 0
+
 def test_inbound_and_audit_rows_are_kept(store, clock, db_path):
     inbound_id = ok(clock, store.store_inbound(
         "mci", {"source_addr": "989121234567", "short_message": b"\x00\x01", "esm_class": 0},
