@@ -1091,3 +1091,27 @@ def test_reading_a_stopped_store_for_the_audit_cli_makes_no_wal_or_shm_file(db_p
         assert sorted(p.name for p in db_path.parent.iterdir()) == before
     finally:
         conn.close()
+
+
+def test_migration_23_leaves_no_trigger_testing_states_with_an_in_list(tmp_path):
+    # An IN list of three constants in a trigger is an ephemeral index built per row
+    # the triggering UPDATE changes (schema._FINAL_IN); migration 23 writes them out.
+    import sqlite_utils
+    from gateway.store import schema
+    path = str(tmp_path / "old.db")
+    old = sqlite_utils.Database(path)
+    for number, step in schema.MIGRATIONS:
+        if number < 23:
+            step(old)
+            old["migrations"].insert({"version": number, "applied_at": T0})
+    before = dict(old.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+                              " AND sql LIKE '%IN (''delivered'', ''failed'', ''expired'')%'"))
+    old.close()
+    assert {"part_delivered", "part_ended", "email_fallback_sms_ended"} <= set(before)
+    assert schema.migrate(path) == schema.MIGRATIONS[-1][0]
+    with sqlite3.connect(path) as conn:
+        after = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))
+    assert set(before) <= set(after)
+    for name in before:
+        assert "IN ('delivered', 'failed', 'expired')" not in after[name], after[name]
+        assert "<> 'expired'" in after[name]

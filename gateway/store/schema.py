@@ -8,6 +8,7 @@ a crash between a migration and its version row does no harm.
 
 import logging
 import os
+import re
 import time
 
 import sqlite_utils
@@ -507,6 +508,34 @@ def _v22_no_done_index(db):
     db.execute("DROP INDEX IF EXISTS messages_done")
 
 
+# `x IN ('delivered', 'failed', 'expired')` in a trigger: SQLite codes an IN list of more
+# than two constants as a probe of an ephemeral index that it builds (opens a temporary
+# B-tree, inserts the three values) each time the trigger program runs, i.e. for every
+# row the triggering UPDATE changes; written as comparisons it builds nothing.
+_FINAL_IN = re.compile(r"([\w.]+) (NOT )?IN " + re.escape(FINAL_STATES_SQL))
+
+
+def _final_comparisons(match):
+    column, negated = match.group(1), match.group(2)
+    if negated:
+        return "(" + " AND ".join(f"{column} <> '{state}'" for state in FINAL_STATES) + ")"
+    return "(" + " OR ".join(f"{column} = '{state}'" for state in FINAL_STATES) + ")"
+
+
+def _v23_triggers_without_in_lists(db):
+    # The part triggers (migration 2) and the email fallback's (17, 19, 20) test a
+    # state against the final ones with IN lists: each built its ephemeral index per
+    # part changed (see _FINAL_IN).  The same tests, as comparisons (states are never
+    # NULL).  bench/writer_mix.py (16 messages a commit): SQLite instructions in the
+    # writer's statements (callgrind) 263k -> 233k a message (-11 %).
+    for name, sql in db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+                                " ORDER BY name").fetchall():
+        rewritten = _FINAL_IN.sub(_final_comparisons, sql)
+        if rewritten != sql:
+            db.execute(f"DROP TRIGGER {name}")
+            db.execute(rewritten)
+
+
 # (version, function) in order; never renumber or edit one that has shipped.
 MIGRATIONS = [
     (1, _v1_initial),
@@ -531,6 +560,7 @@ MIGRATIONS = [
     (20, _v20_fallback_flag),
     (21, _v21_receipt_keys_on_parts),
     (22, _v22_no_done_index),
+    (23, _v23_triggers_without_in_lists),
 ]
 
 
