@@ -4,7 +4,7 @@ no longer needs leaves it.
 A part still waiting for its receipt RECEIPT_GRACE_S after its validity ended becomes
 'expired', and so does a part still queued when its validity ended (its route never
 bound: the dispatcher, which expires what it claims, never saw it).  Each kind of record is kept for its `retention:` days (gateway.yaml, see
-gateway.config.schema.Retention): ended messages (with their parts and receipt keys)
+gateway.config.schema.Retention): ended messages (with their parts)
 for status queries, audit rows, unmatched receipts, raw inbound PDUs, inbox messages;
 sent texts' fingerprints for the 4040 check's `authenticity.retention_days`;
 idempotency keys for 24 h (Store.purge).  Without this the tables would only grow.

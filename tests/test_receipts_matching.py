@@ -498,3 +498,62 @@ def test_receipts_pending_at_the_upgrade_are_matched_under_the_operators_base(
         assert status(store, m) == "delivered"
     finally:
         clock.wait(store.close())
+
+
+def test_migration_21_files_parts_on_their_own_row_and_keeps_every_match(db_path, clock):
+    # Before migration 21 a submitted part was filed in receipt_keys as well; parts
+    # from before migration 2 were filed there only (no receipt_key), some under
+    # several readings of their id.  After it, the part's own row is its filing.
+    import sqlite_utils
+    from gateway.store import schema
+    old = sqlite_utils.Database(db_path)
+    old.execute("PRAGMA journal_mode=WAL")
+    for number, step in schema.MIGRATIONS:
+        if number < 21:
+            step(old)
+            old["migrations"].insert({"version": number, "applied_at": T0})
+    for n in (1, 2, 3):
+        old.execute("INSERT INTO messages (id, agency, sender, recipient, text, priority,"
+                    " validity_s, receipt, data_coding, esm_class, parts, status,"
+                    " created_at) VALUES (?, 'tax', '40401234', '989121234567', 's', 0,"
+                    " 86400, 1, 0, 0, 1, 'queued', ?)", (f"m{n}", T0))
+        old.execute("INSERT INTO parts (message_id, seq, priority, payload, not_before,"
+                    " state, owner) VALUES (?, 1, 0, x'73', ?, 'sending', 'o')",
+                    (f"m{n}", T0))
+    # m1 submitted by migration 20's trigger (filed in both places).
+    old.execute("UPDATE parts SET state = 'submitted', operator = 'mci', smsc_id = '0a1',"
+                " receipt_key = 'A1', changed_at = ? WHERE message_id = 'm1'", (T0,))
+    # m2, m3 as parts submitted before migration 2: keys in receipt_keys only.
+    for message_id, smsc_id, keys in (("m2", "77", ("4D", "77")), ("m3", "b2", ("B2",))):
+        old.execute("UPDATE parts SET state = 'submitted', smsc_id = ?, changed_at = ?"
+                    " WHERE message_id = ?", (smsc_id, T0, message_id))
+        old.execute("UPDATE parts SET receipt_key = NULL, operator = NULL"
+                    " WHERE message_id = ?", (message_id,))
+        old.execute("DELETE FROM receipt_keys WHERE message_id = ?", (message_id,))
+        for key in keys:
+            old.execute("INSERT INTO receipt_keys (key, operator, message_id, seq)"
+                        " VALUES (?, 'mci', ?, 1)", (key, message_id))
+    assert old.execute("SELECT count(*) FROM receipt_keys").fetchone()[0] == 4
+    old.conn.commit()
+    old.close()
+
+    store = Store(db_path, clock, commit_interval=0.0)
+    store.open()
+    try:
+        with sqlite3.connect(db_path) as conn:
+            assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name ="
+                                " 'receipt_keys'").fetchone()[0] == 0
+            assert conn.execute("SELECT message_id, receipt_key, operator FROM parts"
+                                " ORDER BY message_id").fetchall() == [
+                ("m1", "A1", "mci"), ("m2", "77", "mci"), ("m3", "B2", "mci")]
+        assert receipt(store, clock, "irancell", "A1") is False       # own operator only
+        for message_id, key in (("m1", "A1"), ("m2", "77"), ("m3", "B2")):
+            assert receipt(store, clock, "mci", key) is True
+            assert ok(clock, store.get_message(message_id))["status"] == "delivered"
+        # A part submitted after the migration is filed by the same UPDATE.
+        fresh, = accepted(store, clock)
+        submitted(store, clock, fresh, "c3")
+        assert receipt(store, clock, "mci", "C3") is True
+        assert ok(clock, store.get_message(fresh.id))["status"] == "delivered"
+    finally:
+        clock.wait(store.close())

@@ -512,11 +512,39 @@ def test_purge_removes_finished_messages_and_keeps_the_rest(store, clock, db_pat
     removed = ok(clock, store.purge(older_than=clock.seconds()))
 
     assert removed["messages"] == 1 and removed["parts"] == 1
-    assert removed["receipt_keys"] == 1
     assert ok(clock, store.get_message(done.id)) is None
     assert ok(clock, store.get_message(waiting.id))["status"] == "submitted"
     assert ok(clock, store.apply_receipt("mci", "52", "delivered", id_mode="raw")) is True
 
+
+
+def test_purge_finds_ended_messages_of_every_agency_by_when_they_ended(store, clock, db_path):
+    # Migration 22: no index of done_at; the purge reads the messages created before
+    # the cutoff per agency, and still goes by when each ended.
+    agencies = ("health", "police", "tax")
+    early = {agency: message(store, agency=agency) for agency in agencies}
+    ok(clock, store.accept(list(early.values())))
+    ok(clock, store.claim(10, T0))
+    ok(clock, store.record([submitted(m, 1, f"{n}1") for n, m in enumerate(early.values())]))
+    ok(clock, store.apply_receipt("mci", "01", "delivered", id_mode="raw"))   # health
+    ok(clock, store.apply_receipt("mci", "21", "failed", id_mode="raw"))      # tax
+    clock.advance(10)
+    cutoff = clock.seconds()
+    clock.advance(10)
+    ok(clock, store.apply_receipt("mci", "11", "delivered", id_mode="raw"))   # police, later
+    late = message(store, agency="health")
+    ok(clock, store.accept([late]))
+
+    removed = ok(clock, store.purge(older_than=cutoff))
+
+    assert removed["messages"] == 2 and removed["parts"] == 2
+    assert ok(clock, store.get_message(early["health"].id)) is None
+    assert ok(clock, store.get_message(early["tax"].id)) is None
+    assert ok(clock, store.get_message(early["police"].id))["status"] == "delivered"
+    assert ok(clock, store.get_message(late.id))["status"] == "queued"
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name ="
+                            " 'messages_done'").fetchone()[0] == 0
 
 def test_inbound_and_audit_rows_are_kept(store, clock, db_path):
     inbound_id = ok(clock, store.store_inbound(
@@ -1063,3 +1091,27 @@ def test_reading_a_stopped_store_for_the_audit_cli_makes_no_wal_or_shm_file(db_p
         assert sorted(p.name for p in db_path.parent.iterdir()) == before
     finally:
         conn.close()
+
+
+def test_migration_23_leaves_no_trigger_testing_states_with_an_in_list(tmp_path):
+    # An IN list of three constants in a trigger is an ephemeral index built per row
+    # the triggering UPDATE changes (schema._FINAL_IN); migration 23 writes them out.
+    import sqlite_utils
+    from gateway.store import schema
+    path = str(tmp_path / "old.db")
+    old = sqlite_utils.Database(path)
+    for number, step in schema.MIGRATIONS:
+        if number < 23:
+            step(old)
+            old["migrations"].insert({"version": number, "applied_at": T0})
+    before = dict(old.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+                              " AND sql LIKE '%IN (''delivered'', ''failed'', ''expired'')%'"))
+    old.close()
+    assert {"part_delivered", "part_ended", "email_fallback_sms_ended"} <= set(before)
+    assert schema.migrate(path) == schema.MIGRATIONS[-1][0]
+    with sqlite3.connect(path) as conn:
+        after = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))
+    assert set(before) <= set(after)
+    for name in before:
+        assert "IN ('delivered', 'failed', 'expired')" not in after[name], after[name]
+        assert "<> 'expired'" in after[name]

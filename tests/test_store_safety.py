@@ -111,7 +111,7 @@ def test_every_commit_is_on_disk_before_it_is_answered_synchronous_full_in_wal(t
 
 DAY_S = 86400.0
 HOUR_S = 3600.0
-TABLES = ("messages", "parts", "receipt_keys", "pending_receipts", "idempotency",
+TABLES = ("messages", "parts", "pending_receipts", "idempotency",
           "inbound", "audit", "inbox", "sent_fingerprints")
 
 

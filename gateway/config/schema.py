@@ -77,7 +77,7 @@ class Routing:
 @dataclass(frozen=True)
 class Retention:
     """Days each kind of record is kept before housekeeping purges it."""
-    messages: float = 30.0       # ended messages, with their parts and receipt keys
+    messages: float = 30.0       # ended messages, with their parts
     audit: float = 365.0         # audit rows (refused senders, ...)
     receipts: float = 3.0        # receipts that matched no part (yet)
     inbound: float = 30.0        # raw inbound PDUs as received

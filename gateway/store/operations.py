@@ -496,9 +496,18 @@ def _warn_unapplied(conn, outcomes, changed):
 # -- housekeeping --------------------------------------------------------------------
 
 # Messages that ended: a final status, or 'submitted' when no receipt was asked for.
+# A message ends after it is created: one that ended before :older was created before
+# it, and is found per agency in messages_agency_created (its agencies one seek each,
+# the recursive `agencies`), no index of done_at kept for this (schema migration 22).
+# Each round reads there the messages created before :older that have not ended yet
+# too: a message ends by validity + a day (housekeeping's expiries).
 _ENDED_BEFORE = (
-    "SELECT id FROM messages WHERE done_at < :older"
-    f" AND status IN {schema.FINAL_STATES_SQL}"
+    "WITH RECURSIVE agencies (agency) AS (SELECT min(agency) FROM messages"
+    "  UNION ALL SELECT (SELECT min(agency) FROM messages WHERE agency > a.agency)"
+    "  FROM agencies a WHERE a.agency IS NOT NULL)"
+    " SELECT m.id FROM agencies a JOIN messages m ON m.agency = a.agency"
+    " AND m.created_at < :older WHERE m.done_at < :older"
+    f" AND m.status IN {schema.FINAL_STATES_SQL}"
     " UNION ALL SELECT id FROM messages WHERE status = 'submitted' AND receipt = 0"
     " AND created_at < :older AND submitted_at < :older")
 
@@ -516,9 +525,8 @@ def purge(conn, older_than, idempotency_before, pending_before, audit_before=Non
     table's trigger refuses every other)."""
     ended = {"older": older_than}
     removed = {}
-    for table in ("receipt_keys", "parts"):
-        removed[table] = conn.execute(
-            f"DELETE FROM {table} WHERE message_id IN ({_ENDED_BEFORE})", ended).rowcount
+    removed["parts"] = conn.execute(
+        f"DELETE FROM parts WHERE message_id IN ({_ENDED_BEFORE})", ended).rowcount
     removed["messages"] = conn.execute(
         f"DELETE FROM messages WHERE id IN ({_ENDED_BEFORE})", ended).rowcount
     removed["idempotency"] = conn.execute(

@@ -144,8 +144,8 @@ _CANDIDATES_SQL = (
     "SELECT json_group_array(json_array(j.n, p.message_id, p.seq, p.state,"
     " COALESCE(p.changed_at, m.created_at), p.rowid))"
     f" FROM {_values(('n', 'key', 'operator', 'at'))} AS j"
-    " JOIN receipt_keys rk ON rk.key = j.key AND rk.operator = j.operator"
-    " JOIN parts p ON p.message_id = rk.message_id AND p.seq = rk.seq"
+    # parts_receipt_key (schema migration 21): the parts filed under the key.
+    " JOIN parts p ON p.receipt_key = j.key AND p.operator = j.operator"
     " JOIN messages m ON m.id = p.message_id"
     " WHERE j.at <= m.created_at + m.validity_s + ?"
     # changed_at of a 'submitted' part: its submit outcome.

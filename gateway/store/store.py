@@ -550,7 +550,7 @@ class Store:
     def purge(self, older_than, *, audit_before=None, receipts_before=None,
               inbound_before=None, inbox_before=None, fingerprints_before=None,
               ussd_before=None):
-        """Delete messages that ended before `older_than` (with parts and receipt keys),
+        """Delete messages that ended before `older_than` (with their parts),
         idempotency keys past 24 h, unmatched receipts received before
         `receipts_before` (default: 3 days ago), and audit, raw inbound, inbox and sent
         fingerprint rows from before their cutoff (None: kept).  A message sent without receipts ends
