@@ -95,8 +95,9 @@ def dispatcher_answers(sent):
     offset = 0
     while offset < len(data):
         length = int.from_bytes(data[offset:offset + 4], "big")
-        seq, _name, item = remote_writer.loads(data[offset + 4:offset + 4 + length])
-        answers.append((seq, *remote_writer.encode_result(True, item[2])))
+        _, _, accepts = remote_writer.loads(data[offset + 4:offset + 4 + length])
+        answers.extend((seq, *remote_writer.encode_result(True, item[2]))
+                       for seq, _name, item in accepts)
         offset += 4 + length
     return remote_writer.prefixed(remote_writer.dumps((None, remote_writer.ANSWERS,
                                                        answers)))
