@@ -73,10 +73,12 @@ async def load(port, messages, clients, text, per_request):
     return time.perf_counter() - started, results
 
 
-def cpu_seconds(pid):
-    """User + system CPU time a process has used so far."""
+def cpu_seconds(pid, part=None):
+    """User + system CPU time a process has used so far; part "system": the kernel's
+    share only."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[12]) if part == "system" else int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu_seconds(pid, part=None):
@@ -184,6 +186,8 @@ def main():
             cpu_before = {"simulator": cpu_seconds(sim.proc.pid),
                           "load client": cpu_seconds(os.getpid()),
                           **{name: cpu_seconds(pid) for name, pid in processes.items()}}
+            kernel_before = {name: cpu_seconds(pid, "system")
+                             for name, pid in processes.items()}
             started = time.perf_counter()
             elapsed, results = asyncio.run(load(http_port, args.messages, args.clients, text,
                                                  args.recipients))
@@ -195,6 +199,8 @@ def main():
             submit_elapsed = time.perf_counter() - started
             cpu = {name: cpu_seconds(pid) - cpu_before[name]
                    for name, pid in processes.items()}
+            kernel = {name: cpu_seconds(pid, "system") - kernel_before[name]
+                      for name, pid in processes.items()}
             cpu["daemon (all processes)"] = sum(cpu.values())
             cpu["simulator"] = cpu_seconds(sim.proc.pid) - cpu_before["simulator"]
             cpu["load client"] = cpu_seconds(os.getpid()) - cpu_before["load client"]
@@ -220,7 +226,9 @@ def main():
     print(f"receipts sent by the simulator:  {receipts}")
     print("CPU seconds during the run, per process:")
     for name, seconds in cpu.items():
-        print(f"  {name:24s} {seconds:6.2f} s  {seconds * 1e6 / max(accepted, 1):5.0f} µs/msg")
+        print(f"  {name:24s} {seconds:6.2f} s  {seconds * 1e6 / max(accepted, 1):5.0f} µs/msg"
+              + (f" ({kernel[name] * 1e6 / max(accepted, 1):.0f} in the kernel)"
+                 if name in kernel else ""))
     print("dispatcher's (or the one process's) threads' CPU seconds (whole life): "
           + ", ".join(f"{name} {seconds:.2f}" for name, seconds in threads.items()))
     print("  its threads during the run: " + ", ".join(

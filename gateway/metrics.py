@@ -1,8 +1,17 @@
 """Prometheus metrics shared by every layer; names are the operators' dashboard contract."""
 
+import os
 from functools import lru_cache
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, values
+
+if getattr(values.ValueClass, "_multiprocess", False):
+    # A split daemon's process (PROMETHEUS_MULTIPROC_DIR, gateway/procs) is started by
+    # exec and never forks after this import, so its pid is read once here: the
+    # library's default asks the kernel (getpid) on every inc and observe, to notice a
+    # fork (~0.3 µs each, five per accepted request: 6.4 → 5.1 µs, measured).
+    _PID = os.getpid()
+    values.ValueClass = values.MultiProcessValue(process_identifier=lambda: _PID)
 
 
 @lru_cache(maxsize=4096)

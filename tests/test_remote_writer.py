@@ -57,6 +57,16 @@ class _CommitsThenDies:
         return d
 
 
+def _frames(data):
+    """The frames in `data` (bytes as written on the link), read."""
+    frames = []
+    while data:
+        length = int.from_bytes(data[:4], "big")
+        frames.append(loads(data[4:4 + length]))
+        data = data[4 + length:]
+    return frames
+
+
 class RemoteAccepts(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="payam-remote-")
@@ -121,6 +131,29 @@ class RemoteAccepts(unittest.TestCase):
         assert len(server.early) == 0
         yield until(lambda: self.woken and all(link.pending == 0
                                                for link in server.links))
+
+    @defer.inlineCallbacks
+    def test_a_turns_accepts_go_in_one_frame_closed_at_turn_messages(self):
+        from gateway.store import remote_writer
+        self.serve()
+        store, remote = yield self.worker()
+        sent = []
+        link = remote._link
+        send = link.outbox.send
+        link.outbox.send = lambda data: (sent.append(data), send(data))
+        turn = [store.accept([message(store)]) for _ in range(5)]   # one reactor turn
+        ids = yield defer.gatherResults(turn)
+        assert len(ids) == 5 and remote.remote == 5 and self.count() == 5
+        frames = _frames(b"".join(sent))
+        assert [(seq, kind, len(accepts)) for seq, kind, accepts in frames] == \
+            [(None, remote_writer.ACCEPTS, 5)]
+        # A frame is closed once it holds TURN_MESSAGES messages; the next one goes on.
+        self.patch(remote_writer, "TURN_MESSAGES", 3)
+        del sent[:]
+        turn = [store.accept([message(store), message(store)]) for _ in range(3)]
+        yield defer.gatherResults(turn)
+        assert [len(accepts) for _, _, accepts in _frames(b"".join(sent))] == [2, 1]
+        assert remote.remote == 8 and self.count() == 11
 
     @defer.inlineCallbacks
     def test_an_unreadable_frame_of_answers_closes_the_workers_link(self):
@@ -221,7 +254,9 @@ class RemoteAccepts(unittest.TestCase):
         self.patch(remote_writer.Framed, "MAX_LENGTH", 1000)
         server = self.serve()
         bad = [b"\x80\x05not a pickle", pickle.dumps(os.system), pickle.dumps((1, 2)),
-               pickle.dumps([1, 2, 3, 4]), b"x" * 1001]
+               pickle.dumps([1, 2, 3, 4]), b"x" * 1001,
+               pickle.dumps((1, "accept", ([], [], [], None, 0.0, []))),   # not a list
+               pickle.dumps((None, "accepts", [(1, 2)]))]
         for payload in bad:
             peer = yield ClientCreator(reactor, Protocol).connectUNIX(self.sock)
             closed = defer.Deferred()

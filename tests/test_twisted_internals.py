@@ -56,3 +56,57 @@ def _turn():
     d = defer.Deferred()
     reactor.callLater(0.01, d.callback, None)
     return d
+
+
+class _Reader:
+    """A read descriptor for a bare EPollReactor: counts its reads, or fails them."""
+
+    def __init__(self, sock, fail=False):
+        self.sock, self.fail = sock, fail
+        self.reads, self.lost = 0, []
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def logPrefix(self):
+        return "reader"
+
+    def doRead(self):
+        self.sock.recv(100)
+        self.reads += 1
+        if self.fail:
+            raise RuntimeError("a failing read")
+
+    def connectionLost(self, reason):
+        self.lost.append(reason)
+
+
+class PollWithoutLogContext(unittest.TestCase):
+    """gateway/procs/worker.py's doPoll reads the epoll reactor's `_poller`,
+    `_selectables` and `_doReadOrWrite`: if a Twisted release changes them, this fails
+    here, and an event still reads or, failing, is logged and disconnected as before."""
+
+    def test_events_are_handled_as_the_reactor_handles_them(self):
+        from twisted.internet.epollreactor import EPollReactor
+        from gateway.procs.worker import poll_without_log_context
+        poll = EPollReactor()
+        self.addCleanup(poll._poller.close)
+        for name in ("_poller", "_selectables", "_doReadOrWrite"):
+            self.assertTrue(hasattr(poll, name), f"EPollReactor lost {name}")
+        poll_without_log_context(poll)
+        ours, theirs = socket.socketpair()
+        failing, other = socket.socketpair()
+        for s in (ours, theirs, failing, other):
+            self.addCleanup(s.close)
+        reader, bad = _Reader(ours), _Reader(failing, fail=True)
+        poll.addReader(reader)
+        poll.addReader(bad)
+        theirs.send(b"x")
+        other.send(b"y")
+        poll.doIteration(1)
+        self.assertEqual((reader.reads, reader.lost), (1, []))
+        self.assertEqual(bad.reads, 1)
+        self.assertEqual(len(bad.lost), 1)            # disconnected, as Twisted does
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)   # and logged
+        self.assertNotIn(bad, poll.getReaders())
+        poll.removeReader(reader)

@@ -1,8 +1,8 @@
 """The dispatcher process's end of the workers' accepts (store/remote_writer.py).
 
 Listens on `<run dir>/writer.sock` (mode 0600, the run directory is the daemon's own);
-each frame is one grouped accept, handed to this process's Store (accept_named), so the
-dispatcher's writer commits the workers' accepts and its own writes in one group
+each frame holds a worker's reactor turn of grouped accepts, each handed to this
+process's Store (accept_named), so the dispatcher's writer commits the workers' accepts and its own writes in one group
 transaction with one fsync.
 Answers go from the writer thread right after the commit (Store.after_each_commit),
 one frame per commit per worker, through the link's FrameOutbox: no turn of this
@@ -22,7 +22,7 @@ from twisted.internet import defer, protocol
 
 from gateway.store.frame_outbox import FrameOutbox
 from gateway.store.remote_writer import (
-    ANSWERS, MAX_FRAME, Framed, dumps, encode_result, prefixed)
+    ACCEPTS, ANSWERS, MAX_FRAME, Framed, dumps, encode_result, prefixed)
 
 log = logging.getLogger("payam.procs.writer_server")
 
@@ -40,10 +40,21 @@ class _Accepts(Framed):
         self.factory.server.links.add(self)
 
     def stringReceived(self, data):
-        frame = self.read(data, "accept from an HTTP worker")
+        frame = self.read(data, "accepts from an HTTP worker")
         if frame is None:
             return
-        seq, name, item = frame
+        seq, kind, accepts = frame
+        try:
+            if seq is not None or kind != ACCEPTS:
+                raise ValueError(f"a frame of kind {kind!r}")
+            for seq, name, item in accepts:
+                self._accept(seq, name, item)
+        except (TypeError, ValueError) as error:
+            log.error("unreadable accepts from an HTTP worker (%s): closing the link",
+                      error)
+            self.transport.loseConnection()
+
+    def _accept(self, seq, name, item):
         server = self.factory.server
         try:
             d = server.store.accept_named(name, item)

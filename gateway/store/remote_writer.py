@@ -11,13 +11,17 @@ commit (procs/writer_server.py).  The worker's Store answers the accept only the
 
 - Frames: a 4-byte length, then a pickle of plain data (tuples, lists, str, bytes,
   numbers, None).  The reading side refuses any class (`loads`): a frame can carry no
-  code.  Request (seq, name, item); answer (seq, kind, value), or (None, ANSWERS,
+  code.  Requests (None, ACCEPTS, [(seq, name, item), ...]): a reactor turn's accepts
+  in one frame (one pickle and one read per turn, not per accept: ~0.7 µs less an
+  accept here, measured, and less at the dispatcher), a frame closed once it holds
+  TURN_MESSAGES messages; answers (seq, kind, value), or (None, ANSWERS,
   [answer, ...]): every answer of one commit to this worker in one frame.
 - Bounded: at most MAX_IN_FLIGHT accepts wait per worker (the rest, like every accept
   while the dispatcher is away, are committed by the worker's own writer, as before:
   slower, never wrong: quota and idempotency are counted in the store either way),
-  and so is an accept whose frame would pass MAX_FRAME bytes.  A stopping worker
-  waits (STOP_WAIT_S at most) for the answers due before it disconnects.
+  and so are the accepts of a frame that would pass MAX_FRAME bytes (an accept of
+  TURN_MESSAGES messages or more has a frame of its own).  A stopping worker waits
+  (STOP_WAIT_S at most) for the answers due before it disconnects.
 - The dispatcher going away (it died: its socket closes once all its threads are
   gone, so what it committed is final) settles each accept waiting on it from the
   store: its messages stored → answered as committed (the agency's 202 is true and it
@@ -46,6 +50,9 @@ MAX_FRAME = 32 << 20      # one accept of 1,000 long messages is ~2 MiB
 RECONNECT_S = 0.5
 STOP_WAIT_S = 5.0         # a stopping worker waits this long for answers due
 ANSWERS = "answers"       # the kind of a frame of many answers
+ACCEPTS = "accepts"       # the kind of a frame of many accepts
+TURN_MESSAGES = 100       # messages in one frame of accepts, before it is closed (one
+                          # message's row is a few KiB at most: far below MAX_FRAME)
 MAX_KEPT = 8 << 20        # bytes the dispatcher has not read: the rest commit here
 
 
@@ -152,6 +159,10 @@ class RemoteWriter:
         self._connecting = None
         self._retry = None
         self._unsent = []                  # this reactor turn's frames, sent at its end
+        self._turn = []                    # its accepts not yet in a frame:
+        self._turn_messages = 0            # (seq, name, item, operation), and their messages
+        self.here = None                   # here(operation, item) → Deferred: this
+                                           # process's own writer (Store.hand_accepts_to)
         self._factory = protocol.ClientFactory()
         self._factory.protocol = _Link
         self._factory.owner = self
@@ -200,22 +211,41 @@ class RemoteWriter:
         name = self.names.get(operation)
         if name is None:
             return None
-        frame = dumps((self._seq + 1, name, item))
-        if len(frame) > MAX_FRAME:
-            return None
         self._seq += 1
         d = defer.Deferred()
-        self._waiting[self._seq] = (d, item[2])     # insert_messages' item: ids third
+        ids = item[2]                               # insert_messages' item: ids third
+        self._waiting[self._seq] = (d, ids)
         # Written at the end of this reactor turn (its delayed calls run before the
         # next poll), in one write: Twisted's transport wrote only once the next poll
         # said the socket was writable, after the HTTP requests that poll returned
         # with it (a frame reached the dispatcher ~1.9 ms after it was made).
-        if not self._unsent:
+        if not self._unsent and not self._turn:
             self.reactor.callLater(0, self._send)
-        self._unsent.append(prefixed(frame))
+        self._turn.append((self._seq, name, item, operation))
+        self._turn_messages += len(ids)
+        if self._turn_messages >= TURN_MESSAGES:
+            self._frame()
         return d
 
+    def _frame(self):
+        """This turn's accepts so far, in one frame; those of a frame that would pass
+        MAX_FRAME are committed here instead."""
+        turn, self._turn, self._turn_messages = self._turn, [], 0
+        frame = dumps((None, ACCEPTS, [(seq, name, item) for seq, name, item, _ in turn]))
+        if len(frame) <= MAX_FRAME:
+            self._unsent.append(prefixed(frame))
+            return
+        for seq, _, item, operation in turn:
+            d, _ = self._waiting.pop(seq)
+            if self.here is None:
+                d.errback(TransactionLost("the accept is too large for the dispatcher's "
+                                          "link and nothing commits here"))
+            else:
+                self.here(operation, item).chainDeferred(d)
+
     def _send(self):
+        if self._turn:
+            self._frame()
         unsent, self._unsent = self._unsent, []
         if unsent and self._link is not None:
             self._link.outbox.send(b"".join(unsent))
@@ -252,6 +282,7 @@ class RemoteWriter:
         if self._link is link:
             self._link = None
             self._unsent = []              # waiting: settled below, from the store
+            self._turn, self._turn_messages = [], 0
         waiting, self._waiting = self._waiting, {}
         if waiting:
             self._settle(list(waiting.values()))

@@ -308,6 +308,14 @@ class Store:
         """Grouped accepts go to `remote.submit(operation, item)` (a Deferred of the
         result once committed elsewhere, or None: this writer's after all)."""
         self._accepts_to = remote
+        remote.here = self._grouped_here
+
+    def _grouped_here(self, operation, item):
+        """A grouped write by this process's own writer (an accept the remote end could
+        not take after all)."""
+        if self._writer is None:
+            return defer.fail(StoreClosed("the store is not open"))
+        return self._writer.submit_grouped(operation, item)
 
     def commit_every(self, seconds):
         """The least time between the starts of two commits from now on (the split
