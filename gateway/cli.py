@@ -100,7 +100,9 @@ def logging_for_the_reactor(level, fmt="auto"):
     and once more at exit (run the reactor inside it)."""
     from twisted.internet import reactor
     from gateway.logsetup import flush_periodically
+    from gateway.reactor_events import poll_without_log_context
     repeats = setup_logging(level, fmt)
+    poll_without_log_context(reactor)
     flushing = flush_periodically(repeats, reactor)
     try:
         yield reactor
