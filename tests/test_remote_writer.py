@@ -67,6 +67,16 @@ def _frames(data):
     return frames
 
 
+class _Holding:
+    """A dispatcher's store that commits nothing until told: the answers wait."""
+
+    def __init__(self):
+        self.answers = []
+
+    def accept_named(self, name, item, answer):
+        self.answers.append((answer, item[2]))
+
+
 class RemoteAccepts(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="payam-remote-")
@@ -266,6 +276,28 @@ class RemoteAccepts(unittest.TestCase):
         store, remote = yield self.worker()
         yield store.accept([message(store)])
         assert remote.remote == 1 and self.count() == 1
+
+    @defer.inlineCallbacks
+    def test_frames_read_before_a_pause_are_taken_when_reading_resumes(self):
+        """Frames already read when a link pauses (MAX_PENDING) wait in the protocol's
+        buffer; once it resumes they are taken without the worker sending more."""
+        from gateway.procs import writer_server
+        from gateway.store.remote_writer import ACCEPTS, dumps
+        self.patch(writer_server, "MAX_PENDING", 2)
+        holding = _Holding()
+        server = self.serve(holding)
+        store, remote = yield self.worker()
+        yield until(lambda: server.links)
+        link, = server.links
+        frames = [prefixed(dumps((None, ACCEPTS, [(n, "accept", (None, None, [f"m{n}"]))
+                                                  for n in pair])))
+                  for pair in ((1, 2), (3, 4))]
+        link.dataReceived(b"".join(frames))      # two frames in one read
+        assert len(holding.answers) == 2 and link.paused
+        for answer, ids in holding.answers[:2]:
+            answer.callback(ids)                 # committed: the link resumes
+        yield until(lambda: len(holding.answers) == 4)
+        assert link.pending == 2
 
     # Each end's bytes the other does not read are bounded: past them the dispatcher
     # stops reading that worker's accepts, and a worker commits its own.

@@ -89,6 +89,14 @@ class _Accepts(Framed):
         elif self.pending <= MAX_PENDING // 2 and not self.outbox.kept:
             self.paused = False
             self.transport.resumeProducing()
+            # `paused` is also IntNStringReceiver's: frames it had already read when
+            # the link paused wait in its buffer, and would until the worker sent more
+            # bytes.  Read them in a turn of their own (this may run inside a read).
+            self.factory.server.reactor.callLater(0, self._read_buffered)
+
+    def _read_buffered(self):
+        if not self.gone and not self.paused:
+            self.dataReceived(b"")
 
     def connectionLost(self, reason):
         self.gone = True
