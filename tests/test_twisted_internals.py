@@ -82,13 +82,13 @@ class _Reader:
 
 
 class PollWithoutLogContext(unittest.TestCase):
-    """gateway/procs/worker.py's doPoll reads the epoll reactor's `_poller`,
+    """gateway/procs/child.py's doPoll (both children's) reads the epoll reactor's `_poller`,
     `_selectables` and `_doReadOrWrite`: if a Twisted release changes them, this fails
     here, and an event still reads or, failing, is logged and disconnected as before."""
 
     def test_events_are_handled_as_the_reactor_handles_them(self):
         from twisted.internet.epollreactor import EPollReactor
-        from gateway.procs.worker import poll_without_log_context
+        from gateway.procs.child import poll_without_log_context
         poll = EPollReactor()
         self.addCleanup(poll._poller.close)
         for name in ("_poller", "_selectables", "_doReadOrWrite"):

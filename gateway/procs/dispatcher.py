@@ -17,6 +17,7 @@ from gateway import metrics
 from gateway.listening import listen_tcp
 from gateway.admin.endpoint import AdminAPI
 from gateway.http.server import HTTPFactory
+from gateway.procs.child import poll_without_log_context
 from gateway.procs.health import HealthWriter
 from gateway.procs.wake import WakeReader
 from gateway.procs.writer_server import WriterServer
@@ -50,6 +51,7 @@ class DispatcherProcess(GatewayService):
         self.run_dir = run_dir
         self.wake_fd = wake_fd
         self.health_file = HealthWriter(run_dir, self.health, reactor)
+        poll_without_log_context(reactor)
         self._wake_reader = None
         self._windows = None
         self.writer_server = None

@@ -8,20 +8,18 @@ daily quota is counted in the store in each accept's transaction (exact, whateve
 the number of workers); the rate is split, each worker spending rate_per_s / N.
 """
 
-import errno
 import logging
 import os
 import socket
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.epollreactor import EPollReactor
-from twisted.python import log as twisted_log
 
 from gateway.citizens.http_directory import HttpDirectory
 from gateway.config.load import load_agencies, load_apps, load_directory_file, load_routing
 from gateway.dispatch.routing import OperatorRouter
 from gateway.outbound.broadcast import Broadcasts
+from gateway.procs.child import poll_without_log_context
 from gateway.procs.health import HealthReader
 from gateway.procs.wake import WakeSender
 from gateway.outbound.fallback import EmailFallback
@@ -175,42 +173,6 @@ class HTTPWorker(MultiService):
             self.directory.update(citizens)
         log.info("HTTP worker %d reloaded %d agencies", self.index + 1, len(agencies))
         return True
-
-
-def poll_without_log_context(reactor):
-    """The epoll reactor's doPoll, less its log context per socket event.
-
-    Twisted runs every read and write event inside log.callWithLogger, which copies a
-    context dict to name the selectable as `log_system` of legacy log events: ~2.1 µs an
-    event (measured), one or more per request here, for a field our log observer never
-    shows (gateway.logsetup.TwistedEvents writes the event's text and namespace only).
-    What the event does, and how an exception in it is logged and ends the connection,
-    is _doReadOrWrite's as before. Another reactor (tests) is left as it is."""
-    if not isinstance(reactor, EPollReactor):
-        return
-    poller, selectables = reactor._poller, reactor._selectables
-    event_of = reactor._doReadOrWrite
-
-    def do_poll(timeout):
-        if timeout is None:
-            timeout = -1          # wait indefinitely
-        try:
-            events = poller.poll(timeout, len(selectables))
-        except OSError as error:
-            if error.errno == errno.EINTR:
-                return
-            raise
-        for fd, event in events:
-            selectable = selectables.get(fd)
-            if selectable is None:
-                continue
-            try:
-                event_of(selectable, fd, event)
-            except KeyboardInterrupt:
-                raise
-            except BaseException:
-                twisted_log.err()
-    reactor.doIteration = reactor.doPoll = do_poll
 
 
 def _wait_for_the_store(fd=0):
