@@ -40,8 +40,8 @@ def until(condition, seconds=10.0):
 class _Silent:
     """A dispatcher's store that never commits (it is about to die)."""
 
-    def accept_named(self, name, item):
-        return defer.Deferred()
+    def accept_named(self, name, item, answer):
+        pass                                    # `answer` is never told
 
 
 class _CommitsThenDies:
@@ -51,10 +51,10 @@ class _CommitsThenDies:
         self.real = real
         self.server = None
 
-    def accept_named(self, name, item):
-        d = self.real.accept_named(name, item)
-        d.addCallback(lambda _: (self.server.stop(), defer.Deferred())[1])
-        return d
+    def accept_named(self, name, item, answer):
+        # Committed (answered from the reactor: a Deferred, not the server's `answer`),
+        # then the server stops, and `answer` is never told.
+        self.real.accept_named(name, item).addCallback(lambda _: self.server.stop())
 
 
 def _frames(data):
@@ -65,6 +65,16 @@ def _frames(data):
         frames.append(loads(data[4:4 + length]))
         data = data[4 + length:]
     return frames
+
+
+class _Holding:
+    """A dispatcher's store that commits nothing until told: the answers wait."""
+
+    def __init__(self):
+        self.answers = []
+
+    def accept_named(self, name, item, answer):
+        self.answers.append((answer, item[2]))
 
 
 class RemoteAccepts(unittest.TestCase):
@@ -128,7 +138,6 @@ class RemoteAccepts(unittest.TestCase):
                                          for _ in range(20)])
         assert len(ids) == 20 and remote.remote == 20 and self.count() == 20
         assert len(frames) <= 2, len(frames)
-        assert len(server.early) == 0
         yield until(lambda: self.woken and all(link.pending == 0
                                                for link in server.links))
 
@@ -267,6 +276,28 @@ class RemoteAccepts(unittest.TestCase):
         store, remote = yield self.worker()
         yield store.accept([message(store)])
         assert remote.remote == 1 and self.count() == 1
+
+    @defer.inlineCallbacks
+    def test_frames_read_before_a_pause_are_taken_when_reading_resumes(self):
+        """Frames already read when a link pauses (MAX_PENDING) wait in the protocol's
+        buffer; once it resumes they are taken without the worker sending more."""
+        from gateway.procs import writer_server
+        from gateway.store.remote_writer import ACCEPTS, dumps
+        self.patch(writer_server, "MAX_PENDING", 2)
+        holding = _Holding()
+        server = self.serve(holding)
+        store, remote = yield self.worker()
+        yield until(lambda: server.links)
+        link, = server.links
+        frames = [prefixed(dumps((None, ACCEPTS, [(n, "accept", (None, None, [f"m{n}"]))
+                                                  for n in pair])))
+                  for pair in ((1, 2), (3, 4))]
+        link.dataReceived(b"".join(frames))      # two frames in one read
+        assert len(holding.answers) == 2 and link.paused
+        for answer, ids in holding.answers[:2]:
+            answer.callback(ids)                 # committed: the link resumes
+        yield until(lambda: len(holding.answers) == 4)
+        assert link.pending == 2
 
     # Each end's bytes the other does not read are bounded: past them the dispatcher
     # stops reading that worker's accepts, and a worker commits its own.

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from gateway.model import (
     CLAIM_ORDER, LANE_SHARES, OUTCOME_KINDS, PRIORITY_NAMES, ClaimedPart, NewBroadcast,
@@ -331,10 +332,18 @@ class Store:
             raise StoreClosed("the store is not open")
         self._writer.after_commit = hook
 
-    def accept_named(self, name, item):
+    def accept_named(self, name, item, answer=None):
         """A grouped accept prepared by another process's Store.accept (REMOTE_ACCEPTS),
-        committed by this writer; Deferred of its raw result."""
-        return self._write(REMOTE_ACCEPTS[name], item)
+        committed by this writer; Deferred of its raw result, or `answer` told it
+        (Writer.submit_grouped).  KeyError for a name not in REMOTE_ACCEPTS."""
+        operation = REMOTE_ACCEPTS[name]
+        if self._writer is None:
+            failure = Failure(StoreClosed("the store is not open"))
+            if answer is None:
+                return defer.fail(failure)
+            answer.errback(failure)
+            return answer
+        return self._writer.submit_grouped(operation, item, answer)
 
     def accept(self, messages, idempotency=None, quota=None):
         """Store new messages (all or none); Deferred fires with their ids once durable.

@@ -85,12 +85,19 @@ class Writer:
         """Queue `operation(conn) -> result`; Deferred fires after its commit."""
         return self.submit_grouped(run_each, operation)
 
-    def submit_grouped(self, operation, item):
+    def submit_grouped(self, operation, item, answer=None):
         """Queue `item` for `operation(conn, items) -> [result per item]`, called once
-        per transaction with every item queued for it; Deferred of this item's result."""
+        per transaction with every item queued for it; Deferred of this item's result.
+        `answer`: an object with callback(result) and errback(failure), told on the
+        reactor thread instead of a new Deferred (returned; a refusal is told at once):
+        the writer socket's ~20 accepts a turn each saved a Deferred, its addCallbacks
+        and a dict entry (procs/writer_server.py)."""
         if self._stopping:
+            if answer is not None:
+                answer.errback(Failure(StoreClosed("the store is closed")))
+                return answer
             return defer.fail(StoreClosed("the store is closed"))
-        d = defer.Deferred()
+        d = defer.Deferred() if answer is None else answer
         self._queue.append((operation, item, d))
         # The thread sets _sleeping under _cond and then looks at the queue once more
         # before it waits: either it sees this item, or we see _sleeping and wake it
