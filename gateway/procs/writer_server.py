@@ -2,8 +2,8 @@
 
 Listens on `<run dir>/writer.sock` (mode 0600, the run directory is the daemon's own);
 each frame holds a worker's reactor turn of grouped accepts, each handed to this
-process's Store (accept_named), so the dispatcher's writer commits the workers' accepts and its own writes in one group
-transaction with one fsync.
+process's Store (accept_named), so the dispatcher's writer commits the workers'
+accepts and its own writes in one group transaction with one fsync.
 Answers go from the writer thread right after the commit (Store.after_each_commit),
 one frame per commit per worker, through the link's FrameOutbox: no turn of this
 reactor (busy with the binds) and no Deferred chain, pickle and write per accept
