@@ -23,6 +23,7 @@ ALLOWED = {
     "store": set(),
     "policy": set(),
     "logsetup": set(),
+    "reactor_events": set(),          # the epoll loop without a log context per event
     "dispatch": {"smpp", "store"},
     "inbound": {"smpp", "store", "inbox", "outbound"},
     "inbox": {"store"},
