@@ -311,12 +311,17 @@ class Store:
         self._accepts_to = remote
         remote.here = self._grouped_here
 
-    def _grouped_here(self, operation, item):
-        """A grouped write by this process's own writer (an accept the remote end could
-        not take after all)."""
+    def _grouped_here(self, operation, item, answer=None):
+        """A grouped write by this process's own writer: Deferred of its result, or
+        `answer` told it (Writer.submit_grouped).  An accept the remote end could not
+        take after all, or one another process's Store prepared (accept_named)."""
         if self._writer is None:
-            return defer.fail(StoreClosed("the store is not open"))
-        return self._writer.submit_grouped(operation, item)
+            failure = Failure(StoreClosed("the store is not open"))
+            if answer is None:
+                return defer.fail(failure)
+            answer.errback(failure)
+            return answer
+        return self._writer.submit_grouped(operation, item, answer)
 
     def commit_every(self, seconds):
         """The least time between the starts of two commits from now on (the split
@@ -336,14 +341,7 @@ class Store:
         """A grouped accept prepared by another process's Store.accept (REMOTE_ACCEPTS),
         committed by this writer; Deferred of its raw result, or `answer` told it
         (Writer.submit_grouped).  KeyError for a name not in REMOTE_ACCEPTS."""
-        operation = REMOTE_ACCEPTS[name]
-        if self._writer is None:
-            failure = Failure(StoreClosed("the store is not open"))
-            if answer is None:
-                return defer.fail(failure)
-            answer.errback(failure)
-            return answer
-        return self._writer.submit_grouped(operation, item, answer)
+        return self._grouped_here(REMOTE_ACCEPTS[name], item, answer)
 
     def accept(self, messages, idempotency=None, quota=None):
         """Store new messages (all or none); Deferred fires with their ids once durable.
