@@ -79,11 +79,9 @@ def _v1_initial(db):
 
 FINAL_STATES_SQL = "(" + ", ".join(f"'{state}'" for state in FINAL_STATES) + ")"
 
-# A message's counters and status follow its parts: each part state change updates its
-# message inside the same statement.  The writer can then change a whole batch of parts
-# with one set-based UPDATE (see operations.py) instead of two statements per part.
-_PART_TRIGGERS = {
-    "part_submitted": """
+# part_submitted's head and its message's counts, as every version has them (migration
+# 2 then filed the part in receipt_keys too; 21 leaves that out).
+_PART_SUBMITTED_COUNTED = """
         AFTER UPDATE OF state ON parts
         WHEN new.state = 'submitted' AND old.state IN ('queued', 'sending')
         BEGIN
@@ -93,7 +91,13 @@ _PART_TRIGGERS = {
               THEN new.changed_at ELSE submitted_at END,
             status = CASE WHEN status = 'queued' AND parts_submitted + 1 >= parts
               THEN 'submitted' ELSE status END
-          WHERE id = new.message_id;
+          WHERE id = new.message_id;"""
+
+# A message's counters and status follow its parts: each part state change updates its
+# message inside the same statement.  The writer can then change a whole batch of parts
+# with one set-based UPDATE (see operations.py) instead of two statements per part.
+_PART_TRIGGERS = {
+    "part_submitted": _PART_SUBMITTED_COUNTED + """
           INSERT INTO receipt_keys (key, operator, message_id, seq)
             SELECT new.receipt_key, new.operator, new.message_id, new.seq
             WHERE new.receipt_key IS NOT NULL;
@@ -126,18 +130,9 @@ _PART_TRIGGERS = {
 
 # part_submitted from migration 21 on: the part's receipt_key (set by the same UPDATE)
 # is its filing for receipts, in the index parts_receipt_key.
-_PART_SUBMITTED_V21 = """
-        AFTER UPDATE OF state ON parts
-        WHEN new.state = 'submitted' AND old.state IN ('queued', 'sending')
-        BEGIN
-          UPDATE messages SET parts_submitted = parts_submitted + 1,
-            operator = COALESCE(new.operator, operator),
-            submitted_at = CASE WHEN status = 'queued' AND parts_submitted + 1 >= parts
-              THEN new.changed_at ELSE submitted_at END,
-            status = CASE WHEN status = 'queued' AND parts_submitted + 1 >= parts
-              THEN 'submitted' ELSE status END
-          WHERE id = new.message_id;
+_PART_SUBMITTED_V21 = _PART_SUBMITTED_COUNTED + """
         END"""
+
 
 def _v2_part_triggers(db):
     # changed_at: when the part last changed state; receipt_key: the normalised SMSC id
