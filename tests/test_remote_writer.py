@@ -265,7 +265,12 @@ class RemoteAccepts(unittest.TestCase):
         bad = [b"\x80\x05not a pickle", pickle.dumps(os.system), pickle.dumps((1, 2)),
                pickle.dumps([1, 2, 3, 4]), b"x" * 1001,
                pickle.dumps((1, "accept", ([], [], [], None, 0.0, []))),   # not a list
-               pickle.dumps((None, "accepts", [(1, 2)]))]
+               pickle.dumps((None, "accepts", [(1, 2)])),
+               pickle.dumps((None, "accepts", 5)),                       # not a list
+               # More accepts than a worker puts in one frame (each holds a message).
+               pickle.dumps((None, "accepts", [(n, "accept", None) for n in
+                                               range(remote_writer.TURN_MESSAGES + 1)]))]
+        assert all(len(payload) <= 1000 for payload in bad[-3:])   # refused, not too long
         for payload in bad:
             peer = yield ClientCreator(reactor, Protocol).connectUNIX(self.sock)
             closed = defer.Deferred()

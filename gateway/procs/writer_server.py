@@ -13,7 +13,8 @@ writer thread (a test's stand-in), or once stopping, the reactor answers it.  Th
 claim is woken once per commit.
 Bounded: a link is not read while it has MAX_PENDING accepts uncommitted (until it is
 down to half: the worker then commits its own), nor while its outbox keeps more than
-MAX_KEPT bytes the worker has not read (until it is written).
+MAX_KEPT bytes the worker has not read (until it is written); a frame of more than
+TURN_MESSAGES accepts (no worker writes one) closes its link.
 """
 
 import logging
@@ -23,7 +24,7 @@ from twisted.internet import defer, protocol
 
 from gateway.store.frame_outbox import FrameOutbox
 from gateway.store.remote_writer import (
-    ACCEPTS, ANSWERS, MAX_FRAME, Framed, dumps, encode_result, prefixed)
+    ACCEPTS, ANSWERS, MAX_FRAME, TURN_MESSAGES, Framed, dumps, encode_result, prefixed)
 
 log = logging.getLogger("payam.procs.writer_server")
 
@@ -48,6 +49,11 @@ class _Accepts(Framed):
         try:
             if seq is not None or kind != ACCEPTS:
                 raise ValueError(f"a frame of kind {kind!r}")
+            # A worker closes a frame at TURN_MESSAGES messages, each accept holding
+            # one or more: a frame of more accepts is no worker's (and past
+            # MAX_PENDING before the link could pause).
+            if len(accepts) > TURN_MESSAGES:
+                raise ValueError(f"{len(accepts)} accepts in one frame")
             for seq, name, item in accepts:
                 self._accept(seq, name, item)
         except (TypeError, ValueError) as error:
