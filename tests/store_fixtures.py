@@ -26,6 +26,20 @@ def store(db_path, clock):
     clock.wait(s.close())
 
 
+def store_before(path, version, applied_at=0.0):
+    """A store file at `path` with the migrations before `version` applied, as an older
+    release left it (an sqlite_utils Database, to fill before the upgrade)."""
+    import sqlite_utils
+    from gateway.store import schema
+    old = sqlite_utils.Database(path)
+    old.execute("PRAGMA journal_mode=WAL")
+    for number, step in schema.MIGRATIONS:
+        if number < version:
+            step(old)
+            old["migrations"].insert({"version": number, "applied_at": applied_at})
+    return old
+
+
 def ok(clock, d):
     """What `d` gave, raising what it failed with."""
     result = clock.wait(d)

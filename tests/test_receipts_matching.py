@@ -12,7 +12,7 @@ import sqlite3
 import pytest
 from conftest import answered
 from threaded_clock import T0
-from store_fixtures import clock, db_path, ok, store  # noqa: F401 (fixtures)
+from store_fixtures import clock, db_path, ok, store, store_before  # noqa: F401 (fixtures)
 
 from gateway.store import NewMessage, PartOutcome, Store
 from gateway.store import receipts as store_receipts
@@ -438,14 +438,7 @@ def test_config_modes_are_auto_and_the_id_bases():
 # -- migration 6 ---------------------------------------------------------------------
 
 def test_parts_filed_before_their_operator_was_recorded_keep_their_scope(db_path, clock):
-    import sqlite_utils
-    from gateway.store import schema
-    old = sqlite_utils.Database(db_path)
-    old.execute("PRAGMA journal_mode=WAL")
-    for number, step in schema.MIGRATIONS:
-        if number < 6:
-            step(old)
-            old["migrations"].insert({"version": number, "applied_at": T0})
+    old = store_before(db_path, 6, T0)
     old.execute("INSERT INTO messages (id, agency, sender, recipient, text, priority,"
                 " validity_s, receipt, data_coding, esm_class, parts, parts_submitted,"
                 " status, operator, created_at)"
@@ -473,14 +466,7 @@ def test_parts_filed_before_their_operator_was_recorded_keep_their_scope(db_path
 
 def test_receipts_pending_at_the_upgrade_are_matched_under_the_operators_base(
         db_path, clock):
-    import sqlite_utils
-    from gateway.store import schema
-    old = sqlite_utils.Database(db_path)
-    old.execute("PRAGMA journal_mode=WAL")
-    for number, step in schema.MIGRATIONS:
-        if number < 6:
-            step(old)
-            old["migrations"].insert({"version": number, "applied_at": T0})
+    old = store_before(db_path, 6, T0)
     # Kept by the old code under the receipt's raw form (decimal 6699 = hex 1A2B).
     old.execute("INSERT INTO pending_receipts (key, operator, state, error, received_at)"
                 " VALUES ('6699', 'mci', 'delivered', NULL, ?)", (T0,))
@@ -504,14 +490,7 @@ def test_migration_21_files_parts_on_their_own_row_and_keeps_every_match(db_path
     # Before migration 21 a submitted part was filed in receipt_keys as well; parts
     # from before migration 2 were filed there only (no receipt_key), some under
     # several readings of their id.  After it, the part's own row is its filing.
-    import sqlite_utils
-    from gateway.store import schema
-    old = sqlite_utils.Database(db_path)
-    old.execute("PRAGMA journal_mode=WAL")
-    for number, step in schema.MIGRATIONS:
-        if number < 21:
-            step(old)
-            old["migrations"].insert({"version": number, "applied_at": T0})
+    old = store_before(db_path, 21, T0)
     for n in (1, 2, 3):
         old.execute("INSERT INTO messages (id, agency, sender, recipient, text, priority,"
                     " validity_s, receipt, data_coding, esm_class, parts, status,"

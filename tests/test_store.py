@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 from threaded_clock import T0
-from store_fixtures import clock, db_path, ok, store  # noqa: F401 (fixtures)
+from store_fixtures import clock, db_path, ok, store, store_before  # noqa: F401 (fixtures)
 
 from gateway.store import (
     DuplicateIdempotencyKey, NewMessage, PartOutcome, Store, StoreClosed)
@@ -1096,14 +1096,9 @@ def test_reading_a_stopped_store_for_the_audit_cli_makes_no_wal_or_shm_file(db_p
 def test_migration_23_leaves_no_trigger_testing_states_with_an_in_list(tmp_path):
     # An IN list of three constants in a trigger is an ephemeral index built per row
     # the triggering UPDATE changes (schema._FINAL_IN); migration 23 writes them out.
-    import sqlite_utils
     from gateway.store import schema
     path = str(tmp_path / "old.db")
-    old = sqlite_utils.Database(path)
-    for number, step in schema.MIGRATIONS:
-        if number < 23:
-            step(old)
-            old["migrations"].insert({"version": number, "applied_at": T0})
+    old = store_before(path, 23, T0)
     before = dict(old.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
                               " AND sql LIKE '%IN (''delivered'', ''failed'', ''expired'')%'"))
     old.close()
