@@ -117,6 +117,30 @@ def request(text, n):
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
+def bench_text(args):
+    return ("پیام آزمایشی سامانه پیام دولت" if args.persian
+            else "Payam Gateway benchmark message")
+
+
+def http_front(store, clock, store_counts=False):
+    """The agency API's HTTPFactory over `store`, one agency; `store_counts`: the daily
+    quota counted in the store, as an HTTP worker counts it."""
+    agencies = [Agency(id="bench", name="bench", keys=(hash_key(KEY),),
+                       numbers=("40409999",), masks=(), ussd_code=None, rate_per_s=1e12,
+                       daily_parts=10**15, reply_webhook=None)]
+    keyring = KeyRing(agencies)
+    limits = AgencyLimits(agencies, store, clock)
+    if store_counts:
+        limits.store_counts = True
+        limits.update(agencies)
+    outbound = Outbound(store, limits, Audit(), clock=clock,
+                        agencies=lambda: keyring.agencies, on_accepted=lambda routes: None,
+                        route_of=lambda msisdn: "mci",
+                        fingerprint=TextFingerprint(b"k" * 32))
+    api = AgencyAPI(outbound, store, keyring, Audit(), clock=clock, health=dict)
+    return HTTPFactory(api.router, clock=clock)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20000)
@@ -129,21 +153,9 @@ def main():
     args = parser.parse_args()
     if args.split:
         return split(args)
-    text = ("پیام آزمایشی سامانه پیام دولت" if args.persian
-            else "Payam Gateway benchmark message")
+    text = bench_text(args)
     clock = ThreadedClock()
-    store = InstantStore(clock)
-    agencies = [Agency(id="bench", name="bench", keys=(hash_key(KEY),),
-                       numbers=("40409999",), masks=(), ussd_code=None, rate_per_s=1e12,
-                       daily_parts=10**15, reply_webhook=None)]
-    keyring = KeyRing(agencies)
-    limits = AgencyLimits(agencies, store, clock)
-    outbound = Outbound(store, limits, Audit(), clock=clock,
-                        agencies=lambda: keyring.agencies, on_accepted=lambda routes: None,
-                        route_of=lambda msisdn: "mci",
-                        fingerprint=TextFingerprint(b"k" * 32))
-    api = AgencyAPI(outbound, store, keyring, Audit(), clock=clock, health=dict)
-    channel = HTTPFactory(api.router, clock=clock).buildProtocol(("127.0.0.1", 1))
+    channel = http_front(InstantStore(clock), clock).buildProtocol(("127.0.0.1", 1))
     transport = StringTransport(peerAddress=None)
     channel.makeConnection(transport)
     payloads = [request(text, n) for n in range(args.n)]
@@ -167,25 +179,12 @@ def main():
 
 
 def split(args):
-    text = ("پیام آزمایشی سامانه پیام دولت" if args.persian
-            else "Payam Gateway benchmark message")
+    text = bench_text(args)
     clock = ThreadedClock()
     store = SplitStore(clock)
     writer, link = split_writer(clock)
     store.hand_accepts_to(writer)
-    agencies = [Agency(id="bench", name="bench", keys=(hash_key(KEY),),
-                       numbers=("40409999",), masks=(), ussd_code=None, rate_per_s=1e12,
-                       daily_parts=10**15, reply_webhook=None)]
-    keyring = KeyRing(agencies)
-    limits = AgencyLimits(agencies, store, clock)
-    limits.store_counts = True
-    limits.update(agencies)
-    outbound = Outbound(store, limits, Audit(), clock=clock,
-                        agencies=lambda: keyring.agencies, on_accepted=lambda routes: None,
-                        route_of=lambda msisdn: "mci",
-                        fingerprint=TextFingerprint(b"k" * 32))
-    api = AgencyAPI(outbound, store, keyring, Audit(), clock=clock, health=dict)
-    factory = HTTPFactory(api.router, clock=clock)
+    factory = http_front(store, clock, store_counts=True)
     channels = []
     for n in range(args.turn):
         channel = factory.buildProtocol(("127.0.0.1", n))
