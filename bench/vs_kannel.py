@@ -12,16 +12,20 @@ submit_sm/s at the simulator per round, and two ratios: of the HTTP answer rates
 to end (every message's submit_sm at the SMSC).  They differ because Kannel answers once a
 message is in its RAM queue and submits later (6,000-10,600 answers/s here against ~5,000
 submit_sm/s), while ours answers after the commit and submits as fast as it answers: the
-end-to-end rate is the one both can sustain.  Figures only, not a test.
+end-to-end rate is the one both can sustain.  The load is sent by wrk (C) when it is
+installed (bench/vs_kannel.sh installs it), else by this script's asyncio client, which
+costs more CPU a request than either gateway's HTTP side and shares the cores with them
+(--client to choose).  Figures only, not a test.
 
     .venv/bin/python bench/vs_kannel.py [--messages 10000] [--clients 50] [--rounds 2]
-                                        [--workers N|auto]
+                                        [--workers N|auto] [--client wrk|asyncio]
 """
 
 import argparse
 import asyncio
 import json
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -73,35 +77,48 @@ max-messages = 1
 """
 
 
-def request(port, path, body=None, headers=()):
-    head = [f"{'POST' if body is not None else 'GET'} {path} HTTP/1.1", "Host: bench",
-            *headers]
-    if body is not None:
-        head.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + (body or b"")
+SLOT = "{N}"      # where a message's number goes in a request's target or body
 
 
-def kannel_requests(count, receipts=True):
+class Requests:
+    """What a round sends: message n (0..count-1) is `method target` with `headers` and
+    `body`, SLOT in the target and body replaced by n in 7 digits (0912 + n: a distinct
+    citizen each, as in the field)."""
+
+    def __init__(self, method, target, headers=(), body=None):
+        self.method, self.target, self.headers, self.body = method, target, headers, body
+
+    def raw(self, n):
+        """Request n as bytes (the asyncio client)."""
+        number = f"{n:07d}"
+        body = None if self.body is None else self.body.replace(SLOT, number).encode()
+        head = [f"{self.method} {self.target.replace(SLOT, number)} HTTP/1.1", "Host: bench",
+                *self.headers]
+        if body is not None:
+            head.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + (body or b"")
+
+
+def kannel_requests(receipts=True):
     """Kannel's sendsms; with `receipts`, dlr-mask 3 (delivered or failed) asks the SMSC
     for a receipt per message, as ours does: Kannel then matches every deliver_sm
     receipt in its (RAM) DLR store, the same work ours does in its durable store."""
     extra = {"dlr-mask": "3"} if receipts else {}
-    return [request(0, "/cgi-bin/sendsms?" + urlencode({
+    return Requests("GET", "/cgi-bin/sendsms?" + urlencode({
         "username": "bench", "password": "benchpass", "from": "40409999",
-        "to": f"0912{n:07d}", "text": TEXT, **extra})) for n in range(count)]
+        "to": "0912" + SLOT, "text": TEXT, **extra}, safe="{}"))
 
 
-def payam_sendsms_requests(count):
-    return [request(0, "/cgi-bin/sendsms?" + urlencode({
+def payam_sendsms_requests():
+    return Requests("GET", "/cgi-bin/sendsms?" + urlencode({
         "username": "bench", "password": KEY, "from": "40409999",
-        "to": f"0912{n:07d}", "text": TEXT})) for n in range(count)]
+        "to": "0912" + SLOT, "text": TEXT}, safe="{}"))
 
 
-def payam_api_requests(count):
-    return [request(0, "/v1/messages", json.dumps(
-        {"from": "40409999", "to": f"0912{n:07d}", "text": TEXT}).encode(),
-        (f"Authorization: Bearer {KEY}", "Content-Type: application/json"))
-        for n in range(count)]
+def payam_api_requests():
+    return Requests("POST", "/v1/messages",
+                    (f"Authorization: Bearer {KEY}", "Content-Type: application/json"),
+                    json.dumps({"from": "40409999", "to": "0912" + SLOT, "text": TEXT}))
 
 
 async def client(port, requests, results):
@@ -121,12 +138,98 @@ async def client(port, requests, results):
         writer.close()
 
 
-async def load(port, requests, clients):
-    results = {}
-    started = time.perf_counter()
-    await asyncio.gather(*(client(port, requests[i::clients], results)
-                           for i in range(clients)))
-    return time.perf_counter() - started, results
+def asyncio_load(port, requests, count, clients):
+    """(seconds, {status: answers}, the client's CPU seconds) of `count` requests from
+    `clients` keep-alive connections, each sending its next request once the last is
+    answered (Python)."""
+    raw = [requests.raw(n) for n in range(count)]
+
+    async def run():
+        results = {}
+        started, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(client(port, raw[i::clients], results)
+                               for i in range(clients)))
+        return time.perf_counter() - started, results, time.process_time() - cpu
+    return asyncio.run(run())
+
+
+# wrk (C, epoll; one thread) sends the same requests far cheaper than the asyncio client
+# (~60-86 µs of CPU a request here), which shares the 2 cores with both gateways.  Its
+# connections ask request() for their next request once the last is answered; when all
+# `count` are out, the connections still asking get a filler (GET of a path neither
+# gateway has: a 404, not counted), and once `count` non-404 answers are in the script
+# says so on stderr: wrk runs for its whole -d, so it is then stopped with SIGINT.
+WRK_SCRIPT = """\
+local method, target, body, total = {method}, {target}, {body}, {count}
+local headers = {{{headers}}}
+local issued, answered, counts, primed = 0, 0, {{}}, false
+function init(args) io.stderr:write("READY\\n"); io.stderr:flush() end
+function request()
+  -- wrk asks once at a thread's start for a request it never sends when request() is
+  -- defined: that one is a filler, so that message 0 is sent.
+  if issued >= total or not primed then
+    primed = true
+    return wrk.format("GET", "/payam-bench-filler")
+  end
+  local n = issued
+  issued = issued + 1
+  return wrk.format(method, string.format(target, n), headers,
+                    body and string.format(body, n) or nil)
+end
+function response(status, headers, body)
+  if status == 404 then return end
+  counts[status] = (counts[status] or 0) + 1
+  answered = answered + 1
+  if answered == total then
+    local parts = {{}}
+    for code, n in pairs(counts) do parts[#parts + 1] = code .. "=" .. n end
+    io.stderr:write("FINISHED " .. table.concat(parts, " ") .. "\\n"); io.stderr:flush()
+    wrk.thread:stop()
+  end
+end
+"""
+
+
+def _lua_string(text):
+    return "nil" if text is None else json.dumps(text)   # a JSON string is a Lua string
+
+
+def _lua_format(text):
+    """`text` as a string.format template: SLOT becomes %07d, any other % doubled."""
+    return None if text is None else text.replace("%", "%%").replace(SLOT, "%07d")
+
+
+def wrk_load(port, requests, count, clients, directory):
+    """asyncio_load's answer, the requests sent by wrk (one thread, `clients`
+    connections)."""
+    headers = ", ".join(f"[{_lua_string(name)}] = {_lua_string(value.strip())}"
+                        for name, value in (h.split(":", 1) for h in requests.headers))
+    script = Path(directory) / "load.lua"
+    script.write_text(WRK_SCRIPT.format(
+        method=_lua_string(requests.method), target=_lua_string(_lua_format(requests.target)),
+        body=_lua_string(_lua_format(requests.body)), count=count, headers=headers))
+    proc = subprocess.Popen(["wrk", "-t1", f"-c{clients}", "-d600s", "--timeout", "60s",
+                             "-s", str(script), f"http://127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started = None
+    try:
+        for line in proc.stderr:
+            if line.startswith("READY"):
+                started = time.perf_counter()
+            elif line.startswith("FINISHED"):
+                elapsed = time.perf_counter() - started
+                results = {int(code): int(n) for code, n in
+                           (item.split("=") for item in line.split()[1:])}
+                return elapsed, results, cpu_seconds(proc.pid)
+        raise RuntimeError(f"wrk ended without answering every request (exit {proc.wait()})")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 class Kannel:
@@ -163,12 +266,9 @@ def kannel_ready(kannel, sim):
     """Kannel answers sendsms once its bind is up (a message then reaches the SMSC)."""
     base = sim.stats()["submits"]
 
-    async def one():
-        try:
-            return await load(kannel.http_port, kannel_requests(1), 1)
-        except OSError:
-            return None
-    if asyncio.run(one()) is None:
+    try:
+        asyncio_load(kannel.http_port, kannel_requests(), 1, 1)
+    except OSError:
         return False
     try:
         wait_for(lambda: sim.stats()["submits"] > base, 5, what="Kannel's first submit_sm")
@@ -177,10 +277,12 @@ def kannel_ready(kannel, sim):
     return True
 
 
-def round_of(name, port, requests, clients, sim, pids):
+def round_of(name, port, requests, load, sim, pids):
+    """(answers/s, submit_sm/s end to end) of one round; `load(port, requests)` sends
+    it."""
     base = sim.stats()["submits"]
     before = sum(cpu_seconds(pid) for pid in pids)
-    elapsed, results = asyncio.run(load(port, requests, clients))
+    elapsed, results, client_cpu = load(port, requests)
     accepted = sum(n for status, n in results.items() if status in (200, 202))
     started = time.perf_counter() - elapsed
     wait_for(lambda: sim.stats()["submits"] - base >= accepted, 300, interval=0.01,
@@ -188,7 +290,8 @@ def round_of(name, port, requests, clients, sim, pids):
     at_smsc = time.perf_counter() - started
     cpu = sum(cpu_seconds(pid) for pid in pids) - before
     print(f"  {name:<26} {accepted / elapsed:8,.0f} accepted/s  {accepted / at_smsc:8,.0f} "
-          f"submit_sm/s  CPU {cpu * 1e6 / max(accepted, 1):5.0f} µs/msg  {results}",
+          f"submit_sm/s  CPU {cpu * 1e6 / max(accepted, 1):5.0f} µs/msg  {results}  (load "
+          f"client {client_cpu * 1e6 / max(accepted, 1):.0f} µs/msg)",
           flush=True)
     return accepted / elapsed, accepted / at_smsc
 
@@ -201,10 +304,15 @@ def main():
     parser.add_argument("--kannel-no-receipts", action="store_true",
                         help="Kannel asks for no receipts (ours always does): less work "
                              "for Kannel and the simulator than ours does")
+    parser.add_argument("--client", choices=("wrk", "asyncio"), default=None,
+                        help="the load generator (default: wrk when installed, which "
+                             "bench/vs_kannel.sh does; asyncio: this script's own Python "
+                             "client, which spends more of the 2 cores than wrk)")
     parser.add_argument("--workers", default=None,
                         help="our http.workers (0: one process; default: the daemon's "
                              "default)")
     args = parser.parse_args()
+    client_name = args.client or ("wrk" if shutil.which("wrk") else "asyncio")
     sim = Simulator("--receipt-delay", "0.2")
     kannel = daemon = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,21 +327,26 @@ def main():
             set_workers(config, args.workers)
             daemon = Daemon(config, port).start()
             ours = list(daemon_processes(daemon).values())
-            print(f"{args.messages} messages per run, {args.clients} keep-alive clients, "
-                  f"one bind (window 100) each to the same simulator; load {os.getloadavg()[0]:.1f}")
+            if client_name == "wrk":
+                def load(port, requests):
+                    return wrk_load(port, requests, args.messages, args.clients, tmp)
+            else:
+                def load(port, requests):
+                    return asyncio_load(port, requests, args.messages, args.clients)
+            print(f"{args.messages} messages per run, {args.clients} keep-alive clients "
+                  f"({client_name}), one bind (window 100) each to the same simulator; load {os.getloadavg()[0]:.1f}")
             rates = {"kannel": [], "sendsms": [], "api": []}
             for number in range(1, args.rounds + 1):
                 print(f"round {number}:")
                 rates["kannel"].append(round_of(
                     "Kannel /cgi-bin/sendsms", kannel.http_port,
-                    kannel_requests(args.messages, not args.kannel_no_receipts),
-                    args.clients, sim, kannel.pids()))
+                    kannel_requests(not args.kannel_no_receipts), load, sim,
+                    kannel.pids()))
                 rates["sendsms"].append(round_of(
-                    "Payam /cgi-bin/sendsms", port, payam_sendsms_requests(args.messages),
-                    args.clients, sim, ours))
+                    "Payam /cgi-bin/sendsms", port, payam_sendsms_requests(), load, sim,
+                    ours))
                 rates["api"].append(round_of(
-                    "Payam /v1/messages", port, payam_api_requests(args.messages),
-                    args.clients, sim, ours))
+                    "Payam /v1/messages", port, payam_api_requests(), load, sim, ours))
         finally:
             if daemon is not None:
                 daemon.stop(timeout=60)
