@@ -50,6 +50,11 @@ class TurnCounts:
         self._call = None
         self._thread = threading.get_ident()
         _ALL_TURN_COUNTS.add(self)
+        global _FLUSHED_AT_SHUTDOWN
+        if not _FLUSHED_AT_SHUTDOWN and hasattr(clock, "addSystemEventTrigger"):
+            # The reactor's last turn: written once the stop has answered everything.
+            _FLUSHED_AT_SHUTDOWN = True
+            clock.addSystemEventTrigger("after", "shutdown", _flush_all)
 
     def adder(self, counter):
         """add(amount) for a Counter child (amount >= 0), written at the turn's end."""
@@ -93,6 +98,12 @@ class TurnCounts:
 
 
 _ALL_TURN_COUNTS = weakref.WeakSet()
+_FLUSHED_AT_SHUTDOWN = False
+
+
+def _flush_all():
+    for counts in list(_ALL_TURN_COUNTS):
+        counts.flush()
 
 
 class _PendingFirst:
