@@ -1,9 +1,12 @@
 """Prometheus metrics shared by every layer; names are the operators' dashboard contract."""
 
 import os
+import threading
+import weakref
+from bisect import bisect_left
 from functools import lru_cache
 
-from prometheus_client import Counter, Gauge, Histogram, values
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, values
 
 if getattr(values.ValueClass, "_multiprocess", False):
     # A split daemon's process (PROMETHEUS_MULTIPROC_DIR, gateway/procs) is started by
@@ -28,6 +31,96 @@ def adder(counter):
     child (reset() sets it to 0 in place)."""
     value = getattr(counter, "_value", None)
     return counter.inc if value is None else value.inc
+
+class TurnCounts:
+    """Adds to counters and histograms made during one reactor turn, written to their
+    metrics once, at the turn's end (clock.callLater(0)).
+
+    In the split daemon each add is a locked write into an mmap'd file (~1.0 µs a
+    counter add, ~2.0 an observe, against ~0.1 for a dict sum here, measured): the
+    accept path made five a request.  Summed per series over a turn, they are written
+    once per series per turn.  Bounded: one entry per series touched this turn.
+    Reading this process's registry (a scrape in one process, a test) writes what is
+    pending first, when it reads on the thread that counts; a scrape from another
+    thread sees the values at most one turn old."""
+
+    def __init__(self, clock):
+        self._clock = clock
+        self._pending = {}             # a value's inc → the amount to add
+        self._call = None
+        self._thread = threading.get_ident()
+        _ALL_TURN_COUNTS.add(self)
+        global _FLUSHED_AT_SHUTDOWN
+        if not _FLUSHED_AT_SHUTDOWN and hasattr(clock, "addSystemEventTrigger"):
+            # The reactor's last turn: written once the stop has answered everything.
+            _FLUSHED_AT_SHUTDOWN = True
+            clock.addSystemEventTrigger("after", "shutdown", _flush_all)
+
+    def adder(self, counter):
+        """add(amount) for a Counter child (amount >= 0), written at the turn's end."""
+        value = getattr(counter, "_value", None)
+        inc = counter.inc if value is None else value.inc
+        pending = self._pending
+
+        def add(amount):
+            if not pending and self._call is None:
+                self._call = self._clock.callLater(0, self.flush)
+            pending[inc] = pending.get(inc, 0) + amount
+        return add
+
+    def observer(self, histogram):
+        """observe(amount) for a Histogram child, written at the turn's end: the same
+        bucket (the first bound >= amount) and sum as Histogram.observe."""
+        bounds = getattr(histogram, "_upper_bounds", None)
+        if bounds is None:
+            return histogram.observe
+        buckets = [bucket.inc for bucket in histogram._buckets]
+        total = histogram._sum.inc
+        pending = self._pending
+
+        def observe(amount):
+            if not pending and self._call is None:
+                self._call = self._clock.callLater(0, self.flush)
+            bucket = buckets[bisect_left(bounds, amount)]
+            pending[bucket] = pending.get(bucket, 0) + 1
+            pending[total] = pending.get(total, 0) + amount
+        return observe
+
+    def flush(self):
+        """Write what is pending now (the turn's end, or a read of the registry)."""
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+        pending = self._pending
+        while pending:
+            inc, amount = pending.popitem()
+            inc(amount)
+
+
+_ALL_TURN_COUNTS = weakref.WeakSet()
+_FLUSHED_AT_SHUTDOWN = False
+
+
+def _flush_all():
+    for counts in list(_ALL_TURN_COUNTS):
+        counts.flush()
+
+
+class _PendingFirst:
+    """Registered before every metric of this module: a read of the registry on the
+    thread that counts writes the TurnCounts' pending adds before the metrics are
+    collected."""
+
+    def collect(self):
+        here = threading.get_ident()
+        for counts in list(_ALL_TURN_COUNTS):
+            if counts._thread == here:
+                counts.flush()
+        return ()
+
+
+REGISTRY.register(_PendingFirst())
+
 
 HTTP_REQUESTS = Counter(
     "payam_http_requests_total", "Agency API requests answered", ["route", "status"])
