@@ -519,6 +519,26 @@ def test_repeated_urls_and_headers_give_each_request_its_own_fresh_values():
     factory.stop()
 
 
+def test_targets_with_a_query_are_decoded_each_time_and_never_fill_the_url_cache():
+    """Kannel's sendsms puts a number and a text in every URL: remembering such
+    targets would fill the bounded cache with URLs never seen again."""
+    from gateway.http import server
+
+    seen = []
+    router = PathRouter()
+    router.add("GET", "/q", lambda request: seen.append(dict(request.query))
+               or json_response(200, {}))
+    factory = HTTPFactory(router, clock=Clock())
+    channel, transport = connect(factory)
+    channel.dataReceived(b"".join(get(b"/q?to=%d&text=a+b" % n) for n in range(3))
+                         + get(b"/q"))
+    assert seen == [{"to": str(n), "text": "a b"} for n in range(3)] + [{}]
+    assert not [url for url in server._URLS if b"?" in url]
+    assert b"/q" in server._URLS
+    assert transport.value().count(b"HTTP/1.1 200 OK") == 4
+    factory.stop()
+
+
 class RealSocketTests(unittest.TestCase):
     timeout = 30
 

@@ -61,17 +61,27 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
 class Request:
-    __slots__ = ("method", "path", "query", "headers", "body", "peer", "url")
+    __slots__ = ("method", "path", "_query", "_raw_query", "headers", "body", "peer", "url")
 
-    def __init__(self, method, path, query, headers, body, peer, url=b""):
+    def __init__(self, method, path, query, headers, body, peer, url=b"", raw_query=b""):
         self.method = method            # "GET"
         self.path = path                # percent-decoded, without the query
-        self.query = query              # {name: last value}
+        self._query = query             # {name: last value}, or None: from raw_query
+        self._raw_query = raw_query     # the query string as sent, decoded when asked
         self.headers = headers          # {lower-case name: value}; repeats joined by ", "
         self.body = body                # bytes
         self.peer = peer                # client IP address, for audit
         self.url = url                  # the request target as sent (bytes), for
                                         # handlers that decode its query themselves
+
+    @property
+    def query(self):
+        """{name: last value} of the query string, decoded on first use: most handlers
+        never read it, and a query (Kannel's sendsms) can be long."""
+        if self._query is None:
+            raw = self._raw_query
+            self._query = dict(parse_qsl(raw.decode("latin-1"))) if raw else {}
+        return self._query
 
 
 class Response:
@@ -290,20 +300,36 @@ _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 # Clients send the same few header names and URLs again and again: their decoded forms
 # are remembered (first come, bounded; never evicted, so a client cannot churn them).
+# Only targets without a query are: one with a query (Kannel's sendsms, a number and a
+# text in it) is seldom seen twice, and would fill the cache for nothing.
 _CACHE_LIMIT = 512
 _HEADER_NAMES = {}       # raw header name -> lower-case str
-_URLS = {}               # raw request target -> (path, ((name, value), ...))
+_URLS = {}               # raw request target without a query -> (path, b"")
 
 
 def _parse_target(url):
-    """(percent-decoded path, query pairs) of a request target, or None if malformed."""
+    """(percent-decoded path, raw query bytes) of a request target, or None if
+    malformed; remembered when it has no query."""
+    target = _URLS.get(url)
+    if target is not None:
+        return target
     try:
         parsed = httptools.parse_url(url)
     except httptools.HttpParserInvalidURLError:
         return None
-    path = unquote(parsed.path.decode("latin-1"), errors="replace")
-    query = tuple(parse_qsl(parsed.query.decode("latin-1"))) if parsed.query else ()
-    return path, query
+    target = unquote(parsed.path.decode("latin-1"), errors="replace"), parsed.query or b""
+    if not target[1] and len(_URLS) < _CACHE_LIMIT:
+        _URLS[url] = target
+    return target
+
+
+def _plain_path(url):
+    """The path of an origin-form target with no percent-escape (as _parse_target would
+    decode it), or None: a cheap look at the path before the whole target is parsed."""
+    path = url.partition(b"?")[0].partition(b"#")[0]
+    if path[:1] != b"/" or b"%" in path:
+        return None
+    return path.decode("latin-1")
 
 
 def _write_now(transport, data):
@@ -656,21 +682,21 @@ class HTTPChannel(Protocol):
     def _open_stream(self):
         """If the request's route takes its body as a stream, hand its head to the
         route's handler now; True if it did (its consumer then gets the body)."""
-        target = _URLS.get(self._url)
+        streamed_paths = self.factory.router.streamed_paths
+        plain = _plain_path(self._url)
+        if plain is not None and plain not in streamed_paths:
+            return False                  # most requests: not even the target parsed
+        target = _parse_target(self._url)
         if target is None:
-            target = _parse_target(self._url)
-            if target is None:
-                return False              # refused as malformed once complete
-            if len(_URLS) < _CACHE_LIMIT:
-                _URLS[self._url] = target
-        if target[0] not in self.factory.router.streamed_paths:
-            return False                  # most requests: no method decoded for this
+            return False                  # refused as malformed once complete
+        if target[0] not in streamed_paths:
+            return False
         method = self._parser.get_method().decode("ascii", "replace")
         streamed = self.factory.router.streamed(method, target[0])
         if streamed is None:
             return False
-        request = Request(method, target[0], dict(target[1]), self._headers, None,
-                          self._peer)
+        request = Request(method, target[0], None, self._headers, None, self._peer,
+                          self._url, target[1])
         try:
             consumer = streamed.handler(request, self)
         except Exception:
@@ -706,19 +732,14 @@ class HTTPChannel(Protocol):
         method = self._parser.get_method().decode("ascii", "replace")
         keep_alive = self._parser.should_keep_alive() and not self.factory.stopping
         url = self._url
-        target = _URLS.get(url)
+        target = _parse_target(url)
         if target is None:
-            target = _parse_target(url)
-            if target is None:
-                self._refuse(ApiError("invalid_request", "malformed request URL"))
-                raise _Abort()
-            if len(_URLS) < _CACHE_LIMIT:
-                _URLS[url] = target
-        path, query_items = target
-        query = dict(query_items) if query_items else {}
+            self._refuse(ApiError("invalid_request", "malformed request URL"))
+            raise _Abort()
         body = self._body
-        request = Request(method, path, query, self._headers,
-                          body[0] if len(body) == 1 else b"".join(body), self._peer, url)
+        request = Request(method, target[0], None, self._headers,
+                          body[0] if len(body) == 1 else b"".join(body), self._peer, url,
+                          target[1])
         slot = _Slot(close=not keep_alive, head_only=method == "HEAD")
         # An HTTP/1.0 client asked for keep-alive: it needs to hear that it got it.
         slot.say_keep_alive = keep_alive and self._parser.get_http_version() == "1.0"
