@@ -19,7 +19,8 @@ are refused rather than sent differently from what was asked.
 
 import codecs
 import logging
-from urllib.parse import parse_qsl
+import re
+from urllib.parse import unquote_to_bytes
 
 from twisted.python.failure import Failure
 
@@ -42,6 +43,7 @@ DEFAULT_VALIDITY_S = 86400
 # Kannel's 0..3 (higher first) onto ours: 3, the highest, is our emergency lane.
 PRIORITIES = {0: NORMAL, 1: HIGH, 2: HIGH, 3: EMERGENCY}
 DLR_FINAL = 1 | 2                    # Kannel's dlr-mask bits "delivered" and "failed"
+_SURROGATE = re.compile("[\ud800-\udfff]")    # what some codecs (utf-7) can decode to
 
 # What each refusal of the accept path is in Kannel's words, with its status.
 _REFUSALS = {
@@ -121,11 +123,31 @@ def parameters(request):
         raw.append(request.body)
     params = {}
     for chunk in raw:
-        # latin-1 both ways: every percent-escape stays the byte it names, for `charset`.
-        for name, value in parse_qsl(chunk.decode("latin-1"), keep_blank_values=True,
-                                     encoding="latin-1"):
-            params.setdefault(name, []).append(value.encode("latin-1"))
+        for name, value in form_fields(chunk):
+            params.setdefault(name.decode("latin-1"), []).append(value)
     return params
+
+
+def form_fields(chunk):
+    """[(name bytes, value bytes)] of a query string or form body, as parse_qsl reads
+    it with blank values kept, but on bytes: every percent-escape stays the byte it
+    names, for `charset` (what parse_qsl gives in latin-1 both ways, at half its cost:
+    the hot path of a migrated agency's every message)."""
+    fields = []
+    for field in chunk.split(b"&"):
+        if not field:
+            continue
+        name, _, value = field.partition(b"=")
+        if b"+" in name:
+            name = name.replace(b"+", b" ")
+        if b"%" in name:
+            name = unquote_to_bytes(name)
+        if b"+" in value:
+            value = value.replace(b"+", b" ")
+        if b"%" in value:
+            value = unquote_to_bytes(value)
+        fields.append((name, value))
+    return fields
 
 
 def param(params, *names):
@@ -202,7 +224,7 @@ def decode_text(raw, charset, coding):
         text = raw.decode(name)
     except (LookupError, UnicodeDecodeError, ValueError):
         raise Rejected(400, "Charset or body misformed, rejected") from None
-    if any("\ud800" <= ch <= "\udfff" for ch in text):
+    if _SURROGATE.search(text):
         raise Rejected(400, "Charset or body misformed, rejected")
     return text
 
