@@ -683,10 +683,12 @@ class HTTPChannel(Protocol):
         """If the request's route takes its body as a stream, hand its head to the
         route's handler now; True if it did (its consumer then gets the body)."""
         streamed_paths = self.factory.router.streamed_paths
-        plain = _plain_path(self._url)
-        if plain is not None and plain not in streamed_paths:
-            return False                  # most requests: not even the target parsed
-        target = _parse_target(self._url)
+        target = _URLS.get(self._url)
+        if target is None:
+            plain = _plain_path(self._url)
+            if plain is not None and plain not in streamed_paths:
+                return False              # a query's target: parsed once, when complete
+            target = _parse_target(self._url)
         if target is None:
             return False                  # refused as malformed once complete
         if target[0] not in streamed_paths:
