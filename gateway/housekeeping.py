@@ -7,7 +7,8 @@ bound: the dispatcher, which expires what it claims, never saw it).  Each kind o
 gateway.config.schema.Retention): ended messages (with their parts)
 for status queries, audit rows, unmatched receipts, raw inbound PDUs, inbox messages;
 sent texts' fingerprints for the 4040 check's `authenticity.retention_days`;
-idempotency keys for 24 h (Store.purge).  Without this the tables would only grow.
+idempotency keys for 24 h, agencies' daily quota counts for two days (Store.purge).
+Without this the tables would only grow.
 """
 
 import logging

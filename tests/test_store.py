@@ -501,6 +501,22 @@ def test_parts_used_counts_an_agencys_parts_since_a_time(store, clock):
     assert ok(clock, store.parts_used("nobody", 0)) == 0
 
 
+def test_a_days_quota_count_is_kept_while_it_may_count_then_purged(store, clock, db_path):
+    """One row per agency and quota day (store/quota.py): kept two days, then gone, so
+    the table does not grow for ever; a count still in use stays exact."""
+    from gateway.store.store import QUOTA_DAYS_KEPT_S
+    today = clock.seconds() - 100
+    ok(clock, store.accept([message(store, parts=2)], quota=("tax", today, 2, 10)))
+    clock.advance(QUOTA_DAYS_KEPT_S - 200)
+    assert ok(clock, store.purge(older_than=0))["quota_days"] == 0
+    refused = failure(clock, store.accept([message(store, parts=9)],
+                                          quota=("tax", today, 9, 10)))
+    assert refused.value.used == 2
+    clock.advance(200)
+    assert ok(clock, store.purge(older_than=0))["quota_days"] == 1
+    assert _count(db_path, "quota_used") == 0
+
+
 def test_purge_removes_finished_messages_and_keeps_the_rest(store, clock, db_path):
     done, waiting = message(store), message(store)
     ok(clock, store.accept([done, waiting]))

@@ -98,6 +98,9 @@ def _read(read):
 # - At 200 clients a commit holds 83-89 messages and outlasts 3-6 ms alike.
 # (The split daemon's dispatcher commits for every process: procs/dispatcher.py.)
 COMMIT_INTERVAL_S = 0.006
+# A quota day's count (quota.py) is needed while the day lasts; two days cover a day
+# begun in any agency's reckoning and clocks a little apart between processes.
+QUOTA_DAYS_KEPT_S = 2 * 86400.0
 
 
 class Store:
@@ -568,8 +571,9 @@ class Store:
         """Delete messages that ended before `older_than` (with their parts),
         idempotency keys past 24 h, unmatched receipts received before
         `receipts_before` (default: 3 days ago), and audit, raw inbound, inbox and sent
-        fingerprint rows from before their cutoff (None: kept).  A message sent without receipts ends
-        when it is submitted.  Deferred[dict] of rows removed per kind."""
+        fingerprint rows from before their cutoff (None: kept), and the daily quota counts
+        of days that began more than QUOTA_DAYS_KEPT_S ago.  A message sent without
+        receipts ends when it is submitted.  Deferred[dict] of rows removed per kind."""
         now = self._reactor.seconds()
         if receipts_before is None:
             receipts_before = now - PENDING_RECEIPT_S
@@ -578,7 +582,8 @@ class Store:
             audit_before=audit_before, inbound_before=inbound_before,
             inbox_before=inbox_before, fingerprints_before=fingerprints_before,
             ussd_before=ussd_before, audit_gate=self._audit_gate),
-            **broadcasts.purge(conn, older_than)})
+            **broadcasts.purge(conn, older_than),
+            "quota_days": store_quota.forget_days_before(conn, now - QUOTA_DAYS_KEPT_S)})
 
     def expire_unreceipted(self, grace_s):
         """Parts still waiting for a receipt `grace_s` after their message's validity
