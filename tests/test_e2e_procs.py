@@ -282,3 +282,26 @@ def test_two_workers_racing_one_idempotency_key_store_one_message(tmp_path, sim)
     with sqlite3.connect(daemon.db_path) as db:
         assert db.execute("SELECT COUNT(*) FROM messages WHERE agency = 'bulk'"
                           ).fetchone()[0] == 1
+
+
+def test_a_hung_dispatcher_makes_the_workers_healthz_degraded_not_ok(tmp_path, sim):
+    """Only the dispatcher knows the binds; a worker reads its word from a file. Once
+    that word is old (the dispatcher stopped, here by SIGSTOP), /healthz says degraded
+    rather than repeat the last good state; it is ok again once the dispatcher runs."""
+    path, port, _ = split_config(tmp_path, sim, workers=1)
+    daemon = Daemon(path, port).start()
+    try:
+        def status():
+            return http_json(daemon.http_port, "GET", "/healthz")[1]["status"]
+        wait_for(lambda: status() == "ok", 20, what="the binds up")
+        dispatcher = children(daemon)[("dispatcher", 0)]
+        os.kill(dispatcher, signal.SIGSTOP)
+        try:
+            wait_for(lambda: status() != "ok", 15, interval=0.5,
+                     what="/healthz to stop saying ok")
+            assert status() == "degraded"
+        finally:
+            os.kill(dispatcher, signal.SIGCONT)
+        wait_for(lambda: status() == "ok", 20, what="ok again")
+    finally:
+        assert daemon.stop() == 0

@@ -3,11 +3,12 @@ per-process CPU/RSS reading, the workers setting (the processes themselves:
 tests/test_e2e_procs.py)."""
 
 import os
+import time
 
 from twisted.internet.task import Clock
 
 from gateway.procs import stats
-from gateway.procs.health import HealthReader, HealthWriter
+from gateway.procs.health import STALE_AFTER_S, HealthReader, HealthWriter
 from gateway.procs.wake import WakeReader, WakeSender
 
 
@@ -63,8 +64,26 @@ def test_workers_read_the_binds_state_the_dispatcher_writes(tmp_path):
     assert reader() == state
     state = {"mci": {"bound": 2, "binds": 2}}
     writer.write()
-    os.utime(writer.path, ns=(1, 1))         # (mtime resolution: make it differ)
+    later = time.time_ns() + 10**6
+    os.utime(writer.path, ns=(later, later))     # (mtime resolution: make it differ)
     assert reader() == state
+
+
+def test_a_binds_state_not_renewed_lately_reads_as_unbound(tmp_path):
+    """A hung dispatcher's last word must not keep /healthz saying all is well."""
+    now = [time.time()]
+    reader = HealthReader(str(tmp_path), {"mci": 2}, wall_clock=lambda: now[0])
+    state = {"mci": {"bound": 2, "binds": 2}}
+    writer = HealthWriter(str(tmp_path), lambda: state, Clock())
+    writer.write()
+    assert reader() == state
+    now[0] += STALE_AFTER_S + 1
+    assert reader() == {"mci": {"bound": 0, "binds": 2}}
+    writer.write()                           # unchanged: touched, so current again
+    now[0] = time.time()
+    assert reader() == state
+    os.utime(writer.path, (now[0] - STALE_AFTER_S - 1,) * 2)
+    assert reader() == {"mci": {"bound": 0, "binds": 2}}
 
 
 def test_cpu_and_rss_of_a_live_process_and_none_of_a_gone_one():

@@ -2,17 +2,20 @@
 
 Only the dispatcher holds binds; a worker answers /healthz from this file in the run
 directory (rewritten when the state changes, checked every second; atomically, by
-rename).  A missing or unreadable file is every operator unbound: degraded, never a
-guess that all is well.
+rename; touched when unchanged).  A missing or unreadable file is every operator
+unbound: degraded, never a guess that all is well; so is a file not touched for
+STALE_AFTER_S (a dispatcher hung or gone: its last word is no longer the binds' state).
 """
 
 import json
 import os
+import time
 
 from twisted.internet.task import LoopingCall
 
 HEALTH_FILE = "health.json"
 EVERY_S = 1.0
+STALE_AFTER_S = 5 * EVERY_S
 
 
 class HealthWriter:
@@ -33,7 +36,11 @@ class HealthWriter:
     def write(self):
         document = json.dumps(self.health(), sort_keys=True)
         if document == self._last:
-            return
+            try:
+                os.utime(self.path)          # still this dispatcher's word, now
+                return
+            except OSError:
+                pass                         # gone from the run directory: written anew
         temporary = f"{self.path}.{os.getpid()}"
         with open(temporary, "w") as f:
             f.write(document)
@@ -42,15 +49,19 @@ class HealthWriter:
 
 
 class HealthReader:
-    def __init__(self, run_dir, operators):
-        """operators: {name: binds configured}, the answer while nothing is known."""
+    def __init__(self, run_dir, operators, wall_clock=time.time):
+        """operators: {name: binds configured}, the answer while nothing is known;
+        wall_clock: seconds since the epoch, as file times are."""
         self.path = os.path.join(run_dir, HEALTH_FILE)
         self.operators = operators
+        self._wall_clock = wall_clock
         self._seen = (None, None)        # (mtime_ns, document)
 
     def __call__(self):
         try:
             mtime = os.stat(self.path).st_mtime_ns
+            if self._wall_clock() - mtime / 1e9 > STALE_AFTER_S:
+                raise OSError("the dispatcher has not written its binds' state lately")
             if mtime != self._seen[0]:
                 with open(self.path) as f:
                     self._seen = (mtime, json.load(f))
