@@ -126,6 +126,19 @@ class BroadcastAPITests(unittest.TestCase):
         self.assertEqual(list(self.feeder.active), [document["id"]])
 
     @defer.inlineCallbacks
+    def test_invalid_entries_are_named_up_to_the_first_hundred_and_all_counted(self):
+        entries = []
+        for at, number in enumerate(numbers(150)):  # lines 1, 3, ...: valid; 2, 4, ...: not
+            entries += [number, f"0912{at}"]
+        body = "".join(json.dumps(e) + "\n" for e in entries).encode()
+        status, document = yield self.send(body, **{"from": "40401234", "text": "hi"})
+        self.assertEqual(status, 202)
+        self.assertEqual((document["recipients"], document["invalid_count"]), (150, 150))
+        self.assertEqual(len(document["invalid"]), 100)
+        self.assertEqual([e["entry"] for e in document["invalid"]],
+                         [f"line {2 + 2 * at}" for at in range(100)])
+
+    @defer.inlineCallbacks
     def test_csv_with_a_header_and_json_with_its_fields_after_the_numbers(self):
         csv = ("msisdn,name\n" + "\n".join(f"{n},x" for n in numbers(5)) + "\n").encode()
         status, document = yield self.send(csv, "text/csv", **{"from": "MALIAT",

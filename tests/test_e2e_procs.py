@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -19,6 +20,8 @@ QUOTA_KEY = "procs-quota-key-000000000000000"
 NEW_KEY = "procs-new-agency-key-00000000000"
 SMALL_KEY = "procs-small-quota-key-0000000000"
 BULK_KEY = "procs-bulk-agency-key-0000000000"
+PACED_KEY = "procs-paced-agency-key-000000000"
+PACED_RATE = 10
 
 
 def children(daemon):
@@ -39,6 +42,8 @@ def split_config(tmp_path, sim, workers=2):
     document["agencies"].append(agency("quota", QUOTA_KEY, "40409991", daily_parts=100))
     document["agencies"].append(agency("small", SMALL_KEY, "40409993", daily_parts=20))
     document["agencies"].append(agency("bulk", BULK_KEY, "40409994"))
+    document["agencies"].append(agency("paced", PACED_KEY, "40409995",
+                                       rate_per_s=PACED_RATE))
     agencies.write_text(yaml.safe_dump(document, allow_unicode=True))
     path, port = write_config(tmp_path, sim.smpp_port, agencies=agencies, window=50)
     config = yaml.safe_load(path.read_text())
@@ -187,6 +192,29 @@ def test_quota_across_two_workers_is_never_overshot(tmp_path, sim):
                         "to": [f"0912000{n:04d}" for n in range(5)]}, SMALL_KEY)
         for code, body in through_each_worker(daemon, broadcast).values():
             assert (code, body["error"]["code"]) == (429, "quota_exceeded"), body
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_an_agencys_rate_is_shared_between_the_workers_not_given_to_each(tmp_path, sim):
+    """Each of N workers spends rate_per_s / N (and saves up one second of it): two
+    workers together never let more through than the agency's one rate allows."""
+    path, port, _ = split_config(tmp_path, sim)
+    daemon = Daemon(path, port).start()
+    try:
+        share = PACED_RATE / 2
+
+        def burst(ask):
+            started = time.monotonic()
+            codes = [ask("POST", "/v1/messages", message("40409995", f"paced {i}"),
+                         PACED_KEY)[0] for i in range(20)]
+            return codes, time.monotonic() - started
+        answers = through_each_worker(daemon, burst)
+        assert len(answers) == 2
+        for codes, seconds in answers.values():
+            assert set(codes) <= {202, 429}, codes
+            # A full bucket of one second at this worker's share, plus what it refills.
+            assert share <= codes.count(202) <= share + share * seconds + 1, (codes, seconds)
     finally:
         assert daemon.stop() == 0
 
