@@ -13,6 +13,7 @@ from daemon_harness import (KEYS, PYTHON, REPO, Daemon, Simulator, assert_privat
                             http_json, wait_for, write_config)
 
 from gateway.demo.run import DEMO_APP_KEY
+from gateway.procs.supervisor import workers_for
 
 TAX = KEYS["tax"]
 
@@ -132,6 +133,12 @@ def test_demo_runs_on_embedded_defaults_and_delivers(tmp_path):
                 break
         text = "".join(banner)
         assert f"http://127.0.0.1:{http_port}" in text and "curl" in text
+        # The default configuration is the split one wherever there is a CPU to spare.
+        workers = workers_for("auto")
+        if workers:
+            assert (f"1 dispatcher (the binds), {workers} HTTP worker(s)") in text, text
+        else:
+            assert "processes:         one" in text, text
         wait_for(lambda: all(op["bound"] for op in
                              http_json(http_port, "GET", "/healthz")[1]["operators"].values()),
                  what="demo binds")
@@ -158,8 +165,14 @@ def test_demo_runs_on_embedded_defaults_and_delivers(tmp_path):
     finally:
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(20) == 0
+    log_text = (tmp_path / "demo.log").read_text(errors="replace")
+    ready = [line for line in log_text.splitlines() if " is ready" in line]
+    if workers:
+        assert any("the dispatcher is ready" in line for line in ready), ready
+        assert all(any(f"the http worker {n} is ready" in line for line in ready)
+                   for n in range(1, workers + 1)), ready
     # Its log (the embedded simulator's too) carries no citizen's number in full.
-    assert_private((tmp_path / "demo.log").read_text(errors="replace"))
+    assert_private(log_text)
 
 
 def test_fallback_operator_carries_traffic_while_the_preferred_one_is_down(tmp_path, sim):
