@@ -131,6 +131,16 @@ def test_two_workers_accept_sighup_reloads_all_a_killed_worker_comes_back(tmp_pa
         answers = through_each_worker(daemon, lambda ask: ask(
             "POST", "/v1/messages", message("40409992", "from the newcomer agency"), NEW_KEY))
         assert [code for code, _ in answers.values()] == [202, 202], answers
+        # A broken file is refused by every process; each keeps what it had.
+        good = agencies.read_text()
+        agencies.write_text("agencies:\n  - id: BROKEN ID\n")
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: daemon.output().count("reload refused") >= 3, 20,
+                 what="3 refusals")
+        answers = through_each_worker(daemon, lambda ask: ask(
+            "POST", "/v1/messages", message("40409992", "after a refused reload"), NEW_KEY))
+        assert [code for code, _ in answers.values()] == [202, 202], answers
+        agencies.write_text(good)
 
         # `payam-gateway reload` (the dispatcher's admin endpoint) reloads the workers too.
         admin = int(yaml.safe_load(path.read_text())["admin"]["listen"].rsplit(":", 1)[1])
