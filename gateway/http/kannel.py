@@ -111,10 +111,7 @@ class KannelSendSMS:
 
 def parameters(request):
     """{name: [raw bytes values]} from the query string and, for a POST, its form body."""
-    raw = []
-    url = getattr(request, "url", b"") or b""
-    _, _, query = url.partition(b"?")
-    raw.append(query.partition(b"#")[0])
+    raw = [request.raw_query]
     if request.method == "POST" and request.body:
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media != FORM_TYPE:

@@ -61,25 +61,24 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
 class Request:
-    __slots__ = ("method", "path", "_query", "_raw_query", "headers", "body", "peer", "url")
+    __slots__ = ("method", "path", "_query", "raw_query", "headers", "body", "peer")
 
-    def __init__(self, method, path, query, headers, body, peer, url=b"", raw_query=b""):
+    def __init__(self, method, path, query, headers, body, peer, raw_query=b""):
         self.method = method            # "GET"
         self.path = path                # percent-decoded, without the query
         self._query = query             # {name: last value}, or None: from raw_query
-        self._raw_query = raw_query     # the query string as sent, decoded when asked
+        self.raw_query = raw_query      # the query string as sent (bytes), for handlers
+                                        # that decode it themselves (Kannel's sendsms)
         self.headers = headers          # {lower-case name: value}; repeats joined by ", "
         self.body = body                # bytes
         self.peer = peer                # client IP address, for audit
-        self.url = url                  # the request target as sent (bytes), for
-                                        # handlers that decode its query themselves
 
     @property
     def query(self):
         """{name: last value} of the query string, decoded on first use: most handlers
         never read it, and a query (Kannel's sendsms) can be long."""
         if self._query is None:
-            raw = self._raw_query
+            raw = self.raw_query
             self._query = dict(parse_qsl(raw.decode("latin-1"))) if raw else {}
         return self._query
 
@@ -311,8 +310,11 @@ def _parse_target(url):
     """(percent-decoded path, raw query bytes) of a request target, or None if
     malformed; remembered when it has no query."""
     target = _URLS.get(url)
-    if target is not None:
-        return target
+    return target if target is not None else _decode_target(url)
+
+
+def _decode_target(url):
+    """_parse_target for a target not remembered (yet)."""
     try:
         parsed = httptools.parse_url(url)
     except httptools.HttpParserInvalidURLError:
@@ -688,7 +690,7 @@ class HTTPChannel(Protocol):
             plain = _plain_path(self._url)
             if plain is not None and plain not in streamed_paths:
                 return False              # a query's target: parsed once, when complete
-            target = _parse_target(self._url)
+            target = _decode_target(self._url)
         if target is None:
             return False                  # refused as malformed once complete
         if target[0] not in streamed_paths:
@@ -698,7 +700,7 @@ class HTTPChannel(Protocol):
         if streamed is None:
             return False
         request = Request(method, target[0], None, self._headers, None, self._peer,
-                          self._url, target[1])
+                          target[1])
         try:
             consumer = streamed.handler(request, self)
         except Exception:
@@ -733,14 +735,13 @@ class HTTPChannel(Protocol):
             return
         method = self._parser.get_method().decode("ascii", "replace")
         keep_alive = self._parser.should_keep_alive() and not self.factory.stopping
-        url = self._url
-        target = _parse_target(url)
+        target = _parse_target(self._url)
         if target is None:
             self._refuse(ApiError("invalid_request", "malformed request URL"))
             raise _Abort()
         body = self._body
         request = Request(method, target[0], None, self._headers,
-                          body[0] if len(body) == 1 else b"".join(body), self._peer, url,
+                          body[0] if len(body) == 1 else b"".join(body), self._peer,
                           target[1])
         slot = _Slot(close=not keep_alive, head_only=method == "HEAD")
         # An HTTP/1.0 client asked for keep-alive: it needs to hear that it got it.
