@@ -78,6 +78,18 @@ class KannelTests(unittest.TestCase):
                          ("tax", "40401234", "989121234567", "Hello world", 0, 86400, 1))
 
     @defer.inlineCallbacks
+    def test_a_query_read_on_bytes_keeps_odd_escapes_takes_the_first_repeat_drops_a_fragment(
+            self):
+        """The query string as the server cut it from the target (raw bytes, no
+        fragment): a broken percent-escape stays as typed, an empty field is skipped, a
+        repeated parameter counts once (its first value), a fragment is no text."""
+        answer = yield self.get("username=tax&&password=tax-key&from=40401234"
+                                "&to=09121234567&text=100%25+%zz+ok&text=second"
+                                "#text=from-the-fragment")
+        [message_id] = self.accepted(answer)
+        self.assertEqual(self.message(message_id)[3], "100% %zz ok")
+
+    @defer.inlineCallbacks
     def test_receivers_are_space_separated_as_plus_or_percent_20(self):
         for to in ("09121234567+09351234567", "09121234567%2009351234567"):
             answer = yield self.get(f"username=tax&password=tax-key&from=MALIAT&to={to}"
